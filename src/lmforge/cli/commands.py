@@ -1,0 +1,138 @@
+"""The functions behind each CLI command: parse nothing, print results, raise ``LmforgeError``."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from lmforge.errors import DataError, LmforgeError
+
+log = logging.getLogger("lmforge")
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+def _overrides(args) -> list[str]:
+    extra = list(args.overrides)
+    if getattr(args, "resume", False):
+        extra.append("resume=true")
+    if getattr(args, "overwrite", False):
+        extra.append("overwrite=true")
+    return extra
+
+
+def cmd_train(args) -> int:
+    from lmforge.config import load_config
+    from lmforge.training.recipe import train
+
+    config = load_config(args.config, _overrides(args))
+    outcome = train(config, quiet=args.quiet)
+    if outcome.stopped_by:
+        print(f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; "
+              f"continue with: lmforge train {args.config} resume=true", file=sys.stderr)
+        return 130 if outcome.stopped_by == "SIGINT" else 0
+    print(f"run folder: {outcome.run.path}\nreport: {outcome.run.report}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    args.config = str(DEMO_CONFIG)
+    return cmd_train(args)
+
+
+def cmd_validate(args) -> int:
+    from lmforge.config import load_config
+    from lmforge.data.readers import Problems
+    from lmforge.models.registry import as_spec
+    from lmforge.models.transformer import resolve_source
+    from lmforge.tasks import get_task
+    from lmforge.tracking.run_folder import RunFolder
+    from lmforge.config.loader import config_to_dict
+
+    config = load_config(args.config, _overrides(args))
+    problems = Problems(collect=True)
+    task = get_task(config.task)
+    data = task.load_data(config, problems)
+    spec = as_spec(config.model)
+    checks = [lambda: resolve_source(spec.path) if spec.path is not None else None,
+              lambda: RunFolder(config.output).check_writable(config_to_dict(config), config.resume,
+                                                              config.overwrite)]
+    for check in checks:
+        try:
+            check()
+        except LmforgeError as exc:
+            problems.report(str(exc))
+    if problems.items:
+        for item in problems.items:
+            print(f"problem: {item}")
+        raise DataError(f"{args.config}: {len(problems.items)} problem(s) found")
+    labels = ", ".join(data.labels.names[:10]) + (" ..." if len(data.labels.names) > 10 else "")
+    print(f"{args.config}: ok -- {len(data.train)} train, {len(data.validation)} validation, "
+          f"{len(data.test)} test examples; {len(data.labels.names)} labels ({labels})")
+    return 0
+
+
+def _fields(args, predictor):
+    from lmforge.config.schema import Fields
+
+    fields = dict(predictor.meta.get("fields") or {})
+    for key in ("text", "text_pair", "label"):
+        value = getattr(args, f"{key}_field", None)
+        if value is not None:
+            fields[key] = value
+    return Fields(**fields)
+
+
+def cmd_eval(args) -> int:
+    from lmforge.tasks.predictor import RunPredictor
+
+    predictor = RunPredictor(args.run, args.checkpoint)
+    result = predictor.evaluate(args.data, _fields(args, predictor), args.batch_size)
+    metrics = result.metrics
+    if args.json:
+        print(json.dumps(metrics, ensure_ascii=False))
+        return 0
+    print(f"{args.data}: {metrics['count']} examples, model {predictor.folder}")
+    for key in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall", "loss"):
+        print(f"  {key:<16} {metrics[key]:.4f}")
+    print(f"  {'label':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for name, row in metrics["per_class"].items():
+        print(f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
+              f"{row['support']:>8}")
+    print("  confusion matrix (rows: true, columns: predicted):")
+    for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
+        print(f"  {name[:20]:<20} " + " ".join(f"{v:>6}" for v in row))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from lmforge.config.schema import DataConfig, DataSource
+    from lmforge.data.examples import read_text_examples
+    from lmforge.data.readers import Problems
+    from lmforge.evaluation.runs import write_predictions
+    from lmforge.tasks.predictor import RunPredictor
+
+    if bool(args.text) == bool(args.input):
+        raise DataError("predict: give --text (one or more) or --input FILE, not both")
+    if args.input and args.output and Path(args.input).resolve() == Path(args.output).resolve():
+        raise DataError(f"--output {args.output}: would overwrite the input file")
+    predictor = RunPredictor(args.run, args.checkpoint)
+    if args.text:
+        texts, pairs, extra = list(args.text), None, [{} for _ in args.text]
+    else:
+        fields = _fields(args, predictor)
+        examples = read_text_examples(DataSource(path=args.input), DataConfig(fields=fields),
+                                      Problems(), need_label=False)
+        texts = [ex.text for ex in examples]
+        pairs = [ex.text_pair for ex in examples] if fields.text_pair is not None else None
+        extra = [{"where": ex.where} for ex in examples]
+    rows = predictor.predict(texts, pairs, args.batch_size, args.top_k)
+    out = [{"text": t, **row, **e} for t, row, e in zip(texts, rows, extra)]
+    if args.output:
+        write_predictions(Path(args.output), out)
+        print(f"{len(out)} predictions written to {args.output}")
+    else:
+        for row in out:
+            print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+

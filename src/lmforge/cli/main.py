@@ -1,0 +1,89 @@
+"""The ``lmforge`` command: a table of command -> function, and one-line errors for users."""
+
+import argparse
+import sys
+
+from lmforge.cli import commands
+from lmforge.errors import LmforgeError
+
+OVERRIDES_HELP = "config overrides, e.g. train.lr=3e-5 tuning.method=lora"
+
+
+def _train_args(p: argparse.ArgumentParser, config: bool = True) -> None:
+    if config:
+        p.add_argument("config", help="the job's YAML config")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run folder written by lmforge train")
+    p.add_argument("--checkpoint", choices=["auto", "best", "model"], default="auto",
+                   help="best checkpoint, final model, or auto (best if present)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--text-field", help="column with the text (default: the run's data.fields.text)")
+    p.add_argument("--text-pair-field", dest="text_pair_field", help="column with the second text")
+
+
+def _eval_args(p):
+    _run_args(p)
+    p.add_argument("--data", required=True, help="labelled data file (.jsonl .json .csv .tsv)")
+    p.add_argument("--label-field", help="column with the label (default: the run's data.fields.label)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _predict_args(p):
+    _run_args(p)
+    p.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    p.add_argument("--input", help="file of texts (.jsonl .json .csv .tsv .txt)")
+    p.add_argument("--output", help="write predictions here as JSONL (default: stdout)")
+    p.add_argument("--top-k", type=int, default=3, help="label probabilities to list per row")
+
+
+def _validate_args(p):
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+
+# command -> (help, argument builder, function)
+COMMANDS = {
+    "train": ("fine-tune or pre-train a model from a YAML config", _train_args, commands.cmd_train),
+    "demo": ("fine-tune MiniLM on BBC News (bundled) into runs/demo",
+             lambda p: _train_args(p, config=False), commands.cmd_demo),
+    "eval": ("metrics of a run on a labelled file", _eval_args, commands.cmd_eval),
+    "predict": ("predict with a run: --text or --input FILE", _predict_args, commands.cmd_predict),
+    "validate": ("check a config and read all its data, without training", _validate_args,
+                 commands.cmd_validate),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmforge", description="Train, evaluate and use language models.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_args, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(fn=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lmforge.runtime import quiet_libraries, setup_logging
+
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    setup_logging(getattr(args, "quiet", False) or getattr(args, "json", False))
+    try:
+        return args.fn(args)
+    except LmforgeError as exc:
+        print(f"lmforge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

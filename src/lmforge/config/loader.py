@@ -1,0 +1,166 @@
+"""Read a YAML config, apply ``key=value`` overrides, and validate it into a ``JobConfig``.
+
+Errors name the file (or the override) and the dotted key, and suggest the closest valid key for a
+misspelt one.
+"""
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from lmforge.config.schema import JobConfig
+from lmforge.errors import ConfigError
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Load a YAML mapping from ``path`` with errors that name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set each ``dotted.key=value`` in ``data``; values are parsed as YAML (``3e-5``, ``[a, b]``)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}': expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {} if child is None else _promote(child, part, item)
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _promote(value: Any, part: str, item: str) -> dict:
+    # `model=minilm` then `model.path=...`-style overrides: a string section becomes {path: ...}.
+    if isinstance(value, str):
+        return {"path": value}
+    raise ConfigError(f"override '{item}': '{part}' is not a section")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                base: dict | None = None) -> JobConfig:
+    """Build the job config from a YAML file (or ``base``) plus overrides."""
+    overrides = list(overrides or [])
+    data = dict(base or {})
+    source = str(path) if path is not None else "config"
+    if path is not None:
+        data.update(read_yaml(path))
+    apply_overrides(data, overrides)
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, overrides)) from None
+
+
+def format_validation_error(exc: ValidationError, source: str, overrides: list[str]) -> str:
+    """One line naming where each problem is; the first problems come first."""
+    override_keys = {item.partition("=")[0].strip(): item for item in overrides}
+    messages = []
+    for err, loc in _specific_errors(exc.errors()):
+        dotted = ".".join(str(p) for p in loc)
+        origin = next((f"override '{item}'" for key, item in override_keys.items()
+                       if _related(dotted, key)), source)
+        if err["type"] == "extra_forbidden":
+            hint = _suggest(loc)
+            messages.append(f"{origin}: unknown key '{dotted}'{hint}")
+        elif not loc:
+            messages.append(f"{origin}: {err['msg'].removeprefix('Value error, ')}")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            messages.append(f"{origin}: {dotted}: {err['msg'].removeprefix('Value error, ')}{shown}")
+    unique = list(dict.fromkeys(messages))
+    return "; ".join(unique[:5]) + (f"; and {len(unique) - 5} more" if len(unique) > 5 else "")
+
+
+def _related(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def _specific_errors(errors: list[dict]) -> list[tuple[dict, tuple]]:
+    # A value that fits no member of a union gets one error per member; "should be a string" beside
+    # a more specific error at the same place (or inside it) is noise.
+    located = [(err, _clean_loc(err["loc"])) for err in errors]
+    kept = []
+    for err, loc in located:
+        others = [o for o, ol in located if o is not err and ol[:len(loc)] == loc]
+        if err["type"].endswith("_type") and others and not all(o["type"].endswith("_type") for o in others):
+            continue
+        if err["type"].endswith("_type") and any(k[1] == loc for k in kept):
+            continue
+        kept.append((err, loc))
+    return kept
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # pydantic puts the union member it tried into loc ("str", "DataSource", "function-after[...]").
+    keep = []
+    for part in loc:
+        if isinstance(part, str) and (part[:1].isupper() or "[" in part or part in {"str", "int", "float", "bool", "list", "dict", "literal['balanced']", "literal['epoch']", "none"}):
+            continue
+        keep.append(part)
+    return tuple(keep)
+
+
+def _section_models(annotation) -> list[type[BaseModel]]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _section_models(arg)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def valid_keys(parent: tuple) -> list[str]:
+    """The keys allowed under the dotted location ``parent`` of the job config."""
+    models: list[type[BaseModel]] = [JobConfig]
+    for part in parent:
+        nxt = []
+        for model in models:
+            field = model.model_fields.get(str(part))
+            if field is not None:
+                nxt.extend(_section_models(field.annotation))
+        models = nxt
+    return sorted({name for model in models for name in model.model_fields})
+
+
+def _suggest(loc: tuple) -> str:
+    keys = valid_keys(loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.5)
+    if close:
+        prefix = ".".join(str(p) for p in loc[:-1])
+        return f" (did you mean '{prefix + '.' if prefix else ''}{close[0]}'?)"
+    return f" (valid keys: {', '.join(keys)})" if keys else ""
+
+
+def config_to_dict(config: JobConfig) -> dict:
+    """The resolved config as plain data, for ``config.yaml`` in the run folder."""
+    return config.model_dump(mode="json")

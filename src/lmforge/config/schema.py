@@ -1,0 +1,152 @@
+"""The job config: one typed model per section, a one-line doc per field.
+
+Defaults live here; YAML only overrides them. Unknown keys and wrong types are errors (the loader
+turns pydantic's report into one line naming the file and key).
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are an error, assignments are checked."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Fields(Section):
+    """Which column or key of the user's data holds what (a name, or a 0-based column index)."""
+
+    text: str | int = Field("text", description="column with the input text")
+    text_pair: str | int | None = Field(None, description="second text for sentence-pair tasks")
+    label: str | int = Field("label", description="column with the label")
+
+
+class DataSource(Section):
+    """One data file (or folder) with optional per-file reading options."""
+
+    path: str = Field(description="file or folder; 'package:NAME/...' points into an installed package")
+    fields: Fields | None = Field(None, description="column names for this file (default: data.fields)")
+    format: str | None = Field(None, description="reader to use (default: from the file suffix)")
+    header: bool | None = Field(None, description="csv/tsv: first row is a header (default: detect)")
+
+
+class DataConfig(Section):
+    """Where the data is and how to read it."""
+
+    train: str | DataSource | None = Field(None, description="training data")
+    validation: str | DataSource | None = Field(None, description="validation data")
+    test: str | DataSource | None = Field(None, description="test data, evaluated once at the end")
+    split: float | None = Field(
+        None, gt=0, lt=1, description="hold out this fraction of train as validation (seeded, stratified)"
+    )
+    fields: Fields = Field(default_factory=Fields, description="column names, for every file")
+    label_names: list[str] | dict[str, str] | None = Field(
+        None, description="names for the raw labels (list: in sorted raw order; mapping: raw -> name)"
+    )
+    format: str | None = Field(None, description="reader for every file (default: from the suffix)")
+    header: bool | None = Field(None, description="csv/tsv: first row is a header (default: detect)")
+
+    @model_validator(mode="after")
+    def _one_validation_source(self):
+        if self.split is not None and self.validation is not None:
+            raise ValueError("give either data.validation or data.split, not both")
+        return self
+
+
+class ModelSpec(Section):
+    """A model given as a spec: a family plus its settings."""
+
+    family: str = Field("transformer", description="model family (registry name)")
+    path: str | None = Field(None, description="bundled alias or local folder to start from")
+    arch: str = Field("bert", description="architecture when built from scratch")
+    layers: int = Field(2, ge=1, description="from scratch: number of layers")
+    hidden: int = Field(64, ge=8, description="from scratch: hidden width")
+    heads: int = Field(2, ge=1, description="from scratch: attention heads")
+    intermediate: int | None = Field(None, ge=8, description="from scratch: feed-forward width (default 4*hidden)")
+    vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")
+    max_position: int = Field(512, ge=16, description="from scratch: longest sequence the model accepts")
+    lowercase: bool = Field(True, description="from scratch: lowercase text in the trained tokenizer")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self):
+        if self.path is None and self.hidden % self.heads:
+            raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
+        return self
+
+
+class TuningConfig(Section):
+    """Which parameters train, and how."""
+
+    method: str = Field("full", description="full | freeze | lora")
+    trainable_layers: int = Field(2, ge=0, description="freeze: how many top encoder layers train (head always trains)")
+    r: int = Field(8, ge=1, description="lora: rank")
+    alpha: float = Field(16, gt=0, description="lora: scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="lora: dropout on the adapter input")
+    target: str | list[str] = Field("auto", description="lora: 'auto', 'all-linear' or module names")
+
+
+class EarlyStopping(Section):
+    """Stop when a validation metric stops improving."""
+
+    metric: str = Field("macro_f1", description="any metric evaluation reports, or 'loss'")
+    mode: Literal["max", "min"] | None = Field(None, description="max or min (default: min for loss, else max)")
+    patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+
+
+class TrainConfig(Section):
+    """The optimisation loop."""
+
+    epochs: int = Field(3, ge=1, description="passes over the training data")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps")
+    lr: float = Field(5e-5, gt=0, description="peak learning rate (AdamW)")
+    batch_size: int = Field(32, ge=1, description="examples per micro-batch (per process)")
+    eval_batch_size: int | None = Field(None, ge=1, description="examples per evaluation batch (default 2*batch_size)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    warmup: float = Field(0.06, ge=0, description="warm-up: fraction of steps if < 1, else a step count")
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="decay after warm-up")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm (null: no clipping)")
+    max_length: int = Field(128, ge=4, description="truncate inputs to this many tokens")
+    dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout rate of the model")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
+    class_weights: Literal["balanced"] | list[float] | None = Field(
+        None, description="'balanced' (inverse frequency) or one weight per label"
+    )
+    seed: int = Field(42, description="seed for initialisation, data order and dropout")
+    eval_every: Literal["epoch"] | int = Field("epoch", description="'epoch' or every N optimizer steps")
+    save_every: int | None = Field(None, ge=1, description="also checkpoint every N steps (default: at each evaluation)")
+    keep_checkpoints: int = Field(2, ge=1, description="how many checkpoints to keep")
+    early_stopping: EarlyStopping | None = Field(None, description="stop when a metric stops improving")
+    group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")
+    log_every: int = Field(10, ge=1, description="log the training loss every N steps")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="autocast dtype (GPU or bf16 CPUs)")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: the machine's cores)")
+
+    @field_validator("eval_every")
+    @classmethod
+    def _positive(cls, value):
+        if isinstance(value, int) and value < 1:
+            raise ValueError("eval_every must be 'epoch' or a positive step count")
+        return value
+
+
+class JobConfig(Section):
+    """A whole job: task, data, model, tuning, training and output folder."""
+
+    task: str = Field("classification", description="classification (more tasks register themselves)")
+    data: DataConfig = Field(default_factory=DataConfig, description="the data")
+    model: str | ModelSpec = Field("minilm", description="bundled alias, local folder, or a spec")
+    tuning: TuningConfig = Field(default_factory=TuningConfig, description="how parameters are tuned")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
+    output: str = Field("runs/run", description="the run folder")
+    resume: bool = Field(False, description="continue from the newest complete checkpoint in output")
+    overwrite: bool = Field(False, description="replace a different run already in output")
+
+    @model_validator(mode="after")
+    def _needs_train(self):
+        if self.data.train is None:
+            raise ValueError("data.train is required")
+        return self

@@ -1,0 +1,63 @@
+"""Batches with little padding: length-grouped, seeded, resumable, shardable.
+
+The order of an epoch is a pure function of ``(seed, epoch)``, so resuming only needs the epoch and
+how many batches were consumed -- no sampler state to save.
+"""
+
+import random
+
+import torch
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
+                  group_by_length: bool = True, world_size: int = 1, rank: int = 0) -> list[list[int]]:
+    """The batches (lists of example indices) this process sees in ``epoch``.
+
+    With ``group_by_length``, indices are shuffled, cut into mega-batches of 50 batches, each sorted
+    by length and cut into batches, and the batch order is shuffled again: batches hold texts of
+    similar length (little padding) while the epoch stays random. Every process gets the same number
+    of batches; the last global batches are dropped if they cannot be shared evenly.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    global_batch = batch_size * world_size
+    if group_by_length:
+        mega = global_batch * 50
+        order = [i for start in range(0, len(order), mega)
+                 for i in sorted(order[start:start + mega], key=lambda j: -lengths[j])]
+    batches = [order[s:s + global_batch] for s in range(0, len(order), global_batch)]
+    if group_by_length:
+        rng.shuffle(batches)
+    if world_size > 1:
+        batches = [b for b in batches if len(b) == global_batch] or batches[:1]
+    return [b[rank::world_size] for b in batches]
+
+
+def pad_features(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad a list of encoded examples to the longest one: ``input_ids``, ``attention_mask``, the
+    optional ``token_type_ids`` and ``labels`` (a scalar per example)."""
+    width = max(len(f["input_ids"]) for f in features)
+    batch = {
+        "input_ids": torch.full((len(features), width), pad_id, dtype=torch.long),   # (B, T)
+        "attention_mask": torch.zeros((len(features), width), dtype=torch.long),     # (B, T)
+    }
+    has_types = "token_type_ids" in features[0]
+    if has_types:
+        batch["token_type_ids"] = torch.zeros((len(features), width), dtype=torch.long)
+    for row, feature in enumerate(features):
+        n = len(feature["input_ids"])
+        batch["input_ids"][row, :n] = torch.tensor(feature["input_ids"])
+        batch["attention_mask"][row, :n] = 1
+        if has_types:
+            batch["token_type_ids"][row, :n] = torch.tensor(feature["token_type_ids"])
+    if "label" in features[0]:
+        batch["labels"] = torch.tensor([f["label"] for f in features], dtype=torch.long)
+    return batch
+
+
+def inference_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Batches for evaluation and prediction: sorted by length (least padding); the caller puts
+    results back in input order."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]

@@ -1,0 +1,162 @@
+"""Typed records for text classification data, and the label set."""
+
+from dataclasses import dataclass
+
+from lmforge.config.schema import DataConfig, DataSource, Fields
+from lmforge.data.readers import Problems, ReadOptions, reader_for
+from lmforge.errors import DataError
+from lmforge.paths import resolve_path
+
+
+@dataclass
+class TextExample:
+    """One labelled (or unlabelled) text, with where it came from."""
+
+    text: str
+    text_pair: str | None = None
+    label: str | None = None   # the raw label as written in the file
+    where: str = ""
+    label_id: int | None = None
+
+
+def source_of(value: str | DataSource) -> DataSource:
+    return DataSource(path=value) if isinstance(value, str) else value
+
+
+def read_rows(source: str | DataSource, data: DataConfig, problems: Problems):
+    """Yield ``(where, row, fields)`` for every row of a configured data source."""
+    source = source_of(source)
+    path = resolve_path(source.path)
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    fields = source.fields or data.fields
+    options = ReadOptions(header=source.header if source.header is not None else data.header,
+                          field_names=(fields.text, fields.text_pair, fields.label))
+    reader = reader_for(path, source.format or data.format)
+    for where, row in reader(path, options, problems):
+        yield where, row, fields
+
+
+def _raw_label(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def _field(row: dict, name, where: str, problems: Problems, what: str):
+    if name in row:
+        return row[name]
+    names = ", ".join(str(k) for k in row if not isinstance(k, int)) or f"{len(row)} columns"
+    problems.report(f"{where}: missing {what} field '{name}' (the row has: {names}); "
+                    f"set data.fields.{what}")
+    return None
+
+
+def read_text_examples(source: str | DataSource, data: DataConfig, problems: Problems,
+                       need_label: bool = True) -> list[TextExample]:
+    """Read a source into ``TextExample``s, reporting rows without text or label."""
+    examples = []
+    for where, row, fields in read_rows(source, data, problems):
+        text = _field(row, fields.text, where, problems, "text")
+        if text is None:
+            continue
+        text = str(text)
+        if not text.strip():
+            problems.report(f"{where}: empty text in field '{fields.text}'")
+            continue
+        pair = None
+        if fields.text_pair is not None:
+            pair = _field(row, fields.text_pair, where, problems, "text_pair")
+            if pair is None:
+                continue
+            pair = str(pair)
+        label = None
+        if need_label or fields.label in row:
+            value = _field(row, fields.label, where, problems, "label")
+            if value is None:
+                continue
+            label = _raw_label(value)
+            if not label:
+                problems.report(f"{where}: empty label in field '{fields.label}'")
+                continue
+        examples.append(TextExample(text, pair, label, where))
+    if not examples and not problems.items:
+        raise DataError(f"{resolve_path(source_of(source).path)}: no usable rows")
+    return examples
+
+
+def _sort_key(raw: str):
+    try:
+        return (0, float(raw), raw)
+    except ValueError:
+        return (1, 0.0, raw)
+
+
+class LabelSet:
+    """Maps raw labels to names and ids; ``names[i]`` is the label with id ``i``."""
+
+    def __init__(self, names: list[str], raw_to_name: dict[str, str]):
+        self.names = names
+        self.raw_to_name = raw_to_name
+        self.index = {name: i for i, name in enumerate(names)}
+
+    @classmethod
+    def build(cls, raw_labels: list[str], label_names, where: str = "data.label_names") -> "LabelSet":
+        """From the training labels and the optional ``data.label_names`` (list or mapping)."""
+        distinct = sorted(set(raw_labels), key=_sort_key)
+        if label_names is None:
+            return cls(distinct, {raw: raw for raw in distinct})
+        if isinstance(label_names, dict):
+            mapping = {str(k): str(v) for k, v in label_names.items()}
+            missing = [raw for raw in distinct if raw not in mapping]
+            if missing:
+                raise DataError(f"{where}: no name for the raw label(s) {', '.join(map(repr, missing[:5]))}")
+            return cls(list(dict.fromkeys(mapping.values())), mapping)
+        names = [str(n) for n in label_names]
+        if len(set(names)) != len(names):
+            raise DataError(f"{where}: label names repeat")
+        if all(raw.lstrip("-").isdigit() for raw in distinct) and all(0 <= int(r) < len(names) for r in distinct):
+            # Integer labels index the names directly, even if a class is absent from train.
+            return cls(names, {str(i): name for i, name in enumerate(names)})
+        if len(distinct) != len(names):
+            raise DataError(f"{where}: {len(names)} names for {len(distinct)} distinct raw labels "
+                            f"({', '.join(distinct[:10])})")
+        return cls(names, dict(zip(distinct, names)))
+
+    def id_of(self, raw: str, where: str, problems: Problems) -> int | None:
+        name = self.raw_to_name.get(raw, raw if raw in self.index else None)
+        if name is None or name not in self.index:
+            shown = ", ".join(self.names[:10]) + (", ..." if len(self.names) > 10 else "")
+            problems.report(f"{where}: label '{raw}' never appears in the training data (labels: {shown})")
+            return None
+        return self.index[name]
+
+    def to_json(self) -> dict:
+        return {"names": self.names, "raw_to_name": self.raw_to_name}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LabelSet":
+        return cls(list(data["names"]), dict(data["raw_to_name"]))
+
+
+def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices of (train, held-out): per class a seeded ``fraction`` is held out, at least one
+    example of every class with two or more."""
+    import random
+
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    held = []
+    for label in sorted(by_class):
+        members = by_class[label][:]
+        rng.shuffle(members)
+        k = round(len(members) * fraction)
+        if len(members) >= 2:
+            k = min(max(k, 1), len(members) - 1)
+        held.extend(members[:k])
+    held_set = set(held)
+    return [i for i in range(len(labels)) if i not in held_set], sorted(held)
+
+

@@ -1,0 +1,179 @@
+"""Readers, one per file format, registered by name and suffix.
+
+A reader yields ``(where, row)`` pairs: ``where`` names the file and line (or item) for error
+messages, ``row`` maps column names -- and, for delimited files, 0-based column indices -- to values.
+Row-level problems go to ``problems.report`` so that ``lmforge validate`` can list them all while
+training stops at the first.
+"""
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.errors import DataError
+
+Row = dict
+Reader = Callable[[Path, "ReadOptions", "Problems"], Iterator[tuple[str, Row]]]
+
+READERS: dict[str, Reader] = {}
+SUFFIXES: dict[str, str] = {}
+
+
+@dataclass
+class ReadOptions:
+    """How to read one file."""
+
+    header: bool | None = None      # csv/tsv: None = detect from the configured field names
+    field_names: tuple = ()         # the configured fields, used to detect a header row
+
+
+class Problems:
+    """Collects row-level problems; raises on the first unless ``collect`` is set."""
+
+    def __init__(self, collect: bool = False, limit: int = 50):
+        self.collect, self.limit, self.items = collect, limit, []
+
+    def report(self, message: str) -> None:
+        if not self.collect:
+            raise DataError(message)
+        if len(self.items) < self.limit:
+            self.items.append(message)
+
+
+def register_reader(name: str, suffixes: tuple[str, ...] = ()):
+    """Register a reader under ``name`` and the file suffixes it handles."""
+    def wrap(fn: Reader) -> Reader:
+        READERS[name] = fn
+        for suffix in suffixes:
+            SUFFIXES[suffix] = name
+        return fn
+    return wrap
+
+
+def reader_for(path: Path, fmt: str | None) -> Reader:
+    """The reader for ``path``: the named format, else a folder reader, else by suffix."""
+    if fmt is not None:
+        if fmt not in READERS:
+            raise DataError(f"{path}: unknown data format '{fmt}' (known: {', '.join(sorted(READERS))})")
+        return READERS[fmt]
+    if path.is_dir():
+        return READERS["folder"]
+    name = SUFFIXES.get(path.suffix.lower())
+    if name is None:
+        raise DataError(f"{path}: cannot tell the format from the suffix '{path.suffix}' "
+                        f"(known: {', '.join(sorted(SUFFIXES))}); set data.format")
+    return READERS[name]
+
+
+def _open_text(path: Path):
+    # utf-8-sig drops a byte-order mark, which some exported CSVs start with.
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+@register_reader("jsonl", (".jsonl", ".ndjson"))
+def read_jsonl(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.report(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if not isinstance(row, dict):
+                problems.report(f"{where}: expected a JSON object, found {type(row).__name__}")
+                continue
+            yield where, row
+
+
+@register_reader("json", (".json",))
+def read_json(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
+    try:
+        with _open_text(path) as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
+    for number, row in enumerate(data, 1):
+        where = f"{path}: item {number}"
+        if not isinstance(row, dict):
+            problems.report(f"{where}: expected a JSON object, found {type(row).__name__}")
+            continue
+        yield where, row
+
+
+def _read_delimited(path: Path, options: ReadOptions, problems: Problems, delimiter: str,
+                    quoting: int) -> Iterator[tuple[str, Row]]:
+    with _open_text(path) as handle:
+        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+        header: list[str] | None = None
+        width = None
+        start = 1
+        for record in reader:
+            where = f"{path}:{start}"
+            start = reader.line_num + 1
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            if width is None:
+                width = len(record)
+                if _is_header(record, options):
+                    header = [name.strip() for name in record]
+                    continue
+            if len(record) != width:
+                problems.report(f"{where}: expected {width} columns, found {len(record)}")
+                continue
+            row: Row = dict(enumerate(record))
+            if header is not None:
+                row.update(zip(header, record))
+            yield where, row
+
+
+def _is_header(record: list[str], options: ReadOptions) -> bool:
+    if options.header is not None:
+        return options.header
+    names = [f for f in options.field_names if isinstance(f, str)]
+    cells = {cell.strip() for cell in record}
+    return bool(names) and any(name in cells for name in names)
+
+
+@register_reader("csv", (".csv",))
+def read_csv(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
+    yield from _read_delimited(path, options, problems, ",", csv.QUOTE_MINIMAL)
+
+
+@register_reader("tsv", (".tsv", ".tab"))
+def read_tsv(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
+    # Tab-separated files (GLUE and most exports) do not quote: a '"' is part of the text.
+    yield from _read_delimited(path, options, problems, "\t", csv.QUOTE_NONE)
+
+
+@register_reader("txt", (".txt",))
+def read_txt(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
+    """Raw text, one example per line (the text field is 'text')."""
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                yield f"{path}:{number}", {"text": line.rstrip("\r\n")}
+
+
+@register_reader("folder")
+def read_folder(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
+    """A folder with one subfolder per label, one text file per example (BBC News, 20 Newsgroups)."""
+    subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    if not subdirs:
+        raise DataError(f"{path}: a data folder needs one subfolder per label, with text files inside")
+    for label_dir in subdirs:
+        for file in sorted(p for p in label_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
+            raw = file.read_bytes()
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+            yield str(file), {"text": text.strip(), "label": label_dir.name}

@@ -1,0 +1,25 @@
+"""Evaluate a saved model on encoded data, and write predictions files."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from lmforge.models import load_saved
+from lmforge.tracking.run_folder import write_atomic
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate_saved(folder: Path, task, labels, features: list[dict], examples: list, batch_size: int,
+                   meta: dict | None = None):
+    """Load the model saved in ``folder`` and evaluate it (the same path ``lmforge eval`` takes)."""
+    loaded = load_saved(folder, meta or {"head": task.head})
+    model = loaded.model.to(device())
+    return task.evaluate(model, loaded.tokenizer, features, examples, batch_size, device(), labels)
+
+
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

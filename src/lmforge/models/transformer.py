@@ -1,0 +1,117 @@
+"""The transformer family: any Hugging Face architecture, pretrained (bundled alias or local folder)
+or built from a small config with a tokenizer trained on the user's texts."""
+
+import logging
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoTokenizer
+
+from lmforge.config.schema import ModelSpec
+from lmforge.errors import ModelError
+from lmforge.models.bundled import BUNDLED, bundled_path
+from lmforge.models.registry import LoadedModel, register_family
+from lmforge.models.safe_loading import check_model_folder
+from lmforge.tokenization.wordpiece import train_wordpiece
+
+log = logging.getLogger("lmforge")
+
+# Task head name -> the Auto class that puts that head on any architecture.
+HEADS = {
+    "sequence_classification": transformers.AutoModelForSequenceClassification,
+}
+
+# From-scratch architectures: name -> (config class, how our spec maps onto it).
+ARCHS = {
+    "bert": lambda spec, vocab, pad: transformers.BertConfig(
+        vocab_size=vocab, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads, intermediate_size=spec.intermediate or 4 * spec.hidden,
+        max_position_embeddings=spec.max_position, pad_token_id=pad),
+}
+
+
+def _head_class(head: str):
+    if head not in HEADS:
+        raise ModelError(f"the transformer family has no '{head}' head (known: {', '.join(HEADS)})")
+    return HEADS[head]
+
+
+def resolve_source(path: str) -> tuple[Path, str]:
+    """A bundled alias or a local folder -> (folder, label for messages)."""
+    if path in BUNDLED:
+        return bundled_path(path), path
+    folder = Path(path).expanduser()
+    if not folder.exists() and "/" in path and not path.startswith((".", "/", "~")):
+        raise ModelError(f"model '{path}': no such folder; lmforge does not download from a hub -- "
+                         f"download it yourself and give the local folder (bundled: {', '.join(BUNDLED)})")
+    check_model_folder(folder, path)
+    return folder, path
+
+
+def _label_kwargs(labels: list[str]) -> dict:
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)}}
+
+
+def set_dropout(config, rate: float) -> None:
+    """Set every dropout probability the config defines (names differ between architectures)."""
+    for name, value in vars(config).items():
+        if "dropout" in name and isinstance(value, float):
+            setattr(config, name, rate)
+
+
+def load_transformer(spec: ModelSpec, head: str, labels: list[str], texts: list[str],
+                     dropout: float | None = None, tokenizer_folder: Path | None = None) -> LoadedModel:
+    head_class = _head_class(head)
+    if spec.path is None:
+        return _from_scratch(spec, head_class, labels, texts, dropout, tokenizer_folder)
+    folder, label = resolve_source(spec.path)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False, **_label_kwargs(labels))
+    if dropout is not None:
+        set_dropout(config, dropout)
+    # The new head starts random; transformers' "newly initialized" warning says so at length.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = head_class.from_pretrained(folder, config=config, use_safetensors=True,
+                                           trust_remote_code=False, dtype=torch.float32)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    info = {"family": "transformer", "source": label, "source_path": str(folder.resolve()),
+            "arch": config.model_type}
+    return LoadedModel(model, tokenizer, info)
+
+
+def _from_scratch(spec: ModelSpec, head_class, labels, texts, dropout, tokenizer_folder) -> LoadedModel:
+    if spec.arch not in ARCHS:
+        raise ModelError(f"model.arch: cannot build '{spec.arch}' from scratch (known: {', '.join(ARCHS)})")
+    if tokenizer_folder is not None and (Path(tokenizer_folder) / "tokenizer.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, trust_remote_code=False)
+    else:
+        tokenizer = train_wordpiece(texts, vocab_size=spec.vocab_size, lowercase=spec.lowercase)
+    config = ARCHS[spec.arch](spec, len(tokenizer), tokenizer.pad_token_id)
+    for key, value in _label_kwargs(labels).items():
+        setattr(config, key, value)
+    if dropout is not None:
+        set_dropout(config, dropout)
+    model = head_class.from_config(config)
+    info = {"family": "transformer", "source": "scratch", "arch": spec.arch,
+            "vocab_size": len(tokenizer)}
+    log.info("built a %s from scratch: %d layers, hidden %d, vocabulary %d trained on %d texts",
+             spec.arch, spec.layers, spec.hidden, len(tokenizer), len(texts))
+    return LoadedModel(model, tokenizer, info)
+
+
+def load_saved_transformer(folder: Path, meta: dict) -> LoadedModel:
+    """Load a model a run saved (plain ``save_pretrained`` layout)."""
+    check_model_folder(folder, str(folder))
+    head_class = _head_class(meta.get("head", "sequence_classification"))
+    model = head_class.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
+                                       dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    return LoadedModel(model, tokenizer, dict(meta.get("model", {})))
+
+
+register_family("transformer", load_transformer, load_saved_transformer)

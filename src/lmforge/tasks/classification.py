@@ -1,0 +1,157 @@
+"""Text (and text-pair) classification: cross-entropy over a sequence-classification head."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.data.batching import inference_batches, pad_features
+from lmforge.data.examples import LabelSet, TextExample, read_text_examples, stratified_split
+from lmforge.errors import ConfigError, DataError
+from lmforge.evaluation.classification import SCALAR_METRICS, classification_metrics
+from lmforge.tasks.registry import EvalResult, TaskData, register_task
+
+
+@register_task
+class ClassificationTask:
+    name = "classification"
+    head = "sequence_classification"
+    metric_names = SCALAR_METRICS + ("loss",)
+    default_metric = "macro_f1"
+
+    def __init__(self):
+        self.class_weights: torch.Tensor | None = None
+        self.label_smoothing = 0.0
+
+    # -- data ------------------------------------------------------------------------------------
+    def load_data(self, config, problems) -> TaskData:
+        data = config.data
+        train = _guarded(problems, read_text_examples, data.train, data, problems)
+        labels = LabelSet.build([ex.label for ex in train if ex.label is not None], data.label_names)
+        self._attach_ids(train, labels, problems)
+        notes = []
+        if data.split is not None:
+            ids = [ex.label_id for ex in train]
+            keep, held = stratified_split(ids, data.split, config.train.seed)
+            validation = [train[i] for i in held]
+            train = [train[i] for i in keep]
+            notes.append(f"held out {len(validation)} of {len(train) + len(validation)} training "
+                         f"examples for validation (seed {config.train.seed}, stratified)")
+        elif data.validation is not None:
+            validation = _guarded(problems, self.read_labelled, data.validation, data, labels, problems)
+        else:
+            validation = []
+        test = _guarded(problems, self.read_labelled, data.test, data, labels, problems) \
+            if data.test is not None else []
+        if len(labels.names) < 2 and not problems.collect:
+            raise DataError(f"{data.train if isinstance(data.train, str) else data.train.path}: "
+                            f"classification needs at least two labels, found {labels.names}")
+        return TaskData(train, validation, test, labels, notes)
+
+    def read_labelled(self, source, data, labels: LabelSet, problems) -> list[TextExample]:
+        examples = read_text_examples(source, data, problems)
+        self._attach_ids(examples, labels, problems)
+        return [ex for ex in examples if ex.label_id is not None]
+
+    @staticmethod
+    def _attach_ids(examples, labels: LabelSet, problems) -> None:
+        for ex in examples:
+            ex.label_id = labels.id_of(ex.label, ex.where, problems)
+
+    def configure(self, config, train_examples, labels: LabelSet) -> None:
+        """Loss options that depend on the data: class weights and label smoothing."""
+        self.label_smoothing = config.train.label_smoothing
+        weights = config.train.class_weights
+        if weights is None:
+            self.class_weights = None
+        elif weights == "balanced":
+            counts = torch.bincount(torch.tensor([ex.label_id for ex in train_examples]),
+                                    minlength=len(labels.names)).float()
+            self.class_weights = counts.sum() / (len(labels.names) * counts.clamp(min=1))
+        else:
+            if len(weights) != len(labels.names):
+                raise ConfigError(f"train.class_weights: {len(weights)} weights for "
+                                  f"{len(labels.names)} labels ({', '.join(labels.names)})")
+            self.class_weights = torch.tensor(weights, dtype=torch.float32)
+
+    # -- batches ---------------------------------------------------------------------------------
+    def encode(self, tokenizer, examples: list[TextExample], max_length: int) -> list[dict]:
+        if not examples:
+            return []
+        texts = [ex.text for ex in examples]
+        pairs = [ex.text_pair for ex in examples] if examples and examples[0].text_pair is not None else None
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        features = []
+        for i, ex in enumerate(examples):
+            feature = {"input_ids": encoded["input_ids"][i]}
+            if "token_type_ids" in encoded and pairs is not None:
+                feature["token_type_ids"] = encoded["token_type_ids"][i]
+            if getattr(ex, "label_id", None) is not None:
+                feature["label"] = ex.label_id
+            features.append(feature)
+        return features
+
+    def collate(self, features: list[dict], tokenizer) -> dict:
+        return pad_features(features, tokenizer.pad_token_id or 0)
+
+    def loss(self, model, batch: dict):
+        labels = batch.pop("labels")
+        logits = model(**batch).logits                          # (B, num_labels)
+        weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
+        return F.cross_entropy(logits.float(), labels, weight=weight,
+                               label_smoothing=self.label_smoothing)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def logits(self, model, tokenizer, features: list[dict], batch_size: int, device) -> torch.Tensor:
+        """Logits for every feature, in input order (batches are formed by length)."""
+        model.eval()
+        out = [None] * len(features)
+        for idx in inference_batches([len(f["input_ids"]) for f in features], batch_size):
+            batch = self.collate([features[i] for i in idx], tokenizer)
+            batch.pop("labels", None)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(**batch).logits.float().cpu()
+            for row, i in enumerate(idx):
+                out[i] = logits[row]
+        return torch.stack(out) if out else torch.zeros((0, 0))
+
+    def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet,
+                 top_k: int = 3) -> EvalResult:
+        logits = self.logits(model, tokenizer, features, batch_size, device)
+        gold = torch.tensor([f["label"] for f in features])
+        loss = F.cross_entropy(logits, gold).item() if len(features) else math.nan
+        probs = logits.softmax(-1)
+        pred = probs.argmax(-1)
+        metrics = classification_metrics(gold.tolist(), pred.tolist(), labels.names)
+        metrics["loss"] = loss
+        rows = prediction_rows(probs, labels.names, top_k)
+        for row, ex in zip(rows, examples):
+            row.update({"text": ex.text, "gold": labels.names[ex.label_id], "where": ex.where})
+            if ex.text_pair is not None:
+                row["text_pair"] = ex.text_pair
+        return EvalResult(metrics, rows)
+
+
+def _guarded(problems, read, *args) -> list:
+    """Read a split; in collecting mode (``lmforge validate``) a file-level error is one more
+    problem and the other splits are still read."""
+    try:
+        return read(*args)
+    except DataError as exc:
+        if not problems.collect:
+            raise
+        problems.report(str(exc))
+        return []
+
+
+def prediction_rows(probs: torch.Tensor, names: list[str], top_k: int) -> list[dict]:
+    """Label, score and the top-k label probabilities for each row of ``probs``."""
+    k = min(top_k, len(names))
+    top = probs.topk(k, dim=-1)
+    rows = []
+    for values, indices in zip(top.values.tolist(), top.indices.tolist()):
+        rows.append({"label": names[indices[0]], "score": round(values[0], 6),
+                     "top_k": [{"label": names[i], "score": round(v, 6)} for v, i in zip(values, indices)]})
+    return rows
+

@@ -1,0 +1,50 @@
+"""Load a finished run once and predict or evaluate with it (used by ``predict``, ``eval`` and,
+later, the server)."""
+
+from pathlib import Path
+
+import torch
+
+from lmforge.config.schema import DataConfig, DataSource, Fields
+from lmforge.data.examples import LabelSet, TextExample
+from lmforge.data.readers import Problems
+from lmforge.errors import DataError
+from lmforge.models import load_saved
+from lmforge.tasks.classification import prediction_rows
+from lmforge.tasks.registry import EvalResult, get_task
+from lmforge.tracking.run_folder import RunFolder
+
+
+class RunPredictor:
+    """A run's saved model, tokenizer, task and labels, loaded for inference."""
+
+    def __init__(self, run_dir: str | Path, checkpoint: str = "auto"):
+        self.run = RunFolder(run_dir)
+        self.meta = self.run.read_meta()
+        self.task = get_task(self.meta["task"])
+        self.labels = LabelSet.from_json(self.meta["labels"])
+        self.folder = self.run.model_dir(checkpoint)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        loaded = load_saved(self.folder, self.meta)
+        self.model = loaded.model.to(self.device).eval()
+        self.tokenizer = loaded.tokenizer
+        self.max_length = int(self.meta.get("max_length", 512))
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
+                top_k: int = 3) -> list[dict]:
+        """Label, score and top-k probabilities for each text, batched by length."""
+        examples = [TextExample(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
+        features = self.task.encode(self.tokenizer, examples, self.max_length)
+        logits = self.task.logits(self.model, self.tokenizer, features, batch_size, self.device)
+        return prediction_rows(logits.softmax(-1), self.labels.names, top_k)
+
+    def evaluate(self, path: str, fields: Fields | None = None, batch_size: int = 64) -> EvalResult:
+        """Metrics on a labelled file; labels the run never saw are an error naming the row."""
+        data = DataConfig(fields=fields or Fields(**self.meta.get("fields", {})))
+        source = DataSource(path=path)
+        examples = self.task.read_labelled(source, data, self.labels, Problems())
+        if not examples:
+            raise DataError(f"{path}: no labelled rows to evaluate")
+        features = self.task.encode(self.tokenizer, examples, self.max_length)
+        return self.task.evaluate(self.model, self.tokenizer, features, examples, batch_size,
+                                  self.device, self.labels)

@@ -1,0 +1,1 @@
+"""Tokenizers: Hugging Face tokenizers, trained WordPiece for from-scratch models, coverage checks."""

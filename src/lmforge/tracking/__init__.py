@@ -1,0 +1,1 @@
+"""Run folders, metrics logs, TensorBoard events and HTML reports."""

@@ -1,0 +1,133 @@
+"""Checkpoints that resume exactly and are never half-written.
+
+A checkpoint folder holds the model (safetensors), the optimizer's tensors (safetensors) and its
+settings (JSON), the scheduler (JSON), the RNG states and the trainer state (step, epoch, position
+in the epoch, early stopping). Nothing is pickled, so loading a checkpoint runs no code. It is
+written to a hidden temporary folder and renamed into place: a folder named ``step-N`` is complete.
+"""
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from lmforge.errors import RunFolderError
+
+PREFIX = "step-"
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def rng_state() -> tuple[dict, dict]:
+    """(tensors, json) snapshot of every random generator the loop uses."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = state
+    np_state = np.random.get_state()
+    info = {"python": _jsonable(random.getstate()),
+            "numpy": [np_state[0], np_state[1].tolist(), *map(_plain, np_state[2:])]}
+    return tensors, info
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _jsonable(value):
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tuples(value):
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def set_rng_state(tensors: dict, info: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    random.setstate(_tuples(info["python"]))
+    kind, keys, *rest = info["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+
+
+def _optimizer_parts(optimizer) -> tuple[dict, dict]:
+    state = optimizer.state_dict()
+    tensors, settings = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, entry in state["state"].items():
+        settings["state"][str(pid)] = {}
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.contiguous()
+            else:
+                settings["state"][str(pid)][key] = value
+    return tensors, settings
+
+
+def _optimizer_state(tensors: dict, settings: dict) -> dict:
+    state: dict = {int(pid): dict(entry) for pid, entry in settings["state"].items()}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": settings["param_groups"]}
+
+
+def save_checkpoint(folder: Path, model, optimizer, scheduler, trainer_state: dict,
+                    rng: tuple[dict, dict] | None = None) -> Path:
+    """Write a complete checkpoint atomically; returns its folder."""
+    folder = Path(folder)
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    opt_tensors, opt_settings = _optimizer_parts(optimizer)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    _write_json(tmp / "optimizer.json", opt_settings)
+    _write_json(tmp / "scheduler.json", scheduler.state_dict())
+    rng_tensors, rng_info = rng if rng is not None else rng_state()
+    save_file({k: v.contiguous() for k, v in rng_tensors.items()}, str(tmp / "rng.safetensors"))
+    _write_json(tmp / "rng.json", rng_info)
+    _write_json(tmp / "trainer_state.json", trainer_state)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
+    """Restore model, optimizer, scheduler and RNG from ``folder``; returns the trainer state."""
+    try:
+        load_model(model, str(folder / "model.safetensors"))
+        settings = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
+        optimizer.load_state_dict(_optimizer_state(load_file(str(folder / "optimizer.safetensors")), settings))
+        scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text(encoding="utf-8")))
+        set_rng_state(load_file(str(folder / "rng.safetensors")),
+                      json.loads((folder / "rng.json").read_text(encoding="utf-8")))
+        return json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise RunFolderError(f"{folder}: cannot resume from this checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
+             and p.name[len(PREFIX):].isdigit() and (p / "trainer_state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def prune_checkpoints(root: Path, keep: int) -> None:
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in root.glob(".tmp-*"):
+        if not tmp.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,41 @@
+"""Freeze tuning: the task head plus the top ``trainable_layers`` encoder layers train."""
+
+from torch import nn
+
+from lmforge.errors import ConfigError
+from lmforge.tuning.registry import register_method
+
+
+def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The longest ``ModuleList`` of the model: its stack of transformer blocks."""
+    best = ("", None)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and (best[1] is None or len(module) > len(best[1])):
+            best = (name, module)
+    if best[1] is None:
+        raise ConfigError("tuning.method=freeze: this model has no stack of layers to freeze")
+    return best
+
+
+def head_prefixes(model: nn.Module) -> list[str]:
+    """Parameter name prefixes outside the pretrained body: the task head (and BERT's pooler)."""
+    base = getattr(model, "base_model_prefix", "")
+    names = {n.split(".")[0] for n, _ in model.named_parameters()}
+    prefixes = [n + "." for n in names if n != base]
+    prefixes += [f"{base}.pooler."] if base else []
+    return prefixes
+
+
+def apply_freeze(model, config, task_type):
+    stack_name, stack = layer_stack(model)
+    if config.trainable_layers > len(stack):
+        raise ConfigError(f"tuning.trainable_layers: {config.trainable_layers} but the model has "
+                          f"{len(stack)} layers")
+    first = len(stack) - config.trainable_layers
+    train_prefixes = head_prefixes(model) + [f"{stack_name}.{i}." for i in range(first, len(stack))]
+    for name, param in model.named_parameters():
+        param.requires_grad_(any(name.startswith(p) for p in train_prefixes))
+    return model
+
+
+register_method("freeze", apply_freeze)

@@ -1,0 +1,27 @@
+"""LoRA through the ``peft`` library (Hu et al., 2021: W + (alpha/r) * B A, with A, B low rank)."""
+
+from lmforge.errors import ConfigError
+from lmforge.tuning.registry import register_method
+
+# lmforge task -> peft TaskType name (decides which head modules peft keeps trainable).
+PEFT_TASK_TYPES = {"classification": "SEQ_CLS"}
+
+
+def apply_lora(model, config, task_type):
+    import peft
+
+    kind = PEFT_TASK_TYPES.get(task_type)
+    if kind is None:
+        raise ConfigError(f"tuning.method=lora is not available for task '{task_type}' yet")
+    # "auto" lets peft choose the modules it knows for this architecture (BERT: query, value).
+    target = None if config.target == "auto" else config.target
+    lora_config = peft.LoraConfig(task_type=getattr(peft.TaskType, kind), r=config.r,
+                                  lora_alpha=config.alpha, lora_dropout=config.dropout,
+                                  target_modules=target)
+    try:
+        return peft.get_peft_model(model, lora_config)
+    except ValueError as exc:
+        raise ConfigError(f"tuning.target: {str(exc).splitlines()[0]}") from None
+
+
+register_method("lora", apply_lora)
