@@ -46,6 +46,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
+        value = _number(value)
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -56,6 +57,16 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = child
         node[parts[-1]] = value
     return data
+
+
+def _number(value):
+    # YAML 1.1 reads "3e-5" (no dot) as a string; on the command line it is meant as a number.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in "eE.") and value.strip() else value
+        except ValueError:
+            return value
+    return value
 
 
 def _promote(value: Any, part: str, item: str) -> dict:

@@ -1,0 +1,276 @@
+"""Training throughput and accuracy: lmforge vs a plain Hugging Face ``Trainer``, in one run.
+
+Both sides fine-tune the same bundled model (MiniLM-L6, 22.7M parameters) on exactly the same SST-2
+rows with the same hyperparameters (AdamW, lr, batch size, epochs, linear schedule with the same
+warm-up fraction, weight decay, gradient clipping at 1.0, seed, CPU threads), then report
+
+* train samples/s -- training examples / time of the pure training loop. For lmforge that is
+  ``training.wall_time_s`` from the run's ``lmforge.json`` (the loop only: no data reading,
+  tokenisation, model loading, evaluation or saving); for the baseline it is the wall time of
+  ``trainer.train()`` alone (data are tokenised and the model is loaded before, and evaluation runs
+  after). The end-to-end time of each side is printed too, for information;
+* dev accuracy -- on the full SST-2 dev set (872 sentences).
+
+What differs is how batches are built, which is the point of the comparison:
+
+* lmforge pads each batch only to its longest text (dynamic padding) and groups texts of similar
+  length into a batch (shuffled mega-batches sorted by length), so a batch of short SST-2 phrases is
+  a short tensor;
+* the baseline follows the Hugging Face text-classification examples with ``pad_to_max_length``:
+  every text is padded to ``max_length`` (128) tokens and batches are drawn at random, so the model
+  computes over mostly padding.
+
+SST-2 training texts are short (about a dozen tokens on average), so most of the difference in
+samples/s comes from padding. The baseline keeps every other ``TrainingArguments`` default (for
+example its fused AdamW).
+
+    python bench/classification_throughput.py --quick            # 4,000 train rows, a few minutes
+    python bench/classification_throughput.py --json results.json  # full train set (67,349 rows)
+
+The last line printed is ``ratio: X.XX`` = lmforge samples/s / baseline samples/s.
+"""
+
+import argparse
+import csv
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
+QUICK_TRAIN_ROWS = 4000
+HF_NAME = "HF Trainer (padding=max_length)"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
+                        help="folder with SST-2 train.tsv and dev.tsv (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"train on {QUICK_TRAIN_ROWS:,} rows (full dev set): a few minutes on CPU")
+    parser.add_argument("--train-rows", type=int, default=None,
+                        help="train on the first N rows after a seeded shuffle (default: all)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--warmup", type=float, default=0.06, help="warm-up fraction of the steps")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="where the runs go (default: a temporary folder, removed at the end)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    parser.add_argument("--skip-hf", action="store_true", help="debugging: run lmforge only")
+    args = parser.parse_args(argv)
+    if args.quick and args.train_rows is None:
+        args.train_rows = QUICK_TRAIN_ROWS
+    return args
+
+
+# -- data ---------------------------------------------------------------------------------------
+def read_tsv(path: Path) -> list[tuple[int, str]]:
+    """(label, text) rows of a GLUE-style TSV with a header row; TSVs here never quote."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        return [(int(label), text) for label, text in reader]
+
+
+def select_rows(rows: list, n: int | None, seed: int) -> list:
+    """The first ``n`` rows (all if None) after a seeded shuffle."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows[:n] if n is not None else rows
+
+
+def write_tsv(rows: list[tuple[int, str]], path: Path, text_column: str) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        handle.write(f"label\t{text_column}\n")
+        handle.writelines(f"{label}\t{text}\n" for label, text in rows)
+
+
+# -- lmforge ------------------------------------------------------------------------------------
+def run_lmforge(train_tsv: Path, dev_tsv: Path, args, threads: int, out: Path) -> dict:
+    from lmforge.config import load_config
+    from lmforge.training.recipe import train
+
+    q = json.dumps   # JSON strings are YAML strings: paths with any character survive
+    overrides = [
+        "task=classification", "model=minilm",
+        f"data.train={q(str(train_tsv))}", "data.fields.text=sentence", "data.fields.label=label",
+        f"data.validation.path={q(str(dev_tsv))}",
+        "data.validation.fields.text=content", "data.validation.fields.label=label",
+        f"train.epochs={args.epochs}", f"train.lr={args.lr}", f"train.batch_size={args.batch_size}",
+        f"train.max_length={args.max_length}", f"train.warmup={args.warmup}",
+        f"train.weight_decay={args.weight_decay}", "train.max_grad_norm=1.0",
+        "train.scheduler=linear", f"train.seed={args.seed}", "train.eval_every=epoch",
+        f"train.threads={threads}", f"output={q(str(out))}", "overwrite=true",
+    ]
+    config = load_config(None, overrides)
+    start = time.perf_counter()
+    outcome = train(config, quiet=True)
+    total = time.perf_counter() - start
+    meta = json.loads((outcome.run.path / "lmforge.json").read_text(encoding="utf-8"))
+    loop = meta["training"]["wall_time_s"]
+    seen = meta["training"]["examples_seen"]
+    return {"samples_per_s": seen / loop, "loop_s": loop, "total_s": total, "examples_seen": seen,
+            "accuracy": meta["results"]["validation"]["accuracy"], "run": str(outcome.run.path)}
+
+
+# -- Hugging Face Trainer baseline --------------------------------------------------------------
+class EncodedDataset(torch.utils.data.Dataset):
+    """Pre-tokenised tensors (padded to max_length), one dict per example, labels included."""
+
+    def __init__(self, encoded: dict, labels: list[int]):
+        self.tensors = {k: v for k, v in encoded.items()}
+        self.tensors["labels"] = torch.tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.tensors["labels"])
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+
+def encode(tokenizer, rows: list[tuple[int, str]], max_length: int) -> EncodedDataset:
+    encoded = tokenizer([text for _, text in rows], padding="max_length", truncation=True,
+                        max_length=max_length, return_tensors="pt")
+    return EncodedDataset(encoded, [label for label, _ in rows])
+
+
+def training_arguments(args, out: Path):
+    from transformers import TrainingArguments
+
+    # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a fraction).
+    warmup = ({"warmup_ratio": args.warmup} if "warmup_ratio" in TrainingArguments.__dataclass_fields__
+              else {"warmup_steps": args.warmup})
+    return TrainingArguments(
+        output_dir=str(out), learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs, weight_decay=args.weight_decay, lr_scheduler_type="linear",
+        max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no", eval_strategy="no",
+        logging_steps=10**9, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0, **warmup)
+
+
+@torch.inference_mode()
+def accuracy(model, dataset: EncodedDataset, batch_size: int) -> float:
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    for start in range(0, len(dataset), batch_size):
+        batch = {k: v[start:start + batch_size].to(device) for k, v in dataset.tensors.items()}
+        labels = batch.pop("labels")
+        correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
+    return correct / len(dataset)
+
+
+def run_hf(train_rows, dev_rows, args, threads: int, out: Path) -> dict:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, \
+        default_data_collator
+    from transformers.trainer_callback import PrinterCallback
+
+    from lmforge.models.bundled import bundled_path
+
+    start_total = time.perf_counter()
+    torch.set_num_threads(threads)
+    torch.manual_seed(args.seed)
+    folder = bundled_path("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    train_set = encode(tokenizer, train_rows, args.max_length)
+    dev_set = encode(tokenizer, dev_rows, args.max_length)
+    trainer = Trainer(model=model, args=training_arguments(args, out), train_dataset=train_set,
+                      processing_class=tokenizer, data_collator=default_data_collator)
+    trainer.remove_callback(PrinterCallback)   # output only: keeps the final metrics dict quiet
+    start = time.perf_counter()
+    trainer.train()
+    loop = time.perf_counter() - start
+    acc = accuracy(trainer.model, dev_set, 2 * args.batch_size)
+    seen = len(train_set) * args.epochs
+    return {"samples_per_s": seen / loop, "loop_s": loop, "total_s": time.perf_counter() - start_total,
+            "examples_seen": seen, "accuracy": acc}
+
+
+# -- report -------------------------------------------------------------------------------------
+def mean_tokens(rows: list[tuple[int, str]], max_length: int) -> float:
+    """Average tokenised length (truncated, unpadded) of the training texts."""
+    from transformers import AutoTokenizer
+
+    from lmforge.models.bundled import bundled_path
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_path("minilm"))
+    ids = tokenizer([text for _, text in rows], truncation=True, max_length=max_length)["input_ids"]
+    return sum(map(len, ids)) / max(len(ids), 1)
+
+
+def report(results: dict) -> list[str]:
+    lines = ["| side | train samples/s | train loop time (s) | dev accuracy |",
+             "|---|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {r['accuracy']:.4f} |")
+    lines.append("")
+    for name, r in results.items():
+        lines.append(f"{name}: end-to-end {r['total_s']:.1f} s (load, tokenise, train, evaluate), "
+                     f"{r['examples_seen']:,} training examples")
+    lm, hf = results.get("lmforge"), results.get(HF_NAME)
+    if hf is None:
+        return lines + ["ratio: n/a (baseline skipped)"]
+    lines.append(f"accuracy difference (lmforge - HF): {100 * (lm['accuracy'] - hf['accuracy']):+.2f} points")
+    return lines + [f"ratio: {ratio(results):.2f}"]
+
+
+def ratio(results: dict) -> float | None:
+    """lmforge samples/s / baseline samples/s."""
+    if HF_NAME not in results:
+        return None
+    return results["lmforge"]["samples_per_s"] / results[HF_NAME]["samples_per_s"]
+
+
+def run(args, out: Path) -> dict:
+    train_rows = select_rows(read_tsv(args.data_dir / "train.tsv"), args.train_rows, args.seed)
+    dev_rows = read_tsv(args.data_dir / "dev.tsv")
+    train_tsv = out / "train.tsv"
+    write_tsv(train_rows, train_tsv, "sentence")
+    threads = torch.get_num_threads()
+    print(f"SST-2: {len(train_rows):,} train rows, {len(dev_rows):,} dev rows, mean "
+          f"{mean_tokens(train_rows, args.max_length):.1f} tokens per training text "
+          f"(max_length {args.max_length}); {args.epochs} epoch(s), lr {args.lr}, batch "
+          f"{args.batch_size}, seed {args.seed}, {threads} torch threads", flush=True)
+    results = {"lmforge": run_lmforge(train_tsv, args.data_dir / "dev.tsv", args, threads,
+                                      out / "lmforge-run")}
+    print(f"lmforge done: {results['lmforge']['loop_s']:.1f} s training loop", flush=True)
+    if not args.skip_hf:
+        results[HF_NAME] = run_hf(train_rows, dev_rows, args, threads, out / "hf-trainer")
+    return {"settings": {"train_rows": len(train_rows), "dev_rows": len(dev_rows),
+                         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                         "max_length": args.max_length, "warmup": args.warmup,
+                         "weight_decay": args.weight_decay, "seed": args.seed, "threads": threads},
+            "results": results}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    missing = [name for name in ("train.tsv", "dev.tsv") if not (args.data_dir / name).is_file()]
+    if missing:
+        print(f"error: SST-2 data not found: {args.data_dir} has no {' or '.join(missing)} "
+              f"(give the folder with --data-dir)", file=sys.stderr)
+        return 2
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        summary = run(args, args.output_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
+            summary = run(args, Path(tmp))
+    summary["ratio"] = ratio(summary["results"])
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    print("\n".join(report(summary["results"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+import random
+
+from lmforge.data.batching import epoch_batches, inference_batches, pad_features
+
+
+def lengths(n=1000, seed=0):
+    rng = random.Random(seed)
+    return [rng.randint(3, 120) for _ in range(n)]
+
+
+def test_epoch_is_a_seeded_permutation():
+    lens = lengths()
+    batches = epoch_batches(lens, 32, seed=1, epoch=0)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lens)))
+    assert epoch_batches(lens, 32, seed=1, epoch=0) == batches
+    assert epoch_batches(lens, 32, seed=1, epoch=1) != batches
+
+
+def padding(lens, batches):
+    return sum(max(lens[i] for i in b) * len(b) - sum(lens[i] for i in b) for b in batches)
+
+
+def test_grouping_by_length_cuts_padding():
+    lens = lengths()
+    grouped = padding(lens, epoch_batches(lens, 32, 0, 0, group_by_length=True))
+    plain = padding(lens, epoch_batches(lens, 32, 0, 0, group_by_length=False))
+    assert grouped < plain / 5
+
+
+def test_shards_are_disjoint_and_equal_in_count():
+    lens = lengths(1001)
+    shards = [epoch_batches(lens, 8, 0, 0, world_size=2, rank=r) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1])
+    seen = [i for shard in shards for b in shard for i in b]
+    assert len(seen) == len(set(seen))
+
+
+def test_pad_features_and_inference_order():
+    batch = pad_features([{"input_ids": [5, 6, 7], "label": 1}, {"input_ids": [8], "label": 0}], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [1, 0]
+    order = inference_batches([1, 5, 3, 4], 2)
+    assert order == [[1, 3], [2, 0]]

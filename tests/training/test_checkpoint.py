@@ -1,0 +1,52 @@
+import random
+
+import numpy as np
+import torch
+
+from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from lmforge.training.optim import build_optimizer, build_scheduler
+
+
+def make(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Dropout(0.5), torch.nn.Linear(5, 2))
+    opt = build_optimizer(model, 1e-2, 0.01)
+    sched = build_scheduler(opt, 0.1, 50, "cosine")
+    return model, opt, sched
+
+
+def step(model, opt, sched):
+    loss = model(torch.randn(4, 3)).pow(2).mean()
+    loss.backward()
+    opt.step()
+    sched.step()
+    opt.zero_grad()
+    return loss.item()
+
+
+def test_round_trip_resumes_exactly(tmp_path):
+    model, opt, sched = make()
+    for _ in range(3):
+        step(model, opt, sched)
+    save_checkpoint(tmp_path / "step-3", model, opt, sched, {"step": 3})
+    expected = [step(model, opt, sched) for _ in range(3)] + [random.random(), float(np.random.rand())]
+
+    model2, opt2, sched2 = make(seed=99)
+    state = load_checkpoint(tmp_path / "step-3", model2, opt2, sched2)
+    got = [step(model2, opt2, sched2) for _ in range(3)] + [random.random(), float(np.random.rand())]
+    assert state == {"step": 3}
+    assert got == expected
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_only_complete_checkpoints_listed_and_pruned(tmp_path):
+    model, opt, sched = make()
+    for s in (1, 2, 3):
+        save_checkpoint(tmp_path / f"step-{s}", model, opt, sched, {"step": s})
+    (tmp_path / ".tmp-step-4-1").mkdir()          # a checkpoint cut off mid-write
+    (tmp_path / "step-5").mkdir()                 # no trainer_state.json: incomplete
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-1", "step-2", "step-3"]
+    prune_checkpoints(tmp_path, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-2", "step-3"]
+    assert not (tmp_path / ".tmp-step-4-1").exists()

@@ -1,0 +1,95 @@
+"""Resume is exact: a run killed mid-way and resumed ends where an uninterrupted run ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import sentiment_rows, tiny_overrides, write_jsonl
+
+
+def _data(tmp_path):
+    return {"train": write_jsonl(tmp_path / "train.jsonl", sentiment_rows(200, 0)),
+            "dev": write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(16, 1))}
+
+
+def _overrides(data, out):
+    # 50 steps an epoch, a checkpoint every 5, dropout on: RNG state matters for exactness.
+    return tiny_overrides(data, out, "train.batch_size=4", "train.save_every=5", "train.eval_every=20",
+                          "train.keep_checkpoints=3", "train.dropout=0.1", "train.grad_accum=1")
+
+
+def _train(args, **kw):
+    cmd = [sys.executable, "-m", "lmforge.cli.main", "train", "--quiet", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _wait_for(path, proc, timeout=120):
+    start = time.time()
+    while not path.exists():
+        assert proc.poll() is None, f"training ended before {path.name} appeared: {proc.stderr.read()}"
+        assert time.time() - start < timeout
+        time.sleep(0.01)
+
+
+def _assert_same_run(a, b):
+    wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=0)
+    ra = json.loads((a / "eval_results.json").read_text())
+    rb = json.loads((b / "eval_results.json").read_text())
+    assert ra["validation"]["accuracy"] == rb["validation"]["accuracy"]
+    assert ra["validation"]["loss"] == pytest.approx(rb["validation"]["loss"], abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, how):
+    data = _data(tmp_path)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    ref = _train(_overrides(data, reference) + [])
+    ref.wait(timeout=300)
+    assert ref.returncode == 0, ref.stderr.read()
+
+    proc = _train(_overrides(data, killed))
+    _wait_for(killed / "checkpoints" / "step-35", proc)
+    proc.send_signal(getattr(signal, how))
+    proc.wait(timeout=60)
+    if how == "SIGTERM":
+        assert proc.returncode == 0
+        assert "resume=true" in proc.stderr.read()
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "eval_results.json").exists()
+
+    resumed = _train(_overrides(data, killed) + ["resume=true"])
+    resumed.wait(timeout=300)
+    assert resumed.returncode == 0, resumed.stderr.read()
+    _assert_same_run(reference, killed)
+    steps = [json.loads(l)["step"] for l in (killed / "metrics.jsonl").read_text().splitlines()
+             if json.loads(l)["kind"] == "train"]
+    assert steps == sorted(set(steps)), "a resumed run logs each step once"
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_a_checkpoint(tiny_data, tmp_path, run_cli):
+    out = tmp_path / "nan"
+    config = tmp_path / "job.yaml"
+    config.write_text("task: classification\n")
+    code, _, err = run_cli("train", "--quiet", str(config),
+                           *tiny_overrides(tiny_data, out, "train.lr=1e30", "train.max_grad_norm=null"))
+    assert code == 3
+    assert err.startswith("lmforge: error: non-finite loss") and err.count("\n") == 1
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    assert checkpoints, "the last good state is kept"
+    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
+    weights = load_file(checkpoints[-1] / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert state["step"] >= 0
