@@ -49,7 +49,7 @@ def cmd_validate(args) -> int:
     from lmforge.config.loader import config_to_dict
 
     config = load_config(args.config, _overrides(args))
-    problems = Problems(collect=True)
+    problems = Problems(collect=True, skip=config.data.on_error == "skip")
     task = get_task(config.task)
     data = task.load_data(config, problems)
     spec = as_spec(config.model)
@@ -65,6 +65,8 @@ def cmd_validate(args) -> int:
         for item in problems.items:
             print(f"problem: {item}")
         raise DataError(f"{args.config}: {len(problems.items)} problem(s) found")
+    if problems.skipped:
+        print(f"skipped {problems.skipped} bad row(s) (data.on_error: skip); the first: {problems.first_skipped}")
     labels = ", ".join(data.labels.names[:10]) + (" ..." if len(data.labels.names) > 10 else "")
     print(f"{args.config}: ok -- {len(data.train)} train, {len(data.validation)} validation, "
           f"{len(data.test)} test examples; {len(data.labels.names)} labels ({labels})")

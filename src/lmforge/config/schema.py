@@ -30,14 +30,18 @@ class DataSource(Section):
     fields: Fields | None = Field(None, description="column names for this file (default: data.fields)")
     format: str | None = Field(None, description="reader to use (default: from the file suffix)")
     header: bool | None = Field(None, description="csv/tsv: first row is a header (default: detect)")
+    label: str | None = Field(None, description="one label for every row of this file (pos.txt -> positive)")
+
+
+Sources = str | DataSource | list[str | DataSource]
 
 
 class DataConfig(Section):
     """Where the data is and how to read it."""
 
-    train: str | DataSource | None = Field(None, description="training data")
-    validation: str | DataSource | None = Field(None, description="validation data")
-    test: str | DataSource | None = Field(None, description="test data, evaluated once at the end")
+    train: Sources | None = Field(None, description="training data: a file, a folder, or a list of them")
+    validation: Sources | None = Field(None, description="validation data")
+    test: Sources | None = Field(None, description="test data, evaluated once at the end")
     split: float | None = Field(
         None, gt=0, lt=1, description="hold out this fraction of train as validation (seeded, stratified)"
     )
@@ -47,6 +51,11 @@ class DataConfig(Section):
     )
     format: str | None = Field(None, description="reader for every file (default: from the suffix)")
     header: bool | None = Field(None, description="csv/tsv: first row is a header (default: detect)")
+    encoding: str = Field("utf-8", description="text encoding of the files (a BOM is always dropped)")
+    encoding_errors: Literal["strict", "replace", "ignore"] = Field(
+        "strict", description="undecodable bytes: stop (strict), or replace/ignore them")
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="a bad row stops with its place named (raise), or is skipped and counted")
 
     @model_validator(mode="after")
     def _one_validation_source(self):

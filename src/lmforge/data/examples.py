@@ -31,7 +31,8 @@ def read_rows(source: str | DataSource, data: DataConfig, problems: Problems):
         raise DataError(f"{path}: data file not found")
     fields = source.fields or data.fields
     options = ReadOptions(header=source.header if source.header is not None else data.header,
-                          field_names=(fields.text, fields.text_pair, fields.label))
+                          field_names=(fields.text, fields.text_pair, fields.label),
+                          encoding=data.encoding, errors=data.encoding_errors)
     reader = reader_for(path, source.format or data.format)
     for where, row in reader(path, options, problems):
         yield where, row, fields
@@ -52,9 +53,13 @@ def _field(row: dict, name, where: str, problems: Problems, what: str):
     return None
 
 
-def read_text_examples(source: str | DataSource, data: DataConfig, problems: Problems,
+def read_text_examples(source, data: DataConfig, problems: Problems,
                        need_label: bool = True) -> list[TextExample]:
-    """Read a source into ``TextExample``s, reporting rows without text or label."""
+    """Read a source (or a list of sources) into ``TextExample``s, reporting rows without text or
+    label."""
+    if isinstance(source, list):
+        return [ex for item in source for ex in read_text_examples(item, data, problems, need_label)]
+    fixed_label = source_of(source).label
     examples = []
     for where, row, fields in read_rows(source, data, problems):
         text = _field(row, fields.text, where, problems, "text")
@@ -70,8 +75,8 @@ def read_text_examples(source: str | DataSource, data: DataConfig, problems: Pro
             if pair is None:
                 continue
             pair = str(pair)
-        label = None
-        if need_label or fields.label in row:
+        label = fixed_label
+        if label is None and (need_label or fields.label in row):
             value = _field(row, fields.label, where, problems, "label")
             if value is None:
                 continue

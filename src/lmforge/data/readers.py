@@ -27,15 +27,24 @@ class ReadOptions:
 
     header: bool | None = None      # csv/tsv: None = detect from the configured field names
     field_names: tuple = ()         # the configured fields, used to detect a header row
+    encoding: str = "utf-8"
+    errors: str = "strict"
 
 
 class Problems:
-    """Collects row-level problems; raises on the first unless ``collect`` is set."""
+    """Row-level problems: raised at the first (default), collected (``lmforge validate``), or
+    skipped and counted (``data.on_error: skip``)."""
 
-    def __init__(self, collect: bool = False, limit: int = 50):
-        self.collect, self.limit, self.items = collect, limit, []
+    def __init__(self, collect: bool = False, limit: int = 50, skip: bool = False):
+        self.collect, self.skip, self.limit, self.items = collect, skip, limit, []
+        self.skipped = 0
+        self.first_skipped: str | None = None
 
     def report(self, message: str) -> None:
+        if self.skip:
+            self.skipped += 1
+            self.first_skipped = self.first_skipped or message
+            return
         if not self.collect:
             raise DataError(message)
         if len(self.items) < self.limit:
@@ -45,7 +54,7 @@ class Problems:
 def register_reader(name: str, suffixes: tuple[str, ...] = ()):
     """Register a reader under ``name`` and the file suffixes it handles."""
     def wrap(fn: Reader) -> Reader:
-        READERS[name] = fn
+        READERS[name] = decoding_guard(fn)
         for suffix in suffixes:
             SUFFIXES[suffix] = name
         return fn
@@ -67,14 +76,41 @@ def reader_for(path: Path, fmt: str | None) -> Reader:
     return READERS[name]
 
 
-def _open_text(path: Path):
+def _open_text(path: Path, options: "ReadOptions"):
     # utf-8-sig drops a byte-order mark, which some exported CSVs start with.
-    return open(path, encoding="utf-8-sig", newline="")
+    encoding = "utf-8-sig" if options.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else options.encoding
+    try:
+        return open(path, encoding=encoding, errors=options.errors, newline="")
+    except LookupError:
+        raise DataError(f"data.encoding: unknown encoding '{options.encoding}'") from None
+
+
+def _bad_byte_line(path: Path, encoding: str) -> int | str:
+    # The text layer decodes in chunks, so the line being read is not where the bad byte is.
+    raw = path.read_bytes()
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        return raw.count(b"\n", 0, exc.start) + 1
+    return "?"
+
+
+def decoding_guard(read: Reader) -> Reader:
+    """Turn an undecodable byte into an error naming the file and the last good line."""
+    def guarded(path: Path, options: ReadOptions, problems: Problems):
+        try:
+            yield from read(path, options, problems)
+        except UnicodeDecodeError as exc:
+            line = _bad_byte_line(path, options.encoding)
+            raise DataError(f"{path}:{line}: bytes that are not valid {options.encoding} ({exc.reason}); "
+                            "set data.encoding, or data.encoding_errors: replace") from None
+    guarded.__name__ = read.__name__
+    return guarded
 
 
 @register_reader("jsonl", (".jsonl", ".ndjson"))
 def read_jsonl(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
-    with _open_text(path) as handle:
+    with _open_text(path, options) as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -93,7 +129,7 @@ def read_jsonl(path: Path, options: ReadOptions, problems: Problems) -> Iterator
 @register_reader("json", (".json",))
 def read_json(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
     try:
-        with _open_text(path) as handle:
+        with _open_text(path, options) as handle:
             data = json.load(handle)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
@@ -111,7 +147,7 @@ def read_json(path: Path, options: ReadOptions, problems: Problems) -> Iterator[
 
 def _read_delimited(path: Path, options: ReadOptions, problems: Problems, delimiter: str,
                     quoting: int) -> Iterator[tuple[str, Row]]:
-    with _open_text(path) as handle:
+    with _open_text(path, options) as handle:
         reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
         header: list[str] | None = None
         width = None
@@ -157,7 +193,7 @@ def read_tsv(path: Path, options: ReadOptions, problems: Problems) -> Iterator[t
 @register_reader("txt", (".txt",))
 def read_txt(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
     """Raw text, one example per line (the text field is 'text')."""
-    with _open_text(path) as handle:
+    with _open_text(path, options) as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 yield f"{path}:{number}", {"text": line.rstrip("\r\n")}

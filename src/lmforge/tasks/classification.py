@@ -44,8 +44,7 @@ class ClassificationTask:
         test = _guarded(problems, self.read_labelled, data.test, data, labels, problems) \
             if data.test is not None else []
         if len(labels.names) < 2 and not problems.collect:
-            raise DataError(f"{data.train if isinstance(data.train, str) else data.train.path}: "
-                            f"classification needs at least two labels, found {labels.names}")
+            raise DataError(f"data.train: classification needs at least two labels, found {labels.names}")
         return TaskData(train, validation, test, labels, notes)
 
     def read_labelled(self, source, data, labels: LabelSet, problems) -> list[TextExample]:

@@ -96,9 +96,13 @@ def setup(config: JobConfig) -> Job:
     run = RunFolder(config.output)
     resolved = config_to_dict(config)
     run.check_writable(resolved, config.resume, config.overwrite)
-    data = task.load_data(config, Problems())
+    problems = Problems(skip=config.data.on_error == "skip")
+    data = task.load_data(config, problems)
     for note in data.notes:
         log.info(note)
+    if problems.skipped:
+        log.warning("warning: skipped %d bad row(s) (data.on_error: skip); the first: %s",
+                    problems.skipped, problems.first_skipped)
     set_threads(config.train.threads)
     set_seed(config.train.seed)
     resuming = config.resume and bool(list_checkpoints(run.checkpoints))
