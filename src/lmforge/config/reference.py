@@ -1,0 +1,46 @@
+"""The config reference as a markdown table, generated from the schema (``python -m
+lmforge.config.reference``); the README's table is this output, and a test keeps them in step."""
+
+import json
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from lmforge.config.loader import _section_models
+from lmforge.config.schema import DataSource, Fields, JobConfig
+
+
+def rows(model: type[BaseModel] = JobConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    out = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sections = [m for m in _section_models(field.annotation) if m.__name__ not in ("DataSource", "Fields")]
+        if field.default is PydanticUndefined and field.default_factory is None:
+            default = "required"
+        elif field.default_factory is not None:
+            default = "see below" if sections else "—"
+        else:
+            default = json.dumps(field.default)
+        out.append((key, default, field.description or ""))
+        for section in sections:
+            out.extend(rows(section, key + "."))
+    return out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown() -> str:
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | `{d}` | {_cell(m)} |" for k, d, m in rows()]
+    lines += ["", "A data source given as an object (`data.train: {path: …, …}`):", "",
+              "| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | `{d}` | {_cell(m)} |" for k, d, m in rows(DataSource)]
+    lines += ["", "`data.fields` (and a source's `fields`):", "", "| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | `{d}` | {_cell(m)} |" for k, d, m in rows(Fields)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())
