@@ -118,7 +118,7 @@ def run_lmforge(train_tsv: Path, dev_tsv: Path, args, threads: int, out: Path) -
     loop = meta["training"]["wall_time_s"]
     seen = meta["training"]["examples_seen"]
     return {"samples_per_s": seen / loop, "loop_s": loop, "total_s": total, "examples_seen": seen,
-            "accuracy": meta["results"]["validation"]["accuracy"], "run": str(outcome.run.path)}
+            "accuracy": meta["results"]["validation"]["accuracy"]}
 
 
 # -- Hugging Face Trainer baseline --------------------------------------------------------------
@@ -126,7 +126,7 @@ class EncodedDataset(torch.utils.data.Dataset):
     """Pre-tokenised tensors (padded to max_length), one dict per example, labels included."""
 
     def __init__(self, encoded: dict, labels: list[int]):
-        self.tensors = {k: v for k, v in encoded.items()}
+        self.tensors = dict(encoded)
         self.tensors["labels"] = torch.tensor(labels, dtype=torch.long)
 
     def __len__(self) -> int:
@@ -169,6 +169,7 @@ def accuracy(model, dataset: EncodedDataset, batch_size: int) -> float:
 
 
 def run_hf(train_rows, dev_rows, args, threads: int, out: Path) -> dict:
+    import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, \
         default_data_collator
     from transformers.trainer_callback import PrinterCallback
@@ -180,7 +181,12 @@ def run_hf(train_rows, dev_rows, args, threads: int, out: Path) -> dict:
     torch.manual_seed(args.seed)
     folder = bundled_path("minilm")
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()   # the "classifier newly initialised" load report
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     train_set = encode(tokenizer, train_rows, args.max_length)
     dev_set = encode(tokenizer, dev_rows, args.max_length)
     trainer = Trainer(model=model, args=training_arguments(args, out), train_dataset=train_set,

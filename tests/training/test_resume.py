@@ -26,7 +26,10 @@ def _overrides(data, out):
 
 
 def _train(args, **kw):
-    cmd = [sys.executable, "-m", "lmforge.cli.main", "train", "--quiet", *args]
+    config = args[0].split("=", 1)[1].rsplit("/", 1)[0] + "/job.yaml"   # beside train.jsonl
+    with open(config, "w") as handle:
+        handle.write("task: classification\n")
+    cmd = [sys.executable, "-m", "lmforge.cli.main", "train", "--quiet", config, *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 

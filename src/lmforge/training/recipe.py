@@ -317,7 +317,9 @@ class _Loop:
         if isinstance(cfg.eval_every, int) and state.step % cfg.eval_every == 0:
             self.evaluate_and_save()
         elif cfg.save_every and state.step % cfg.save_every == 0:
+            paused = time.perf_counter()
             self.save(rng=None)
+            self.window_start += time.perf_counter() - paused
         if state.step >= self.job.total_steps:
             self.finished = True
 
@@ -342,6 +344,8 @@ class _Loop:
         return self.state.epoch + min(self.state.batch_in_epoch / max(per_epoch * self.cfg.grad_accum, 1), 1.0)
 
     def evaluate_and_save(self) -> None:
+        # Evaluation and saving are not training time: the speed window skips them.
+        paused = time.perf_counter()
         job, state = self.job, self.state
         self.last_eval_step = state.step
         if job.features["validation"]:
@@ -364,6 +368,7 @@ class _Loop:
                 self.finished = True
             job.model.train()
         self.save(rng=None)
+        self.window_start += time.perf_counter() - paused
 
     def _eval_batch(self) -> int:
         return self.cfg.eval_batch_size or 2 * self.cfg.batch_size

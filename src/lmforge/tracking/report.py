@@ -1,0 +1,371 @@
+"""A self-contained HTML report for one run folder: ``report.html``.
+
+The page has, each section only when its inputs exist:
+
+- **Summary**: task, model, parameter counts, best metric and step, training time (``lmforge.json``).
+- **Training curves**: train/validation loss, learning rate and validation metrics vs step
+  (``metrics.jsonl``), plus a table of the ``final`` evaluations logged there.
+- **Evaluation**, per split of ``eval_results.json``: scalar metrics, a per-class
+  precision/recall/F1 table and bar chart, and a confusion-matrix heatmap.
+- **Samples**: some misclassified and some correct predictions (``predictions.jsonl``).
+- **Config**: the resolved ``config.yaml``, verbatim.
+
+Images are matplotlib PNGs embedded as base64, so the file needs nothing else to display.
+Missing, empty or partly written inputs simply leave their section out.
+"""
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from lmforge.tracking.metrics_log import read_metrics
+
+log = logging.getLogger("lmforge")
+
+REPORT_NAME = "report.html"
+CURVE_METRICS = ("accuracy", "macro_f1", "weighted_f1")
+NOT_METRICS = {"step", "epoch", "loss", "count", "lr", "grad_norm", "examples_per_s", "elapsed_s"}
+MAX_WRONG, MAX_RIGHT, MAX_TEXT = 10, 5, 300
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
+       padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #eee; }
+table { border-collapse: collapse; margin: .5em 0 1em; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: left; vertical-align: top; }
+th { background: #f5f5f5; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.88em; }
+img { max-width: 100%; display: block; margin: .5em 0 1em; }
+.wrong { background: #fff4f4; }
+.note { color: #777; font-style: italic; }
+"""
+
+
+def write_report(run_dir: Path) -> Path:
+    """Build ``run_dir/report.html`` from whatever the run folder holds; return its path."""
+    run_dir = Path(run_dir)
+    sections = [
+        _safe(_summary_section, _read_json(run_dir / "lmforge.json")),
+        _safe(_training_section, read_metrics(run_dir / "metrics.jsonl")),
+        _safe(_evaluation_section, _read_json(run_dir / "eval_results.json")),
+        _safe(_samples_section, _read_jsonl(run_dir / "predictions.jsonl")),
+        _safe(_config_section, _read_text(run_dir / "config.yaml")),
+    ]
+    page = _page(f"lmforge run: {run_dir.name}", "".join(sections))
+    target = run_dir / REPORT_NAME
+    _write_atomic(target, page)
+    return target
+
+
+# ---------------------------------------------------------------- reading inputs
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    text = _read_text(path)
+    try:
+        data = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    for line in (_read_text(path) or "").splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- page building blocks
+
+
+def _safe(build, data) -> str:
+    """Run one section builder; a bug or odd input costs that section, never the report."""
+    if not data:
+        return ""
+    try:
+        return build(data)
+    except Exception as error:  # noqa: BLE001 - the report must always be written
+        log.warning("report: skipped a section (%s: %s)", type(error).__name__, error)
+        return f'<p class="note">A section could not be rendered ({html.escape(type(error).__name__)}).</p>'
+
+
+def _page(title: str, body: str) -> str:
+    title = html.escape(title)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>\n</html>\n")
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value) -> str:
+    if _is_number(value) and isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape(str(value))
+
+
+def _cell(value) -> str:
+    css = ' class="num"' if _is_number(value) else ""
+    return f"<td{css}>{_fmt(value)}</td>"
+
+
+def _table(header: list[str], rows: list[list], row_class: list[str] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        css = f' class="{row_class[i]}"' if row_class and row_class[i] else ""
+        body.append(f"<tr{css}>" + "".join(_cell(v) for v in row) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>\n"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _image(fig) -> str:
+    """Embed a figure as a base64 PNG ``<img>`` and close it."""
+    plt = _pyplot()
+    try:
+        buffer = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="">\n'
+
+
+# ---------------------------------------------------------------- summary and config
+
+
+def _summary_rows(meta: dict) -> list[list]:
+    def get(*keys):
+        value = meta
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    best = get("best", "metric")
+    wall = get("training", "wall_time_s")
+    return [[name, value] for name, value in [
+        ("Task", get("task")), ("Model family", get("model", "family")), ("Model source", get("model", "source")),
+        ("Trainable parameters", _thousands(get("parameters", "trainable"))),
+        ("Total parameters", _thousands(get("parameters", "total"))),
+        (f"Best {best}" if best else "Best value", get("best", "value")), ("Best step", get("best", "step")),
+        ("Training steps", get("training", "steps")), ("Stopped early", get("training", "stopped_early")),
+        ("Wall time", f"{wall:.1f} s" if _is_number(wall) else wall),
+        ("Labels", ", ".join(map(str, get("labels", "names") or [])) or None),
+        ("lmforge version", get("lmforge_version")), ("Created", get("created")),
+    ] if value is not None]
+
+
+def _thousands(value):
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _summary_section(meta: dict) -> str:
+    rows = _summary_rows(meta)
+    return "<h2>Summary</h2>\n" + _table(["Field", "Value"], rows) if rows else ""
+
+
+def _config_section(text: str) -> str:
+    return f"<h2>Config</h2>\n<pre>{html.escape(text)}</pre>\n"
+
+
+# ---------------------------------------------------------------- training curves
+
+
+def _series(rows: list[dict], key: str) -> tuple[list, list]:
+    points = [(r["step"], r[key]) for r in rows if _is_number(r.get("step")) and _is_number(r.get(key))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _curve_metrics(evals: list[dict]) -> list[str]:
+    present = [k for k in CURVE_METRICS if any(_is_number(r.get(k)) for r in evals)]
+    if present:
+        return present
+    others = {k for r in evals for k, v in r.items() if _is_number(v) and k not in NOT_METRICS}
+    return sorted(others)[:6]
+
+
+def _line_plot(title: str, ylabel: str, lines: list[tuple[str, list, list, str]]) -> str:
+    """One figure with a line per ``(label, xs, ys, style)`` that has points; "" if none has."""
+    lines = [line for line in lines if line[1]]
+    if not lines:
+        return ""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for label, xs, ys, style in lines:
+        ax.plot(xs, ys, style, label=label)
+    ax.set(title=title, xlabel="step", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if len(lines) > 1:
+        ax.legend()
+    return _image(fig)
+
+
+def _training_section(rows: list[dict]) -> str:
+    rows = [r for r in rows if isinstance(r, dict)]
+    train = [r for r in rows if r.get("kind") == "train"]
+    evals = [r for r in rows if r.get("kind") == "eval" and r.get("split", "validation") == "validation"]
+    plots = [
+        _line_plot("Loss", "loss", [("train", *_series(train, "loss"), "-"),
+                                    ("validation", *_series(evals, "loss"), "o-")]),
+        _line_plot("Learning rate", "lr", [("lr", *_series(train, "lr"), "-")]),
+        _line_plot("Validation metrics", "value",
+                   [(k, *_series(evals, k), "o-") for k in _curve_metrics(evals)]),
+    ]
+    body = "".join(plots) + _final_table([r for r in rows if r.get("kind") == "final"])
+    return "<h2>Training</h2>\n" + body if body else ""
+
+
+def _final_table(finals: list[dict]) -> str:
+    if not finals:
+        return ""
+    keys = [k for k in dict.fromkeys(k for r in finals for k in r) if k not in ("kind", "split", "checkpoint")]
+    keys = [k for k in keys if any(_is_number(r.get(k)) for r in finals)]
+    rows = [[r.get("split", ""), r.get("checkpoint", "")] + [r.get(k, "") for k in keys] for r in finals]
+    return "<h3>Final evaluations</h3>\n" + _table(["split", "checkpoint", *keys], rows)
+
+
+# ---------------------------------------------------------------- evaluation results
+
+
+def _evaluation_section(results: dict) -> str:
+    parts = [_split_section(split, metrics) for split, metrics in results.items() if isinstance(metrics, dict)]
+    body = "".join(parts)
+    return "<h2>Evaluation</h2>\n" + body if body else ""
+
+
+def _split_section(split: str, metrics: dict) -> str:
+    scalars = [[k, v] for k, v in metrics.items() if _is_number(v)]
+    parts = [f"<h3>{html.escape(str(split))}</h3>\n"]
+    if scalars:
+        parts.append(_table(["Metric", "Value"], scalars))
+    per_class = metrics.get("per_class")
+    if isinstance(per_class, dict) and per_class:
+        parts.append(_per_class_table(per_class) + _per_class_chart(per_class, split))
+    matrix = metrics.get("confusion_matrix")
+    if isinstance(matrix, list) and matrix:
+        parts.append(_confusion_heatmap(matrix, metrics.get("labels"), split))
+    return "".join(parts) if len(parts) > 1 else ""
+
+
+def _per_class_table(per_class: dict) -> str:
+    keys = ("precision", "recall", "f1", "support")
+    rows = [[label] + [(s.get(k, "") if isinstance(s, dict) else "") for k in keys] for label, s in per_class.items()]
+    return _table(["Label", *keys], rows)
+
+
+def _per_class_chart(per_class: dict, split: str) -> str:
+    import numpy as np
+
+    plt = _pyplot()
+    labels = [str(label) for label in per_class]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels) + 2), 3.6))
+    for i, key in enumerate(("precision", "recall", "f1")):
+        values = [s.get(key) if isinstance(s, dict) and _is_number(s.get(key)) else 0.0 for s in per_class.values()]
+        ax.bar(x + (i - 1) * 0.27, values, width=0.27, label=key)
+    ax.set_xticks(x)
+    _tick_labels(ax.set_xticklabels, labels)
+    ax.set(title=f"Per-class scores ({split})", ylim=(0, 1.2), yticks=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.legend(loc="upper center", ncol=3, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return _image(fig)
+
+
+def _tick_labels(setter, labels: list[str]) -> None:
+    if len(labels) > 6 or max((len(s) for s in labels), default=0) > 8:
+        setter(labels, rotation=45, ha="right")
+    else:
+        setter(labels)
+
+
+def _confusion_heatmap(matrix: list, labels, split: str) -> str:
+    import numpy as np
+
+    plt = _pyplot()
+    counts = np.asarray(matrix, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        return ""
+    n = counts.shape[0]
+    names = [str(s) for s in labels] if isinstance(labels, list) and len(labels) == n else [str(i) for i in range(n)]
+    size = max(4.0, 0.6 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    threshold = counts.max() / 2 if counts.size else 0
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{counts[i, j]:g}", ha="center", va="center",
+                    color="white" if counts[i, j] > threshold else "black", fontsize=9)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n), names)
+    _tick_labels(ax.set_xticklabels, names)
+    ax.set(title=f"Confusion matrix ({split})", xlabel="predicted", ylabel="true")
+    return _image(fig)
+
+
+# ---------------------------------------------------------------- prediction samples
+
+
+def _samples_section(predictions: list[dict]) -> str:
+    labelled = [r for r in predictions if r.get("gold") is not None and "label" in r]
+    wrong = [r for r in labelled if r.get("gold") != r.get("label")][:MAX_WRONG]
+    right = [r for r in labelled if r.get("gold") == r.get("label")][:MAX_RIGHT]
+    if not wrong and not right:
+        return ""
+    rows = [_sample_row(r) for r in wrong + right]
+    classes = ["wrong"] * len(wrong) + [""] * len(right)
+    header = ["split", "gold", "predicted", "score", "top k", "text", "where"]
+    intro = f'<p class="note">{len(wrong)} misclassified and {len(right)} correct predictions.</p>\n'
+    return "<h2>Samples</h2>\n" + intro + _table(header, rows, classes)
+
+
+def _sample_row(row: dict) -> list:
+    text = str(row.get("text", ""))
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT] + "…"
+    top_k = row.get("top_k") if isinstance(row.get("top_k"), list) else []
+    top = ", ".join(f"{t.get('label')} {_fmt(t.get('score'))}" for t in top_k if isinstance(t, dict))
+    return [row.get("split", ""), row.get("gold"), row.get("label"), row.get("score", ""), top, text,
+            row.get("where", "")]
