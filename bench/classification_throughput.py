@@ -24,7 +24,7 @@ SST-2 training texts are short (about a dozen tokens on average), so most of the
 samples/s comes from padding. The baseline keeps every other ``TrainingArguments`` default (for
 example its fused AdamW).
 
-    python bench/classification_throughput.py --quick            # 4,000 train rows, a few minutes
+    python bench/classification_throughput.py --quick            # 3,000 train rows, a few minutes
     python bench/classification_throughput.py --json results.json  # full train set (67,349 rows)
 
 The last line printed is ``ratio: X.XX`` = lmforge samples/s / baseline samples/s.
@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
-QUICK_TRAIN_ROWS = 4000
+QUICK_TRAIN_ROWS = 3000
 HF_NAME = "HF Trainer (padding=max_length)"
 
 

@@ -1,7 +1,6 @@
 """Resume is exact: a run killed mid-way and resumed ends where an uninterrupted run ends."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

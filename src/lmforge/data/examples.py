@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from lmforge.config.schema import DataConfig, DataSource, Fields
+from lmforge.config.schema import DataConfig, DataSource
 from lmforge.data.readers import Problems, ReadOptions, reader_for
 from lmforge.errors import DataError
 from lmforge.paths import resolve_path

@@ -13,15 +13,18 @@ log = logging.getLogger("lmforge")
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The JSON objects of a JSONL file; lines that are cut off or not objects are skipped."""
     if not path.is_file():
         return []
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill: the rest of the log is still good
+            if isinstance(row, dict):
+                rows.append(row)
     return rows
 
 

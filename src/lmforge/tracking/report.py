@@ -20,11 +20,10 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from lmforge.tracking.metrics_log import read_metrics
+from lmforge.tracking.run_folder import write_atomic
 
 log = logging.getLogger("lmforge")
 
@@ -56,12 +55,12 @@ def write_report(run_dir: Path) -> Path:
         _safe(_summary_section, _read_json(run_dir / "lmforge.json")),
         _safe(_training_section, read_metrics(run_dir / "metrics.jsonl")),
         _safe(_evaluation_section, _read_json(run_dir / "eval_results.json")),
-        _safe(_samples_section, _read_jsonl(run_dir / "predictions.jsonl")),
+        _safe(_samples_section, read_metrics(run_dir / "predictions.jsonl")),
         _safe(_config_section, _read_text(run_dir / "config.yaml")),
     ]
     page = _page(f"lmforge run: {run_dir.name}", "".join(sections))
     target = run_dir / REPORT_NAME
-    _write_atomic(target, page)
+    write_atomic(target, page)
     return target
 
 
@@ -84,18 +83,6 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    for line in (_read_text(path) or "").splitlines():
-        try:
-            row = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 # ---------------------------------------------------------------- page building blocks
 
 
@@ -114,17 +101,6 @@ def _page(title: str, body: str) -> str:
     title = html.escape(title)
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>\n</html>\n")
-
-
-def _write_atomic(target: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _is_number(value) -> bool:

@@ -18,8 +18,12 @@ RESUMABLE_CHANGES = {"resume", "overwrite", "train.epochs", "train.max_steps", "
 def write_atomic(path: Path, text: str) -> None:
     """Write a file through a temporary name, so a crash never leaves half of it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _flatten(data, prefix="") -> dict:
