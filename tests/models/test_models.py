@@ -58,3 +58,9 @@ def test_bundled_minilm_loads_offline():
     loaded = load_model("minilm", "sequence_classification", ["a", "b"], [])
     assert loaded.model.config.hidden_size == 384 and loaded.model.config.num_hidden_layers == 6
     assert loaded.info["source"] == "minilm"
+
+
+def test_dropout_override_reaches_every_dropout_setting():
+    spec = ModelSpec(arch="bert", layers=1, hidden=16, heads=2, vocab_size=100)
+    config = load_model(spec, "sequence_classification", ["a", "b"], TEXTS, dropout=0.3).model.config
+    assert config.hidden_dropout_prob == 0.3 and config.attention_probs_dropout_prob == 0.3
