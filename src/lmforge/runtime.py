@@ -13,11 +13,13 @@ log = logging.getLogger("lmforge")
 
 def setup_logging(quiet: bool = False) -> None:
     """``lmforge: message`` lines on stderr; warnings only with ``--quiet``."""
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("lmforge: %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
+    # A fresh handler each time: it must write to the sys.stderr of now (tests swap it).
+    for old in list(log.handlers):
+        log.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lmforge: %(message)s"))
+    log.addHandler(handler)
+    log.propagate = False
     log.setLevel(logging.WARNING if quiet else logging.INFO)
 
 

