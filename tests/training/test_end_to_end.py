@@ -83,6 +83,8 @@ def test_minilm_lora_saves_adapter_and_merged_model(tiny_data, tmp_path, run_cli
     adapter = out / "model" / "adapter"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert any("lora_" in key for key in load_file(adapter / "adapter_model.safetensors"))
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base, "config.json").is_file(), "the adapter names its base model's folder"
     merged = AutoModelForSequenceClassification.from_pretrained(out / "model")
     assert not any("lora" in name for name, _ in merged.named_parameters())
 
