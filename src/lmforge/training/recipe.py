@@ -213,9 +213,9 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool) -> TrainState:
         job.tracker.load_state_dict(state.early)
     metrics = MetricsLog(job.run.metrics, job.run.events, state.step if job.config.resume else None) \
         if acc.is_main_process else None
-    if not job.config.resume:
-        metrics and metrics.write({"kind": "start", "step": 0, "examples": len(job.features["train"]),
-                                   "steps": job.total_steps, "parameters": job.info["parameters"]})
+    if metrics and not job.config.resume:
+        metrics.write({"kind": "start", "step": 0, "examples": len(job.features["train"]),
+                       "steps": job.total_steps, "parameters": job.info["parameters"]})
     lengths = [len(f["input_ids"]) for f in job.features["train"]]
     progress = Progress(job.total_steps, state.step, disabled=quiet or not acc.is_main_process)
     loop = _Loop(job, state, metrics, progress, stop)
