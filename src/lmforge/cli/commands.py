@@ -93,6 +93,8 @@ def cmd_eval(args) -> int:
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False))
         return 0
+    if "per_type" in metrics:
+        return _print_entity_metrics(args, predictor, metrics)
     print(f"{args.data}: {metrics['count']} examples, model {predictor.folder}")
     for key in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall", "loss"):
         print(f"  {key:<16} {metrics[key]:.4f}")
@@ -106,10 +108,23 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _print_entity_metrics(args, predictor, metrics: dict) -> int:
+    print(f"{args.data}: {metrics['count']} sentences, {metrics['entities']} entities, "
+          f"model {predictor.folder}")
+    for key in ("f1", "precision", "recall", "macro_f1", "token_accuracy", "loss"):
+        print(f"  {key:<16} {metrics[key]:.4f}")
+    print(f"  {'type':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for name, row in metrics["per_type"].items():
+        print(f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
+              f"{row['support']:>8}")
+    if metrics.get("confusions"):
+        print("  most frequent errors (gold -> predicted):")
+        for row in metrics["confusions"]:
+            print(f"  {row['gold']:>20} -> {row['pred']:<24} {row['count']:>6}")
+    return 0
+
+
 def cmd_predict(args) -> int:
-    from lmforge.config.schema import DataConfig, DataSource
-    from lmforge.data.examples import read_text_examples
-    from lmforge.data.readers import Problems
     from lmforge.evaluation.runs import write_predictions
     from lmforge.tasks.predictor import RunPredictor
 
@@ -118,6 +133,24 @@ def cmd_predict(args) -> int:
     if args.input and args.output and Path(args.input).resolve() == Path(args.output).resolve():
         raise DataError(f"--output {args.output}: would overwrite the input file")
     predictor = RunPredictor(args.run, args.checkpoint)
+    if predictor.meta["task"] == "token_classification":
+        out = _predict_entities(args, predictor)
+    else:
+        out = _predict_labels(args, predictor)
+    if args.output:
+        write_predictions(Path(args.output), out)
+        print(f"{len(out)} predictions written to {args.output}")
+    else:
+        for row in out:
+            print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def _predict_labels(args, predictor) -> list[dict]:
+    from lmforge.config.schema import DataConfig, DataSource
+    from lmforge.data.examples import read_text_examples
+    from lmforge.data.readers import Problems
+
     if args.text:
         texts, pairs, extra = list(args.text), None, [{} for _ in args.text]
     else:
@@ -128,13 +161,43 @@ def cmd_predict(args) -> int:
         pairs = [ex.text_pair for ex in examples] if fields.text_pair is not None else None
         extra = [{"where": ex.where} for ex in examples]
     rows = predictor.predict(texts, pairs, args.batch_size, args.top_k)
-    out = [{"text": t, **row, **e} for t, row, e in zip(texts, rows, extra)]
-    if args.output:
-        write_predictions(Path(args.output), out)
-        print(f"{len(out)} predictions written to {args.output}")
-    else:
-        for row in out:
-            print(json.dumps(row, ensure_ascii=False))
-    return 0
+    return [{"text": t, **row, **e} for t, row, e in zip(texts, rows, extra)]
+
+
+def _predict_entities(args, predictor) -> list[dict]:
+    """Entities of raw texts (character offsets) or of pre-split sentences (token offsets): --text,
+    or --input with a `text` or `tokens` field (.jsonl .json .csv .tsv; .txt: a text per line;
+    .conll: a token per line)."""
+    from lmforge.config.schema import DataConfig, DataSource
+    from lmforge.data.examples import read_rows
+    from lmforge.data.readers import Problems
+    from lmforge.data.tagged import read_tagged
+
+    if args.text:
+        rows = predictor.predict_entities(texts=list(args.text), batch_size=args.batch_size)
+        return [{"text": t, **r} for t, r in zip(args.text, rows)]
+    fields = _fields(args, predictor)
+    source = DataSource(path=args.input)
+    if Path(args.input).suffix.lower() in (".conll", ".conllu"):
+        sentences = read_tagged(source, DataConfig(fields=fields), Problems(), need_tags=False)
+        rows = predictor.predict_entities(tokens=[s.tokens for s in sentences], batch_size=args.batch_size)
+        return [{"tokens": s.tokens, **r, "where": s.where} for s, r in zip(sentences, rows)]
+    texts, tokens, where = [], [], []
+    for place, row, f in read_rows(source, DataConfig(fields=fields), Problems()):
+        value = row.get(f.tokens)
+        if isinstance(value, list):
+            tokens.append([str(t) for t in value])
+        elif f.text in row:
+            texts.append(str(row[f.text]))
+        else:
+            raise DataError(f"{place}: no '{f.text}' or '{f.tokens}' field (set --text-field)")
+        where.append(place)
+    if texts and tokens:
+        raise DataError(f"{args.input}: mixes rows with '{fields.text}' and rows with '{fields.tokens}'")
+    if tokens:
+        rows = predictor.predict_entities(tokens=tokens, batch_size=args.batch_size)
+        return [{"tokens": t, **r, "where": w} for t, r, w in zip(tokens, rows, where)]
+    rows = predictor.predict_entities(texts=texts, batch_size=args.batch_size)
+    return [{"text": t, **r, "where": w} for t, r, w in zip(texts, rows, where)]
 
 

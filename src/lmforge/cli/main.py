@@ -36,8 +36,8 @@ def _eval_args(p):
 
 def _predict_args(p):
     _run_args(p)
-    p.add_argument("--text", action="append", help="a text to classify (repeatable)")
-    p.add_argument("--input", help="file of texts (.jsonl .json .csv .tsv .txt)")
+    p.add_argument("--text", action="append", help="a text to classify or tag (repeatable)")
+    p.add_argument("--input", help="file of texts (.jsonl .json .csv .tsv .txt; NER also .conll)")
     p.add_argument("--output", help="write predictions here as JSONL (default: stdout)")
     p.add_argument("--top-k", type=int, default=3, help="label probabilities to list per row")
 

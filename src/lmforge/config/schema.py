@@ -21,6 +21,11 @@ class Fields(Section):
     text: str | int = Field("text", description="column with the input text")
     text_pair: str | int | None = Field(None, description="second text for sentence-pair tasks")
     label: str | int = Field("label", description="column with the label")
+    tokens: str = Field("tokens", description="token_classification jsonl: key with the list of tokens")
+    tags: str = Field("tags", description="token_classification jsonl: key with the list of tags")
+    entities: str = Field("entities", description="token_classification jsonl: key with [{start, end, label}] spans of text")
+    token_column: int = Field(0, description="CoNLL files: column with the token (0-based)")
+    tag_column: int = Field(-1, description="CoNLL files: column with the tag (0-based; -1: last)")
 
 
 class DataSource(Section):
@@ -56,6 +61,14 @@ class DataConfig(Section):
         "strict", description="undecodable bytes: stop (strict), or replace/ignore them")
     on_error: Literal["raise", "skip"] = Field(
         "raise", description="a bad row stops with its place named (raise), or is skipped and counted")
+    tag_scheme: Literal["auto", "bio", "iob1", "iobes", "bioes"] = Field(
+        "auto", description="token_classification: tag scheme of the files (auto: detect from the tags)")
+    output_scheme: Literal["bio", "iob1", "iobes", "bioes"] = Field(
+        "bio", description="token_classification: tag scheme the model learns and predicts")
+    label_all_subwords: bool = Field(
+        False, description="token_classification: train on every subword, not only each word's first")
+    window_stride: int = Field(
+        32, ge=0, description="token_classification: subword overlap of the windows a long sentence is split into")
 
     @model_validator(mode="after")
     def _one_validation_source(self):
@@ -96,10 +109,16 @@ class TuningConfig(Section):
     target: str | list[str] = Field("auto", description="lora: 'auto', 'all-linear' or module names")
 
 
+class HeadConfig(Section):
+    """Options of the task head."""
+
+    crf: bool = Field(False, description="token_classification: a CRF layer over the tag scores (Viterbi decoding)")
+
+
 class EarlyStopping(Section):
     """Stop when a validation metric stops improving."""
 
-    metric: str = Field("macro_f1", description="any metric evaluation reports, or 'loss'")
+    metric: str | None = Field(None, description="any metric evaluation reports, or 'loss' (default: the task's main metric)")
     mode: Literal["max", "min"] | None = Field(None, description="max or min (default: min for loss, else max)")
     patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
@@ -145,9 +164,10 @@ class TrainConfig(Section):
 class JobConfig(Section):
     """A whole job: task, data, model, tuning, training and output folder."""
 
-    task: str = Field("classification", description="classification (more tasks register themselves)")
+    task: str = Field("classification", description="classification | token_classification")
     data: DataConfig = Field(default_factory=DataConfig, description="the data")
     model: str | ModelSpec = Field("minilm", description="bundled alias, local folder, or a spec")
+    head: HeadConfig = Field(default_factory=HeadConfig, description="options of the task head")
     tuning: TuningConfig = Field(default_factory=TuningConfig, description="how parameters are tuned")
     train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
     output: str = Field("runs/run", description="the run folder")

@@ -17,7 +17,10 @@ def evaluate_saved(folder: Path, task, labels, features: list[dict], examples: l
                    meta: dict | None = None):
     """Load the model saved in ``folder`` and evaluate it (the same path ``lmforge eval`` takes)."""
     loaded = load_saved(folder, meta or {"head": task.head})
-    model = loaded.model.to(device())
+    model = loaded.model
+    if hasattr(task, "prepare_saved"):
+        model = task.prepare_saved(model, folder, labels)
+    model = model.to(device())
     return task.evaluate(model, loaded.tokenizer, features, examples, batch_size, device(), labels)
 
 

@@ -20,6 +20,7 @@ log = logging.getLogger("lmforge")
 # Task head name -> the Auto class that puts that head on any architecture.
 HEADS = {
     "sequence_classification": transformers.AutoModelForSequenceClassification,
+    "token_classification": transformers.AutoModelForTokenClassification,
 }
 
 # From-scratch architectures: name -> (config class, how our spec maps onto it).

@@ -22,11 +22,16 @@ class RunPredictor:
         self.run = RunFolder(run_dir)
         self.meta = self.run.read_meta()
         self.task = get_task(self.meta["task"])
+        if hasattr(self.task, "configure_from_meta"):
+            self.task.configure_from_meta(self.meta)
         self.labels = LabelSet.from_json(self.meta["labels"])
         self.folder = self.run.model_dir(checkpoint)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         loaded = load_saved(self.folder, self.meta)
-        self.model = loaded.model.to(self.device).eval()
+        model = loaded.model
+        if hasattr(self.task, "prepare_saved"):
+            model = self.task.prepare_saved(model, self.folder, self.labels)
+        self.model = model.to(self.device).eval()
         self.tokenizer = loaded.tokenizer
         self.max_length = int(self.meta.get("max_length", 512))
 
@@ -38,9 +43,32 @@ class RunPredictor:
         logits = self.task.logits(self.model, self.tokenizer, features, batch_size, self.device)
         return prediction_rows(logits.softmax(-1), self.labels.names, top_k)
 
+    def predict_entities(self, texts: list[str] | None = None, tokens: list[list[str]] | None = None,
+                         batch_size: int = 64) -> list[dict]:
+        """Entities in raw texts (character offsets) or in pre-split token lists (token offsets),
+        each with its label, text and a confidence score."""
+        from lmforge.data.tagged import TaggedExample
+        from lmforge.data.tagging import word_offsets
+
+        if texts is not None:
+            examples = []
+            for text in texts:
+                offsets = word_offsets(text)
+                examples.append(TaggedExample([text[s:e] for s, e in offsets], raw_text=text, offsets=offsets))
+        else:
+            examples = [TaggedExample(list(t)) for t in tokens]
+        rows = [{"entities": [], "tags": []} for _ in examples]
+        todo = [i for i, ex in enumerate(examples) if ex.tokens]
+        found = self.task.predict_examples(self.model, self.tokenizer, [examples[i] for i in todo],
+                                           self.max_length, batch_size, self.device, self.labels)
+        for i, row in zip(todo, found):
+            rows[i] = row
+        return rows
+
     def evaluate(self, path: str, fields: Fields | None = None, batch_size: int = 64) -> EvalResult:
         """Metrics on a labelled file; labels the run never saw are an error naming the row."""
-        data = DataConfig(fields=fields or Fields(**self.meta.get("fields", {})))
+        options = {"output_scheme": self.task.scheme} if hasattr(self.task, "scheme") else {}
+        data = DataConfig(fields=fields or Fields(**self.meta.get("fields", {})), **options)
         source = DataSource(path=path)
         examples = self.task.read_labelled(source, data, self.labels, Problems())
         if not examples:

@@ -262,6 +262,12 @@ def _split_section(split: str, metrics: dict) -> str:
     matrix = metrics.get("confusion_matrix")
     if isinstance(matrix, list) and matrix:
         parts.append(_confusion_heatmap(matrix, metrics.get("labels"), split))
+    confusions = metrics.get("confusions")
+    if isinstance(confusions, list) and confusions:
+        rows = [[c.get("gold", ""), c.get("pred", ""), c.get("count", "")] for c in confusions if isinstance(c, dict)]
+        parts.append('<p class="note">Most frequent entity errors: a gold span predicted with another '
+                     'type or boundary, missed (predicted O) or spurious (gold O).</p>\n'
+                     + _table(["gold", "predicted", "count"], rows))
     return "".join(parts) if len(parts) > 1 else ""
 
 
@@ -325,6 +331,8 @@ def _confusion_heatmap(matrix: list, labels, split: str) -> str:
 
 
 def _samples_section(predictions: list[dict]) -> str:
+    if any("gold_entities" in r for r in predictions):
+        return _entity_samples(predictions)
     labelled = [r for r in predictions if r.get("gold") is not None and "label" in r]
     wrong = [r for r in labelled if r.get("gold") != r.get("label")][:MAX_WRONG]
     right = [r for r in labelled if r.get("gold") == r.get("label")][:MAX_RIGHT]
@@ -335,6 +343,24 @@ def _samples_section(predictions: list[dict]) -> str:
     header = ["split", "gold", "predicted", "score", "top k", "text", "where"]
     intro = f'<p class="note">{len(wrong)} misclassified and {len(right)} correct predictions.</p>\n'
     return "<h2>Samples</h2>\n" + intro + _table(header, rows, classes)
+
+
+def _entity_samples(predictions: list[dict]) -> str:
+    tagged = [r for r in predictions if isinstance(r.get("gold_entities"), list)]
+    wrong = [r for r in tagged if not r.get("correct")][:MAX_WRONG]
+    right = [r for r in tagged if r.get("correct")][:MAX_RIGHT]
+    if not wrong and not right:
+        return ""
+
+    def spans(entities) -> str:
+        return "; ".join(f"{e.get('text', '')} [{e.get('label', '')}]" for e in entities if isinstance(e, dict))
+
+    rows = [[r.get("split", ""), spans(r["gold_entities"]), spans(r.get("entities") or []),
+             " ".join(map(str, r.get("tokens", [])))[:MAX_TEXT], r.get("where", "")] for r in wrong + right]
+    classes = ["wrong"] * len(wrong) + [""] * len(right)
+    intro = f'<p class="note">{len(wrong)} sentences with errors and {len(right)} without.</p>\n'
+    return "<h2>Samples</h2>\n" + intro + _table(["split", "gold entities", "predicted", "sentence", "where"],
+                                                 rows, classes)
 
 
 def _sample_row(row: dict) -> list:

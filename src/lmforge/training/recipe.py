@@ -110,6 +110,8 @@ def setup(config: JobConfig) -> Job:
                         dropout=config.train.dropout,
                         tokenizer_folder=run.model if resuming else None)
     task.configure(config, data.train, data.labels)
+    if hasattr(task, "prepare_model"):
+        loaded.model = task.prepare_model(loaded.model, data.labels)
     features = {split: task.encode(loaded.tokenizer, examples, config.train.max_length)
                 for split, examples in (("train", data.train), ("validation", data.validation),
                                         ("test", data.test))}
@@ -128,7 +130,7 @@ def _texts(examples) -> list[str]:
 
 def _check_metric(config: JobConfig, task) -> None:
     early = config.train.early_stopping
-    if early is not None and early.metric not in task.metric_names:
+    if early is not None and early.metric is not None and early.metric not in task.metric_names:
         raise ConfigError(f"train.early_stopping.metric: '{early.metric}' is not reported for task "
                           f"{task.name} (choose from {', '.join(task.metric_names)})")
 
@@ -159,7 +161,7 @@ def _prepare_optimisation(job: Job) -> None:
     job.scheduler = build_scheduler(optimizer, cfg.warmup, job.total_steps, cfg.scheduler)
     job.model, job.optimizer = job.accelerator.prepare(job.model, optimizer)
     early = cfg.early_stopping
-    metric = early.metric if early else job.task.default_metric
+    metric = early.metric if early and early.metric else job.task.default_metric
     mode = (early.mode if early and early.mode else ("min" if metric == "loss" else "max"))
     job.tracker = EarlyStopping(metric, mode, early.patience if early else None,
                                 early.min_delta if early else 0.0)
@@ -201,6 +203,8 @@ def _meta(job: Job, finished: bool, extra: dict | None = None) -> dict:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "peft": peft.__version__},
     }
+    if hasattr(job.task, "meta"):
+        meta.update(job.task.meta())
     meta.update(extra or {})
     return meta
 
@@ -463,5 +467,5 @@ def cleanup(job: Job, state: TrainState) -> None:
     }))
     write_report(run.path)
     for split, metrics in results.items():
-        log.info("%s (%s model): accuracy %.4f, macro F1 %.4f", split, which,
-                 metrics.get("accuracy", float("nan")), metrics.get("macro_f1", float("nan")))
+        shown = [k for k in ("accuracy", "f1", "macro_f1") if isinstance(metrics.get(k), (int, float))]
+        log.info("%s (%s model): %s", split, which, ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))

@@ -4,7 +4,7 @@ from lmforge.errors import ConfigError
 from lmforge.tuning.registry import register_method
 
 # lmforge task -> peft TaskType name (decides which head modules peft keeps trainable).
-PEFT_TASK_TYPES = {"classification": "SEQ_CLS"}
+PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS"}
 
 
 def apply_lora(model, config, task_type):
@@ -19,9 +19,14 @@ def apply_lora(model, config, task_type):
                                   lora_alpha=config.alpha, lora_dropout=config.dropout,
                                   target_modules=target)
     try:
-        return peft.get_peft_model(model, lora_config)
+        wrapped = peft.get_peft_model(model, lora_config)
     except ValueError as exc:
         raise ConfigError(f"tuning.target: {str(exc).splitlines()[0]}") from None
+    # A CRF layer (head.crf) is part of the head: it starts from zero and must train.
+    for name, param in wrapped.named_parameters():
+        if ".crf." in f".{name}":
+            param.requires_grad_(True)
+    return wrapped
 
 
 register_method("lora", apply_lora)

@@ -1,0 +1,361 @@
+"""Token classification (named-entity recognition): a tag per word, entity-level metrics.
+
+Words are split into subwords by the model's tokenizer; the label of a word sits on its first
+subword and the other subwords are ignored by the loss (``data.label_all_subwords: true`` labels
+them too). A sentence longer than ``train.max_length`` becomes overlapping windows
+(``data.window_stride`` subwords of overlap, windows start on word boundaries); each word's scores
+are taken from the window where it has the most context on both sides, so no word is dropped and
+none is counted twice. With ``head.crf`` a CRF scores whole tag sequences and Viterbi decoding over
+the merged sentence never emits an invalid transition.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.data.batching import inference_batches, pad_features
+from lmforge.data.examples import LabelSet, stratified_split
+from lmforge.data.tagged import ReadStats, TaggedExample, read_tagged
+from lmforge.data.tagging import normalize_scheme, tag_set, tags_to_char_spans, to_spans
+from lmforge.errors import DataError
+from lmforge.evaluation.ner import entity_metrics
+from lmforge.tasks.registry import EvalResult, TaskData, register_task
+
+IGNORE = -100
+
+
+@register_task
+class TokenClassificationTask:
+    name = "token_classification"
+    head = "token_classification"
+    metric_names = ("f1", "precision", "recall", "macro_f1", "weighted_f1", "token_accuracy", "loss")
+    default_metric = "f1"
+
+    def __init__(self):
+        self.scheme = "bio"
+        self.crf = False
+        self.label_all_subwords = False
+        self.stride = 32
+
+    # -- configuration ---------------------------------------------------------------------------
+    def _read_options(self, config) -> None:
+        self.scheme = normalize_scheme(config.data.output_scheme)
+        self.crf = config.head.crf
+        self.label_all_subwords = config.data.label_all_subwords
+        self.stride = config.data.window_stride
+
+    def configure(self, config, train_examples, labels) -> None:
+        self._read_options(config)
+
+    def meta(self) -> dict:
+        """What ``lmforge.json`` records so ``predict``/``eval``/serving rebuild the same head."""
+        return {"head_options": {"crf": self.crf, "scheme": self.scheme,
+                                 "window_stride": self.stride}}
+
+    def configure_from_meta(self, meta: dict) -> None:
+        options = meta.get("head_options") or {}
+        self.crf = bool(options.get("crf", False))
+        self.scheme = options.get("scheme", "bio")
+        self.stride = int(options.get("window_stride", 32))
+
+    def prepare_model(self, model, labels: LabelSet):
+        """Attach the CRF (before tuning wraps the model, so checkpoints hold it)."""
+        if self.crf:
+            from lmforge.models.crf_head import attach_crf
+
+            attach_crf(model, labels.names, self.scheme)
+        return model
+
+    def prepare_saved(self, model, folder, labels: LabelSet):
+        if self.crf:
+            from lmforge.models.crf_head import attach_crf, load_crf_weights
+
+            load_crf_weights(attach_crf(model, labels.names, self.scheme), folder)
+        return model
+
+    # -- data ------------------------------------------------------------------------------------
+    def load_data(self, config, problems) -> TaskData:
+        from lmforge.tasks.classification import _guarded
+
+        self._read_options(config)
+        data, stats = config.data, ReadStats()
+        train = _guarded(problems, read_tagged, data.train, data, problems, True, stats)
+        _rename_types(train, data.label_names)
+        types = sorted({t for ex in train for t, _, _ in to_spans(ex.tags, self.scheme)})
+        names = tag_set(types, self.scheme)
+        labels = LabelSet(names, {n: n for n in names})
+        self._attach_ids(train, labels, problems)
+        notes = []
+        if data.split is not None:
+            keep, held = stratified_split([0] * len(train), data.split, config.train.seed)
+            validation, train = [train[i] for i in held], [train[i] for i in keep]
+            notes.append(f"held out {len(validation)} of {len(train) + len(validation)} training "
+                         f"sentences for validation (seed {config.train.seed})")
+        elif data.validation is not None:
+            validation = _guarded(problems, self.read_labelled, data.validation, data, labels, problems, stats)
+        else:
+            validation = []
+        test = _guarded(problems, self.read_labelled, data.test, data, labels, problems, stats) \
+            if data.test is not None else []
+        notes.append(f"tags: {stats.scheme or self.scheme} in the files, {self.scheme} for the model; "
+                     f"{len(types)} entity types ({', '.join(types[:12])})")
+        if stats.repaired_tags:
+            notes.append(f"repaired {stats.repaired_tags} invalid tag(s) in {stats.repaired_sentences} "
+                         f"sentence(s), read the way seqeval reads them (an I- after O starts an entity)")
+        if not types and not problems.collect:
+            raise DataError("data.train: no entity tags in the training data (every tag is O)")
+        return TaskData(train, validation, test, labels, notes)
+
+    def read_labelled(self, source, data, labels: LabelSet, problems, stats=None) -> list[TaggedExample]:
+        examples = read_tagged(source, data, problems, True, stats)
+        _rename_types(examples, data.label_names)
+        return [ex for ex in examples if self._attach_ids([ex], labels, problems)]
+
+    @staticmethod
+    def _attach_ids(examples: list[TaggedExample], labels: LabelSet, problems) -> bool:
+        ok = True
+        for ex in examples:
+            unknown = next((t for t in ex.tags if t not in labels.index), None)
+            if unknown is not None:
+                types = sorted({n[2:] for n in labels.names if n != "O"})
+                problems.report(f"{ex.where}: tag '{unknown}' has an entity type training never saw "
+                                f"(types: {', '.join(types[:12])})")
+                ex.tag_ids, ok = None, False
+                continue
+            ex.tag_ids = [labels.index[t] for t in ex.tags]
+        return ok
+
+    # -- batches ---------------------------------------------------------------------------------
+    def encode(self, tokenizer, examples: list[TaggedExample], max_length: int) -> list[dict]:
+        """Subword windows of every sentence, with the positions of each word's first subword."""
+        if not examples:
+            return []
+        encoded = tokenizer([ex.tokens for ex in examples], is_split_into_words=True,
+                            add_special_tokens=False, truncation=False)
+        before, after = _special_layout(tokenizer)
+        body = max(max_length - len(before) - len(after), 1)
+        features = []
+        for i, ex in enumerate(examples):
+            ids, word_ids = encoded["input_ids"][i], encoded.word_ids(i)
+            windows = _windows(word_ids, body, self.stride)
+            owner = _owners(word_ids, windows)
+            for w, (start, end) in enumerate(windows):
+                features.append(self._window_feature(ex, i, ids, word_ids, start, end,
+                                                     (before, after), owner, w))
+        return features
+
+    def _window_feature(self, ex, index, ids, word_ids, start, end, special, owner, w) -> dict:
+        input_ids = special[0] + ids[start:end] + special[1]
+        prefix = len(special[0])
+        heads, head_words, owned = [], [], []
+        labels = [IGNORE] * len(input_ids) if ex.tag_ids is not None else None
+        previous = word_ids[start - 1] if start > 0 else None
+        for pos in range(start, end):
+            word = word_ids[pos]
+            if word is None:
+                continue
+            first = word != previous
+            previous = word
+            if first:
+                heads.append(prefix + pos - start)
+                head_words.append(word)
+                owned.append(owner.get(word) == w)
+            if labels is not None and (first or self.label_all_subwords):
+                labels[prefix + pos - start] = ex.tag_ids[word]
+        feature = {"input_ids": input_ids, "heads": heads, "head_words": head_words,
+                   "owned": owned, "example": index}
+        if labels is not None:
+            feature["labels"] = labels
+        return feature
+
+    def collate(self, features: list[dict], tokenizer) -> dict:
+        batch = pad_features([{"input_ids": f["input_ids"]} for f in features], tokenizer.pad_token_id or 0)
+        width = batch["input_ids"].shape[1]
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] + [IGNORE] * (width - len(f["labels"]))
+                                            for f in features], dtype=torch.long)
+        if self.crf:
+            most = max(max(len(f["heads"]) for f in features), 1)
+            batch["heads"] = torch.tensor([f["heads"] + [0] * (most - len(f["heads"])) for f in features])
+            batch["head_mask"] = torch.tensor([[True] * len(f["heads"]) + [False] * (most - len(f["heads"]))
+                                               for f in features])
+        return batch
+
+    def loss(self, model, batch: dict):
+        labels = batch.pop("labels")
+        heads, head_mask = batch.pop("heads", None), batch.pop("head_mask", None)
+        logits = model(**batch).logits.float()                  # (B, T, L)
+        if not self.crf:
+            return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        from lmforge.models.crf_head import find_crf
+
+        index = heads.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+        emissions = logits.gather(1, index)                     # (B, W, L)
+        tags = labels.gather(1, heads).clamp(min=0)             # (B, W)
+        return find_crf(model)(emissions, tags, head_mask)
+
+    # -- inference -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def word_scores(self, model, tokenizer, features: list[dict], examples: list, batch_size: int,
+                    device) -> list[torch.Tensor]:
+        """Per sentence, a (words, labels) matrix of tag scores, each word's row taken from the
+        window that owns it (words the tokenizer dropped keep zeros)."""
+        model.eval()
+        num_labels = model.config.num_labels
+        out = [torch.zeros((len(ex.tokens), num_labels)) for ex in examples]
+        for idx in inference_batches([len(f["input_ids"]) for f in features], batch_size):
+            batch = pad_features([{"input_ids": features[i]["input_ids"]} for i in idx],
+                                 tokenizer.pad_token_id or 0)
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
+            for row, i in enumerate(idx):
+                f = features[i]
+                keep = [k for k, own in enumerate(f["owned"]) if own]
+                if keep:
+                    words = torch.tensor([f["head_words"][k] for k in keep])
+                    out[f["example"]][words] = logits[row, torch.tensor([f["heads"][k] for k in keep])]
+        return out
+
+    def decode(self, model, scores: list[torch.Tensor]) -> tuple[list[list[int]], list[torch.Tensor]]:
+        """Best tag ids per sentence and the probability of each chosen tag."""
+        if not scores:
+            return [], []
+        if not self.crf:
+            probs = [s.softmax(-1) for s in scores]
+            best = [p.argmax(-1) for p in probs]
+            return [b.tolist() for b in best], [p.gather(1, b[:, None])[:, 0] for p, b in zip(probs, best)]
+        from lmforge.models.crf_head import find_crf
+
+        crf = find_crf(model).cpu()
+        emissions, mask = _pad_rows(scores)
+        with torch.inference_mode():
+            paths = crf.decode(emissions, mask)
+            marginals = crf.marginals(emissions, mask)
+        confidence = [marginals[i, torch.arange(len(p)), torch.tensor(p, dtype=torch.long)]
+                      for i, p in enumerate(paths)]
+        return paths, confidence
+
+    def _loss_of(self, model, scores, gold: list[list[int]]) -> float:
+        if not scores:
+            return math.nan
+        if not self.crf:
+            return F.cross_entropy(torch.cat(scores), torch.tensor([t for g in gold for t in g])).item()
+        from lmforge.models.crf_head import find_crf
+
+        emissions, mask = _pad_rows(scores)
+        tags, _ = _pad_rows([torch.tensor(g) for g in gold])
+        with torch.inference_mode():
+            return find_crf(model).cpu()(emissions, tags.long(), mask).item()
+
+    def predict_examples(self, model, tokenizer, examples: list[TaggedExample], max_length: int,
+                         batch_size: int, device, labels: LabelSet) -> list[dict]:
+        """Entities of each sentence: character spans when it came from raw text, else word spans."""
+        features = self.encode(tokenizer, examples, max_length)
+        scores = self.word_scores(model, tokenizer, features, examples, batch_size, device)
+        paths, confidence = self.decode(model, scores)
+        rows = []
+        for ex, path, conf in zip(examples, paths, confidence):
+            tags = [labels.names[t] for t in path]
+            rows.append({"entities": _entities(ex, tags, conf, self.scheme), "tags": tags})
+        return rows
+
+    def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet) -> EvalResult:
+        scores = self.word_scores(model, tokenizer, features, examples, batch_size, device)
+        paths, confidence = self.decode(model, scores)
+        gold = [[labels.names[t] for t in ex.tag_ids] for ex in examples]
+        pred = [[labels.names[t] for t in p] for p in paths]
+        metrics = entity_metrics(gold, pred, self.scheme)
+        metrics["loss"] = self._loss_of(model, scores, [ex.tag_ids for ex in examples])
+        rows = []
+        for ex, g, p, conf in zip(examples, gold, pred, confidence):
+            rows.append({"tokens": ex.tokens, "gold": g, "pred": p, "correct": g == p,
+                         "entities": _entities(ex, p, conf, self.scheme),
+                         "gold_entities": _entities(ex, g, None, self.scheme), "where": ex.where})
+        return EvalResult(metrics, rows)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _rename_types(examples: list[TaggedExample], label_names) -> None:
+    """``data.label_names: {raw type: name}`` renames entity types (nr -> PER)."""
+    if not isinstance(label_names, dict):
+        return
+    mapping = {str(k): str(v) for k, v in label_names.items()}
+    for ex in examples:
+        ex.tags = [t if t == "O" or t[2:] not in mapping else t[:2] + mapping[t[2:]] for t in ex.tags]
+
+
+def _special_layout(tokenizer) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts (before, after) one sequence ([CLS] / [SEP])."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for i in range(len(full) - len(bare) + 1):
+        if full[i:i + len(bare)] == bare:
+            return full[:i], full[i + len(bare):]
+    return [], []
+
+
+def _windows(word_ids: list, body: int, stride: int) -> list[tuple[int, int]]:
+    """[start, end) subword windows of at most ``body`` subwords, overlapping by about ``stride``,
+    each starting at the first subword of a word."""
+    n = len(word_ids)
+    if n <= body:
+        return [(0, n)]
+
+    def inside_word(p: int) -> bool:
+        return word_ids[p] is not None and word_ids[p] == word_ids[p - 1]
+
+    windows, start = [], 0
+    while True:
+        end = min(start + body, n)
+        windows.append((start, end))
+        if end == n:
+            return windows
+        nxt = back = max(end - stride, start + 1)
+        while back > start and inside_word(back):
+            back -= 1
+        if back > start:
+            nxt = back
+        else:   # no word starts in the overlap: the next one after it (a word longer than a window is cut)
+            while nxt < end and inside_word(nxt):
+                nxt += 1
+        start = nxt
+
+
+def _owners(word_ids: list, windows: list[tuple[int, int]]) -> dict[int, int]:
+    """For each word, the window whose edges are farthest from its first subword."""
+    first: dict[int, int] = {}
+    for pos, word in enumerate(word_ids):
+        if word is not None and word not in first:
+            first[word] = pos
+    owner = {}
+    for word, pos in first.items():
+        best, margin = None, -1
+        for w, (start, end) in enumerate(windows):
+            if start <= pos < end and min(pos - start, end - 1 - pos) > margin:
+                best, margin = w, min(pos - start, end - 1 - pos)
+        owner[word] = best
+    return owner
+
+
+def _pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    longest = max(max(len(r) for r in rows), 1)
+    padded = torch.zeros((len(rows), longest, *rows[0].shape[1:]), dtype=rows[0].dtype)
+    mask = torch.zeros((len(rows), longest), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        padded[i, :len(r)] = r
+        mask[i, :len(r)] = True
+    return padded, mask
+
+
+def _entities(ex: TaggedExample, tags: list[str], confidence, scheme: str) -> list[dict]:
+    """Predicted entities: character spans (with text) for raw text, word spans otherwise."""
+    spans = to_spans(tags, scheme)
+    if ex.raw_text is not None and ex.offsets is not None:
+        found = tags_to_char_spans(ex.raw_text, ex.offsets, tags, scheme)
+    else:
+        found = [{"start_token": s, "end_token": e, "label": t, "text": " ".join(ex.tokens[s:e])}
+                 for t, s, e in spans]
+    if confidence is not None:
+        for entity, (_, s, e) in zip(found, spans):
+            entity["score"] = round(float(confidence[s:e].mean()), 6)
+    return found

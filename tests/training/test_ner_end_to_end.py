@@ -1,0 +1,148 @@
+"""End-to-end NER: train from CoNLL / token JSONL / span JSONL, eval, predict spans, resume files."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED_DATA, TINY_MODEL, write_jsonl
+
+PEOPLE = [["John", "Smith"], ["Mary"], ["Li", "Wei"], ["Anna", "Berg"], ["Omar"]]
+PLACES = [["Paris"], ["New", "York"], ["Berlin"], ["Cape", "Town"], ["Lima"]]
+TEMPLATES = [["{P}", "visited", "{L}", "on", "Monday", "."], ["{P}", "lives", "in", "{L}", "."],
+             ["In", "{L}", ",", "{P}", "said", "hello", "."], ["Nobody", "came", "."]]
+
+
+def ner_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        tokens, tags = [], []
+        for slot in rng.choice(TEMPLATES):
+            if slot in ("{P}", "{L}"):
+                words, kind = (rng.choice(PEOPLE), "PER") if slot == "{P}" else (rng.choice(PLACES), "LOC")
+                tokens += words
+                tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1)
+            else:
+                tokens.append(slot)
+                tags.append("O")
+        out.append((tokens, tags))
+    return out
+
+
+def write_conll(path: Path, sentences) -> Path:
+    lines = ["-DOCSTART- O", ""]
+    for tokens, tags in sentences:
+        lines += [f"{t} {g}" for t, g in zip(tokens, tags)] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def to_span_rows(sentences) -> list[dict]:
+    from lmforge.data.tagging import to_spans
+
+    rows = []
+    for tokens, tags in sentences:
+        text, starts = "", []
+        for t in tokens:
+            starts.append(len(text) + (1 if text else 0))
+            text = f"{text} {t}" if text else t
+        entities = [{"start": starts[s], "end": starts[e - 1] + len(tokens[e - 1]), "label": kind}
+                    for kind, s, e in to_spans(tags, "bio")]
+        rows.append({"text": text, "entities": entities})
+    return rows
+
+
+def ner_overrides(train, dev, output, *extra):
+    config = Path(output).parent / f"{Path(output).name}.yaml"
+    config.write_text("task: token_classification\n")
+    return [str(config), f"data.train={train}", f"data.validation={dev}",
+            f"model={TINY_MODEL}", "train.epochs=6", "train.batch_size=8", "train.lr=5e-3",
+            "train.warmup=0", f"output={output}", *extra]
+
+
+@pytest.fixture
+def ner_files(tmp_path):
+    return {"train": write_conll(tmp_path / "train.conll", ner_sentences(48, 0)),
+            "dev": write_conll(tmp_path / "dev.txt", ner_sentences(16, 1)), "dir": tmp_path}
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_conll_train_eval_predict(ner_files, run_cli, tmp_path, crf):
+    out = tmp_path / f"run-{crf}"
+    code, stdout, err = run_cli("train", "--quiet", *ner_overrides(ner_files["train"], ner_files["dev"], out,
+                                                                   f"head.crf={str(crf).lower()}"))
+    assert code == 0, err
+    for name in ("config.yaml", "lmforge.json", "metrics.jsonl", "eval_results.json", "predictions.jsonl",
+                 "report.html", "model/model.safetensors", "best/config.json"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "eval_results.json").read_text())["validation"]
+    assert results["f1"] > 0.8, results
+    assert {"PER", "LOC"} == set(results["per_type"])
+    html = (out / "report.html").read_text()
+    assert "PER" in html and "LOC" in html
+
+    code, stdout, err = run_cli("eval", str(out), "--data", str(ner_files["dev"]), "--json")
+    assert code == 0, err
+    metrics = json.loads(stdout)
+    assert metrics["f1"] == pytest.approx(results["f1"])
+    assert {"f1", "precision", "recall", "per_type"} <= set(metrics)
+
+    text = "Mary visited New York on Monday ."
+    code, stdout, err = run_cli("predict", str(out), "--text", text)
+    assert code == 0, err
+    row = json.loads(stdout)
+    for entity in row["entities"]:
+        assert text[entity["start"]:entity["end"]] == entity["text"]
+        assert 0 < entity["score"] <= 1
+    assert {(e["text"], e["label"]) for e in row["entities"]} == {("Mary", "PER"), ("New York", "LOC")}
+
+    if crf:
+        from lmforge.models.crf_head import find_crf
+        from lmforge.tasks.predictor import RunPredictor
+        from transformers import AutoModelForTokenClassification
+
+        plain = AutoModelForTokenClassification.from_pretrained(out / "model")   # plain transformers loads it
+        assert find_crf(plain) is None
+        assert find_crf(RunPredictor(out).model).transitions.abs().sum() > 0
+
+
+def test_span_jsonl_and_token_jsonl(ner_files, run_cli, tmp_path):
+    sentences = ner_sentences(48, 0)
+    train = write_jsonl(tmp_path / "spans.jsonl", to_span_rows(sentences))
+    dev = write_jsonl(tmp_path / "tokens.jsonl", [{"tokens": t, "tags": g} for t, g in ner_sentences(16, 1)])
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, "data.output_scheme=iobes"))
+    assert code == 0, err
+    meta = json.loads((out / "lmforge.json").read_text())
+    assert "S-PER" in meta["labels"]["names"] and meta["head_options"]["scheme"] == "iobes"
+    results = json.loads((out / "eval_results.json").read_text())["validation"]
+    assert results["f1"] > 0.8
+    inputs = write_jsonl(tmp_path / "in.jsonl", [{"tokens": ["Omar", "lives", "in", "Lima", "."]},
+                                                 {"tokens": ["Nobody", "came", "."]}])
+    code, stdout, err = run_cli("predict", str(out), "--input", str(inputs))
+    assert code == 0, err
+    first, second = [json.loads(line) for line in stdout.splitlines()]
+    assert first["entities"][0]["start_token"] == 0 and first["entities"][0]["label"] == "PER"
+    assert second["entities"] == []
+
+
+@pytest.mark.parametrize("name,path,limit", [
+    ("conll2003", "conll2003/train.txt", 40), ("msra", "msra_ner/dev.txt", 40)])
+def test_real_data_sets_few_dozen_sentences(run_cli, tmp_path, name, path, limit):
+    source = SHARED_DATA / path
+    if not source.is_file():
+        pytest.skip(f"{source} not present")
+    blocks = source.read_text(encoding="utf-8").split("\n\n")
+    blocks = [b for b in blocks if b.strip() and not b.startswith("-DOCSTART-")]
+    train = tmp_path / "train.txt"
+    train.write_text("\n\n".join(blocks[:limit]) + "\n", encoding="utf-8")
+    dev = tmp_path / "dev.txt"
+    dev.write_text("\n\n".join(blocks[limit:limit + 12]) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, "train.epochs=1",
+                                                              "data.on_error=skip"))
+    assert code == 0, err
+    results = json.loads((out / "eval_results.json").read_text())["validation"]
+    assert 0 <= results["f1"] <= 1 and 0 < results["count"] <= 12
