@@ -95,6 +95,11 @@ def cmd_eval(args) -> int:
         return 0
     if "per_type" in metrics:
         return _print_entity_metrics(args, predictor, metrics)
+    if "per_class" not in metrics:
+        print(f"{args.data}: model {predictor.folder}")
+        for key, value in metrics.items():
+            print(f"  {key:<16} {value:.4f}" if isinstance(value, float) else f"  {key:<16} {value}")
+        return 0
     print(f"{args.data}: {metrics['count']} examples, model {predictor.folder}")
     for key in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall", "loss"):
         print(f"  {key:<16} {metrics[key]:.4f}")
@@ -133,6 +138,10 @@ def cmd_predict(args) -> int:
     if args.input and args.output and Path(args.input).resolve() == Path(args.output).resolve():
         raise DataError(f"--output {args.output}: would overwrite the input file")
     predictor = RunPredictor(args.run, args.checkpoint)
+    if predictor.meta["task"] not in ("classification", "token_classification"):
+        raise DataError(f"{args.run}: predict works on classification and token_classification runs; "
+                        f"this is a {predictor.meta['task']} run (use lmforge eval, or fine-tune from "
+                        f"its model folder)")
     if predictor.meta["task"] == "token_classification":
         out = _predict_entities(args, predictor)
     else:

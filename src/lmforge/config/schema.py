@@ -90,6 +90,8 @@ class ModelSpec(Section):
     vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")
     max_position: int = Field(512, ge=16, description="from scratch: longest sequence the model accepts")
     lowercase: bool = Field(True, description="from scratch: lowercase text in the trained tokenizer")
+    extend_vocab: bool = Field(
+        False, description="pretrained WordPiece: add the training texts' unknown characters to the vocabulary")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self):
@@ -164,7 +166,7 @@ class TrainConfig(Section):
 class JobConfig(Section):
     """A whole job: task, data, model, tuning, training and output folder."""
 
-    task: str = Field("classification", description="classification | token_classification")
+    task: str = Field("classification", description="classification | token_classification | masked_lm")
     data: DataConfig = Field(default_factory=DataConfig, description="the data")
     model: str | ModelSpec = Field("minilm", description="bundled alias, local folder, or a spec")
     head: HeadConfig = Field(default_factory=HeadConfig, description="options of the task head")

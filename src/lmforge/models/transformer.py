@@ -21,6 +21,7 @@ log = logging.getLogger("lmforge")
 HEADS = {
     "sequence_classification": transformers.AutoModelForSequenceClassification,
     "token_classification": transformers.AutoModelForTokenClassification,
+    "masked_lm": transformers.AutoModelForMaskedLM,
 }
 
 # From-scratch architectures: name -> (config class, how our spec maps onto it).
@@ -51,6 +52,8 @@ def resolve_source(path: str) -> tuple[Path, str]:
 
 
 def _label_kwargs(labels: list[str]) -> dict:
+    if not labels:      # language-model heads have no labels
+        return {}
     return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
             "label2id": {name: i for i, name in enumerate(labels)}}
 
@@ -82,7 +85,27 @@ def load_transformer(spec: ModelSpec, head: str, labels: list[str], texts: list[
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     info = {"family": "transformer", "source": label, "source_path": str(folder.resolve()),
             "arch": config.model_type}
+    if spec.extend_vocab:
+        tokenizer = _extend_vocab(model, tokenizer, texts, tokenizer_folder, info)
     return LoadedModel(model, tokenizer, info)
+
+
+def _extend_vocab(model, tokenizer, texts, tokenizer_folder, info: dict):
+    """Add the unknown characters of the training texts; a resumed run reuses its saved tokenizer."""
+    from lmforge.tokenization.extend import extend_wordpiece
+
+    if tokenizer_folder is not None and (Path(tokenizer_folder) / "tokenizer.json").is_file():
+        tokenizer, added = AutoTokenizer.from_pretrained(tokenizer_folder, trust_remote_code=False), None
+    else:
+        tokenizer, added = extend_wordpiece(tokenizer, texts)
+        log.info("extended the vocabulary by %d characters of the training texts (%s...): %d tokens",
+                 len(added), "".join(added[:12]), len(tokenizer))
+    # New rows are drawn around the mean of the old ones (transformers' mean_resizing).
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    info["vocab_size"] = len(tokenizer)
+    if added is not None:
+        info["added_characters"] = len(added)
+    return tokenizer
 
 
 def _from_scratch(spec: ModelSpec, head_class, labels, texts, dropout, tokenizer_folder) -> LoadedModel:

@@ -162,7 +162,7 @@ def _prepare_optimisation(job: Job) -> None:
     job.model, job.optimizer = job.accelerator.prepare(job.model, optimizer)
     early = cfg.early_stopping
     metric = early.metric if early and early.metric else job.task.default_metric
-    mode = (early.mode if early and early.mode else ("min" if metric == "loss" else "max"))
+    mode = (early.mode if early and early.mode else ("min" if metric in ("loss", "perplexity") else "max"))
     job.tracker = EarlyStopping(metric, mode, early.patience if early else None,
                                 early.min_delta if early else 0.0)
     trainable, total = count_parameters(job.model)

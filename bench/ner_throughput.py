@@ -1,0 +1,357 @@
+"""NER training throughput and entity F1: lmforge vs a plain Hugging Face ``Trainer``, in one run.
+
+Both sides fine-tune the same bundled model (MiniLM-L6, 22.7M parameters) with a token
+classification head on exactly the same CoNLL-2003 English sentences with the same hyperparameters
+(AdamW, lr, batch size, epochs, linear schedule with the same warm-up fraction, weight decay,
+gradient clipping at 1.0, seed, CPU threads) and the same label order (``tag_set(types, "bio")``,
+types sorted), then report
+
+* train sentences/s -- training sentences x epochs / time of the pure training loop. For lmforge
+  the time is ``training.wall_time_s`` from the run's ``lmforge.json`` (the loop only: no data
+  reading, tokenisation, model loading, evaluation or saving); for the baseline it is the wall time
+  of ``trainer.train()`` alone (data are tokenised and the model is loaded before, and evaluation
+  runs after). lmforge counts subword windows as examples (``training.examples_seen``): a sentence
+  longer than ``max_length`` subwords becomes several windows. At max_length 128 that is about one
+  CoNLL sentence in 14,000, but sentences, not windows, are counted on both sides so a split
+  sentence cannot inflate lmforge's figure. The end-to-end time of each side is printed too;
+* validation entity F1 -- exact-match micro F1 (CoNLL-2003, seqeval) from
+  ``lmforge.evaluation.ner.entity_metrics`` on both sides, over the file's BIO tags. lmforge's is
+  ``results.validation.f1`` of its run; the baseline's is computed here the way lmforge predicts:
+  per word, the argmax tag at its first subword; words cut off by truncation count as ``O``
+  (lmforge cuts nothing: long sentences become overlapping windows).
+
+What differs is how batches are built, which is the point of the comparison:
+
+* lmforge pads each batch only to its longest sentence (dynamic padding) and groups sentences of
+  similar length into a batch (shuffled mega-batches sorted by length);
+* the baseline follows the Hugging Face token-classification example with ``pad_to_max_length``:
+  ``tokenizer(words, is_split_into_words=True, truncation=True, max_length=128,
+  padding="max_length")``, the label on each word's first subword and -100 elsewhere,
+  ``DataCollatorForTokenClassification``, batches drawn at random. Every other
+  ``TrainingArguments`` default is kept (for example its fused AdamW).
+
+CoNLL-2003 sentences are short (about 18 subwords on average), so most of the difference in
+sentences/s comes from padding. With more than one epoch lmforge reports the validation F1 of its
+best epoch (chosen on validation) and the baseline that of its last one: compare F1 at 1 epoch.
+
+    python bench/ner_throughput.py --quick                # 2,000 train sentences, full validation set
+    python bench/ner_throughput.py --json results.json    # full train set (14,041 sentences)
+
+The last line printed is ``ratio: X.XX`` = lmforge sentences/s / baseline sentences/s.
+"""
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/conll2003"
+QUICK_TRAIN_ROWS = 2000
+QUICK_EVAL_ROWS = None   # None: the full validation set (3,250 sentences)
+HF_NAME = "HF Trainer (padding=max_length)"
+TARGET_RATIO, TARGET_F1_POINTS = 2.5, 0.5
+IGNORE = -100
+
+Sentence = list[tuple[str, str]]   # (word, BIO tag) per word
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
+                        help="folder with CoNLL-2003 train.txt and valid.txt (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"train on {QUICK_TRAIN_ROWS:,} sentences (full validation set): "
+                             "about five minutes on a 2-core CPU")
+    parser.add_argument("--train-rows", type=int, default=None,
+                        help="train on the first N sentences after a seeded shuffle (default: all)")
+    parser.add_argument("--eval-rows", type=int, default=None,
+                        help="evaluate on the first N validation sentences after a seeded shuffle "
+                             "(default: all)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--warmup", type=float, default=0.06, help="warm-up fraction of the steps")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="where the runs go (default: a temporary folder, removed at the end)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    parser.add_argument("--skip-hf", action="store_true", help="debugging: run lmforge only")
+    args = parser.parse_args(argv)
+    if args.quick and args.train_rows is None:
+        args.train_rows = QUICK_TRAIN_ROWS
+    if args.quick and args.eval_rows is None:
+        args.eval_rows = QUICK_EVAL_ROWS
+    return args
+
+
+# -- data ---------------------------------------------------------------------------------------
+def read_conll(path: Path) -> list[Sentence]:
+    """Sentences of a CoNLL file: ``word ... tag`` per line, a blank line between sentences,
+    ``-DOCSTART-`` lines skipped. The tag is the last column."""
+    sentences, current = [], []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            cells = line.split()
+            if not cells or cells[0] == "-DOCSTART-":
+                if current:
+                    sentences.append(current)
+                current = []
+                continue
+            current.append((cells[0], cells[-1]))
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+def select_rows(rows: list, n: int | None, seed: int) -> list:
+    """The first ``n`` rows (all if None) after a seeded shuffle."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows[:n] if n is not None else rows
+
+
+def write_conll(sentences: list[Sentence], path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for sentence in sentences:
+            handle.writelines(f"{word} {tag}\n" for word, tag in sentence)
+            handle.write("\n")
+
+
+def label_names(train: list[Sentence]) -> list[str]:
+    """lmforge's label order: ``O``, then B-/I- per entity type seen in training, types sorted."""
+    from lmforge.data.tagging import tag_set
+
+    return tag_set({tag[2:] for sentence in train for _, tag in sentence if tag != "O"}, "bio")
+
+
+# -- lmforge ------------------------------------------------------------------------------------
+def run_lmforge(train_file: Path, valid_file: Path, n_train: int, args, threads: int,
+                out: Path) -> dict:
+    from lmforge.config import load_config
+    from lmforge.training.recipe import train
+
+    q = json.dumps   # JSON strings are YAML strings: paths with any character survive
+    overrides = [
+        "task=token_classification", "model=minilm",
+        f"data.train={q(str(train_file))}", f"data.validation={q(str(valid_file))}",
+        "data.tag_scheme=bio", "data.output_scheme=bio",
+        f"train.epochs={args.epochs}", f"train.lr={args.lr}", f"train.batch_size={args.batch_size}",
+        f"train.max_length={args.max_length}", f"train.warmup={args.warmup}",
+        f"train.weight_decay={args.weight_decay}", "train.max_grad_norm=1.0",
+        "train.scheduler=linear", f"train.seed={args.seed}", "train.eval_every=epoch",
+        f"train.threads={threads}", f"output={q(str(out))}", "overwrite=true",
+    ]
+    config = load_config(None, overrides)
+    start = time.perf_counter()
+    outcome = train(config, quiet=True)
+    total = time.perf_counter() - start
+    meta = json.loads((outcome.run.path / "lmforge.json").read_text(encoding="utf-8"))
+    loop = meta["training"]["wall_time_s"]
+    seen = n_train * args.epochs   # sentences, not windows (see the module docstring)
+    return {"samples_per_s": seen / loop, "loop_s": loop, "total_s": total, "examples_seen": seen,
+            "windows_seen": meta["training"]["examples_seen"],
+            "f1": meta["results"]["validation"]["f1"], "labels": meta["labels"]["names"]}
+
+
+# -- Hugging Face Trainer baseline --------------------------------------------------------------
+def encode(tokenizer, sentences: list[Sentence], label_index: dict[str, int], max_length: int) -> list[dict]:
+    """The HF token-classification example with ``pad_to_max_length``: each word's tag on its first
+    subword, -100 on the others and on special and padding tokens."""
+    encoded = tokenizer([[word for word, _ in s] for s in sentences], is_split_into_words=True,
+                        truncation=True, max_length=max_length, padding="max_length")
+    features = []
+    for i, sentence in enumerate(sentences):
+        labels, previous = [], None
+        for word in encoded.word_ids(i):
+            first = word is not None and word != previous
+            labels.append(label_index[sentence[word][1]] if first else IGNORE)
+            previous = word
+        features.append({key: encoded[key][i] for key in encoded.keys()} | {"labels": labels})
+    return features
+
+
+def training_arguments(args, out: Path):
+    from transformers import TrainingArguments
+
+    # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a fraction).
+    warmup = ({"warmup_ratio": args.warmup} if "warmup_ratio" in TrainingArguments.__dataclass_fields__
+              else {"warmup_steps": args.warmup})
+    return TrainingArguments(
+        output_dir=str(out), learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs, weight_decay=args.weight_decay, lr_scheduler_type="linear",
+        max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no", eval_strategy="no",
+        logging_steps=10**9, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0, **warmup)
+
+
+@torch.inference_mode()
+def predict_tags(model, features: list[dict], sentences: list[Sentence], names: list[str],
+                 batch_size: int) -> list[list[str]]:
+    """Per sentence, the argmax tag at each word's first subword; words truncation cut off are O.
+
+    Batches are sorted by length and cut to their longest sentence: attention masks out padding,
+    so the scores are those of the max_length-padded inputs, computed faster (evaluation is not
+    part of the timed loop either way).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(features)), key=lambda i: -sum(features[i]["attention_mask"]))
+    preds: list[list[str] | None] = [None] * len(features)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(sum(features[i]["attention_mask"]) for i in idx)
+        batch = {key: torch.tensor([features[i][key][:width] for i in idx], device=device)
+                 for key in features[idx[0]] if key != "labels"}
+        best = model(**batch).logits.argmax(-1).cpu()        # (B, T)
+        for row, i in enumerate(idx):
+            tags = ["O"] * len(sentences[i])
+            # Gold labels mark each kept word's first subword, in word order.
+            heads = [p for p, label in enumerate(features[i]["labels"][:width]) if label != IGNORE]
+            for word, pos in enumerate(heads):
+                tags[word] = names[int(best[row, pos])]
+            preds[i] = tags
+    return preds
+
+
+def run_hf(train: list[Sentence], valid: list[Sentence], names: list[str], args, threads: int,
+           out: Path) -> dict:
+    import transformers
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, \
+        DataCollatorForTokenClassification, Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    from lmforge.evaluation.ner import entity_metrics
+    from lmforge.models.bundled import bundled_path
+
+    start_total = time.perf_counter()
+    torch.set_num_threads(threads)
+    torch.manual_seed(args.seed)
+    folder = bundled_path("minilm")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()   # the "classifier newly initialised" load report
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            folder, num_labels=len(names), id2label=dict(enumerate(names)),
+            label2id={name: i for i, name in enumerate(names)})
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    index = {name: i for i, name in enumerate(names)}
+    train_set = encode(tokenizer, train, index, args.max_length)
+    valid_set = encode(tokenizer, valid, index, args.max_length)
+    trainer = Trainer(model=model, args=training_arguments(args, out), train_dataset=train_set,
+                      processing_class=tokenizer,
+                      data_collator=DataCollatorForTokenClassification(tokenizer))
+    trainer.remove_callback(PrinterCallback)   # output only: keeps the final metrics dict quiet
+    start = time.perf_counter()
+    trainer.train()
+    loop = time.perf_counter() - start
+    pred = predict_tags(trainer.model, valid_set, valid, names, 2 * args.batch_size)
+    gold = [[tag for _, tag in s] for s in valid]
+    seen = len(train_set) * args.epochs
+    return {"samples_per_s": seen / loop, "loop_s": loop, "total_s": time.perf_counter() - start_total,
+            "examples_seen": seen, "f1": entity_metrics(gold, pred, "bio")["f1"]}
+
+
+# -- report -------------------------------------------------------------------------------------
+def subword_stats(sentences: list[Sentence], max_length: int) -> tuple[float, int]:
+    """Mean subwords per training sentence (with [CLS]/[SEP], untruncated) and how many exceed
+    ``max_length``."""
+    from transformers import AutoTokenizer
+
+    from lmforge.models.bundled import bundled_path
+
+    tokenizer = AutoTokenizer.from_pretrained(bundled_path("minilm"))
+    ids = tokenizer([[word for word, _ in s] for s in sentences], is_split_into_words=True)["input_ids"]
+    lengths = list(map(len, ids))
+    return sum(lengths) / max(len(lengths), 1), sum(n > max_length for n in lengths)
+
+
+def report(results: dict) -> list[str]:
+    lines = ["| side | train sentences/s | train loop time (s) | validation entity F1 |",
+             "|---|---:|---:|---:|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {r['f1']:.4f} |")
+    lines.append("")
+    for name, r in results.items():
+        windows = f" ({r['windows_seen']:,} subword windows)" if "windows_seen" in r else ""
+        lines.append(f"{name}: end-to-end {r['total_s']:.1f} s (load, tokenise, train, evaluate), "
+                     f"{r['examples_seen']:,} training sentences{windows}")
+    lm, hf = results.get("lmforge"), results.get(HF_NAME)
+    if hf is None:
+        return lines + ["ratio: n/a (baseline skipped)"]
+    points = 100 * (lm["f1"] - hf["f1"])
+    speedup = ratio(results)
+    met = speedup >= TARGET_RATIO and abs(points) <= TARGET_F1_POINTS
+    lines.append(f"F1 difference (lmforge - HF): {points:+.2f} points")
+    lines.append(f"target (>= {TARGET_RATIO:.1f}x sentences/s at F1 within {TARGET_F1_POINTS} point): "
+                 f"{'met' if met else 'NOT met'} ({speedup:.2f}x, {abs(points):.2f} points apart)")
+    return lines + [f"ratio: {speedup:.2f}"]
+
+
+def ratio(results: dict) -> float | None:
+    """lmforge sentences/s / baseline sentences/s."""
+    if HF_NAME not in results:
+        return None
+    return results["lmforge"]["samples_per_s"] / results[HF_NAME]["samples_per_s"]
+
+
+def run(args, out: Path) -> dict:
+    train = select_rows(read_conll(args.data_dir / "train.txt"), args.train_rows, args.seed)
+    valid = read_conll(args.data_dir / "valid.txt")
+    if args.eval_rows is not None:
+        valid = select_rows(valid, args.eval_rows, args.seed)
+    # Both sides read the same files' sentences: lmforge these copies, the baseline the lists.
+    train_file, valid_file = out / "train.txt", out / "valid.txt"
+    write_conll(train, train_file)
+    write_conll(valid, valid_file)
+    names = label_names(train)
+    threads = torch.get_num_threads()
+    mean, long = subword_stats(train, args.max_length)
+    print(f"CoNLL-2003: {len(train):,} train sentences, {len(valid):,} validation sentences, mean "
+          f"{mean:.1f} subwords per training sentence ({long} over max_length {args.max_length}); "
+          f"{args.epochs} epoch(s), lr {args.lr}, batch {args.batch_size}, seed {args.seed}, "
+          f"{threads} torch threads", flush=True)
+    results = {"lmforge": run_lmforge(train_file, valid_file, len(train), args, threads,
+                                      out / "lmforge-run")}
+    if results["lmforge"].pop("labels") != names:
+        raise RuntimeError(f"lmforge's label order differs from the baseline's {names}")
+    print(f"lmforge done: {results['lmforge']['loop_s']:.1f} s training loop", flush=True)
+    if not args.skip_hf:
+        results[HF_NAME] = run_hf(train, valid, names, args, threads, out / "hf-trainer")
+    return {"settings": {"train_rows": len(train), "eval_rows": len(valid), "epochs": args.epochs,
+                         "lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length,
+                         "warmup": args.warmup, "weight_decay": args.weight_decay, "seed": args.seed,
+                         "threads": threads, "labels": names},
+            "results": results}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    missing = [name for name in ("train.txt", "valid.txt") if not (args.data_dir / name).is_file()]
+    if missing:
+        print(f"error: CoNLL-2003 data not found: {args.data_dir} has no {' or '.join(missing)} "
+              f"(give the folder with --data-dir)", file=sys.stderr)
+        return 2
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        summary = run(args, args.output_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
+            summary = run(args, Path(tmp))
+    summary["ratio"] = ratio(summary["results"])
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    print("\n".join(report(summary["results"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
