@@ -33,17 +33,16 @@ The last line printed is ``ratio: X.XX`` = lmforge samples/s / baseline samples/
 import argparse
 import csv
 import json
-import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from _common import HF_NAME, ratio, run_and_report, select_rows, training_arguments
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
 QUICK_TRAIN_ROWS = 3000
-HF_NAME = "HF Trainer (padding=max_length)"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -78,13 +77,6 @@ def read_tsv(path: Path) -> list[tuple[int, str]]:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         next(reader)
         return [(int(label), text) for label, text in reader]
-
-
-def select_rows(rows: list, n: int | None, seed: int) -> list:
-    """The first ``n`` rows (all if None) after a seeded shuffle."""
-    rows = list(rows)
-    random.Random(seed).shuffle(rows)
-    return rows[:n] if n is not None else rows
 
 
 def write_tsv(rows: list[tuple[int, str]], path: Path, text_column: str) -> None:
@@ -140,20 +132,6 @@ def encode(tokenizer, rows: list[tuple[int, str]], max_length: int) -> EncodedDa
     encoded = tokenizer([text for _, text in rows], padding="max_length", truncation=True,
                         max_length=max_length, return_tensors="pt")
     return EncodedDataset(encoded, [label for label, _ in rows])
-
-
-def training_arguments(args, out: Path):
-    from transformers import TrainingArguments
-
-    # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a fraction).
-    warmup = ({"warmup_ratio": args.warmup} if "warmup_ratio" in TrainingArguments.__dataclass_fields__
-              else {"warmup_steps": args.warmup})
-    return TrainingArguments(
-        output_dir=str(out), learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
-        num_train_epochs=args.epochs, weight_decay=args.weight_decay, lr_scheduler_type="linear",
-        max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no", eval_strategy="no",
-        logging_steps=10**9, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, **warmup)
 
 
 @torch.inference_mode()
@@ -229,13 +207,6 @@ def report(results: dict) -> list[str]:
     return lines + [f"ratio: {ratio(results):.2f}"]
 
 
-def ratio(results: dict) -> float | None:
-    """lmforge samples/s / baseline samples/s."""
-    if HF_NAME not in results:
-        return None
-    return results["lmforge"]["samples_per_s"] / results[HF_NAME]["samples_per_s"]
-
-
 def run(args, out: Path) -> dict:
     train_rows = select_rows(read_tsv(args.data_dir / "train.tsv"), args.train_rows, args.seed)
     dev_rows = read_tsv(args.data_dir / "dev.tsv")
@@ -259,23 +230,7 @@ def run(args, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    missing = [name for name in ("train.tsv", "dev.tsv") if not (args.data_dir / name).is_file()]
-    if missing:
-        print(f"error: SST-2 data not found: {args.data_dir} has no {' or '.join(missing)} "
-              f"(give the folder with --data-dir)", file=sys.stderr)
-        return 2
-    if args.output_dir is not None:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        summary = run(args, args.output_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
-            summary = run(args, Path(tmp))
-    summary["ratio"] = ratio(summary["results"])
-    if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    print("\n".join(report(summary["results"])))
-    return 0
+    return run_and_report(parse_args(argv), "SST-2", ('train.tsv', 'dev.tsv'), run, report)
 
 
 if __name__ == "__main__":

@@ -42,18 +42,17 @@ The last line printed is ``ratio: X.XX`` = lmforge sentences/s / baseline senten
 
 import argparse
 import json
-import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from _common import HF_NAME, ratio, run_and_report, select_rows, training_arguments
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/conll2003"
 QUICK_TRAIN_ROWS = 2000
 QUICK_EVAL_ROWS = None   # None: the full validation set (3,250 sentences)
-HF_NAME = "HF Trainer (padding=max_length)"
 TARGET_RATIO, TARGET_F1_POINTS = 2.5, 0.5
 IGNORE = -100
 
@@ -108,13 +107,6 @@ def read_conll(path: Path) -> list[Sentence]:
     if current:
         sentences.append(current)
     return sentences
-
-
-def select_rows(rows: list, n: int | None, seed: int) -> list:
-    """The first ``n`` rows (all if None) after a seeded shuffle."""
-    rows = list(rows)
-    random.Random(seed).shuffle(rows)
-    return rows[:n] if n is not None else rows
 
 
 def write_conll(sentences: list[Sentence], path: Path) -> None:
@@ -175,20 +167,6 @@ def encode(tokenizer, sentences: list[Sentence], label_index: dict[str, int], ma
             previous = word
         features.append({key: encoded[key][i] for key in encoded.keys()} | {"labels": labels})
     return features
-
-
-def training_arguments(args, out: Path):
-    from transformers import TrainingArguments
-
-    # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a fraction).
-    warmup = ({"warmup_ratio": args.warmup} if "warmup_ratio" in TrainingArguments.__dataclass_fields__
-              else {"warmup_steps": args.warmup})
-    return TrainingArguments(
-        output_dir=str(out), learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
-        num_train_epochs=args.epochs, weight_decay=args.weight_decay, lr_scheduler_type="linear",
-        max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no", eval_strategy="no",
-        logging_steps=10**9, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, **warmup)
 
 
 @torch.inference_mode()
@@ -296,13 +274,6 @@ def report(results: dict) -> list[str]:
     return lines + [f"ratio: {speedup:.2f}"]
 
 
-def ratio(results: dict) -> float | None:
-    """lmforge sentences/s / baseline sentences/s."""
-    if HF_NAME not in results:
-        return None
-    return results["lmforge"]["samples_per_s"] / results[HF_NAME]["samples_per_s"]
-
-
 def run(args, out: Path) -> dict:
     train = select_rows(read_conll(args.data_dir / "train.txt"), args.train_rows, args.seed)
     valid = read_conll(args.data_dir / "valid.txt")
@@ -334,23 +305,7 @@ def run(args, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    missing = [name for name in ("train.txt", "valid.txt") if not (args.data_dir / name).is_file()]
-    if missing:
-        print(f"error: CoNLL-2003 data not found: {args.data_dir} has no {' or '.join(missing)} "
-              f"(give the folder with --data-dir)", file=sys.stderr)
-        return 2
-    if args.output_dir is not None:
-        args.output_dir.mkdir(parents=True, exist_ok=True)
-        summary = run(args, args.output_dir)
-    else:
-        with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
-            summary = run(args, Path(tmp))
-    summary["ratio"] = ratio(summary["results"])
-    if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    print("\n".join(report(summary["results"])))
-    return 0
+    return run_and_report(parse_args(argv), "CoNLL-2003", ('train.txt', 'valid.txt'), run, report)
 
 
 if __name__ == "__main__":

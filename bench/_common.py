@@ -1,0 +1,62 @@
+"""What every benchmark script shares: seeded row selection, the baseline's ``TrainingArguments``,
+the headline ratio, and the run-then-report main routine."""
+
+import json
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HF_NAME = "HF Trainer (padding=max_length)"
+
+
+def select_rows(rows: list, n: int | None, seed: int) -> list:
+    """The first ``n`` rows (all if None) after a seeded shuffle."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows[:n] if n is not None else rows
+
+
+def training_arguments(args, out: Path):
+    """The baseline's settings: the same optimisation as lmforge, every other Trainer default."""
+    from transformers import TrainingArguments
+
+    # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a fraction).
+    warmup = ({"warmup_ratio": args.warmup} if "warmup_ratio" in TrainingArguments.__dataclass_fields__
+              else {"warmup_steps": args.warmup})
+    return TrainingArguments(
+        output_dir=str(out), learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs, weight_decay=args.weight_decay, lr_scheduler_type="linear",
+        max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no", eval_strategy="no",
+        logging_steps=10**9, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0, **warmup)
+
+
+def ratio(results: dict) -> float | None:
+    """lmforge samples/s / baseline samples/s."""
+    if HF_NAME not in results:
+        return None
+    return results["lmforge"]["samples_per_s"] / results[HF_NAME]["samples_per_s"]
+
+
+def run_and_report(args, what: str, files: tuple[str, ...], run, report) -> int:
+    """Check the data, run in ``--output-dir`` (or a temporary folder), write ``--json``, print the
+    report; its last line is ``ratio: X``."""
+    missing = [name for name in files if not (args.data_dir / name).is_file()]
+    if missing:
+        print(f"error: {what} data not found: {args.data_dir} has no {' or '.join(missing)} "
+              f"(give the folder with --data-dir)", file=sys.stderr)
+        return 2
+    if args.output_dir is not None:
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        summary = run(args, args.output_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
+            summary = run(args, Path(tmp))
+    summary["ratio"] = ratio(summary["results"])
+    if args.json is not None:
+        args.json.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    print("\n".join(report(summary["results"])))
+    return 0
