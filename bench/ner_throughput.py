@@ -72,8 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="evaluate on the first N validation sentences after a seeded shuffle "
                              "(default: all)")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--warmup", type=float, default=0.06, help="warm-up fraction of the steps")
     parser.add_argument("--weight-decay", type=float, default=0.01)

@@ -169,7 +169,9 @@ def test_word_offsets():
         ["Barack", "Obama", "'s", "dog", "did", "n't", "bark", "."]
     assert _words("我爱北京，Tokyo东京 2024年！") == \
         ["我", "爱", "北", "京", "，", "Tokyo", "东", "京", "2024", "年", "！"]
-    assert _words("  U.S.-based e\u0301te  ") == ["U", ".", "S", ".", "-", "based", "e\u0301te"]
+    assert _words("  U.S.-based e\u0301te  ") == ["U.S.", "-", "based", "e\u0301te"]
+    assert _words("Apple Inc. hired Mr. Smith. He said no.") == \
+        ["Apple", "Inc.", "hired", "Mr.", "Smith", ".", "He", "said", "no", "."]
     assert word_offsets("a  bc") == [(0, 1), (3, 5)]
 
 

@@ -8,12 +8,18 @@ import random
 
 import torch
 
+# Batches per length-sorted group. Larger groups pad less but make each batch more uniform in
+# length -- and in CoNLL-2003 length goes with content (headlines, sports tables), so with 50
+# batches a group, NER reached 2-3 F1 points less after a short run (bench/ner_throughput.py
+# --quick: 0.710/0.732 against 0.744/0.747 with 8, for 6% more training time).
+MEGA_BATCHES = 8
+
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
                   group_by_length: bool = True, world_size: int = 1, rank: int = 0) -> list[list[int]]:
     """The batches (lists of example indices) this process sees in ``epoch``.
 
-    With ``group_by_length``, indices are shuffled, cut into mega-batches of 50 batches, each sorted
+    With ``group_by_length``, indices are shuffled, cut into mega-batches of 8 batches, each sorted
     by length and cut into batches, and the batch order is shuffled again: batches hold texts of
     similar length (little padding) while the epoch stays random. Every process gets the same number
     of batches; the last global batches are dropped if they cannot be shared evenly.
@@ -23,7 +29,7 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     rng.shuffle(order)
     global_batch = batch_size * world_size
     if group_by_length:
-        mega = global_batch * 50
+        mega = global_batch * MEGA_BATCHES
         order = [i for start in range(0, len(order), mega)
                  for i in sorted(order[start:start + mega], key=lambda j: -lengths[j])]
     batches = [order[s:s + global_batch] for s in range(0, len(order), global_batch)]

@@ -18,6 +18,7 @@ Spans are ``(type, start, end)`` with ``end`` exclusive, in token positions.
 """
 
 import bisect
+import re
 import unicodedata
 from collections.abc import Iterable
 
@@ -241,19 +242,34 @@ def _split_word(text: str, start: int, end: int) -> list[tuple[int, int]]:
     return [(start, end)]
 
 
+# Acronyms (U.S., U.K.) and common abbreviations keep their period, as in CoNLL-2003 ("Inc.").
+_ACRONYM = re.compile(r"(?:[^\W\d_]\.){2,}")
+ABBREVIATIONS = {"inc", "corp", "co", "ltd", "plc", "mr", "mrs", "ms", "dr", "prof", "st", "jr",
+                 "sr", "vs", "gen", "gov", "sen", "rep", "mt", "ft", "jan", "feb", "aug", "sept",
+                 "oct", "nov", "dec"}
+
+
 def word_offsets(text: str) -> list[tuple[int, int]]:
     """Cut ``text`` into words as ``(start, end)`` character offsets, the way CoNLL English was
     tokenised, simplified: whitespace separates; each CJK character is a word; a run of letters,
     digits, marks and ``_`` is a word, with a clitic after it (``'s``, ``'re``, ``'ve``, ``'ll``,
-    ``'d``, ``'m``, ``n't``) a word of its own; any other character is a word by itself.
+    ``'d``, ``'m``, ``n't``) a word of its own; acronyms (``U.S.``) and common abbreviations
+    (``Inc.``, ``Mr.``) keep their period; any other character is a word by itself.
     """
     offsets: list[tuple[int, int]] = []
     i = 0
     while i < len(text):
         if text[i].isspace():
             i += 1
+        elif (acronym := _ACRONYM.match(text, i)) and not _is_cjk(text[i]):
+            offsets.append((i, acronym.end()))
+            i = acronym.end()
         elif _is_word_char(text[i]):
-            offsets.extend(_split_word(text, i, _word_end(text, i)))
+            pieces = _split_word(text, i, _word_end(text, i))
+            start, end = pieces[-1]
+            if text[end:end + 1] == "." and text[start:end].lower() in ABBREVIATIONS:
+                pieces[-1] = (start, end + 1)
+            offsets.extend(pieces)
             i = offsets[-1][1]
         else:
             offsets.append((i, i + 1))
