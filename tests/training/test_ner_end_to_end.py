@@ -146,3 +146,17 @@ def test_real_data_sets_few_dozen_sentences(run_cli, tmp_path, name, path, limit
     assert code == 0, err
     results = json.loads((out / "eval_results.json").read_text())["validation"]
     assert 0 <= results["f1"] <= 1 and 0 < results["count"] <= 12
+
+
+def test_bilstm_crf_from_scratch(ner_files, run_cli, tmp_path):
+    out = tmp_path / "lstm"
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(
+        ner_files["train"], ner_files["dev"], out, "model={family: lstm, layers: 1, hidden: 32, embedding: 16, "
+        "vocab_size: 200}", "head.crf=true", "train.lr=2e-2"))
+    assert code == 0, err
+    meta = json.loads((out / "lmforge.json").read_text())
+    assert meta["model"]["family"] == "lstm"
+    assert json.loads((out / "eval_results.json").read_text())["validation"]["f1"] > 0.8
+    code, stdout, err = run_cli("predict", str(out), "--text", "Omar lives in Lima .")
+    assert code == 0, err
+    assert {(e["text"], e["label"]) for e in json.loads(stdout)["entities"]} == {("Omar", "PER"), ("Lima", "LOC")}

@@ -80,11 +80,12 @@ class DataConfig(Section):
 class ModelSpec(Section):
     """A model given as a spec: a family plus its settings."""
 
-    family: str = Field("transformer", description="model family (registry name)")
+    family: str = Field("transformer", description="model family: transformer | lstm")
     path: str | None = Field(None, description="bundled alias or local folder to start from")
     arch: str = Field("bert", description="architecture when built from scratch")
     layers: int = Field(2, ge=1, description="from scratch: number of layers")
-    hidden: int = Field(64, ge=8, description="from scratch: hidden width")
+    hidden: int = Field(64, ge=8, description="from scratch: hidden width (lstm: per direction)")
+    embedding: int = Field(128, ge=8, description="lstm: token embedding width")
     heads: int = Field(2, ge=1, description="from scratch: attention heads")
     intermediate: int | None = Field(None, ge=8, description="from scratch: feed-forward width (default 4*hidden)")
     vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")

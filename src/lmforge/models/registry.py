@@ -65,4 +65,4 @@ def load_saved(folder: Path, meta: dict) -> LoadedModel:
 
 def _ensure_builtin() -> None:
     # Importing a family module registers it.
-    from lmforge.models import transformer  # noqa: F401
+    from lmforge.models import lstm, transformer  # noqa: F401

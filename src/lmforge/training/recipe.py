@@ -444,7 +444,8 @@ def cleanup(job: Job, state: TrainState) -> None:
     for split in ("validation", "test"):
         if job.features[split]:
             result = evaluate_saved(run.model_dir(which), job.task, job.data.labels, job.features[split],
-                                    getattr(job.data, split), 2 * job.config.train.batch_size)
+                                    getattr(job.data, split), 2 * job.config.train.batch_size,
+                                    meta={"head": job.task.head, "model": job.info})
             results[split] = result.metrics
             predictions += [{"split": split, **row} for row in result.predictions]
     with open(run.metrics, "a", encoding="utf-8") as handle:

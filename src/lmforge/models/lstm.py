@@ -1,0 +1,137 @@
+"""The LSTM family: a bidirectional LSTM over token embeddings, trained from scratch with a
+WordPiece (on Chinese: character) vocabulary built from the training texts.
+
+The small model to weigh against the transformers: for tagging, a character BiLSTM with a CRF on top
+(``head: {crf: true}``) is the classic Chinese NER baseline (Huang et al., 2015; Lample et al.,
+2016). The classes are ``transformers`` ``PreTrainedModel``s, so saving, checkpoints and the run
+folder work as for every other model; the folder is loaded by lmforge's own classes (never by remote
+code), which is why ``config.json`` names the model type ``lmforge_lstm``.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
+
+from lmforge.errors import ModelError
+from lmforge.models.registry import LoadedModel, register_family
+from lmforge.models.safe_loading import check_model_folder
+from lmforge.tokenization.wordpiece import train_wordpiece
+
+log = logging.getLogger("lmforge")
+
+
+class LstmConfig(PretrainedConfig):
+    model_type = "lmforge_lstm"
+
+    def __init__(self, vocab_size: int = 8000, embedding_size: int = 128, hidden_size: int = 256,
+                 num_layers: int = 2, dropout: float = 0.1, pad_token_id: int = 0, **kwargs):
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
+        self.num_layers, self.dropout = num_layers, dropout
+
+
+class LstmPreTrainedModel(PreTrainedModel):
+    config_class = LstmConfig
+    base_model_prefix = "encoder"
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.1)
+
+
+class LstmEncoder(nn.Module):
+    """Embeddings -> dropout -> bidirectional LSTM over the real (unpadded) tokens."""
+
+    def __init__(self, config: LstmConfig):
+        super().__init__()
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size,
+                                       padding_idx=config.pad_token_id)
+        self.dropout = nn.Dropout(config.dropout)
+        self.lstm = nn.LSTM(config.embedding_size, config.hidden_size, num_layers=config.num_layers,
+                            bidirectional=True, batch_first=True,
+                            dropout=config.dropout if config.num_layers > 1 else 0.0)
+
+    def forward(self, input_ids, attention_mask=None) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        x = self.dropout(self.embeddings(input_ids))                  # (B, T, E)
+        lengths = attention_mask.sum(1).clamp(min=1).cpu()
+        # Packing keeps padding out of the backward direction's state.
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
+        return self.dropout(out)                                      # (B, T, 2H)
+
+
+class LstmForTokenClassification(LstmPreTrainedModel):
+    def __init__(self, config: LstmConfig):
+        super().__init__(config)
+        self.encoder = LstmEncoder(config)
+        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, **_) -> TokenClassifierOutput:
+        return TokenClassifierOutput(logits=self.classifier(self.encoder(input_ids, attention_mask)))
+
+
+class LstmForSequenceClassification(LstmPreTrainedModel):
+    def __init__(self, config: LstmConfig):
+        super().__init__(config)
+        self.encoder = LstmEncoder(config)
+        self.classifier = nn.Linear(2 * config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, **_) -> SequenceClassifierOutput:
+        hidden = self.encoder(input_ids, attention_mask)              # (B, T, 2H)
+        mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool()
+        pooled = hidden.masked_fill(~mask[..., None], float("-inf")).amax(1)   # max over time
+        return SequenceClassifierOutput(logits=self.classifier(pooled))
+
+
+HEADS = {"token_classification": LstmForTokenClassification,
+         "sequence_classification": LstmForSequenceClassification}
+
+
+def _head_class(head: str):
+    if head not in HEADS:
+        raise ModelError(f"the lstm family has no '{head}' head (known: {', '.join(HEADS)})")
+    return HEADS[head]
+
+
+def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: float | None = None,
+              tokenizer_folder: Path | None = None) -> LoadedModel:
+    head_class = _head_class(head)
+    if spec.path is not None:
+        raise ModelError("model.path: the lstm family is always built from scratch (leave path out)")
+    if tokenizer_folder is not None and (Path(tokenizer_folder) / "tokenizer.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, trust_remote_code=False)
+    else:
+        tokenizer = train_wordpiece(texts, vocab_size=spec.vocab_size, lowercase=spec.lowercase)
+    config = LstmConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding, hidden_size=spec.hidden,
+                        num_layers=spec.layers, dropout=0.1 if dropout is None else dropout,
+                        pad_token_id=tokenizer.pad_token_id, num_labels=len(labels),
+                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    model = head_class(config)
+    log.info("built a BiLSTM from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d",
+             spec.layers, spec.hidden, spec.embedding, len(tokenizer))
+    info = {"family": "lstm", "source": "scratch", "arch": "bilstm", "vocab_size": len(tokenizer)}
+    return LoadedModel(model, tokenizer, info)
+
+
+def load_saved_lstm(folder: Path, meta: dict) -> LoadedModel:
+    check_model_folder(folder, str(folder))
+    head_class = _head_class(meta.get("head", "token_classification"))
+    model = head_class.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    return LoadedModel(model, tokenizer, dict(meta.get("model", {})))
+
+
+register_family("lstm", load_lstm, load_saved_lstm)
