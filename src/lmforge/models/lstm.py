@@ -19,7 +19,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 
 from lmforge.errors import ModelError
 from lmforge.models.registry import LoadedModel, register_family
-from lmforge.models.safe_loading import check_model_folder
+from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 log = logging.getLogger("lmforge")
@@ -129,8 +129,11 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
 def load_saved_lstm(folder: Path, meta: dict) -> LoadedModel:
     check_model_folder(folder, str(folder))
     head_class = _head_class(meta.get("head", "token_classification"))
-    model = head_class.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    # Quiet: a CRF's tensors are restored by the task, and transformers does not know the model
+    # type when it reads the tokenizer's folder.
+    with quiet_transformers():
+        model = head_class.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     return LoadedModel(model, tokenizer, dict(meta.get("model", {})))
 
 

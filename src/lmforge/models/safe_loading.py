@@ -22,3 +22,21 @@ def check_model_folder(folder: Path, label: str) -> None:
             raise ModelError(f"model '{label}': {folder} holds only pickled weights ({pickled[0]}); "
                              "lmforge loads safetensors only -- convert them where you trust the file")
         raise ModelError(f"model '{label}': {folder} has no *.safetensors weights")
+
+
+class quiet_transformers:
+    """Silence transformers' load report while loading a folder whose extra tensors (a CRF's) are
+    expected and restored separately."""
+
+    def __enter__(self):
+        import transformers
+
+        self.level = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        return self
+
+    def __exit__(self, *exc):
+        import transformers
+
+        transformers.logging.set_verbosity(self.level)
+        return False

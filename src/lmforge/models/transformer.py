@@ -12,7 +12,7 @@ from lmforge.config.schema import ModelSpec
 from lmforge.errors import ModelError
 from lmforge.models.bundled import BUNDLED, bundled_path
 from lmforge.models.registry import LoadedModel, register_family
-from lmforge.models.safe_loading import check_model_folder
+from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 log = logging.getLogger("lmforge")
@@ -132,8 +132,9 @@ def load_saved_transformer(folder: Path, meta: dict) -> LoadedModel:
     """Load a model a run saved (plain ``save_pretrained`` layout)."""
     check_model_folder(folder, str(folder))
     head_class = _head_class(meta.get("head", "sequence_classification"))
-    model = head_class.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
-                                       dtype=torch.float32)
+    with quiet_transformers():   # a CRF's tensors are restored by the task, not by transformers
+        model = head_class.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
+                                           dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     return LoadedModel(model, tokenizer, dict(meta.get("model", {})))
 
