@@ -65,7 +65,10 @@ class MaskedLMTask:
             return []
         if tokenizer.mask_token_id is None:
             raise DataError("task masked_lm: the model's tokenizer has no mask token")
-        ids = tokenizer([ex.text for ex in examples], add_special_tokens=False)["input_ids"]
+        from lmforge.models.safe_loading import quiet_transformers
+
+        with quiet_transformers():   # long texts are cut into blocks below, not fed whole
+            ids = tokenizer([ex.text for ex in examples], add_special_tokens=False)["input_ids"]
         sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         stream = [t for row in ids for t in row + [sep]]

@@ -131,8 +131,11 @@ class TokenClassificationTask:
         """Subword windows of every sentence, with the positions of each word's first subword."""
         if not examples:
             return []
-        encoded = tokenizer([ex.tokens for ex in examples], is_split_into_words=True,
-                            add_special_tokens=False, truncation=False)
+        from lmforge.models.safe_loading import quiet_transformers
+
+        with quiet_transformers():   # long sentences become windows below, not fed whole
+            encoded = tokenizer([ex.tokens for ex in examples], is_split_into_words=True,
+                                add_special_tokens=False, truncation=False)
         before, after = _special_layout(tokenizer)
         body = max(max_length - len(before) - len(after), 1)
         features = []
