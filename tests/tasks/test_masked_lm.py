@@ -63,3 +63,21 @@ def test_continue_pretraining_then_fine_tune_from_the_saved_folder(tmp_path, run
     assert code == 0, err
     meta = json.loads((tmp_path / "cls" / "lmforge.json").read_text())
     assert meta["model"]["source_path"] == str((out / "model").resolve())
+
+
+def test_head_on_masked_positions_equals_full_logits():
+    from transformers import BertConfig, BertForMaskedLM
+
+    from lmforge.tasks.masked_lm import masked_logits
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=32)).eval()
+    ids = torch.randint(5, 50, (3, 10))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 2], labels[1, 5], labels[2, 9] = 7, 8, 9
+    fast, gold = masked_logits(model, batch, labels)
+    full = model(**batch).logits[labels != IGNORE]
+    assert fast.shape == (3, 50) and gold.tolist() == [7, 8, 9]
+    assert torch.allclose(fast, full, atol=1e-5)

@@ -84,8 +84,8 @@ class MaskedLMTask:
 
     def loss(self, model, batch: dict):
         labels = batch.pop("labels")
-        logits = model(**batch).logits.float()                  # (B, T, V)
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        logits, gold = masked_logits(model, batch, labels)      # (N, V), (N,)
+        return F.cross_entropy(logits.float(), gold)
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -94,18 +94,38 @@ class MaskedLMTask:
         generator = torch.Generator().manual_seed(EVAL_SEED)
         total, correct, count = 0.0, 0, 0
         for start in range(0, len(features), batch_size):
-            batch = self.collate(features[start:start + batch_size], tokenizer, generator)
-            gold = batch.pop("labels").to(device)
-            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-            chosen = gold != IGNORE
-            total += F.cross_entropy(logits[chosen], gold[chosen], reduction="sum").item()
-            correct += (logits[chosen].argmax(-1) == gold[chosen]).sum().item()
-            count += int(chosen.sum())
+            batch = {k: v.to(device) for k, v in
+                     self.collate(features[start:start + batch_size], tokenizer, generator).items()}
+            logits, gold = masked_logits(model, batch, batch.pop("labels"))
+            total += F.cross_entropy(logits.float(), gold, reduction="sum").item()
+            correct += (logits.argmax(-1) == gold).sum().item()
+            count += len(gold)
         loss = total / count if count else math.nan
         metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50)) if count else math.nan,
                    "accuracy": correct / count if count else math.nan, "count": len(features),
                    "masked_tokens": count}
         return EvalResult(metrics, [])
+
+
+# The MLM head of each architecture family, as an attribute of its *ForMaskedLM model.
+HEAD_ATTRIBUTES = ("cls", "lm_head")
+
+
+def masked_logits(model, batch: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vocabulary scores at the masked positions only, and their gold ids: (N, V), (N,).
+
+    The projection onto the vocabulary is most of an MLM step's cost (MiniLM with an extended
+    vocabulary: 40k x 384 per position), and only ~15% of positions are scored, so the head runs on
+    those alone where the model's head can be found (BERT ``cls``, RoBERTa ``lm_head``); other
+    models score every position and the masked ones are picked after.
+    """
+    chosen = labels != IGNORE
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = next((getattr(inner, a) for a in HEAD_ATTRIBUTES if isinstance(getattr(inner, a, None), torch.nn.Module)), None)
+    if head is None:
+        return model(**batch).logits[chosen], labels[chosen]
+    hidden = inner.base_model(**batch).last_hidden_state    # (B, T, H)
+    return head(hidden[chosen]), labels[chosen]
 
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer,
