@@ -78,3 +78,9 @@ def test_skip_bad_sentences_and_count_them(tmp_path, run_cli):
     code, _, err = run_cli("train", str(config))
     assert code == 0, err
     assert "skipped 1 bad row(s)" in err
+
+
+def test_text_row_without_entities_is_an_error_not_all_o(tmp_path, run_cli):
+    write_jsonl(tmp_path / "t.jsonl", span_rows() + [{"text": "Mary went home"}])
+    code, _, err = run_cli("train", "--quiet", str(job_spans(tmp_path)))
+    assert code == 2 and "t.jsonl:5: no 'entities' list" in err, err

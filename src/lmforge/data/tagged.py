@@ -178,11 +178,15 @@ def _sentence(row: dict, fields, where: str, problems: Problems, need_tags: bool
         got = _from_lists(row, fields, where, problems)
         return None if got is None else (*got, None, None, None)
     if fields.text in row:
+        if need_tags and fields.entities not in row:
+            problems.report(f"{where}: no '{fields.entities}' list for the text (an empty list means no "
+                            f"entities); set data.fields.entities")
+            return None
         got = _from_spans(row, fields, where, problems)
         if got is None:
             return None
         tokens, tags, text, offsets = got
-        return tokens, (tags if need_tags or fields.entities in row else None), text, offsets, "bio"
+        return tokens, (tags if fields.entities in row else None), text, offsets, "bio"
     problems.report(f"{where}: expected '{fields.tokens}' (+ '{fields.tags}') or '{fields.text}' "
                     f"(+ '{fields.entities}'); the row has: {', '.join(map(str, row))}")
     return None

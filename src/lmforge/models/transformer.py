@@ -109,6 +109,9 @@ def _extend_vocab(model, tokenizer, texts, tokenizer_folder, info: dict):
 
 
 def _from_scratch(spec: ModelSpec, head_class, labels, texts, dropout, tokenizer_folder) -> LoadedModel:
+    if spec.extend_vocab:
+        raise ModelError("model.extend_vocab extends a pretrained model's vocabulary; a model built "
+                         "from scratch already gets a vocabulary from your texts (set model.path)")
     if spec.arch not in ARCHS:
         raise ModelError(f"model.arch: cannot build '{spec.arch}' from scratch (known: {', '.join(ARCHS)})")
     if tokenizer_folder is not None and (Path(tokenizer_folder) / "tokenizer.json").is_file():
