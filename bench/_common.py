@@ -12,6 +12,21 @@ import torch
 HF_NAME = "HF Trainer (padding=max_length)"
 
 
+def add_training_args(parser, lr: float, batch_size: int) -> None:
+    """The hyperparameters both sides share, and the output options, of every benchmark."""
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--warmup", type=float, default=0.06, help="warm-up fraction of the steps")
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help="where the runs go (default: a temporary folder, removed at the end)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    parser.add_argument("--skip-hf", action="store_true", help="debugging: run lmforge only")
+
+
 def select_rows(rows: list, n: int | None, seed: int) -> list:
     """The first ``n`` rows (all if None) after a seeded shuffle."""
     rows = list(rows)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from _common import HF_NAME, ratio, run_and_report, select_rows, training_arguments
+from _common import HF_NAME, add_training_args, ratio, run_and_report, select_rows, training_arguments
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
 QUICK_TRAIN_ROWS = 3000
@@ -53,17 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"train on {QUICK_TRAIN_ROWS:,} rows (full dev set): a few minutes on CPU")
     parser.add_argument("--train-rows", type=int, default=None,
                         help="train on the first N rows after a seeded shuffle (default: all)")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--warmup", type=float, default=0.06, help="warm-up fraction of the steps")
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help="where the runs go (default: a temporary folder, removed at the end)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
-    parser.add_argument("--skip-hf", action="store_true", help="debugging: run lmforge only")
+    add_training_args(parser, lr=5e-5, batch_size=32)
     args = parser.parse_args(argv)
     if args.quick and args.train_rows is None:
         args.train_rows = QUICK_TRAIN_ROWS
