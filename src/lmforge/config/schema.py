@@ -69,6 +69,14 @@ class DataConfig(Section):
         False, description="token_classification: train on every subword, not only each word's first")
     window_stride: int = Field(
         32, ge=0, description="token_classification: subword overlap of the windows a long sentence is split into")
+    template: str | None = Field(
+        None, description="causal_lm SFT: chat template: 'chatml', a .jinja file or a Jinja string (default: the tokenizer's)")
+    train_on_prompt: bool = Field(
+        False, description="causal_lm SFT: also train on system/user tokens, not only the assistant's")
+    packing: bool = Field(
+        True, description="causal_lm SFT: pack conversations into rows of max_length (no padding, no cross-attention)")
+    fill: dict[str, str] | None = Field(
+        None, description="causal_lm SFT: replace {{key}} placeholders in every message, e.g. {name: Forge}")
 
     @model_validator(mode="after")
     def _one_validation_source(self):
@@ -82,10 +90,12 @@ class ModelSpec(Section):
 
     family: str = Field("transformer", description="model family: transformer | lstm")
     path: str | None = Field(None, description="bundled alias or local folder to start from")
-    arch: str = Field("bert", description="architecture when built from scratch")
+    arch: str | None = Field(None, description="from scratch: bert | llama | gpt2 (default: bert; llama for causal_lm)")
     layers: int = Field(2, ge=1, description="from scratch: number of layers")
     hidden: int = Field(64, ge=8, description="from scratch: hidden width (lstm: per direction)")
     embedding: int = Field(128, ge=8, description="lstm: token embedding width")
+    bigram_buckets: int = Field(
+        0, ge=0, description="lstm: hashed embeddings of each token's left and right bigram (0: off; e.g. 200000)")
     heads: int = Field(2, ge=1, description="from scratch: attention heads")
     intermediate: int | None = Field(None, ge=8, description="from scratch: feed-forward width (default 4*hidden)")
     vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")
@@ -96,6 +106,8 @@ class ModelSpec(Section):
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self):
+        if self.bigram_buckets and self.family != "lstm":
+            raise ValueError("model.bigram_buckets applies to the lstm family only")
         if self.path is None and self.hidden % self.heads:
             raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
         return self
@@ -167,7 +179,7 @@ class TrainConfig(Section):
 class JobConfig(Section):
     """A whole job: task, data, model, tuning, training and output folder."""
 
-    task: str = Field("classification", description="classification | token_classification | masked_lm")
+    task: str = Field("classification", description="classification | token_classification | masked_lm | causal_lm")
     data: DataConfig = Field(default_factory=DataConfig, description="the data")
     model: str | ModelSpec = Field("minilm", description="bundled alias, local folder, or a spec")
     head: HeadConfig = Field(default_factory=HeadConfig, description="options of the task head")

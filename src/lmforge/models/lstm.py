@@ -29,10 +29,11 @@ class LstmConfig(PretrainedConfig):
     model_type = "lmforge_lstm"
 
     def __init__(self, vocab_size: int = 8000, embedding_size: int = 128, hidden_size: int = 256,
-                 num_layers: int = 2, dropout: float = 0.1, pad_token_id: int = 0, **kwargs):
+                 num_layers: int = 2, dropout: float = 0.1, pad_token_id: int = 0,
+                 bigram_buckets: int = 0, **kwargs):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
-        self.num_layers, self.dropout = num_layers, dropout
+        self.num_layers, self.dropout, self.bigram_buckets = num_layers, dropout, bigram_buckets
 
 
 class LstmPreTrainedModel(PreTrainedModel):
@@ -47,22 +48,50 @@ class LstmPreTrainedModel(PreTrainedModel):
             nn.init.normal_(module.weight, std=0.1)
 
 
+def bigram_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, buckets: int):
+    """Hashed ids of each token's left bigram (previous, this) and right bigram (this, next).
+
+    Hashing needs no bigram vocabulary, so the tokenizer and the data pipeline stay as they are; at a
+    sentence's edges the missing neighbour is the padding id, so "first character" is a bigram of its
+    own. Collisions at a few hundred thousand buckets cost little (character bigrams of a 2M-character
+    corpus number a few hundred thousand)."""
+    ids = (input_ids.long() + 1) * attention_mask.long()                   # 0: outside the sentence
+    left = torch.nn.functional.pad(ids, (1, 0))[:, :-1]
+    right = torch.nn.functional.pad(ids, (0, 1))[:, 1:]
+    mult = 1_000_003                                                         # a prime above any vocabulary
+    return (left * mult + ids) % buckets, ((ids * mult + right) * 7 + 3) % buckets
+
+
 class LstmEncoder(nn.Module):
-    """Embeddings -> dropout -> bidirectional LSTM over the real (unpadded) tokens."""
+    """Embeddings (and, optionally, hashed bigram embeddings) -> dropout -> bidirectional LSTM over
+    the real (unpadded) tokens.
+
+    Character bigrams are the strongest cheap feature for Chinese tagging: a character's meaning
+    depends on its neighbours, and a word boundary shows in the bigram more than in either character.
+    """
 
     def __init__(self, config: LstmConfig):
         super().__init__()
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size,
                                        padding_idx=config.pad_token_id)
+        self.buckets = getattr(config, "bigram_buckets", 0)
+        width = config.embedding_size
+        if self.buckets:
+            self.bigrams = nn.Embedding(self.buckets, config.embedding_size)
+            width = 3 * config.embedding_size
         self.dropout = nn.Dropout(config.dropout)
-        self.lstm = nn.LSTM(config.embedding_size, config.hidden_size, num_layers=config.num_layers,
+        self.lstm = nn.LSTM(width, config.hidden_size, num_layers=config.num_layers,
                             bidirectional=True, batch_first=True,
                             dropout=config.dropout if config.num_layers > 1 else 0.0)
 
     def forward(self, input_ids, attention_mask=None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        x = self.dropout(self.embeddings(input_ids))                  # (B, T, E)
+        x = self.embeddings(input_ids)                                # (B, T, E)
+        if self.buckets:
+            left, right = bigram_ids(input_ids, attention_mask, self.buckets)
+            x = torch.cat([x, self.bigrams(left), self.bigrams(right)], dim=-1)
+        x = self.dropout(x)
         lengths = attention_mask.sum(1).clamp(min=1).cpu()
         # Packing keeps padding out of the backward direction's state.
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -117,11 +146,13 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
         tokenizer = train_wordpiece(texts, vocab_size=spec.vocab_size, lowercase=spec.lowercase)
     config = LstmConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding, hidden_size=spec.hidden,
                         num_layers=spec.layers, dropout=0.1 if dropout is None else dropout,
+                        bigram_buckets=spec.bigram_buckets,
                         pad_token_id=tokenizer.pad_token_id, num_labels=len(labels),
                         id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     model = head_class(config)
-    log.info("built a BiLSTM from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d",
-             spec.layers, spec.hidden, spec.embedding, len(tokenizer))
+    log.info("built a BiLSTM from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d%s",
+             spec.layers, spec.hidden, spec.embedding, len(tokenizer),
+             f", {spec.bigram_buckets} bigram buckets" if spec.bigram_buckets else "")
     info = {"family": "lstm", "source": "scratch", "arch": "bilstm", "vocab_size": len(tokenizer)}
     return LoadedModel(model, tokenizer, info)
 

@@ -13,6 +13,7 @@ from lmforge.errors import ModelError
 from lmforge.models.bundled import BUNDLED, bundled_path
 from lmforge.models.registry import LoadedModel, register_family
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
+from lmforge.tokenization.bpe import train_bpe
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 log = logging.getLogger("lmforge")
@@ -22,6 +23,7 @@ HEADS = {
     "sequence_classification": transformers.AutoModelForSequenceClassification,
     "token_classification": transformers.AutoModelForTokenClassification,
     "masked_lm": transformers.AutoModelForMaskedLM,
+    "causal_lm": transformers.AutoModelForCausalLM,
 }
 
 # From-scratch architectures: name -> (config class, how our spec maps onto it).
@@ -30,7 +32,20 @@ ARCHS = {
         vocab_size=vocab, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
         num_attention_heads=spec.heads, intermediate_size=spec.intermediate or 4 * spec.hidden,
         max_position_embeddings=spec.max_position, pad_token_id=pad),
+    # Decoder-only: the tokenizer's one special token is beginning, end and padding (GPT-2 style).
+    "llama": lambda spec, vocab, pad: transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
+        intermediate_size=spec.intermediate or 8 * ((8 * spec.hidden // 3 + 7) // 8),
+        max_position_embeddings=spec.max_position, pad_token_id=pad, bos_token_id=pad,
+        eos_token_id=pad, tie_word_embeddings=True),
+    "gpt2": lambda spec, vocab, pad: transformers.GPT2Config(
+        vocab_size=vocab, n_embd=spec.hidden, n_layer=spec.layers, n_head=spec.heads,
+        n_inner=spec.intermediate, n_positions=spec.max_position, pad_token_id=pad,
+        bos_token_id=pad, eos_token_id=pad),
 }
+# Architectures that read left to right get a byte-level BPE tokenizer; encoders get WordPiece.
+DECODER_ARCHS = {"llama", "gpt2"}
 
 
 def _head_class(head: str):
@@ -112,22 +127,29 @@ def _from_scratch(spec: ModelSpec, head_class, labels, texts, dropout, tokenizer
     if spec.extend_vocab:
         raise ModelError("model.extend_vocab extends a pretrained model's vocabulary; a model built "
                          "from scratch already gets a vocabulary from your texts (set model.path)")
-    if spec.arch not in ARCHS:
-        raise ModelError(f"model.arch: cannot build '{spec.arch}' from scratch (known: {', '.join(ARCHS)})")
+    arch = spec.arch or ("llama" if head_class is transformers.AutoModelForCausalLM else "bert")
+    if arch not in ARCHS:
+        raise ModelError(f"model.arch: cannot build '{arch}' from scratch (known: {', '.join(ARCHS)})")
+    decoder = arch in DECODER_ARCHS
+    if decoder != (head_class is transformers.AutoModelForCausalLM):
+        raise ModelError(f"model.arch: {arch} " + ("is a decoder; it suits task causal_lm only" if decoder
+                         else "is an encoder; for task causal_lm use arch llama or gpt2"))
     if tokenizer_folder is not None and (Path(tokenizer_folder) / "tokenizer.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, trust_remote_code=False)
+    elif decoder:
+        tokenizer = train_bpe(texts, vocab_size=spec.vocab_size)
     else:
         tokenizer = train_wordpiece(texts, vocab_size=spec.vocab_size, lowercase=spec.lowercase)
-    config = ARCHS[spec.arch](spec, len(tokenizer), tokenizer.pad_token_id)
+    config = ARCHS[arch](spec, len(tokenizer), tokenizer.pad_token_id)
     for key, value in _label_kwargs(labels).items():
         setattr(config, key, value)
     if dropout is not None:
         set_dropout(config, dropout)
     model = head_class.from_config(config)
-    info = {"family": "transformer", "source": "scratch", "arch": spec.arch,
+    info = {"family": "transformer", "source": "scratch", "arch": arch,
             "vocab_size": len(tokenizer)}
     log.info("built a %s from scratch: %d layers, hidden %d, vocabulary %d trained on %d texts",
-             spec.arch, spec.layers, spec.hidden, len(tokenizer), len(texts))
+             arch, spec.layers, spec.hidden, len(tokenizer), len(texts))
     return LoadedModel(model, tokenizer, info)
 
 

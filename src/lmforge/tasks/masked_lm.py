@@ -9,15 +9,13 @@ a fixed masking seed, so its loss is comparable across evaluations. The saved mo
 domain-adaptation path, e.g. MiniLM with a vocabulary extended to Chinese (``model.extend_vocab``).
 """
 
-import math
-import random
-
 import torch
 import torch.nn.functional as F
 
 from lmforge.data.batching import pad_features
 from lmforge.data.examples import LabelSet, read_text_examples
 from lmforge.errors import DataError
+from lmforge.tasks.lm_common import hold_out, token_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 IGNORE = -100
@@ -39,12 +37,8 @@ class MaskedLMTask:
         train = _guarded(problems, read_text_examples, data.train, data, problems, False)
         validation, notes = [], []
         if data.split is not None:
-            order = list(range(len(train)))
-            random.Random(config.train.seed).shuffle(order)
-            held = set(order[:max(1, round(len(train) * data.split))])
-            validation = [ex for i, ex in enumerate(train) if i in held]
-            train = [ex for i, ex in enumerate(train) if i not in held]
-            notes.append(f"held out {len(validation)} of {len(train) + len(validation)} texts for validation")
+            train, validation, note = hold_out(train, data.split, config.train.seed)
+            notes.append(note)
         elif data.validation is not None:
             validation = _guarded(problems, read_text_examples, data.validation, data, problems, False)
         test = _guarded(problems, read_text_examples, data.test, data, problems, False) \
@@ -92,18 +86,11 @@ class MaskedLMTask:
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels=None) -> EvalResult:
         model.eval()
         generator = torch.Generator().manual_seed(EVAL_SEED)
-        total, correct, count = 0.0, 0, 0
-        for start in range(0, len(features), batch_size):
-            batch = {k: v.to(device) for k, v in
-                     self.collate(features[start:start + batch_size], tokenizer, generator).items()}
-            logits, gold = masked_logits(model, batch, batch.pop("labels"))
-            total += F.cross_entropy(logits.float(), gold, reduction="sum").item()
-            correct += (logits.argmax(-1) == gold).sum().item()
-            count += len(gold)
-        loss = total / count if count else math.nan
-        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50)) if count else math.nan,
-                   "accuracy": correct / count if count else math.nan, "count": len(features),
-                   "masked_tokens": count}
+        batches = ({k: v.to(device) for k, v in
+                    self.collate(features[start:start + batch_size], tokenizer, generator).items()}
+                   for start in range(0, len(features), batch_size))
+        metrics = token_metrics(batches, lambda batch: masked_logits(model, batch, batch.pop("labels")))
+        metrics.update(count=len(features), masked_tokens=metrics.pop("tokens"))
         return EvalResult(metrics, [])
 
 
