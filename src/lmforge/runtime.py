@@ -4,6 +4,7 @@ import logging
 import os
 import random
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # peft asks transformers a question transformers 5 renamed; the answer is right, the warning noise.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         from transformers.utils import logging as hf_logging
 

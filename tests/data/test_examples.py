@@ -48,3 +48,15 @@ def test_stratified_split_is_seeded_and_stratified():
 def test_split_keeps_a_rare_class_in_both_parts():
     train, held = stratified_split([0] * 50 + [1] * 2, 0.1, seed=0)
     assert [i for i in held if i >= 50] and [i for i in train if i >= 50]
+
+
+def test_a_source_limit_reads_only_the_first_rows(tmp_path):
+    from lmforge.config.schema import DataConfig, DataSource
+    from lmforge.data.examples import read_text_examples
+
+    path = tmp_path / "t.txt"
+    path.write_text("".join(f"line {i}\n" for i in range(10)))
+    examples = read_text_examples(DataSource(path=str(path), limit=3), DataConfig(), Problems(), False)
+    assert [ex.text for ex in examples] == ["line 0", "line 1", "line 2"]
+    examples = read_text_examples(DataSource(path=str(path), offset=8, limit=3), DataConfig(), Problems(), False)
+    assert [ex.text for ex in examples] == ["line 8", "line 9"]

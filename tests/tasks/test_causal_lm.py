@@ -128,3 +128,24 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli):
     code, stdout, err = run_cli("eval", str(out), "--data", str(train), "--json")
     assert code == 0, err
     assert json.loads(stdout)["perplexity"] > 1
+    # The run generates: greedy is repeatable, a stop string ends the text, the context is enforced.
+    code, stdout, err = run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "8", "--json")
+    assert code == 0, err
+    first = json.loads(stdout)
+    assert first["prompt_tokens"] > 0 and 0 < first["new_tokens"] <= 8
+    assert json.loads(run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "8", "--json")[1]) \
+        ["text"] == first["text"]
+    code, _, err = run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "5000")
+    assert code == 2 and "over the model's context" in err
+
+
+def test_streamer_never_shows_a_stop_string(tokenizer):
+    from lmforge.generation.generator import _Streamer
+
+    shown = []
+    streamer = _Streamer(tokenizer, shown.append, ["cat sat"])
+    streamer.put(torch.tensor([0]))                       # the prompt
+    for piece in tokenizer("the cat sat on the mat", add_special_tokens=False)["input_ids"]:
+        streamer.put(torch.tensor([piece]))
+    streamer.flush_rest("the ")
+    assert "".join(shown) == "the "

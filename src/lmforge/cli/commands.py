@@ -210,3 +210,72 @@ def _predict_entities(args, predictor) -> list[dict]:
     return [{"text": t, **r, "where": w} for t, r, w in zip(texts, rows, where)]
 
 
+
+
+def _generation_options(args):
+    from lmforge.generation import GenerationOptions
+
+    return GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                             top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams,
+                             repetition_penalty=args.repetition_penalty, stop=list(args.stop), seed=args.seed)
+
+
+def _with_system(system: str | None, messages: list[dict]) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + messages
+
+
+def cmd_generate(args) -> int:
+    from lmforge.generation import Generator
+
+    options = _generation_options(args)
+    options.check()
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    generator = Generator(args.model, args.checkpoint, args.threads)
+    if args.system and not args.raw:
+        prompt = _with_system(args.system, [{"role": "user", "content": prompt}])
+    stream = None if (args.no_stream or args.json) else (lambda piece: print(piece, end="", flush=True))
+    result = generator.generate(prompt, options, raw=args.raw, stream=stream)
+    if args.json:
+        print(json.dumps({"text": result.text, "prompt_tokens": result.prompt_tokens,
+                          "new_tokens": result.new_tokens, "stopped_by": result.stopped_by,
+                          "seconds": round(result.seconds, 3),
+                          "tokens_per_s": round(result.tokens_per_s, 2)}, ensure_ascii=False))
+    else:
+        print("" if stream else result.text)
+        log.info("%d new tokens in %.1f s (%.1f tokens/s), stopped by %s", result.new_tokens,
+                 result.seconds, result.tokens_per_s, result.stopped_by)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    """Read a line, stream the reply, keep the conversation; /reset forgets it, /exit or EOF ends."""
+    from lmforge.generation import Generator
+
+    options = _generation_options(args)
+    options.check()
+    generator = Generator(args.model, args.checkpoint, args.threads)
+    history: list[dict] = []
+    print(f"chatting with {args.model} (/reset forgets the conversation, /exit ends)", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            print(file=sys.stderr)
+            return 0
+        if line.strip() in ("/exit", "/quit"):
+            return 0
+        if line.strip() == "/reset":
+            history = []
+            continue
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line})
+        try:
+            result = generator.generate(_with_system(args.system, history), options,
+                                        stream=lambda piece: print(piece, end="", flush=True))
+        except DataError as exc:          # e.g. the conversation outgrew the context
+            history.pop()
+            print(f"lmforge: {exc} (/reset to start over)", file=sys.stderr)
+            continue
+        print()
+        history.append({"role": "assistant", "content": result.text})

@@ -47,6 +47,30 @@ def _validate_args(p):
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
 
 
+def _generation_args(p):
+    p.add_argument("model", help="a causal_lm run folder, a bundled alias (smollm2) or a local model folder")
+    p.add_argument("--checkpoint", choices=["auto", "best", "model"], default="auto",
+                   help="run folders: best checkpoint, final model, or auto (best if present)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: greedy decoding)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling: smallest set of tokens with this much probability")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams")
+    p.add_argument("--repetition-penalty", type=float, help="e.g. 1.1: discourage repeating tokens")
+    p.add_argument("--stop", action="append", default=[], help="stop when this text appears (repeatable)")
+    p.add_argument("--seed", type=int, help="seed for sampling")
+    p.add_argument("--system", help="system message (chat template models)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+
+
+def _generate_args(p):
+    _generation_args(p)
+    p.add_argument("prompt", help="the prompt ('-' reads it from standard input)")
+    p.add_argument("--raw", action="store_true", help="continue the prompt as is, without the chat template")
+    p.add_argument("--no-stream", action="store_true", help="print the text when it is complete")
+    p.add_argument("--json", action="store_true", help="print one JSON object (text, token counts, speed)")
+
+
 # command -> (help, argument builder, function)
 COMMANDS = {
     "train": ("fine-tune or pre-train a model from a YAML config", _train_args, commands.cmd_train),
@@ -56,6 +80,9 @@ COMMANDS = {
     "predict": ("predict with a run: --text or --input FILE", _predict_args, commands.cmd_predict),
     "validate": ("check a config and read all its data, without training", _validate_args,
                  commands.cmd_validate),
+    "generate": ("generate text from a prompt with a causal LM", _generate_args, commands.cmd_generate),
+    "chat": ("talk with a causal LM, turn by turn (streams; /reset, /exit)", _generation_args,
+             commands.cmd_chat),
 }
 
 

@@ -36,6 +36,8 @@ class DataSource(Section):
     format: str | None = Field(None, description="reader to use (default: from the file suffix)")
     header: bool | None = Field(None, description="csv/tsv: first row is a header (default: detect)")
     label: str | None = Field(None, description="one label for every row of this file (pos.txt -> positive)")
+    offset: int = Field(0, ge=0, description="skip this many rows at the start of this file")
+    limit: int | None = Field(None, ge=1, description="read at most N rows of this file (after offset)")
 
 
 Sources = str | DataSource | list[str | DataSource]
@@ -116,12 +118,14 @@ class ModelSpec(Section):
 class TuningConfig(Section):
     """Which parameters train, and how."""
 
-    method: str = Field("full", description="full | freeze | lora")
+    method: str = Field("full", description="full | freeze | lora | adalora | ia3 | prefix | prompt | ptuning")
     trainable_layers: int = Field(2, ge=0, description="freeze: how many top encoder layers train (head always trains)")
-    r: int = Field(8, ge=1, description="lora: rank")
-    alpha: float = Field(16, gt=0, description="lora: scaling numerator (scale = alpha / r)")
-    dropout: float = Field(0.05, ge=0, lt=1, description="lora: dropout on the adapter input")
-    target: str | list[str] = Field("auto", description="lora: 'auto', 'all-linear' or module names")
+    r: int = Field(8, ge=1, description="lora: rank (adalora: average rank after pruning from 2r)")
+    alpha: float = Field(16, gt=0, description="lora/adalora: scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="lora/adalora: dropout on the adapter input")
+    target: str | list[str] = Field("auto", description="lora/adalora/ia3: 'auto', 'all-linear' or module names")
+    num_virtual_tokens: int = Field(20, ge=1, description="prefix/prompt/ptuning: trained positions added to each sequence")
+    encoder_hidden: int = Field(128, ge=8, description="ptuning: hidden width of the prompt encoder MLP")
 
 
 class HeadConfig(Section):

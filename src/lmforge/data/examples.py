@@ -34,8 +34,14 @@ def read_rows(source: str | DataSource, data: DataConfig, problems: Problems):
                           field_names=(fields.text, fields.text_pair, fields.label),
                           encoding=data.encoding, errors=data.encoding_errors)
     reader = reader_for(path, source.format or data.format)
-    for where, row in reader(path, options, problems):
+    taken = 0
+    for number, (where, row) in enumerate(reader(path, options, problems), 1):
+        if number <= source.offset:
+            continue
         yield where, row, fields
+        taken += 1
+        if source.limit is not None and taken >= source.limit:
+            return
 
 
 def _raw_label(value) -> str:

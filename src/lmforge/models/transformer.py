@@ -161,7 +161,20 @@ def load_saved_transformer(folder: Path, meta: dict) -> LoadedModel:
         model = head_class.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
                                            dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    return LoadedModel(model, tokenizer, dict(meta.get("model", {})))
+    return LoadedModel(_with_prompts(model, folder), tokenizer, dict(meta.get("model", {})))
+
+
+def _with_prompts(model, folder: Path):
+    """Put back trained virtual tokens (prefix/prompt/P-tuning), which live beside the weights in
+    ``adapter/``; merged adapters (LoRA, IA3) are already in the weights."""
+    adapter = folder / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        return model
+    import peft
+
+    if not peft.PeftConfig.from_pretrained(adapter).is_prompt_learning:
+        return model
+    return peft.PeftModel.from_pretrained(model, adapter, is_trainable=False)
 
 
 register_family("transformer", load_transformer, load_saved_transformer)

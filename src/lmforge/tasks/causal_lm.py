@@ -60,6 +60,12 @@ class CausalLMTask:
         data = config.data
         self.template = resolve_template(data.template)
         self.train_on_prompt, self.packing = data.train_on_prompt, data.packing
+        from lmforge.tuning.peft_methods import PROMPT_LEARNING
+
+        if self.packing and self.mode == "chat" and config.tuning.method in PROMPT_LEARNING:
+            log.info("tuning.method=%s adds virtual tokens that packed rows cannot carry: packing is off",
+                     config.tuning.method)
+            self.packing = False
 
     def meta(self) -> dict:
         return {"head_options": {"mode": self.mode, "train_on_prompt": self.train_on_prompt,

@@ -26,7 +26,7 @@ class Progress:
     def show_loss(self, loss: float, examples_per_s: float | None) -> None:
         self.postfix["loss"] = f"{loss:.4f}"
         if examples_per_s:
-            self.postfix["ex/s"] = f"{examples_per_s:.0f}"
+            self.postfix["ex/s"] = f"{examples_per_s:.0f}" if examples_per_s >= 10 else f"{examples_per_s:.2g}"
 
     def note(self, text: str) -> None:
         if text:

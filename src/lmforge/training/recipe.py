@@ -33,6 +33,7 @@ from lmforge.training.optim import build_optimizer, build_scheduler
 from lmforge.training.progress import Progress
 from lmforge.training.signals import StopRequest
 from lmforge.tuning import apply_tuning, count_parameters, export_model, is_peft
+from lmforge.tuning.registry import after_optimizer_step
 
 log = logging.getLogger("lmforge")
 UNKNOWN_WARN = 0.03
@@ -116,8 +117,11 @@ def setup(config: JobConfig) -> Job:
                 for split, examples in (("train", data.train), ("validation", data.validation),
                                         ("test", data.test))}
     _warn_unknown(loaded, features["train"], config)
-    model = apply_tuning(loaded.model, config.tuning, config.task)
-    job = Job(config, task, data, run, model, loaded.tokenizer, loaded.info, features)
+    accelerator = _accelerator(config.train)
+    steps_per_epoch, total_steps = _count_steps(config.train, features["train"], accelerator)
+    model = apply_tuning(loaded.model, config.tuning, config.task, total_steps)
+    job = Job(config, task, data, run, model, loaded.tokenizer, loaded.info, features, accelerator,
+              total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     _prepare_optimisation(job)
     _prepare_folder(job, resolved, resuming)
     return job
@@ -145,18 +149,23 @@ def _warn_unknown(loaded, train_features, config) -> None:
                     100 * rate, loaded.info.get("source", "?"))
 
 
-def _prepare_optimisation(job: Job) -> None:
+def _accelerator(cfg):
     from accelerate import Accelerator
 
+    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def _count_steps(cfg, train_features: list[dict], accelerator) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) of this job."""
+    batches = epoch_batches([len(f["input_ids"]) for f in train_features], cfg.batch_size, cfg.seed, 0,
+                            cfg.group_by_length, accelerator.num_processes, accelerator.process_index)
+    per_epoch = math.ceil(len(batches) / cfg.grad_accum)
+    total = per_epoch * cfg.epochs
+    return per_epoch, min(total, cfg.max_steps) if cfg.max_steps is not None else total
+
+
+def _prepare_optimisation(job: Job) -> None:
     cfg = job.config.train
-    job.accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
-    batches = epoch_batches([len(f["input_ids"]) for f in job.features["train"]], cfg.batch_size,
-                            cfg.seed, 0, cfg.group_by_length, job.accelerator.num_processes,
-                            job.accelerator.process_index)
-    job.steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum)
-    job.total_steps = job.steps_per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        job.total_steps = min(job.total_steps, cfg.max_steps)
     optimizer = build_optimizer(job.model, cfg.lr, cfg.weight_decay)
     job.scheduler = build_scheduler(optimizer, cfg.warmup, job.total_steps, cfg.scheduler)
     job.model, job.optimizer = job.accelerator.prepare(job.model, optimizer)
@@ -309,6 +318,7 @@ class _Loop:
             norm = acc.clip_grad_norm_(job.model.parameters(), self.cfg.max_grad_norm)
             self.last_grad_norm = float(norm)
         job.optimizer.step()
+        after_optimizer_step(acc.unwrap_model(job.model), self.state.step + 1)
         job.scheduler.step()
         job.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1

@@ -26,7 +26,7 @@ def head_prefixes(model: nn.Module) -> list[str]:
     return prefixes
 
 
-def apply_freeze(model, config, task_type):
+def apply_freeze(model, config, task_type, **_):
     stack_name, stack = layer_stack(model)
     if config.trainable_layers > len(stack):
         raise ConfigError(f"tuning.trainable_layers: {config.trainable_layers} but the model has "

@@ -4,24 +4,37 @@ from lmforge.errors import ConfigError
 from lmforge.tuning.registry import register_method
 
 # lmforge task -> peft TaskType name (decides which head modules peft keeps trainable).
-PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS"}
+PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS", "causal_lm": "CAUSAL_LM"}
 
 
-def apply_lora(model, config, task_type):
+def peft_task_type(method: str, task_type: str):
     import peft
 
     kind = PEFT_TASK_TYPES.get(task_type)
     if kind is None:
-        raise ConfigError(f"tuning.method=lora is not available for task '{task_type}' yet")
+        raise ConfigError(f"tuning.method={method} is not available for task '{task_type}' yet")
+    return getattr(peft.TaskType, kind)
+
+
+def wrap(model, peft_config, what: str = "tuning.target"):
+    """``peft.get_peft_model`` with its configuration errors as one-line config errors."""
+    import peft
+
+    try:
+        return peft.get_peft_model(model, peft_config)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{what}: {str(exc).splitlines()[0]}") from None
+
+
+def apply_lora(model, config, task_type, **_):
+    import peft
+
     # "auto" lets peft choose the modules it knows for this architecture (BERT: query, value).
     target = None if config.target == "auto" else config.target
-    lora_config = peft.LoraConfig(task_type=getattr(peft.TaskType, kind), r=config.r,
+    lora_config = peft.LoraConfig(task_type=peft_task_type("lora", task_type), r=config.r,
                                   lora_alpha=config.alpha, lora_dropout=config.dropout,
                                   target_modules=target)
-    try:
-        wrapped = peft.get_peft_model(model, lora_config)
-    except ValueError as exc:
-        raise ConfigError(f"tuning.target: {str(exc).splitlines()[0]}") from None
+    wrapped = wrap(model, lora_config)
     # A CRF layer (head.crf) is part of the head: it starts from zero and must train.
     for name, param in wrapped.named_parameters():
         if ".crf." in f".{name}":

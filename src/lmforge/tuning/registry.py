@@ -19,14 +19,23 @@ def register_method(name: str, fn: Method) -> None:
     METHODS[name] = fn
 
 
-def apply_tuning(model: nn.Module, config: TuningConfig, task_type: str) -> nn.Module:
-    """Apply the configured method; an unknown method names the known ones."""
-    from lmforge.tuning import freeze, full, lora  # noqa: F401  (registration)
+def apply_tuning(model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None) -> nn.Module:
+    """Apply the configured method; an unknown method names the known ones. ``total_steps`` is the
+    length of training (AdaLoRA schedules its rank budget over it)."""
+    from lmforge.tuning import freeze, full, lora, peft_methods  # noqa: F401  (registration)
 
     method = METHODS.get(config.method)
     if method is None:
         raise ConfigError(f"tuning.method: unknown method '{config.method}' (known: {', '.join(sorted(METHODS))})")
-    return method(model, config, task_type)
+    return method(model, config, task_type, total_steps=total_steps)
+
+
+def after_optimizer_step(model: nn.Module, step: int) -> None:
+    """Per-step work of a method, after the gradients and before they are cleared (AdaLoRA
+    re-allocates its ranks here)."""
+    inner = getattr(model, "base_model", None)
+    if is_peft(model) and hasattr(inner, "update_and_allocate"):
+        inner.update_and_allocate(step)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -42,13 +51,19 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def is_peft(model: nn.Module) -> bool:
-    return hasattr(model, "peft_config") and hasattr(model, "merge_and_unload")
+    return hasattr(model, "peft_config")
 
 
 def export_model(model: nn.Module) -> nn.Module:
-    """A plain ``transformers`` model with adapters folded in (a copy; ``model`` keeps training)."""
+    """A plain ``transformers`` model with adapters folded in (a copy; ``model`` keeps training).
+
+    Virtual-token methods (prefix, prompt, P-tuning) cannot be folded into weights: the export is
+    the frozen base model, and the run folder keeps the trained prompts in ``adapter/``, which
+    ``load_saved`` puts back."""
     if not is_peft(model):
         return model
+    if not hasattr(model, "merge_and_unload"):
+        return model.get_base_model()
     import copy
 
     return copy.deepcopy(model).merge_and_unload()

@@ -1,0 +1,212 @@
+"""Load a causal LM once (a run folder, a bundled alias such as ``smollm2``, or a local Hugging Face
+folder) and generate from it: greedy, sampling (temperature, top-k, top-p), beam search, repetition
+penalty, stop strings, a seed, and streaming.
+
+A prompt goes through the model's chat template when it has one (an instruction-tuned model expects
+it), unless ``raw`` is asked for; a model without a template continues the text as given. Decoding
+runs under ``torch.inference_mode`` with the KV cache on.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lmforge.errors import DataError, ModelError
+
+
+@dataclass
+class GenerationOptions:
+    max_new_tokens: int = 128
+    temperature: float | None = None      # None or 0: greedy (unless top_k/top_p ask for sampling)
+    top_k: int | None = None
+    top_p: float | None = None
+    num_beams: int = 1
+    repetition_penalty: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1:
+            raise DataError("--max-new-tokens must be at least 1")
+        if self.temperature is not None and self.temperature < 0:
+            raise DataError("--temperature must be >= 0")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise DataError("--top-p must be in (0, 1]")
+        if self.top_k is not None and self.top_k < 1:
+            raise DataError("--top-k must be at least 1")
+        if self.num_beams < 1:
+            raise DataError("--num-beams must be at least 1")
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise DataError("--repetition-penalty must be > 0")
+
+    @property
+    def sampling(self) -> bool:
+        return bool(self.temperature) or self.top_k is not None or self.top_p is not None
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    stopped_by: str          # "eos", "stop", "length"
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, dict]:
+    """A run folder, bundled alias or local folder -> (model folder, run meta or {})."""
+    from lmforge.models.transformer import resolve_source
+    from lmforge.tracking.run_folder import RunFolder
+
+    path = Path(source).expanduser()
+    if (path / "lmforge.json").is_file():
+        run = RunFolder(path)
+        meta = run.read_meta()
+        if meta.get("task") != "causal_lm":
+            raise ModelError(f"{source}: a {meta.get('task')} run; generation needs a causal_lm run "
+                             "(or a bundled alias such as smollm2, or a model folder)")
+        return run.model_dir(checkpoint), meta
+    folder, _ = resolve_source(source)
+    return folder, {}
+
+
+class Generator:
+    def __init__(self, source: str, checkpoint: str = "auto", threads: int | None = None):
+        import transformers
+
+        from lmforge.models.safe_loading import check_model_folder
+        from lmforge.runtime import set_threads
+
+        set_threads(threads)
+        folder, self.meta = resolve_model_folder(source, checkpoint)
+        check_model_folder(folder, source)
+        self.folder = folder
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
+        except ValueError as exc:
+            raise ModelError(f"{source}: not a causal language model ({str(exc).splitlines()[0]})") from None
+        self.model.to(self.device).eval()
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
+        self.stop_ids = self._stop_ids()
+
+    @property
+    def has_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def _stop_ids(self) -> list[int]:
+        """End-of-sequence ids: the tokenizer's, the generation config's and ChatML's end of turn."""
+        ids = set()
+        for value in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list):
+                ids.update(value)
+        end_turn = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        if isinstance(end_turn, int) and end_turn != self.tokenizer.unk_token_id:
+            ids.add(end_turn)
+        return sorted(ids)
+
+    def encode(self, prompt: str | list[dict], raw: bool = False) -> list[int]:
+        """Token ids of a prompt: a string (through the chat template unless ``raw`` or the model
+        has none) or a list of chat messages."""
+        if isinstance(prompt, list):
+            if not self.has_template:
+                from lmforge.tasks.causal_lm import CHATML
+                self.tokenizer.chat_template = CHATML
+            text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.has_template and not raw:
+            return self.encode([{"role": "user", "content": prompt}])
+        return self.tokenizer(prompt)["input_ids"]
+
+    def generate(self, prompt: str | list[dict], options: GenerationOptions, raw: bool = False,
+                 stream=None) -> Generation:
+        """Generate a reply; ``stream(text_piece)`` is called as text arrives (not with beams)."""
+        import transformers
+
+        options.check()
+        ids = self.encode(prompt, raw)
+        if not ids:
+            raise DataError("empty prompt")
+        if self.context and len(ids) + options.max_new_tokens > self.context:
+            raise DataError(f"the prompt is {len(ids)} tokens; with --max-new-tokens {options.max_new_tokens} "
+                            f"that is over the model's context of {self.context} tokens")
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        config = transformers.GenerationConfig(
+            max_new_tokens=options.max_new_tokens, do_sample=options.sampling,
+            temperature=(options.temperature or 1.0) if options.sampling else None,
+            top_k=options.top_k if options.sampling else None,
+            top_p=options.top_p if options.sampling else None, num_beams=options.num_beams,
+            repetition_penalty=options.repetition_penalty, eos_token_id=self.stop_ids or None,
+            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+            else (self.stop_ids[0] if self.stop_ids else 0),
+            stop_strings=options.stop or None)
+        streamer = _Streamer(self.tokenizer, stream, options.stop) if stream and options.num_beams == 1 else None
+        inputs = torch.tensor([ids], device=self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
+                                      streamer=streamer, tokenizer=self.tokenizer if options.stop else None)
+        seconds = time.perf_counter() - start
+        new = out[0, len(ids):].tolist()
+        stopped_by = "length"
+        if new and new[-1] in self.stop_ids:
+            new, stopped_by = new[:-1], "eos"
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        if stopped_by == "length":
+            text = text.rstrip("\ufffd")       # a character cut in half by the token limit
+        for stop in options.stop:
+            if stop in text:
+                text, stopped_by = text[:text.index(stop)], "stop"
+        if streamer is not None:
+            streamer.flush_rest(text)
+        return Generation(text, len(ids), len(out[0]) - len(ids), seconds, stopped_by)
+
+
+class _Streamer:
+    """Feeds decoded text to a callback as tokens arrive, holding back what could be the start of a
+    stop string, so a stop string is never shown."""
+
+    def __init__(self, tokenizer, callback, stops: list[str]):
+        self.tokenizer, self.callback, self.stops = tokenizer, callback, stops
+        self.ids: list[int] = []
+        self.prompt_seen = False
+        self.shown = 0
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:          # the first call carries the prompt
+            self.prompt_seen = True
+            return
+        self.ids += value.reshape(-1).tolist()
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):       # half of a multi-byte character
+            return
+        safe = len(text)
+        for stop in self.stops:
+            if stop in text:
+                safe = min(safe, text.index(stop))
+            for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:k]):
+                    safe = min(safe, len(text) - k)
+                    break
+        if safe > self.shown:
+            self.callback(text[self.shown:safe])
+            self.shown = safe
+
+    def end(self) -> None:
+        pass
+
+    def flush_rest(self, final: str) -> None:
+        if len(final) > self.shown:
+            self.callback(final[self.shown:])
+            self.shown = len(final)
