@@ -49,14 +49,14 @@ def training_arguments(args, out: Path):
         dataloader_num_workers=0, **warmup)
 
 
-def ratio(results: dict) -> float | None:
-    """lmforge samples/s / baseline samples/s."""
-    if HF_NAME not in results:
+def ratio(results: dict, key: str = "samples_per_s", baseline: str = HF_NAME) -> float | None:
+    """lmforge's ``key`` (samples/s by default) / the baseline's."""
+    if baseline not in results:
         return None
-    return results["lmforge"]["samples_per_s"] / results[HF_NAME]["samples_per_s"]
+    return results["lmforge"][key] / results[baseline][key]
 
 
-def run_and_report(args, what: str, files: tuple[str, ...], run, report) -> int:
+def run_and_report(args, what: str, files: tuple[str, ...], run, report, ratio_of=ratio) -> int:
     """Check the data, run in ``--output-dir`` (or a temporary folder), write ``--json``, print the
     report; its last line is ``ratio: X``."""
     missing = [name for name in files if not (args.data_dir / name).is_file()]
@@ -70,7 +70,7 @@ def run_and_report(args, what: str, files: tuple[str, ...], run, report) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
             summary = run(args, Path(tmp))
-    summary["ratio"] = ratio(summary["results"])
+    summary["ratio"] = ratio_of(summary["results"])
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     print("\n".join(report(summary["results"])))

@@ -54,3 +54,39 @@ def test_only_the_methods_parameters_change(tmp_path, method):
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():
         torch.testing.assert_close(saved(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_export_merge_folds_lora_into_a_plain_model(tmp_path, run_cli):
+    import transformers
+
+    from lmforge.tokenization.bpe import train_bpe
+
+    # A small "pretrained" base folder, as a user's local model would be.
+    base = tmp_path / "base"
+    tokenizer = train_bpe(["say red red", "say blue blue", "say green green"] * 20, vocab_size=300)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128))
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    rows = [{"instruction": f"say {w}", "output": f"{w} {w}"} for w in ["red", "blue", "green"]] * 6
+    train = write_jsonl(tmp_path / "sft.jsonl", rows)
+    config = tmp_path / "c.yaml"
+    config.write_text("task: causal_lm\n")
+    run = tmp_path / "run"
+    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={train}", f"model={base}",
+                           "tuning.method=lora", "tuning.target=all-linear", "train.max_steps=3",
+                           "train.lr=0.01", "train.max_length=64", f"output={run}")
+    assert code == 0, err
+    code, stdout, err = run_cli("export", str(run), "--merge", "--output", str(tmp_path / "merged"))
+    assert code == 0, err
+    assert "agree within" in stdout
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    saved = transformers.AutoModelForCausalLM.from_pretrained(run / "model").eval()
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, saved(input_ids=ids).logits, atol=1e-5, rtol=1e-5)
+    # Not again over a full folder; and a run without an adapter says so.
+    code, _, err = run_cli("export", str(run), "--merge", "--output", str(tmp_path / "merged"))
+    assert code != 0 and "not empty" in err

@@ -279,3 +279,13 @@ def cmd_chat(args) -> int:
             continue
         print()
         history.append({"role": "assistant", "content": result.text})
+
+
+def cmd_export(args) -> int:
+    from lmforge.export import merge_run
+
+    report = merge_run(args.run, args.output, args.checkpoint)
+    print(f"merged the {report['adapter']} adapter of {report['run']} into {report['output']}: "
+          f"merged and unmerged logits agree within {report['max_logit_difference']:.1e} "
+          f"on {report['tokens_compared']} tokens")
+    return 0

@@ -71,6 +71,14 @@ def _generate_args(p):
     p.add_argument("--json", action="store_true", help="print one JSON object (text, token counts, speed)")
 
 
+def _export_args(p):
+    p.add_argument("run", help="a run folder written by lmforge train")
+    p.add_argument("--merge", action="store_true", required=True,
+                   help="fold the run's LoRA/AdaLoRA/IA3 adapter into the base weights (checked against the unmerged model)")
+    p.add_argument("--output", required=True, help="folder to write (must not exist or be empty)")
+    p.add_argument("--checkpoint", choices=["best", "model"], default="model")
+
+
 # command -> (help, argument builder, function)
 COMMANDS = {
     "train": ("fine-tune or pre-train a model from a YAML config", _train_args, commands.cmd_train),
@@ -81,6 +89,8 @@ COMMANDS = {
     "validate": ("check a config and read all its data, without training", _validate_args,
                  commands.cmd_validate),
     "generate": ("generate text from a prompt with a causal LM", _generate_args, commands.cmd_generate),
+    "export": ("export a run's model: --merge folds its adapter into plain weights", _export_args,
+               commands.cmd_export),
     "chat": ("talk with a causal LM, turn by turn (streams; /reset, /exit)", _generation_args,
              commands.cmd_chat),
 }

@@ -20,6 +20,7 @@ have a target (the assistant tokens, in SFT), as ``masked_lm`` does.
 """
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -54,6 +55,7 @@ class CausalLMTask:
         self.packing = True
         self.fill: dict | None = None
         self.stats = {"truncated": 0, "dropped": 0}
+        self.unigram: torch.Tensor | None = None    # log-probabilities of the baseline
 
     # -- configuration ---------------------------------------------------------------------------
     def configure(self, config, train_examples, labels) -> None:
@@ -76,6 +78,15 @@ class CausalLMTask:
         self.mode = options.get("mode", "text")
         self.train_on_prompt = bool(options.get("train_on_prompt", False))
         self.packing = bool(options.get("packing", True))
+
+    def fit_baseline(self, train_features: list[dict], vocab_size: int) -> None:
+        """The unigram model of the training targets (add-one smoothed): the perplexity a model
+        that ignores context reaches, reported beside the real one so "it learned" is measurable."""
+        counts = torch.ones(vocab_size, dtype=torch.float64)
+        for f in train_features:
+            ids = torch.tensor([t for t in f["labels"][1:] if t != IGNORE], dtype=torch.long)
+            counts += torch.bincount(ids, minlength=vocab_size)[:vocab_size].double()
+        self.unigram = (counts / counts.sum()).log()
 
     # -- data ------------------------------------------------------------------------------------
     def load_data(self, config, problems) -> TaskData:
@@ -144,8 +155,18 @@ class CausalLMTask:
         model.eval()
         batches = ({k: v.to(device) for k, v in self.collate(features[start:start + batch_size], tokenizer).items()}
                    for start in range(0, len(features), batch_size))
-        metrics = token_metrics(batches, lambda batch: causal_logits(model, batch, batch.pop("labels")))
+        golds = []
+
+        def score(batch):
+            logits, gold = causal_logits(model, batch, batch.pop("labels"))
+            golds.append(gold.cpu())
+            return logits, gold
+
+        metrics = token_metrics(batches, score)
         metrics["count"] = len(examples)
+        if self.unigram is not None and golds:
+            gold = torch.cat(golds).clamp(max=len(self.unigram) - 1)
+            metrics["unigram_perplexity"] = math.exp(-self.unigram[gold].mean().item())
         return EvalResult(metrics, [])
 
 

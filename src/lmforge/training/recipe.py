@@ -117,6 +117,8 @@ def setup(config: JobConfig) -> Job:
                 for split, examples in (("train", data.train), ("validation", data.validation),
                                         ("test", data.test))}
     _warn_unknown(loaded, features["train"], config)
+    if hasattr(task, "fit_baseline"):
+        task.fit_baseline(features["train"], len(loaded.tokenizer))
     accelerator = _accelerator(config.train)
     steps_per_epoch, total_steps = _count_steps(config.train, features["train"], accelerator)
     model = apply_tuning(loaded.model, config.tuning, config.task, total_steps)

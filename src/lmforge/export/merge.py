@@ -1,0 +1,87 @@
+"""Fold a run's LoRA-style adapter into its base model's weights, and prove the fold is exact.
+
+The run folder keeps the adapter (``model/adapter``) beside the merged weights. ``merge_run`` loads
+the base model the run started from, applies the adapter unmerged (base output + the low-rank path,
+as in training), merges a copy, and compares the two on sample inputs: the export is written only
+when the largest logit difference is within ``tolerance``. The result is a plain Hugging Face
+folder (safetensors) that loads without peft or lmforge.
+"""
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from lmforge.errors import LmforgeError, ModelError
+
+SAMPLES = ["The quick brown fox jumps over the lazy dog.", "Who are you?",
+           "今天天气很好，我们去公园散步吧。", "def add(a, b):\n    return a + b"]
+
+
+def base_folder(info: dict) -> Path:
+    from lmforge.models.bundled import BUNDLED, bundled_path
+
+    source = info.get("source")
+    if source == "scratch" or source is None:
+        raise ModelError("this run's model was built from scratch: it has no base model and no adapter to merge")
+    if source in BUNDLED:
+        return bundled_path(source)
+    folder = Path(info.get("source_path") or source)
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"the run's base model {folder} is no longer there; give it back to merge")
+    return folder
+
+
+def merge_run(run_dir: str | Path, output: str | Path, checkpoint: str = "model",
+              tolerance: float = 1e-3) -> dict:
+    import peft
+    from transformers import AutoTokenizer
+
+    from lmforge.models.safe_loading import quiet_transformers
+    from lmforge.models.transformer import HEADS
+    from lmforge.tracking.run_folder import RunFolder
+
+    run = RunFolder(run_dir)
+    meta = run.read_meta()
+    folder = run.model_dir(checkpoint)
+    adapter = folder / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise ModelError(f"{folder}: no adapter to merge (tuning.method was {meta.get('tuning')}); "
+                         "the model folder is already a plain model")
+    config = peft.PeftConfig.from_pretrained(adapter)
+    if config.is_prompt_learning:
+        raise ModelError(f"{folder}: a {config.peft_type} adapter adds virtual tokens; it cannot be merged into weights")
+    out = Path(output)
+    if out.exists() and any(out.iterdir()):
+        raise LmforgeError(f"{out}: output folder exists and is not empty")
+    head = HEADS[meta.get("head", "sequence_classification")]
+    with quiet_transformers():
+        base = head.from_pretrained(base_folder(meta.get("model", {})), config=str(folder / "config.json"),
+                                    use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
+        unmerged = peft.PeftModel.from_pretrained(base, adapter).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    merged = copy.deepcopy(unmerged).merge_and_unload().eval()
+    difference, tokens = 0.0, 0
+    with torch.inference_mode():
+        for text in SAMPLES:
+            batch = tokenizer(text, return_tensors="pt", truncation=True, max_length=64,
+                              return_token_type_ids=False)
+            a, b = unmerged(**batch).logits, merged(**batch).logits
+            difference = max(difference, (a - b).abs().max().item())
+            tokens += batch["input_ids"].numel()
+    if difference > tolerance:
+        raise ModelError(f"merged and unmerged outputs differ by {difference:.2e} (> {tolerance:.0e}); nothing written")
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    report = {"run": str(run.path), "adapter": getattr(config.peft_type, "value", str(config.peft_type)), "max_logit_difference": difference,
+              "tokens_compared": tokens, "output": str(out)}
+    (tmp / "lmforge_export.json").write_text(json.dumps(report, indent=1))
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    return report
