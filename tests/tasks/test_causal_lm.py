@@ -125,9 +125,12 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli):
     assert sum(losses[-3:]) < sum(losses[:3])
     assert "im_start" in (out / "model" / "tokenizer_config.json").read_text() + \
         ((out / "model" / "chat_template.jinja").read_text() if (out / "model" / "chat_template.jinja").exists() else "")
-    code, stdout, err = run_cli("eval", str(out), "--data", str(train), "--json")
+    code, stdout, err = run_cli("eval", str(out), "--data", str(train), "--json", "--generate", "6",
+                                "--max-new-tokens", "6")
     assert code == 0, err
-    assert json.loads(stdout)["perplexity"] > 1
+    scores = json.loads(stdout)
+    assert scores["perplexity"] > 1 and scores["generated"] == 6
+    assert 0 <= scores["bleu"] <= 100 and 0 <= scores["rougeL"] <= 1 and "exact_match" in scores
     # The run generates: greedy is repeatable, a stop string ends the text, the context is enforced.
     code, stdout, err = run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "8", "--json")
     assert code == 0, err

@@ -88,6 +88,8 @@ def cmd_eval(args) -> int:
     from lmforge.tasks.predictor import RunPredictor
 
     predictor = RunPredictor(args.run, args.checkpoint)
+    if hasattr(predictor.task, "generate_limit"):
+        predictor.task.generate_limit, predictor.task.max_new_tokens = args.generate, args.max_new_tokens
     result = predictor.evaluate(args.data, _fields(args, predictor), args.batch_size)
     metrics = result.metrics
     if args.json:
@@ -99,6 +101,9 @@ def cmd_eval(args) -> int:
         print(f"{args.data}: model {predictor.folder}")
         for key, value in metrics.items():
             print(f"  {key:<16} {value:.4f}" if isinstance(value, float) else f"  {key:<16} {value}")
+        for row in result.predictions[:3]:
+            print(f"  sample: {row['where']}\n    reference: {row['reference'][:200]!r}\n"
+                  f"    generated: {row['generated'][:200]!r}")
         return 0
     print(f"{args.data}: {metrics['count']} examples, model {predictor.folder}")
     for key in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall", "loss"):

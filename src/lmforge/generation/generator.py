@@ -76,6 +76,52 @@ def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, d
     return folder, {}
 
 
+def stop_ids(model, tokenizer) -> list[int]:
+    """End-of-sequence ids: the tokenizer's, the generation config's and ChatML's end of turn."""
+    ids = set()
+    generation_config = getattr(model, "generation_config", None)
+    for value in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(value)
+    end_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
+        ids.add(end_turn)
+    return sorted(ids)
+
+
+@torch.inference_mode()
+def greedy_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """Greedy replies to many prompts (token ids), batched with left padding, in input order."""
+    import transformers
+
+    stops = stop_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
+    config = transformers.GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                           eos_token_id=stops or None, pad_token_id=pad)
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    replies: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]):] = 1
+        out = model.generate(ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        for row, i in enumerate(chunk):
+            new = [t for t in out[row, width:].tolist()]
+            for k, token in enumerate(new):
+                if token in stops:
+                    new = new[:k]
+                    break
+            replies[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+    return replies
+
+
 class Generator:
     def __init__(self, source: str, checkpoint: str = "auto", threads: int | None = None):
         import transformers
@@ -103,17 +149,7 @@ class Generator:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
     def _stop_ids(self) -> list[int]:
-        """End-of-sequence ids: the tokenizer's, the generation config's and ChatML's end of turn."""
-        ids = set()
-        for value in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, list):
-                ids.update(value)
-        end_turn = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if isinstance(end_turn, int) and end_turn != self.tokenizer.unk_token_id:
-            ids.add(end_turn)
-        return sorted(ids)
+        return stop_ids(self.model, self.tokenizer)
 
     def encode(self, prompt: str | list[dict], raw: bool = False) -> list[int]:
         """Token ids of a prompt: a string (through the chat template unless ``raw`` or the model

@@ -56,6 +56,8 @@ class CausalLMTask:
         self.fill: dict | None = None
         self.stats = {"truncated": 0, "dropped": 0}
         self.unigram: torch.Tensor | None = None    # log-probabilities of the baseline
+        self.generate_limit = 0                      # lmforge eval: score this many generated replies
+        self.max_new_tokens = 128
 
     # -- configuration ---------------------------------------------------------------------------
     def configure(self, config, train_examples, labels) -> None:
@@ -167,7 +169,31 @@ class CausalLMTask:
         if self.unigram is not None and golds:
             gold = torch.cat(golds).clamp(max=len(self.unigram) - 1)
             metrics["unigram_perplexity"] = math.exp(-self.unigram[gold].mean().item())
-        return EvalResult(metrics, [])
+        predictions = []
+        if self.mode == "chat" and self.generate_limit:
+            metrics_gen, predictions = self.generation_scores(model, tokenizer, examples[:self.generate_limit])
+            metrics.update(metrics_gen)
+        return EvalResult(metrics, predictions)
+
+    def generation_scores(self, model, tokenizer, conversations: list[Conversation]) -> tuple[dict, list[dict]]:
+        """Greedy replies to each conversation's last prompt, scored against its last assistant turn
+        (BLEU, ROUGE-1/2/L, exact match)."""
+        from lmforge.evaluation.text_overlap import generation_metrics
+        from lmforge.generation.generator import greedy_batch
+
+        install_template(tokenizer, self.template)
+        prompts, references = [], []
+        for conv in conversations:
+            last = max(i for i, m in enumerate(conv.messages) if m["role"] == "assistant")
+            text = render(tokenizer, conv.messages[:last], add_generation_prompt=True)
+            prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+            references.append(conv.messages[last]["content"])
+        replies = greedy_batch(model, tokenizer, prompts, self.max_new_tokens)
+        scores = generation_metrics(replies, references)
+        scores["generated"] = len(replies)
+        rows = [{"where": c.where, "reference": r, "generated": g}
+                for c, r, g in zip(conversations, references, replies)]
+        return scores, rows
 
 
 # -- data helpers ---------------------------------------------------------------------------------
