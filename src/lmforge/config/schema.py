@@ -21,6 +21,8 @@ class Fields(Section):
     text: str | int = Field("text", description="column with the input text")
     text_pair: str | int | None = Field(None, description="second text for sentence-pair tasks")
     label: str | int = Field("label", description="column with the label")
+    source: str | int = Field("source", description="seq2seq: column with the input text")
+    target: str | int = Field("target", description="seq2seq: column with the output text")
     tokens: str = Field("tokens", description="token_classification jsonl: key with the list of tokens")
     tags: str = Field("tags", description="token_classification jsonl: key with the list of tags")
     entities: str = Field("entities", description="token_classification jsonl: key with [{start, end, label}] spans of text")
@@ -92,7 +94,7 @@ class ModelSpec(Section):
 
     family: str = Field("transformer", description="model family: transformer | lstm")
     path: str | None = Field(None, description="bundled alias or local folder to start from")
-    arch: str | None = Field(None, description="from scratch: bert | llama | gpt2 (default: bert; llama for causal_lm)")
+    arch: str | None = Field(None, description="from scratch: bert | llama | gpt2 | t5 (default: bert; llama for causal_lm; t5 for seq2seq)")
     layers: int = Field(2, ge=1, description="from scratch: number of layers")
     hidden: int = Field(64, ge=8, description="from scratch: hidden width (lstm: per direction)")
     embedding: int = Field(128, ge=8, description="lstm: token embedding width")
@@ -157,6 +159,7 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm (null: no clipping)")
     max_length: int = Field(128, ge=4, description="truncate inputs to this many tokens")
+    max_target_length: int = Field(128, ge=2, description="seq2seq: truncate targets to this many tokens")
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout rate of the model")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
     class_weights: Literal["balanced"] | list[float] | None = Field(
@@ -183,7 +186,7 @@ class TrainConfig(Section):
 class JobConfig(Section):
     """A whole job: task, data, model, tuning, training and output folder."""
 
-    task: str = Field("classification", description="classification | token_classification | masked_lm | causal_lm")
+    task: str = Field("classification", description="classification | token_classification | masked_lm | causal_lm | seq2seq")
     data: DataConfig = Field(default_factory=DataConfig, description="the data")
     model: str | ModelSpec = Field("minilm", description="bundled alias, local folder, or a spec")
     head: HeadConfig = Field(default_factory=HeadConfig, description="options of the task head")

@@ -68,9 +68,9 @@ def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, d
     if (path / "lmforge.json").is_file():
         run = RunFolder(path)
         meta = run.read_meta()
-        if meta.get("task") != "causal_lm":
-            raise ModelError(f"{source}: a {meta.get('task')} run; generation needs a causal_lm run "
-                             "(or a bundled alias such as smollm2, or a model folder)")
+        if meta.get("task") not in ("causal_lm", "seq2seq"):
+            raise ModelError(f"{source}: a {meta.get('task')} run; generation needs a causal_lm or seq2seq "
+                             "run (or a bundled alias such as smollm2, or a model folder)")
         return run.model_dir(checkpoint), meta
     folder, _ = resolve_source(source)
     return folder, {}
@@ -134,11 +134,14 @@ class Generator:
         check_model_folder(folder, source)
         self.folder = folder
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
+        self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        auto = transformers.AutoModelForSeq2SeqLM if self.seq2seq else transformers.AutoModelForCausalLM
         try:
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
+            self.model = auto.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
+                                              dtype=torch.float32)
         except ValueError as exc:
-            raise ModelError(f"{source}: not a causal language model ({str(exc).splitlines()[0]})") from None
+            raise ModelError(f"{source}: not a generative language model ({str(exc).splitlines()[0]})") from None
         self.model.to(self.device).eval()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
@@ -146,7 +149,7 @@ class Generator:
 
     @property
     def has_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
+        return bool(getattr(self.tokenizer, "chat_template", None)) and not self.seq2seq
 
     def _stop_ids(self) -> list[int]:
         return stop_ids(self.model, self.tokenizer)
@@ -162,6 +165,8 @@ class Generator:
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.has_template and not raw:
             return self.encode([{"role": "user", "content": prompt}])
+        if self.seq2seq:     # the encoder reads the source as the task trained it: text + end token
+            return self.tokenizer(prompt, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
         return self.tokenizer(prompt)["input_ids"]
 
     def generate(self, prompt: str | list[dict], options: GenerationOptions, raw: bool = False,
@@ -173,7 +178,7 @@ class Generator:
         ids = self.encode(prompt, raw)
         if not ids:
             raise DataError("empty prompt")
-        if self.context and len(ids) + options.max_new_tokens > self.context:
+        if self.context and not self.seq2seq and len(ids) + options.max_new_tokens > self.context:
             raise DataError(f"the prompt is {len(ids)} tokens; with --max-new-tokens {options.max_new_tokens} "
                             f"that is over the model's context of {self.context} tokens")
         if options.seed is not None:
@@ -194,7 +199,7 @@ class Generator:
             out = self.model.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
                                       streamer=streamer, tokenizer=self.tokenizer if options.stop else None)
         seconds = time.perf_counter() - start
-        new = out[0, len(ids):].tolist()
+        new = out[0, 1:].tolist() if self.seq2seq else out[0, len(ids):].tolist()   # seq2seq: drop the start token
         stopped_by = "length"
         if new and new[-1] in self.stop_ids:
             new, stopped_by = new[:-1], "eos"
@@ -206,7 +211,7 @@ class Generator:
                 text, stopped_by = text[:text.index(stop)], "stop"
         if streamer is not None:
             streamer.flush_rest(text)
-        return Generation(text, len(ids), len(out[0]) - len(ids), seconds, stopped_by)
+        return Generation(text, len(ids), len(new) + (stopped_by == "eos"), seconds, stopped_by)
 
 
 class _Streamer:
@@ -220,7 +225,7 @@ class _Streamer:
         self.shown = 0
 
     def put(self, value) -> None:
-        if not self.prompt_seen:          # the first call carries the prompt
+        if not self.prompt_seen:          # the first call carries the prompt (seq2seq: the start token)
             self.prompt_seen = True
             return
         self.ids += value.reshape(-1).tolist()

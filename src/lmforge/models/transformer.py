@@ -24,6 +24,7 @@ HEADS = {
     "token_classification": transformers.AutoModelForTokenClassification,
     "masked_lm": transformers.AutoModelForMaskedLM,
     "causal_lm": transformers.AutoModelForCausalLM,
+    "seq2seq": transformers.AutoModelForSeq2SeqLM,
 }
 
 # From-scratch architectures: name -> (config class, how our spec maps onto it).
@@ -43,9 +44,16 @@ ARCHS = {
         vocab_size=vocab, n_embd=spec.hidden, n_layer=spec.layers, n_head=spec.heads,
         n_inner=spec.intermediate, n_positions=spec.max_position, pad_token_id=pad,
         bos_token_id=pad, eos_token_id=pad),
+    # Encoder-decoder (T5): generation starts from the padding token, as in T5.
+    "t5": lambda spec, vocab, pad: transformers.T5Config(
+        vocab_size=vocab, d_model=spec.hidden, d_kv=spec.hidden // spec.heads,
+        d_ff=spec.intermediate or 4 * spec.hidden, num_layers=spec.layers, num_decoder_layers=spec.layers,
+        num_heads=spec.heads, pad_token_id=pad, eos_token_id=pad, decoder_start_token_id=pad,
+        feed_forward_proj="gated-gelu", tie_word_embeddings=False),
 }
-# Architectures that read left to right get a byte-level BPE tokenizer; encoders get WordPiece.
-DECODER_ARCHS = {"llama", "gpt2"}
+# Which architectures suit which head; generative ones get a byte-level BPE tokenizer, encoders WordPiece.
+DEFAULT_ARCH = {"causal_lm": "llama", "seq2seq": "t5"}
+ARCH_HEADS = {"llama": "causal_lm", "gpt2": "causal_lm", "t5": "seq2seq"}
 
 
 def _head_class(head: str):
@@ -127,16 +135,17 @@ def _from_scratch(spec: ModelSpec, head_class, labels, texts, dropout, tokenizer
     if spec.extend_vocab:
         raise ModelError("model.extend_vocab extends a pretrained model's vocabulary; a model built "
                          "from scratch already gets a vocabulary from your texts (set model.path)")
-    arch = spec.arch or ("llama" if head_class is transformers.AutoModelForCausalLM else "bert")
+    head = next(name for name, cls in HEADS.items() if cls is head_class)
+    arch = spec.arch or DEFAULT_ARCH.get(head, "bert")
     if arch not in ARCHS:
         raise ModelError(f"model.arch: cannot build '{arch}' from scratch (known: {', '.join(ARCHS)})")
-    decoder = arch in DECODER_ARCHS
-    if decoder != (head_class is transformers.AutoModelForCausalLM):
-        raise ModelError(f"model.arch: {arch} " + ("is a decoder; it suits task causal_lm only" if decoder
-                         else "is an encoder; for task causal_lm use arch llama or gpt2"))
+    generative = arch in ARCH_HEADS
+    if ARCH_HEADS.get(arch) != (head if head in DEFAULT_ARCH else None):
+        suits = [a for a, h in ARCH_HEADS.items() if h == head] or [a for a in ARCHS if a not in ARCH_HEADS]
+        raise ModelError(f"model.arch: {arch} does not suit this task (use {' or '.join(suits)})")
     if tokenizer_folder is not None and (Path(tokenizer_folder) / "tokenizer.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, trust_remote_code=False)
-    elif decoder:
+    elif generative:
         tokenizer = train_bpe(texts, vocab_size=spec.vocab_size)
     else:
         tokenizer = train_wordpiece(texts, vocab_size=spec.vocab_size, lowercase=spec.lowercase)

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.data.conversations import Conversation, is_conversation_row, read_conversations
-from lmforge.data.examples import LabelSet, TextExample, read_rows, read_text_examples, source_of
+from lmforge.data.examples import TextExample, read_rows, read_text_examples, source_of
 from lmforge.errors import ConfigError, DataError
-from lmforge.tasks.lm_common import hold_out, token_metrics
+from lmforge.tasks.lm_common import load_splits, token_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 log = logging.getLogger("lmforge")
@@ -92,20 +92,11 @@ class CausalLMTask:
 
     # -- data ------------------------------------------------------------------------------------
     def load_data(self, config, problems) -> TaskData:
-        from lmforge.tasks.classification import _guarded
-
-        data = config.data
-        self.fill = data.fill
-        self.mode = detect_mode(data.train, data, problems)
-        train = _guarded(problems, self._read, data.train, data, problems)
-        validation, notes = [], [f"causal_lm: {'SFT on conversations' if self.mode == 'chat' else 'pre-training on raw text'}"]
-        if data.split is not None:
-            train, validation, note = hold_out(train, data.split, config.train.seed)
-            notes.append(note)
-        elif data.validation is not None:
-            validation = _guarded(problems, self._read, data.validation, data, problems)
-        test = _guarded(problems, self._read, data.test, data, problems) if data.test is not None else []
-        return TaskData(train, validation, test, LabelSet([], {}), notes)
+        self.fill = config.data.fill
+        self.mode = detect_mode(config.data.train, config.data, problems)
+        data = load_splits(config, problems, self._read)
+        data.notes.insert(0, f"causal_lm: {'SFT on conversations' if self.mode == 'chat' else 'pre-training on raw text'}")
+        return data
 
     def _read(self, source, data, problems) -> list:
         if self.mode == "chat":

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.data.batching import pad_features
-from lmforge.data.examples import LabelSet, read_text_examples
+from lmforge.data.examples import read_text_examples
 from lmforge.errors import DataError
-from lmforge.tasks.lm_common import hold_out, token_metrics
+from lmforge.tasks.lm_common import load_splits, token_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 IGNORE = -100
@@ -31,19 +31,7 @@ class MaskedLMTask:
     default_metric = "loss"
 
     def load_data(self, config, problems) -> TaskData:
-        from lmforge.tasks.classification import _guarded
-
-        data = config.data
-        train = _guarded(problems, read_text_examples, data.train, data, problems, False)
-        validation, notes = [], []
-        if data.split is not None:
-            train, validation, note = hold_out(train, data.split, config.train.seed)
-            notes.append(note)
-        elif data.validation is not None:
-            validation = _guarded(problems, read_text_examples, data.validation, data, problems, False)
-        test = _guarded(problems, read_text_examples, data.test, data, problems, False) \
-            if data.test is not None else []
-        return TaskData(train, validation, test, LabelSet([], {}), notes)
+        return load_splits(config, problems, lambda source, data, problems: read_text_examples(source, data, problems, False))
 
     def configure(self, config, train_examples, labels) -> None:
         pass

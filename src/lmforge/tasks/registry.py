@@ -51,7 +51,8 @@ def register_task(cls: type) -> type:
 
 
 def get_task(name: str) -> Task:
-    from lmforge.tasks import causal_lm, classification, masked_lm, token_classification  # noqa: F401  (registration)
+    from lmforge.tasks import (causal_lm, classification, masked_lm, seq2seq,  # noqa: F401  (registration)
+                               token_classification)
 
     if name not in TASKS:
         raise ConfigError(f"task: unknown task '{name}' (known: {', '.join(sorted(TASKS))})")

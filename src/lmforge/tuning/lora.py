@@ -4,7 +4,8 @@ from lmforge.errors import ConfigError
 from lmforge.tuning.registry import register_method
 
 # lmforge task -> peft TaskType name (decides which head modules peft keeps trainable).
-PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS", "causal_lm": "CAUSAL_LM"}
+PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS", "causal_lm": "CAUSAL_LM",
+                   "seq2seq": "SEQ_2_SEQ_LM"}
 
 
 def peft_task_type(method: str, task_type: str):
