@@ -81,3 +81,19 @@ def test_head_on_masked_positions_equals_full_logits():
     full = model(**batch).logits[labels != IGNORE]
     assert fast.shape == (3, 50) and gold.tolist() == [7, 8, 9]
     assert torch.allclose(fast, full, atol=1e-5)
+
+
+def test_whole_word_masking_masks_every_piece_of_a_word_together():
+    from lmforge.tasks.masked_lm import continuation_ids, word_ids
+
+    tokenizer = train_wordpiece(["unbelievable stories are wonderful"] * 3, vocab_size=60, min_frequency=100)
+    ids = torch.tensor([tokenizer("unbelievable wonderful stories " * 20)["input_ids"]] * 50)
+    words = word_ids(ids, continuation_ids(tokenizer))
+    inputs, labels = mask_tokens(ids, torch.ones_like(ids), tokenizer, torch.Generator().manual_seed(0), words)
+    chosen = labels != IGNORE
+    assert chosen.any()
+    for row in range(ids.shape[0]):
+        for word in words[row].unique():
+            members = (words[row] == word) & (ids[row] != tokenizer.cls_token_id) & (ids[row] != tokenizer.sep_token_id)
+            if members.sum() > 1:
+                assert chosen[row][members].all() or not chosen[row][members].any()

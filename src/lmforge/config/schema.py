@@ -73,6 +73,8 @@ class DataConfig(Section):
         False, description="token_classification: train on every subword, not only each word's first")
     window_stride: int = Field(
         32, ge=0, description="token_classification: subword overlap of the windows a long sentence is split into")
+    whole_word_mask: bool = Field(
+        False, description="masked_lm: mask all pieces of a word together (WordPiece tokenizers)")
     template: str | None = Field(
         None, description="causal_lm SFT: chat template: 'chatml', a .jinja file or a Jinja string (default: the tokenizer's)")
     train_on_prompt: bool = Field(

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from lmforge.data.batching import pad_features
 from lmforge.data.examples import read_text_examples
-from lmforge.errors import DataError
+from lmforge.errors import ConfigError, DataError
 from lmforge.tasks.lm_common import load_splits, token_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
@@ -33,8 +33,11 @@ class MaskedLMTask:
     def load_data(self, config, problems) -> TaskData:
         return load_splits(config, problems, lambda source, data, problems: read_text_examples(source, data, problems, False))
 
+    whole_word = False
+    _continuation: torch.Tensor | None = None
+
     def configure(self, config, train_examples, labels) -> None:
-        pass
+        self.whole_word = config.data.whole_word_mask
 
     def read_labelled(self, source, data, labels, problems) -> list:
         """Texts to evaluate on (``lmforge eval``): raw text needs no labels."""
@@ -60,8 +63,13 @@ class MaskedLMTask:
 
     def collate(self, features: list[dict], tokenizer, generator: torch.Generator | None = None) -> dict:
         batch = pad_features(features, tokenizer.pad_token_id or 0)
+        words = None
+        if self.whole_word:
+            if self._continuation is None:
+                self._continuation = continuation_ids(tokenizer)
+            words = word_ids(batch["input_ids"], self._continuation)
         batch["input_ids"], batch["labels"] = mask_tokens(batch["input_ids"], batch["attention_mask"],
-                                                          tokenizer, generator)
+                                                          tokenizer, generator, words)
         return batch
 
     def loss(self, model, batch: dict):
@@ -103,14 +111,36 @@ def masked_logits(model, batch: dict, labels: torch.Tensor) -> tuple[torch.Tenso
     return head(hidden[chosen]), labels[chosen]
 
 
+def continuation_ids(tokenizer) -> torch.Tensor:
+    """A (V,) mask of the WordPiece tokens that continue a word (``##...``)."""
+    vocab = tokenizer.get_vocab()
+    if not any(token.startswith("##") for token in vocab):
+        raise ConfigError("data.whole_word_mask needs a WordPiece tokenizer (word pieces marked '##')")
+    mask = torch.zeros(max(vocab.values()) + 1, dtype=torch.bool)
+    for token, index in vocab.items():
+        mask[index] = token.startswith("##")
+    return mask
+
+
+def word_ids(input_ids: torch.Tensor, continuation: torch.Tensor) -> torch.Tensor:
+    """(B, T) word numbers: a token continuing a word shares the number of the token before it."""
+    starts = ~continuation[input_ids.clamp(max=len(continuation) - 1)]
+    return starts.long().cumsum(1)
+
+
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's 80/10/10 masking of 15% of the real, non-special tokens; returns (inputs, labels)."""
+                generator: torch.Generator | None = None,
+                words: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's 80/10/10 masking of 15% of the real, non-special tokens; returns (inputs, labels).
+    With ``words`` (whole-word masking), a word's pieces are chosen together: the draw is made per
+    word and every piece of a chosen word is masked."""
     special = torch.zeros_like(input_ids, dtype=torch.bool)
     for token_id in tokenizer.all_special_ids:
         special |= input_ids == token_id
     candidates = attention_mask.bool() & ~special
     draw = torch.rand(input_ids.shape, generator=generator)
+    if words is not None:                       # every piece takes the draw of its word's number
+        draw = draw.gather(1, (words - 1).clamp(min=0, max=input_ids.shape[1] - 1))
     chosen = candidates & (draw < MASK_RATE)
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE))
     action = torch.rand(input_ids.shape, generator=generator)
