@@ -54,6 +54,7 @@ class CausalLMTask:
         self.train_on_prompt = False
         self.packing = True
         self.fill: dict | None = None
+        self.skip_long = False          # data.on_error: skip drops over-long conversations instead
         self.stats = {"truncated": 0, "dropped": 0}
         self.unigram: torch.Tensor | None = None    # log-probabilities of the baseline
         self.generate_limit = 0                      # lmforge eval: score this many generated replies
@@ -64,6 +65,7 @@ class CausalLMTask:
         data = config.data
         self.template = resolve_template(data.template)
         self.train_on_prompt, self.packing = data.train_on_prompt, data.packing
+        self.skip_long = data.on_error == "skip"
         from lmforge.tuning.peft_methods import PROMPT_LEARNING
 
         if self.packing and self.mode == "chat" and config.tuning.method in PROMPT_LEARNING:
@@ -116,6 +118,9 @@ class CausalLMTask:
         install_template(tokenizer, self.template)
         rows = []
         for ids, labels in encode_conversations(tokenizer, examples, self.train_on_prompt):
+            if len(ids) > max_length and self.skip_long:
+                self.stats["dropped"] += 1
+                continue
             if len(ids) > max_length:
                 self.stats["truncated"] += 1
                 ids, labels = ids[:max_length], labels[:max_length]
@@ -125,8 +130,9 @@ class CausalLMTask:
             rows.append((ids, labels))
         if self.stats["truncated"] or self.stats["dropped"]:
             log.warning("warning: %d conversation(s) longer than train.max_length=%d were truncated; "
-                        "%d had no assistant token left and were dropped", self.stats["truncated"],
-                        max_length, self.stats["dropped"])
+                        "%d %s dropped", self.stats["truncated"], max_length, self.stats["dropped"],
+                        "over-long or without an assistant token were" if self.skip_long
+                        else "had no assistant token left and were")
             self.stats = {"truncated": 0, "dropped": 0}
         if not rows:
             raise DataError(f"no conversation keeps an assistant token within max_length={max_length}")
