@@ -60,3 +60,31 @@ def test_a_source_limit_reads_only_the_first_rows(tmp_path):
     assert [ex.text for ex in examples] == ["line 0", "line 1", "line 2"]
     examples = read_text_examples(DataSource(path=str(path), offset=8, limit=3), DataConfig(), Problems(), False)
     assert [ex.text for ex in examples] == ["line 8", "line 9"]
+
+
+def test_train_limit_sample_is_seeded_and_class_balanced():
+    from lmforge.data.examples import TextExample, limited_sample
+
+    examples = [TextExample(f"t{i}", label_id=0 if i < 90 else (1 if i < 97 else 2)) for i in range(100)]
+    picked = limited_sample(examples, 12, seed=3)
+    counts = Counter(ex.label_id for ex in picked)
+    assert counts == {2: 3, 1: 4, 0: 5}          # class 2 has 3 only; the shortfall is shared
+    assert picked == limited_sample(examples, 12, seed=3) and picked != limited_sample(examples, 12, seed=4)
+    assert [int(ex.text[1:]) for ex in picked] == sorted(int(ex.text[1:]) for ex in picked)
+    unlabelled = [TextExample(f"u{i}") for i in range(10)]
+    assert len(limited_sample(unlabelled, 4, seed=0)) == 4 and limited_sample(unlabelled, 40, 0) == unlabelled
+
+
+def test_train_limit_end_to_end(tmp_path, run_cli, tiny_data):
+    import json
+
+    from conftest import tiny_overrides
+
+    config = tmp_path / "c.yaml"
+    config.write_text("task: classification\n")
+    out = tmp_path / "run"
+    code, _, err = run_cli("train", str(config), *tiny_overrides(tiny_data, out, "train.epochs=1", "data.train_limit=8"))
+    assert code == 0, err
+    assert "data.train_limit: training on 8 examples" in err
+    start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["examples"] == 8

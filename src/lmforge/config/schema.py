@@ -55,6 +55,8 @@ class DataConfig(Section):
         None, gt=0, lt=1, description="hold out this fraction of train as validation (seeded, stratified)"
     )
     fields: Fields = Field(default_factory=Fields, description="column names, for every file")
+    train_limit: int | None = Field(
+        None, ge=1, description="train on N examples only: seeded, class-balanced when examples have labels (few-shot)")
     label_names: list[str] | dict[str, str] | None = Field(
         None, description="names for the raw labels (list: in sorted raw order; mapping: raw -> name)"
     )

@@ -1,5 +1,6 @@
 """Typed records for text classification data, and the label set."""
 
+import random
 from dataclasses import dataclass
 
 from lmforge.config.schema import DataConfig, DataSource
@@ -171,3 +172,26 @@ def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[lis
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
 
 
+
+
+def limited_sample(examples: list, n: int, seed: int) -> list:
+    """``n`` examples drawn with a seed; with labels, as evenly over the classes as they allow
+    (a class with too few examples gives all it has, the rest is shared by the others). The input
+    order is kept."""
+    if n >= len(examples):
+        return list(examples)
+    rng = random.Random(seed)
+    labels = [getattr(ex, "label_id", None) for ex in examples]
+    if any(label is None for label in labels):
+        return [examples[i] for i in sorted(rng.sample(range(len(examples)), n))]
+    by_class: dict = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    for members in by_class.values():
+        rng.shuffle(members)
+    chosen, left, classes = [], n, sorted(by_class, key=lambda c: len(by_class[c]))
+    for k, label in enumerate(classes):      # smallest classes first: their shortfall goes to the rest
+        take = min(len(by_class[label]), left // (len(classes) - k))
+        chosen += by_class[label][:take]
+        left -= take
+    return [examples[i] for i in sorted(chosen)]

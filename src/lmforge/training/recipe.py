@@ -18,6 +18,7 @@ import torch
 from lmforge import __version__
 from lmforge.config import JobConfig, config_to_dict
 from lmforge.data.batching import epoch_batches
+from lmforge.data.examples import limited_sample
 from lmforge.data.readers import Problems
 from lmforge.errors import ConfigError, TrainingError
 from lmforge.models import load_model
@@ -99,6 +100,9 @@ def setup(config: JobConfig) -> Job:
     run.check_writable(resolved, config.resume, config.overwrite)
     problems = Problems(skip=config.data.on_error == "skip")
     data = task.load_data(config, problems)
+    if config.data.train_limit is not None and config.data.train_limit < len(data.train):
+        data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)
+        data.notes.append(f"data.train_limit: training on {len(data.train)} examples (seed {config.train.seed})")
     for note in data.notes:
         log.info(note)
     if problems.skipped:
