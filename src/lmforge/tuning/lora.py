@@ -5,16 +5,19 @@ from lmforge.tuning.registry import register_method
 
 # lmforge task -> peft TaskType name (decides which head modules peft keeps trainable).
 PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS", "causal_lm": "CAUSAL_LM",
-                   "seq2seq": "SEQ_2_SEQ_LM"}
+                   "seq2seq": "SEQ_2_SEQ_LM", "masked_lm": None}
 
 
 def peft_task_type(method: str, task_type: str):
     import peft
 
-    kind = PEFT_TASK_TYPES.get(task_type)
-    if kind is None:
+    if task_type not in PEFT_TASK_TYPES:
         raise ConfigError(f"tuning.method={method} is not available for task '{task_type}' yet")
-    return getattr(peft.TaskType, kind)
+    kind = PEFT_TASK_TYPES[task_type]
+    if kind is None and method in ("prefix", "prompt", "ptuning"):
+        raise ConfigError(f"tuning.method={method} needs a task peft knows (causal_lm, seq2seq, "
+                          f"classification, token_classification), not '{task_type}'")
+    return getattr(peft.TaskType, kind) if kind else None
 
 
 def wrap(model, peft_config, what: str = "tuning.target"):
