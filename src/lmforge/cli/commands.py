@@ -68,8 +68,9 @@ def cmd_validate(args) -> int:
     if problems.skipped:
         print(f"skipped {problems.skipped} bad row(s) (data.on_error: skip); the first: {problems.first_skipped}")
     labels = ", ".join(data.labels.names[:10]) + (" ..." if len(data.labels.names) > 10 else "")
+    label_part = f"; {len(data.labels.names)} labels ({labels})" if data.labels.names else ""
     print(f"{args.config}: ok -- {len(data.train)} train, {len(data.validation)} validation, "
-          f"{len(data.test)} test examples; {len(data.labels.names)} labels ({labels})")
+          f"{len(data.test)} test examples{label_part}")
     return 0
 
 

@@ -440,7 +440,12 @@ def save_model_folder(job: Job, folder: Path) -> None:
     export_model(model).save_pretrained(tmp, safe_serialization=True)
     job.tokenizer.save_pretrained(tmp)
     if is_peft(model):
-        model.save_pretrained(tmp / "adapter", safe_serialization=True)
+        import warnings
+
+        with warnings.catch_warnings():
+            # AdaLoRA prunes some matrices to rank 0 on purpose; peft mistakes that for unsaved shards.
+            warnings.filterwarnings("ignore", message=".*have invalid shape.*")
+            model.save_pretrained(tmp / "adapter", safe_serialization=True)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
