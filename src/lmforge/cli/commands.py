@@ -91,7 +91,7 @@ def cmd_eval(args) -> int:
     predictor = RunPredictor(args.run, args.checkpoint)
     if hasattr(predictor.task, "generate_limit"):
         predictor.task.generate_limit, predictor.task.max_new_tokens = args.generate, args.max_new_tokens
-    result = predictor.evaluate(args.data, _fields(args, predictor), args.batch_size)
+    result = predictor.evaluate(args.data, _fields(args, predictor), args.batch_size, args.limit)
     metrics = result.metrics
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False))

@@ -65,11 +65,12 @@ class RunPredictor:
             rows[i] = row
         return rows
 
-    def evaluate(self, path: str, fields: Fields | None = None, batch_size: int = 64) -> EvalResult:
+    def evaluate(self, path: str, fields: Fields | None = None, batch_size: int = 64,
+                 limit: int | None = None) -> EvalResult:
         """Metrics on a labelled file; labels the run never saw are an error naming the row."""
         options = {"output_scheme": self.task.scheme} if hasattr(self.task, "scheme") else {}
         data = DataConfig(fields=fields or Fields(**self.meta.get("fields", {})), **options)
-        source = DataSource(path=path)
+        source = DataSource(path=path, limit=limit)
         examples = self.task.read_labelled(source, data, self.labels, Problems())
         if not examples:
             raise DataError(f"{path}: no labelled rows to evaluate")
