@@ -76,3 +76,13 @@ def test_collecting_problems_reports_every_row(tmp_path):
     got = read_text_examples(DataSource(path=str(tmp_path / "a.jsonl")), DataConfig(), problems)
     assert len(got) == 1 and len(problems.items) == 3
     assert [p.split(": ")[0].rsplit(":", 1)[1] for p in problems.items] == ["1", "2", "3"]
+
+
+def test_paragraphs_reader_splits_documents_on_blank_lines(tmp_path):
+    from lmforge.data.readers import READERS, Problems, ReadOptions
+
+    path = tmp_path / "docs.txt"
+    path.write_text("first doc line one\nline two\n\n\n second doc\n\nthird\n")
+    rows = list(READERS["paragraphs"](path, ReadOptions(), Problems()))
+    assert [r["text"] for _, r in rows] == ["first doc line one\nline two", " second doc", "third"]
+    assert [w for w, _ in rows] == [f"{path}:1", f"{path}:5", f"{path}:7"]

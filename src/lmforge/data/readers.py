@@ -199,6 +199,24 @@ def read_txt(path: Path, options: ReadOptions, problems: Problems) -> Iterator[t
                 yield f"{path}:{number}", {"text": line.rstrip("\r\n")}
 
 
+@register_reader("paragraphs")
+def read_paragraphs(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
+    """Raw text, documents separated by blank lines (``data.format: paragraphs``); a document's lines
+    are joined with newlines and its place is the line it starts on."""
+    with _open_text(path, options) as handle:
+        lines, start = [], None
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                if start is None:
+                    start = number
+                lines.append(line.rstrip("\r\n"))
+            elif lines:
+                yield f"{path}:{start}", {"text": "\n".join(lines)}
+                lines, start = [], None
+        if lines:
+            yield f"{path}:{start}", {"text": "\n".join(lines)}
+
+
 @register_reader("folder")
 def read_folder(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
     """A folder with one subfolder per label, one text file per example (BBC News, 20 Newsgroups)."""
