@@ -107,7 +107,7 @@ def test_text_blocks_join_documents_with_eos(tokenizer):
     assert all(len(f["input_ids"]) == 8 for f in features[:-1]) and features[0]["labels"] == features[0]["input_ids"]
 
 
-def test_sft_then_generate_from_scratch(tmp_path, run_cli):
+def test_sft_then_generate_from_scratch(tmp_path, run_cli, monkeypatch):
     rows = [{"instruction": f"what is {a} plus {b}", "output": f"{a + b}"} for a in range(6) for b in range(6)]
     train = write_jsonl(tmp_path / "sft.jsonl", rows)
     config = tmp_path / "sft.yaml"
@@ -140,6 +140,28 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli):
         ["text"] == first["text"]
     code, _, err = run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "5000")
     assert code == 2 and "over the model's context" in err
+    # chat: two turns (the second sees the first), /reset, then end of input.
+    lines = iter(["what is 1 plus 1", "and 2 plus 2", "/reset", "what is 3 plus 0"])
+
+    def fake_input(prompt=""):
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    from lmforge.generation.generator import Generator
+
+    seen, real = [], Generator.generate
+
+    def recording(self, prompt, options, raw=False, stream=None):
+        seen.append([m["role"] for m in prompt])
+        return real(self, prompt, options, raw, stream)
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    monkeypatch.setattr(Generator, "generate", recording)
+    code, _, err = run_cli("chat", str(out), "--max-new-tokens", "4")
+    assert code == 0, err
+    assert seen == [["user"], ["user", "assistant", "user"], ["user"]]
 
 
 def test_streamer_never_shows_a_stop_string(tokenizer):
