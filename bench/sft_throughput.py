@@ -17,7 +17,7 @@ Reported: real (non-pad) tokens per second of the training loop alone (lmforge: 
 ``training.wall_time_s``; baseline: ``trainer.train()``), and both models' loss on held-out
 conversations (the same evaluation code for both) -- the loss curves match when these agree.
 
-    python bench/sft_throughput.py --quick      # 32 conversations, ~7 minutes on 2 cores
+    python bench/sft_throughput.py --quick      # 32 conversations, ~4.5 minutes on 2 cores
     python bench/sft_throughput.py              # 800 conversations
 
 The last line printed is ``ratio: X.XX`` = lmforge tokens/s / baseline tokens/s.
