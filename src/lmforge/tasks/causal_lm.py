@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from lmforge.data.conversations import Conversation, is_conversation_row, read_conversations
 from lmforge.data.examples import TextExample, read_rows, read_text_examples, source_of
 from lmforge.errors import ConfigError, DataError
-from lmforge.tasks.lm_common import load_splits, token_metrics
+from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 log = logging.getLogger("lmforge")
@@ -152,8 +152,7 @@ class CausalLMTask:
     @torch.inference_mode()
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels=None) -> EvalResult:
         model.eval()
-        batches = ({k: v.to(device) for k, v in self.collate(features[start:start + batch_size], tokenizer).items()}
-                   for start in range(0, len(features), batch_size))
+        batches = device_batches(lambda chunk: self.collate(chunk, tokenizer), features, batch_size, device)
         golds = []
 
         def score(batch):

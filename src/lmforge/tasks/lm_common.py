@@ -36,6 +36,12 @@ def load_splits(config, problems, read):
     return TaskData(train, validation, test, LabelSet([], {}), notes)
 
 
+def device_batches(collate, features: list[dict], batch_size: int, device):
+    """Evaluation batches in order, collated and moved to ``device`` one at a time."""
+    for start in range(0, len(features), batch_size):
+        yield {k: v.to(device) for k, v in collate(features[start:start + batch_size]).items()}
+
+
 def token_metrics(batches, score) -> dict:
     """Loss (mean cross-entropy per scored token), perplexity and accuracy; ``score(batch)`` gives
     the (N, V) logits and (N,) gold ids of one batch."""

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from lmforge.data.batching import pad_features
 from lmforge.data.examples import read_text_examples
 from lmforge.errors import ConfigError, DataError
-from lmforge.tasks.lm_common import load_splits, token_metrics
+from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 IGNORE = -100
@@ -82,9 +82,8 @@ class MaskedLMTask:
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels=None) -> EvalResult:
         model.eval()
         generator = torch.Generator().manual_seed(EVAL_SEED)
-        batches = ({k: v.to(device) for k, v in
-                    self.collate(features[start:start + batch_size], tokenizer, generator).items()}
-                   for start in range(0, len(features), batch_size))
+        batches = device_batches(lambda chunk: self.collate(chunk, tokenizer, generator), features,
+                                 batch_size, device)
         metrics = token_metrics(batches, lambda batch: masked_logits(model, batch, batch.pop("labels")))
         metrics.update(count=len(features), masked_tokens=metrics.pop("tokens"))
         return EvalResult(metrics, [])

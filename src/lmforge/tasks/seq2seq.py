@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from lmforge.data.examples import read_rows
 from lmforge.errors import DataError
-from lmforge.tasks.lm_common import load_splits, token_metrics
+from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 IGNORE = -100
@@ -119,8 +119,7 @@ class Seq2SeqTask:
     @torch.inference_mode()
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels=None) -> EvalResult:
         model.eval()
-        batches = ({k: v.to(device) for k, v in self.collate(features[s:s + batch_size], tokenizer).items()}
-                   for s in range(0, len(features), batch_size))
+        batches = device_batches(lambda chunk: self.collate(chunk, tokenizer), features, batch_size, device)
         metrics = token_metrics(batches, lambda batch: self._scores(model, batch))
         metrics["count"] = len(examples)
         predictions = []
