@@ -295,3 +295,20 @@ def cmd_export(args) -> int:
           f"merged and unmerged logits agree within {report['max_logit_difference']:.1e} "
           f"on {report['tokens_compared']} tokens")
     return 0
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    from lmforge.serving.server import serve
+    from lmforge.serving.settings import ServeSettings
+
+    settings = ServeSettings(
+        sources=args.models, host=args.host, port=args.port,
+        api_key=args.api_key or os.environ.get("LMFORGE_API_KEY") or None, allow_insecure=args.allow_insecure,
+        workers=args.workers, max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs,
+        max_input_tokens=args.max_input_tokens, max_n=args.max_n, max_stop=args.max_stop,
+        default_max_tokens=args.default_max_tokens, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
+        max_generation_batch=args.max_generation_batch, max_queue=args.max_queue,
+        drain_timeout=args.drain_timeout, threads=args.threads, checkpoint=args.checkpoint)
+    return serve(settings)

@@ -84,6 +84,37 @@ def _export_args(p):
     p.add_argument("--checkpoint", choices=["best", "model"], default="model")
 
 
+def _serve_args(p):
+    from lmforge.serving.settings import ServeSettings
+
+    d = ServeSettings()
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="run folder, bundled alias (minilm, smollm2) or model folder; NAME=PATH names it")
+    p.add_argument("--host", default=d.host, help="address to bind (default %(default)s; others need --api-key)")
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health "
+                                     "(default: $LMFORGE_API_KEY)")
+    p.add_argument("--allow-insecure", action="store_true", help="allow a non-loopback host without a key")
+    p.add_argument("--workers", type=int, default=d.workers, help="server processes, each with the models")
+    p.add_argument("--checkpoint", choices=["auto", "best", "model"], default=d.checkpoint)
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="texts or prompts per request")
+    p.add_argument("--max-input-tokens", type=int, help="longest encoder input (default: the model's)")
+    p.add_argument("--max-n", type=int, default=d.max_n, help="most completions per prompt")
+    p.add_argument("--max-stop", type=int, default=d.max_stop, help="most stop strings per request")
+    p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens,
+                   help="chat reply length when the request gives no max_tokens")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="encoder routes: inputs per batch")
+    p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
+                   help="encoder routes: how long a batch waits to fill")
+    p.add_argument("--max-generation-batch", type=int, default=d.max_generation_batch,
+                   help="sequences decoded together")
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests per model before 429")
+    p.add_argument("--drain-timeout", type=float, default=d.drain_timeout,
+                   help="seconds to finish in-flight requests on SIGTERM")
+
+
 # command -> (help, argument builder, function)
 COMMANDS = {
     "train": ("fine-tune or pre-train a model from a YAML config", _train_args, commands.cmd_train),
@@ -96,6 +127,8 @@ COMMANDS = {
     "generate": ("generate text from a prompt with a causal LM", _generate_args, commands.cmd_generate),
     "export": ("export a run's model: --merge folds its adapter into plain weights", _export_args,
                commands.cmd_export),
+    "serve": ("serve runs over HTTP: task routes and an OpenAI-compatible API", _serve_args,
+              commands.cmd_serve),
     "chat": ("talk with a causal LM, turn by turn (streams; /reset, /exit)", _generation_args,
              commands.cmd_chat),
 }

@@ -172,10 +172,13 @@ class Generator:
     def generate(self, prompt: str | list[dict], options: GenerationOptions, raw: bool = False,
                  stream=None) -> Generation:
         """Generate a reply; ``stream(text_piece)`` is called as text arrives (not with beams)."""
+        return self.generate_ids(self.encode(prompt, raw), options, stream)
+
+    def generate_ids(self, ids: list[int], options: GenerationOptions, stream=None) -> Generation:
+        """Generate from prompt token ids (see ``generate``)."""
         import transformers
 
         options.check()
-        ids = self.encode(prompt, raw)
         if not ids:
             raise DataError("empty prompt")
         if self.context and not self.seq2seq and len(ids) + options.max_new_tokens > self.context:
@@ -214,6 +217,20 @@ class Generator:
         return Generation(text, len(ids), len(new) + (stopped_by == "eos"), seconds, stopped_by)
 
 
+def shown_length(text: str, stops: list[str]) -> int:
+    """How much of ``text`` may be shown while streaming: all of it but a stop string found in it
+    and any ending that could be the start of one."""
+    safe = len(text)
+    for stop in stops:
+        if stop in text:
+            safe = min(safe, text.index(stop))
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                safe = min(safe, len(text) - k)
+                break
+    return safe
+
+
 class _Streamer:
     """Feeds decoded text to a callback as tokens arrive, holding back what could be the start of a
     stop string, so a stop string is never shown."""
@@ -232,14 +249,7 @@ class _Streamer:
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):       # half of a multi-byte character
             return
-        safe = len(text)
-        for stop in self.stops:
-            if stop in text:
-                safe = min(safe, text.index(stop))
-            for k in range(min(len(stop) - 1, len(text)), 0, -1):
-                if text.endswith(stop[:k]):
-                    safe = min(safe, len(text) - k)
-                    break
+        safe = shown_length(text, self.stops)
         if safe > self.shown:
             self.callback(text[self.shown:safe])
             self.shown = safe

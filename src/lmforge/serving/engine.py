@@ -1,0 +1,213 @@
+"""Batched generation for the completion routes: the sequences of concurrent requests are decoded
+together, one forward pass per step for the whole batch, on one worker thread.
+
+A batch is formed from the rows (one per prompt and choice) waiting when the worker is free: the
+prompts are left-padded, run once (prefill), then decoded a token per step with the KV cache.
+Rows leave the batch as they finish (end of sequence, a stop string, their ``max_tokens``, or a
+client that went away), and the cache shrinks with them, so a long reply does not make the short
+ones' neighbours pay. Rows that arrive while a batch runs wait for the next one (static batching
+per wave; joining a running batch would need a paged cache).
+
+Each row reports through its job's ``emit(row, kind, value)``: ``("text", piece)`` as text becomes
+safe to show (a possible stop string is held back) and ``("done", (finish_reason, tokens))`` once.
+"""
+
+import random
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from lmforge.generation.generator import GenerationOptions, shown_length
+from lmforge.serving.batching import QueueFull
+
+
+@dataclass
+class Row:
+    prompt: list[int]
+    max_new: int
+    temperature: float
+    top_p: float
+    stops: list[str]
+    seed: int | None
+    index: int                          # the row's place in its job (prompt x choice)
+    job: "Job" = None
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    shown: int = 0
+    finish: str | None = None
+    rng: torch.Generator | None = None
+
+
+@dataclass
+class Job:
+    rows: list[Row]
+    emit: Callable[[int, str, object], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class GenerationEngine:
+    def __init__(self, generator, max_batch: int = 8, max_queue: int = 64, on_batch=None, on_queue=None,
+                 name: str = "generation"):
+        self.gen = generator
+        self.model, self.tokenizer = generator.model, generator.tokenizer
+        self.stop_ids = set(generator.stop_ids)
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
+            else (min(self.stop_ids) if self.stop_ids else 0)
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.on_batch, self.on_queue = on_batch or (lambda n: None), on_queue or (lambda n: None)
+        self._rows: deque[Row] = deque()
+        self._jobs_waiting = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    # ---- the caller's side ----
+
+    def submit(self, job: Job) -> None:
+        with self._cond:
+            if self._closed:
+                raise QueueFull("the server is shutting down")
+            if self._jobs_waiting >= self.max_queue:
+                raise QueueFull(f"{self._jobs_waiting} requests are waiting for this model")
+            for row in job.rows:
+                row.job = job
+                seed = row.seed if row.seed is not None else random.getrandbits(62)
+                row.rng = torch.Generator().manual_seed(seed % 2**62)
+            self._rows.extend(job.rows)
+            self._jobs_waiting += 1
+            self.on_queue(self._jobs_waiting)
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    # ---- the worker ----
+
+    def _take(self) -> list[Row]:
+        with self._cond:
+            while not self._rows and not self._closed:
+                self._cond.wait()
+            batch = []
+            while self._rows and len(batch) < self.max_batch:
+                row = self._rows.popleft()
+                if row.index == 0:
+                    self._jobs_waiting -= 1
+                if row.job.cancelled.is_set():
+                    continue
+                batch.append(row)
+            self.on_queue(self._jobs_waiting)
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                if self._closed:
+                    return
+                continue
+            self.on_batch(len(batch))
+            try:
+                if self.gen.seq2seq:
+                    for row in batch:
+                        self._solo(row)
+                else:
+                    self._decode(batch)
+            except Exception as exc:           # a failed batch ends its rows, not the worker
+                for row in batch:
+                    if row.finish is None:
+                        row.finish = "error"
+                        row.job.emit(row.index, "error", str(exc))
+
+    @torch.inference_mode()
+    def _decode(self, rows: list[Row]) -> None:
+        device = self.gen.device
+        width = max(len(r.prompt) for r in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row.prompt):] = torch.tensor(row.prompt)
+            mask[i, width - len(row.prompt):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)                     # (B, T)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1, :]           # (B, V)
+        active = rows
+        while True:
+            tokens = self._choose(logits.float(), active)                   # (B,)
+            keep = [i for i, (row, t) in enumerate(zip(active, tokens.tolist())) if not self._add(row, t)]
+            if not keep:
+                return
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, positions, tokens = mask[index], positions[index], tokens[index]
+                active = [active[i] for i in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            positions = positions[:, -1:] + 1                               # (B, 1)
+            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
+                             past_key_values=cache, use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+
+    def _choose(self, logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
+        """Next token per row: greedy at temperature 0, else sampled with the row's temperature,
+        nucleus (top-p) and its own random generator (so a seed reproduces a row in any batch)."""
+        chosen = logits.argmax(-1).cpu()
+        for i, row in enumerate(rows):
+            if row.temperature == 0:
+                continue
+            probs = (logits[i] / row.temperature).softmax(-1).cpu()
+            if row.top_p < 1:
+                sorted_p, order = probs.sort(descending=True)
+                outside = sorted_p.cumsum(0) - sorted_p > row.top_p         # keep the smallest head >= top_p
+                sorted_p[outside] = 0
+                probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+            chosen[i] = torch.multinomial(probs, 1, generator=row.rng)[0]
+        return chosen.to(logits.device)
+
+    def _add(self, row: Row, token: int) -> bool:
+        """Take one token into a row; True when the row is finished."""
+        if row.job.cancelled.is_set():
+            row.finish = "cancelled"
+            return True
+        row.ids.append(token)
+        if token in self.stop_ids:
+            return self._finish(row, "stop", row.text)
+        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        at_limit = len(row.ids) >= row.max_new
+        if text.endswith("\ufffd") and not at_limit:        # half of a multi-byte character
+            return False
+        row.text = text
+        for stop in row.stops:
+            if stop in text:
+                return self._finish(row, "stop", text[:text.index(stop)])
+        if at_limit:
+            return self._finish(row, "length", text.rstrip("\ufffd"))
+        safe = shown_length(text, row.stops)
+        if safe > row.shown:
+            row.job.emit(row.index, "text", text[row.shown:safe])
+            row.shown = safe
+        return False
+
+    def _finish(self, row: Row, reason: str, final: str) -> bool:
+        if len(final) > row.shown:
+            row.job.emit(row.index, "text", final[row.shown:])
+        row.text, row.shown, row.finish = final, len(final), reason
+        row.job.emit(row.index, "done", (reason, len(row.ids)))
+        return True
+
+    def _solo(self, row: Row) -> None:
+        """Encoder-decoder models: one row at a time through the generator (no shared cache)."""
+        if row.job.cancelled.is_set():
+            row.finish = "cancelled"
+            return
+        options = GenerationOptions(max_new_tokens=row.max_new, temperature=row.temperature or None,
+                                    top_p=row.top_p if row.top_p < 1 else None, stop=row.stops,
+                                    seed=row.seed)
+        result = self.gen.generate_ids(row.prompt, options, stream=lambda piece: row.job.emit(row.index, "text", piece))
+        row.finish = "length" if result.stopped_by == "length" else "stop"
+        row.job.emit(row.index, "done", (row.finish, result.new_tokens))

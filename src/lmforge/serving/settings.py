@@ -1,0 +1,59 @@
+"""Server settings: every limit the server enforces, with its default."""
+
+from dataclasses import asdict, dataclass, field
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ServeSettings:
+    sources: list[str] = field(default_factory=list)
+    """What to serve: run folders, bundled aliases or model folders, each optionally ``name=source``."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    """Bearer key every route but ``/health`` requires (None: no key, loopback only)."""
+    allow_insecure: bool = False
+    """Allow a non-loopback host without an API key."""
+    workers: int = 1
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_inputs: int = 64
+    """Texts per classify/ner/embeddings request and prompts per completion request."""
+    max_input_tokens: int | None = None
+    """Longest input in tokens for the encoder routes (default: each model's own maximum)."""
+    max_n: int = 4
+    max_stop: int = 4
+    default_max_tokens: int = 256
+    """Chat replies without ``max_tokens`` stop here (or at the context's end, if sooner)."""
+    max_batch: int = 32
+    """Encoder routes: most inputs run as one padded batch."""
+    batch_wait_ms: float = 5.0
+    """Encoder routes: how long the first request of a batch waits for others to join it."""
+    max_generation_batch: int = 8
+    """Generation: most sequences decoded together step by step."""
+    max_queue: int = 64
+    """Requests waiting per model beyond which the server answers 429 at once."""
+    drain_timeout: float = 30.0
+    """Seconds to finish in-flight requests after SIGTERM."""
+    threads: int | None = None
+    checkpoint: str = "auto"
+
+    def check(self) -> None:
+        from lmforge.errors import ConfigError
+
+        if not self.sources:
+            raise ConfigError("serve: give at least one run folder, bundled alias or model folder")
+        if self.host not in LOOPBACK and not self.api_key and not self.allow_insecure:
+            raise ConfigError(f"serve: binding to {self.host} without an API key would expose the models to "
+                              "the network; set --api-key (or LMFORGE_API_KEY), or pass --allow-insecure")
+        for name in ("max_body_bytes", "max_inputs", "max_n", "max_stop", "default_max_tokens", "max_batch",
+                     "max_generation_batch", "max_queue", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve: {name.replace('_', '-')} must be at least 1")
+        if self.batch_wait_ms < 0 or self.drain_timeout < 0:
+            raise ConfigError("serve: batch-wait-ms and drain-timeout must be >= 0")
+        if self.max_input_tokens is not None and self.max_input_tokens < 1:
+            raise ConfigError("serve: max-input-tokens must be at least 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
