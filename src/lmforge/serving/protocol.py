@@ -5,11 +5,11 @@ ranges of the ones they use; the limits that are settings (inputs per request, `
 ``max_tokens``) are checked by the services, which know them.
 """
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Texts = str | list[str]
+Texts = str | Annotated[list[str], Field(min_length=1)]
 
 
 class _Request(BaseModel):
