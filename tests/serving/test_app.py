@@ -61,7 +61,7 @@ def test_embeddings_are_mean_pooled_normalized_and_base64_decodes_to_the_same(cl
 
 @pytest.mark.parametrize("route,body,status,words", [
     ("/v1/classify", {"input": ["x"] * 65}, 413, "limit is 64"),
-    ("/v1/classify", {"input": []}, 400, "empty"),
+    ("/v1/classify", {"input": []}, 400, "at least 1"),
     ("/v1/classify", {"input": 3}, 400, "input"),
     ("/v1/classify", {"input": "x", "model": "nope"}, 404, "not served"),
     ("/v1/classify", {"input": "x", "model": "chat"}, 400, "does not serve"),
