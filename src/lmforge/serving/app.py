@@ -80,6 +80,15 @@ class ServerState:
         return model
 
 
+_BRANCHES = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _field(loc) -> str:
+    """A validation error's field path, without the union branch names pydantic puts in it."""
+    parts = [str(x) for x in loc if x != "body" and not (isinstance(x, str) and ("[" in x or x in _BRANCHES))]
+    return ".".join(parts) or "body"
+
+
 async def _run(batcher, inputs: list) -> list:
     try:
         future = batcher.submit(inputs)
@@ -111,11 +120,13 @@ def create_app(state: ServerState):
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        if first.get("type") == "json_invalid":
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
             return error(400, "the body is not valid JSON", code="invalid_json")
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
-        return error(400, f"'{where}': {first.get('msg', 'invalid')}", param=where)
+        where = _field(errors[0].get("loc", ())) if errors else "body"
+        # a union ("a string or a list") fails once per branch: say all of them
+        reasons = list(dict.fromkeys(e.get("msg", "invalid") for e in errors if _field(e.get("loc", ())) == where))
+        return error(400, f"'{where}': {' or '.join(reasons)}", param=where)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
