@@ -111,10 +111,13 @@ async def drive(port: int, texts: list[str], clients: int) -> dict:
             "p99_ms": round(percentile(latencies, 99) * 1000, 2)}
 
 
-def batch_overhead(run: Path, texts: list[str], size: int, repeats: int = 20) -> float:
+def batch_overhead(run: Path, texts: list[str], size: int, dtype: str, repeats: int = 20) -> float:
+    from lmforge.serving import precision
     from lmforge.tasks.predictor import RunPredictor
 
     predictor = RunPredictor(run)
+    probes = precision.probe_texts(run)
+    precision.settle(dtype, predictor.model, lambda: predictor.predict(probes), precision.same_classes, "bench")
 
     def best(batch):
         times = []
@@ -134,6 +137,7 @@ def serve(run: Path, port: int, args) -> subprocess.Popen:
                "--max-queue", "512", "--batch-wait-ms", str(args.batch_wait_ms)]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    command += ["--dtype", args.dtype] + (["--max-batch", str(args.max_batch)] if args.max_batch else [])
     server = subprocess.Popen(command, env=dict(os.environ, LMFORGE_API_KEY=KEY), stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -150,7 +154,7 @@ def serve(run: Path, port: int, args) -> subprocess.Popen:
 def measure(args, run: Path) -> dict:
     count = args.requests or (200 if args.quick else 1000)
     texts = sentences(args.data_dir, count)
-    overhead = batch_overhead(run, texts, args.clients)
+    overhead = batch_overhead(run, texts, args.clients, args.dtype)
     port = free_port()
     server = serve(run, port, args)
     try:
@@ -173,6 +177,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--max-batch", type=int, help="the server's --max-batch (default: its default)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="the server's --dtype (default: its default, auto)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.run is not None:

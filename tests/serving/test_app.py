@@ -51,7 +51,7 @@ def test_embeddings_are_mean_pooled_normalized_and_base64_decodes_to_the_same(cl
     served = state.models["sentiment"]
     tok = served.predictor.tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
-        hidden = served.predictor.model(**tok, output_hidden_states=True).hidden_states[-1]
+        hidden = served.predictor.model(**tok, output_hidden_states=True).hidden_states[-1].float()
     mask = tok["attention_mask"].unsqueeze(-1).float()
     expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
     for row, b64, want in zip(floats, packed, expected):
@@ -202,3 +202,25 @@ def test_streaming_chat_sends_role_content_finish_and_done(client):
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
     assert chunks[-1]["usage"]["completion_tokens"] >= 1 and chunks[-1]["choices"] == []
+
+
+def test_auto_precision_keeps_float32_unless_native_and_answers_agree(monkeypatch):
+    from lmforge.serving import precision
+
+    model = torch.nn.Linear(4, 2)
+    monkeypatch.setattr(precision, "bf16_native", lambda: False)
+    assert precision.settle("auto", model, lambda: 0, lambda a, b: True, "m") == "float32"
+    assert model.weight.dtype == torch.float32
+    monkeypatch.setattr(precision, "bf16_native", lambda: True)
+    assert precision.settle("auto", model, lambda: 0, lambda a, b: False, "m") == "float32"
+    assert model.weight.dtype == torch.float32                 # put back after the check failed
+    assert precision.settle("auto", model, lambda: 0, lambda a, b: True, "m") == "bfloat16"
+    assert model.weight.dtype == torch.bfloat16
+    assert precision.same_classes([{"label": "a", "score": 0.5}], [{"label": "a", "score": 0.51}])
+    assert not precision.same_classes([{"label": "a", "score": 0.5}], [{"label": "b", "score": 0.5}])
+
+
+def test_models_report_their_dtype(client):
+    cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert cards["chat"]["dtype"] == "float32" and cards["ner"]["dtype"] == "float32"
+    assert cards["sentiment"]["dtype"] in ("float32", "bfloat16")

@@ -98,6 +98,8 @@ def _serve_args(p):
     p.add_argument("--workers", type=int, default=d.workers, help="server processes, each with the models")
     p.add_argument("--checkpoint", choices=["auto", "best", "model"], default=d.checkpoint)
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=d.dtype,
+                   help="encoder routes: auto = bfloat16 where the hardware has it and the model answers the same")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="texts or prompts per request")
     p.add_argument("--max-input-tokens", type=int, help="longest encoder input (default: the model's)")
@@ -105,7 +107,7 @@ def _serve_args(p):
     p.add_argument("--max-stop", type=int, default=d.max_stop, help="most stop strings per request")
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens,
                    help="chat reply length when the request gives no max_tokens")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help="encoder routes: inputs per batch")
+    p.add_argument("--max-batch", type=int, help="encoder routes: inputs per batch (default: 8 on CPU, 32 on GPU)")
     p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
                    help="encoder routes: how long a batch waits to fill")
     p.add_argument("--max-generation-batch", type=int, default=d.max_generation_batch,

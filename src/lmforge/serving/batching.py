@@ -23,6 +23,7 @@ class _Job:
     future: Future
     outputs: list = field(default_factory=list)
     taken: int = 0          # inputs handed to a batch so far
+    arrived: float = field(default_factory=time.monotonic)
 
 
 class Batcher:
@@ -64,13 +65,14 @@ class Batcher:
             self._cond.notify()
 
     def _take_batch(self) -> list[tuple[_Job, int, int]]:
-        """Slices (job, start, end) filling one batch; waits up to max_wait for it to fill."""
+        """Slices (job, start, end) filling one batch; waits for it to fill until the oldest
+        request has waited ``max_wait`` (requests that queued behind a running batch go at once)."""
         with self._cond:
             while not self._jobs and not self._closed:
                 self._cond.wait()
             if not self._jobs:
                 return []
-            deadline = time.monotonic() + self.max_wait_s
+            deadline = self._jobs[0].arrived + self.max_wait_s
             while self._pending() < self.max_batch and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:

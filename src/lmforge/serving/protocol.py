@@ -193,6 +193,7 @@ class ModelCard(BaseModel):
     owned_by: str = "lmforge"
     task: str = Field(..., description="classification, token_classification, embeddings or generation")
     routes: list[str]
+    dtype: str = Field(..., description="float type the model runs in")
 
 
 class ModelList(BaseModel):

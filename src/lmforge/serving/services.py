@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import LmforgeError, ModelError
+from lmforge.serving import precision
 from lmforge.serving.batching import Batcher
 from lmforge.serving.settings import ServeSettings
 
@@ -53,6 +54,7 @@ class ServedModel:
         self.created = int(time.time())
         self.routes = list(ROUTES[self.kind])
         self.embedder = None
+        self.dtype = "float32"
 
     def load(self, metrics) -> None:
         raise NotImplementedError
@@ -105,9 +107,10 @@ class Embedder:
                                return_tensors="pt").to(self.device)
         out = self.model(**batch, output_hidden_states=True)
         hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)               # (B, T, 1)
+        hidden = hidden.float()                                                       # (B, T, C); pool in fp32
+        mask = batch["attention_mask"].unsqueeze(-1).float()                          # (B, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)                   # (B, C)
-        return list(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu())
+        return list(torch.nn.functional.normalize(pooled, dim=-1).cpu())
 
     def counts(self, texts):
         return _token_counts(self.tokenizer, texts)
@@ -139,8 +142,12 @@ class RunModel(ServedModel):
         # NER reads a long text in overlapping windows, so its limit is a multiple of the window.
         self.ner_limit = self.settings.max_input_tokens or 16 * self.predictor.max_length
         fn = self._classify if self.kind == "classification" else self._tag
-        self.batcher = self._batcher(fn, metrics)
         family = self.meta.get("model", {}).get("family", "transformer")
+        if self.kind == "classification" and family == "transformer":
+            probes = precision.probe_texts(Path(self.source))
+            self.dtype = precision.settle(self.settings.dtype, self.predictor.model,
+                                          lambda: self._classify(probes), precision.same_classes, self.name)
+        self.batcher = self._batcher(fn, metrics)
         if family == "transformer":
             self.embedder = Embedder(self.predictor.model, self.predictor.tokenizer, self.predictor.max_length,
                                      self.predictor.device, self, metrics)
@@ -186,6 +193,9 @@ class EncoderModel(ServedModel):
         length = int(self.meta.get("max_length") or min(getattr(model.config, "max_position_embeddings", 512), 512))
         self.limit = self.settings.max_input_tokens or length
         self.embedder = Embedder(model, tokenizer, length, self.device, self, metrics)
+        probes = precision.probe_texts(Path(self.source) if self.meta else None)
+        self.dtype = precision.settle(self.settings.dtype, model, lambda: self.embedder._embed(probes),
+                                      precision.same_embeddings, self.name)
 
 
 class TextGenerator(ServedModel):

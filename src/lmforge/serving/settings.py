@@ -25,8 +25,9 @@ class ServeSettings:
     max_stop: int = 4
     default_max_tokens: int = 256
     """Chat replies without ``max_tokens`` stop here (or at the context's end, if sooner)."""
-    max_batch: int = 32
-    """Encoder routes: most inputs run as one padded batch."""
+    max_batch: int | None = None
+    """Encoder routes: most inputs run as one padded batch (default: 32 on a GPU, 8 on a CPU, where a
+    bigger batch saves little per input and smaller ones let HTTP work overlap the model's)."""
     batch_wait_ms: float = 5.0
     """Encoder routes: how long the first request of a batch waits for others to join it."""
     max_generation_batch: int = 8
@@ -37,6 +38,8 @@ class ServeSettings:
     """Seconds to finish in-flight requests after SIGTERM."""
     threads: int | None = None
     checkpoint: str = "auto"
+    dtype: str = "auto"
+    """Encoder routes: float32, bfloat16, or auto (bf16 where native and checked to answer the same)."""
 
     def check(self) -> None:
         from lmforge.errors import ConfigError
@@ -46,12 +49,18 @@ class ServeSettings:
         if self.host not in LOOPBACK and not self.api_key and not self.allow_insecure:
             raise ConfigError(f"serve: binding to {self.host} without an API key would expose the models to "
                               "the network; set --api-key (or LMFORGE_API_KEY), or pass --allow-insecure")
+        if self.max_batch is None:
+            import torch
+
+            self.max_batch = 32 if torch.cuda.is_available() else 8
         for name in ("max_body_bytes", "max_inputs", "max_n", "max_stop", "default_max_tokens", "max_batch",
                      "max_generation_batch", "max_queue", "workers"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve: {name.replace('_', '-')} must be at least 1")
         if self.batch_wait_ms < 0 or self.drain_timeout < 0:
             raise ConfigError("serve: batch-wait-ms and drain-timeout must be >= 0")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"serve: dtype '{self.dtype}' is not one of auto, float32, bfloat16")
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
             raise ConfigError("serve: max-input-tokens must be at least 1")
 
