@@ -13,6 +13,7 @@ import threading
 from lmforge._optional import require
 from lmforge.serving import protocol as p
 from lmforge.serving.batching import QueueFull
+from lmforge.serving.compute import COMPUTE
 from lmforge.serving.guard import Guard
 from lmforge.serving.metrics import Metrics
 from lmforge.serving.services import ApiError, ServedModel, _check_lengths, _texts, embeddings_payload
@@ -35,9 +36,12 @@ class ServerState:
 
     def load(self) -> None:
         """Load every model (slow: run at start-up, in a thread, while /health says 'loading')."""
+        from lmforge.runtime import set_threads
+
         try:
+            COMPUTE.call(set_threads, self.settings.threads)
             for model in self.models.values():
-                model.load(self.metrics)
+                COMPUTE.call(model.load, self.metrics)
             self.ready = True
         except Exception as exc:          # reported by /health and the server log; the runner exits
             self.failed = f"{type(exc).__name__}: {exc}"

@@ -12,6 +12,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
+from lmforge.serving.compute import COMPUTE
+
 
 class QueueFull(Exception):
     """The model's queue holds as many requests as it may; try again shortly."""
@@ -102,7 +104,7 @@ class Batcher:
             inputs = [x for job, start, end in batch for x in job.inputs[start:end]]
             self.on_batch(len(inputs))
             try:
-                outputs = self.fn(inputs)
+                outputs = COMPUTE.call(self.fn, inputs)
             except BaseException as exc:       # a failed batch fails its requests, not the worker
                 for job, _, _ in batch:
                     if not job.future.done():

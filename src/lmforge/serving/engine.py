@@ -22,6 +22,12 @@ import torch
 
 from lmforge.generation.generator import GenerationOptions, shown_length
 from lmforge.serving.batching import QueueFull
+from lmforge.serving.compute import COMPUTE
+
+
+@torch.inference_mode()
+def _select_rows(cache, index: torch.Tensor) -> None:
+    cache.batch_select_indices(index)
 
 
 @dataclass
@@ -134,24 +140,27 @@ class GenerationEngine:
             mask[i, width - len(row.prompt):] = 1
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)                     # (B, T)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[:, -1, :]           # (B, V)
+        cache, tokens = COMPUTE.call(self._step, rows, ids, mask, positions, None)
         active = rows
         while True:
-            tokens = self._choose(logits.float(), active)                   # (B,)
             keep = [i for i, (row, t) in enumerate(zip(active, tokens.tolist())) if not self._add(row, t)]
             if not keep:
                 return
             if len(keep) < len(active):
                 index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
+                COMPUTE.call(_select_rows, cache, index)
                 mask, positions, tokens = mask[index], positions[index], tokens[index]
                 active = [active[i] for i in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             positions = positions[:, -1:] + 1                               # (B, 1)
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            cache, tokens = COMPUTE.call(self._step, active, tokens[:, None], mask, positions, cache)
+
+    @torch.inference_mode()
+    def _step(self, rows, ids, mask, positions, cache):
+        """One forward pass (the prefill when ``cache`` is None) and each row's next token."""
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True)
+        return out.past_key_values, self._choose(out.logits[:, -1, :].float(), rows)      # (B,)
 
     def _choose(self, logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
         """Next token per row: greedy at temperature 0, else sampled with the row's temperature,
@@ -208,6 +217,7 @@ class GenerationEngine:
         options = GenerationOptions(max_new_tokens=row.max_new, temperature=row.temperature or None,
                                     top_p=row.top_p if row.top_p < 1 else None, stop=row.stops,
                                     seed=row.seed)
-        result = self.gen.generate_ids(row.prompt, options, stream=lambda piece: row.job.emit(row.index, "text", piece))
+        result = COMPUTE.call(self.gen.generate_ids, row.prompt, options,
+                              stream=lambda piece: row.job.emit(row.index, "text", piece))
         row.finish = "length" if result.stopped_by == "length" else "stop"
         row.job.emit(row.index, "done", (row.finish, result.new_tokens))

@@ -43,9 +43,6 @@ def app_from_env():
 
 def serve(settings: ServeSettings) -> int:
     uvicorn = require("uvicorn", "lmforge[serve]", "lmforge serve")
-    from lmforge.runtime import set_threads
-
-    set_threads(settings.threads)
     if settings.workers > 1:
         settings.check()
         open_models(settings)                       # fail here, once, on a wrong path

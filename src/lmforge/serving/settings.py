@@ -41,6 +41,12 @@ class ServeSettings:
     dtype: str = "auto"
     """Encoder routes: float32, bfloat16, or auto (bf16 where native and checked to answer the same)."""
 
+    def __post_init__(self):
+        if self.max_batch is None:
+            import torch
+
+            self.max_batch = 32 if torch.cuda.is_available() else 8
+
     def check(self) -> None:
         from lmforge.errors import ConfigError
 
@@ -49,10 +55,6 @@ class ServeSettings:
         if self.host not in LOOPBACK and not self.api_key and not self.allow_insecure:
             raise ConfigError(f"serve: binding to {self.host} without an API key would expose the models to "
                               "the network; set --api-key (or LMFORGE_API_KEY), or pass --allow-insecure")
-        if self.max_batch is None:
-            import torch
-
-            self.max_batch = 32 if torch.cuda.is_available() else 8
         for name in ("max_body_bytes", "max_inputs", "max_n", "max_stop", "default_max_tokens", "max_batch",
                      "max_generation_batch", "max_queue", "workers"):
             if getattr(self, name) < 1:
