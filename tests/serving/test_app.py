@@ -224,3 +224,24 @@ def test_models_report_their_dtype(client):
     cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert cards["chat"]["dtype"] == "float32" and cards["ner"]["dtype"] == "float32"
     assert cards["sentiment"]["dtype"] in ("float32", "bfloat16")
+
+
+def test_settings_refuse_an_open_host_without_a_key_and_bad_limits():
+    from lmforge.errors import ConfigError
+    from lmforge.serving.settings import ServeSettings
+
+    with pytest.raises(ConfigError, match="without an API key"):
+        ServeSettings(sources=["x"], host="0.0.0.0").check()
+    ServeSettings(sources=["x"], host="0.0.0.0", api_key="k").check()
+    ServeSettings(sources=["x"], host="0.0.0.0", allow_insecure=True).check()
+    with pytest.raises(ConfigError, match="max-n"):
+        ServeSettings(sources=["x"], max_n=0).check()
+    with pytest.raises(ConfigError, match="dtype"):
+        ServeSettings(sources=["x"], dtype="float16").check()
+
+
+def test_serve_cli_errors_are_one_line(run_cli, tmp_path):
+    code, _, err = run_cli("serve", str(tmp_path / "missing"))
+    assert code != 0 and err.count("\n") == 1 and "missing" in err
+    code, _, err = run_cli("serve", "minilm", "--host", "0.0.0.0")
+    assert code != 0 and "--api-key" in err

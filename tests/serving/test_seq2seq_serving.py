@@ -1,0 +1,44 @@
+"""An encoder-decoder run served: completions go through the generator one sequence at a time and
+answer what ``lmforge generate`` answers."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
+
+from conftest import write_jsonl  # noqa: E402
+from test_seq2seq import _rows  # noqa: E402
+
+
+def test_t5_run_serves_completions_like_generate(tmp_path, run_cli):
+    from fastapi.testclient import TestClient
+
+    from lmforge.serving.app import ServerState, create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+
+    config = tmp_path / "s2s.yaml"
+    config.write_text("task: seq2seq\nmodel: {family: transformer, arch: t5, layers: 1, hidden: 16, heads: 2, "
+                      "vocab_size: 200}\n")
+    out = tmp_path / "t5"
+    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={write_jsonl(tmp_path / 't.jsonl', _rows(32, 0))}",
+                           "train.epochs=1", "train.batch_size=8", "train.max_length=32", f"output={out}")
+    assert code == 0, err
+    code, stdout, err = run_cli("generate", str(out), "red cat", "--max-new-tokens", "5", "--json")
+    assert code == 0, err
+    expected = json.loads(stdout)
+    settings = ServeSettings(sources=[str(out)])
+    state = ServerState(settings, open_models(settings))
+    state.load()
+    client = TestClient(create_app(state))
+    body = client.post("/v1/completions", json={"model": "t5", "prompt": "red cat", "max_tokens": 5,
+                                                "temperature": 0}).json()
+    assert body["choices"][0]["text"] == expected["text"]
+    assert body["usage"]["completion_tokens"] == expected["new_tokens"]
+    with client.stream("POST", "/v1/completions", json={"model": "t5", "prompt": "red cat", "max_tokens": 5,
+                                                        "temperature": 0, "stream": True}) as response:
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == expected["text"]
+    state.close()
