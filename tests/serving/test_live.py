@@ -143,3 +143,33 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(runs, tmp_path):
     finally:
         if server.poll() is None:
             server.kill()
+
+
+@pytest.mark.slow
+def test_workers_serve_and_stop_on_sigterm(runs):
+    import httpx
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "lmforge.cli.main", "serve", str(runs["sentiment"]),
+                               "--port", str(port), "--workers", "2"], env=dict(os.environ, LMFORGE_API_KEY=API_KEY),
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline, ready = time.time() + 90, 0
+        while time.time() < deadline and ready < 6:      # every worker has loaded (each answers on its own)
+            try:
+                ready = ready + 1 if httpx.get(f"{base}/health").status_code == 200 else 0
+            except httpx.TransportError:
+                ready = 0
+            time.sleep(0.2)
+        assert ready >= 6
+        for _ in range(4):
+            response = httpx.post(f"{base}/v1/classify", json={"input": "an absolute delight"},
+                                  headers={"Authorization": f"Bearer {API_KEY}"})
+            assert response.status_code == 200 and response.json()["data"][0]["label"] in ("pos", "neg")
+        assert httpx.post(f"{base}/v1/classify", json={"input": "x"}).status_code == 401
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()

@@ -45,6 +45,10 @@ def serve(settings: ServeSettings) -> int:
     uvicorn = require("uvicorn", "lmforge[serve]", "lmforge serve")
     if settings.workers > 1:
         settings.check()
+        if settings.threads is None:           # share the cores between the workers' compute threads
+            from lmforge.runtime import set_threads
+
+            settings.threads = max(1, set_threads(None) // settings.workers)
         open_models(settings)                       # fail here, once, on a wrong path
         os.environ[SETTINGS_ENV] = json.dumps(settings.to_dict())
         uvicorn.run("lmforge.serving.server:app_from_env", factory=True, host=settings.host, port=settings.port,
