@@ -102,3 +102,35 @@ def test_each_row_decodes_what_the_model_alone_would(generator):
         batched = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[0, -1]
         alone = model(input_ids=torch.tensor([short])).logits[0, -1]
     assert torch.allclose(batched, alone, atol=1e-5)
+
+
+def test_rows_that_arrive_mid_batch_join_it_and_decode_as_alone(generator):
+    engine = GenerationEngine(generator, max_batch=8)
+    assert engine.joinable
+    prompts = [generator.encode(p) for p in PROMPTS]
+    alone = [generator.generate_ids(ids, GenerationOptions(max_new_tokens=20)).text for ids in prompts]
+    started, done = threading.Event(), threading.Event()
+    results, finished, batches, order = {k: "" for k in range(3)}, set(), [], []
+    engine.on_batch = batches.append
+
+    def emitter(k):
+        def emit(row, kind, value):
+            order.append((k, kind))
+            if kind == "text":
+                results[k] += value
+                started.set()
+            elif kind == "done":
+                finished.add(k)
+                if len(finished) == len(prompts):
+                    done.set()
+        return emit
+    engine.submit(Job([Row(prompts[0], 20, 0.0, 1.0, [], None, 0)], emitter(0)))
+    assert started.wait(30)                  # the first row is decoding; the others arrive now
+    for k in (1, 2):
+        engine.submit(Job([Row(prompts[k], 20, 0.0, 1.0, [], None, 0)], emitter(k)))
+    assert done.wait(60)
+    assert [results[k] for k in range(3)] == alone
+    assert batches[0] == 1 and sum(batches) == 3            # prefilled apart ...
+    first_joiner = min(i for i, (k, _) in enumerate(order) if k != 0)
+    assert first_joiner < order.index((0, "done"))           # ... and decoded together
+    engine.close()

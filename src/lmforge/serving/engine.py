@@ -1,12 +1,14 @@
 """Batched generation for the completion routes: the sequences of concurrent requests are decoded
 together, one forward pass per step for the whole batch, on one worker thread.
 
-A batch is formed from the rows (one per prompt and choice) waiting when the worker is free: the
-prompts are left-padded, run once (prefill), then decoded a token per step with the KV cache.
-Rows leave the batch as they finish (end of sequence, a stop string, their ``max_tokens``, or a
-client that went away), and the cache shrinks with them, so a long reply does not make the short
-ones' neighbours pay. Rows that arrive while a batch runs wait for the next one (static batching
-per wave; joining a running batch would need a paged cache).
+Rows (one per prompt and choice) waiting when the worker is free start together: their prompts are
+left-padded and run once (prefill), then decoded a token per step with the KV cache. Rows leave the
+batch as they finish (end of sequence, a stop string, their ``max_tokens``, or a client that went
+away), and the cache shrinks with them. Rows that arrive while a batch runs join it between two
+steps (continuous batching): they are prefilled on their own, and their keys/values are left-padded
+to the batch's length and appended to its cache, with the attention mask padded to match — so a
+short request never waits for a long one to finish. Models whose cache is not a plain per-layer
+key/value cache (sliding windows, recurrent state) and encoder-decoders run without joining.
 
 Each row reports through its job's ``emit(row, kind, value)``: ``("text", piece)`` as text becomes
 safe to show (a possible stop string is held back) and ``("done", (finish_reason, tokens))`` once.
@@ -14,6 +16,7 @@ safe to show (a possible stop string is held back) and ``("done", (finish_reason
 
 import random
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -28,6 +31,46 @@ from lmforge.serving.compute import COMPUTE
 @torch.inference_mode()
 def _select_rows(cache, index: torch.Tensor) -> None:
     cache.batch_select_indices(index)
+
+
+def _joinable(model) -> bool:
+    """Rows can join a running batch when the model's cache is a plain per-layer key/value cache
+    (no sliding window, no recurrent state): probed with a one-token forward pass."""
+    from transformers import DynamicCache
+
+    try:
+        with torch.inference_mode():
+            out = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=next(model.parameters()).device),
+                        use_cache=True)
+    except Exception:
+        return False
+    cache = out.past_key_values
+    return isinstance(cache, DynamicCache) and all(
+        type(layer).__name__ == "DynamicLayer" and isinstance(getattr(layer, "keys", None), torch.Tensor)
+        for layer in cache.layers)
+
+
+def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    missing = length - x.shape[dim]
+    if missing == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+
+@torch.inference_mode()
+def _merge_caches(cache, joining) -> None:
+    """Append ``joining``'s rows to ``cache``: keys/values (B, H, T, D) left-padded to one length."""
+    for layer, new in zip(cache.layers, joining.layers):
+        length = max(layer.keys.shape[2], new.keys.shape[2])
+        layer.keys = torch.cat([_left_pad(layer.keys, length, 2), _left_pad(new.keys, length, 2)])
+        layer.values = torch.cat([_left_pad(layer.values, length, 2), _left_pad(new.values, length, 2)])
+
+
+def _merge_masks(mask: torch.Tensor, joining: torch.Tensor) -> torch.Tensor:
+    length = max(mask.shape[1], joining.shape[1])
+    return torch.cat([_left_pad(mask, length, 1), _left_pad(joining, length, 1)])
 
 
 @dataclass
@@ -56,13 +99,14 @@ class Job:
 
 class GenerationEngine:
     def __init__(self, generator, max_batch: int = 8, max_queue: int = 64, on_batch=None, on_queue=None,
-                 name: str = "generation"):
+                 name: str = "generation", wait_s: float = 0.005):
         self.gen = generator
         self.model, self.tokenizer = generator.model, generator.tokenizer
         self.stop_ids = set(generator.stop_ids)
         self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else (min(self.stop_ids) if self.stop_ids else 0)
-        self.max_batch, self.max_queue = max_batch, max_queue
+        self.max_batch, self.max_queue, self.wait_s = max_batch, max_queue, wait_s
+        self.joinable = not generator.seq2seq and COMPUTE.call(_joinable, self.model)
         self.on_batch, self.on_queue = on_batch or (lambda n: None), on_queue or (lambda n: None)
         self._rows: deque[Row] = deque()
         self._jobs_waiting = 0
@@ -94,12 +138,18 @@ class GenerationEngine:
 
     # ---- the worker ----
 
-    def _take(self) -> list[Row]:
+    def _take(self, room: int, wait: bool) -> list[Row]:
+        """Up to ``room`` waiting rows; with ``wait``, block for the first and give others
+        ``wait_s`` to arrive (requests sent together start together)."""
         with self._cond:
-            while not self._rows and not self._closed:
-                self._cond.wait()
+            if wait:
+                while not self._rows and not self._closed:
+                    self._cond.wait()
+                deadline = time.monotonic() + self.wait_s
+                while len(self._rows) < room and not self._closed and time.monotonic() < deadline:
+                    self._cond.wait(max(0.0, deadline - time.monotonic()))
             batch = []
-            while self._rows and len(batch) < self.max_batch:
+            while self._rows and len(batch) < room:
                 row = self._rows.popleft()
                 if row.index == 0:
                     self._jobs_waiting -= 1
@@ -111,26 +161,27 @@ class GenerationEngine:
 
     def _loop(self) -> None:
         while True:
-            batch = self._take()
+            batch = self._take(self.max_batch, wait=True)
             if not batch:
                 if self._closed:
                     return
                 continue
-            self.on_batch(len(batch))
+            running = list(batch)
             try:
                 if self.gen.seq2seq:
+                    self.on_batch(len(batch))
                     for row in batch:
                         self._solo(row)
                 else:
-                    self._decode(batch)
+                    self._decode(batch, running)
             except Exception as exc:           # a failed batch ends its rows, not the worker
-                for row in batch:
+                for row in running:
                     if row.finish is None:
                         row.finish = "error"
                         row.job.emit(row.index, "error", str(exc))
 
-    @torch.inference_mode()
-    def _decode(self, rows: list[Row]) -> None:
+    def _prefill(self, rows: list[Row]):
+        """Left-padded prompts through the model: (cache, mask, last positions, first tokens)."""
         device = self.gen.device
         width = max(len(r.prompt) for r in rows)
         ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
@@ -141,19 +192,40 @@ class GenerationEngine:
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)                     # (B, T)
         cache, tokens = COMPUTE.call(self._step, rows, ids, mask, positions, None)
+        self.on_batch(len(rows))
+        return cache, mask, positions[:, -1:], tokens
+
+    def _decode(self, rows: list[Row], running: list[Row]) -> None:
+        """Decode ``rows`` a step at a time; rows leave as they finish and, when the model's cache
+        allows it, waiting rows join between steps (continuous batching). ``running`` is kept
+        equal to the rows in the batch, for the caller's error handling."""
+        cache, mask, last, tokens = self._prefill(rows)
         active = rows
         while True:
             keep = [i for i, (row, t) in enumerate(zip(active, tokens.tolist())) if not self._add(row, t)]
-            if not keep:
-                return
             if len(keep) < len(active):
-                index = torch.tensor(keep, device=device)
-                COMPUTE.call(_select_rows, cache, index)
-                mask, positions, tokens = mask[index], positions[index], tokens[index]
+                index = torch.tensor(keep, device=mask.device, dtype=torch.long)
+                if keep:
+                    COMPUTE.call(_select_rows, cache, index)
+                mask, last, tokens = mask[index], last[index], tokens[index]
                 active = [active[i] for i in keep]
+            joining = self._take(self.max_batch - len(active), wait=False) if self.joinable else []
+            if joining:
+                new_cache, new_mask, new_last, new_tokens = self._prefill(joining)
+                if active:
+                    COMPUTE.call(_merge_caches, cache, new_cache)
+                    mask = _merge_masks(mask, new_mask)
+                    last, tokens = torch.cat([last, new_last]), torch.cat([tokens, new_tokens])
+                else:
+                    cache, mask, last, tokens = new_cache, new_mask, new_last, new_tokens
+                active = active + joining
+                running[:] = active
+                continue                       # the joiners' first tokens are taken in at the top
+            if not active:
+                return
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            positions = positions[:, -1:] + 1                               # (B, 1)
-            cache, tokens = COMPUTE.call(self._step, active, tokens[:, None], mask, positions, cache)
+            last = last + 1                                                   # (B, 1)
+            cache, tokens = COMPUTE.call(self._step, active, tokens[:, None], mask, last, cache)
 
     @torch.inference_mode()
     def _step(self, rows, ids, mask, positions, cache):

@@ -210,6 +210,7 @@ class TextGenerator(ServedModel):
         self.generator = Generator(self.source, self.settings.checkpoint, threads=self.settings.threads)
         self.context = self.generator.context
         self.engine = GenerationEngine(self.generator, self.settings.max_generation_batch, self.settings.max_queue,
+                                       wait_s=self.settings.batch_wait_ms / 1000,
                                        on_batch=lambda n: metrics.batch(self.name, n),
                                        on_queue=lambda n: metrics.queue(self.name, n), name=self.name)
 

@@ -1,0 +1,115 @@
+"""Serving load for generation: ``/v1/chat/completions`` on the bundled SmolLM2-135M-Instruct, the
+same prompts sent one at a time and then all at once, against one ``lmforge serve`` process.
+
+Concurrent chat requests are decoded together a step at a time (one forward pass for the whole
+batch), so the server's generated tokens per second should grow with the clients while each reply
+stays what it is alone (greedy: the same text; reported). Baseline: the same server, one request at
+a time.
+
+    python bench/serve_chat_load.py --quick     # 4 prompts x 32 tokens
+    python bench/serve_chat_load.py             # 8 prompts x 64 tokens
+
+The last line printed is ``ratio: X.XX`` = generated tokens/s with all clients at once / one at a time.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from generate_throughput import PROMPTS  # noqa: E402
+from serve_load import KEY, Connection, free_port  # noqa: E402
+
+
+def start(port: int, args) -> subprocess.Popen:
+    import httpx
+
+    command = [sys.executable, "-m", "lmforge.cli.main", "serve", args.model, "--port", str(port),
+               "--max-generation-batch", str(args.prompts)]
+    server = subprocess.Popen(command, env=dict(os.environ, LMFORGE_API_KEY=KEY), stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    sys.exit("error: the server did not become ready")
+
+
+async def ask(port: int, prompt: str, max_tokens: int, model: str) -> dict:
+    connection = await Connection(port).open()
+    started = time.perf_counter()
+    status, body = await connection.post("/v1/chat/completions", {
+        "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+        "temperature": 0})
+    seconds = time.perf_counter() - started
+    connection.close()
+    if status != 200:
+        return {"error": status}
+    reply = json.loads(body)
+    return {"text": reply["choices"][0]["message"]["content"], "tokens": reply["usage"]["completion_tokens"],
+            "seconds": seconds}
+
+
+async def one_at_a_time(port, prompts, max_tokens, model):
+    return [await ask(port, p, max_tokens, model) for p in prompts]
+
+
+async def all_at_once(port, prompts, max_tokens, model):
+    return await asyncio.gather(*(ask(port, p, max_tokens, model) for p in prompts))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="4 prompts x 32 tokens")
+    parser.add_argument("--prompts", type=int)
+    parser.add_argument("--max-tokens", type=int)
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    args.prompts = args.prompts or (4 if args.quick else 8)
+    max_tokens = args.max_tokens or (32 if args.quick else 64)
+    prompts = (PROMPTS * 4)[:args.prompts]
+    port = free_port()
+    server = start(port, args)
+    name = Path(args.model).name
+    try:
+        asyncio.run(ask(port, "Hello", 4, name))                          # warm up
+        results = {}
+        for side, run in (("one at a time", one_at_a_time), ("all at once", all_at_once)):
+            started = time.perf_counter()
+            replies = asyncio.run(run(port, prompts, max_tokens, name))
+            seconds = time.perf_counter() - started
+            tokens = sum(r.get("tokens", 0) for r in replies)
+            results[side] = {"seconds": round(seconds, 2), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 2),
+                             "errors": sum("error" in r for r in replies),
+                             "p50_s": round(sorted(r.get("seconds", 0) for r in replies)[len(replies) // 2], 2),
+                             "texts": [r.get("text") for r in replies]}
+    finally:
+        server.terminate()
+        server.wait(60)
+    same = sum(a == b for a, b in zip(results["one at a time"]["texts"], results["all at once"]["texts"]))
+    ratio = results["all at once"]["tokens_per_s"] / results["one at a time"]["tokens_per_s"]
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "same_texts": same, "ratio": ratio}, indent=1))
+    print(f"{args.prompts} chat requests x up to {max_tokens} tokens, greedy, model {args.model}")
+    print("| side | generated tokens | seconds | tokens/s | p50 request s | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for side, r in results.items():
+        print(f"| {side} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} | {r['p50_s']} | {r['errors']} |")
+    print(f"identical greedy replies: {same}/{args.prompts}")
+    print(f"ratio: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
