@@ -15,8 +15,6 @@ The last line printed is ``ratio: X.XX`` = generated tokens/s with all clients a
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,25 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generate_throughput import PROMPTS  # noqa: E402
-from serve_load import KEY, Connection, free_port  # noqa: E402
-
-
-def start(port: int, args) -> subprocess.Popen:
-    import httpx
-
-    command = [sys.executable, "-m", "lmforge.cli.main", "serve", args.model, "--port", str(port),
-               "--max-generation-batch", str(args.prompts)]
-    server = subprocess.Popen(command, env=dict(os.environ, LMFORGE_API_KEY=KEY), stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    server.kill()
-    sys.exit("error: the server did not become ready")
+from serve_load import Connection, free_port, start_server  # noqa: E402
 
 
 async def ask(port: int, prompt: str, max_tokens: int, model: str) -> dict:
@@ -80,7 +60,7 @@ def main(argv=None) -> int:
     max_tokens = args.max_tokens or (32 if args.quick else 64)
     prompts = (PROMPTS * 4)[:args.prompts]
     port = free_port()
-    server = start(port, args)
+    server = start_server([args.model, "--max-generation-batch", str(args.prompts)], port)
     name = Path(args.model).name
     try:
         asyncio.run(ask(port, "Hello", 4, name))                          # warm up

@@ -130,16 +130,13 @@ def batch_overhead(run: Path, texts: list[str], size: int, dtype: str, repeats: 
     return best(texts[:size]) / best(texts[:1])
 
 
-def serve(run: Path, port: int, args) -> subprocess.Popen:
+def start_server(options: list[str], port: int, wait_s: float = 300) -> subprocess.Popen:
+    """``lmforge serve OPTIONS --port PORT`` with the bench's key, once ``/health`` says ready."""
     import httpx
 
-    command = [sys.executable, "-m", "lmforge.cli.main", "serve", str(run), "--port", str(port),
-               "--max-queue", "512", "--batch-wait-ms", str(args.batch_wait_ms)]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    command += ["--dtype", args.dtype] + (["--max-batch", str(args.max_batch)] if args.max_batch else [])
+    command = [sys.executable, "-m", "lmforge.cli.main", "serve", *options, "--port", str(port)]
     server = subprocess.Popen(command, env=dict(os.environ, LMFORGE_API_KEY=KEY), stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + wait_s
     while time.time() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
@@ -148,7 +145,14 @@ def serve(run: Path, port: int, args) -> subprocess.Popen:
             pass
         time.sleep(0.3)
     server.kill()
-    sys.exit("error: the server did not become ready in 120 s")
+    sys.exit(f"error: the server did not become ready in {wait_s:.0f} s")
+
+
+def serve(run: Path, port: int, args) -> subprocess.Popen:
+    options = [str(run), "--max-queue", "512", "--batch-wait-ms", str(args.batch_wait_ms), "--dtype", args.dtype]
+    options += (["--threads", str(args.threads)] if args.threads else []) + \
+        (["--max-batch", str(args.max_batch)] if args.max_batch else [])
+    return start_server(options, port)
 
 
 def measure(args, run: Path) -> dict:
