@@ -73,6 +73,7 @@ def test_embeddings_are_mean_pooled_normalized_and_base64_decodes_to_the_same(cl
     ("/v1/chat/completions", {"model": "chat", "messages": []}, 400, "messages"),
     ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
     ("/v1/embeddings", {"model": "chat", "input": "x"}, 400, "does not serve"),
+    ("/v1/embeddings", {"model": "sentiment", "input": "word " * 600}, 413, "truncate"),
 ])
 def test_bad_requests_get_4xx_with_a_message(client, route, body, status, words):
     assert words in error_of(client.post(route, json=body), status)["message"]

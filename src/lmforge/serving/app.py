@@ -172,7 +172,7 @@ def create_app(state: ServerState):
         model = state.pick(body.model, "/v1/ner", request.scope)
         texts = _texts(body.input, state.settings)
         counts = model.counts(texts)
-        _check_lengths(counts, model.ner_limit, False)
+        _check_lengths(counts, model.ner_limit, None)
         rows = await _run(model.batcher, texts)
         state.metrics.tokens_in.labels(model.name).inc(sum(counts))
         data = [p.EntityList(index=i, entities=[p.Entity(start=e["start"], end=e["end"], text=e["text"],
@@ -186,7 +186,7 @@ def create_app(state: ServerState):
         model = state.pick(body.model, "/v1/embeddings", request.scope)
         texts = _texts(body.input, state.settings)
         counts = model.embedder.counts(texts)
-        _check_lengths(counts, model.limit, False)
+        _check_lengths(counts, model.limit, body.truncate)
         vectors = await _run(model.embedder.batcher, texts)
         state.metrics.tokens_in.labels(model.name).inc(sum(counts))
         data = [p.Embedding(index=i, embedding=v)

@@ -95,6 +95,7 @@ class EmbeddingsRequest(_Request):
     input: Texts
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
+    truncate: bool = Field(False, description="cut inputs over the length limit instead of answering 413")
 
 
 class Embedding(BaseModel):

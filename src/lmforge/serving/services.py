@@ -86,11 +86,13 @@ def _token_counts(tokenizer, texts: list[str]) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
 
-def _check_lengths(counts: list[int], limit: int, truncate: bool) -> None:
+def _check_lengths(counts: list[int], limit: int, truncate: bool | None) -> None:
+    """413 for an input over ``limit`` tokens unless ``truncate`` (None: the route cannot cut)."""
     for i, count in enumerate(counts):
         if count > limit and not truncate:
-            raise ApiError(413, f"input {i} is {count} tokens; the limit is {limit} "
-                                "(send \"truncate\": true to cut it)", param="input", code="input_too_long")
+            hint = "" if truncate is None else " (send \"truncate\": true to cut it)"
+            raise ApiError(413, f"input {i} is {count} tokens; the limit is {limit}{hint}", param="input",
+                           code="input_too_long")
 
 
 class Embedder:
