@@ -32,7 +32,9 @@ def test_generated_requests_never_get_5xx_or_break_the_schema(state):
 
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            @settings(max_examples=per_op, deadline=None, database=None,
+            # Derandomized: CI sees the same 1,000+ cases every run (random runs are a bench-side
+            # exercise: drop derandomize to explore; they found the lax true-as-1 parsing).
+            @settings(max_examples=per_op, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode))
             def check(case):

@@ -13,7 +13,7 @@ Texts = str | Annotated[list[str], Field(min_length=1)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)   # true is not 1, "1" is not 1
 
 
 class ErrorDetail(BaseModel):
