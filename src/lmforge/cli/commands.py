@@ -312,3 +312,23 @@ def cmd_serve(args) -> int:
         max_generation_batch=args.max_generation_batch, max_queue=args.max_queue,
         drain_timeout=args.drain_timeout, threads=args.threads, checkpoint=args.checkpoint, dtype=args.dtype)
     return serve(settings)
+
+
+def cmd_prompt(args) -> int:
+    from lmforge.config import load_config
+    from lmforge.prompting.recipe import run_prompt
+
+    extra = list(args.overrides)
+    for flag, key in (("shots", "prompt.shots"), ("model", "prompt.model"), ("selection", "prompt.selection"),
+                      ("method", "prompt.method"), ("limit", "prompt.limit")):
+        if getattr(args, flag) is not None:
+            extra.append(f"{key}={getattr(args, flag)}")
+    if args.overwrite:
+        extra.append("overwrite=true")
+    config = load_config(args.config, extra)
+    outcome = run_prompt(config, quiet=args.quiet)
+    print(f"run folder: {outcome.run_dir}")
+    for split, metrics in outcome.results.items():
+        print(f"{split}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}")
+    print(f"report: {outcome.run_dir}/report.html")
+    return 0

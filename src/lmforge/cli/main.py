@@ -117,6 +117,18 @@ def _serve_args(p):
                    help="seconds to finish in-flight requests on SIGTERM")
 
 
+def _prompt_args(p):
+    p.add_argument("config", help="a classification config (data as for train; prompt.* options)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--shots", type=int, help="in-context examples per text (prompt.shots)")
+    p.add_argument("--model", help="causal LM or encoder (prompt.model; default smollm2)")
+    p.add_argument("--selection", choices=["random", "balanced", "nearest"], help="prompt.selection")
+    p.add_argument("--method", choices=["likelihood", "similarity"], help="prompt.method")
+    p.add_argument("--limit", type=int, help="classify only the first N evaluation rows (prompt.limit)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run in the output folder")
+    p.add_argument("--quiet", action="store_true")
+
+
 # command -> (help, argument builder, function)
 COMMANDS = {
     "train": ("fine-tune or pre-train a model from a YAML config", _train_args, commands.cmd_train),
@@ -129,6 +141,8 @@ COMMANDS = {
     "generate": ("generate text from a prompt with a causal LM", _generate_args, commands.cmd_generate),
     "export": ("export a run's model: --merge folds its adapter into plain weights", _export_args,
                commands.cmd_export),
+    "prompt": ("classify without training: a causal LM's label likelihoods (zero/few-shot) or similarity",
+               _prompt_args, commands.cmd_prompt),
     "serve": ("serve runs over HTTP: task routes and an OpenAI-compatible API", _serve_args,
               commands.cmd_serve),
     "chat": ("talk with a causal LM, turn by turn (streams; /reset, /exit)", _generation_args,

@@ -187,6 +187,28 @@ class TrainConfig(Section):
         return value
 
 
+class PromptConfig(Section):
+    """``lmforge prompt``: classify without training, by a causal LM's label likelihoods (zero- or
+    few-shot) or by an encoder's similarity to label descriptions."""
+
+    model: str = Field("smollm2", description="causal LM (likelihood) or encoder (similarity): alias or folder")
+    method: Literal["likelihood", "similarity"] = Field("likelihood", description="likelihood | similarity")
+    shots: int = Field(0, ge=0, description="in-context examples per text (likelihood)")
+    selection: Literal["random", "balanced", "nearest"] = Field(
+        "balanced", description="how examples are chosen: random | balanced (per class) | nearest (MiniLM)")
+    seed: int = Field(0, description="seed of the example choice and order")
+    verbalizers: dict[str, str] | list[str] | None = Field(
+        None, description="answer text per label (by name or id); default: the label names")
+    instruction: str | None = Field(None, description="instruction; {answers} lists the verbalizers")
+    text_format: str | None = Field(None, description="how a text is shown; {text} is replaced")
+    language: Literal["auto", "en", "zh"] = Field("auto", description="default templates' language")
+    calibrate: bool = Field(True, description="also report contextual calibration (content-free prior)")
+    normalize: Literal["mean", "sum"] = Field("mean", description="verbalizer log-likelihood per token or summed")
+    limit: int | None = Field(None, ge=1, description="classify only the first N evaluation rows")
+    batch_size: int = Field(8, ge=1, description="prompts scored together")
+    max_chars: int = Field(1500, ge=16, description="texts and examples are cut to this many characters")
+
+
 class JobConfig(Section):
     """A whole job: task, data, model, tuning, training and output folder."""
 
@@ -196,6 +218,7 @@ class JobConfig(Section):
     head: HeadConfig = Field(default_factory=HeadConfig, description="options of the task head")
     tuning: TuningConfig = Field(default_factory=TuningConfig, description="how parameters are tuned")
     train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="lmforge prompt: no-training classification")
     output: str = Field("runs/run", description="the run folder")
     resume: bool = Field(False, description="continue from the newest complete checkpoint in output")
     overwrite: bool = Field(False, description="replace a different run already in output")

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import LmforgeError, ModelError
+from lmforge.models.embedding import mean_pool
 from lmforge.serving import precision
 from lmforge.serving.batching import Batcher
 from lmforge.serving.settings import ServeSettings
@@ -109,10 +110,7 @@ class Embedder:
                                return_tensors="pt").to(self.device)
         out = self.model(**batch, output_hidden_states=True)
         hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
-        hidden = hidden.float()                                                       # (B, T, C); pool in fp32
-        mask = batch["attention_mask"].unsqueeze(-1).float()                          # (B, T, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)                   # (B, C)
-        return list(torch.nn.functional.normalize(pooled, dim=-1).cpu())
+        return list(mean_pool(hidden, batch["attention_mask"]).cpu())
 
     def counts(self, texts):
         return _token_counts(self.tokenizer, texts)

@@ -12,7 +12,8 @@ from lmforge.errors import RunFolderError
 META = "lmforge.json"
 # Keys a resumed run may change: they steer when to stop, evaluate or save, not what is learnt.
 RESUMABLE_CHANGES = {"resume", "overwrite", "train.epochs", "train.max_steps", "train.early_stopping",
-                     "train.eval_every", "train.save_every", "train.keep_checkpoints", "train.log_every"}
+                     "train.eval_every", "train.save_every", "train.keep_checkpoints", "train.log_every",
+                     "prompt"}      # lmforge prompt's settings do not change what training learns
 
 
 def write_atomic(path: Path, text: str) -> None:

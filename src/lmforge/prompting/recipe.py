@@ -1,0 +1,209 @@
+"""``lmforge prompt``: classify a config's evaluation data with no training, into a run folder.
+
+setup (data as ``train`` would read it, the template, the examples) -> score (label likelihoods
+with a causal LM, or similarity with an encoder) -> metrics with and without contextual calibration
+-> ``eval_results.json``, ``predictions.jsonl``, ``lmforge.json``, ``report.html``.
+"""
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import torch
+
+from lmforge.config.schema import JobConfig
+from lmforge.errors import ConfigError, DataError
+from lmforge.evaluation.classification import classification_metrics
+from lmforge.prompting.scoring import calibrate, label_probabilities, score_labels
+from lmforge.prompting.selection import fixed_examples, nearest_examples
+from lmforge.prompting.templates import PromptTemplate, detect_language
+from lmforge.tasks.classification import prediction_rows
+
+log = logging.getLogger("lmforge")
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+
+@dataclass
+class PromptOutcome:
+    run_dir: str
+    results: dict
+
+
+def verbalizers_of(config: JobConfig, names: list[str]) -> list[str]:
+    given = config.prompt.verbalizers
+    if given is None:
+        return list(names)
+    if isinstance(given, list):
+        if len(given) != len(names):
+            raise ConfigError(f"prompt.verbalizers: {len(given)} given for {len(names)} labels ({', '.join(names)})")
+        return [str(v) for v in given]
+    out = []
+    for i, name in enumerate(names):
+        value = given.get(name, given.get(str(i)))
+        if value is None:
+            raise ConfigError(f"prompt.verbalizers: no answer for label '{name}' (give it by name or id {i})")
+        out.append(str(value))
+    unknown = set(given) - set(names) - {str(i) for i in range(len(names))}
+    if unknown:
+        raise ConfigError(f"prompt.verbalizers: unknown label(s) {', '.join(sorted(unknown))} (labels: {', '.join(names)})")
+    return out
+
+
+class LikelihoodClassifier:
+    """A causal LM scoring each label's verbalizer after the prompt."""
+
+    def __init__(self, source: str):
+        from lmforge.generation import Generator
+
+        self.gen = Generator(source)
+        self.chat = self.gen.has_template
+        tok = self.gen.tokenizer
+        self.pad = tok.pad_token_id if tok.pad_token_id is not None else (self.gen.stop_ids or [0])[0]
+
+    def prompt_ids(self, template: PromptTemplate, text: str, examples) -> list[int]:
+        if self.chat:
+            return self.gen.encode(template.messages(text, examples))
+        return self.gen.tokenizer(template.document(text, examples))["input_ids"]
+
+    def answer_ids(self, template: PromptTemplate) -> list[list[int]]:
+        ids = [self.gen.tokenizer(a, add_special_tokens=False)["input_ids"] for a in template.answers(self.chat)]
+        if any(not i for i in ids):
+            raise ConfigError("prompt.verbalizers: an answer has no tokens")
+        return ids
+
+    def probabilities(self, prompts: list[list[int]], answers, normalize: str, batch_size: int) -> torch.Tensor:
+        scores, lengths = score_labels(self.gen.model, prompts, answers, self.pad, batch_size)
+        return label_probabilities(scores, lengths, normalize)
+
+
+def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
+    from lmforge.config.loader import config_to_dict
+    from lmforge.data.examples import limited_sample
+    from lmforge.data.readers import Problems
+    from lmforge.runtime import quiet_libraries, set_seed
+    from lmforge.tasks.registry import get_task
+    from lmforge.tracking.report import write_report
+    from lmforge.tracking.run_folder import RunFolder, write_atomic
+
+    quiet_libraries()
+    if config.task != "classification":
+        raise ConfigError(f"task: lmforge prompt classifies; '{config.task}' is not supported by it yet")
+    spec = config.prompt
+    run = RunFolder(config.output)
+    resolved = config_to_dict(config)
+    run.check_writable(resolved, False, config.overwrite)
+    task = get_task("classification")
+    data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
+    if config.data.train_limit is not None:         # the labelled pool examples are drawn from
+        data.train = limited_sample(data.train, config.data.train_limit, spec.seed)
+        data.notes.append(f"data.train_limit: {len(data.train)} labelled examples to draw from")
+    for note in data.notes:
+        log.info(note)
+    names = data.labels.names
+    splits = {name: rows for name, rows in (("validation", data.validation), ("test", data.test)) if rows}
+    if not splits:
+        raise DataError("lmforge prompt needs evaluation data: data.validation, data.split or data.test")
+    if spec.limit:
+        splits = {name: rows[:spec.limit] for name, rows in splits.items()}
+    set_seed(spec.seed)
+    verbalizers = verbalizers_of(config, names)
+    language = spec.language if spec.language != "auto" else detect_language([ex.text for ex in data.train])
+    template = PromptTemplate(verbalizers, language, spec.instruction, spec.text_format, spec.max_chars)
+    started = time.perf_counter()
+    if spec.method == "similarity":
+        results, details = _similarity(spec, data, splits, verbalizers)
+    else:
+        results, details = _likelihood(spec, data, splits, template)
+    seconds = time.perf_counter() - started
+    if config.overwrite and run.path.exists():
+        run.clear()
+    run.write_config(resolved)
+    eval_results, predictions = {}, []
+    for split, (metrics, calibrated, rows) in results.items():
+        eval_results[split] = metrics
+        if calibrated is not None:
+            eval_results[f"{split}_calibrated"] = calibrated
+        predictions += rows
+    write_atomic(run.path / "eval_results.json", json.dumps(eval_results, indent=1))
+    write_atomic(run.path / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions))
+    evaluated = sum(len(r) for r in splits.values())
+    run.write_meta({"task": "classification", "method": f"prompt/{spec.method}", "labels": data.labels.to_json(),
+                    "model": {"family": "prompt", "source": spec.model}, "prompt": details,
+                    "verbalizers": verbalizers, "language": language, "finished": True,
+                    "examples_per_s": round(evaluated / seconds, 3), "seconds": round(seconds, 1),
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    write_report(run.path)
+    if not quiet:
+        for split, metrics in eval_results.items():
+            log.info("%s: accuracy %.4f, macro F1 %.4f (%d examples)", split, metrics["accuracy"],
+                     metrics["macro_f1"], metrics.get("count", evaluated))
+    return PromptOutcome(str(run.path), eval_results)
+
+
+def _metrics(gold: list[int], probs: torch.Tensor, names: list[str]) -> dict:
+    metrics = classification_metrics(gold, probs.argmax(-1).tolist(), names)
+    metrics["count"] = len(gold)
+    return metrics
+
+
+def _rows(split, examples, probs, calibrated, names) -> list[dict]:
+    rows = prediction_rows(probs, names, 3)
+    for i, (row, ex) in enumerate(zip(rows, examples)):
+        row.update({"split": split, "text": ex.text, "gold": names[ex.label_id], "where": ex.where})
+        if calibrated is not None:
+            row["label_calibrated"] = names[int(calibrated[i].argmax())]
+    return rows
+
+
+def _likelihood(spec, data, splits, template):
+    scorer = LikelihoodClassifier(spec.model)
+    answers = scorer.answer_ids(template)
+    train_labels = [ex.label_id for ex in data.train]
+    fixed = fixed_examples(train_labels, spec.shots, spec.selection, spec.seed) if spec.selection != "nearest" else []
+    encoder = None
+    if spec.shots and spec.selection == "nearest":
+        from lmforge.models.embedding import SentenceEncoder
+
+        encoder = SentenceEncoder("minilm")
+        train_vectors = encoder.encode([ex.text for ex in data.train])
+    shown = lambda idx: [(data.train[i].text, data.train[i].label_id) for i in idx]  # noqa: E731
+    results, details = {}, {"shots": spec.shots, "selection": spec.selection, "seed": spec.seed,
+                            "chat_template": scorer.chat, "normalize": spec.normalize,
+                            "examples": [data.train[i].where for i in fixed]}
+    for split, examples in splits.items():
+        if encoder is not None:
+            per_text = nearest_examples(encoder.encode([ex.text for ex in examples]), train_vectors, spec.shots)
+        else:
+            per_text = [fixed] * len(examples)
+        prompts = [scorer.prompt_ids(template, ex.text, shown(idx)) for ex, idx in zip(examples, per_text)]
+        probs = scorer.probabilities(prompts, answers, spec.normalize, spec.batch_size)
+        calibrated = None
+        if spec.calibrate:
+            priors = {}
+            for idx in {tuple(i) for i in per_text}:
+                free = [scorer.prompt_ids(template, text, shown(list(idx))) for text in CONTENT_FREE]
+                priors[idx] = scorer.probabilities(free, answers, spec.normalize, spec.batch_size).mean(0)
+            prior = torch.stack([priors[tuple(idx)] for idx in per_text])
+            calibrated = calibrate(probs, prior)
+        gold = [ex.label_id for ex in examples]
+        names = data.labels.names
+        results[split] = (_metrics(gold, probs, names), _metrics(gold, calibrated, names) if calibrated is not None
+                          else None, _rows(split, examples, probs, calibrated, names))
+    return results, details
+
+
+def _similarity(spec, data, splits, verbalizers):
+    from lmforge.models.embedding import SentenceEncoder
+
+    encoder = SentenceEncoder(spec.model if spec.model != "smollm2" else "minilm")
+    labels = encoder.encode(verbalizers)                                          # (L, C)
+    results = {}
+    for split, examples in splits.items():
+        similarity = encoder.encode([ex.text for ex in examples]) @ labels.T     # (N, L) cosines
+        probs = (similarity / 0.05).softmax(-1)                                    # a temperature, for scores
+        gold = [ex.label_id for ex in examples]
+        results[split] = (_metrics(gold, probs, data.labels.names), None,
+                          _rows(split, examples, probs, None, data.labels.names))
+    return results, {"descriptions": verbalizers, "encoder": spec.model if spec.model != "smollm2" else "minilm"}

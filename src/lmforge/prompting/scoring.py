@@ -1,0 +1,94 @@
+"""Score label verbalizers after a prompt by their log-likelihood under a causal LM.
+
+For each prompt the model runs the prompt once (batched, left-padded, with the KV cache); the
+first token of every verbalizer is scored from the prompt's last logits, and the rest of each
+verbalizer is scored by feeding the verbalizers (all labels at once, right-padded) on a copy of
+the prompt's cache expanded to one row per label. A naive scorer that runs the whole prompt once per
+(prompt, label) is kept as the reference and the benchmark's baseline; the two agree to float
+precision (tested).
+
+Returns summed log-probabilities (N, L) and the verbalizer lengths in tokens (L,), from which the
+caller length-normalizes (``mean``) or not (``sum``).
+"""
+
+import torch
+
+
+def _left_pad(prompts: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.inference_mode()
+def score_labels(model, prompts: list[list[int]], verbalizers: list[list[int]], pad: int = 0,
+                 batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log p(verbalizer | prompt) for every prompt and label: (N, L) and lengths (L,)."""
+    device = next(model.parameters()).device
+    n_labels = len(verbalizers)
+    lengths = torch.tensor([len(v) for v in verbalizers])
+    if min(lengths) < 1:
+        raise ValueError("a verbalizer has no tokens")
+    rest = int(max(lengths)) - 1                  # continuation tokens to feed: all but the last
+    feed_rows = torch.full((n_labels, max(rest, 1)), pad, dtype=torch.long)
+    target_rows = torch.full((n_labels, max(rest, 1)), pad, dtype=torch.long)
+    for j, v in enumerate(verbalizers):
+        feed_rows[j, :len(v) - 1] = torch.tensor(v[:-1], dtype=torch.long)
+        target_rows[j, :len(v) - 1] = torch.tensor(v[1:], dtype=torch.long)
+    firsts = torch.tensor([v[0] for v in verbalizers], device=device)
+    scores = torch.zeros((len(prompts), n_labels))
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        ids, mask = _left_pad([prompts[i] for i in chunk], pad, device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=rest > 0)
+        first = out.logits[:, -1, :].float().log_softmax(-1)[:, firsts]              # (B, L)
+        total = first.clone()
+        if rest > 0:
+            b = len(chunk)
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(n_labels)                                   # (B*L, ...)
+            feed = feed_rows.to(device).repeat(b, 1)                                  # (B*L, rest)
+            targets = target_rows.to(device).repeat(b, 1)
+            real = (torch.arange(rest)[None, :] < (lengths - 1)[:, None]).to(device)  # (L, rest)
+            fmask = torch.cat([mask.repeat_interleave(n_labels, 0), real.repeat(b, 1).long()], dim=1)
+            fpos = positions[:, -1:].repeat_interleave(n_labels, 0) + 1 + torch.arange(rest, device=device)
+            logits = model(input_ids=feed, attention_mask=fmask, position_ids=fpos, past_key_values=cache,
+                           use_cache=False).logits.float().log_softmax(-1)            # (B*L, rest, V)
+            picked = logits.gather(-1, targets[..., None])[..., 0]                    # (B*L, rest)
+            total += (picked * real.repeat(b, 1)).sum(-1).view(b, n_labels)
+        for row, i in enumerate(chunk):
+            scores[i] = total[row].cpu()
+    return scores, lengths
+
+
+@torch.inference_mode()
+def score_labels_naive(model, prompts: list[list[int]], verbalizers: list[list[int]]) -> torch.Tensor:
+    """The reference: one forward pass of prompt + verbalizer per (prompt, label)."""
+    device = next(model.parameters()).device
+    scores = torch.zeros((len(prompts), len(verbalizers)))
+    for i, prompt in enumerate(prompts):
+        for j, verbalizer in enumerate(verbalizers):
+            ids = torch.tensor([prompt + verbalizer], device=device)
+            logp = model(input_ids=ids).logits[0].float().log_softmax(-1)
+            at = len(prompt) - 1
+            scores[i, j] = sum(logp[at + k, t] for k, t in enumerate(verbalizer)).item()
+    return scores
+
+
+def label_probabilities(scores: torch.Tensor, lengths: torch.Tensor, normalize: str = "mean") -> torch.Tensor:
+    """Softmax over labels of the (length-normalized) log-likelihoods."""
+    values = scores / lengths[None, :] if normalize == "mean" else scores
+    return values.softmax(-1)
+
+
+def calibrate(probs: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Contextual calibration (Zhao et al., 2021): divide out the label prior the prompt shows on a
+    content-free input, then renormalize."""
+    adjusted = probs / prior.clamp(min=1e-12)
+    return adjusted / adjusted.sum(-1, keepdim=True)

@@ -1,0 +1,36 @@
+"""Verbalizer scoring: the shared-prefix scorer equals the one-pass-per-label reference on a tiny
+Llama, picks the label whose log-likelihood is highest, and calibration divides out the prior."""
+
+import torch
+import transformers
+
+from lmforge.prompting.scoring import calibrate, label_probabilities, score_labels, score_labels_naive
+
+
+def tiny_llama(seed=0):
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def test_shared_prefix_scores_equal_one_pass_per_label():
+    model = tiny_llama()
+    prompts = [[1, 5, 7, 9, 11], [2, 3], [4, 8, 15, 16, 23, 42, 7]]
+    verbalizers = [[10], [20, 21, 22], [30, 31]]          # one, three and two tokens
+    fast, lengths = score_labels(model, prompts, verbalizers, pad=0, batch_size=2)
+    slow = score_labels_naive(model, prompts, verbalizers)
+    assert torch.allclose(fast, slow, atol=1e-4), (fast, slow)
+    assert lengths.tolist() == [1, 3, 2]
+
+
+def test_the_label_with_the_highest_likelihood_wins_and_calibration_divides_the_prior():
+    scores = torch.tensor([[-1.0, -3.0], [-2.0, -2.2]])      # log-likelihoods, 1-token verbalizers
+    probs = label_probabilities(scores, torch.tensor([1, 1]))
+    assert probs.argmax(-1).tolist() == [0, 0]
+    prior = torch.tensor([0.7, 0.3])                          # the prompt alone leans to label 0
+    calibrated = calibrate(probs, prior)
+    assert calibrated.argmax(-1).tolist() == [0, 1]           # the close call flips once the lean is removed
+    assert torch.allclose(calibrated.sum(-1), torch.ones(2))
+    mean = label_probabilities(torch.tensor([[-2.0, -3.0]]), torch.tensor([1, 3]), "mean")
+    assert mean.argmax(-1).item() == 1                        # -1 per token beats -2
