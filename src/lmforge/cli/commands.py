@@ -87,7 +87,10 @@ def _fields(args, predictor):
 
 def cmd_eval(args) -> int:
     from lmforge.tasks.predictor import RunPredictor
+    from lmforge.tracking.run_folder import RunFolder
 
+    if RunFolder(args.run).read_meta().get("model", {}).get("family") == "prompt":
+        return _eval_prompt_run(args)
     predictor = RunPredictor(args.run, args.checkpoint)
     if hasattr(predictor.task, "generate_limit"):
         predictor.task.generate_limit, predictor.task.max_new_tokens = args.generate, args.max_new_tokens
@@ -107,8 +110,28 @@ def cmd_eval(args) -> int:
                   f"    generated: {row['generated'][:200]!r}")
         return 0
     print(f"{args.data}: {metrics['count']} examples, model {predictor.folder}")
+    _print_class_metrics(metrics)
+    return 0
+
+
+def _eval_prompt_run(args) -> int:
+    from lmforge.prompting.recipe import evaluate_run
+
+    metrics = evaluate_run(args.run, args.data, args.limit, args.text_field, args.label_field)
+    if args.json:
+        print(json.dumps(metrics, ensure_ascii=False))
+        return 0
+    print(f"{args.data}: {metrics['count']} examples, prompted (no training) from {args.run}")
+    _print_class_metrics(metrics)
+    if "calibrated" in metrics:
+        print("  calibrated: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["calibrated"].items()))
+    return 0
+
+
+def _print_class_metrics(metrics: dict) -> None:
     for key in ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall", "loss"):
-        print(f"  {key:<16} {metrics[key]:.4f}")
+        if key in metrics:
+            print(f"  {key:<16} {metrics[key]:.4f}")
     print(f"  {'label':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
     for name, row in metrics["per_class"].items():
         print(f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
@@ -116,7 +139,6 @@ def cmd_eval(args) -> int:
     print("  confusion matrix (rows: true, columns: predicted):")
     for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
         print(f"  {name[:20]:<20} " + " ".join(f"{v:>6}" for v in row))
-    return 0
 
 
 def _print_entity_metrics(args, predictor, metrics: dict) -> int:

@@ -39,15 +39,15 @@ def verbalizers_of(config: JobConfig, names: list[str]) -> list[str]:
         if len(given) != len(names):
             raise ConfigError(f"prompt.verbalizers: {len(given)} given for {len(names)} labels ({', '.join(names)})")
         return [str(v) for v in given]
+    unknown = set(given) - set(names) - {str(i) for i in range(len(names))}
+    if unknown:
+        raise ConfigError(f"prompt.verbalizers: unknown label(s) {', '.join(sorted(unknown))} (labels: {', '.join(names)})")
     out = []
     for i, name in enumerate(names):
         value = given.get(name, given.get(str(i)))
         if value is None:
             raise ConfigError(f"prompt.verbalizers: no answer for label '{name}' (give it by name or id {i})")
         out.append(str(value))
-    unknown = set(given) - set(names) - {str(i) for i in range(len(names))}
-    if unknown:
-        raise ConfigError(f"prompt.verbalizers: unknown label(s) {', '.join(sorted(unknown))} (labels: {', '.join(names)})")
     return out
 
 
@@ -78,22 +78,18 @@ class LikelihoodClassifier:
         return label_probabilities(scores, lengths, normalize)
 
 
-def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
-    from lmforge.config.loader import config_to_dict
+def classify(config: JobConfig):
+    """Read the config's data and classify its evaluation splits: (results per split, details of
+    the prompt, the data, language, verbalizers, seconds)."""
     from lmforge.data.examples import limited_sample
     from lmforge.data.readers import Problems
     from lmforge.runtime import quiet_libraries, set_seed
     from lmforge.tasks.registry import get_task
-    from lmforge.tracking.report import write_report
-    from lmforge.tracking.run_folder import RunFolder, write_atomic
 
     quiet_libraries()
     if config.task != "classification":
         raise ConfigError(f"task: lmforge prompt classifies; '{config.task}' is not supported by it yet")
     spec = config.prompt
-    run = RunFolder(config.output)
-    resolved = config_to_dict(config)
-    run.check_writable(resolved, False, config.overwrite)
     task = get_task("classification")
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
     if config.data.train_limit is not None:         # the labelled pool examples are drawn from
@@ -116,7 +112,18 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
         results, details = _similarity(spec, data, splits, verbalizers)
     else:
         results, details = _likelihood(spec, data, splits, template)
-    seconds = time.perf_counter() - started
+    return results, details, data, language, verbalizers, time.perf_counter() - started
+
+
+def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
+    from lmforge.config.loader import config_to_dict
+    from lmforge.tracking.report import write_report
+    from lmforge.tracking.run_folder import RunFolder, write_atomic
+
+    run = RunFolder(config.output)
+    resolved = config_to_dict(config)
+    run.check_writable(resolved, False, config.overwrite)
+    results, details, data, language, verbalizers, seconds = classify(config)
     if config.overwrite and run.path.exists():
         run.clear()
     run.write_config(resolved)
@@ -128,7 +135,8 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
         predictions += rows
     write_atomic(run.path / "eval_results.json", json.dumps(eval_results, indent=1))
     write_atomic(run.path / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions))
-    evaluated = sum(len(r) for r in splits.values())
+    evaluated = sum(len(rows) for _, _, rows in results.values())
+    spec = config.prompt
     run.write_meta({"task": "classification", "method": f"prompt/{spec.method}", "labels": data.labels.to_json(),
                     "model": {"family": "prompt", "source": spec.model}, "prompt": details,
                     "verbalizers": verbalizers, "language": language, "finished": True,
@@ -138,8 +146,28 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
     if not quiet:
         for split, metrics in eval_results.items():
             log.info("%s: accuracy %.4f, macro F1 %.4f (%d examples)", split, metrics["accuracy"],
-                     metrics["macro_f1"], metrics.get("count", evaluated))
+                     metrics["macro_f1"], metrics["count"])
     return PromptOutcome(str(run.path), eval_results)
+
+
+def evaluate_run(run_dir: str, path: str, limit: int | None = None, text_field: str | None = None,
+                 label_field: str | None = None) -> dict:
+    """``lmforge eval`` on a prompt run: the run's own prompt settings on another labelled file.
+    The metrics of the uncalibrated prediction, with the calibrated ones under ``calibrated``."""
+    from pathlib import Path
+
+    from lmforge.config import load_config
+
+    config_file = Path(run_dir) / "config.yaml"
+    fields = {k: v for k, v in (("text", text_field), ("label", label_field)) if v}
+    source = json.dumps({"path": str(path), "fields": fields} if fields else str(path))
+    overrides = [f"data.validation={source}", "data.split=null", "data.test=null", f"prompt.limit={limit or 'null'}"]
+    config = load_config(str(config_file), overrides)
+    results, *_ = classify(config)
+    metrics, calibrated, _ = results["validation"]
+    if calibrated is not None:
+        metrics["calibrated"] = {k: calibrated[k] for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1")}
+    return metrics
 
 
 def _metrics(gold: list[int], probs: torch.Tensor, names: list[str]) -> dict:
