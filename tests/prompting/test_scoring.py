@@ -34,3 +34,12 @@ def test_the_label_with_the_highest_likelihood_wins_and_calibration_divides_the_
     assert torch.allclose(calibrated.sum(-1), torch.ones(2))
     mean = label_probabilities(torch.tensor([[-2.0, -3.0]]), torch.tensor([1, 3]), "mean")
     assert mean.argmax(-1).item() == 1                        # -1 per token beats -2
+
+
+def test_a_prefix_shared_by_all_prompts_is_computed_once_and_changes_nothing():
+    model = tiny_llama(1)
+    shared = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]                 # instruction + examples, 10 tokens
+    prompts = [shared + [20, 21], shared + [22], shared + [23, 24, 25, 26]]
+    verbalizers = [[30], [31, 32]]
+    fast, _ = score_labels(model, prompts, verbalizers, pad=0, batch_size=2)
+    assert torch.allclose(fast, score_labels_naive(model, prompts, verbalizers), atol=1e-4)

@@ -1,6 +1,8 @@
 """Score label verbalizers after a prompt by their log-likelihood under a causal LM.
 
-For each prompt the model runs the prompt once (batched, left-padded, with the KV cache); the
+The prefix all prompts share (the instruction and the few-shot examples, when they are the same
+for every text) runs once and its KV cache is copied to every row. For each prompt the model runs
+the rest of the prompt once (batched, left-padded, with the KV cache); the
 first token of every verbalizer is scored from the prompt's last logits, and the rest of each
 verbalizer is scored by feeding the verbalizers (all labels at once, right-padded) on a copy of
 the prompt's cache expanded to one row per label. A naive scorer that runs the whole prompt once per
@@ -10,6 +12,8 @@ precision (tested).
 Returns summed log-probabilities (N, L) and the verbalizer lengths in tokens (L,), from which the
 caller length-normalizes (``mean``) or not (``sum``).
 """
+
+import copy
 
 import torch
 
@@ -41,12 +45,19 @@ def score_labels(model, prompts: list[list[int]], verbalizers: list[list[int]], 
         target_rows[j, :len(v) - 1] = torch.tensor(v[1:], dtype=torch.long)
     firsts = torch.tensor([v[0] for v in verbalizers], device=device)
     scores = torch.zeros((len(prompts), n_labels))
+    shared, prefix_cache = _shared_prefix(model, prompts, device)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        ids, mask = _left_pad([prompts[i] for i in chunk], pad, device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=rest > 0)
+        ids, mask = _left_pad([prompts[i][shared:] for i in chunk], pad, device)
+        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        if shared:          # the instruction and examples all prompts share: computed once, copied per row
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(chunk))
+            mask = torch.cat([mask.new_ones((len(chunk), shared)), mask], dim=1)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                    use_cache=rest > 0 or cache is not None)
         first = out.logits[:, -1, :].float().log_softmax(-1)[:, firsts]              # (B, L)
         total = first.clone()
         if rest > 0:
@@ -65,6 +76,23 @@ def score_labels(model, prompts: list[list[int]], verbalizers: list[list[int]], 
         for row, i in enumerate(chunk):
             scores[i] = total[row].cpu()
     return scores, lengths
+
+
+def _shared_prefix(model, prompts: list[list[int]], device, least: int = 8):
+    """The token prefix every prompt shares (few-shot examples chosen once for all texts) and its
+    KV cache, or (0, None) when it is shorter than ``least`` tokens. Each prompt keeps at least one
+    token of its own, whose logits score the first answer token."""
+    shared = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        k = 0
+        while k < shared and p[k] == first[k]:
+            k += 1
+        shared = k
+    if shared < least or len(prompts) < 2:
+        return 0, None
+    out = model(input_ids=torch.tensor([first[:shared]], device=device), use_cache=True)
+    return shared, out.past_key_values
 
 
 @torch.inference_mode()
