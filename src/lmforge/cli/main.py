@@ -124,7 +124,7 @@ def _prompt_args(p):
     p.add_argument("--model", help="causal LM or encoder (prompt.model; default smollm2)")
     p.add_argument("--selection", choices=["random", "balanced", "nearest"], help="prompt.selection")
     p.add_argument("--method", choices=["likelihood", "similarity"], help="prompt.method")
-    p.add_argument("--limit", type=int, help="classify only the first N evaluation rows (prompt.limit)")
+    p.add_argument("--limit", type=int, help="classify a seeded sample of N evaluation rows (prompt.limit)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in the output folder")
     p.add_argument("--quiet", action="store_true")
 

@@ -204,7 +204,7 @@ class PromptConfig(Section):
     language: Literal["auto", "en", "zh"] = Field("auto", description="default templates' language")
     calibrate: bool = Field(True, description="also report contextual calibration (content-free prior)")
     normalize: Literal["mean", "sum"] = Field("mean", description="verbalizer log-likelihood per token or summed")
-    limit: int | None = Field(None, ge=1, description="classify only the first N evaluation rows")
+    limit: int | None = Field(None, ge=1, description="classify a seeded sample of N evaluation rows (file order kept)")
     batch_size: int = Field(8, ge=1, description="prompts scored together")
     max_chars: int = Field(1500, ge=16, description="texts and examples are cut to this many characters")
 

@@ -101,8 +101,8 @@ def classify(config: JobConfig):
     splits = {name: rows for name, rows in (("validation", data.validation), ("test", data.test)) if rows}
     if not splits:
         raise DataError("lmforge prompt needs evaluation data: data.validation, data.split or data.test")
-    if spec.limit:
-        splits = {name: rows[:spec.limit] for name, rows in splits.items()}
+    if spec.limit:        # a seeded sample, not the first rows: files are often sorted by label
+        splits = {name: _sample(rows, spec.limit, spec.seed) for name, rows in splits.items()}
     set_seed(spec.seed)
     verbalizers = verbalizers_of(config, names)
     language = spec.language if spec.language != "auto" else detect_language([ex.text for ex in data.train])
@@ -168,6 +168,15 @@ def evaluate_run(run_dir: str, path: str, limit: int | None = None, text_field: 
     if calibrated is not None:
         metrics["calibrated"] = {k: calibrated[k] for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1")}
     return metrics
+
+
+def _sample(rows: list, n: int, seed: int) -> list:
+    """``n`` rows drawn with ``seed`` (the class mix of the file kept in expectation), in file order."""
+    import random
+
+    if n >= len(rows):
+        return rows
+    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), n))]
 
 
 def _metrics(gold: list[int], probs: torch.Tensor, names: list[str]) -> dict:
