@@ -246,3 +246,12 @@ def test_serve_cli_errors_are_one_line(run_cli, tmp_path):
     assert code != 0 and err.count("\n") == 1 and "missing" in err
     code, _, err = run_cli("serve", "minilm", "--host", "0.0.0.0")
     assert code != 0 and "--api-key" in err
+
+
+def test_a_prompt_run_is_refused_with_what_to_serve_instead(run_cli, tmp_path):
+    run = tmp_path / "prompted"
+    run.mkdir()
+    (run / "lmforge.json").write_text(json.dumps({"task": "classification",
+                                                  "model": {"family": "prompt", "source": "smollm2"}}))
+    code, _, err = run_cli("serve", str(run))
+    assert code != 0 and "prompt run" in err and "smollm2" in err

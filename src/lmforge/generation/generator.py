@@ -91,6 +91,18 @@ def stop_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def left_pad(prompts: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> left-padded ids and attention mask (B, T), so every row ends at the last
+    column (where a causal LM's next token is read)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    return ids.to(device), mask.to(device)
+
+
 @torch.inference_mode()
 def greedy_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
     """Greedy replies to many prompts (token ids), batched with left padding, in input order."""
@@ -105,13 +117,9 @@ def greedy_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int
     replies: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]):] = 1
-        out = model.generate(ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        ids, mask = left_pad([prompts[i] for i in chunk], pad, device)
+        width = ids.shape[1]
+        out = model.generate(ids, attention_mask=mask, generation_config=config)
         for row, i in enumerate(chunk):
             new = [t for t in out[row, width:].tolist()]
             for k, token in enumerate(new):

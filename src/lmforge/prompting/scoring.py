@@ -17,15 +17,7 @@ import copy
 
 import torch
 
-
-def _left_pad(prompts: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
-    return ids.to(device), mask.to(device)
+from lmforge.generation.generator import left_pad
 
 
 @torch.inference_mode()
@@ -49,7 +41,7 @@ def score_labels(model, prompts: list[list[int]], verbalizers: list[list[int]], 
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        ids, mask = _left_pad([prompts[i][shared:] for i in chunk], pad, device)
+        ids, mask = left_pad([prompts[i][shared:] for i in chunk], pad, device)
         positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
         cache = None
         if shared:          # the instruction and examples all prompts share: computed once, copied per row

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from lmforge.generation.generator import GenerationOptions, shown_length
+from lmforge.generation.generator import GenerationOptions, left_pad, shown_length
 from lmforge.serving.batching import QueueFull
 from lmforge.serving.compute import COMPUTE
 
@@ -50,7 +50,7 @@ def _joinable(model) -> bool:
         for layer in cache.layers)
 
 
-def _left_pad(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+def _pad_front(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     missing = length - x.shape[dim]
     if missing == 0:
         return x
@@ -64,13 +64,13 @@ def _merge_caches(cache, joining) -> None:
     """Append ``joining``'s rows to ``cache``: keys/values (B, H, T, D) left-padded to one length."""
     for layer, new in zip(cache.layers, joining.layers):
         length = max(layer.keys.shape[2], new.keys.shape[2])
-        layer.keys = torch.cat([_left_pad(layer.keys, length, 2), _left_pad(new.keys, length, 2)])
-        layer.values = torch.cat([_left_pad(layer.values, length, 2), _left_pad(new.values, length, 2)])
+        layer.keys = torch.cat([_pad_front(layer.keys, length, 2), _pad_front(new.keys, length, 2)])
+        layer.values = torch.cat([_pad_front(layer.values, length, 2), _pad_front(new.values, length, 2)])
 
 
 def _merge_masks(mask: torch.Tensor, joining: torch.Tensor) -> torch.Tensor:
     length = max(mask.shape[1], joining.shape[1])
-    return torch.cat([_left_pad(mask, length, 1), _left_pad(joining, length, 1)])
+    return torch.cat([_pad_front(mask, length, 1), _pad_front(joining, length, 1)])
 
 
 @dataclass
@@ -182,14 +182,7 @@ class GenerationEngine:
 
     def _prefill(self, rows: list[Row]):
         """Left-padded prompts through the model: (cache, mask, last positions, first tokens)."""
-        device = self.gen.device
-        width = max(len(r.prompt) for r in rows)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row.prompt):] = torch.tensor(row.prompt)
-            mask[i, width - len(row.prompt):] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = left_pad([row.prompt for row in rows], self.pad, self.gen.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)                     # (B, T)
         cache, tokens = COMPUTE.call(self._step, rows, ids, mask, positions, None)
         self.on_batch(len(rows))

@@ -230,6 +230,9 @@ def _probe(source: str, checkpoint: str) -> _Probe:
     if (path / "lmforge.json").is_file():
         run = RunFolder(path)
         meta = run.read_meta()
+        if meta.get("model", {}).get("family") == "prompt":
+            raise ModelError(f"{source}: a prompt run (lmforge prompt) has no trained model; serve its "
+                             f"model, {meta['model'].get('source')}, instead")
         task = meta.get("task")
         folder = run.model_dir(checkpoint)
         kinds = {"classification": Classifier, "token_classification": Tagger, "causal_lm": TextGenerator,

@@ -8,7 +8,7 @@ import torch
 from lmforge.config.schema import DataConfig, DataSource, Fields
 from lmforge.data.examples import LabelSet, TextExample
 from lmforge.data.readers import Problems
-from lmforge.errors import DataError
+from lmforge.errors import DataError, ModelError
 from lmforge.models import load_saved
 from lmforge.tasks.classification import prediction_rows
 from lmforge.tasks.registry import EvalResult, get_task
@@ -21,6 +21,9 @@ class RunPredictor:
     def __init__(self, run_dir: str | Path, checkpoint: str = "auto"):
         self.run = RunFolder(run_dir)
         self.meta = self.run.read_meta()
+        if self.meta.get("model", {}).get("family") == "prompt":
+            raise ModelError(f"{run_dir}: a prompt run (lmforge prompt) has no trained model to predict with; "
+                             "`lmforge eval RUN --data FILE` re-applies its prompt")
         self.task = get_task(self.meta["task"])
         if hasattr(self.task, "configure_from_meta"):
             self.task.configure_from_meta(self.meta)
