@@ -77,8 +77,7 @@ async def completion(state, model, body, prompts, chat: bool, request, json_resp
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     created = int(time.time())
     if body.stream:
-        include_usage = bool((getattr(body, "stream_options", None) or {}).get("include_usage")) \
-            if isinstance(getattr(body, "stream_options", None), dict) else False
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
         return stream_response(_stream(state, model, job, events, ident, created, chat, prompt_tokens, include_usage),
                                media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     texts, finishes, tokens = [""] * len(rows), [None] * len(rows), 0
