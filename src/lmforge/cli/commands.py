@@ -354,3 +354,18 @@ def cmd_prompt(args) -> int:
         print(f"{split}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}")
     print(f"report: {outcome.run_dir}/report.html")
     return 0
+
+
+def cmd_compare(args) -> int:
+    from lmforge.selection.recipe import run_compare
+
+    summary = run_compare(args.config, list(args.overrides), args.models, args.shots, args.budget, args.output,
+                          args.limit, args.max_shots, args.metric, args.overwrite, args.quiet)
+    print(summary["table"], end="")
+    if summary.get("curve"):
+        print(f"\nlearning curve ({summary['metric']} by labelled examples):")
+        print(summary["curve"], end="")
+    print(f"\n{summary['recommendation']['text']}")
+    print(f"report: {summary['folder']}/report.html")
+    failed = [r["candidate"] for r in summary["rows"] if "error" in r]
+    return 1 if failed and len(failed) == len(summary["rows"]) else 0

@@ -129,6 +129,23 @@ def _prompt_args(p):
     p.add_argument("--quiet", action="store_true")
 
 
+def _compare_args(p):
+    p.add_argument("config", help="the job's config (data, task, training settings every candidate shares)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--models", help="candidates, comma-separated: families (ngram, lstm, transformer), aliases "
+                                    "(minilm), folders, prompt, similarity; ':lora', ':8shot', ':key=value' modify one "
+                                    "(default: the small families and the config's model)")
+    p.add_argument("--shots", help="learning curve: labelled examples per run, e.g. 0,8,32,128,all")
+    p.add_argument("--max-shots", type=int, default=32, help="--shots: most in-context examples a prompt gets")
+    p.add_argument("--budget", help="e.g. latency_ms=20,memory_mb=1500 (also p95_ms, size_mb)")
+    p.add_argument("--metric", help="quality metric (default: macro_f1; entity f1 for NER)")
+    p.add_argument("--limit", type=int, help="prompt candidates classify a seeded sample of N evaluation rows; "
+                                             "all candidates are scored on those rows")
+    p.add_argument("--output", help="folder for the comparison (default: the config's output/compare)")
+    p.add_argument("--overwrite", action="store_true", help="redo candidates whose runs already exist")
+    p.add_argument("--quiet", action="store_true")
+
+
 # command -> (help, argument builder, function)
 COMMANDS = {
     "train": ("fine-tune or pre-train a model from a YAML config", _train_args, commands.cmd_train),
@@ -143,6 +160,8 @@ COMMANDS = {
                commands.cmd_export),
     "prompt": ("classify without training: a causal LM's label likelihoods (zero/few-shot) or similarity",
                _prompt_args, commands.cmd_prompt),
+    "compare": ("train or prompt several candidates on the same split: quality, size, speed, memory, "
+                "a recommendation", _compare_args, commands.cmd_compare),
     "serve": ("serve runs over HTTP: task routes and an OpenAI-compatible API", _serve_args,
               commands.cmd_serve),
     "chat": ("talk with a causal LM, turn by turn (streams; /reset, /exit)", _generation_args,

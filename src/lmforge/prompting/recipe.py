@@ -78,9 +78,9 @@ class LikelihoodClassifier:
         return label_probabilities(scores, lengths, normalize)
 
 
-def classify(config: JobConfig):
-    """Read the config's data and classify its evaluation splits: (results per split, details of
-    the prompt, the data, language, verbalizers, seconds)."""
+def prepare(config: JobConfig):
+    """Read the config's data and build its template: (data, evaluation splits, template,
+    verbalizers, language)."""
     from lmforge.data.examples import limited_sample
     from lmforge.data.readers import Problems
     from lmforge.runtime import quiet_libraries, set_seed
@@ -97,22 +97,26 @@ def classify(config: JobConfig):
         data.notes.append(f"data.train_limit: {len(data.train)} labelled examples to draw from")
     for note in data.notes:
         log.info(note)
-    names = data.labels.names
     splits = {name: rows for name, rows in (("validation", data.validation), ("test", data.test)) if rows}
     if not splits:
         raise DataError("lmforge prompt needs evaluation data: data.validation, data.split or data.test")
     if spec.limit:        # a seeded sample, not the first rows: files are often sorted by label
         splits = {name: _sample(rows, spec.limit, spec.seed) for name, rows in splits.items()}
     set_seed(spec.seed)
-    verbalizers = verbalizers_of(config, names)
+    verbalizers = verbalizers_of(config, data.labels.names)
     language = spec.language if spec.language != "auto" else detect_language([ex.text for ex in data.train])
     template = PromptTemplate(verbalizers, language, spec.instruction, spec.text_format, spec.max_chars)
+    return data, splits, template, verbalizers, language
+
+
+def classify(config: JobConfig):
+    """Classify the config's evaluation splits: (results per split, details of the prompt, the
+    data, language, verbalizers, seconds)."""
+    data, splits, template, verbalizers, language = prepare(config)
     started = time.perf_counter()
-    if spec.method == "similarity":
-        results, details = _similarity(spec, data, splits, verbalizers)
-    else:
-        results, details = _likelihood(spec, data, splits, template)
-    return results, details, data, language, verbalizers, time.perf_counter() - started
+    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers)
+    results = classifier.classify_splits(splits, data.labels.names)
+    return results, classifier.details(), data, language, verbalizers, time.perf_counter() - started
 
 
 def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
@@ -194,53 +198,80 @@ def _rows(split, examples, probs, calibrated, names) -> list[dict]:
     return rows
 
 
-def _likelihood(spec, data, splits, template):
-    scorer = LikelihoodClassifier(spec.model)
-    answers = scorer.answer_ids(template)
-    train_labels = [ex.label_id for ex in data.train]
-    fixed = fixed_examples(train_labels, spec.shots, spec.selection, spec.seed) if spec.selection != "nearest" else []
-    encoder = None
-    if spec.shots and spec.selection == "nearest":
-        from lmforge.models.embedding import SentenceEncoder
+class PromptClassifier:
+    """A prompt config made ready to classify raw texts: the causal LM with its template, answers
+    and in-context examples (``likelihood``), or the encoder with its label vectors
+    (``similarity``). Used by ``lmforge prompt`` and by ``compare``'s latency measurement."""
 
-        encoder = SentenceEncoder("minilm")
-        train_vectors = encoder.encode([ex.text for ex in data.train])
-    shown = lambda idx: [(data.train[i].text, data.train[i].label_id) for i in idx]  # noqa: E731
-    results, details = {}, {"shots": spec.shots, "selection": spec.selection, "seed": spec.seed,
-                            "chat_template": scorer.chat, "normalize": spec.normalize,
-                            "examples": [data.train[i].where for i in fixed]}
-    for split, examples in splits.items():
-        if encoder is not None:
-            per_text = nearest_examples(encoder.encode([ex.text for ex in examples]), train_vectors, spec.shots)
-        else:
-            per_text = [fixed] * len(examples)
-        prompts = [scorer.prompt_ids(template, ex.text, shown(idx)) for ex, idx in zip(examples, per_text)]
-        probs = scorer.probabilities(prompts, answers, spec.normalize, spec.batch_size)
-        calibrated = None
-        if spec.calibrate:
-            priors = {}
-            for idx in {tuple(i) for i in per_text}:
-                free = [scorer.prompt_ids(template, text, shown(list(idx))) for text in CONTENT_FREE]
-                priors[idx] = scorer.probabilities(free, answers, spec.normalize, spec.batch_size).mean(0)
-            prior = torch.stack([priors[tuple(idx)] for idx in per_text])
-            calibrated = calibrate(probs, prior)
-        gold = [ex.label_id for ex in examples]
-        names = data.labels.names
-        results[split] = (_metrics(gold, probs, names), _metrics(gold, calibrated, names) if calibrated is not None
-                          else None, _rows(split, examples, probs, calibrated, names))
-    return results, details
+    def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str]):
+        self.spec, self.train, self.template = spec, train, template
+        self.encoder = self.scorer = None
+        if spec.method == "similarity":
+            from lmforge.models.embedding import SentenceEncoder
 
+            self.encoder_name = spec.model if spec.model != "smollm2" else "minilm"
+            self.encoder = SentenceEncoder(self.encoder_name)
+            self.label_vectors = self.encoder.encode(verbalizers)                          # (L, C)
+            return
+        self.scorer = LikelihoodClassifier(spec.model)
+        self.answers = self.scorer.answer_ids(template)
+        self.fixed = (fixed_examples([ex.label_id for ex in train], spec.shots, spec.selection, spec.seed)
+                      if spec.selection != "nearest" else [])
+        if spec.shots and spec.selection == "nearest":
+            from lmforge.models.embedding import SentenceEncoder
 
-def _similarity(spec, data, splits, verbalizers):
-    from lmforge.models.embedding import SentenceEncoder
+            self.encoder = SentenceEncoder("minilm")
+            self.train_vectors = self.encoder.encode([ex.text for ex in train])
 
-    encoder = SentenceEncoder(spec.model if spec.model != "smollm2" else "minilm")
-    labels = encoder.encode(verbalizers)                                          # (L, C)
-    results = {}
-    for split, examples in splits.items():
-        similarity = encoder.encode([ex.text for ex in examples]) @ labels.T     # (N, L) cosines
-        probs = (similarity / 0.05).softmax(-1)                                    # a temperature, for scores
-        gold = [ex.label_id for ex in examples]
-        results[split] = (_metrics(gold, probs, data.labels.names), None,
-                          _rows(split, examples, probs, None, data.labels.names))
-    return results, {"descriptions": verbalizers, "encoder": spec.model if spec.model != "smollm2" else "minilm"}
+    def details(self) -> dict:
+        if self.scorer is None:
+            return {"descriptions": self.template.verbalizers, "encoder": self.encoder_name}
+        spec = self.spec
+        return {"shots": spec.shots, "selection": spec.selection, "seed": spec.seed,
+                "chat_template": self.scorer.chat, "normalize": spec.normalize,
+                "examples": [self.train[i].where for i in self.fixed]}
+
+    def examples_for(self, texts: list[str]) -> list[list[int]]:
+        """Indices of the training examples shown with each text."""
+        if self.encoder is not None and self.scorer is not None:
+            return nearest_examples(self.encoder.encode(texts), self.train_vectors, self.spec.shots)
+        return [self.fixed] * len(texts)
+
+    def _shown(self, idx) -> list[tuple[str, int]]:
+        return [(self.train[i].text, self.train[i].label_id) for i in idx]
+
+    def probabilities(self, texts: list[str], per_text: list[list[int]] | None = None,
+                      batch_size: int | None = None) -> torch.Tensor:
+        """(N, L) label probabilities of ``texts``."""
+        if self.scorer is None:
+            similarity = self.encoder.encode(texts) @ self.label_vectors.T              # (N, L) cosines
+            return (similarity / 0.05).softmax(-1)                                      # a temperature, for scores
+        per_text = per_text if per_text is not None else self.examples_for(texts)
+        prompts = [self.scorer.prompt_ids(self.template, text, self._shown(idx)) for text, idx in zip(texts, per_text)]
+        return self.scorer.probabilities(prompts, self.answers, self.spec.normalize, batch_size or self.spec.batch_size)
+
+    def calibrated(self, probs: torch.Tensor, per_text: list[list[int]]) -> torch.Tensor:
+        """Contextual calibration: each row divided by the label prior of content-free inputs shown
+        with the same examples."""
+        priors = {}
+        for idx in {tuple(i) for i in per_text}:
+            free = [self.scorer.prompt_ids(self.template, text, self._shown(list(idx))) for text in CONTENT_FREE]
+            priors[idx] = self.scorer.probabilities(free, self.answers, self.spec.normalize,
+                                                    self.spec.batch_size).mean(0)
+        return calibrate(probs, torch.stack([priors[tuple(idx)] for idx in per_text]))
+
+    def classify_splits(self, splits: dict, names: list[str]) -> dict:
+        """(metrics, calibrated metrics or None, prediction rows) per split."""
+        results = {}
+        for split, examples in splits.items():
+            texts = [ex.text for ex in examples]
+            per_text = self.examples_for(texts) if self.scorer is not None else None
+            probs = self.probabilities(texts, per_text)
+            calibrated = None
+            if self.scorer is not None and self.spec.calibrate:
+                calibrated = self.calibrated(probs, per_text)
+            gold = [ex.label_id for ex in examples]
+            results[split] = (_metrics(gold, probs, names),
+                              _metrics(gold, calibrated, names) if calibrated is not None else None,
+                              _rows(split, examples, probs, calibrated, names))
+        return results
