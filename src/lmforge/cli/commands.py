@@ -319,6 +319,28 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_distil(args) -> int:
+    from lmforge.config import load_config
+    from lmforge.training.distil import distil
+
+    path, args.overrides = args.student[0], args.student[1:]
+    config = load_config(path, _overrides(args))
+    outcome = distil(args.teacher, config, quiet=args.quiet, baseline=not args.no_baseline)
+    if outcome.stopped_by:
+        print(f"stopped by {outcome.stopped_by}; continue with: lmforge distil {args.teacher} "
+              f"--student {' '.join(args.student)} --resume", file=sys.stderr)
+        return 130 if outcome.stopped_by == "SIGINT" else 0
+    report = outcome.report
+    print(f"{'model':<14} {'parameters':>12} {'val accuracy':>13} {'val macro_f1':>13}")
+    rows = [("teacher", report["teacher"])] + [(k, report[k]) for k in ("distilled", "labels_only") if k in report]
+    for name, row in rows:
+        val = row["results"].get("validation", {})
+        cells = [f"{val[k]:>13.4f}" if isinstance(val.get(k), float) else f"{'-':>13}" for k in ("accuracy", "macro_f1")]
+        print(f"{name:<14} {row.get('parameters') or 0:>12,} {' '.join(cells)}")
+    print(f"report: {outcome.output / 'distillation.json'}")
+    return 0
+
+
 def cmd_serve(args) -> int:
     import os
 

@@ -146,6 +146,18 @@ def _compare_args(p):
     p.add_argument("--quiet", action="store_true")
 
 
+def _distil_args(p):
+    p.add_argument("teacher", help="a fine-tuned classification run folder (the teacher)")
+    # nargs="+": the overrides follow the config, as in `lmforge distil RUN --student CONFIG k=v ...`
+    p.add_argument("--student", required=True, nargs="+", metavar=("CONFIG", "KEY=VALUE"),
+                   help="the student's YAML config (data, model, training; distil.*), then its overrides")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="do not also train the same student on labels alone (the comparison)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoints")
+    p.add_argument("--overwrite", action="store_true", help="replace different runs in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+
 # command -> (help, argument builder, function)
 COMMANDS = {
     "train": ("fine-tune or pre-train a model from a YAML config", _train_args, commands.cmd_train),
@@ -162,6 +174,8 @@ COMMANDS = {
                _prompt_args, commands.cmd_prompt),
     "compare": ("train or prompt several candidates on the same split: quality, size, speed, memory, "
                 "a recommendation", _compare_args, commands.cmd_compare),
+    "distil": ("distil a classification run into a smaller student (Hinton et al. 2015), beside the same "
+               "student trained on labels alone", _distil_args, commands.cmd_distil),
     "serve": ("serve runs over HTTP: task routes and an OpenAI-compatible API", _serve_args,
               commands.cmd_serve),
     "chat": ("talk with a causal LM, turn by turn (streams; /reset, /exit)", _generation_args,

@@ -209,6 +209,14 @@ class PromptConfig(Section):
     max_chars: int = Field(1500, ge=16, description="texts and examples are cut to this many characters")
 
 
+class DistilConfig(Section):
+    """``lmforge distil``: knowledge distillation from a fine-tuned teacher run (Hinton et al. 2015)."""
+
+    temperature: float = Field(2.0, gt=0, description="softmax temperature of teacher and student in the distillation term")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term; 1 - alpha weighs cross-entropy on the labels")
+    teacher_batch_size: int = Field(64, ge=1, description="texts per batch when the teacher's logits are computed (once, cached)")
+
+
 class JobConfig(Section):
     """A whole job: task, data, model, tuning, training and output folder."""
 
@@ -219,6 +227,7 @@ class JobConfig(Section):
     tuning: TuningConfig = Field(default_factory=TuningConfig, description="how parameters are tuned")
     train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="lmforge prompt: no-training classification")
+    distil: DistilConfig = Field(default_factory=DistilConfig, description="lmforge distil: knowledge distillation")
     output: str = Field("runs/run", description="the run folder")
     resume: bool = Field(False, description="continue from the newest complete checkpoint in output")
     overwrite: bool = Field(False, description="replace a different run already in output")

@@ -1,0 +1,166 @@
+"""Knowledge distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network") of a
+fine-tuned classification run into a smaller student, trained by the normal recipe.
+
+The teacher's logits over the student's training set are computed once (batched, inference mode)
+and cached in the output folder; each training feature carries its row, and ``DistilTask`` -- the
+student's task with one more loss term -- reads it from the batch:
+
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)
+
+T^2 keeps the soft term's gradients on the scale of the hard one's as T changes (Hinton, section 2).
+To show what the teacher adds, the same student (same config, seed, data and steps) is also trained
+on the labels alone (alpha = 0); both are normal run folders under the output folder:
+
+    <output>/distilled/   <output>/labels_only/   <output>/distillation.json
+"""
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lmforge.errors import ConfigError, DataError, ModelError
+
+log = logging.getLogger("lmforge")
+CACHE = "teacher_logits.safetensors"
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+                      temperature: float, alpha: float, weight: torch.Tensor | None = None,
+                      label_smoothing: float = 0.0) -> torch.Tensor:
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE; logits are (B, C), labels (B,)."""
+    t = temperature
+    soft = F.kl_div(F.log_softmax(student.float() / t, dim=-1), F.log_softmax(teacher.float() / t, dim=-1),
+                    reduction="batchmean", log_target=True)
+    hard = F.cross_entropy(student.float(), labels, weight=weight, label_smoothing=label_smoothing)
+    return alpha * t * t * soft + (1 - alpha) * hard
+
+
+class DistilTask:
+    """A classification task whose loss adds the distillation term for batches that carry
+    ``teacher_logits``; everything else (data, evaluation, metrics) is the wrapped task's."""
+
+    def __init__(self, task, temperature: float, alpha: float):
+        self.task, self.temperature, self.alpha = task, temperature, alpha
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def collate(self, features: list[dict], tokenizer) -> dict:
+        batch = self.task.collate(features, tokenizer)
+        if "teacher_logits" in features[0]:
+            batch["teacher_logits"] = torch.tensor([f["teacher_logits"] for f in features])   # (B, C)
+        return batch
+
+    def loss(self, model, batch: dict):
+        teacher = batch.pop("teacher_logits", None)
+        if teacher is None:
+            return self.task.loss(model, batch)
+        labels = batch.pop("labels")
+        logits = model(**batch).logits                                                 # (B, C)
+        weight = self.task.class_weights
+        return distillation_loss(logits, teacher, labels, self.temperature, self.alpha,
+                                 weight.to(logits.device) if weight is not None else None,
+                                 self.task.label_smoothing)
+
+
+# -- the teacher ----------------------------------------------------------------------------------
+def teacher_logits(teacher_dir: str | Path, examples: list, label_names: list[str], batch_size: int,
+                   cache: Path | None = None) -> torch.Tensor:
+    """(N, C) logits of the teacher run on ``examples``, columns in the student's label order;
+    read from ``cache`` when it holds the same teacher and texts."""
+    from lmforge.tasks.predictor import RunPredictor
+
+    predictor = RunPredictor(teacher_dir, "auto")
+    if predictor.meta["task"] != "classification":
+        raise ModelError(f"{teacher_dir}: distillation needs a classification teacher; this is a "
+                         f"{predictor.meta['task']} run")
+    missing = [name for name in label_names if name not in predictor.labels.names]
+    if missing or len(label_names) != len(predictor.labels.names):
+        raise DataError(f"{teacher_dir}: the teacher's labels {predictor.labels.names} are not the student's "
+                        f"{label_names}")
+    key = _cache_key(predictor.folder, examples)
+    if cache is not None and cache.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), "pt") as handle:
+            if handle.metadata().get("key") == key:
+                log.info("teacher logits: read from %s", cache)
+                return handle.get_tensor("logits")
+    log.info("teacher logits: running %s on %d training texts (once)", predictor.folder, len(examples))
+    features = predictor.task.encode(predictor.tokenizer, examples, predictor.max_length)
+    logits = predictor.task.logits(predictor.model, predictor.tokenizer, features, batch_size, predictor.device)
+    order = [predictor.labels.names.index(name) for name in label_names]
+    logits = logits[:, order].contiguous()                                             # (N, C)
+    if cache is not None:
+        from safetensors.torch import save_file
+
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"logits": logits}, str(cache), metadata={"key": key, "teacher": str(predictor.folder)})
+    return logits
+
+
+def _cache_key(folder: Path, examples: list) -> str:
+    digest = hashlib.sha256()
+    for weights in sorted(folder.glob("*.safetensors")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}".encode())
+    for ex in examples:
+        digest.update(f"{ex.text}\x00{ex.text_pair}\x01".encode())
+    return digest.hexdigest()
+
+
+# -- the recipe -----------------------------------------------------------------------------------
+@dataclass
+class DistilOutcome:
+    output: Path
+    report: dict
+    stopped_by: str | None = None
+
+
+def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool = True) -> DistilOutcome:
+    """Train the student with distillation, then (``baseline``) the same student on labels alone."""
+    from lmforge.tracking.run_folder import RunFolder, write_atomic
+    from lmforge.training.recipe import cleanup, run_loop, setup
+    from lmforge.training.signals import StopRequest
+
+    if config.task != "classification":
+        raise ConfigError(f"task: distillation trains classification students; the config says {config.task}")
+    teacher = RunFolder(teacher_dir)
+    teacher_meta = teacher.read_meta()
+    out = Path(config.output)
+    runs = {"distilled": config.model_copy(update={"output": str(out / "distilled")}, deep=True)}
+    if baseline:
+        plain = config.model_copy(update={"output": str(out / "labels_only")}, deep=True)
+        plain.distil.alpha = 0.0
+        runs["labels_only"] = plain
+    results = {}
+    for name, run_config in runs.items():
+        job = setup(run_config)
+        if run_config.distil.alpha > 0:
+            logits = teacher_logits(teacher.path, job.data.train, job.data.labels.names,
+                                    run_config.distil.teacher_batch_size, out / CACHE)
+            for feature, row in zip(job.features["train"], logits.tolist()):
+                feature["teacher_logits"] = row
+            job.task = DistilTask(job.task, run_config.distil.temperature, run_config.distil.alpha)
+        with StopRequest() as stop:
+            state = run_loop(job, stop, quiet)
+        if stop.requested:
+            return DistilOutcome(out, {}, stop.requested)
+        cleanup(job, state)
+        meta = job.run.read_meta()
+        results[name] = {"run": str(job.run.path), "alpha": run_config.distil.alpha,
+                         "results": meta.get("results", {}), "steps": state.step,
+                         "parameters": (meta.get("parameters") or {}).get("total"),
+                         "wall_time_s": meta.get("training", {}).get("wall_time_s")}
+    report = {"teacher": {"run": str(teacher.path), "results": teacher_meta.get("results", {}),
+                          "parameters": (teacher_meta.get("parameters") or {}).get("total")},
+              "temperature": config.distil.temperature, "alpha": config.distil.alpha,
+              "student": {"model": config.model if isinstance(config.model, str) else config.model.model_dump(),
+                          "seed": config.train.seed},
+              **results}
+    write_atomic(out / "distillation.json", json.dumps(report, indent=1, ensure_ascii=False))
+    return DistilOutcome(out, report)
