@@ -104,6 +104,8 @@ class ModelSpec(Section):
     embedding: int = Field(128, ge=8, description="lstm: token embedding width")
     bigram_buckets: int = Field(
         0, ge=0, description="lstm: hashed embeddings of each token's left and right bigram (0: off; e.g. 200000)")
+    tie_embeddings: bool = Field(
+        True, description="lstm causal_lm: the output layer shares the input embeddings (projected if widths differ)")
     heads: int = Field(2, ge=1, description="from scratch: attention heads")
     intermediate: int | None = Field(None, ge=8, description="from scratch: feed-forward width (default 4*hidden)")
     vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")

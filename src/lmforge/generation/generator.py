@@ -134,6 +134,7 @@ class Generator:
     def __init__(self, source: str, checkpoint: str = "auto", threads: int | None = None):
         import transformers
 
+        from lmforge.models.registry import ensure_families
         from lmforge.models.safe_loading import check_model_folder
         from lmforge.runtime import set_threads
 
@@ -142,6 +143,7 @@ class Generator:
         check_model_folder(folder, source)
         self.folder = folder
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        ensure_families()        # lmforge's own model types (the lstm LM) join the Auto classes
         config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
         self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         auto = transformers.AutoModelForSeq2SeqLM if self.seq2seq else transformers.AutoModelForCausalLM

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                          AutoTokenizer, PretrainedConfig, PreTrainedModel)
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 from lmforge.errors import ModelError
@@ -30,10 +31,11 @@ class LstmConfig(PretrainedConfig):
 
     def __init__(self, vocab_size: int = 8000, embedding_size: int = 128, hidden_size: int = 256,
                  num_layers: int = 2, dropout: float = 0.1, pad_token_id: int = 0,
-                 bigram_buckets: int = 0, **kwargs):
+                 bigram_buckets: int = 0, tie_word_embeddings: bool = False, **kwargs):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
         self.num_layers, self.dropout, self.bigram_buckets = num_layers, dropout, bigram_buckets
+        self.tie_word_embeddings = tie_word_embeddings        # the language model's output layer
 
 
 class LstmPreTrainedModel(PreTrainedModel):
@@ -46,6 +48,11 @@ class LstmPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.1)
+
+    @staticmethod
+    def build_tokenizer(texts: list[str], spec):
+        """The vocabulary a head reads, built from the training texts (the language model overrides it)."""
+        return train_wordpiece(texts, vocab_size=spec.vocab_size, lowercase=spec.lowercase)
 
 
 def bigram_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, buckets: int):
@@ -143,17 +150,22 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
     if tokenizer_folder is not None and (Path(tokenizer_folder) / "tokenizer.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder, trust_remote_code=False)
     else:
-        tokenizer = train_wordpiece(texts, vocab_size=spec.vocab_size, lowercase=spec.lowercase)
+        tokenizer = head_class.build_tokenizer(texts, spec)
+    generative = head == "causal_lm"
+    extra = ({"bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id,
+              "tie_word_embeddings": spec.tie_embeddings} if generative else
+             {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+              "label2id": {n: i for i, n in enumerate(labels)}})
     config = LstmConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding, hidden_size=spec.hidden,
                         num_layers=spec.layers, dropout=0.1 if dropout is None else dropout,
-                        bigram_buckets=spec.bigram_buckets,
-                        pad_token_id=tokenizer.pad_token_id, num_labels=len(labels),
-                        id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+                        bigram_buckets=spec.bigram_buckets, pad_token_id=tokenizer.pad_token_id, **extra)
     model = head_class(config)
-    log.info("built a BiLSTM from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d%s",
+    arch = "lstm" if generative else "bilstm"
+    log.info("built a%s %s from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d%s",
+             "n" if generative else "", "LSTM language model" if generative else "BiLSTM",
              spec.layers, spec.hidden, spec.embedding, len(tokenizer),
              f", {spec.bigram_buckets} bigram buckets" if spec.bigram_buckets else "")
-    info = {"family": "lstm", "source": "scratch", "arch": "bilstm", "vocab_size": len(tokenizer)}
+    info = {"family": "lstm", "source": "scratch", "arch": arch, "vocab_size": len(tokenizer)}
     return LoadedModel(model, tokenizer, info)
 
 
@@ -169,3 +181,10 @@ def load_saved_lstm(folder: Path, meta: dict) -> LoadedModel:
 
 
 register_family("lstm", load_lstm, load_saved_lstm)
+# transformers' Auto classes read a saved folder's config.json by model type: registering ours (never
+# remote code) lets `lmforge generate` and the server load an lstm run as they load any causal LM.
+AutoConfig.register(LstmConfig.model_type, LstmConfig, exist_ok=True)
+AutoModelForTokenClassification.register(LstmConfig, LstmForTokenClassification, exist_ok=True)
+AutoModelForSequenceClassification.register(LstmConfig, LstmForSequenceClassification, exist_ok=True)
+
+from lmforge.models import lstm_lm  # noqa: E402,F401  (registers the causal_lm head; it imports this module)

@@ -63,6 +63,12 @@ def load_saved(folder: Path, meta: dict) -> LoadedModel:
     return loader(folder, meta)
 
 
+def ensure_families() -> None:
+    """Import the built-in families, which register themselves (the lstm family also registers its
+    model type with transformers' Auto classes, so a saved lstm folder loads like any model)."""
+    _ensure_builtin()
+
+
 def _ensure_builtin() -> None:
     # Importing a family module registers it.
     from lmforge.models import lstm, transformer  # noqa: F401

@@ -162,6 +162,8 @@ class CausalLMTask:
 
         metrics = token_metrics(batches, score)
         metrics["count"] = len(examples)
+        if self.mode == "text" and metrics["tokens"]:
+            metrics.update(character_metrics(metrics["loss"] * metrics["tokens"], target_characters(tokenizer, features)))
         if self.unigram is not None and golds:
             gold = torch.cat(golds).clamp(max=len(self.unigram) - 1)
             metrics["unigram_perplexity"] = math.exp(-self.unigram[gold].mean().item())
@@ -280,6 +282,26 @@ def text_blocks(tokenizer, examples: list[TextExample], max_length: int) -> list
     stream = [t for row in ids for t in row + [eos]]
     blocks = [stream[i:i + max_length] for i in range(0, len(stream), max_length)]
     return [{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1]
+
+
+def target_characters(tokenizer, features: list[dict]) -> int:
+    """Characters of the text that the targets of pre-training blocks cover (a block's first token
+    has no context and no target), end-of-text counted as one: the denominator of bits per
+    character. Exact for a lossless tokenizer such as byte-level BPE."""
+    eos, total = tokenizer.eos_token_id, 0
+    for f in features:
+        targets = [t for t in f["labels"][1:] if t != IGNORE]
+        text = tokenizer.decode([t for t in targets if t != eos], clean_up_tokenization_spaces=False)
+        total += len(text) + targets.count(eos)
+    return total
+
+
+def character_metrics(nll_nats: float, characters: int) -> dict:
+    """Tokenizer-independent figures (bits and perplexity per character) of a total NLL."""
+    from lmforge.evaluation.language_model import bits_per_char, char_perplexity
+
+    return {"bits_per_char": bits_per_char(nll_nats, characters),
+            "char_perplexity": char_perplexity(nll_nats, characters), "characters": characters}
 
 
 def pack(rows: list[tuple[list[int], list[int]]], max_length: int) -> list[dict]:
