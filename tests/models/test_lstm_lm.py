@@ -84,6 +84,14 @@ def test_beam_search_reorders_the_state():
     assert out.shape == (1, 8)
 
 
+LM_CONFIG = """task: causal_lm
+data: {{train: {train}, split: 0.2}}
+model: {{family: lstm, layers: 2, hidden: 32, embedding: 16, vocab_size: 300}}
+train: {{epochs: 3, batch_size: 4, lr: 1.0e-2, max_length: 32, warmup: 0, log_every: 1, threads: 1}}
+output: {out}
+"""
+
+
 def _corpus(path, rows: int, seed: int):
     rng = random.Random(seed)
     lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 16))) for _ in range(rows)]
@@ -94,12 +102,9 @@ def _corpus(path, rows: int, seed: int):
 def test_lstm_lm_trains_evaluates_and_generates_through_the_cli(tmp_path, run_cli):
     train = _corpus(tmp_path / "train.txt", 48, 0)
     config = tmp_path / "lm.yaml"
-    config.write_text("task: causal_lm\nmodel: {family: lstm, layers: 2, hidden: 32, embedding: 16, "
-                      "vocab_size: 300}\n")
+    config.write_text(LM_CONFIG.format(train=train, out=tmp_path / "run"))
     out = tmp_path / "run"
-    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={train}", "data.split=0.2",
-                           "train.epochs=3", "train.batch_size=4", "train.lr=1e-2", "train.max_length=32",
-                           "train.warmup=0", "train.log_every=1", "train.threads=1", f"output={out}")
+    code, _, err = run_cli("train", "--quiet", str(config))
     assert code == 0, err
     meta = json.loads((out / "lmforge.json").read_text())
     assert meta["model"]["family"] == "lstm" and meta["model"]["arch"] == "lstm"
