@@ -242,29 +242,16 @@ def _parent(model: nn.Module, name: str) -> nn.Module:
 
 
 # -- a run's model --------------------------------------------------------------------------------
-def prune_run(run_dir, output, amount: float, method: str = "magnitude", recover_steps: int = 0,
-              checkpoint: str = "model", recover_lr: float | None = None, score_batches: int = 32) -> dict:
-    """Prune a run's model, optionally recover, re-evaluate on the run's validation split, and
-    write a plain safetensors folder with ``lmforge_export.json`` (the figures)."""
-    import json
-    import os
-    import shutil
-    import time
-    from pathlib import Path
-
-    from lmforge.errors import LmforgeError
-    from lmforge.export.recovery import evaluate, load_run_data, loss_of, recover, sample_batches
+def prune_model(job, amount: float, method: str = "magnitude", recover_steps: int = 0,
+                recover_lr: float | None = None, score_batches: int = 32) -> dict:
+    """Prune ``job.model`` (an ``export.recovery.RunData``) in place, optionally recover, and
+    report the validation metrics before, after pruning and after recovery."""
+    from lmforge.export.recovery import evaluate, loss_of, recover, sample_batches
 
     check_amount(amount, method)
     if recover_steps < 0:
         raise ConfigError(f"--recover-steps {recover_steps}: must be 0 or more")
-    out = Path(output)
-    if out.exists() and any(out.iterdir()):
-        raise LmforgeError(f"{out}: output folder exists and is not empty")
-    start = time.perf_counter()
-    job = load_run_data(run_dir, checkpoint)
-    report = {"run": str(run_dir), "method": method, "amount": amount, "validation": {}}
-    report["validation"]["before"] = evaluate(job)
+    report = {"method": method, "amount": amount, "validation": {"before": evaluate(job)}}
     if method == "magnitude":
         result = magnitude_prune(job.model, amount)
     else:
@@ -276,10 +263,33 @@ def prune_run(run_dir, output, amount: float, method: str = "magnitude", recover
         report["recovery"] = {"steps": recover_steps, "lr": recover_lr or job.config.train.lr,
                               "first_loss": losses[0], "last_loss": losses[-1]}
         report["validation"]["recovered"] = evaluate(job)
-    kept = all(bool((p[~result.masks[n].to(p.device)] == 0).all()) for n, p in job.model.named_parameters()
-               if n in result.masks)
+    params = dict(job.model.named_parameters())
+    kept = all(bool((params[n][~m.to(params[n].device)] == 0).all()) for n, m in result.masks.items())
     report.update({"sparsity": result.sparsity, "weight_sparsity": sparsity(job.model), "mask_kept": kept,
-                   **result.details, "seconds": round(time.perf_counter() - start, 1), "output": str(out)})
+                   **result.details})
+    return report
+
+
+def prune_run(run_dir, output, amount: float, method: str = "magnitude", recover_steps: int = 0,
+              checkpoint: str = "model", recover_lr: float | None = None, score_batches: int = 32) -> dict:
+    """Prune a run's model and write a plain safetensors folder with ``lmforge_export.json``."""
+    import json
+    import os
+    import shutil
+    import time
+    from pathlib import Path
+
+    from lmforge.errors import LmforgeError
+    from lmforge.export.recovery import load_run_data
+
+    check_amount(amount, method)
+    out = Path(output)
+    if out.exists() and any(out.iterdir()):
+        raise LmforgeError(f"{out}: output folder exists and is not empty")
+    start = time.perf_counter()
+    job = load_run_data(run_dir, checkpoint)
+    report = {"run": str(run_dir), **prune_model(job, amount, method, recover_steps, recover_lr, score_batches),
+              "seconds": round(time.perf_counter() - start, 1), "output": str(out)}
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     job.model.save_pretrained(tmp, safe_serialization=True)
@@ -289,3 +299,33 @@ def prune_run(run_dir, output, amount: float, method: str = "magnitude", recover
         out.rmdir()
     os.replace(tmp, out)
     return report
+
+
+# -- the export pipeline's step -------------------------------------------------------------------
+def check_prune(context) -> None:
+    """Refuse a bad ``--prune`` before any step runs."""
+    options = context.options
+    check_amount(options["prune"], options.get("prune_method") or "magnitude")
+    if (options.get("recover_steps") or 0) < 0:
+        raise ConfigError(f"--recover-steps {options['recover_steps']}: must be 0 or more")
+    if context.meta.get("model", {}).get("family", "transformer") != "transformer":
+        raise ModelError(f"--prune: prunes transformer models; this run's model family is "
+                         f"{context.meta['model']['family']}")
+
+
+def prune_step(current, context):
+    """``--prune FRACTION``: the pruned (and recovered) model as a variant (a run folder)."""
+    from lmforge.export.recovery import load_run_data
+
+    options = context.options
+    method = options.get("prune_method") or "magnitude"
+    job = load_run_data(current.folder, current.checkpoint)
+    report = prune_model(job, options["prune"], method, options.get("recover_steps") or 0,
+                         options.get("recover_lr"))
+    name = f"pruned {method} {options['prune']:g}" + (f" +{options['recover_steps']} steps"
+                                                     if options.get("recover_steps") else "")
+    variant, model_dir = context.new_variant(name, current.format, current, prune=report)
+    job.model.save_pretrained(model_dir, safe_serialization=True)
+    job.tokenizer.save_pretrained(model_dir)
+    variant.notes = {"sparsity": round(report["sparsity"], 4), "mask_kept": report["mask_kept"]}
+    return variant
