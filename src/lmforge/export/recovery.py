@@ -29,6 +29,7 @@ class RunData:
 
 def load_run_data(run_dir: str | Path, checkpoint: str = "model") -> RunData:
     from lmforge.config import load_config
+    from lmforge.data.examples import limited_sample
     from lmforge.data.readers import Problems
     from lmforge.models import load_saved
     from lmforge.tasks import get_task
@@ -41,6 +42,8 @@ def load_run_data(run_dir: str | Path, checkpoint: str = "model") -> RunData:
     config = load_config(run.config)
     task = get_task(meta["task"])
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
+    if config.data.train_limit is not None and config.data.train_limit < len(data.train):
+        data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)   # as training did
     names = (meta.get("labels") or {}).get("names")
     if data.labels is not None and names is not None and data.labels.names != names:
         raise DataError(f"{run.config}: the data's labels {data.labels.names} are not the run's {names}")
