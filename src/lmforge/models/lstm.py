@@ -19,11 +19,13 @@ from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoMo
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 from lmforge.errors import ModelError
+from lmforge.models.char_cnn import CharCNN, char_table
 from lmforge.models.registry import LoadedModel, register_family
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 log = logging.getLogger("lmforge")
+CHAR_MAX_LENGTH = 20          # characters of a token the character CNN reads (longer tokens are cut)
 
 
 class LstmConfig(PretrainedConfig):
@@ -31,11 +33,13 @@ class LstmConfig(PretrainedConfig):
 
     def __init__(self, vocab_size: int = 8000, embedding_size: int = 128, hidden_size: int = 256,
                  num_layers: int = 2, dropout: float = 0.1, pad_token_id: int = 0,
-                 bigram_buckets: int = 0, tie_word_embeddings: bool = False, **kwargs):
+                 bigram_buckets: int = 0, tie_word_embeddings: bool = False, char_cnn: int = 0,
+                 char_vocab_size: int = 0, char_max_length: int = 0, **kwargs):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
         self.num_layers, self.dropout, self.bigram_buckets = num_layers, dropout, bigram_buckets
         self.tie_word_embeddings = tie_word_embeddings        # the language model's output layer
+        self.char_cnn, self.char_vocab_size, self.char_max_length = char_cnn, char_vocab_size, char_max_length
 
 
 class LstmPreTrainedModel(PreTrainedModel):
@@ -86,6 +90,11 @@ class LstmEncoder(nn.Module):
         if self.buckets:
             self.bigrams = nn.Embedding(self.buckets, config.embedding_size)
             width = 3 * config.embedding_size
+        self.chars = None
+        if getattr(config, "char_cnn", 0):
+            self.chars = CharCNN(config.vocab_size, config.char_vocab_size, config.char_max_length,
+                                 config.char_cnn, dropout=config.dropout)
+            width += config.char_cnn
         self.dropout = nn.Dropout(config.dropout)
         self.lstm = nn.LSTM(width, config.hidden_size, num_layers=config.num_layers,
                             bidirectional=True, batch_first=True,
@@ -98,6 +107,8 @@ class LstmEncoder(nn.Module):
         if self.buckets:
             left, right = bigram_ids(input_ids, attention_mask, self.buckets)
             x = torch.cat([x, self.bigrams(left), self.bigrams(right)], dim=-1)
+        if self.chars is not None:
+            x = torch.cat([x, self.chars(input_ids)], dim=-1)            # (B, T, E + F)
         x = self.dropout(x)
         lengths = attention_mask.sum(1).clamp(min=1).cpu()
         # Packing keeps padding out of the backward direction's state.
@@ -156,17 +167,35 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
               "tie_word_embeddings": spec.tie_embeddings} if generative else
              {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
               "label2id": {n: i for i, n in enumerate(labels)}})
+    table = _char_table(spec, tokenizer, generative, extra)
     config = LstmConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding, hidden_size=spec.hidden,
                         num_layers=spec.layers, dropout=0.1 if dropout is None else dropout,
                         bigram_buckets=spec.bigram_buckets, pad_token_id=tokenizer.pad_token_id, **extra)
     model = head_class(config)
+    if table is not None:
+        model.encoder.chars.table.copy_(table)
     arch = "lstm" if generative else "bilstm"
     log.info("built a%s %s from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d%s",
              "n" if generative else "", "LSTM language model" if generative else "BiLSTM",
              spec.layers, spec.hidden, spec.embedding, len(tokenizer),
              f", {spec.bigram_buckets} bigram buckets" if spec.bigram_buckets else "")
+    if table is not None:
+        log.info("character CNN: %d filters over %d characters of each token", spec.char_cnn, CHAR_MAX_LENGTH)
     info = {"family": "lstm", "source": "scratch", "arch": arch, "vocab_size": len(tokenizer)}
     return LoadedModel(model, tokenizer, info)
+
+
+def _char_table(spec, tokenizer, generative: bool, config_kwargs: dict) -> torch.Tensor | None:
+    """The characters of every token, for ``model.char_cnn`` (None when off); sets the config's
+    character sizes in ``config_kwargs``."""
+    if not spec.char_cnn:
+        return None
+    if generative:
+        raise ModelError("model.char_cnn: the lstm language model has no character features "
+                         "(they apply to classification and token_classification)")
+    table, char_vocab = char_table(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), CHAR_MAX_LENGTH)
+    config_kwargs.update(char_cnn=spec.char_cnn, char_vocab_size=char_vocab, char_max_length=CHAR_MAX_LENGTH)
+    return table
 
 
 def load_saved_lstm(folder: Path, meta: dict) -> LoadedModel:
