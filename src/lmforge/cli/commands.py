@@ -253,12 +253,12 @@ def _with_system(system: str | None, messages: list[dict]) -> list[dict]:
 
 
 def cmd_generate(args) -> int:
-    from lmforge.generation import Generator
+    from lmforge.generation.generator import open_generator
 
     options = _generation_options(args)
     options.check()
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    generator = Generator(args.model, args.checkpoint, args.threads)
+    generator = open_generator(args.model, args.checkpoint, args.threads)
     if args.system and not args.raw:
         prompt = _with_system(args.system, [{"role": "user", "content": prompt}])
     stream = None if (args.no_stream or args.json) else (lambda piece: print(piece, end="", flush=True))
@@ -277,11 +277,11 @@ def cmd_generate(args) -> int:
 
 def cmd_chat(args) -> int:
     """Read a line, stream the reply, keep the conversation; /reset forgets it, /exit or EOF ends."""
-    from lmforge.generation import Generator
+    from lmforge.generation.generator import open_generator
 
     options = _generation_options(args)
     options.check()
-    generator = Generator(args.model, args.checkpoint, args.threads)
+    generator = open_generator(args.model, args.checkpoint, args.threads)
     history: list[dict] = []
     print(f"chatting with {args.model} (/reset forgets the conversation, /exit ends)", file=sys.stderr)
     while True:

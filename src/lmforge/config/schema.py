@@ -96,7 +96,7 @@ class DataConfig(Section):
 class ModelSpec(Section):
     """A model given as a spec: a family plus its settings."""
 
-    family: str = Field("transformer", description="model family: transformer | lstm")
+    family: str = Field("transformer", description="model family: transformer | lstm | ngram")
     path: str | None = Field(None, description="bundled alias or local folder to start from")
     arch: str | None = Field(None, description="from scratch: bert | llama | gpt2 | t5 (default: bert; llama for causal_lm; t5 for seq2seq)")
     layers: int = Field(2, ge=1, description="from scratch: number of layers")
@@ -115,6 +115,24 @@ class ModelSpec(Section):
     lowercase: bool = Field(True, description="from scratch: lowercase text in the trained tokenizer")
     extend_vocab: bool = Field(
         False, description="pretrained WordPiece: add the training texts' unknown characters to the vocabulary")
+    classifier: Literal["logreg", "nbsvm"] = Field(
+        "logreg", description="ngram classification: logreg (TF-IDF + logistic regression) | nbsvm (NB-SVM)")
+    word_ngrams: tuple[int, int] | None = Field(
+        (1, 2), description="ngram classification: [min, max] word n-gram lengths (null: no word n-grams)")
+    char_ngrams: tuple[int, int] | None = Field(
+        (2, 5), description="ngram classification: [min, max] character n-gram lengths, inside words (null: none)")
+    min_df: int = Field(2, ge=1, description="ngram: keep n-grams found in at least N texts (CRF: features seen N times)")
+    max_features: int | None = Field(None, ge=1, description="ngram classification: keep the N most frequent n-grams of each kind")
+    C: float = Field(1.0, gt=0, description="ngram classification: inverse L2 regularisation strength of the linear model")
+    c1: float = Field(0.1, ge=0, description="ngram token_classification: L1 regularisation of the CRF")
+    c2: float = Field(0.05, ge=0, description="ngram token_classification: L2 regularisation of the CRF")
+    max_iterations: int = Field(100, ge=1, description="ngram token_classification: L-BFGS iterations of the CRF")
+    window: int = Field(2, ge=0, le=5, description="ngram token_classification: neighbours each side that a word's features describe")
+    unit: Literal["word", "char"] = Field("word", description="ngram causal_lm: model words or characters")
+    order: int = Field(3, ge=1, le=12, description="ngram causal_lm: n-gram order (3: trigrams)")
+    discount: float | None = Field(
+        None, gt=0, le=1, description="ngram causal_lm: one Kneser-Ney discount for all (null: modified KN, three per order)")
+    min_count: int = Field(1, ge=1, description="ngram causal_lm: tokens seen fewer than N times become <unk>")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self):
@@ -125,6 +143,23 @@ class ModelSpec(Section):
         if self.path is None and self.hidden % self.heads:
             raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
         return self
+
+    @model_validator(mode="after")
+    def _ngram_keys(self):
+        given = sorted(NGRAM_ONLY & self.model_fields_set)
+        if given and self.family != "ngram":
+            raise ValueError(f"model.{given[0]} applies to the ngram family only")
+        for key in ("word_ngrams", "char_ngrams"):
+            value = getattr(self, key)
+            if value is not None and not 1 <= value[0] <= value[1]:
+                raise ValueError(f"model.{key}: {list(value)} must be [min, max] with 1 <= min <= max")
+        if self.word_ngrams is None and self.char_ngrams is None:
+            raise ValueError("model.word_ngrams and model.char_ngrams cannot both be null")
+        return self
+
+
+NGRAM_ONLY = {"classifier", "word_ngrams", "char_ngrams", "min_df", "max_features", "C", "c1", "c2",
+              "max_iterations", "window", "unit", "order", "discount", "min_count"}
 
 
 class TuningConfig(Section):

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from lmforge.models import load_saved
+from lmforge.models.one_pass import is_one_pass
 from lmforge.tracking.run_folder import write_atomic
 
 
@@ -18,6 +19,8 @@ def evaluate_saved(folder: Path, task, labels, features: list[dict], examples: l
     """Load the model saved in ``folder`` and evaluate it (the same path ``lmforge eval`` takes)."""
     loaded = load_saved(folder, meta or {"head": task.head})
     model = loaded.model
+    if is_one_pass(model):                    # n-gram models read the examples themselves
+        return model.evaluate(task, examples, labels)
     if hasattr(task, "prepare_saved"):
         model = task.prepare_saved(model, folder, labels)
     model = model.to(device())

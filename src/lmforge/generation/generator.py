@@ -130,6 +130,20 @@ def greedy_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int
     return replies
 
 
+def open_generator(source: str, checkpoint: str = "auto", threads: int | None = None):
+    """What generates for ``source``: a ``Generator`` over a transformers model, or, for a run whose
+    model generates by itself (one-pass families: the n-gram LM), that model, which has the same
+    ``generate(prompt, options, raw, stream)``."""
+    path = Path(source).expanduser()
+    if (path / "lmforge.json").is_file():
+        folder, meta = resolve_model_folder(source, checkpoint)
+        if (meta.get("model") or {}).get("one_pass"):
+            from lmforge.models import load_saved
+
+            return load_saved(folder, meta).model
+    return Generator(source, checkpoint, threads)
+
+
 class Generator:
     def __init__(self, source: str, checkpoint: str = "auto", threads: int | None = None):
         import transformers

@@ -71,4 +71,5 @@ def ensure_families() -> None:
 
 def _ensure_builtin() -> None:
     # Importing a family module registers it.
+    from lmforge.models import ngram  # noqa: F401
     from lmforge.models import lstm, transformer  # noqa: F401

@@ -43,6 +43,8 @@ def time_predictions(predict: Callable[[list[str], int], object], texts: list[st
 
 
 def parameters(model) -> int:
+    if hasattr(model, "parameter_count"):        # one-pass models (n-gram): their learned values
+        return model.parameter_count()
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 

@@ -117,9 +117,13 @@ class ClassificationTask:
 
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet,
                  top_k: int = 3) -> EvalResult:
-        logits = self.logits(model, tokenizer, features, batch_size, device)
-        gold = torch.tensor([f["label"] for f in features])
-        loss = F.cross_entropy(logits, gold).item() if len(features) else math.nan
+        return self.result(self.logits(model, tokenizer, features, batch_size, device), examples, labels, top_k)
+
+    def result(self, logits: torch.Tensor, examples, labels: LabelSet, top_k: int = 3) -> EvalResult:
+        """Metrics and prediction rows from the (N, labels) logits of ``examples`` (any model's:
+        log-probabilities work too)."""
+        gold = torch.tensor([ex.label_id for ex in examples], dtype=torch.long)
+        loss = F.cross_entropy(logits, gold).item() if len(examples) else math.nan
         probs = logits.softmax(-1)
         pred = probs.argmax(-1)
         metrics = classification_metrics(gold.tolist(), pred.tolist(), labels.names)

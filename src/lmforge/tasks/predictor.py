@@ -10,6 +10,7 @@ from lmforge.data.examples import LabelSet, TextExample
 from lmforge.data.readers import Problems
 from lmforge.errors import DataError, ModelError
 from lmforge.models import load_saved
+from lmforge.models.one_pass import is_one_pass
 from lmforge.tasks.classification import prediction_rows
 from lmforge.tasks.registry import EvalResult, get_task
 from lmforge.tracking.run_folder import RunFolder
@@ -32,15 +33,19 @@ class RunPredictor:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         loaded = load_saved(self.folder, self.meta)
         model = loaded.model
-        if hasattr(self.task, "prepare_saved"):
+        # One-pass models (the n-gram family) are not torch modules: they predict by themselves.
+        self.one_pass = is_one_pass(model)
+        if hasattr(self.task, "prepare_saved") and not self.one_pass:
             model = self.task.prepare_saved(model, self.folder, self.labels)
-        self.model = model.to(self.device).eval()
+        self.model = model if self.one_pass else model.to(self.device).eval()
         self.tokenizer = loaded.tokenizer
         self.max_length = int(self.meta.get("max_length", 512))
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
                 top_k: int = 3) -> list[dict]:
         """Label, score and top-k probabilities for each text, batched by length."""
+        if self.one_pass:
+            return prediction_rows(self.model.probabilities(texts, pairs), self.labels.names, top_k)
         examples = [TextExample(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
         features = self.task.encode(self.tokenizer, examples, self.max_length)
         logits = self.task.logits(self.model, self.tokenizer, features, batch_size, self.device)
@@ -62,8 +67,11 @@ class RunPredictor:
             examples = [TaggedExample(list(t)) for t in tokens]
         rows = [{"entities": [], "tags": []} for _ in examples]
         todo = [i for i, ex in enumerate(examples) if ex.tokens]
-        found = self.task.predict_examples(self.model, self.tokenizer, [examples[i] for i in todo],
-                                           self.max_length, batch_size, self.device, self.labels)
+        if self.one_pass:
+            found = self.model.predict_examples(self.task, [examples[i] for i in todo], self.labels)
+        else:
+            found = self.task.predict_examples(self.model, self.tokenizer, [examples[i] for i in todo],
+                                               self.max_length, batch_size, self.device, self.labels)
         for i, row in zip(todo, found):
             rows[i] = row
         return rows
@@ -77,6 +85,8 @@ class RunPredictor:
         examples = self.task.read_labelled(source, data, self.labels, Problems())
         if not examples:
             raise DataError(f"{path}: no labelled rows to evaluate")
+        if self.one_pass:
+            return self.model.evaluate(self.task, examples, self.labels)
         features = self.task.encode(self.tokenizer, examples, self.max_length)
         return self.task.evaluate(self.model, self.tokenizer, features, examples, batch_size,
                                   self.device, self.labels)

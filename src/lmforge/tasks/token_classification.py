@@ -256,6 +256,11 @@ class TokenClassificationTask:
         features = self.encode(tokenizer, examples, max_length)
         scores = self.word_scores(model, tokenizer, features, examples, batch_size, device)
         paths, confidence = self.decode(model, scores)
+        return self.prediction_rows(examples, paths, confidence, labels)
+
+    def prediction_rows(self, examples: list[TaggedExample], paths: list[list[int]], confidence,
+                        labels: LabelSet) -> list[dict]:
+        """``predict`` rows (entities and tags) from each sentence's tag ids and their confidence."""
         rows = []
         for ex, path, conf in zip(examples, paths, confidence):
             tags = [labels.names[t] for t in path]
@@ -265,10 +270,16 @@ class TokenClassificationTask:
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet) -> EvalResult:
         scores = self.word_scores(model, tokenizer, features, examples, batch_size, device)
         paths, confidence = self.decode(model, scores)
+        return self.result(examples, paths, confidence, labels,
+                           self._loss_of(model, scores, [ex.tag_ids for ex in examples]))
+
+    def result(self, examples: list[TaggedExample], paths: list[list[int]], confidence, labels: LabelSet,
+               loss: float) -> EvalResult:
+        """Entity metrics and evaluation rows from each sentence's predicted tag ids (any model's)."""
         gold = [[labels.names[t] for t in ex.tag_ids] for ex in examples]
         pred = [[labels.names[t] for t in p] for p in paths]
         metrics = entity_metrics(gold, pred, self.scheme)
-        metrics["loss"] = self._loss_of(model, scores, [ex.tag_ids for ex in examples])
+        metrics["loss"] = loss
         rows = []
         for ex, g, p, conf in zip(examples, gold, pred, confidence):
             rows.append({"tokens": ex.tokens, "gold": g, "pred": p, "correct": g == p,

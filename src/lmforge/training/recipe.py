@@ -22,6 +22,7 @@ from lmforge.data.examples import limited_sample
 from lmforge.data.readers import Problems
 from lmforge.errors import ConfigError, TrainingError
 from lmforge.models import load_model
+from lmforge.models.one_pass import is_one_pass
 from lmforge.runtime import quiet_libraries, set_seed, set_threads
 from lmforge.tasks import get_task
 from lmforge.tokenization.unknown import unknown_rate
@@ -83,6 +84,10 @@ class TrainOutcome:
 def train(config: JobConfig, quiet: bool = False) -> TrainOutcome:
     """Run a training job end to end."""
     job = setup(config)
+    if is_one_pass(job.model):
+        from lmforge.training.one_pass import run_one_pass
+
+        return TrainOutcome(job.run, run_one_pass(job), None)
     with StopRequest() as stop:
         state = run_loop(job, stop, quiet)
     if not stop.requested:
@@ -115,6 +120,12 @@ def setup(config: JobConfig) -> Job:
                         dropout=config.train.dropout,
                         tokenizer_folder=run.model if resuming else None)
     task.configure(config, data.train, data.labels)
+    if is_one_pass(loaded.model):
+        # Families that learn in one pass (n-gram models) read the examples themselves: no
+        # features, optimizer or accelerator; ``training/one_pass.py`` takes it from here.
+        return Job(config, task, data, run, loaded.model, loaded.tokenizer, loaded.info,
+                   {"train": data.train, "validation": data.validation, "test": data.test},
+                   tracker=tracker_for(config, task))
     if hasattr(task, "prepare_model"):
         loaded.model = task.prepare_model(loaded.model, data.labels)
     features = {split: task.encode(loaded.tokenizer, examples, config.train.max_length)
@@ -175,15 +186,19 @@ def _prepare_optimisation(job: Job) -> None:
     optimizer = build_optimizer(job.model, cfg.lr, cfg.weight_decay)
     job.scheduler = build_scheduler(optimizer, cfg.warmup, job.total_steps, cfg.scheduler)
     job.model, job.optimizer = job.accelerator.prepare(job.model, optimizer)
-    early = cfg.early_stopping
-    metric = early.metric if early and early.metric else job.task.default_metric
-    mode = (early.mode if early and early.mode else ("min" if metric in ("loss", "perplexity") else "max"))
-    job.tracker = EarlyStopping(metric, mode, early.patience if early else None,
-                                early.min_delta if early else 0.0)
+    job.tracker = tracker_for(job.config, job.task)
     trainable, total = count_parameters(job.model)
     job.info["parameters"] = {"trainable": trainable, "total": total}
     log.info("tuning %s: %s of %s parameters trainable (%.2f%%)", job.config.tuning.method,
              f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+
+
+def tracker_for(config: JobConfig, task) -> EarlyStopping:
+    """The best-model tracker (and early stopping) on the configured or the task's main metric."""
+    early = config.train.early_stopping
+    metric = early.metric if early and early.metric else task.default_metric
+    mode = (early.mode if early and early.mode else ("min" if metric in ("loss", "perplexity") else "max"))
+    return EarlyStopping(metric, mode, early.patience if early else None, early.min_delta if early else 0.0)
 
 
 def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
@@ -453,29 +468,43 @@ def save_model_folder(job: Job, folder: Path) -> None:
 
 def cleanup(job: Job, state: TrainState) -> None:
     """Save the final model, evaluate the best one on validation and test, write the report."""
-    from lmforge.evaluation.runs import evaluate_saved, write_predictions
-    from lmforge.tracking.report import write_report
-
     if not job.accelerator.is_main_process:
         return
     run = job.run
     save_model_folder(job, run.model)
     which = "best" if (run.best / "config.json").is_file() else "model"
+    results, predictions = evaluate_splits(job, run.model_dir(which))
+    write_results(job, state, which, results, predictions)
+
+
+def evaluate_splits(job: Job, folder: Path) -> tuple[dict, list[dict]]:
+    """Metrics per split (validation, test) and prediction rows of the model saved in ``folder``."""
+    from lmforge.evaluation.runs import evaluate_saved
+
     results, predictions = {}, []
     for split in ("validation", "test"):
         if job.features[split]:
-            result = evaluate_saved(run.model_dir(which), job.task, job.data.labels, job.features[split],
+            result = evaluate_saved(folder, job.task, job.data.labels, job.features[split],
                                     getattr(job.data, split), 2 * job.config.train.batch_size,
                                     meta={"head": job.task.head, "model": job.info})
             results[split] = result.metrics
             predictions += [{"split": split, **row} for row in result.predictions]
+    return results, predictions
+
+
+def write_results(job: Job, state: TrainState, which: str, results: dict, predictions: list[dict]) -> None:
+    """The end of a run: ``final`` metrics lines, ``eval_results.json``, ``predictions.jsonl``, the
+    finished ``lmforge.json`` and ``report.html``."""
+    from lmforge.evaluation.runs import write_predictions
+    from lmforge.tracking.report import write_report
+    from lmforge.tracking.run_folder import write_atomic
+
+    run = job.run
     with open(run.metrics, "a", encoding="utf-8") as handle:
         for split, metrics in results.items():
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             handle.write(json.dumps({"kind": "final", "split": split, "checkpoint": which,
                                      "step": state.step, **scalars}) + "\n")
-    from lmforge.tracking.run_folder import write_atomic
-
     write_atomic(run.results, json.dumps(results, indent=1, ensure_ascii=False))
     write_predictions(run.predictions, predictions)
     tracker = job.tracker

@@ -1,0 +1,50 @@
+"""The n-gram family: models that learn in one pass over the data, on scikit-learn and
+python-crfsuite, with no weights to download and no tokenizer to train.
+
+- classification: TF-IDF word and character n-grams with logistic regression, or NB-SVM
+  (``model.classifier``);
+- token_classification: a feature-based linear-chain CRF;
+- causal_lm: an interpolated Kneser-Ney n-gram language model over words or characters.
+
+Each head's model follows the one-pass protocol (``lmforge.models.one_pass``); saved folders hold
+JSON, safetensors and crfsuite's model file, never a pickle.
+"""
+
+from pathlib import Path
+
+from lmforge.errors import ModelError
+from lmforge.models.ngram.classifier import NgramClassifier
+from lmforge.models.ngram.language_model import NgramLanguageModel
+from lmforge.models.ngram.tagger import NgramTagger
+from lmforge.models.registry import LoadedModel, register_family
+
+HEADS = {"sequence_classification": NgramClassifier, "token_classification": NgramTagger,
+         "causal_lm": NgramLanguageModel}
+
+
+def _head_class(head: str):
+    if head not in HEADS:
+        raise ModelError(f"the ngram family has no '{head}' head: it does classification, "
+                         f"token_classification and causal_lm")
+    return HEADS[head]
+
+
+def _info(head: str) -> dict:
+    kind = {"sequence_classification": "linear", "token_classification": "crf", "causal_lm": "kneser_ney"}[head]
+    return {"family": "ngram", "source": "scratch", "arch": kind, "one_pass": True}
+
+
+def load_ngram(spec, head: str, labels: list[str], texts: list[str], dropout: float | None = None,
+               tokenizer_folder: Path | None = None) -> LoadedModel:
+    model_class = _head_class(head)
+    if spec.path is not None:
+        raise ModelError("model.path: the ngram family is always built from the data (leave path out)")
+    return LoadedModel(model_class.from_spec(spec, labels), None, _info(head))
+
+
+def load_saved_ngram(folder: Path, meta: dict) -> LoadedModel:
+    head = meta.get("head", "sequence_classification")
+    return LoadedModel(_head_class(head).load(folder), None, dict(meta.get("model") or _info(head)))
+
+
+register_family("ngram", load_ngram, load_saved_ngram)

@@ -1,0 +1,62 @@
+"""The one-pass recipe: setup (done by ``recipe.setup``) -> fit -> save -> evaluate -> report, for
+models that learn in one call over the data (``lmforge.models.one_pass``: the n-gram family).
+
+There are no epochs, checkpoints or optimizer state, so there is nothing to resume: ``resume=true``
+fits again. The run folder is the same as the PyTorch loop's -- ``config.yaml``, ``lmforge.json``,
+``model/``, ``metrics.jsonl`` (one ``train`` line for the fit, one ``eval`` line per split and the
+``final`` lines), ``eval_results.json``, ``predictions.jsonl`` and ``report.html`` -- and the
+evaluation loads the saved ``model/`` back, the path ``lmforge eval`` takes.
+"""
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from lmforge.config import config_to_dict
+from lmforge.tracking.metrics_log import MetricsLog
+from lmforge.training.recipe import Job, TrainState, _meta, evaluate_splits, write_results
+
+log = logging.getLogger("lmforge")
+
+
+def run_one_pass(job: Job) -> TrainState:
+    run, train = job.run, job.data.train
+    if job.config.overwrite and run.path.exists():
+        run.clear()
+    run.write_config(config_to_dict(job.config))
+    run.write_meta(_meta(job, finished=False))
+    metrics = MetricsLog(run.metrics, run.events)
+    metrics.write({"kind": "start", "step": 0, "examples": len(train), "steps": 1})
+    log.info("fitting %s (%s) on %d examples in one pass", job.info.get("family"), job.info.get("arch"), len(train))
+    started = time.perf_counter()
+    job.model.fit(job.task, job.data)
+    elapsed = time.perf_counter() - started
+    count = job.model.parameter_count()
+    job.info["parameters"] = {"trainable": count, "total": count}
+    metrics.write({"kind": "train", "step": 1, "epoch": 1.0, "elapsed_s": round(elapsed, 3),
+                   "examples_per_s": len(train) / elapsed if elapsed > 0 else None})
+    log.info("fitted in %.1f s: %s learned values", elapsed, f"{count:,}")
+    save_atomic(job.model, run.model)
+    results, predictions = evaluate_splits(job, run.model)
+    for split, result in results.items():
+        scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+        metrics.write({"kind": "eval", "split": split, "step": 1, "epoch": 1.0, **scalars})
+        if split == "validation":
+            job.tracker.update(scalars.get(job.tracker.metric), 1)
+    metrics.close()
+    state = TrainState(step=1, epoch=1, examples_seen=len(train), elapsed_s=round(elapsed, 3))
+    write_results(job, state, "model", results, predictions)
+    return state
+
+
+def save_atomic(model, folder: Path) -> None:
+    """Save into a temporary folder, then rename it into place (a crash never leaves half a model)."""
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
