@@ -36,6 +36,11 @@ def test_state_cache_gives_the_logits_of_the_whole_prefix(tie):
         cache = out.cache
     assert cache.get_seq_length() == 9
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    # The server's names: past_key_values in and out, batch_select_indices to drop finished rows.
+    out = model(ids[:, :8], use_cache=True)
+    out.past_key_values.batch_select_indices(torch.tensor([1]))
+    last = model(ids[1:, 8:], past_key_values=out.past_key_values, use_cache=True).logits
+    assert torch.allclose(last[0, -1], full[1, -1], atol=1e-5)
     # HF generate: carrying the state and recomputing the prefix pick the same greedy tokens.
     kwargs = dict(attention_mask=torch.ones_like(ids[:, :3]), max_new_tokens=8, do_sample=False,
                   pad_token_id=0, eos_token_id=None)

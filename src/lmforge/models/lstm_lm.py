@@ -40,6 +40,8 @@ class LstmState:
         self.h = self.h.index_select(1, beam_idx.to(self.h.device))
         self.c = self.c.index_select(1, beam_idx.to(self.c.device))
 
+    batch_select_indices = reorder_cache      # the server drops finished rows the same way
+
     def get_seq_length(self, *_) -> int:
         return self.length
 
@@ -55,6 +57,11 @@ class LstmCausalLMOutput(ModelOutput):
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
     cache: LstmState | None = None
+
+    @property
+    def past_key_values(self) -> LstmState | None:
+        """The older name of the cache (the server's decode loop reads it)."""
+        return self.cache
 
 
 def sequence_index(attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
@@ -173,7 +180,8 @@ class LstmForCausalLM(LstmPreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, cache: LstmState | None = None,
                 labels=None, use_cache: bool | None = None, logits_to_keep: int = 0,
-                **_) -> LstmCausalLMOutput:
+                past_key_values: LstmState | None = None, **_) -> LstmCausalLMOutput:
+        cache = cache if cache is not None else past_key_values
         out = self.model(input_ids, attention_mask, position_ids, cache, use_cache=bool(use_cache))
         hidden = out.last_hidden_state
         if logits_to_keep:
