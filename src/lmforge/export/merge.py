@@ -85,3 +85,19 @@ def merge_run(run_dir: str | Path, output: str | Path, checkpoint: str = "model"
         out.rmdir()
     os.replace(tmp, out)
     return report
+
+
+def merge_step(current, context):
+    """The export pipeline's ``--merge``: the merged model as a variant (a run folder)."""
+    variant, model_dir = context.new_variant("merged", "torch", current)
+    model_dir.rmdir()                                   # merge_run writes the folder itself
+    report = merge_run(context.run_dir, model_dir, current.checkpoint
+                       if current.checkpoint != "auto" else _auto(context.run_dir))
+    variant.notes = {"adapter": report["adapter"], "max_logit_difference": report["max_logit_difference"]}
+    return variant
+
+
+def _auto(run_dir) -> str:
+    from lmforge.tracking.run_folder import RunFolder
+
+    return RunFolder(run_dir).model_dir("auto").name

@@ -27,12 +27,19 @@ SavedLoader = Callable[[Path, dict], LoadedModel]
 
 FAMILIES: dict[str, FamilyLoader] = {}
 SAVED_LOADERS: dict[str, SavedLoader] = {}
+# Exported folders (ONNX, int8) in a layout of their own: (name, detect(folder), loader), first match wins.
+SAVED_FORMATS: list[tuple[str, Callable[[Path], bool], SavedLoader]] = []
 
 
 def register_family(name: str, loader: FamilyLoader, saved_loader: SavedLoader) -> None:
     """Register a family: how to build it for training, and how to load it from a run folder."""
     FAMILIES[name] = loader
     SAVED_LOADERS[name] = saved_loader
+
+
+def register_format(name: str, detect: Callable[[Path], bool], loader: SavedLoader) -> None:
+    """Register an exported layout: folders for which ``detect`` is true load with ``loader``."""
+    SAVED_FORMATS.append((name, detect, loader))
 
 
 def as_spec(model: str | ModelSpec) -> ModelSpec:
@@ -56,6 +63,9 @@ def load_model(model: str | ModelSpec, head: str, labels: list[str], texts: list
 def load_saved(folder: Path, meta: dict) -> LoadedModel:
     """Load a model saved in a run folder, by the family recorded in ``lmforge.json``."""
     _ensure_builtin()
+    for _, detect, format_loader in SAVED_FORMATS:
+        if detect(folder):
+            return format_loader(folder, meta)
     family = meta.get("model", {}).get("family", "transformer")
     loader = SAVED_LOADERS.get(family)
     if loader is None:
@@ -72,4 +82,4 @@ def ensure_families() -> None:
 def _ensure_builtin() -> None:
     # Importing a family module registers it.
     from lmforge.models import ngram  # noqa: F401
-    from lmforge.models import lstm, transformer  # noqa: F401
+    from lmforge.models import int8, lstm, onnx_model, transformer  # noqa: F401

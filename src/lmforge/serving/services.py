@@ -143,7 +143,7 @@ class RunModel(ServedModel):
         self.ner_limit = self.settings.max_input_tokens or 16 * self.predictor.max_length
         fn = self._classify if self.kind == "classification" else self._tag
         family = self.meta.get("model", {}).get("family", "transformer")
-        if self.kind == "classification" and family == "transformer":
+        if self.kind == "classification" and family == "transformer" and self.predictor.backend == "torch":
             probes = precision.probe_texts(Path(self.source))
             self.dtype = precision.settle(self.settings.dtype, self.predictor.model,
                                           lambda: self._classify(probes), precision.same_classes, self.name)

@@ -32,6 +32,10 @@ class RunPredictor:
         self.folder = self.run.model_dir(checkpoint)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         loaded = load_saved(self.folder, self.meta)
+        # torch (float), torch-int8 or onnxruntime: exported folders (lmforge export) load by their files.
+        self.backend = loaded.info.get("backend", "torch")
+        if self.backend != "torch":
+            self.device = torch.device("cpu")      # int8 kernels and ONNX Runtime run on the CPU
         model = loaded.model
         # One-pass models (the n-gram family) are not torch modules: they predict by themselves.
         self.one_pass = is_one_pass(model)

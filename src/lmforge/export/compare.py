@@ -1,0 +1,160 @@
+"""The export's comparison table: the original and every variant on the same data and texts.
+
+Each model is loaded through ``RunPredictor`` -- what ``predict``, ``eval`` and ``serve`` run -- and
+gets its task metric on the evaluation file (accuracy and macro F1, or entity F1), its size on disk
+(the model folder), its parameters, the p50 latency of one text at a time and the throughput in
+batches of 32 (``selection.measure.time_predictions``: the same seeded texts for every model, after
+a warm-up), and its ratios to the original.
+"""
+
+import gc
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.errors import DataError
+
+ENCODER_TASKS = ("classification", "token_classification")
+
+
+@dataclass
+class EvalData:
+    path: str | None              # None: the task has no evaluation here (sizes only)
+    fields: object | None         # config.schema.Fields, or None for the run's own
+    label: str
+    texts: list[str]
+
+
+def evaluation_data(run_dir: Path, meta: dict, eval_data: str | None) -> EvalData:
+    """``--eval-data`` or the run's validation file (``config.yaml``), and its input texts."""
+    import yaml
+
+    from lmforge.config.schema import DataConfig, DataSource, Fields
+    from lmforge.data.examples import LabelSet
+    from lmforge.data.readers import Problems
+    from lmforge.tasks.registry import get_task
+
+    if meta.get("task") not in ENCODER_TASKS:
+        return EvalData(None, None, "no evaluation for this task (sizes only)", [])
+    fields = None
+    if eval_data:
+        path = eval_data
+    else:
+        config = yaml.safe_load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8")) or {}
+        source = (config.get("data") or {}).get("validation")
+        source = source[0] if isinstance(source, list) and source else source
+        if not source:
+            raise DataError(f"{run_dir}: the run has no validation file (data.validation) to evaluate the "
+                            "export on; give --eval-data FILE")
+        path = source if isinstance(source, str) else source["path"]
+        if isinstance(source, dict) and source.get("fields"):
+            fields = Fields(**{**(meta.get("fields") or {}), **source["fields"]})
+    if not Path(path).exists():
+        raise DataError(f"{path}: evaluation file not found (give --eval-data FILE)")
+    task = get_task(meta["task"])
+    if hasattr(task, "configure_from_meta"):
+        task.configure_from_meta(meta)
+    options = {"output_scheme": task.scheme} if hasattr(task, "scheme") else {}
+    data = DataConfig(fields=fields or Fields(**meta.get("fields", {})), **options)
+    examples = task.read_labelled(DataSource(path=str(path)), data, LabelSet.from_json(meta["labels"]), Problems())
+    if not examples:
+        raise DataError(f"{path}: no labelled rows to evaluate the export on")
+    texts = [ex.text if hasattr(ex, "text") else " ".join(ex.tokens) for ex in examples]
+    return EvalData(str(path), fields, str(path), texts)
+
+
+def count_parameters(model) -> int:
+    from lmforge.models.int8 import int8_parameters
+    from lmforge.models.onnx_model import OnnxModel
+
+    if isinstance(model, OnnxModel):
+        return model.num_parameters()
+    return int8_parameters(model)
+
+
+def _measure(variant, data: EvalData) -> dict:
+    from lmforge.selection.measure import folder_size, time_predictions
+    from lmforge.tasks.predictor import RunPredictor
+
+    predictor = RunPredictor(variant.folder, variant.checkpoint)
+    row = {"model": variant.name, "format": variant.format, "size_bytes": folder_size(predictor.folder),
+           "parameters": count_parameters(predictor.model), **variant.notes}
+    if data.path is not None:
+        metrics = predictor.evaluate(data.path, data.fields).metrics
+        keys = ("accuracy", "macro_f1") if predictor.meta["task"] == "classification" else ("f1", "precision", "recall")
+        row.update({k: metrics[k] for k in keys})
+        if predictor.meta["task"] == "token_classification":
+            predict = lambda batch, size: predictor.predict_entities(texts=batch, batch_size=size)  # noqa: E731
+        else:
+            predict = lambda batch, size: predictor.predict(batch, batch_size=size)  # noqa: E731
+        row.update(time_predictions(predict, data.texts))
+    return row
+
+
+def measure_variants(variants: list, data: EvalData) -> list[dict]:
+    rows = []
+    for variant in variants:
+        rows.append(_measure(variant, data))
+        gc.collect()          # one model in memory at a time
+    base = rows[0]
+    for row in rows:
+        row["size_ratio"] = round(row["size_bytes"] / base["size_bytes"], 4)
+        for key in ("accuracy", "f1"):
+            if key in row:
+                row["delta_points"] = round(100 * (row[key] - base[key]), 2)
+        if "latency_p50_ms" in row:
+            row["latency_speedup"] = round(base["latency_p50_ms"] / row["latency_p50_ms"], 3)
+            row["throughput_ratio"] = round(row["throughput_per_s"] / base["throughput_per_s"], 3)
+    return rows
+
+
+COLUMNS = [("model", "model"), ("format", "format"), ("accuracy", "accuracy"), ("macro_f1", "macro F1"),
+           ("f1", "entity F1"), ("delta_points", "Δ points"), ("size_mb", "size MB"), ("size_ratio", "size ×"),
+           ("parameters", "parameters"), ("latency_p50_ms", "p50 ms (batch 1)"), ("latency_speedup", "speed-up"),
+           ("throughput_per_s", "texts/s (batch 32)"), ("throughput_ratio", "throughput ×")]
+
+
+def _cells(row: dict) -> dict:
+    out = dict(row)
+    out["size_mb"] = round(row["size_bytes"] / 1e6, 1)
+    return out
+
+
+def _columns(rows: list[dict]) -> list[tuple[str, str]]:
+    cells = [_cells(r) for r in rows]
+    return [(k, h) for k, h in COLUMNS if any(c.get(k) is not None for c in cells)]
+
+
+FORMATS = {"accuracy": "{:.4f}", "macro_f1": "{:.4f}", "f1": "{:.4f}", "delta_points": "{:+.2f}", "size_mb": "{:.1f}",
+           "size_ratio": "{:.2f}", "parameters": "{:,}", "latency_p50_ms": "{:.2f}", "latency_speedup": "{:.2f}",
+           "throughput_per_s": "{:.1f}", "throughput_ratio": "{:.2f}"}
+
+
+def _text(key: str, value) -> str:
+    if value is None:
+        return "—"
+    return FORMATS[key].format(value) if key in FORMATS else str(value)
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = _columns(rows)
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for row in map(_cells, rows):
+        lines.append("| " + " | ".join(_text(k, row.get(k)) for k, _ in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(folder: Path, summary: dict) -> None:
+    from lmforge.tracking.report import _page, _table
+    from lmforge.tracking.run_folder import write_atomic
+
+    rows = summary["rows"]
+    intro = (f"Run `{summary['run']}`, steps: {', '.join(summary['steps'])}; evaluated on {summary['evaluated_on']}. "
+             "Latency: one text at a time (p50); throughput: batches of 32; ratios against the original.")
+    write_atomic(folder / "export.json", json.dumps(summary, indent=1, ensure_ascii=False))
+    write_atomic(folder / "export.md", f"# lmforge export\n\n{intro}\n\n{markdown(rows)}")
+    cols = _columns(rows)
+    body = [f"<p>{html.escape(intro)}</p>",
+            _table([h for _, h in cols], [[_text(k, _cells(r).get(k)) for k, _ in cols] for r in rows])]
+    write_atomic(folder / "report.html", _page("lmforge export", "\n".join(body)))
