@@ -310,12 +310,23 @@ def cmd_chat(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from lmforge.export import merge_run
+    from lmforge.export.compare import markdown
+    from lmforge.export.pipeline import run_export
 
-    report = merge_run(args.run, args.output, args.checkpoint)
-    print(f"merged the {report['adapter']} adapter of {report['run']} into {report['output']}: "
-          f"merged and unmerged logits agree within {report['max_logit_difference']:.1e} "
-          f"on {report['tokens_compared']} tokens")
+    quiet = lambda *_: None  # noqa: E731
+    summary = run_export(args.run, vars(args), log=quiet if args.json else lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(summary, ensure_ascii=False))
+        return 0
+    print(markdown(summary["rows"]), end="")
+    for row in summary["rows"][1:]:
+        if "max_logit_difference" in row:
+            print(f"{row['model']}: merged and unmerged logits agree within {row['max_logit_difference']:.1e}")
+        if "parity_max_difference" in row:
+            print(f"{row['model']}: ONNX Runtime and PyTorch agree within {row['parity_max_difference']:.1e} "
+                  f"on {row['parity_shapes']} batch shapes")
+    print(f"output: {summary['output']} (a run folder: lmforge predict/eval/serve take it)")
+    print(f"report: {summary['output']}/report.html")
     return 0
 
 

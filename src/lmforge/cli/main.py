@@ -77,11 +77,19 @@ def _generate_args(p):
 
 
 def _export_args(p):
+    from lmforge.export.pipeline import add_step_arguments
+
     p.add_argument("run", help="a run folder written by lmforge train")
-    p.add_argument("--merge", action="store_true", required=True,
-                   help="fold the run's LoRA/AdaLoRA/IA3 adapter into the base weights (checked against the unmerged model)")
-    p.add_argument("--output", required=True, help="folder to write (must not exist or be empty)")
-    p.add_argument("--checkpoint", choices=["best", "model"], default="model")
+    add_step_arguments(p)          # one flag set per registered step: --merge, --onnx, --quantize, ...
+    p.add_argument("--output", help="folder to write, itself a run folder for predict/eval/serve "
+                                    "(must not exist or be empty; default: RUN/export)")
+    p.add_argument("--eval-data", help="labelled file every variant is evaluated on (default: the run's validation "
+                                       "data)")
+    p.add_argument("--onnx-weight-type", choices=["qint8", "quint8"],
+                   help="--onnx --quantize int8: weight type of ONNX Runtime's quantization (default qint8)")
+    p.add_argument("--checkpoint", choices=["auto", "best", "model"], default="auto",
+                   help="best checkpoint, final model, or auto (best if present)")
+    p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
 
 
 def _serve_args(p):
@@ -168,7 +176,7 @@ COMMANDS = {
     "validate": ("check a config and read all its data, without training", _validate_args,
                  commands.cmd_validate),
     "generate": ("generate text from a prompt with a causal LM", _generate_args, commands.cmd_generate),
-    "export": ("export a run's model: --merge folds its adapter into plain weights", _export_args,
+    "export": ("export a run's model (--merge, --quantize int8, --onnx), each variant re-evaluated", _export_args,
                commands.cmd_export),
     "prompt": ("classify without training: a causal LM's label likelihoods (zero/few-shot) or similarity",
                _prompt_args, commands.cmd_prompt),
