@@ -82,7 +82,9 @@ def test_export_merge_folds_lora_into_a_plain_model(tmp_path, run_cli):
     code, stdout, err = run_cli("export", str(run), "--merge", "--output", str(tmp_path / "merged"))
     assert code == 0, err
     assert "agree within" in stdout
-    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    # the export folder is a run folder; its model/ is a plain Hugging Face folder
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged" / "model").eval()
+    assert (tmp_path / "merged" / "lmforge.json").is_file() and (tmp_path / "merged" / "export.md").is_file()
     saved = transformers.AutoModelForCausalLM.from_pretrained(run / "model").eval()
     ids = torch.tensor([[3, 4, 5, 6]])
     with torch.no_grad():
