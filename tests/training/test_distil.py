@@ -46,6 +46,11 @@ def test_distil_end_to_end(tiny_data, run_cli):
     assert (out / CACHE).is_file()
     code, stdout, _ = run_cli("eval", str(out / "distilled"), "--data", str(tiny_data["dev"]), "--json")
     assert code == 0 and "accuracy" in stdout
+    # --resume: finished runs of the same config are reused, not trained again
+    code, _, err = run_cli("distil", str(teacher), "--student", str(config), *student, "--resume")
+    assert code == 0, err
+    assert err.count("results are reused") == 2
+    assert json.loads((out / "distillation.json").read_text())["distilled"] == report["distilled"]
 
 
 def test_distil_refuses_a_teacher_that_is_not_a_classifier(tiny_data, run_cli, tmp_path):

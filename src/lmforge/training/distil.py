@@ -113,6 +113,24 @@ def _cache_key(folder: Path, examples: list) -> str:
     return digest.hexdigest()
 
 
+def _finished(config) -> bool:
+    """A finished run of exactly this config in ``config.output`` (``resume=true`` reuses it)."""
+    from lmforge.config import config_to_dict
+    from lmforge.tracking.run_folder import RunFolder
+
+    run = RunFolder(config.output)
+    if not run.meta.is_file():
+        return False
+    run.check_writable(config_to_dict(config), resume=True, overwrite=False)   # a changed config fails here
+    return bool(run.read_meta().get("finished"))
+
+
+def _summary(meta: dict, config) -> dict:
+    return {"run": config.output, "alpha": config.distil.alpha, "results": meta.get("results", {}),
+            "steps": meta.get("training", {}).get("steps"), "parameters": (meta.get("parameters") or {}).get("total"),
+            "wall_time_s": meta.get("training", {}).get("wall_time_s")}
+
+
 # -- the recipe -----------------------------------------------------------------------------------
 @dataclass
 class DistilOutcome:
@@ -139,6 +157,10 @@ def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool 
         runs["labels_only"] = plain
     results = {}
     for name, run_config in runs.items():
+        if run_config.resume and _finished(run_config):
+            log.info("%s: %s is finished with this config; its results are reused", name, run_config.output)
+            results[name] = _summary(RunFolder(run_config.output).read_meta(), run_config)
+            continue
         job = setup(run_config)
         if run_config.distil.alpha > 0:
             logits = teacher_logits(teacher.path, job.data.train, job.data.labels.names,
@@ -151,11 +173,7 @@ def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool 
         if stop.requested:
             return DistilOutcome(out, {}, stop.requested)
         cleanup(job, state)
-        meta = job.run.read_meta()
-        results[name] = {"run": str(job.run.path), "alpha": run_config.distil.alpha,
-                         "results": meta.get("results", {}), "steps": state.step,
-                         "parameters": (meta.get("parameters") or {}).get("total"),
-                         "wall_time_s": meta.get("training", {}).get("wall_time_s")}
+        results[name] = _summary(job.run.read_meta(), run_config)
     report = {"teacher": {"run": str(teacher.path), "results": teacher_meta.get("results", {}),
                           "parameters": (teacher_meta.get("parameters") or {}).get("total")},
               "temperature": config.distil.temperature, "alpha": config.distil.alpha,
