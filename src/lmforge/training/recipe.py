@@ -518,5 +518,5 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
     }))
     write_report(run.path)
     for split, metrics in results.items():
-        shown = [k for k in ("accuracy", "f1", "macro_f1") if isinstance(metrics.get(k), (int, float))]
+        shown = [k for k in ("accuracy", "f1", "macro_f1", "perplexity") if isinstance(metrics.get(k), (int, float))]
         log.info("%s (%s model): %s", split, which, ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))

@@ -105,6 +105,7 @@ class KneserNeyLM(BaseEstimator):
     def set_counts(self, adjusted: list[dict[str, int]]) -> None:
         """Build the tables, context statistics and discounts from the a(g) of every order."""
         self.tables_, self.stats_, self.discounts_ = [], [], []
+        self._unigram = None
         for grams in adjusted:
             table: dict[str, dict[int, int]] = {}
             for gram, a in grams.items():
@@ -140,8 +141,13 @@ class KneserNeyLM(BaseEstimator):
 
     def distribution(self, history: str) -> np.ndarray:
         """P(. | history) over the whole vocabulary (sums to 1)."""
-        p = np.full(len(self.vocabulary_), 1.0 / len(self.vocabulary_))
-        for k in range(self.order):
+        if self._unigram is None:          # every context interpolates down to it: computed once
+            self._unigram = self._interpolate(np.full(len(self.vocabulary_), 1.0 / len(self.vocabulary_)), "", 0, 1)
+        return self._interpolate(self._unigram.copy(), history, 1, self.order)
+
+    def _interpolate(self, p: np.ndarray, history: str, first: int, stop: int) -> np.ndarray:
+        """Orders first..stop-1 of the interpolation, on top of ``p`` (the lower orders' result)."""
+        for k in range(first, stop):
             context = history[len(history) - k:] if k else ""
             stats = self.stats_[k].get(context)
             if stats is None:
