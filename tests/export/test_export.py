@@ -185,3 +185,28 @@ def test_a_non_empty_output_is_refused_and_left_alone(runs, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
     assert not any(p.name.startswith(".tmp-export") for p in tmp_path.iterdir())
+
+
+def test_a_step_is_one_registration(runs, tmp_path):
+    """What --prune or --gguf add: a flag, a function in the list, and a row in the table."""
+    import shutil
+
+    from lmforge.export import pipeline
+
+    def copy_step(current, context):
+        variant, model_dir = context.new_variant("copied", current.format, current)
+        shutil.copytree(Path(current.folder) / "model", model_dir, dirs_exist_ok=True)
+        return variant
+
+    step = pipeline.ExportStep("copy", 35, lambda p: p.add_argument("--copy", action="store_true"),
+                               lambda o: bool(o.get("copy")), copy_step)
+    pipeline.register_step(step)
+    try:
+        out = tmp_path / "out"
+        assert _cli("export", str(runs["sentiment"]), "--copy", "--output", str(out), "--json") == 0
+    finally:
+        pipeline.STEPS.remove(step)
+    summary = json.loads((out / "export.json").read_text())
+    assert summary["steps"] == ["copy"] and [r["model"] for r in summary["rows"]] == ["original", "copied"]
+    assert summary["rows"][1]["accuracy"] == summary["rows"][0]["accuracy"]
+    assert json.loads((out / "lmforge.json").read_text())["export"]["steps"] == ["copied"]

@@ -1,4 +1,4 @@
-"""``--onnx``: an encoder run's model as ONNX, with dynamic batch and sequence axes, checked against
+"""``--onnx``: an encoder run's model (transformer family) as ONNX, with dynamic batch and sequence axes, checked against
 PyTorch before anything is kept.
 
 The graph comes from ``torch.onnx.export(dynamo=True)`` (torch.export + onnxscript; the older
@@ -14,6 +14,7 @@ difference on real tokens, are within ``TOLERANCE``.
 import contextlib
 import io
 import logging
+import re
 import shutil
 
 import torch
@@ -50,8 +51,11 @@ def check_onnx(context) -> None:
     if task not in ENCODER_TASKS:
         raise ModelError(f"--onnx: {context.run_dir} is a {task} run; ONNX export is for encoder runs "
                          f"(classification, token_classification)")
-    if family not in ("transformer", "lstm"):
-        raise ModelError(f"--onnx: the {family} family has no ONNX export")
+    if family == "lstm":    # its encoder packs padded sequences (pack_padded_sequence), which torch.export refuses
+        raise ModelError("--onnx: the lstm family packs padded sequences, which torch.onnx cannot export; "
+                         "ONNX export covers transformer runs")
+    if family != "transformer":
+        raise ModelError(f"--onnx: the {family} family has no ONNX export (transformer runs only)")
     from lmforge._optional import require
 
     for module in ("onnx", "onnxruntime", "onnxscript"):
@@ -107,7 +111,11 @@ def _export(graph: _Graph, sample: tuple, path) -> None:
             torch.onnx.export(graph, sample, str(path), dynamo=True, input_names=names, output_names=outputs,
                               dynamic_shapes=dynamic, optimize=True, external_data=False)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = exc
+        while cause.__cause__ is not None:      # the exporter wraps the real reason
+            cause = cause.__cause__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).strip()
+        first = text.splitlines()[0] if text else type(cause).__name__
         raise ModelError(f"--onnx: torch.onnx could not export this model ({first[:300]})") from None
 
 

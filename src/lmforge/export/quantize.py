@@ -33,9 +33,10 @@ def check_quantize(context) -> None:
     if meta.get("task") not in ENCODER_TASKS:
         raise ModelError(f"--quantize: {context.run_dir} is a {meta.get('task')} run; quantization is for "
                          "classification and token_classification runs")
-    if not onnx and meta.get("model", {}).get("family", "transformer") != "transformer":
-        raise ModelError("--quantize int8: PyTorch int8 covers the transformer family (the lstm family's weights "
-                         "are in its LSTM); add --onnx to quantize the ONNX graph instead")
+    family = meta.get("model", {}).get("family", "transformer")
+    if family != "transformer":
+        raise ModelError(f"--quantize: the {family} family is not quantized (int8 covers the linear layers of "
+                         "transformer runs)")
     if onnx:
         require("onnxruntime.quantization", "onnxruntime", "--quantize with --onnx (pip install 'lmforge[export]')")
 
