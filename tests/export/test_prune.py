@@ -7,8 +7,8 @@ import pytest
 import torch
 import transformers
 
-from conftest import tiny_overrides
 from lmforge.errors import ConfigError, ModelError
+from run_fixtures import tiny_run  # noqa: F401  (fixture)
 from lmforge.export.prune import (apply_masks, choose_heads, head_masks, magnitude_prune, prune_run,
                                   slice_heads, sparsity)
 
@@ -74,15 +74,6 @@ def test_heads_on_a_model_without_bert_attention_is_refused():
     from lmforge.export.prune import attention_blocks
     with pytest.raises(ModelError, match="magnitude"):
         attention_blocks(transformers.LlamaForCausalLM(config))
-
-
-@pytest.fixture
-def tiny_run(tiny_data, run_cli):
-    config = tiny_data["dir"] / "c.yaml"
-    config.write_text("task: classification\n")
-    code, _, err = run_cli("train", str(config), *tiny_overrides(tiny_data, tiny_data["dir"] / "run"), "--quiet")
-    assert code == 0, err
-    return tiny_data["dir"] / "run"
 
 
 def test_prune_run_recovers_keeping_the_mask_and_saves_a_plain_folder(tiny_run, tmp_path):

@@ -146,7 +146,9 @@ class ModelSpec(Section):
 
     @model_validator(mode="after")
     def _ngram_keys(self):
-        given = sorted(NGRAM_ONLY & self.model_fields_set)
+        # A run's resolved config.yaml spells every key out; only a changed value is a mistake.
+        given = sorted(k for k in NGRAM_ONLY & self.model_fields_set
+                       if getattr(self, k) != type(self).model_fields[k].default)
         if given and self.family != "ngram":
             raise ValueError(f"model.{given[0]} applies to the ngram family only")
         for key in ("word_ngrams", "char_ngrams"):

@@ -174,6 +174,27 @@ def _quantize_arguments(p) -> None:
                         "weights, ONNX Runtime only (with --onnx)")
 
 
+def _prune_arguments(p) -> None:
+    p.add_argument("--prune", type=float, metavar="FRACTION",
+                   help="prune this fraction (e.g. 0.3) of the backbone's linear weights (--prune-method magnitude: "
+                        "one global threshold; embeddings, pooler and head kept) or of the attention heads (heads)")
+    p.add_argument("--prune-method", choices=["magnitude", "heads"], default="magnitude",
+                   help="magnitude: unstructured, by |weight|; heads: whole heads by importance (Michel et al. 2019)")
+    p.add_argument("--recover-steps", type=int, default=0, metavar="N",
+                   help="--prune: then fine-tune N steps on the run's training data, pruned weights held at zero")
+    p.add_argument("--recover-lr", type=float, help="--recover-steps: learning rate (default: the run's train.lr)")
+
+
+def _gguf_arguments(p) -> None:
+    p.add_argument("--gguf", nargs="?", const="f16", choices=["f32", "f16", "q8_0"],
+                   help="Llama-style causal LMs: also write model.<type>.gguf for llama.cpp (default f16), checked "
+                        "by loading it back through transformers")
+
+
+register_step(ExportStep("prune", 20, _prune_arguments, lambda o: o.get("prune") is not None,
+                         "lmforge.export.prune:prune_step", "lmforge.export.prune:check_prune"))
+register_step(ExportStep("gguf", 50, _gguf_arguments, lambda o: bool(o.get("gguf")),
+                         "lmforge.export.gguf:gguf_step", "lmforge.export.gguf:check_gguf"))
 register_step(ExportStep("merge", 10, _merge_arguments, lambda o: bool(o.get("merge")),
                          "lmforge.export.merge:merge_step"))
 register_step(ExportStep("onnx", 30, _onnx_arguments, lambda o: bool(o.get("onnx")),
