@@ -3,19 +3,22 @@
 Each model is loaded through ``RunPredictor`` -- what ``predict``, ``eval`` and ``serve`` run -- and
 gets its task metric on the evaluation file (accuracy and macro F1, or entity F1), its size on disk
 (the model folder), its parameters, the p50 latency of one text at a time and the throughput in
-batches of 32 (``selection.measure.time_predictions``: the same seeded texts for every model, after
-a warm-up), and its ratios to the original.
+batches of 32 (the same seeded texts for every model, after a warm-up). The models are timed in turn on each text, so on a busy machine the load falls on all of
+them alike; the ratios to the original are what to read.
 """
 
-import gc
 import html
 import json
+import random
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import DataError
 
 ENCODER_TASKS = ("classification", "token_classification")
+LATENCY_TEXTS, THROUGHPUT_TEXTS, ROUNDS, WARMUP = 30, 128, 3, 3
 
 
 @dataclass
@@ -73,30 +76,66 @@ def count_parameters(model) -> int:
     return int8_parameters(model)
 
 
-def _measure(variant, data: EvalData) -> dict:
-    from lmforge.selection.measure import folder_size, time_predictions
-    from lmforge.tasks.predictor import RunPredictor
+def predict_fn(predictor):
+    """``(texts, batch_size) -> predictions`` as ``lmforge predict`` runs the predictor's task."""
+    if predictor.meta["task"] == "token_classification":
+        return lambda batch, size: predictor.predict_entities(texts=batch, batch_size=size)
+    return lambda batch, size: predictor.predict(batch, batch_size=size)
 
-    predictor = RunPredictor(variant.folder, variant.checkpoint)
-    row = {"model": variant.name, "format": variant.format, "size_bytes": folder_size(predictor.folder),
-           "parameters": count_parameters(predictor.model), **variant.notes}
-    if data.path is not None:
-        metrics = predictor.evaluate(data.path, data.fields).metrics
-        keys = ("accuracy", "macro_f1") if predictor.meta["task"] == "classification" else ("f1", "precision", "recall")
-        row.update({k: metrics[k] for k in keys})
-        if predictor.meta["task"] == "token_classification":
-            predict = lambda batch, size: predictor.predict_entities(texts=batch, batch_size=size)  # noqa: E731
-        else:
-            predict = lambda batch, size: predictor.predict(batch, batch_size=size)  # noqa: E731
-        row.update(time_predictions(predict, data.texts))
-    return row
+
+def _ms(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - started)
+
+
+def interleaved_timings(predicts: dict, texts: list[str], seed: int = 0, latency_texts: int = LATENCY_TEXTS,
+                        throughput_texts: int = THROUGHPUT_TEXTS, rounds: int = ROUNDS) -> dict:
+    """p50/p95 ms of one text at a time and texts/s in batches of 32, for every model in turn on each
+    text (the order rotates), so load from other processes falls on all of them alike."""
+    rng = random.Random(seed)
+    short = rng.sample(texts, min(latency_texts, len(texts)))
+    batch = rng.sample(texts, min(throughput_texts, len(texts)))
+    names = list(predicts)
+    for predict in predicts.values():                         # warm-up
+        for text in short[:WARMUP]:
+            predict([text], 1)
+        predict(batch[:32], 32)
+    latency, speed = {n: [] for n in names}, {n: [] for n in names}
+    for i, text in enumerate(short):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            latency[name].append(_ms(lambda: predicts[name]([text], 1)))
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            speed[name].append(len(batch) / (_ms(lambda: predicts[name](batch, 32)) / 1000))
+    out = {name: {"throughput_per_s": round(statistics.median(speed[name]), 2)} for name in names}
+    for name in names if short else []:
+        ms = sorted(latency[name])
+        out[name].update({"latency_p50_ms": round(statistics.median(ms), 3), "timed_texts": len(short),
+                          "latency_p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 3)})
+    return out
 
 
 def measure_variants(variants: list, data: EvalData) -> list[dict]:
-    rows = []
+    """Every variant's metrics, size and parameters, then their timings, interleaved."""
+    from lmforge.selection.measure import folder_size
+    from lmforge.tasks.predictor import RunPredictor
+
+    rows, predicts = [], {}
     for variant in variants:
-        rows.append(_measure(variant, data))
-        gc.collect()          # one model in memory at a time
+        predictor = RunPredictor(variant.folder, variant.checkpoint)
+        row = {"model": variant.name, "format": variant.format, "size_bytes": folder_size(predictor.folder),
+               "parameters": count_parameters(predictor.model), **variant.notes}
+        if data.path is not None:
+            metrics = predictor.evaluate(data.path, data.fields).metrics
+            keys = ("accuracy", "macro_f1") if predictor.meta["task"] == "classification" else ("f1", "precision", "recall")
+            row.update({k: metrics[k] for k in keys})
+            predicts[variant.name] = predict_fn(predictor)
+        rows.append(row)
+    if predicts:
+        timings = interleaved_timings(predicts, data.texts)
+        for row in rows:
+            row.update(timings[row["model"]])
     base = rows[0]
     for row in rows:
         row["size_ratio"] = round(row["size_bytes"] / base["size_bytes"], 4)
