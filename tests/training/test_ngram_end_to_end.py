@@ -52,6 +52,19 @@ def test_classification_train_predict_eval(classifier, tiny_data, tmp_path, run_
     assert code == 0 and json.loads(stdout)["accuracy"] >= 0.9
 
 
+def test_resume_fits_again_from_scratch(tiny_data, tmp_path, run_cli):
+    out = tmp_path / "again"
+    args = job(tmp_path, "classification", f"data.train={tiny_data['train']}", f"data.validation={tiny_data['dev']}",
+               f"output={out}", "model={family: ngram, min_df: 1}")
+    assert run_cli(*args)[0] == 0
+    first = json.loads((out / "eval_results.json").read_text())
+    assert run_cli(*args, "resume=true")[0] == 0
+    check_run_folder(out, "classification", set())         # one start/train/eval/final, not two
+    assert json.loads((out / "eval_results.json").read_text()) == first
+    code, _, err = run_cli(*args, "model.C=3.0", "resume=true")
+    assert code != 0 and "config changed" in err
+
+
 def ner_files(tmp_path: Path, kind: str) -> tuple[Path, Path]:
     train, dev = ner_sentences(40, 0), ner_sentences(12, 1)
     if kind == "conll":

@@ -23,7 +23,9 @@ log = logging.getLogger("lmforge")
 
 def run_one_pass(job: Job) -> TrainState:
     run, train = job.run, job.data.train
-    if job.config.overwrite and run.path.exists():
+    if run.path.exists():
+        # ``setup`` let through only an empty folder, overwrite=true or resume=true of the same
+        # config; with nothing to resume, each of them starts afresh.
         run.clear()
     run.write_config(config_to_dict(job.config))
     run.write_meta(_meta(job, finished=False))
