@@ -50,6 +50,16 @@ def test_classification_train_predict_eval(classifier, tiny_data, tmp_path, run_
     assert [json.loads(line)["label"] for line in stdout.splitlines()] == ["pos", "neg"]
     code, stdout, _ = run_cli("eval", str(out), "--data", str(tiny_data["dev"]), "--json")
     assert code == 0 and json.loads(stdout)["accuracy"] >= 0.9
+    check_compare_can_time(out, [row["text"] for row in rows])
+
+
+def check_compare_can_time(out: Path, texts: list[str]) -> None:
+    """``lmforge compare`` times a run through ``RunPredictor`` and counts its learned values."""
+    from lmforge.selection.measure import measure_run
+
+    cost = measure_run(out, texts)
+    assert cost["parameters_total"] == json.loads((out / "lmforge.json").read_text())["parameters"]["total"]
+    assert cost["latency_p50_ms"] > 0 and cost["throughput_per_s"] > 0 and cost["size_bytes"] > 0
 
 
 def test_resume_fits_again_from_scratch(tiny_data, tmp_path, run_cli):
@@ -98,6 +108,8 @@ def test_crf_ner_train_predict_eval(kind, tmp_path, run_cli):
     assert all(0 < e["score"] <= 1 for e in entities)
     code, stdout, _ = run_cli("eval", str(out), "--data", str(dev), "--json")
     assert code == 0 and json.loads(stdout)["f1"] == pytest.approx(results["f1"])
+    if kind == "spans":
+        check_compare_can_time(out, [text, "Nobody came ."])
 
 
 CORPUS = ["the cat sat on the mat .", "the dog sat on the log .", "a cat and a dog met on the mat .",
