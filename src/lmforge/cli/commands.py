@@ -122,6 +122,8 @@ def _eval_prompt_run(args) -> int:
         print(json.dumps(metrics, ensure_ascii=False))
         return 0
     print(f"{args.data}: {metrics['count']} examples, prompted (no training) from {args.run}")
+    if "per_type" in metrics:
+        return _print_entity_table(metrics)
     _print_class_metrics(metrics)
     if "calibrated" in metrics:
         print("  calibrated: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["calibrated"].items()))
@@ -144,8 +146,13 @@ def _print_class_metrics(metrics: dict) -> None:
 def _print_entity_metrics(args, predictor, metrics: dict) -> int:
     print(f"{args.data}: {metrics['count']} sentences, {metrics['entities']} entities, "
           f"model {predictor.folder}")
+    return _print_entity_table(metrics)
+
+
+def _print_entity_table(metrics: dict) -> int:
     for key in ("f1", "precision", "recall", "macro_f1", "token_accuracy", "loss"):
-        print(f"  {key:<16} {metrics[key]:.4f}")
+        if key in metrics:
+            print(f"  {key:<16} {metrics[key]:.4f}")
     print(f"  {'type':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
     for name, row in metrics["per_type"].items():
         print(f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
@@ -371,7 +378,7 @@ def cmd_serve(args) -> int:
 
 def cmd_prompt(args) -> int:
     from lmforge.config import load_config
-    from lmforge.prompting.recipe import run_prompt
+    from lmforge.prompting.recipe import headline, run_prompt
 
     extra = list(args.overrides)
     for flag, key in (("shots", "prompt.shots"), ("model", "prompt.model"), ("selection", "prompt.selection"),
@@ -384,7 +391,7 @@ def cmd_prompt(args) -> int:
     outcome = run_prompt(config, quiet=args.quiet)
     print(f"run folder: {outcome.run_dir}")
     for split, metrics in outcome.results.items():
-        print(f"{split}: accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f}")
+        print(f"{split}: {headline(metrics)}")
     print(f"report: {outcome.run_dir}/report.html")
     return 0
 

@@ -232,7 +232,8 @@ class TrainConfig(Section):
 
 class PromptConfig(Section):
     """``lmforge prompt``: classify without training, by a causal LM's label likelihoods (zero- or
-    few-shot) or by an encoder's similarity to label descriptions."""
+    few-shot) or by an encoder's similarity to label descriptions; tag entities by asking a causal
+    LM to list them (token_classification)."""
 
     model: str = Field("smollm2", description="causal LM (likelihood) or encoder (similarity): alias or folder")
     method: Literal["likelihood", "similarity"] = Field("likelihood", description="likelihood | similarity")
@@ -250,6 +251,8 @@ class PromptConfig(Section):
     limit: int | None = Field(None, ge=1, description="classify a seeded sample of N evaluation rows (file order kept)")
     batch_size: int = Field(8, ge=1, description="prompts scored together")
     max_chars: int = Field(1500, ge=16, description="texts and examples are cut to this many characters")
+    max_new_tokens: int = Field(
+        64, ge=1, le=2048, description="token_classification: most tokens of the reply that lists the entities")
 
 
 class DistilConfig(Section):

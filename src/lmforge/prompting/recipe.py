@@ -119,6 +119,47 @@ def classify(config: JobConfig):
     return results, classifier.details(), data, language, verbalizers, time.perf_counter() - started
 
 
+def _classification(config: JobConfig):
+    results, details, data, language, verbalizers, seconds = classify(config)
+    evaluated = sum(len(rows) for _, _, rows in results.values())
+    return results, details, data, {"method": f"prompt/{config.prompt.method}", "verbalizers": verbalizers,
+                                    "language": language, "examples_per_s": round(evaluated / seconds, 3),
+                                    "seconds": round(seconds, 1)}
+
+
+def _token_classification(config: JobConfig):
+    from lmforge.prompting.ner_recipe import tag_splits
+
+    if config.prompt.method != "likelihood":
+        raise ConfigError("prompt.method: token_classification is prompted by generation (likelihood); "
+                          f"'{config.prompt.method}' classifies whole texts")
+    results, details, data, language = tag_splits(config)
+    evaluated = sum(len(rows) for _, _, rows in results.values())
+    return results, details, data, {"method": "prompt/generation", "language": language,
+                                    "examples_per_s": round(evaluated / max(details["seconds"], 1e-9), 3),
+                                    "seconds": details["seconds"]}
+
+
+# task -> how its evaluation splits are prompted: (results per split, details, data, meta)
+PROMPT_TASKS = {"classification": _classification, "token_classification": _token_classification}
+
+
+def _prompted(config: JobConfig):
+    runner = PROMPT_TASKS.get(config.task)
+    if runner is None:
+        raise ConfigError(f"task: lmforge prompt handles {' and '.join(PROMPT_TASKS)}; "
+                          f"'{config.task}' is not supported by it yet")
+    return runner(config)
+
+
+def headline(metrics: dict) -> str:
+    """The one-line summary of a split's metrics (classification or entities)."""
+    if "per_type" in metrics:
+        return (f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  "
+                f"recall {metrics['recall']:.4f} ({metrics['count']} sentences)")
+    return f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f} ({metrics['count']} examples)"
+
+
 def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
     from lmforge.config.loader import config_to_dict
     from lmforge.tracking.report import write_report
@@ -127,7 +168,7 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
     run = RunFolder(config.output)
     resolved = config_to_dict(config)
     run.check_writable(resolved, False, config.overwrite)
-    results, details, data, language, verbalizers, seconds = classify(config)
+    results, details, data, meta = _prompted(config)
     if config.overwrite and run.path.exists():
         run.clear()
     run.write_config(resolved)
@@ -137,20 +178,16 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
         if calibrated is not None:
             eval_results[f"{split}_calibrated"] = calibrated
         predictions += rows
-    write_atomic(run.path / "eval_results.json", json.dumps(eval_results, indent=1))
+    write_atomic(run.path / "eval_results.json", json.dumps(eval_results, indent=1, ensure_ascii=False))
     write_atomic(run.path / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions))
-    evaluated = sum(len(rows) for _, _, rows in results.values())
     spec = config.prompt
-    run.write_meta({"task": "classification", "method": f"prompt/{spec.method}", "labels": data.labels.to_json(),
-                    "model": {"family": "prompt", "source": spec.model}, "prompt": details,
-                    "verbalizers": verbalizers, "language": language, "finished": True,
-                    "examples_per_s": round(evaluated / seconds, 3), "seconds": round(seconds, 1),
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    run.write_meta({"task": config.task, "labels": data.labels.to_json(),
+                    "model": {"family": "prompt", "source": spec.model}, "prompt": details, **meta,
+                    "finished": True, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     write_report(run.path)
     if not quiet:
         for split, metrics in eval_results.items():
-            log.info("%s: accuracy %.4f, macro F1 %.4f (%d examples)", split, metrics["accuracy"],
-                     metrics["macro_f1"], metrics["count"])
+            log.info("%s: %s", split, headline(metrics))
     return PromptOutcome(str(run.path), eval_results)
 
 
@@ -167,7 +204,7 @@ def evaluate_run(run_dir: str, path: str, limit: int | None = None, text_field: 
     source = json.dumps({"path": str(path), "fields": fields} if fields else str(path))
     overrides = [f"data.validation={source}", "data.split=null", "data.test=null", f"prompt.limit={limit or 'null'}"]
     config = load_config(str(config_file), overrides)
-    results, *_ = classify(config)
+    results, *_ = _prompted(config)
     metrics, calibrated, _ = results["validation"]
     if calibrated is not None:
         metrics["calibrated"] = {k: calibrated[k] for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1")}
