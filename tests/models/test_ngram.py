@@ -160,3 +160,10 @@ def test_crf_tagger_fits_and_round_trips_through_bytes():
     (path, marginals), = again.predict_marginals([["Mary", "lives", "in", "Berlin"]])
     assert path == ["B-PER", "O", "O", "B-LOC"] and all(0 < m <= 1 for m in marginals)
     assert crf.weights_ > 0
+
+
+def test_generated_words_join_with_spaces_except_between_chinese_characters():
+    from lmforge.models.ngram.language_model import _spaced
+
+    assert _spaced("the", "cat") and _spaced("天", "ok")
+    assert not _spaced("", "cat") and not _spaced("the cat ", "sat") and not _spaced("天", "气")

@@ -11,6 +11,7 @@ figure is a little flattering, and it predicts ``<unk>`` as one token (``unknown
 
 import math
 import time
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,16 @@ from lmforge.models.ngram.storage import load_folder, save_folder
 
 def tokenize(text: str, unit: str) -> list[str]:
     return list(text) if unit == "char" else [text[s:e] for s, e in word_offsets(text)]
+
+
+def _wide(ch: str) -> bool:
+    return unicodedata.east_asian_width(ch) in "WF"
+
+
+def _spaced(before: str, word: str) -> bool:
+    """Whether generated words join with a space: not at the start or after one, not between
+    Chinese (wide) characters."""
+    return bool(before) and not before[-1].isspace() and not (_wide(before[-1]) and _wide(word[0]))
 
 
 class NgramLanguageModel:
@@ -94,7 +105,8 @@ class NgramLanguageModel:
                 break
             history += chr(token)
             word = self.lm.vocabulary_[token]
-            piece = word if self.unit == "char" or not (pieces or prompt) else " " + word
+            piece = word if self.unit == "char" or not _spaced(pieces[-1] if pieces else prompt, word) \
+                else " " + word
             pieces.append(piece)
             if stream and not options.stop:
                 stream(piece)
