@@ -4,7 +4,7 @@ import pytest
 
 
 @pytest.mark.parametrize("model,named", [
-    ("{family: lstm, order: 3}", "model.order applies to the ngram family only"),
+    ("{family: lstm, order: 5}", "model.order applies to the ngram family only"),
     ("{family: transformer, classifier: nbsvm}", "model.classifier applies to the ngram family only"),
     ("{family: ngram, classifer: nbsvm}", "classifer"),
     ("{family: ngram, classifier: svm}", "classifier"),
@@ -28,3 +28,12 @@ def test_ngram_has_no_masked_lm_head(tiny_data, tmp_path, run_cli):
     code, _, err = run_cli("train", str(config), f"data.train={tiny_data['train']}", "model={family: ngram}",
                            f"output={tmp_path / 'run'}")
     assert code != 0 and "the ngram family has no 'masked_lm' head" in err
+
+
+def test_resolved_config_of_another_family_loads_again():
+    """A run's config.yaml spells every model key out, ngram ones at their defaults included."""
+    from lmforge.config.loader import config_to_dict
+    from lmforge.config.schema import JobConfig
+
+    config = JobConfig(data={"train": "a.jsonl"}, model={"family": "lstm"})
+    assert JobConfig(**config_to_dict(config)).model.family == "lstm"
