@@ -4,6 +4,7 @@ language modelling (Kneser-Ney, words and characters); a few dozen rows of the r
 they are present."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -127,7 +128,11 @@ def test_kneser_ney_train_eval_generate(unit, text, tmp_path, run_cli):
     check_run_folder(out, "causal_lm", set())
     metrics = json.loads((out / "eval_results.json").read_text())["validation"]
     assert 1 < metrics["perplexity"] < metrics["unigram_perplexity"]
-    assert metrics["bits_per_character"] > 0 and metrics["tokens"] > metrics["count"]
+    assert metrics["tokens"] > metrics["count"]
+    assert metrics["bits_per_char"] == pytest.approx(metrics["loss"] * metrics["tokens"] / metrics["characters"] / math.log(2))
+    if unit == "char":      # one token per character (and per document end): the same figure
+        assert metrics["tokens"] == metrics["characters"]
+        assert metrics["char_perplexity"] == pytest.approx(metrics["perplexity"])
     prompt = "the cat" if unit == "word" else "今天"
     args = ("generate", str(out), prompt, "--temperature", "0.8", "--seed", "3", "--max-new-tokens", "6", "--json")
     code, first, _ = run_cli(*args)

@@ -5,9 +5,10 @@ sampling for ``lmforge generate``.
 
 Perplexity counts what the model predicts: every word (or character) of a document plus its end,
 as ``causal_lm`` counts the end-of-text token. Units differ between models (a word, a BPE token, a
-character), so evaluation also reports bits per character -- the total log-loss over the documents'
-characters -- which compares across units. A word model skips the whitespace between words, so its
-figure is a little flattering, and it predicts ``<unk>`` as one token (``unknown_rate``)."""
+character), so evaluation also reports ``bits_per_char`` and ``char_perplexity`` as causal_lm
+does -- the total log-loss over the documents' characters, each document's end counted as one --
+which compare across units. A word model skips the whitespace between words, so its figure is a
+little flattering, and it predicts ``<unk>`` as one token (``unknown_rate``)."""
 
 import math
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.data.tagging import word_offsets
+from lmforge.evaluation.language_model import bits_per_char, char_perplexity, text_characters
 from lmforge.errors import DataError, ModelError
 from lmforge.models.ngram.kneser_ney import EOS, UNK, KneserNeyLM
 from lmforge.models.ngram.storage import load_folder, save_folder
@@ -66,21 +68,23 @@ class NgramLanguageModel:
         # The context-free baseline causal_lm reports: the add-one unigram of the training tokens.
         counts = self.lm.unigram_counts_ + 1.0
         unigram = np.log(counts / counts.sum())
-        log_prob, baseline, tokens, unknown, characters = 0.0, 0.0, 0, 0, 0
+        log_prob, baseline, tokens, unknown = 0.0, 0.0, 0, 0
         for ex in examples:
             words = tokenize(ex.text, self.unit)
             lp, n, unk = self.lm.log_likelihood(words)
             ids = [ord(c) for c in self.lm.encode(words)[self.lm.order - 1:]]
             log_prob, baseline = log_prob + lp, baseline + float(unigram[ids].sum())
-            tokens, unknown, characters = tokens + n, unknown + unk, characters + len(ex.text)
+            tokens, unknown = tokens + n, unknown + unk
         if not tokens:
             raise DataError("no text to evaluate")
         loss = -log_prob / tokens
+        # Characters as causal_lm counts them: the documents', each document's end as one more.
+        characters = text_characters([ex.text for ex in examples], end_marker=True)
         metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": tokens,
                    "count": len(examples), "characters": characters,
-                   "bits_per_character": -log_prob / math.log(2) / max(characters, 1),
-                   "unknown_rate": unknown / tokens,
-                   "unigram_perplexity": math.exp(-baseline / tokens)}
+                   "bits_per_char": bits_per_char(-log_prob, characters),
+                   "char_perplexity": char_perplexity(-log_prob, characters),
+                   "unknown_rate": unknown / tokens, "unigram_perplexity": math.exp(-baseline / tokens)}
         return EvalResult(metrics, [])
 
     # -- generation ------------------------------------------------------------------------------
