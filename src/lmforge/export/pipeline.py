@@ -55,7 +55,7 @@ class ExportContext:
         meta = json.loads(json.dumps(self.meta))
         steps = self.steps_done + [name]
         meta["export"] = {"from": str(self.run_dir), "checkpoint": self.options.get("checkpoint"),
-                          "steps": steps, "format": fmt, **extra}
+                          "steps": steps, "made_from": source.name, "format": fmt, **extra}
         if fmt.endswith("int8") or fmt.endswith("int4"):
             meta["quantize"] = fmt.rsplit("-", 1)[-1]
         (folder / "lmforge.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
