@@ -39,8 +39,7 @@ def modified_discounts(counts_of_counts: Counter) -> tuple[float, float, float]:
         return FALLBACK_DISCOUNTS
     y = n1 / (n1 + 2 * n2)
     raw = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
-    return tuple(min(max(d, 1e-3), k) if d > 0 else FALLBACK_DISCOUNTS[k - 1]
-                 for k, d in enumerate(raw, 1))
+    return tuple(min(d, k) if d > 0 else FALLBACK_DISCOUNTS[k - 1] for k, d in enumerate(raw, 1))
 
 
 class KneserNeyLM(BaseEstimator):
@@ -73,6 +72,8 @@ class KneserNeyLM(BaseEstimator):
         return self
 
     def _index(self) -> None:
+        if len(self.vocabulary_) >= 0x110000:       # ids are characters, and BOS takes one more
+            raise ValueError(f"{len(self.vocabulary_):,} distinct tokens: too many to index; raise min_count")
         self.index_ = {token: i for i, token in enumerate(self.vocabulary_)}
         self.bos_ = chr(len(self.vocabulary_))
 
