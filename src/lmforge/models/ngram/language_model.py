@@ -55,7 +55,10 @@ class NgramLanguageModel:
         if getattr(task, "mode", "text") != "text":
             raise ModelError("model.family ngram: the n-gram language model trains on raw text, "
                              "not on conversations (SFT); use a transformer for SFT")
-        self.lm.fit([tokenize(ex.text, self.unit) for ex in data.train])
+        try:
+            self.lm.fit([tokenize(ex.text, self.unit) for ex in data.train])
+        except ValueError as exc:
+            raise DataError(f"data.train: {exc} (model.min_count)") from None
         return self
 
     def parameter_count(self) -> int:
