@@ -154,6 +154,9 @@ class Generator:
 
         set_threads(threads)
         folder, self.meta = resolve_model_folder(source, checkpoint)
+        if (self.meta.get("model") or {}).get("one_pass"):
+            raise ModelError(f"{source}: an n-gram language model run: `lmforge generate` samples from it, "
+                             "but it is not a transformers model (the server does not serve it)")
         check_model_folder(folder, source)
         self.folder = folder
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
