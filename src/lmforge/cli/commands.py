@@ -320,6 +320,10 @@ def cmd_export(args) -> int:
     from lmforge.export.compare import markdown
     from lmforge.export.pipeline import run_export
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)     # ONNX Runtime sessions take the same number
     quiet = lambda *_: None  # noqa: E731
     summary = run_export(args.run, vars(args), log=quiet if args.json else lambda m: print(m, file=sys.stderr))
     if args.json:

@@ -89,6 +89,7 @@ def _export_args(p):
                    help="--onnx --quantize int8: weight type of ONNX Runtime's quantization (default qint8)")
     p.add_argument("--checkpoint", choices=["auto", "best", "model"], default="auto",
                    help="best checkpoint, final model, or auto (best if present)")
+    p.add_argument("--threads", type=int, help="CPU threads for every variant's timings (default: all cores)")
     p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
 
 
