@@ -404,7 +404,8 @@ def cmd_compare(args) -> int:
     from lmforge.selection.recipe import run_compare
 
     summary = run_compare(args.config, list(args.overrides), args.models, args.shots, args.budget, args.output,
-                          args.limit, args.max_shots, args.metric, args.overwrite, args.quiet)
+                          args.limit, args.max_shots, args.metric, args.overwrite, args.quiet,
+                          args.min_steps)
     print(summary["table"], end="")
     if summary.get("curve"):
         print(f"\nlearning curve ({summary['metric']} by labelled examples):")

@@ -146,6 +146,9 @@ def _compare_args(p):
                                     "(default: the small families and the config's model)")
     p.add_argument("--shots", help="learning curve: labelled examples per run, e.g. 0,8,32,128,all")
     p.add_argument("--max-shots", type=int, default=32, help="--shots: most in-context examples a prompt gets")
+    p.add_argument("--min-steps", type=int, default=50,
+                   help="--shots: a candidate trained on N examples takes at least this many optimizer steps "
+                        "(more epochs over its N examples)")
     p.add_argument("--budget", help="e.g. latency_ms=20,memory_mb=1500 (also p95_ms, size_mb)")
     p.add_argument("--metric", help="quality metric (default: macro_f1; entity f1 for NER)")
     p.add_argument("--limit", type=int, help="prompt candidates classify a seeded sample of N evaluation rows; "

@@ -93,8 +93,8 @@ class PromptTagger:
         return tags, replies
 
 
-def tag_splits(config: JobConfig) -> tuple[dict, dict, object, str]:
-    """(metrics and prediction rows per split, details of the prompt, the data, the language)."""
+def prepare_tagger(config: JobConfig):
+    """Read the config's sentences and build the tagger: (tagger, task, data, evaluation splits, language)."""
     from lmforge.data.readers import Problems
     from lmforge.prompting.recipe import _sample
     from lmforge.prompting.templates import detect_language
@@ -116,7 +116,12 @@ def tag_splits(config: JobConfig) -> tuple[dict, dict, object, str]:
     types = sorted({n.split("-", 1)[1] for n in data.labels.names if n != "O"})
     texts = [sentence_text(ex.tokens) for ex in data.train]
     language = spec.language if spec.language != "auto" else detect_language(texts)
-    tagger = PromptTagger(spec, data.train, types, language, task.scheme)
+    return PromptTagger(spec, data.train, types, language, task.scheme), task, data, splits, language
+
+
+def tag_splits(config: JobConfig) -> tuple[dict, dict, object, str]:
+    """(metrics and prediction rows per split, details of the prompt, the data, the language)."""
+    tagger, task, data, splits, language = prepare_tagger(config)
     results, stats = {}, ParseStats()
     started = time.perf_counter()
     for split, examples in splits.items():

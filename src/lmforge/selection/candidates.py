@@ -3,7 +3,8 @@
 A candidate is ``NAME[:MOD[:MOD...]]``:
 
 - ``NAME`` is a model family (``lstm``, ``ngram``, ``transformer`` = a small transformer from
-  scratch), a bundled alias (``minilm``, ``smollm2``), a local model folder, ``prompt`` (the
+  scratch), ``config`` (the config's own ``model``, as written), a bundled alias (``minilm``,
+  ``smollm2``), a local model folder, ``prompt`` (the
   config's ``prompt.model``, by label likelihood, no training) or ``similarity`` (zero-shot by
   ``minilm`` sentence similarity to the label names, no training);
 - each ``MOD`` is a tuning method (``minilm:lora`` = ``tuning.method=lora``), ``Nshot`` (prompt
@@ -64,13 +65,15 @@ def parse_candidate(name: str) -> Candidate:
         candidate = Candidate(name, "prompt")
         if head == "similarity":
             candidate.overrides += ["prompt.method=similarity", "prompt.model=minilm"]
+    elif head == "config":
+        candidate = Candidate(name, "train")
     elif head in PRESETS:
         candidate = Candidate(name, "train", list(PRESETS[head]))
     elif _is_model(head):
         candidate = Candidate(name, "train", [f"model={head}"])
     else:
         raise ConfigError(f"compare --models: unknown candidate '{name}': '{head}' is not a family "
-                          f"({', '.join(PRESETS)}), a bundled alias, a model folder, 'prompt' or 'similarity'")
+                          f"({', '.join(PRESETS)}), 'config', a bundled alias, a model folder, 'prompt' or 'similarity'")
     for mod in mods:
         shots = SHOTS.match(mod)
         if shots:

@@ -13,6 +13,7 @@ them in context (up to ``--max-shots``), and similarity runs once at N = 0.
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ BUDGET_KEYS = {"latency_ms": "latency_p50_ms", "p95_ms": "latency_p95_ms", "memo
                "size_mb": "size_mb"}
 IGNORED_KEYS = ("overwrite", "resume")
 CLOSE = 0.01                     # "within 1 point" of the best, on metrics in [0, 1]
+MIN_STEPS = 50                   # learning curve: fewest optimizer steps a training candidate takes
 
 
 @dataclass
@@ -78,7 +80,7 @@ def parse_shots(text: str | None) -> list[str] | None:
 
 
 def plan(config_path: str, overrides: list[str], models: str, shots: list[str] | None, output: str | None,
-         limit: int | None, max_shots: int, overwrite: bool) -> tuple[Path, list[Step], object]:
+         limit: int | None, max_shots: int, overwrite: bool, min_steps: int = MIN_STEPS) -> tuple[Path, list[Step], object]:
     """Every step's config, built and checked before anything runs."""
     from lmforge.config import load_config
 
@@ -101,6 +103,8 @@ def plan(config_path: str, overrides: list[str], models: str, shots: list[str] |
         raise ConfigError("compare: no candidate applies to the --shots given")
     for step in steps:
         step.config = _checked_config(config_path, step, base.task)
+        if _few_label_epochs(step, min_steps):
+            step.config = _checked_config(config_path, step, base.task)
         _check_folder(step, overwrite)
     return folder, steps, base
 
@@ -123,6 +127,24 @@ def _curve_overrides(candidate: Candidate, labelled: str | None, max_shots: int)
     return [f"prompt.shots={shots}", *limit]
 
 
+def _few_label_epochs(step: Step, min_steps: int) -> bool:
+    """A training candidate given N labelled examples trains for at least ``min_steps`` optimizer
+    steps (more epochs over its N examples, evaluated about five times), as a user training on a
+    handful of labels would: one epoch of 32 examples is a single step. Adds the overrides; True
+    when it did."""
+    config = step.config
+    limit = config.data.train_limit
+    if step.candidate.kind != "train" or limit is None:
+        return False
+    per_epoch = math.ceil(limit / (config.train.batch_size * config.train.grad_accum))
+    if config.train.epochs * per_epoch >= min_steps:
+        return False
+    epochs = math.ceil(min_steps / per_epoch)
+    every = max(per_epoch, (epochs * per_epoch) // 5)
+    step.overrides += [f"train.epochs={epochs}", f"train.eval_every={every}"]
+    return True
+
+
 def _checked_config(config_path: str, step: Step, task: str):
     from lmforge.config import load_config
     from lmforge.config.schema import ModelSpec
@@ -132,8 +154,8 @@ def _checked_config(config_path: str, step: Step, task: str):
         config = load_config(config_path, step.overrides)
     except ConfigError as exc:
         raise ConfigError(f"compare --models '{step.candidate.name}': {exc}") from None
-    if step.candidate.kind == "prompt" and task != "classification":
-        raise ConfigError(f"compare --models '{step.candidate.name}': prompting candidates classify; "
+    if step.candidate.kind == "prompt" and task not in ("classification", "token_classification"):
+        raise ConfigError(f"compare --models '{step.candidate.name}': prompting candidates classify or tag; "
                           f"task '{task}' is not supported by them yet")
     if step.candidate.kind == "train" and isinstance(config.model, ModelSpec):
         _ensure_builtin()

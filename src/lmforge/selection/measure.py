@@ -69,6 +69,8 @@ def measure_prompt(config, texts: list[str]) -> dict:
     from lmforge.models.transformer import resolve_source
     from lmforge.prompting.recipe import PromptClassifier, prepare
 
+    if config.task == "token_classification":
+        return _measure_prompt_tagger(config, texts)
     data, _, template, verbalizers, _ = prepare(config)
     classifier = PromptClassifier(config.prompt, data.train, template, verbalizers)
     result = time_predictions(lambda batch, size: classifier.probabilities(batch, batch_size=size), texts)
@@ -76,4 +78,22 @@ def measure_prompt(config, texts: list[str]) -> dict:
     result["parameters_total"] = parameters(model)
     folder = classifier.scorer.gen.folder if classifier.scorer is not None else resolve_source(classifier.encoder_name)[0]
     result["size_bytes"] = folder_size(folder)
+    return result
+
+
+def _measure_prompt_tagger(config, texts: list[str]) -> dict:
+    """A prompting NER candidate: its replies generated and parsed onto the tokens, as ``lmforge
+    prompt`` does (texts are the sentences' tokens joined, split back on the joiner)."""
+    from lmforge.prompting.entities import ParseStats
+    from lmforge.prompting.ner_recipe import joiner_of, prepare_tagger
+
+    tagger = prepare_tagger(config)[0]
+
+    def tag(batch, size):
+        tagger.spec.batch_size = size
+        return tagger.tag([list(t) if joiner_of(list(t)) == "" else t.split(" ") for t in batch], ParseStats())
+
+    result = time_predictions(tag, texts)
+    result["parameters_total"] = parameters(tagger.gen.model)
+    result["size_bytes"] = folder_size(tagger.gen.folder)
     return result

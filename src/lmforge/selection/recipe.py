@@ -6,7 +6,7 @@ import sys
 from datetime import datetime, timezone
 
 from lmforge.errors import ConfigError
-from lmforge.selection.compare import execute, parse_budget, parse_shots, plan
+from lmforge.selection.compare import MIN_STEPS, execute, parse_budget, parse_shots, plan
 from lmforge.selection.results import curve_markdown, markdown, recommend, table_rows, write_outputs
 
 log = logging.getLogger("lmforge")
@@ -14,22 +14,22 @@ METRICS = {"classification": ("macro_f1", "accuracy"), "token_classification": (
 
 
 def default_models(config, curve: bool) -> str:
-    """Without ``--models``: the small families beside the config's model (with ``--shots``: the
-    config's model and zero/few-shot prompting)."""
+    """Without ``--models``: the small families beside the config's own model (with ``--shots``:
+    the config's model and zero/few-shot prompting)."""
     from lmforge.models.registry import FAMILIES, _ensure_builtin
 
     _ensure_builtin()
     own = config.model if isinstance(config.model, str) else None
     if curve:
-        return ",".join([own or "transformer", "prompt"] if config.task == "classification" else [own or "transformer"])
+        return ",".join([own or "config", "prompt"])
     families = [f for f in ("ngram", "lstm") if f in FAMILIES]
-    return ",".join(families + ([own] if own else []))
+    return ",".join(families + [own or "config"])
 
 
 def run_compare(config_path: str, overrides: list[str], models: str | None = None, shots: str | None = None,
                 budget: str | None = None, output: str | None = None, limit: int | None = None,
                 max_shots: int = 32, metric: str | None = None, overwrite: bool = False,
-                quiet: bool = False) -> dict:
+                quiet: bool = False, min_steps: int = MIN_STEPS) -> dict:
     from lmforge.config import load_config
 
     labelled = parse_shots(shots)
@@ -42,7 +42,8 @@ def run_compare(config_path: str, overrides: list[str], models: str | None = Non
     if metric not in allowed:
         raise ConfigError(f"compare --metric: '{metric}' is not reported for {base.task} ({', '.join(allowed)})")
     models = models or default_models(base, labelled is not None)
-    folder, steps, _ = plan(config_path, overrides, models, labelled, output, limit, max_shots, overwrite)
+    folder, steps, _ = plan(config_path, overrides, models, labelled, output, limit, max_shots, overwrite,
+                            min_steps)
     if not quiet:
         log.info("compare: %d run(s) into %s: %s", len(steps), folder, ", ".join(s.label for s in steps))
     execute(folder, steps, config_path, quiet)

@@ -20,7 +20,7 @@ def table_rows(steps: list[Step], task: str, metric: str) -> tuple[list[dict], i
     """One row per step (and per calibrated variant of a prompt step); the count of evaluation
     rows the quality is measured on."""
     common, per_step = None, {}
-    if task == "classification":
+    if task in ("classification", "token_classification"):
         for step in steps:
             if "error" in step.result:
                 continue
@@ -41,12 +41,15 @@ def table_rows(steps: list[Step], task: str, metric: str) -> tuple[list[dict], i
             if rows and all("label_calibrated" in r for r in rows):
                 out.append({**base, "candidate": f"{step.candidate.name} +calibration",
                             **_class_quality(rows, "label_calibrated")})
+        elif common:
+            out.append({**base, **_entity_quality([per_step[id(step)][w] for w in sorted(common)],
+                                                  _scheme(step.run_dir))})
         else:
             out.append({**base, **_saved_quality(step.run_dir)})
     for row in out:
         value = row.get(metric)
         row["quality"] = value if isinstance(value, (int, float)) else None
-    return out, len(common) if task == "classification" else _count(steps)
+    return out, len(common) if common else _count(steps)
 
 
 def _class_quality(rows: list[dict], key: str) -> dict:
@@ -58,6 +61,21 @@ def _class_quality(rows: list[dict], key: str) -> dict:
     index = {n: i for i, n in enumerate(names)}
     metrics = classification_metrics([index[r["gold"]] for r in rows], [index[r[key]] for r in rows], names)
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+
+def _entity_quality(rows: list[dict], scheme: str) -> dict:
+    from lmforge.evaluation.ner import entity_metrics
+
+    if not rows or not all("gold" in r and "pred" in r for r in rows):
+        return {}
+    metrics = entity_metrics([r["gold"] for r in rows], [r["pred"] for r in rows], scheme)
+    return {k: metrics[k] for k in ("f1", "precision", "recall", "macro_f1", "token_accuracy")}
+
+
+def _scheme(run_dir: Path) -> str:
+    meta_path = run_dir / "lmforge.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    return (meta.get("head_options") or {}).get("scheme", "bio")
 
 
 def _saved_quality(run_dir: Path) -> dict:
