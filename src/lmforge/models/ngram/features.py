@@ -44,7 +44,7 @@ class NgramFeatures(BaseEstimator, TransformerMixin):
     def fit(self, texts, y=None):
         if not self._ranges():
             raise ValueError("at least one of word_ngrams and char_ngrams must be set")
-        self.terms_, self.idf_ = {}, {}
+        self.terms_, self.idf_, self._built = {}, {}, None
         for name, analyzer, ngram_range in self._ranges():
             vectorizer = self._vectorizer(analyzer, ngram_range, fitting=True)
             try:
@@ -64,19 +64,27 @@ class NgramFeatures(BaseEstimator, TransformerMixin):
     def n_features(self) -> int:
         return sum(len(t) for t in self.terms_.values())
 
+    def _counters(self) -> list:
+        """(counting vectorizer, idf diagonal) per non-empty block, built once: a vectorizer
+        indexes its vocabulary on first use, which costs more than counting one text."""
+        if getattr(self, "_built", None) is None:
+            self._built = []
+            for name, analyzer, ngram_range in self._ranges():
+                if self.terms_[name]:
+                    self._built.append((self._vectorizer(analyzer, ngram_range, vocabulary=self.terms_[name]),
+                                        sp.diags(self.idf_[name])))
+        return self._built
+
     def transform(self, texts) -> sp.csr_matrix:
         blocks = []
-        for name, analyzer, ngram_range in self._ranges():
-            terms = self.terms_[name]
-            if not terms:
-                continue
-            counts = self._vectorizer(analyzer, ngram_range, vocabulary=terms).transform(texts)
+        for counter, idf in self._counters():
+            counts = counter.transform(texts)
             if self.weighting == "binary":
                 counts.data[:] = 1.0
                 blocks.append(counts)
                 continue
             counts.data = 1.0 + np.log(counts.data)                  # sublinear tf
-            blocks.append(normalize(counts @ sp.diags(self.idf_[name])))
+            blocks.append(normalize(counts @ idf))
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
     # -- saving (plain data, no pickle) ------------------------------------------------------------
