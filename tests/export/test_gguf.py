@@ -52,6 +52,7 @@ def test_round_trip_through_transformers(tiny_llama, tmp_path, dtype, tolerance)
     check = compare_gguf(tiny_llama, report["file"], TEXTS)
     assert check["same_token_ids"]
     assert check["max_abs_logit_difference"] <= tolerance
+    assert check["top1_agreement"] == 1.0
     import gguf
 
     fields = gguf.GGUFReader(report["file"]).fields

@@ -226,7 +226,7 @@ def compare_gguf(model_dir: str | Path, path: str | Path, texts: list[str] = SAM
         loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         gguf_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    difference, scale, tokens, same_ids = 0.0, 0.0, 0, True
+    difference, scale, tokens, agree, same_ids = 0.0, 0.0, 0, 0, True
     with torch.inference_mode():
         for text in texts:
             ids = tokenizer(text, return_tensors="pt")["input_ids"]
@@ -234,9 +234,10 @@ def compare_gguf(model_dir: str | Path, path: str | Path, texts: list[str] = SAM
             a, b = original(input_ids=ids).logits, loaded(input_ids=ids).logits       # (1, T, V)
             difference = max(difference, (a - b).abs().max().item())
             scale = max(scale, a.abs().max().item())
+            agree += int((a.argmax(-1) == b.argmax(-1)).sum())
             tokens += ids.numel()
     return {"max_abs_logit_difference": difference, "max_abs_logit": scale, "tokens_compared": tokens,
-            "same_token_ids": bool(same_ids)}
+            "top1_agreement": agree / max(tokens, 1), "same_token_ids": bool(same_ids)}
 
 
 # -- the export pipeline's step -------------------------------------------------------------------
