@@ -165,3 +165,47 @@ def test_ner_compare_scores_every_candidate_on_the_same_sentences(tmp_path, run_
     assert crf["candidate"] == "ngram" and prompted["candidate"] == "prompt:2shot"
     assert crf["f1"] > 0.9 and 0 <= prompted["f1"] <= 1                    # templated names: the CRF learns them
     assert prompted["latency_p50_ms"] > 0 and crf["latency_p50_ms"] > 0
+
+
+def _stop_when_trained_past(process, metrics: Path, step: int) -> str:
+    """SIGTERM ``process`` once its run has logged a training step past ``step``; its stderr."""
+    import signal
+    import time
+
+    deadline = time.time() + 240
+    while time.time() < deadline and _last_step(metrics) <= step:
+        time.sleep(0.5)
+    assert _last_step(metrics) > step, "the worker never trained that far"
+    process.send_signal(signal.SIGTERM)
+    return process.communicate(timeout=120)[1]
+
+
+def _last_step(metrics: Path) -> int:
+    if not metrics.is_file():
+        return 0
+    steps = [json.loads(line).get("step", 0) for line in metrics.read_text().splitlines() if line.strip()]
+    return max(steps, default=0)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_compare_and_its_worker_and_the_same_command_resumes(tmp_path):
+    import os
+    import subprocess
+
+    config = _job(tmp_path)
+    command = ["lmforge", "compare", str(config), "train.epochs=500", "train.save_every=20", "--models", "transformer"]
+    run = tmp_path / "out" / "compare" / "runs" / "transformer"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = _stop_when_trained_past(process, run / "metrics.jsonl", 0)
+    last = err.strip().splitlines()[-1]
+    assert process.returncode != 0 and last.startswith("lmforge: error: compare: stopped by SIGTERM")
+    step = str(tmp_path / "out" / "compare" / "logs" / "transformer.train.step.json")
+    left = subprocess.run(["pgrep", "-f", step], capture_output=True, text=True).stdout.split()
+    assert [pid for pid in left if int(pid) != os.getpid()] == []          # no worker left behind
+    assert json.loads((run / "lmforge.json").read_text())["finished"] is False
+    stopped_at = _last_step(run / "metrics.jsonl")
+
+    again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _stop_when_trained_past(again, run / "metrics.jsonl", stopped_at)     # it went on, not from step 0
+    log = (tmp_path / "out" / "compare" / "logs" / "transformer.train.log").read_text()
+    assert "resum" in log.lower()

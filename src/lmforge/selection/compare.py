@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from lmforge.errors import ConfigError, RunFolderError
+from lmforge.errors import ConfigError, RunFolderError, TrainingError
 from lmforge.selection.candidates import Candidate, parse_candidates
 
 log = logging.getLogger("lmforge")
@@ -178,10 +179,19 @@ def _check_folder(step: Step, overwrite: bool) -> None:
         if same and json.loads(meta.read_text(encoding="utf-8")).get("finished"):
             step.reuse = True
             return
+        if same and step.candidate.kind == "train" and _has_checkpoint(run):
+            step.overrides.append("resume=true")       # stopped part way: go on from its newest checkpoint
+            return
     if not overwrite:
         raise RunFolderError(f"compare: {run} holds a different or unfinished run; give --overwrite to "
                              "redo it, or another --output")
     step.overrides.append("overwrite=true")
+
+
+def _has_checkpoint(run: Path) -> bool:
+    from lmforge.training.checkpoint import list_checkpoints
+
+    return bool(list_checkpoints(run / "checkpoints")) if (run / "checkpoints").is_dir() else False
 
 
 def _comparable(config: dict) -> dict:
@@ -198,14 +208,46 @@ def run_worker(step_spec: dict, log_path: Path) -> dict:
     spec_path.write_text(json.dumps({**step_spec, "result": str(result_path)}, ensure_ascii=False), encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "a", encoding="utf-8") as handle:
-        code = subprocess.call([sys.executable, "-m", "lmforge.selection.worker", str(spec_path)],
-                               stdout=handle, stderr=subprocess.STDOUT, env=env)
+        child = subprocess.Popen([sys.executable, "-m", "lmforge.selection.worker", str(spec_path)],
+                                 stdout=handle, stderr=subprocess.STDOUT, env=env)
+        code = _wait_forwarding(child, log_path)
     if not result_path.is_file():
         return {"error": f"the worker exited with code {code} without a result (log: {log_path})"}
     result = json.loads(result_path.read_text(encoding="utf-8"))
     if "error" in result:
         result["error"] = f"{result['error']} (log: {log_path})"
     return result
+
+
+def _wait_forwarding(child: subprocess.Popen, log_path: Path) -> int:
+    """Wait for a worker. A SIGTERM to compare is passed on (a training worker checkpoints and
+    stops, as ``lmforge train`` does); Ctrl-C reaches the worker from the terminal by itself. Either
+    way compare stops once the worker has, and never leaves it running."""
+    received = []
+
+    def handle(signum, frame):
+        received.append(signal.Signals(signum).name)
+        if signum == signal.SIGTERM:
+            child.send_signal(signum)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handle)
+        except ValueError:                  # not the main thread: leave signals alone
+            pass
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if received:
+        raise TrainingError(f"compare: stopped by {received[0]} (worker log: {log_path}); the same command "
+                            "goes on: finished runs are reused, a stopped one resumes from its last checkpoint")
+    return code
 
 
 def execute(folder: Path, steps: list[Step], config_path: str, quiet: bool = False) -> None:
