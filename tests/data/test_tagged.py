@@ -41,3 +41,16 @@ def test_peoples_daily_words_become_tagged_characters(tmp_path):
     assert "".join(ex.tokens) == "中共中央总书记江泽民在北京。"
     assert ex.tags == ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "O", "O", "O", "B-PER", "I-PER", "I-PER",
                        "O", "B-LOC", "I-LOC", "O"]
+
+
+def test_offset_and_limit_count_sentences(tmp_path):
+    path = tmp_path / "s.conll"
+    path.write_text("-DOCSTART- O\n\n" + "".join(f"w{i} O\nParis B-LOC\n\n" for i in range(6)), encoding="utf-8")
+    read = lambda **kw: read_tagged(DataSource(path=str(path), **kw), DataConfig(), Problems())  # noqa: E731
+    assert [ex.tokens[0] for ex in read()] == [f"w{i}" for i in range(6)]
+    assert [ex.tokens[0] for ex in read(offset=2, limit=3)] == ["w2", "w3", "w4"]
+    assert [ex.tokens[0] for ex in read(limit=1)] == ["w0"]
+    rows = tmp_path / "s.jsonl"
+    rows.write_text("".join('{"tokens": ["t%d"], "tags": ["O"]}\n' % i for i in range(4)), encoding="utf-8")
+    got = read_tagged(DataSource(path=str(rows), offset=3), DataConfig(), Problems())
+    assert [ex.tokens for ex in got] == [["t3"]]

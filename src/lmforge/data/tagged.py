@@ -128,7 +128,12 @@ def _rows(source: DataSource, data: DataConfig, problems: Problems):
     fields = source.fields or data.fields
     options = ReadOptions(header=source.header if source.header is not None else data.header,
                           encoding=data.encoding, errors=data.encoding_errors)
-    for where, row in _reader(path, source.format or data.format)(path, options, problems):
+    # A sentence is a row here: ``offset`` and ``limit`` count sentences, as they count rows elsewhere.
+    for number, (where, row) in enumerate(_reader(path, source.format or data.format)(path, options, problems), 1):
+        if number <= source.offset:
+            continue
+        if source.limit is not None and number > source.offset + source.limit:
+            break
         yield where, row, fields
 
 
