@@ -159,6 +159,8 @@ def _merge_arguments(p) -> None:
     p.add_argument("--merge", action="store_true",
                    help="fold the run's LoRA/AdaLoRA/IA3 adapter into the base weights (checked against the "
                         "unmerged model)")
+    p.add_argument("--merge-tolerance", type=float, default=None,
+                   help="--merge: largest logit difference from the unmerged model allowed (default 1e-4)")
 
 
 def _onnx_arguments(p) -> None:
