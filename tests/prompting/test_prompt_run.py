@@ -56,3 +56,17 @@ def test_bad_verbalizers_are_named(tmp_path, run_cli, runs):
     config = _config(tmp_path, runs["chat"], "")
     code, _, err = run_cli("prompt", str(config), f"output={tmp_path / 'x'}", "prompt.verbalizers={neutral: meh}")
     assert code != 0 and "prompt.verbalizers" in err and "neutral" in err
+
+
+def test_prompting_uses_train_threads(tmp_path, run_cli):
+    import torch
+
+    config = _config(tmp_path, "minilm")
+    before = torch.get_num_threads()
+    try:
+        code, _, err = run_cli("prompt", str(config), f"output={tmp_path / 'one'}", "train.threads=1",
+                               "--method", "similarity", "--quiet")
+        assert code == 0, err
+        assert torch.get_num_threads() == 1            # not every core, as before
+    finally:
+        torch.set_num_threads(before)

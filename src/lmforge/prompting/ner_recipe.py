@@ -36,12 +36,13 @@ def gold_entities(ex, scheme: str) -> list[tuple[str, str]]:
 class PromptTagger:
     """A causal LM, the template and the in-context examples, ready to tag sentences."""
 
-    def __init__(self, spec, train: list, types: list[str], language: str, scheme: str):
+    def __init__(self, spec, train: list, types: list[str], language: str, scheme: str,
+                 threads: int | None = None):
         from lmforge.generation import Generator
 
         self.spec, self.train, self.scheme, self.types = spec, train, scheme, types
         self.template = EntityTemplate(types, language, spec.instruction, spec.max_chars)
-        self.gen = Generator(spec.model)
+        self.gen = Generator(spec.model, threads=threads)
         self.chat = self.gen.has_template
         main_type = [(to_spans(ex.tags, scheme) or [("none", 0, 0)])[0][0] for ex in train]
         ids = {t: i for i, t in enumerate(sorted(set(main_type)))}
@@ -116,7 +117,8 @@ def prepare_tagger(config: JobConfig):
     types = sorted({n.split("-", 1)[1] for n in data.labels.names if n != "O"})
     texts = [sentence_text(ex.tokens) for ex in data.train]
     language = spec.language if spec.language != "auto" else detect_language(texts)
-    return PromptTagger(spec, data.train, types, language, task.scheme), task, data, splits, language
+    tagger = PromptTagger(spec, data.train, types, language, task.scheme, config.train.threads)
+    return tagger, task, data, splits, language
 
 
 def tag_splits(config: JobConfig) -> tuple[dict, dict, object, str]:

@@ -54,10 +54,10 @@ def verbalizers_of(config: JobConfig, names: list[str]) -> list[str]:
 class LikelihoodClassifier:
     """A causal LM scoring each label's verbalizer after the prompt."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, threads: int | None = None):
         from lmforge.generation import Generator
 
-        self.gen = Generator(source)
+        self.gen = Generator(source, threads=threads)
         self.chat = self.gen.has_template
         tok = self.gen.tokenizer
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else (self.gen.stop_ids or [0])[0]
@@ -114,7 +114,7 @@ def classify(config: JobConfig):
     data, language, verbalizers, seconds)."""
     data, splits, template, verbalizers, language = prepare(config)
     started = time.perf_counter()
-    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers)
+    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers, config.train.threads)
     results = classifier.classify_splits(splits, data.labels.names)
     return results, classifier.details(), data, language, verbalizers, time.perf_counter() - started
 
@@ -240,7 +240,11 @@ class PromptClassifier:
     and in-context examples (``likelihood``), or the encoder with its label vectors
     (``similarity``). Used by ``lmforge prompt`` and by ``compare``'s latency measurement."""
 
-    def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str]):
+    def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str],
+                 threads: int | None = None):
+        from lmforge.runtime import set_threads
+
+        set_threads(threads)                     # train.threads (default: every core) for the encoder too
         self.spec, self.train, self.template = spec, train, template
         self.encoder = self.scorer = None
         if spec.method == "similarity":
@@ -250,7 +254,7 @@ class PromptClassifier:
             self.encoder = SentenceEncoder(self.encoder_name)
             self.label_vectors = self.encoder.encode(verbalizers)                          # (L, C)
             return
-        self.scorer = LikelihoodClassifier(spec.model)
+        self.scorer = LikelihoodClassifier(spec.model, threads)
         self.answers = self.scorer.answer_ids(template)
         self.fixed = (fixed_examples([ex.label_id for ex in train], spec.shots, spec.selection, spec.seed)
                       if spec.selection != "nearest" else [])

@@ -72,7 +72,7 @@ def measure_prompt(config, texts: list[str]) -> dict:
     if config.task == "token_classification":
         return _measure_prompt_tagger(config, texts)
     data, _, template, verbalizers, _ = prepare(config)
-    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers)
+    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers, config.train.threads)
     result = time_predictions(lambda batch, size: classifier.probabilities(batch, batch_size=size), texts)
     model = classifier.scorer.gen.model if classifier.scorer is not None else classifier.encoder.model
     result["parameters_total"] = parameters(model)
