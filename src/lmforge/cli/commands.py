@@ -124,6 +124,11 @@ def _eval_prompt_run(args) -> int:
     print(f"{args.data}: {metrics['count']} examples, prompted (no training) from {args.run}")
     if "per_type" in metrics:
         return _print_entity_table(metrics)
+    if "rougeL" in metrics:
+        from lmforge.prompting.recipe import headline
+
+        print("  " + headline(metrics))
+        return 0
     _print_class_metrics(metrics)
     if "calibrated" in metrics:
         print("  calibrated: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["calibrated"].items()))

@@ -127,13 +127,14 @@ def _serve_args(p):
 
 
 def _prompt_args(p):
-    p.add_argument("config", help="a classification config (data as for train; prompt.* options)")
+    p.add_argument("config", help="a classification, token_classification, seq2seq or instruction (causal_lm) "
+                                  "config (data as for train; prompt.* options)")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.add_argument("--shots", type=int, help="in-context examples per text (prompt.shots)")
     p.add_argument("--model", help="causal LM or encoder (prompt.model; default smollm2)")
     p.add_argument("--selection", choices=["random", "balanced", "nearest"], help="prompt.selection")
     p.add_argument("--method", choices=["likelihood", "similarity"], help="prompt.method")
-    p.add_argument("--limit", type=int, help="classify a seeded sample of N evaluation rows (prompt.limit)")
+    p.add_argument("--limit", type=int, help="prompt on a seeded sample of N evaluation rows (prompt.limit)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in the output folder")
     p.add_argument("--quiet", action="store_true")
 
@@ -182,7 +183,7 @@ COMMANDS = {
     "generate": ("generate text from a prompt with a causal LM", _generate_args, commands.cmd_generate),
     "export": ("export a run's model (--merge, --quantize int8, --onnx), each variant re-evaluated", _export_args,
                commands.cmd_export),
-    "prompt": ("classify without training: a causal LM's label likelihoods (zero/few-shot) or similarity",
+    "prompt": ("no training: classify (label likelihoods or similarity), tag entities or generate, zero/few-shot",
                _prompt_args, commands.cmd_prompt),
     "compare": ("train or prompt several candidates on the same split: quality, size, speed, memory, "
                 "a recommendation", _compare_args, commands.cmd_compare),

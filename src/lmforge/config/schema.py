@@ -233,7 +233,8 @@ class TrainConfig(Section):
 class PromptConfig(Section):
     """``lmforge prompt``: classify without training, by a causal LM's label likelihoods (zero- or
     few-shot) or by an encoder's similarity to label descriptions; tag entities by asking a causal
-    LM to list them (token_classification)."""
+    LM to list them (token_classification); answer seq2seq sources or instructions (causal_lm) and
+    score the replies with BLEU/ROUGE."""
 
     model: str = Field("smollm2", description="causal LM (likelihood) or encoder (similarity): alias or folder")
     method: Literal["likelihood", "similarity"] = Field("likelihood", description="likelihood | similarity")
@@ -252,7 +253,7 @@ class PromptConfig(Section):
     batch_size: int = Field(8, ge=1, description="prompts scored together")
     max_chars: int = Field(1500, ge=16, description="texts and examples are cut to this many characters")
     max_new_tokens: int = Field(
-        64, ge=1, le=2048, description="token_classification: most tokens of the reply that lists the entities")
+        64, ge=1, le=2048, description="generation and token_classification: most tokens of a reply")
 
 
 class DistilConfig(Section):
@@ -272,7 +273,7 @@ class JobConfig(Section):
     head: HeadConfig = Field(default_factory=HeadConfig, description="options of the task head")
     tuning: TuningConfig = Field(default_factory=TuningConfig, description="how parameters are tuned")
     train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
-    prompt: PromptConfig = Field(default_factory=PromptConfig, description="lmforge prompt: no-training classification")
+    prompt: PromptConfig = Field(default_factory=PromptConfig, description="lmforge prompt: zero/few-shot, no training")
     distil: DistilConfig = Field(default_factory=DistilConfig, description="lmforge distil: knowledge distillation")
     output: str = Field("runs/run", description="the run folder")
     resume: bool = Field(False, description="continue from the newest complete checkpoint in output")

@@ -11,7 +11,6 @@ import time
 
 from lmforge.config.schema import JobConfig
 from lmforge.data.tagging import from_spans, to_spans
-from lmforge.errors import DataError
 from lmforge.prompting.entities import EntityTemplate, ParseStats, parse_reply, place
 from lmforge.prompting.selection import fixed_examples, nearest_examples
 from lmforge.prompting.templates import CJK
@@ -97,7 +96,7 @@ class PromptTagger:
 def prepare_tagger(config: JobConfig):
     """Read the config's sentences and build the tagger: (tagger, task, data, evaluation splits, language)."""
     from lmforge.data.readers import Problems
-    from lmforge.prompting.recipe import _sample
+    from lmforge.prompting.recipe import evaluation_splits
     from lmforge.prompting.templates import detect_language
     from lmforge.runtime import quiet_libraries, set_seed
     from lmforge.tasks.registry import get_task
@@ -108,11 +107,7 @@ def prepare_tagger(config: JobConfig):
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
     for note in data.notes:
         log.info(note)
-    splits = {name: rows for name, rows in (("validation", data.validation), ("test", data.test)) if rows}
-    if not splits:
-        raise DataError("lmforge prompt needs evaluation data: data.validation, data.split or data.test")
-    if spec.limit:
-        splits = {name: _sample(rows, spec.limit, spec.seed) for name, rows in splits.items()}
+    splits = evaluation_splits(data, spec)
     set_seed(spec.seed)
     types = sorted({n.split("-", 1)[1] for n in data.labels.names if n != "O"})
     texts = [sentence_text(ex.tokens) for ex in data.train]

@@ -97,11 +97,7 @@ def prepare(config: JobConfig):
         data.notes.append(f"data.train_limit: {len(data.train)} labelled examples to draw from")
     for note in data.notes:
         log.info(note)
-    splits = {name: rows for name, rows in (("validation", data.validation), ("test", data.test)) if rows}
-    if not splits:
-        raise DataError("lmforge prompt needs evaluation data: data.validation, data.split or data.test")
-    if spec.limit:        # a seeded sample, not the first rows: files are often sorted by label
-        splits = {name: _sample(rows, spec.limit, spec.seed) for name, rows in splits.items()}
+    splits = evaluation_splits(data, spec)
     set_seed(spec.seed)
     verbalizers = verbalizers_of(config, data.labels.names)
     language = spec.language if spec.language != "auto" else detect_language([ex.text for ex in data.train])
@@ -140,8 +136,19 @@ def _token_classification(config: JobConfig):
                                     "seconds": details["seconds"]}
 
 
+def _generation(config: JobConfig):
+    from lmforge.prompting.generation import generate_splits
+
+    results, details, data, language = generate_splits(config)
+    evaluated = sum(len(rows) for _, _, rows in results.values())
+    return results, details, data, {"method": "prompt/generation", "language": language,
+                                    "examples_per_s": round(evaluated / max(details["seconds"], 1e-9), 3),
+                                    "seconds": details["seconds"]}
+
+
 # task -> how its evaluation splits are prompted: (results per split, details, data, meta)
-PROMPT_TASKS = {"classification": _classification, "token_classification": _token_classification}
+PROMPT_TASKS = {"classification": _classification, "token_classification": _token_classification,
+                "seq2seq": _generation, "causal_lm": _generation}
 
 
 def _prompted(config: JobConfig):
@@ -154,6 +161,9 @@ def _prompted(config: JobConfig):
 
 def headline(metrics: dict) -> str:
     """The one-line summary of a split's metrics (classification or entities)."""
+    if "rougeL" in metrics:
+        return (f"ROUGE-L {metrics['rougeL']:.4f}  ROUGE-1 {metrics['rouge1']:.4f}  BLEU {metrics['bleu']:.2f}  "
+                f"exact match {metrics['exact_match']:.4f} ({metrics['count']} examples)")
     if "per_type" in metrics:
         return (f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  "
                 f"recall {metrics['recall']:.4f} ({metrics['count']} sentences)")
@@ -209,6 +219,17 @@ def evaluate_run(run_dir: str, path: str, limit: int | None = None, text_field: 
     if calibrated is not None:
         metrics["calibrated"] = {k: calibrated[k] for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1")}
     return metrics
+
+
+def evaluation_splits(data, spec) -> dict:
+    """The rows ``lmforge prompt`` is scored on: validation and test, each a seeded sample of
+    ``prompt.limit`` rows when that is set (not the first rows: files are often sorted by label)."""
+    splits = {name: rows for name, rows in (("validation", data.validation), ("test", data.test)) if rows}
+    if not splits:
+        raise DataError("lmforge prompt needs evaluation data: data.validation, data.split or data.test")
+    if spec.limit:
+        splits = {name: _sample(rows, spec.limit, spec.seed) for name, rows in splits.items()}
+    return splits
 
 
 def _sample(rows: list, n: int, seed: int) -> list:

@@ -333,6 +333,8 @@ def _confusion_heatmap(matrix: list, labels, split: str) -> str:
 def _samples_section(predictions: list[dict]) -> str:
     if any("gold_entities" in r for r in predictions):
         return _entity_samples(predictions)
+    if any("generated" in r for r in predictions):
+        return _generation_samples(predictions)
     labelled = [r for r in predictions if r.get("gold") is not None and "label" in r]
     wrong = [r for r in labelled if r.get("gold") != r.get("label")][:MAX_WRONG]
     right = [r for r in labelled if r.get("gold") == r.get("label")][:MAX_RIGHT]
@@ -343,6 +345,16 @@ def _samples_section(predictions: list[dict]) -> str:
     header = ["split", "gold", "predicted", "score", "top k", "text", "where"]
     intro = f'<p class="note">{len(wrong)} misclassified and {len(right)} correct predictions.</p>\n'
     return "<h2>Samples</h2>\n" + intro + _table(header, rows, classes)
+
+
+def _generation_samples(predictions: list[dict]) -> str:
+    """Generated texts beside their references (and the request, where the run kept it)."""
+    shown = [r for r in predictions if "generated" in r][:MAX_WRONG + MAX_RIGHT]
+    rows = [[r.get("split", ""), str(r.get("request", ""))[:MAX_TEXT], str(r.get("reference", ""))[:MAX_TEXT],
+             str(r.get("generated", ""))[:MAX_TEXT], r.get("where", "")] for r in shown]
+    intro = f'<p class="note">The first {len(shown)} generated texts.</p>\n'
+    return "<h2>Samples</h2>\n" + intro + _table(["split", "request", "reference", "generated", "where"], rows,
+                                                 [""] * len(rows))
 
 
 def _entity_samples(predictions: list[dict]) -> str:

@@ -1,0 +1,116 @@
+"""Zero/few-shot generation by prompting: shots from seq2seq pairs and conversations, the chat and
+plain-LM templates, end-to-end ``lmforge prompt`` runs on a seq2seq and an instruction (causal_lm)
+config with a real tiny chat model that ``lmforge eval`` reads back, replies fixed to the references
+scoring 1.0 through the whole path, and raw text refused."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmforge.data.conversations import Conversation
+from lmforge.errors import DataError
+from lmforge.prompting.generation import GenerationTemplate, Shot, shot_of
+from lmforge.tasks.seq2seq import PairExample
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
+
+from conftest import write_jsonl  # noqa: E402
+from served import runs  # noqa: E402,F401  (fixture: a tiny chat SFT run among others)
+
+CITIES = ["paris", "rome", "oslo", "lima", "cairo", "delhi", "tokyo", "quito", "dakar", "hanoi", "accra", "bern"]
+
+
+def pairs(n: int, start: int = 0) -> list[dict]:
+    return [{"source": f"the capital city is {c} and it is large", "target": f"{c} is the capital"}
+            for c in (CITIES * 4)[start:start + n]]
+
+
+def test_shots_of_pairs_and_conversations():
+    assert shot_of(PairExample("a b", "b", "f:1")) == Shot([], "a b", "b", "f:1")
+    conv = Conversation([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": "hello"}, {"role": "user", "content": "2+2?"},
+                         {"role": "assistant", "content": "4"}], "f:2")
+    shot = shot_of(conv)
+    assert shot.request == "2+2?" and shot.answer == "4" and [m["content"] for m in shot.context] == ["be brief", "hi", "hello"]
+    with pytest.raises(DataError, match="f:3"):
+        shot_of(Conversation([{"role": "assistant", "content": "x"}], "f:3"))
+
+
+def test_templates_show_shots_as_turns_and_blocks():
+    shots = [Shot([], "one", "1"), Shot([{"role": "system", "content": "sys"}], "two", "2")]
+    request = Shot([{"role": "system", "content": "own"}], "three", "3")
+    chat = GenerationTemplate("en", "Write the number.").messages(request, shots)
+    assert chat[0] == {"role": "system", "content": "Write the number."}            # the instruction wins
+    assert [m["role"] for m in chat[1:]] == ["user", "assistant", "user", "assistant", "user"]
+    assert [m["content"] for m in chat[1:]] == ["one", "1", "two", "2", "three"]
+    assert GenerationTemplate("en").messages(request, [])[0]["content"] == "own"    # else the row's system turn stays
+    plain = GenerationTemplate("en", None, "Q: {text}")
+    doc = plain.document(request, shots[:1])
+    assert doc == "Input: Q: one\nOutput: 1\n\nInput: Q: three\nOutput:"
+    assert plain.cut(" 3\n\nInput: Q: four") == "3" and plain.cut(" 3 Input: x") == "3"
+    assert GenerationTemplate("zh").document(Shot([], "问", "答"), []) == "输入： 问\n输出："
+
+
+def _seq2seq_config(tmp_path, model, shots=2) -> Path:
+    train = write_jsonl(tmp_path / "train.jsonl", pairs(24))
+    write_jsonl(tmp_path / "dev.jsonl", pairs(10, 24))
+    config = tmp_path / "gen.yaml"
+    config.write_text("task: seq2seq\n"
+                      f"data: {{train: {train}, validation: {tmp_path / 'dev.jsonl'}}}\n"
+                      f"prompt: {{model: '{model}', shots: {shots}, selection: random, seed: 3, max_new_tokens: 8}}\n")
+    return config
+
+
+def test_seq2seq_prompt_run_is_scored_and_read_back_by_eval(tmp_path, run_cli, runs):
+    out = tmp_path / "run"
+    code, stdout, err = run_cli("prompt", str(_seq2seq_config(tmp_path, runs["chat"])), f"output={out}", "--quiet")
+    assert code == 0, err
+    assert "ROUGE-L" in stdout
+    results = json.loads((out / "eval_results.json").read_text())["validation"]
+    assert results["count"] == 10 and 0 <= results["rougeL"] <= 1 and 0 <= results["bleu"] <= 100
+    meta = json.loads((out / "lmforge.json").read_text())
+    assert meta["task"] == "seq2seq" and meta["method"] == "prompt/generation"
+    assert meta["prompt"]["shots"] == 2 and len(meta["prompt"]["examples"]) == 2 and meta["prompt"]["seed"] == 3
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all({"request", "reference", "generated"} <= set(r) for r in rows)
+    assert "generated" in (out / "report.html").read_text()
+    code, stdout, err = run_cli("eval", str(out), "--data", str(tmp_path / "dev.jsonl"), "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["rougeL"] == results["rougeL"]              # greedy: the same replies again
+
+
+def test_reference_replies_score_one_through_the_whole_path(tmp_path, run_cli, runs, monkeypatch):
+    from lmforge.prompting import generation
+
+    monkeypatch.setattr(generation.PromptGenerator, "replies", lambda self, requests: [r.answer for r in requests])
+    out = tmp_path / "gold"
+    code, _, err = run_cli("prompt", str(_seq2seq_config(tmp_path, runs["chat"], 0)), f"output={out}", "--quiet")
+    assert code == 0, err
+    results = json.loads((out / "eval_results.json").read_text())["validation"]
+    assert results["rougeL"] == 1.0 and results["exact_match"] == 1.0 and results["bleu"] == pytest.approx(100.0)
+
+
+def test_instruction_data_is_answered_at_the_last_turn(tmp_path, run_cli, runs):
+    rows = [{"instruction": f"Name the capital in: {s['source']}", "input": "", "output": s["target"]} for s in pairs(30)]
+    data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    config = tmp_path / "sft.yaml"
+    config.write_text(f"task: causal_lm\ndata: {{train: {data}, split: 0.2}}\n"
+                      f"prompt: {{model: '{runs['chat']}', shots: 1, max_new_tokens: 6, limit: 4}}\n")
+    out = tmp_path / "sft_run"
+    code, stdout, err = run_cli("prompt", str(config), f"output={out}", "--quiet")
+    assert code == 0, err
+    results = json.loads((out / "eval_results.json").read_text())["validation"]
+    assert results["count"] == 4 and "rouge2" in results
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["request"].startswith("Name the capital") for r in rows)
+
+
+def test_raw_text_is_refused(tmp_path, run_cli, runs):
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(f"document {i} about {c}\n" for i, c in enumerate(CITIES)))
+    config = tmp_path / "lm.yaml"
+    config.write_text(f"task: causal_lm\ndata: {{train: {text}, split: 0.2}}\nprompt: {{model: '{runs['chat']}'}}\n")
+    code, _, err = run_cli("prompt", str(config), f"output={tmp_path / 'x'}")
+    assert code == 2 and "raw text" in err and "data.train" in err and not (tmp_path / "x").exists()
