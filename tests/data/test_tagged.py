@@ -54,3 +54,17 @@ def test_offset_and_limit_count_sentences(tmp_path):
     rows.write_text("".join('{"tokens": ["t%d"], "tags": ["O"]}\n' % i for i in range(4)), encoding="utf-8")
     got = read_tagged(DataSource(path=str(rows), offset=3), DataConfig(), Problems())
     assert [ex.tokens for ex in got] == [["t3"]]
+
+
+def test_conll_sentences_are_running_text_for_language_models(tmp_path):
+    from lmforge.data.examples import read_text_examples
+
+    path = tmp_path / "ner.txt"
+    path.write_text("中\tB-LOC\n国\tI-LOC\n人\tO\n\nEU\tB-ORG\nrejects\tO\nit\tO\n", encoding="utf-8")
+    got = read_text_examples(DataSource(path=str(path), format="conll"), DataConfig(), Problems(), False)
+    assert [ex.text for ex in got] == ["中国人", "EU rejects it"]
+    assert got[1].where.endswith("ner.txt:5") and got[0].label is None
+    problems = Problems(collect=True)
+    assert read_text_examples(DataSource(path=str(path), format="conll"), DataConfig(fields={"token_column": 3}),
+                              problems, False) == []
+    assert "no token column 3" in problems.items[0]

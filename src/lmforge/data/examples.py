@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from lmforge.config.schema import DataConfig, DataSource
 from lmforge.data.readers import Problems, ReadOptions, reader_for
+from lmforge.data.tagging import sentence_text
 from lmforge.errors import DataError
 from lmforge.paths import resolve_path
 
@@ -60,6 +61,14 @@ def _field(row: dict, name, where: str, problems: Problems, what: str):
     return None
 
 
+def _sentence_of(columns: list[list[str]], column: int, where: str, problems: Problems) -> str | None:
+    try:
+        return sentence_text([cells[column] for cells in columns])
+    except IndexError:
+        problems.report(f"{where}: no token column {column} (data.fields.token_column)")
+        return None
+
+
 def read_text_examples(source, data: DataConfig, problems: Problems,
                        need_label: bool = True) -> list[TextExample]:
     """Read a source (or a list of sources) into ``TextExample``s, reporting rows without text or
@@ -69,7 +78,10 @@ def read_text_examples(source, data: DataConfig, problems: Problems,
     fixed_label = source_of(source).label
     examples = []
     for where, row, fields in read_rows(source, data, problems):
-        text = _field(row, fields.text, where, problems, "text")
+        if "columns" in row and fields.text not in row:     # a CoNLL sentence: its tokens as running text
+            text = _sentence_of(row["columns"], fields.token_column, where, problems)
+        else:
+            text = _field(row, fields.text, where, problems, "text")
         if text is None:
             continue
         text = str(text)

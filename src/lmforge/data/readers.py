@@ -63,6 +63,8 @@ def register_reader(name: str, suffixes: tuple[str, ...] = ()):
 
 def reader_for(path: Path, fmt: str | None) -> Reader:
     """The reader for ``path``: the named format, else a folder reader, else by suffix."""
+    import lmforge.data.tagged  # noqa: F401  (registers the CoNLL and People's Daily readers)
+
     if fmt is not None:
         if fmt not in READERS:
             raise DataError(f"{path}: unknown data format '{fmt}' (known: {', '.join(sorted(READERS))})")

@@ -27,6 +27,17 @@ _ALIASES = {"bio": "bio", "iob2": "bio", "iob1": "iob1", "iobes": "iobes", "bioe
 _PREFIXES = {"bio": ("B", "I"), "iob1": ("B", "I"), "iobes": ("B", "I", "E", "S")}
 
 Span = tuple[str, int, int]
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def joiner_of(tokens: list[str]) -> str:
+    """How a sentence's tokens join into text: nothing between Chinese characters, else a space."""
+    return "" if tokens and sum(bool(_HAN.match(t)) for t in tokens) > len(tokens) / 2 else " "
+
+
+def sentence_text(tokens: list[str]) -> str:
+    """A tokenized sentence as running text (Chinese characters joined, other tokens spaced)."""
+    return joiner_of(tokens).join(tokens)
 
 
 def normalize_scheme(name: str) -> str:

@@ -10,21 +10,11 @@ import logging
 import time
 
 from lmforge.config.schema import JobConfig
-from lmforge.data.tagging import from_spans, to_spans
+from lmforge.data.tagging import from_spans, joiner_of, sentence_text, to_spans
 from lmforge.prompting.entities import EntityTemplate, ParseStats, parse_reply, place
 from lmforge.prompting.selection import fixed_examples, nearest_examples
-from lmforge.prompting.templates import CJK
 
 log = logging.getLogger("lmforge")
-
-
-def joiner_of(tokens: list[str]) -> str:
-    """How a sentence's tokens join into text: nothing between Chinese characters, else a space."""
-    return "" if tokens and sum(bool(CJK.match(t)) for t in tokens) > len(tokens) / 2 else " "
-
-
-def sentence_text(tokens: list[str]) -> str:
-    return joiner_of(tokens).join(tokens)
 
 
 def gold_entities(ex, scheme: str) -> list[tuple[str, str]]:

@@ -85,7 +85,8 @@ def _measure_prompt_tagger(config, texts: list[str]) -> dict:
     """A prompting NER candidate: its replies generated and parsed onto the tokens, as ``lmforge
     prompt`` does (texts are the sentences' tokens joined, split back on the joiner)."""
     from lmforge.prompting.entities import ParseStats
-    from lmforge.prompting.ner_recipe import joiner_of, prepare_tagger
+    from lmforge.data.tagging import joiner_of
+    from lmforge.prompting.ner_recipe import prepare_tagger
 
     tagger = prepare_tagger(config)[0]
 
