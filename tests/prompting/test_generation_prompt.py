@@ -114,3 +114,20 @@ def test_raw_text_is_refused(tmp_path, run_cli, runs):
     config.write_text(f"task: causal_lm\ndata: {{train: {text}, split: 0.2}}\nprompt: {{model: '{runs['chat']}'}}\n")
     code, _, err = run_cli("prompt", str(config), f"output={tmp_path / 'x'}")
     assert code == 2 and "raw text" in err and "data.train" in err and not (tmp_path / "x").exists()
+
+
+def test_an_encoder_decoder_run_is_prompted_with_the_plain_document(tmp_path, run_cli):
+    config = tmp_path / "s2s.yaml"
+    config.write_text("task: seq2seq\nmodel: {family: transformer, arch: t5, layers: 1, hidden: 16, heads: 2, "
+                      "vocab_size: 200}\n")
+    t5 = tmp_path / "t5"
+    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={write_jsonl(tmp_path / 't.jsonl', pairs(24))}",
+                           "train.epochs=1", "train.batch_size=8", "train.max_length=32", f"output={t5}")
+    assert code == 0, err
+    out = tmp_path / "t5_prompt"
+    code, _, err = run_cli("prompt", str(_seq2seq_config(tmp_path, t5, 1)), f"output={out}", "--quiet")
+    assert code == 0, err
+    meta = json.loads((out / "lmforge.json").read_text())
+    assert meta["prompt"]["chat_template"] is False
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 10 and all(isinstance(r["generated"], str) for r in rows)

@@ -8,6 +8,9 @@ Two kinds of config are prompted:
   conversation is answered at its last assistant turn, after K other training conversations shown
   as earlier turns. Raw-text (pre-training) data has nothing to answer and is refused.
 
+The model is a causal LM (chat template or plain) or an encoder-decoder (a T5/BART folder or
+run), which reads the plain-document prompt and writes the reply.
+
 setup (rows as ``train`` reads them, the template, the examples) -> greedy replies, batched ->
 BLEU, ROUGE-1/2/L and exact match against the references (``evaluation/text_overlap``, the
 metrics ``lmforge eval --generate`` reports for a trained run) -> ``predictions.jsonl`` with each
@@ -110,7 +113,7 @@ class PromptGenerator:
         self.spec, self.train = spec, train
         self.template = GenerationTemplate(language, spec.instruction, spec.text_format, spec.max_chars)
         self.gen = Generator(spec.model, threads=threads)
-        self.chat = self.gen.has_template
+        self.chat = self.gen.has_template and not self.gen.seq2seq
         self.fixed = (fixed_examples([0] * len(train), spec.shots, "random", spec.seed)
                       if spec.selection != "nearest" else [])
         self.encoder = None
@@ -137,14 +140,20 @@ class PromptGenerator:
             if self.chat:
                 out.append(self.gen.encode(self.template.messages(request, shots)))
             else:
-                out.append(self.gen.tokenizer(self.template.document(request, shots))["input_ids"])
+                out.append(self.gen.encode(self.template.document(request, shots), raw=True))
         return out
 
     def replies(self, requests: list[Shot]) -> list[str]:
         from lmforge.generation.generator import greedy_batch
+        from lmforge.tasks.seq2seq import generate_pairs
 
-        replies = greedy_batch(self.gen.model, self.gen.tokenizer, self.prompts(requests), self.spec.max_new_tokens,
-                               self.spec.batch_size)
+        if self.gen.seq2seq:         # an encoder-decoder reads the document and writes the reply alone
+            device = next(self.gen.model.parameters()).device
+            replies = generate_pairs(self.gen.model, self.gen.tokenizer, self.prompts(requests),
+                                     self.spec.max_new_tokens, device, self.spec.batch_size)
+        else:
+            replies = greedy_batch(self.gen.model, self.gen.tokenizer, self.prompts(requests),
+                                   self.spec.max_new_tokens, self.spec.batch_size)
         return replies if self.chat else [self.template.cut(r) for r in replies]
 
 
