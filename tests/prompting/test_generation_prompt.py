@@ -15,9 +15,11 @@ from lmforge.prompting.generation import GenerationTemplate, Shot, shot_of
 from lmforge.tasks.seq2seq import PairExample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
 
 from conftest import write_jsonl  # noqa: E402
 from served import runs  # noqa: E402,F401  (fixture: a tiny chat SFT run among others)
+from test_seq2seq import train_tiny_t5  # noqa: E402
 
 CITIES = ["paris", "rome", "oslo", "lima", "cairo", "delhi", "tokyo", "quito", "dakar", "hanoi", "accra", "bern"]
 
@@ -117,13 +119,7 @@ def test_raw_text_is_refused(tmp_path, run_cli, runs):
 
 
 def test_an_encoder_decoder_run_is_prompted_with_the_plain_document(tmp_path, run_cli):
-    config = tmp_path / "s2s.yaml"
-    config.write_text("task: seq2seq\nmodel: {family: transformer, arch: t5, layers: 1, hidden: 16, heads: 2, "
-                      "vocab_size: 200}\n")
-    t5 = tmp_path / "t5"
-    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={write_jsonl(tmp_path / 't.jsonl', pairs(24))}",
-                           "train.epochs=1", "train.batch_size=8", "train.max_length=32", f"output={t5}")
-    assert code == 0, err
+    t5 = train_tiny_t5(tmp_path, run_cli, pairs(24))
     out = tmp_path / "t5_prompt"
     code, _, err = run_cli("prompt", str(_seq2seq_config(tmp_path, t5, 1)), f"output={out}", "--quiet")
     assert code == 0, err

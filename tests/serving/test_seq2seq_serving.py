@@ -7,8 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
 
-from conftest import write_jsonl  # noqa: E402
-from test_seq2seq import _rows  # noqa: E402
+from test_seq2seq import _rows, train_tiny_t5  # noqa: E402
 
 
 def test_t5_run_serves_completions_like_generate(tmp_path, run_cli):
@@ -18,13 +17,7 @@ def test_t5_run_serves_completions_like_generate(tmp_path, run_cli):
     from lmforge.serving.services import open_models
     from lmforge.serving.settings import ServeSettings
 
-    config = tmp_path / "s2s.yaml"
-    config.write_text("task: seq2seq\nmodel: {family: transformer, arch: t5, layers: 1, hidden: 16, heads: 2, "
-                      "vocab_size: 200}\n")
-    out = tmp_path / "t5"
-    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={write_jsonl(tmp_path / 't.jsonl', _rows(32, 0))}",
-                           "train.epochs=1", "train.batch_size=8", "train.max_length=32", f"output={out}")
-    assert code == 0, err
+    out = train_tiny_t5(tmp_path, run_cli, _rows(32, 0))
     code, stdout, err = run_cli("generate", str(out), "red cat", "--max-new-tokens", "5", "--json")
     assert code == 0, err
     expected = json.loads(stdout)

@@ -18,6 +18,18 @@ def _rows(n, seed):
     return rows
 
 
+def train_tiny_t5(tmp_path, run_cli, rows: list[dict]):
+    """A one-layer T5 trained for an epoch on ``rows``: its run folder."""
+    config = tmp_path / "tiny_t5.yaml"
+    config.write_text("task: seq2seq\nmodel: {family: transformer, arch: t5, layers: 1, hidden: 16, heads: 2, "
+                      "vocab_size: 200}\n")
+    out = tmp_path / "t5"
+    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={write_jsonl(tmp_path / 't.jsonl', rows)}",
+                           "train.epochs=1", "train.batch_size=8", "train.max_length=32", f"output={out}")
+    assert code == 0, err
+    return out
+
+
 def test_t5_from_scratch_trains_evaluates_and_generates(tmp_path, run_cli):
     train = write_jsonl(tmp_path / "train.jsonl", _rows(64, 0))
     dev = write_jsonl(tmp_path / "dev.jsonl", _rows(12, 1))
