@@ -88,10 +88,12 @@ def test_reference_replies_score_one_through_the_whole_path(tmp_path, run_cli, r
 
     monkeypatch.setattr(generation.PromptGenerator, "replies", lambda self, requests: [r.answer for r in requests])
     out = tmp_path / "gold"
-    code, _, err = run_cli("prompt", str(_seq2seq_config(tmp_path, runs["chat"], 0)), f"output={out}", "--quiet")
+    code, _, err = run_cli("prompt", str(_seq2seq_config(tmp_path, runs["chat"], 2)), f"output={out}",
+                           "data.train_limit=1", "--quiet")
     assert code == 0, err
     results = json.loads((out / "eval_results.json").read_text())["validation"]
     assert results["rougeL"] == 1.0 and results["exact_match"] == 1.0 and results["bleu"] == pytest.approx(100.0)
+    assert len(json.loads((out / "lmforge.json").read_text())["prompt"]["examples"]) == 1   # the pool: 1 row
 
 
 def test_instruction_data_is_answered_at_the_last_turn(tmp_path, run_cli, runs):

@@ -160,7 +160,7 @@ class PromptGenerator:
 def prepare_generator(config: JobConfig):
     """Read the config's rows and build the generator: (generator, data, evaluation splits of shots, language)."""
     from lmforge.data.readers import Problems
-    from lmforge.prompting.recipe import evaluation_splits
+    from lmforge.prompting.recipe import evaluation_splits, labelled_pool
     from lmforge.prompting.templates import detect_language
     from lmforge.runtime import quiet_libraries, set_seed
     from lmforge.tasks.registry import get_task
@@ -172,6 +172,7 @@ def prepare_generator(config: JobConfig):
                           f"'{spec.method}' classifies whole texts")
     task = get_task(config.task)
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
+    labelled_pool(config, data)
     if config.task == "causal_lm" and task.mode != "chat":
         raise ConfigError("data.train: causal_lm data is raw text, which has no answers to prompt for; "
                           "give instruction data (alpaca, messages or ShareGPT rows) or a seq2seq config")

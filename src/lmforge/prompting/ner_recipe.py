@@ -86,7 +86,7 @@ class PromptTagger:
 def prepare_tagger(config: JobConfig):
     """Read the config's sentences and build the tagger: (tagger, task, data, evaluation splits, language)."""
     from lmforge.data.readers import Problems
-    from lmforge.prompting.recipe import evaluation_splits
+    from lmforge.prompting.recipe import evaluation_splits, labelled_pool
     from lmforge.prompting.templates import detect_language
     from lmforge.runtime import quiet_libraries, set_seed
     from lmforge.tasks.registry import get_task
@@ -95,6 +95,7 @@ def prepare_tagger(config: JobConfig):
     spec = config.prompt
     task = get_task("token_classification")
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
+    labelled_pool(config, data)
     for note in data.notes:
         log.info(note)
     splits = evaluation_splits(data, spec)

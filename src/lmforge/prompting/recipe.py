@@ -81,7 +81,6 @@ class LikelihoodClassifier:
 def prepare(config: JobConfig):
     """Read the config's data and build its template: (data, evaluation splits, template,
     verbalizers, language)."""
-    from lmforge.data.examples import limited_sample
     from lmforge.data.readers import Problems
     from lmforge.runtime import quiet_libraries, set_seed
     from lmforge.tasks.registry import get_task
@@ -92,9 +91,7 @@ def prepare(config: JobConfig):
     spec = config.prompt
     task = get_task("classification")
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
-    if config.data.train_limit is not None:         # the labelled pool examples are drawn from
-        data.train = limited_sample(data.train, config.data.train_limit, spec.seed)
-        data.notes.append(f"data.train_limit: {len(data.train)} labelled examples to draw from")
+    labelled_pool(config, data)
     for note in data.notes:
         log.info(note)
     splits = evaluation_splits(data, spec)
@@ -219,6 +216,16 @@ def evaluate_run(run_dir: str, path: str, limit: int | None = None, text_field: 
     if calibrated is not None:
         metrics["calibrated"] = {k: calibrated[k] for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1")}
     return metrics
+
+
+def labelled_pool(config: JobConfig, data) -> None:
+    """``data.train_limit``: the in-context examples are drawn from a seeded (class-balanced, where
+    rows have labels) sample of N training rows, as a trained candidate would learn from."""
+    from lmforge.data.examples import limited_sample
+
+    if config.data.train_limit is not None:
+        data.train = limited_sample(data.train, config.data.train_limit, config.prompt.seed)
+        data.notes.append(f"data.train_limit: {len(data.train)} labelled examples to draw from")
 
 
 def evaluation_splits(data, spec) -> dict:
