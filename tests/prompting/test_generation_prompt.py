@@ -77,6 +77,7 @@ def test_seq2seq_prompt_run_is_scored_and_read_back_by_eval(tmp_path, run_cli, r
     assert meta["prompt"]["shots"] == 2 and len(meta["prompt"]["examples"]) == 2 and meta["prompt"]["seed"] == 3
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and all({"request", "reference", "generated"} <= set(r) for r in rows)
+    assert all(r["examples"] == meta["prompt"]["examples"] for r in rows)     # random: the same 2 for every row
     assert "generated" in (out / "report.html").read_text()
     code, stdout, err = run_cli("eval", str(out), "--data", str(tmp_path / "dev.jsonl"), "--json")
     assert code == 0, err
@@ -86,7 +87,7 @@ def test_seq2seq_prompt_run_is_scored_and_read_back_by_eval(tmp_path, run_cli, r
 def test_reference_replies_score_one_through_the_whole_path(tmp_path, run_cli, runs, monkeypatch):
     from lmforge.prompting import generation
 
-    monkeypatch.setattr(generation.PromptGenerator, "replies", lambda self, requests: [r.answer for r in requests])
+    monkeypatch.setattr(generation.PromptGenerator, "replies", lambda self, requests, per: [r.answer for r in requests])
     out = tmp_path / "gold"
     code, _, err = run_cli("prompt", str(_seq2seq_config(tmp_path, runs["chat"], 2)), f"output={out}",
                            "data.train_limit=1", "--quiet")
@@ -97,18 +98,29 @@ def test_reference_replies_score_one_through_the_whole_path(tmp_path, run_cli, r
 
 
 def test_instruction_data_is_answered_at_the_last_turn(tmp_path, run_cli, runs):
-    rows = [{"instruction": f"Name the capital in: {s['source']}", "input": "", "output": s["target"]} for s in pairs(30)]
+    topics = ["What is the sum of {n} and {n}?", "Write a short poem about a {c} in the rain.",
+              "Translate the word {c} into French."]
+    rows = [{"instruction": topics[i % 3].format(n=i, c=CITIES[i % 12]), "input": "", "output": f"answer {i}"}
+            for i in range(30)]
     data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    topic_of = {f"{data}:{i + 1}": i % 3 for i in range(30)}
     config = tmp_path / "sft.yaml"
     config.write_text(f"task: causal_lm\ndata: {{train: {data}, split: 0.2}}\n"
-                      f"prompt: {{model: '{runs['chat']}', shots: 1, max_new_tokens: 6, limit: 4}}\n")
+                      f"prompt: {{model: '{runs['chat']}', shots: 1, selection: nearest, max_new_tokens: 6, limit: 4}}\n")
     out = tmp_path / "sft_run"
     code, stdout, err = run_cli("prompt", str(config), f"output={out}", "--quiet")
     assert code == 0, err
     results = json.loads((out / "eval_results.json").read_text())["validation"]
     assert results["count"] == 4 and "rouge2" in results
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
-    assert all(r["request"].startswith("Name the capital") for r in rows)
+    for row in rows:        # nearest (MiniLM): per request, a training row of the same kind
+        [shown] = row["examples"]
+        assert shown != row["where"] and topic_of[shown] == topic_of[row["where"]]
+        assert row["request"] == rows_by_line(data)[row["where"]]["instruction"]
+
+
+def rows_by_line(path: Path) -> dict:
+    return {f"{path}:{i + 1}": json.loads(line) for i, line in enumerate(path.read_text().splitlines())}
 
 
 def test_raw_text_is_refused(tmp_path, run_cli, runs):

@@ -128,14 +128,17 @@ class PromptGenerator:
                 "chat_template": self.chat, "max_new_tokens": self.spec.max_new_tokens,
                 "examples": [self.train[i].where for i in self.fixed]}
 
-    def prompts(self, requests: list[Shot]) -> list[list[int]]:
+    def shown(self, requests: list[Shot]) -> list[list[int]]:
+        """Indices of the training rows shown with each request (the same for all but ``nearest``)."""
         from lmforge.prompting.selection import nearest_examples
 
-        per = (nearest_examples(self.encoder.encode([r.request for r in requests]), self.train_vectors,
-                                self.spec.shots)
-               if self.encoder is not None else [self.fixed] * len(requests))
+        if self.encoder is None:
+            return [self.fixed] * len(requests)
+        return nearest_examples(self.encoder.encode([r.request for r in requests]), self.train_vectors, self.spec.shots)
+
+    def prompts(self, requests: list[Shot], per: list[list[int]] | None = None) -> list[list[int]]:
         out = []
-        for request, idx in zip(requests, per):
+        for request, idx in zip(requests, per if per is not None else self.shown(requests)):
             shots = [self.train[i] for i in idx]
             if self.chat:
                 out.append(self.gen.encode(self.template.messages(request, shots)))
@@ -143,17 +146,18 @@ class PromptGenerator:
                 out.append(self.gen.encode(self.template.document(request, shots), raw=True))
         return out
 
-    def replies(self, requests: list[Shot]) -> list[str]:
+    def replies(self, requests: list[Shot], per: list[list[int]] | None = None) -> list[str]:
         from lmforge.generation.generator import greedy_batch
         from lmforge.tasks.seq2seq import generate_pairs
 
+        prompts = self.prompts(requests, per)
         if self.gen.seq2seq:         # an encoder-decoder reads the document and writes the reply alone
             device = next(self.gen.model.parameters()).device
-            replies = generate_pairs(self.gen.model, self.gen.tokenizer, self.prompts(requests),
-                                     self.spec.max_new_tokens, device, self.spec.batch_size)
+            replies = generate_pairs(self.gen.model, self.gen.tokenizer, prompts, self.spec.max_new_tokens, device,
+                                     self.spec.batch_size)
         else:
-            replies = greedy_batch(self.gen.model, self.gen.tokenizer, self.prompts(requests),
-                                   self.spec.max_new_tokens, self.spec.batch_size)
+            replies = greedy_batch(self.gen.model, self.gen.tokenizer, prompts, self.spec.max_new_tokens,
+                                   self.spec.batch_size)
         return replies if self.chat else [self.template.cut(r) for r in replies]
 
 
@@ -197,11 +201,13 @@ def generate_splits(config: JobConfig) -> tuple[dict, dict, object, str]:
     results = {}
     started = time.perf_counter()
     for split, requests in splits.items():
-        replies = generator.replies(requests)
+        per = generator.shown(requests)
+        replies = generator.replies(requests, per)
         metrics = generation_metrics(replies, [r.answer for r in requests])
         metrics.update(count=len(requests), empty_replies=sum(not r.strip() for r in replies))
-        rows = [{"split": split, "where": r.where, "request": r.request, "reference": r.answer, "generated": g}
-                for r, g in zip(requests, replies)]
+        rows = [{"split": split, "where": r.where, "request": r.request, "reference": r.answer, "generated": g,
+                 "examples": [generator.train[i].where for i in idx]}
+                for r, g, idx in zip(requests, replies, per)]
         results[split] = (metrics, None, rows)
     details = {**generator.details(), "seconds": round(time.perf_counter() - started, 1)}
     return results, details, data, language
