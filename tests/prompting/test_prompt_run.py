@@ -8,7 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 
-from conftest import sentiment_rows, write_jsonl  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import SHARED_DATA, sentiment_rows, write_jsonl  # noqa: E402
 from served import runs  # noqa: E402,F401  (fixture: a tiny chat SFT run among others)
 
 
@@ -70,3 +72,26 @@ def test_prompting_uses_train_threads(tmp_path, run_cli):
         assert torch.get_num_threads() == 1            # not every core, as before
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "sst2").is_dir(), reason="../shared/data is not here")
+def test_zero_shot_on_real_sst2_rows_is_read_back_by_eval(tmp_path, run_cli):
+    """The bundled SmolLM2, zero-shot, on 40 real SST-2 dev rows: a run folder ``eval`` reads back."""
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("".join((SHARED_DATA / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines(True)[:41]),
+                   encoding="utf-8")
+    config = tmp_path / "sst2.yaml"
+    config.write_text("task: classification\n"
+                      f"data: {{train: {{path: {SHARED_DATA}/sst2/train.tsv, limit: 40, fields: {{text: sentence}}}},\n"
+                      f"       validation: {dev}, fields: {{text: content}}, label_names: [negative, positive]}}\n"
+                      "prompt: {model: smollm2, shots: 0}\n")
+    out = tmp_path / "zero"
+    code, _, err = run_cli("prompt", str(config), f"output={out}", "--quiet")
+    assert code == 0, err
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["validation"]["count"] == 40 and "validation_calibrated" in results
+    code, stdout, err = run_cli("eval", str(out), "--data", str(dev), "--json")
+    assert code == 0, err
+    again = json.loads(stdout)
+    assert again["count"] == 40 and again["accuracy"] == results["validation"]["accuracy"]
