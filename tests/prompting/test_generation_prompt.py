@@ -141,3 +141,9 @@ def test_an_encoder_decoder_run_is_prompted_with_the_plain_document(tmp_path, ru
     assert meta["prompt"]["chat_template"] is False
     rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and all(isinstance(r["generated"], str) for r in rows)
+
+
+def test_similarity_is_refused_for_generation(tmp_path, run_cli):
+    code, _, err = run_cli("prompt", str(_seq2seq_config(tmp_path, "minilm")), f"output={tmp_path / 'x'}",
+                           "--method", "similarity")
+    assert code == 2 and "prompt.method" in err and "seq2seq" in err and not (tmp_path / "x").exists()
