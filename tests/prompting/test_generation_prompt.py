@@ -147,3 +147,12 @@ def test_similarity_is_refused_for_generation(tmp_path, run_cli):
     code, _, err = run_cli("prompt", str(_seq2seq_config(tmp_path, "minilm")), f"output={tmp_path / 'x'}",
                            "--method", "similarity")
     assert code == 2 and "prompt.method" in err and "seq2seq" in err and not (tmp_path / "x").exists()
+
+
+def test_a_task_without_answers_is_refused(tmp_path, run_cli):
+    text = tmp_path / "corpus.txt"
+    text.write_text("one document\nanother document\n")
+    config = tmp_path / "mlm.yaml"
+    config.write_text(f"task: masked_lm\ndata: {{train: {text}}}\n")
+    code, _, err = run_cli("prompt", str(config), f"output={tmp_path / 'x'}")
+    assert code == 2 and "masked_lm" in err and "seq2seq" in err and not (tmp_path / "x").exists()

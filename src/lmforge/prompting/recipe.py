@@ -151,8 +151,8 @@ PROMPT_TASKS = {"classification": _classification, "token_classification": _toke
 def _prompted(config: JobConfig):
     runner = PROMPT_TASKS.get(config.task)
     if runner is None:
-        raise ConfigError(f"task: lmforge prompt handles {' and '.join(PROMPT_TASKS)}; "
-                          f"'{config.task}' is not supported by it yet")
+        raise ConfigError(f"task: lmforge prompt handles {', '.join(PROMPT_TASKS)}; "
+                          f"'{config.task}' has no answers to prompt for")
     return runner(config)
 
 
