@@ -47,7 +47,8 @@ def test_templates_show_shots_as_turns_and_blocks():
     assert chat[0] == {"role": "system", "content": "Write the number."}            # the instruction wins
     assert [m["role"] for m in chat[1:]] == ["user", "assistant", "user", "assistant", "user"]
     assert [m["content"] for m in chat[1:]] == ["one", "1", "two", "2", "three"]
-    assert GenerationTemplate("en").messages(request, [])[0]["content"] == "own"    # else the row's system turn stays
+    own = GenerationTemplate("en").messages(request, shots)           # else the row's system turn, still first
+    assert [m["content"] for m in own] == ["own", "one", "1", "two", "2", "three"]
     plain = GenerationTemplate("en", None, "Q: {text}")
     doc = plain.document(request, shots[:1])
     assert doc == "Input: Q: one\nOutput: 1\n\nInput: Q: three\nOutput:"

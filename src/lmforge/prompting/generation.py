@@ -27,8 +27,6 @@ from lmforge.errors import ConfigError, DataError
 
 log = logging.getLogger("lmforge")
 
-GENERATION_TASKS = ("seq2seq", "causal_lm")
-
 DEFAULTS = {
     "en": {"input": "Input:", "output": "Output:"},
     "zh": {"input": "输入：", "output": "输出："},
@@ -81,13 +79,16 @@ class GenerationTemplate:
         return self.text_format.replace("{text}", text[:self.max_chars])
 
     def messages(self, request: Shot, shots: list[Shot]) -> list[dict]:
-        turns = [{"role": "system", "content": self.instruction}] if self.instruction else []
+        """The system turn first (the instruction, else the request's own), then the shots, then the
+        request's earlier turns and the request."""
+        own = [m for m in request.context if m["role"] == "system"][:1]
+        turns = [{"role": "system", "content": self.instruction}] if self.instruction else [dict(m) for m in own]
         for shot in shots:
             turns += [m for m in shot.context if m["role"] != "system"]
             turns += [{"role": "user", "content": self._text(shot.request)},
                       {"role": "assistant", "content": shot.answer[:self.max_chars]}]
-        context = request.context if not self.instruction else [m for m in request.context if m["role"] != "system"]
-        return turns + context + [{"role": "user", "content": self._text(request.request)}]
+        turns += [m for m in request.context if m["role"] != "system"]
+        return turns + [{"role": "user", "content": self._text(request.request)}]
 
     def document(self, request: Shot, shots: list[Shot]) -> str:
         blocks = [self.instruction] if self.instruction else []
