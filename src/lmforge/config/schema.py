@@ -108,6 +108,8 @@ class ModelSpec(Section):
         True, description="lstm causal_lm: the output layer shares the input embeddings (projected if widths differ)")
     char_cnn: int = Field(
         0, ge=0, description="lstm classifiers/taggers: filters of a character CNN over each token, added to its embedding (0: off; e.g. 30)")
+    lexicon: str | None = Field(
+        None, description="lstm classifiers/taggers: word list whose matches mark each character's place in a word (B/M/E/S) and the word's tag; 'jieba': jieba's dictionary")
     heads: int = Field(2, ge=1, description="from scratch: attention heads")
     intermediate: int | None = Field(None, ge=8, description="from scratch: feed-forward width (default 4*hidden)")
     vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")
@@ -140,6 +142,8 @@ class ModelSpec(Section):
             raise ValueError("model.bigram_buckets applies to the lstm family only")
         if self.char_cnn and self.family != "lstm":
             raise ValueError("model.char_cnn applies to the lstm family only")
+        if self.lexicon and self.family != "lstm":
+            raise ValueError("model.lexicon applies to the lstm family only")
         if self.path is None and self.hidden % self.heads:
             raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
         return self

@@ -20,6 +20,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 
 from lmforge.errors import ModelError
 from lmforge.models.char_cnn import CharCNN, char_table
+from lmforge.models.lexicon import LexiconFeatures, lexicon_file, lexicon_tensors, read_lexicon
 from lmforge.models.registry import LoadedModel, register_family
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.tokenization.wordpiece import train_wordpiece
@@ -34,12 +35,14 @@ class LstmConfig(PretrainedConfig):
     def __init__(self, vocab_size: int = 8000, embedding_size: int = 128, hidden_size: int = 256,
                  num_layers: int = 2, dropout: float = 0.1, pad_token_id: int = 0,
                  bigram_buckets: int = 0, tie_word_embeddings: bool = False, char_cnn: int = 0,
-                 char_vocab_size: int = 0, char_max_length: int = 0, **kwargs):
+                 char_vocab_size: int = 0, char_max_length: int = 0, lexicon_words: int = 0,
+                 lexicon_tags: list[str] | None = None, **kwargs):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
         self.num_layers, self.dropout, self.bigram_buckets = num_layers, dropout, bigram_buckets
         self.tie_word_embeddings = tie_word_embeddings        # the language model's output layer
         self.char_cnn, self.char_vocab_size, self.char_max_length = char_cnn, char_vocab_size, char_max_length
+        self.lexicon_words, self.lexicon_tags = lexicon_words, list(lexicon_tags or [])   # model.lexicon
 
 
 class LstmPreTrainedModel(PreTrainedModel):
@@ -74,7 +77,8 @@ def bigram_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, buckets: i
 
 
 class LstmEncoder(nn.Module):
-    """Embeddings (and, optionally, hashed bigram embeddings) -> dropout -> bidirectional LSTM over
+    """Embeddings (and, optionally, hashed bigram embeddings, a character CNN and lexicon features)
+    -> dropout -> bidirectional LSTM over
     the real (unpadded) tokens.
 
     Character bigrams are the strongest cheap feature for Chinese tagging: a character's meaning
@@ -95,6 +99,10 @@ class LstmEncoder(nn.Module):
             self.chars = CharCNN(config.vocab_size, config.char_vocab_size, config.char_max_length,
                                  config.char_cnn, dropout=config.dropout)
             width += config.char_cnn
+        self.lexicon = None
+        if getattr(config, "lexicon_words", 0):
+            self.lexicon = LexiconFeatures(config.lexicon_words, len(config.lexicon_tags), config.vocab_size)
+            width += self.lexicon.width
         self.dropout = nn.Dropout(config.dropout)
         self.lstm = nn.LSTM(width, config.hidden_size, num_layers=config.num_layers,
                             bidirectional=True, batch_first=True,
@@ -109,6 +117,8 @@ class LstmEncoder(nn.Module):
             x = torch.cat([x, self.bigrams(left), self.bigrams(right)], dim=-1)
         if self.chars is not None:
             x = torch.cat([x, self.chars(input_ids)], dim=-1)            # (B, T, E + F)
+        if self.lexicon is not None:
+            x = torch.cat([x, self.lexicon(input_ids, attention_mask)], dim=-1)   # (B, T, ... + 4 * tags)
         x = self.dropout(x)
         lengths = attention_mask.sum(1).clamp(min=1).cpu()
         # Packing keeps padding out of the backward direction's state.
@@ -168,12 +178,15 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
              {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
               "label2id": {n: i for i, n in enumerate(labels)}})
     table = _char_table(spec, tokenizer, generative, extra)
+    lexicon = _lexicon(spec, tokenizer, generative, extra)
     config = LstmConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding, hidden_size=spec.hidden,
                         num_layers=spec.layers, dropout=0.1 if dropout is None else dropout,
                         bigram_buckets=spec.bigram_buckets, pad_token_id=tokenizer.pad_token_id, **extra)
     model = head_class(config)
     if table is not None:
         model.encoder.chars.table.copy_(table)
+    if lexicon is not None:
+        model.encoder.lexicon.load(*lexicon)
     arch = "lstm" if generative else "bilstm"
     log.info("built a%s %s from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d%s",
              "n" if generative else "", "LSTM language model" if generative else "BiLSTM",
@@ -181,6 +194,9 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
              f", {spec.bigram_buckets} bigram buckets" if spec.bigram_buckets else "")
     if table is not None:
         log.info("character CNN: %d filters over %d characters of each token", spec.char_cnn, CHAR_MAX_LENGTH)
+    if lexicon is not None:
+        log.info("lexicon features: %d words of %s, %d tags (%s)", len(lexicon[0]), spec.lexicon,
+                 len(config.lexicon_tags), " ".join(config.lexicon_tags))
     info = {"family": "lstm", "source": "scratch", "arch": arch, "vocab_size": len(tokenizer)}
     return LoadedModel(model, tokenizer, info)
 
@@ -196,6 +212,18 @@ def _char_table(spec, tokenizer, generative: bool, config_kwargs: dict) -> torch
     table, char_vocab = char_table(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), CHAR_MAX_LENGTH)
     config_kwargs.update(char_cnn=spec.char_cnn, char_vocab_size=char_vocab, char_max_length=CHAR_MAX_LENGTH)
     return table
+
+
+def _lexicon(spec, tokenizer, generative: bool, config_kwargs: dict):
+    """(word ids, word tags) of ``model.lexicon`` (None when off); sets the config's lexicon sizes."""
+    if not spec.lexicon:
+        return None
+    if generative:
+        raise ModelError("model.lexicon: the lstm language model has no lexicon features "
+                         "(they apply to classification and token_classification)")
+    words, word_tags, tags = lexicon_tensors(read_lexicon(lexicon_file(spec.lexicon)), tokenizer)
+    config_kwargs.update(lexicon_words=len(words), lexicon_tags=tags)
+    return words, word_tags
 
 
 def load_saved_lstm(folder: Path, meta: dict) -> LoadedModel:
