@@ -51,7 +51,12 @@ def test_templates_show_shots_as_turns_and_blocks():
     assert [m["content"] for m in own] == ["own", "one", "1", "two", "2", "three"]
     plain = GenerationTemplate("en", None, "Q: {text}")
     doc = plain.document(request, shots[:1])
-    assert doc == "Input: Q: one\nOutput: 1\n\nInput: Q: three\nOutput:"
+    assert doc == "own\n\nInput: Q: one\nOutput: 1\n\nInput: Q: three\nOutput:"     # the row's system turn first
+    # A conversation's earlier exchanges stay in the document, before the request.
+    talk = Shot([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                 {"role": "user", "content": "still there?"}], "2+2?", "4")
+    assert GenerationTemplate("en", "Answer.").document(talk, []) == (
+        "Answer.\n\nInput: hi\nOutput: hello\n\nInput: still there?\n\nInput: 2+2?\nOutput:")
     assert plain.cut(" 3\n\nInput: Q: four") == "3" and plain.cut(" 3 Input: x") == "3"
     assert GenerationTemplate("zh").document(Shot([], "问", "答"), []) == "输入： 问\n输出："
 

@@ -91,11 +91,33 @@ class GenerationTemplate:
         return turns + [{"role": "user", "content": self._text(request.request)}]
 
     def document(self, request: Shot, shots: list[Shot]) -> str:
-        blocks = [self.instruction] if self.instruction else []
+        """The instruction (else the request's own system turn), then each shot's earlier turns and
+        the shot, then the request's earlier turns, as ``Input:``/``Output:`` blocks."""
+        own = [m["content"] for m in request.context if m["role"] == "system"][:1]
+        blocks = [self.instruction] if self.instruction else own
         for shot in shots:
+            blocks += self._turn_blocks(shot.context)
             blocks.append(f"{self.input_cue} {self._text(shot.request)}\n{self.output_cue} {shot.answer[:self.max_chars]}")
+        blocks += self._turn_blocks(request.context)
         blocks.append(f"{self.input_cue} {self._text(request.request)}\n{self.output_cue}")
         return "\n\n".join(blocks)
+
+    def _turn_blocks(self, context: list[dict]) -> list[str]:
+        """A conversation's earlier user and assistant turns as blocks, each user turn with the reply
+        that follows it (system turns are placed by ``document``)."""
+        blocks, asked = [], None
+        for m in context:
+            if m["role"] == "user":
+                if asked is not None:
+                    blocks.append(f"{self.input_cue} {asked}")
+                asked = m["content"][:self.max_chars]
+            elif m["role"] == "assistant":
+                said = f"{self.output_cue} {m['content'][:self.max_chars]}"
+                blocks.append(said if asked is None else f"{self.input_cue} {asked}\n{said}")
+                asked = None
+        if asked is not None:
+            blocks.append(f"{self.input_cue} {asked}")
+        return blocks
 
     def cut(self, reply: str) -> str:
         """A plain LM's reply runs on into the next block: it ends at a blank line or input cue."""
