@@ -36,3 +36,27 @@ def test_bigram_ids_see_neighbours_only():
     assert right[0, 2] != right[1, 1]
     # Left and right hashes of one pair differ (two separate views of the same characters).
     assert left[0, 2] != right[0, 1]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_two_pass_cpu_path_equals_packed_sequences(layers):
+    """The CPU path (two one-direction passes, the backward one over each sequence reversed within its
+    length) gives what nn.LSTM gives on packed sequences, outputs and gradients."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from lmforge.models.lstm import LstmEncoder, reverse_within
+
+    torch.manual_seed(0)
+    config = LstmConfig(vocab_size=30, embedding_size=6, hidden_size=5, num_layers=layers, dropout=0.0)
+    encoder = LstmEncoder(config).train()
+    x = torch.randn(3, 7, 6, requires_grad=True)
+    lengths = torch.tensor([7, 3, 1])
+    ours = encoder._two_pass(x, lengths)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    reference, _ = pad_packed_sequence(encoder.lstm(packed)[0], batch_first=True, total_length=7)
+    assert torch.allclose(ours, reference, atol=1e-6)
+    grad_ours = torch.autograd.grad(ours.square().sum(), [x, encoder.lstm.weight_hh_l0_reverse])
+    grad_ref = torch.autograd.grad(reference.square().sum(), [x, encoder.lstm.weight_hh_l0_reverse])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grad_ours, grad_ref))
+    assert reverse_within(torch.arange(4.0).view(1, 4, 1), torch.tensor([3])).flatten().tolist() == [2, 1, 0, 3]
+    assert not any("skeleton" in k for k in encoder.state_dict())
