@@ -2,8 +2,8 @@
 
 Both sides train the same character BiLSTM-CRF tagger (the MSRA config: 1 layer, 2x256, embeddings
 128, CRF over BIO tags) from the same initial weights on the same batches of MSRA training sentences
-(random order, so a batch mixes long and short sentences as training does): forward, CRF loss,
-backward, Adam step. The baseline runs the bidirectional LSTM on packed sequences
+(batched as ``lmforge train`` batches them: sentences of similar length together, in random order;
+``--no-group-by-length`` mixes lengths in a batch): forward, CRF loss, backward, Adam step. The baseline runs the bidirectional LSTM on packed sequences
 (``pack_padded_sequence``), as PyTorch's documentation and most taggers do; lmforge runs it as two
 one-direction passes over the padded batch, the backward one over each sentence reversed within its
 own length. The two compute the same function: the losses of the first step are printed and must
@@ -16,7 +16,6 @@ The last line printed is ``ratio: X.XX`` = lmforge sentences/s / packed sentence
 """
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
@@ -40,14 +39,17 @@ def sentences(path: Path, max_length: int) -> list[tuple[list[str], list[str]]]:
     return out
 
 
-def batches(rows, vocab: dict, batch_size: int, steps: int, seed: int):
-    rng = random.Random(seed)
-    for _ in range(steps):
-        chosen = rng.sample(rows, batch_size)
+def batches(rows, vocab: dict, batch_size: int, steps: int, seed: int, group_by_length: bool):
+    """The first ``steps`` batches of an epoch, drawn as ``lmforge train`` draws them
+    (``train.group_by_length``: sentences of similar length batched together, the default)."""
+    from lmforge.data.batching import epoch_batches
+
+    for indices in epoch_batches([len(c) for c, _ in rows], batch_size, seed, 0, group_by_length)[:steps]:
+        chosen = [rows[i] for i in indices]
         T = max(len(c) for c, _ in chosen)
-        ids = torch.zeros(batch_size, T, dtype=torch.long)
-        tags = torch.zeros(batch_size, T, dtype=torch.long)
-        mask = torch.zeros(batch_size, T, dtype=torch.long)
+        ids = torch.zeros(len(chosen), T, dtype=torch.long)
+        tags = torch.zeros(len(chosen), T, dtype=torch.long)
+        mask = torch.zeros(len(chosen), T, dtype=torch.long)
         for i, (chars, labels) in enumerate(chosen):
             ids[i, :len(chars)] = torch.tensor([vocab.get(c, 1) for c in chars])
             tags[i, :len(chars)] = torch.tensor([TAGS.index(t) for t in labels])
@@ -88,6 +90,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-group-by-length", action="store_true",
+                        help="random batches (train.group_by_length: false) instead of length-grouped ones")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msra_ner" / "train.txt")
     args = parser.parse_args(argv)
     if not args.data.is_file():
@@ -110,11 +114,13 @@ def main(argv=None) -> int:
         model, crf = LstmForTokenClassification(config).train(), CRF(len(TAGS))
         if side == "packed":
             model.encoder._two_pass = packed_two_pass(model.encoder)
-        seconds, first, seen = train(model, crf, batches(rows, vocab, args.batch_size, steps, args.seed), 3e-3)
+        seconds, first, seen = train(model, crf, batches(rows, vocab, args.batch_size, steps, args.seed,
+                                                           not args.no_group_by_length), 3e-3)
         results[side] = {"seconds": seconds, "first_loss": first, "sentences_per_s": seen / seconds}
     mean_length = sum(len(c) for c, _ in rows) / len(rows)
     print(f"BiLSTM-CRF (1x2x256, embeddings 128, vocabulary {len(vocab) + 2}) on {len(rows):,} MSRA sentences "
-          f"(mean length {mean_length:.1f}), {steps} steps of {args.batch_size}, {torch.get_num_threads()} thread(s)")
+          f"(mean length {mean_length:.1f}), {steps} steps of {args.batch_size}, "
+          f"{'random' if args.no_group_by_length else 'length-grouped'} batches, {torch.get_num_threads()} thread(s)")
     print(f"| side | sentences/s | seconds | first-step loss |\n|---|---:|---:|---:|")
     for side, name in (("packed", "nn.LSTM on packed sequences"), ("lmforge", "lmforge (two padded passes)")):
         r = results[side]

@@ -149,8 +149,8 @@ class LstmEncoder(nn.Module):
         """The bidirectional LSTM as two one-direction passes over the padded batch: the forward pass
         as is (padding comes after every real token, so it changes no real output), the backward pass
         over each sequence reversed within its own length. Same outputs as packing (a test checks),
-        with the weights of ``self.lstm``; on the CPU packed sequences cost about 1.8x more (the
-        per-step batch shrinks and regrows), measured on MSRA's sentence lengths."""
+        with the weights of ``self.lstm``; on the CPU a training step on packed sequences takes about
+        2.3x as long (``bench/lstm_throughput.py``, MSRA batches as training draws them)."""
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
         for layer in range(self.lstm.num_layers):
             if layer:
