@@ -20,9 +20,11 @@ def tokenizer():
 
 def test_read_lexicon_forms(tmp_path):
     path = tmp_path / "words.txt"
-    path.write_text("北京 300 ns\n上海 ns\n大学\n北京大学 20 nt\n\n北京 5 n\n大学 12\n", encoding="utf-8")
-    # word freq tag | word tag | word | repeated word (first wins) | word freq (no tag)
-    assert read_lexicon(path) == [("北京", "ns"), ("上海", "ns"), ("大学", "word"), ("北京大学", "nt")]
+    path.write_text("北京 300 ns\n上海 ns\n大学\n北京大学 20 nt\n\n北京 5 n\n大学 12\n小学 3.5\n中学 1e3\n",
+                    encoding="utf-8")
+    # word freq tag | word tag | word | repeated word (first wins) | word freq (no tag), also decimal
+    assert read_lexicon(path) == [("北京", "ns"), ("上海", "ns"), ("大学", "word"), ("北京大学", "nt"),
+                                  ("小学", "word"), ("中学", "word")]
 
 
 def test_read_lexicon_errors(tmp_path):

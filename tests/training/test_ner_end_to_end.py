@@ -206,3 +206,23 @@ def test_bilstm_crf_with_lexicon_chinese(run_cli, tmp_path):
         ("陈静", "PER", 0, 2), ("成都", "LOC", 4, 6)}
     code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "again", model))
     assert code != 0 and "model.lexicon: no such file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bilstm_crf_with_jieba_char_vectors(run_cli, tmp_path):
+    pytest.importorskip("jieba")
+    train = write_conll(tmp_path / "train.txt", zh_sentences(48, 0))
+    dev = write_conll(tmp_path / "dev.txt", zh_sentences(16, 1))
+    model = ("model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200, lowercase: false, "
+             "char_vectors: jieba}")
+    out = tmp_path / "hmm"
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, model, "head.crf=true", "train.lr=2e-2"))
+    assert code == 0, err
+    assert json.loads((out / "model" / "config.json").read_text())["char_vectors_width"] > 300   # 2 x 163 HMM states + 1
+    assert json.loads((out / "eval_results.json").read_text())["validation"]["f1"] > 0.8
+    code, stdout, err = run_cli("predict", str(out), "--text", "陈静住在成都。")
+    assert code == 0, err
+    assert {(e["text"], e["label"], e["start"], e["end"]) for e in json.loads(stdout)["entities"]} == {
+        ("陈静", "PER", 0, 2), ("成都", "LOC", 4, 6)}
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "again", model.replace(
+        "jieba", str(tmp_path / "none.vec"))))
+    assert code != 0 and "model.char_vectors: no such file" in err and len(err.strip().splitlines()) == 1

@@ -56,11 +56,19 @@ def read_lexicon(path: Path) -> list[tuple[str, str]]:
             if word in seen:
                 continue
             seen.add(word)
-            tag = fields[-1] if len(fields) == 3 or (len(fields) == 2 and not fields[1].isdigit()) else "word"
+            tag = fields[-1] if len(fields) == 3 or (len(fields) == 2 and not _is_number(fields[1])) else "word"
             entries.append((word, tag))
     if not entries:
         raise DataError(f"{path}: the lexicon has no words")
     return entries
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def lexicon_tensors(entries: list[tuple[str, str]], tokenizer) -> tuple[torch.Tensor, torch.Tensor, list[str]]:

@@ -21,6 +21,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 
 from lmforge.errors import ModelError
 from lmforge.models.char_cnn import CharCNN, char_table
+from lmforge.models.char_vectors import char_vector_table
 from lmforge.models.lexicon import LexiconFeatures, lexicon_file, lexicon_tensors, read_lexicon
 from lmforge.models.registry import LoadedModel, register_family
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
@@ -37,13 +38,14 @@ class LstmConfig(PretrainedConfig):
                  num_layers: int = 2, dropout: float = 0.1, pad_token_id: int = 0,
                  bigram_buckets: int = 0, tie_word_embeddings: bool = False, char_cnn: int = 0,
                  char_vocab_size: int = 0, char_max_length: int = 0, lexicon_words: int = 0,
-                 lexicon_tags: list[str] | None = None, **kwargs):
+                 lexicon_tags: list[str] | None = None, char_vectors_width: int = 0, **kwargs):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
         self.num_layers, self.dropout, self.bigram_buckets = num_layers, dropout, bigram_buckets
         self.tie_word_embeddings = tie_word_embeddings        # the language model's output layer
         self.char_cnn, self.char_vocab_size, self.char_max_length = char_cnn, char_vocab_size, char_max_length
         self.lexicon_words, self.lexicon_tags = lexicon_words, list(lexicon_tags or [])   # model.lexicon
+        self.char_vectors_width = char_vectors_width                                      # model.char_vectors
 
 
 class LstmPreTrainedModel(PreTrainedModel):
@@ -114,6 +116,11 @@ class LstmEncoder(nn.Module):
         if getattr(config, "lexicon_words", 0):
             self.lexicon = LexiconFeatures(config.lexicon_words, len(config.lexicon_tags), config.vocab_size)
             width += self.lexicon.width
+        self.vectors_width = getattr(config, "char_vectors_width", 0)
+        if self.vectors_width:
+            # Fixed pretrained vectors (model.char_vectors): a buffer, saved with the weights, not trained.
+            self.register_buffer("vectors", torch.zeros(config.vocab_size, self.vectors_width))
+            width += self.vectors_width
         self.dropout = nn.Dropout(config.dropout)
         self.lstm = nn.LSTM(width, config.hidden_size, num_layers=config.num_layers,
                             bidirectional=True, batch_first=True,
@@ -134,6 +141,8 @@ class LstmEncoder(nn.Module):
             x = torch.cat([x, self.chars(input_ids)], dim=-1)            # (B, T, E + F)
         if self.lexicon is not None:
             x = torch.cat([x, self.lexicon(input_ids, attention_mask)], dim=-1)   # (B, T, ... + 4 * tags)
+        if self.vectors_width:
+            x = torch.cat([x, nn.functional.embedding(input_ids, self.vectors)], dim=-1)   # (B, T, ... + V)
         x = self.dropout(x)
         lengths = attention_mask.sum(1).clamp(min=1)
         if x.is_cuda:
@@ -218,6 +227,7 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
               "label2id": {n: i for i, n in enumerate(labels)}})
     table = _char_table(spec, tokenizer, generative, extra)
     lexicon = _lexicon(spec, tokenizer, generative, extra)
+    vectors = _char_vectors(spec, tokenizer, generative, extra)
     config = LstmConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding, hidden_size=spec.hidden,
                         num_layers=spec.layers, dropout=0.1 if dropout is None else dropout,
                         bigram_buckets=spec.bigram_buckets, pad_token_id=tokenizer.pad_token_id, **extra)
@@ -226,6 +236,8 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
         model.encoder.chars.table.copy_(table)
     if lexicon is not None:
         model.encoder.lexicon.load(*lexicon)
+    if vectors is not None:
+        model.encoder.vectors.copy_(vectors[0])
     arch = "lstm" if generative else "bilstm"
     log.info("built a%s %s from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d%s",
              "n" if generative else "", "LSTM language model" if generative else "BiLSTM",
@@ -236,6 +248,9 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
     if lexicon is not None:
         log.info("lexicon features: %d words of %s, %d tags (%s)", len(lexicon[0]), spec.lexicon,
                  len(config.lexicon_tags), " ".join(config.lexicon_tags))
+    if vectors is not None:
+        log.info("fixed token vectors from %s: width %d, %d of %d tokens known", spec.char_vectors,
+                 vectors[0].shape[1], vectors[1], len(tokenizer))
     info = {"family": "lstm", "source": "scratch", "arch": arch, "vocab_size": len(tokenizer)}
     return LoadedModel(model, tokenizer, info)
 
@@ -263,6 +278,18 @@ def _lexicon(spec, tokenizer, generative: bool, config_kwargs: dict):
     words, word_tags, tags = lexicon_tensors(read_lexicon(lexicon_file(spec.lexicon)), tokenizer)
     config_kwargs.update(lexicon_words=len(words), lexicon_tags=tags)
     return words, word_tags
+
+
+def _char_vectors(spec, tokenizer, generative: bool, config_kwargs: dict):
+    """(table, tokens covered) of ``model.char_vectors`` (None when off); sets the config's width."""
+    if not spec.char_vectors:
+        return None
+    if generative:
+        raise ModelError("model.char_vectors: the lstm language model has no fixed token vectors "
+                         "(they apply to classification and token_classification)")
+    table, covered = char_vector_table(spec.char_vectors, tokenizer)
+    config_kwargs.update(char_vectors_width=table.shape[1])
+    return table, covered
 
 
 def load_saved_lstm(folder: Path, meta: dict) -> LoadedModel:

@@ -1,0 +1,107 @@
+"""Fixed token vectors (model.char_vectors): word2vec files read and checked, jieba's HMM tables,
+the vectors saved with the weights and used, bad input named."""
+
+import pytest
+import torch
+
+from lmforge.errors import ConfigError, DataError
+from lmforge.models.char_vectors import char_vector_table, read_word2vec, token_texts
+from lmforge.models.lstm import LstmConfig, LstmForTokenClassification
+from lmforge.tokenization.wordpiece import train_wordpiece
+
+TEXTS = ["北京大学在北京", "张三去上海", "上海大学很大"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_wordpiece(TEXTS, vocab_size=100, lowercase=False)
+
+
+def test_read_word2vec(tmp_path):
+    path = tmp_path / "vec.txt"
+    path.write_text("3 2\n北 0.5 -1\n京 1e-2 2.0\n\n北 9 9\n", encoding="utf-8")
+    # header skipped, blank line skipped, a repeated token keeps its first vector
+    assert read_word2vec(path) == {"北": [0.5, -1.0], "京": [0.01, 2.0]}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("北 1 2\n京 1\n", r"vec.txt:2: 1 numbers, the first vector had 2"),
+    ("北 1 x\n", r"vec.txt:1: .*non-number"),
+    ("北 1 2\n京\n", r"vec.txt:2: .*token alone"),
+    ("\n\n", r"vec.txt: the vector file has no vectors"),
+])
+def test_read_word2vec_errors(tmp_path, text, message):
+    path = tmp_path / "vec.txt"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_word2vec(path)
+
+
+def test_table_from_a_file(tokenizer, tmp_path):
+    path = tmp_path / "vec.txt"
+    path.write_text("北 1 2\n京 3 4\n海 5 6\n", encoding="utf-8")
+    table, covered = char_vector_table(str(path), tokenizer)
+    texts = token_texts(tokenizer)
+    assert table.shape == (len(tokenizer), 3) and covered == len({"北", "京", "海"} & set(texts))
+    for char, vector in {"北": [1, 2], "京": [3, 4], "海": [5, 6]}.items():
+        if char in texts:
+            assert table[texts.index(char)].tolist() == vector + [0]
+    # special tokens and tokens the file lacks: zeros and the "not known" flag
+    assert table[tokenizer.pad_token_id].tolist() == [0, 0, 1]
+    assert table[texts.index("去")].tolist() == [0, 0, 1]
+
+
+def test_table_errors(tokenizer, tmp_path):
+    with pytest.raises(ConfigError, match="model.char_vectors: no such file"):
+        char_vector_table(str(tmp_path / "missing.vec"), tokenizer)
+    other = tmp_path / "other.vec"
+    other.write_text("cat 1 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="a vector for none of the model's tokens"):
+        char_vector_table(str(other), tokenizer)
+
+
+def test_jieba_tables_know_surnames_and_place_suffixes(tokenizer):
+    pytest.importorskip("jieba")
+    from lmforge.models.char_vectors import jieba_tables
+
+    states, vectors = jieba_tables()
+    n = len(states)
+    assert ("B", "nr") in states and ("E", "ns") in states and len(vectors["李"]) == 2 * n
+    for char, state in [("李", ("B", "nr")), ("县", ("E", "ns")), ("的", ("S", "uj"))]:
+        scaled, posterior = vectors[char][:n], vectors[char][n:]
+        assert abs(sum(posterior) - 1) < 1e-6 and all(0 <= x <= 1 for x in scaled)
+        assert posterior[states.index(state)] == max(posterior), char
+    table, covered = char_vector_table("jieba", tokenizer)
+    assert table.shape == (len(tokenizer), 2 * n + 1) and covered == sum(1 for t in token_texts(tokenizer) if t)
+
+
+def test_vectors_are_saved_with_the_weights_and_used(tokenizer, tmp_path):
+    path = tmp_path / "vec.txt"
+    path.write_text("".join(f"{c} {i} {-i}\n" for i, c in enumerate("北京大学张三去上海", 1)), encoding="utf-8")
+    table, _ = char_vector_table(str(path), tokenizer)
+    torch.manual_seed(0)
+    config = LstmConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=8, num_layers=1,
+                        num_labels=3, char_vectors_width=table.shape[1])
+    model = LstmForTokenClassification(config).eval()
+    model.encoder.vectors.copy_(table)
+    assert not any(p is model.encoder.vectors for p in model.parameters())   # fixed, not trained
+    ids = torch.tensor([tokenizer("张三去上海", add_special_tokens=False)["input_ids"]])
+    before = model(ids, torch.ones_like(ids)).logits
+    model.save_pretrained(tmp_path / "m")
+    path.unlink()
+    again = LstmForTokenClassification.from_pretrained(tmp_path / "m").eval()
+    assert torch.equal(again.encoder.vectors, table)
+    assert torch.allclose(again(ids, torch.ones_like(ids)).logits, before, atol=1e-6)
+    again.encoder.vectors.zero_()
+    assert not torch.allclose(again(ids, torch.ones_like(ids)).logits, before, atol=1e-4)
+
+
+def test_char_vectors_are_for_lstm_taggers_and_classifiers():
+    from lmforge.config.schema import ModelSpec
+    from lmforge.errors import ModelError
+    from lmforge.models.lstm import _char_vectors
+
+    with pytest.raises(ValueError, match="model.char_vectors applies to the lstm family only"):
+        ModelSpec(family="transformer", char_vectors="jieba")
+    with pytest.raises(ModelError, match="the lstm language model has no fixed token vectors"):
+        _char_vectors(ModelSpec(family="lstm", char_vectors="jieba"), None, True, {})
