@@ -43,9 +43,12 @@ def test_table_from_a_file(tokenizer, tmp_path):
     table, covered = char_vector_table(str(path), tokenizer)
     texts = token_texts(tokenizer)
     assert table.shape == (len(tokenizer), 3) and covered == len({"北", "京", "海"} & set(texts))
-    for char, vector in {"北": [1, 2], "京": [3, 4], "海": [5, 6]}.items():
-        if char in texts:
-            assert table[texts.index(char)].tolist() == vector + [0]
+    known = {"北": [1, 2], "京": [3, 4], "海": [5, 6]}
+    rows = [texts.index(c) for c in known if c in texts]
+    # the vectors as given, divided by one factor: unit standard deviation over the known tokens
+    factor = torch.tensor([known[texts[r]] for r in rows], dtype=torch.float).std()
+    assert torch.allclose(table[rows, :2] * factor, torch.tensor([known[texts[r]] for r in rows], dtype=torch.float))
+    assert (table[rows, 2] == 0).all()
     # special tokens and tokens the file lacks: zeros and the "not known" flag
     assert table[tokenizer.pad_token_id].tolist() == [0, 0, 1]
     assert table[texts.index("去")].tolist() == [0, 0, 1]
@@ -105,3 +108,60 @@ def test_char_vectors_are_for_lstm_taggers_and_classifiers():
         ModelSpec(family="transformer", char_vectors="jieba")
     with pytest.raises(ModelError, match="the lstm language model has no fixed token vectors"):
         _char_vectors(ModelSpec(family="lstm", char_vectors="jieba"), None, True, {})
+
+
+def test_table_from_a_gguf_file(tokenizer, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    pieces = ["<pad>", "\u2581北", "京", "上海", "大"]            # 北 only with SentencePiece's word-start mark
+    matrix = np.arange(len(pieces) * 4, dtype=np.float32).reshape(len(pieces), 4) + 1
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_token_list(pieces)
+    writer.add_tensor("token_embd.weight", matrix)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    table, covered = char_vector_table(str(tmp_path / "m.gguf"), tokenizer)
+    texts = token_texts(tokenizer)
+    expected = {"北": matrix[1], "京": matrix[2], "大": matrix[4]}
+    rows = [texts.index(c) for c in expected]
+    # 上 and 海 are not pieces of their own: those tokens are unknown ("上海" is not a token here)
+    assert covered == 3 and table[texts.index("上"), 4] == 1 and table[texts.index("海"), 4] == 1
+    factor = torch.tensor(np.stack(list(expected.values()))).std()
+    assert torch.allclose(table[rows, :4] * factor, torch.tensor(np.stack(list(expected.values()))))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file")
+    with pytest.raises(ConfigError, match="bad.gguf is not a readable GGUF file"):
+        char_vector_table(str(bad), tokenizer)
+
+
+def test_table_from_a_model_folder(tokenizer, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                 num_attention_heads=2, intermediate_size=32))
+    model.save_pretrained(tmp_path / "bert")
+    tokenizer.save_pretrained(tmp_path / "bert")
+    table, covered = char_vector_table(str(tmp_path / "bert"), tokenizer)
+    weights = model.get_input_embeddings().weight.detach()
+    known = [i for i, t in enumerate(token_texts(tokenizer)) if t]
+    assert covered == len(known)
+    assert torch.allclose(table[known, :16] * weights[known].std(), weights[known], atol=1e-5)
+
+
+def test_two_sources_side_by_side(tokenizer, tmp_path):
+    from lmforge.config.schema import ModelSpec
+    from lmforge.models.lstm import _char_vectors
+
+    (tmp_path / "a.vec").write_text("北 1 2\n京 3 4\n", encoding="utf-8")
+    (tmp_path / "b.vec").write_text("京 1 2 3\n海 4 5 6\n", encoding="utf-8")
+    config = {}
+    spec = ModelSpec(family="lstm", char_vectors=[str(tmp_path / "a.vec"), str(tmp_path / "b.vec")])
+    table, covered = _char_vectors(spec, tokenizer, False, config)
+    assert config == {"char_vectors_width": 3 + 4} and table.shape == (len(tokenizer), 7)
+    texts = token_texts(tokenizer)
+    assert table[texts.index("京"), [2, 6]].tolist() == [0, 0]     # known to both
+    assert table[texts.index("海"), [2, 6]].tolist() == [1, 0]     # known to the second only

@@ -110,8 +110,8 @@ class ModelSpec(Section):
         0, ge=0, description="lstm classifiers/taggers: filters of a character CNN over each token, added to its embedding (0: off; e.g. 30)")
     lexicon: str | None = Field(
         None, description="lstm classifiers/taggers: word list whose matches mark each character's place in a word (B/M/E/S) and the word's tag; 'jieba': jieba's dictionary")
-    char_vectors: str | None = Field(
-        None, description="lstm classifiers/taggers: fixed pretrained vectors beside each token's embedding: a word2vec text file, or 'jieba': jieba's part-of-speech HMM character tables")
+    char_vectors: str | list[str] | None = Field(
+        None, description="lstm classifiers/taggers: fixed pretrained vectors beside each token's embedding (a list: side by side): a word2vec text file, a .gguf file or model folder (its input embeddings), 'gemma3-270m' (if installed), or 'jieba' (its part-of-speech HMM's character tables)")
     heads: int = Field(2, ge=1, description="from scratch: attention heads")
     intermediate: int | None = Field(None, ge=8, description="from scratch: feed-forward width (default 4*hidden)")
     vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")

