@@ -165,3 +165,48 @@ def test_two_sources_side_by_side(tokenizer, tmp_path):
     texts = token_texts(tokenizer)
     assert table[texts.index("京"), [2, 6]].tolist() == [0, 0]     # known to both
     assert table[texts.index("海"), [2, 6]].tolist() == [1, 0]     # known to the second only
+
+
+def test_embedding_init_from_vectors(tokenizer, tmp_path):
+    from lmforge.models.char_vectors import initialise_embeddings
+    from lmforge.models.lstm import LstmEncoder, bigram_ids
+
+    rng = torch.Generator().manual_seed(0)
+    chars = "北京大学张三去上海"
+    vectors = {c: torch.randn(12, generator=rng) for c in chars}
+    vectors["北京"] = torch.randn(12, generator=rng)                 # a two-character piece of its own
+    (tmp_path / "v.vec").write_text("".join(f"{t} " + " ".join(f"{x:.6f}" for x in v) + "\n"
+                                            for t, v in vectors.items()), encoding="utf-8")
+    torch.manual_seed(0)
+    encoder = LstmEncoder(LstmConfig(vocab_size=len(tokenizer), embedding_size=4, hidden_size=8, num_layers=1,
+                                     bigram_buckets=997))
+    before = encoder.embeddings.weight.detach().clone()
+    bigrams_before = encoder.bigrams.weight.detach().clone()
+    counts = initialise_embeddings(encoder, str(tmp_path / "v.vec"), tokenizer, TEXTS)
+    texts = token_texts(tokenizer)
+    known = [texts.index(c) for c in chars]
+    weights = encoder.embeddings.weight.detach()
+    assert counts["tokens"] == len(chars)
+    assert abs(weights[known].std().item() - 0.1) < 1e-4                   # the random init's scale
+    other = [i for i, t in enumerate(texts) if t and t not in chars]
+    assert torch.equal(weights[other], before[other])                       # unknown tokens keep their start
+    # PCA keeps the top directions: the reduced vectors are a linear image of the centred originals
+    original = torch.stack([vectors[c] for c in chars])
+    centred = original - original.mean(0)
+    solution = torch.linalg.lstsq(centred, weights[known]).solution
+    assert torch.allclose(centred @ solution, weights[known], atol=1e-4)
+    # 北京 (left bigram of 京, right bigram of 北) starts from its own piece's vector, reduced the same way
+    ids = torch.tensor([[texts.index("北"), texts.index("京")]])
+    left, right = bigram_ids(ids, torch.ones_like(ids), 997)
+    row = encoder.bigrams.weight.detach()[left[0, 1]]
+    assert torch.equal(row, encoder.bigrams.weight.detach()[right[0, 0]])
+    expected = (vectors["北京"] - original.mean(0)) @ solution
+    assert torch.allclose(row, expected, atol=1e-3)
+    assert counts["bigrams"] > 0 and not torch.equal(encoder.bigrams.weight, bigrams_before)
+
+
+def test_embedding_init_is_for_the_lstm_family():
+    from lmforge.config.schema import ModelSpec
+
+    with pytest.raises(ValueError, match="model.embedding_init applies to the lstm family only"):
+        ModelSpec(family="transformer", embedding_init="jieba")

@@ -112,6 +112,8 @@ class ModelSpec(Section):
         None, description="lstm classifiers/taggers: word list whose matches mark each character's place in a word (B/M/E/S) and the word's tag; 'jieba': jieba's dictionary")
     char_vectors: str | list[str] | None = Field(
         None, description="lstm classifiers/taggers: fixed pretrained vectors beside each token's embedding (a list: side by side): a word2vec text file, a .gguf file or model folder (its input embeddings), 'gemma3-270m' (if installed), or 'jieba' (its part-of-speech HMM's character tables)")
+    embedding_init: str | None = Field(
+        None, description="lstm classifiers/taggers: start the token (and bigram) embeddings from pretrained vectors, PCA-reduced to model.embedding; sources as for char_vectors")
     heads: int = Field(2, ge=1, description="from scratch: attention heads")
     intermediate: int | None = Field(None, ge=8, description="from scratch: feed-forward width (default 4*hidden)")
     vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")
@@ -148,6 +150,8 @@ class ModelSpec(Section):
             raise ValueError("model.lexicon applies to the lstm family only")
         if self.char_vectors and self.family != "lstm":
             raise ValueError("model.char_vectors applies to the lstm family only")
+        if self.embedding_init and self.family != "lstm":
+            raise ValueError("model.embedding_init applies to the lstm family only")
         if self.path is None and self.hidden % self.heads:
             raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
         return self

@@ -192,14 +192,11 @@ def source_table(source: str) -> tuple[dict[str, int], np.ndarray, bool, bool]:
     return {t: i for i, t in enumerate(vectors)}, np.asarray(list(vectors.values()), np.float32), False, True
 
 
-def char_vector_table(source: str, tokenizer) -> tuple[torch.Tensor, int]:
-    """(vocab_size, D + 1) float table for ``model.char_vectors`` and the number of tokens it covers.
-    The last column flags tokens the source does not know."""
-    index, matrix, split_chars, scale = source_table(source)
-    texts = token_texts(tokenizer)
+def lookup(index: dict[str, int], matrix: np.ndarray, texts: list[str], split_chars: bool) -> torch.Tensor:
+    """(len(texts), D + 1): each text's vector (as it is, with SentencePiece's word-start mark,
+    lowercased, or — ``split_chars`` — the mean of its characters'), the last column 1 where unknown."""
     width = matrix.shape[1]
     table = torch.zeros(len(texts), width + 1)
-    covered = 0
     for i, text in enumerate(texts):
         rows = []
         if text:
@@ -212,12 +209,67 @@ def char_vector_table(source: str, tokenizer) -> tuple[torch.Tensor, int]:
                     rows = [index[c] for c in text if c in index]
         if rows:
             table[i, :width] = torch.from_numpy(matrix[rows].mean(0))
-            covered += 1
         else:
             table[i, width] = 1.0
+    return table
+
+
+def char_vector_table(source: str, tokenizer) -> tuple[torch.Tensor, int]:
+    """(vocab_size, D + 1) float table for ``model.char_vectors`` and the number of tokens it covers.
+    The last column flags tokens the source does not know."""
+    index, matrix, split_chars, scale = source_table(source)
+    table = lookup(index, matrix, token_texts(tokenizer), split_chars)
+    width = matrix.shape[1]
+    covered = int((table[:, width] == 0).sum())
     if not covered:
         raise ConfigError(f"model.char_vectors: {source} has a vector for none of the model's tokens")
     if scale:
-        known = table[table[:, width] == 0, :width]
-        table[:, :width] /= known.std().clamp(min=1e-8)
+        table[:, :width] /= table[table[:, width] == 0, :width].std().clamp(min=1e-8)
     return table, covered
+
+
+def initialise_embeddings(encoder, source: str, tokenizer, texts: list[str], std: float = 0.1) -> dict:
+    """``model.embedding_init``: start the token embeddings (and the hashed bigram embeddings) from a
+    source's vectors, reduced to the embedding width by PCA and scaled to the random init's ``std``;
+    they are trained from there. A bigram bucket starts from the vector of the bigram's text (a
+    two-character piece such as 北京 in a SentencePiece vocabulary), else the mean of its two
+    characters'. Tokens and bigrams the source does not know keep their random start. Returns counts
+    for the log."""
+    from lmforge.models.lstm import bigram_ids
+
+    index, matrix, split_chars, _ = source_table(source)
+    width, size = matrix.shape[1], encoder.embeddings.embedding_dim
+    tokens = lookup(index, matrix, token_texts(tokenizer), split_chars)
+    known = tokens[:, width] == 0
+    if not known.any():
+        raise ConfigError(f"model.embedding_init: {source} has a vector for none of the model's tokens")
+    vectors = tokens[known, :width]
+    mean = vectors.mean(0)
+    if width > size:
+        _, _, v = torch.linalg.svd(vectors - mean, full_matrices=False)
+        basis = v[:size].T                                                  # (D, E): the top components
+    else:
+        basis = torch.eye(width, size)                                      # narrower: the first D dims
+    reduced = (vectors - mean) @ basis
+    factor = std / reduced.std().clamp(min=1e-8)
+    with torch.no_grad():
+        encoder.embeddings.weight[known] = reduced * factor
+    counts = {"tokens": int(known.sum()), "vocabulary": len(tokens)}
+    if getattr(encoder, "buckets", 0) and texts:
+        pairs = set()
+        texts_of = token_texts(tokenizer)
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+            pairs.update(zip(ids, ids[1:]))
+        pairs = sorted(pairs)
+        strings = [texts_of[a] + texts_of[b] for a, b in pairs]
+        table = lookup(index, matrix, strings, split_chars)
+        found = (table[:, width] == 0).nonzero().squeeze(1)
+        if len(found):
+            reduced = (table[found, :width] - mean) @ basis * factor
+            ids = torch.tensor([pairs[i] for i in found.tolist()])          # (N, 2): previous, next
+            left, right = bigram_ids(ids, torch.ones_like(ids), encoder.buckets)
+            with torch.no_grad():
+                encoder.bigrams.weight[left[:, 1]] = reduced               # the pair as the next token's left bigram
+                encoder.bigrams.weight[right[:, 0]] = reduced              # ... and as the previous token's right one
+        counts.update(bigrams=len(found), bigrams_seen=len(pairs))
+    return counts

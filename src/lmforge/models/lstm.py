@@ -21,7 +21,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassif
 
 from lmforge.errors import ModelError
 from lmforge.models.char_cnn import CharCNN, char_table
-from lmforge.models.char_vectors import char_vector_table
+from lmforge.models.char_vectors import char_vector_table, initialise_embeddings
 from lmforge.models.lexicon import LexiconFeatures, lexicon_file, lexicon_tensors, read_lexicon
 from lmforge.models.registry import LoadedModel, register_family
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
@@ -238,6 +238,13 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
         model.encoder.lexicon.load(*lexicon)
     if vectors is not None:
         model.encoder.vectors.copy_(vectors[0])
+    if spec.embedding_init:
+        if generative:
+            raise ModelError("model.embedding_init: applies to the lstm classifiers and taggers")
+        counts = initialise_embeddings(model.encoder, spec.embedding_init, tokenizer, texts)
+        log.info("embeddings start from %s: %d of %d tokens%s", spec.embedding_init, counts["tokens"],
+                 counts["vocabulary"], f", {counts['bigrams']} of {counts['bigrams_seen']} training bigrams"
+                 if "bigrams" in counts else "")
     arch = "lstm" if generative else "bilstm"
     log.info("built a%s %s from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d%s",
              "n" if generative else "", "LSTM language model" if generative else "BiLSTM",
