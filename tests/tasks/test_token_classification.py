@@ -100,3 +100,19 @@ def test_long_sentence_splits_into_windows_and_merges_every_word(tokenizer, crf)
     result = task.evaluate(model, tokenizer, features, [ex], 3, torch.device("cpu"), labels)
     assert result.predictions[0]["pred"] == tags
     assert result.metrics["f1"] == 1.0 and result.metrics["token_accuracy"] == 1.0
+
+
+def test_recall_of_seen_and_unseen_entities():
+    from lmforge.data.tagged import TaggedExample
+    from lmforge.tasks.token_classification import seen_unseen_recall
+
+    train = {("PER", ("张", "三")), ("LOC", ("北", "京"))}
+    examples = [TaggedExample(tokens=list("张三去北京")), TaggedExample(tokens=list("李四在上海"))]
+    gold = [["B-PER", "I-PER", "O", "B-LOC", "I-LOC"], ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"]]
+    # seen: 张三 found, 北京 missed; unseen: 李四 found, 上海 cut short (a boundary error is a miss)
+    pred = [["B-PER", "I-PER", "O", "O", "O"], ["B-PER", "I-PER", "O", "B-LOC", "O"]]
+    assert seen_unseen_recall(examples, gold, pred, "bio", train) == {
+        "seen_recall": 0.5, "unseen_recall": 0.5, "unseen_entities": 2, "unseen_share": 0.5}
+    # the type counts: 北京 as an organisation was never seen
+    assert seen_unseen_recall(examples[:1], [["B-PER", "I-PER", "O", "B-ORG", "I-ORG"]], [["O"] * 5],
+                              "bio", train)["unseen_entities"] == 1

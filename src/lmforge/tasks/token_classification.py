@@ -37,6 +37,7 @@ class TokenClassificationTask:
         self.crf = False
         self.label_all_subwords = False
         self.stride = 32
+        self.train_entities: set[tuple[str, tuple[str, ...]]] = set()
 
     # -- configuration ---------------------------------------------------------------------------
     def _read_options(self, config) -> None:
@@ -47,6 +48,10 @@ class TokenClassificationTask:
 
     def configure(self, config, train_examples, labels) -> None:
         self._read_options(config)
+        # (type, words) of every training entity: evaluation splits recall into entities training
+        # showed and entities it never did (how well the model generalises to new names).
+        self.train_entities = {(t, tuple(ex.tokens[a:b])) for ex in train_examples if ex.tags
+                               for t, a, b in to_spans(ex.tags, self.scheme)}
 
     def meta(self) -> dict:
         """What ``lmforge.json`` records so ``predict``/``eval``/serving rebuild the same head."""
@@ -280,6 +285,8 @@ class TokenClassificationTask:
         pred = [[labels.names[t] for t in p] for p in paths]
         metrics = entity_metrics(gold, pred, self.scheme)
         metrics["loss"] = loss
+        if self.train_entities:
+            metrics.update(seen_unseen_recall(examples, gold, pred, self.scheme, self.train_entities))
         rows = []
         for ex, g, p, conf in zip(examples, gold, pred, confidence):
             rows.append({"tokens": ex.tokens, "gold": g, "pred": p, "correct": g == p,
@@ -289,6 +296,24 @@ class TokenClassificationTask:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+def seen_unseen_recall(examples, gold: list[list[str]], pred: list[list[str]], scheme: str,
+                       train_entities: set) -> dict:
+    """Recall of the gold entities whose (type, words) training showed as an entity, and of those it
+    never did, with the unseen share: a low unseen recall means the model learnt names, not contexts."""
+    found = {True: [0, 0], False: [0, 0]}                      # seen -> [support, recalled]
+    for ex, g, p in zip(examples, gold, pred):
+        predicted = set(to_spans(p, scheme))
+        for span in to_spans(g, scheme):
+            counts = found[(span[0], tuple(ex.tokens[span[1]:span[2]])) in train_entities]
+            counts[0] += 1
+            counts[1] += span in predicted
+    total = found[True][0] + found[False][0]
+    return {"seen_recall": found[True][1] / found[True][0] if found[True][0] else 0.0,
+            "unseen_recall": found[False][1] / found[False][0] if found[False][0] else 0.0,
+            "unseen_entities": found[False][0],
+            "unseen_share": found[False][0] / total if total else 0.0}
+
+
 def _rename_types(examples: list[TaggedExample], label_names) -> None:
     """``data.label_names: {raw type: name}`` renames entity types (nr -> PER)."""
     if not isinstance(label_names, dict):
