@@ -226,6 +226,14 @@ def test_bilstm_crf_with_jieba_char_vectors(run_cli, tmp_path):
     assert code == 0, err
     assert {(e["text"], e["label"], e["start"], e["end"]) for e in json.loads(stdout)["entities"]} == {
         ("陈静", "PER", 0, 2), ("成都", "LOC", 4, 6)}
+    # `lmforge eval` reads the run's training entities back: 赵敏 and 南京 are new names
+    new = write_conll(tmp_path / "new.txt", [(list("赵敏去南京了。"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O"]),
+                                            (list("王芳住在上海。"), ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"])])
+    code, stdout, err = run_cli("eval", str(out), "--data", str(new), "--json")
+    assert code == 0, err
+    metrics = json.loads(stdout)
+    assert metrics["unseen_entities"] == 2 and metrics["unseen_share"] == 0.5
+    assert metrics["seen_recall"] == 1.0
     code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "again", model.replace(
         "jieba", str(tmp_path / "none.vec"))))
     assert code != 0 and "model.char_vectors: no such file" in err and len(err.strip().splitlines()) == 1

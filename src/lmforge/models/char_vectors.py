@@ -105,7 +105,8 @@ def read_word2vec(path: Path) -> dict[str, list[float]]:
     width = None
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
-            fields = line.rstrip("\n").split(" ") if " " in line else line.split()
+            # Split on ASCII spaces only: a token may be another whitespace character (U+3000).
+            fields = line.rstrip("\r\n").split(" ") if " " in line else line.split()
             fields = [x for x in fields if x != ""]
             if not fields:
                 continue

@@ -28,6 +28,8 @@ class RunPredictor:
         self.task = get_task(self.meta["task"])
         if hasattr(self.task, "configure_from_meta"):
             self.task.configure_from_meta(self.meta)
+        if hasattr(self.task, "read_run_files"):
+            self.task.read_run_files(self.run.path)
         self.labels = LabelSet.from_json(self.meta["labels"])
         self.folder = self.run.model_dir(checkpoint)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

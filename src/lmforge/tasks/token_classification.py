@@ -9,7 +9,9 @@ none is counted twice. With ``head.crf`` a CRF scores whole tag sequences and Vi
 the merged sentence never emits an invalid transition.
 """
 
+import json
 import math
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,8 @@ from lmforge.data.tagging import normalize_scheme, tag_set, tags_to_char_spans, 
 from lmforge.errors import DataError
 from lmforge.evaluation.ner import entity_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
+
+TRAIN_ENTITIES = "train_entities.json"      # in the run folder: (type, words) of the training entities
 
 IGNORE = -100
 
@@ -52,6 +56,18 @@ class TokenClassificationTask:
         # showed and entities it never did (how well the model generalises to new names).
         self.train_entities = {(t, tuple(ex.tokens[a:b])) for ex in train_examples if ex.tags
                                for t, a, b in to_spans(ex.tags, self.scheme)}
+
+    def run_files(self) -> dict[str, str]:
+        """Files the run folder keeps beside lmforge.json: the training entities, so that
+        ``lmforge eval RUN`` reports seen/unseen recall too. Not part of the model folder: an exported
+        or served model carries no training data."""
+        rows = sorted([t, list(words)] for t, words in self.train_entities)
+        return {TRAIN_ENTITIES: json.dumps(rows, ensure_ascii=False)}
+
+    def read_run_files(self, run_path: Path) -> None:
+        path = Path(run_path) / TRAIN_ENTITIES
+        if path.is_file():
+            self.train_entities = {(t, tuple(words)) for t, words in json.loads(path.read_text(encoding="utf-8"))}
 
     def meta(self) -> dict:
         """What ``lmforge.json`` records so ``predict``/``eval``/serving rebuild the same head."""

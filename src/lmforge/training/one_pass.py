@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lmforge.config import config_to_dict
 from lmforge.tracking.metrics_log import MetricsLog
-from lmforge.training.recipe import Job, TrainState, _meta, evaluate_splits, write_results
+from lmforge.training.recipe import Job, TrainState, _meta, evaluate_splits, write_results, write_task_files
 
 log = logging.getLogger("lmforge")
 
@@ -28,6 +28,7 @@ def run_one_pass(job: Job) -> TrainState:
         # config; with nothing to resume, each of them starts afresh.
         run.clear()
     run.write_config(config_to_dict(job.config))
+    write_task_files(job)
     run.write_meta(_meta(job, finished=False))
     metrics = MetricsLog(run.metrics, run.events)
     metrics.write({"kind": "start", "step": 0, "examples": len(train), "steps": 1})

@@ -211,7 +211,17 @@ def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
     if not resuming:
         # The tokenizer is saved first: a resumed from-scratch run must not retrain it.
         job.tokenizer.save_pretrained(run.model)
+    write_task_files(job)
     run.write_meta(_meta(job, finished=False))
+
+
+def write_task_files(job: Job) -> None:
+    """Files a task keeps in the run folder for ``lmforge eval`` (NER: the training entities)."""
+    if hasattr(job.task, "run_files"):
+        from lmforge.tracking.run_folder import write_atomic
+
+        for name, text in job.task.run_files().items():
+            write_atomic(job.run.path / name, text)
 
 
 def _meta(job: Job, finished: bool, extra: dict | None = None) -> dict:
