@@ -52,15 +52,17 @@ def _assert_same_run(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
-def test_killed_run_resumes_to_the_same_weights(tmp_path, how):
+@pytest.mark.parametrize("how,extra", [("SIGKILL", []), ("SIGTERM", []), ("SIGKILL", ["train.ema=0.9"])],
+                         ids=["SIGKILL", "SIGTERM", "SIGKILL-ema"])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra):
+    # With train.ema the saved model is the weight average: it must resume exactly too.
     data = _data(tmp_path)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    ref = _train(_overrides(data, reference) + [])
+    ref = _train(_overrides(data, reference) + extra)
     ref.wait(timeout=300)
     assert ref.returncode == 0, ref.stderr.read()
 
-    proc = _train(_overrides(data, killed))
+    proc = _train(_overrides(data, killed) + extra)
     _wait_for(killed / "checkpoints" / "step-35", proc)
     proc.send_signal(getattr(signal, how))
     proc.wait(timeout=60)
@@ -71,7 +73,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, how):
         assert proc.returncode == -signal.SIGKILL
     assert not (killed / "eval_results.json").exists()
 
-    resumed = _train(_overrides(data, killed) + ["resume=true"])
+    resumed = _train(_overrides(data, killed) + extra + ["resume=true"])
     resumed.wait(timeout=300)
     assert resumed.returncode == 0, resumed.stderr.read()
     _assert_same_run(reference, killed)

@@ -221,6 +221,8 @@ class TrainConfig(Section):
     max_target_length: int = Field(128, ge=2, description="seq2seq: truncate targets to this many tokens")
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout rate of the model")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
+    ema: float | None = Field(
+        None, gt=0, lt=1, description="average the weights over steps with this decay (e.g. 0.999); evaluate and save the average")
     class_weights: Literal["balanced"] | list[float] | None = Field(
         None, description="'balanced' (inverse frequency) or one weight per label"
     )

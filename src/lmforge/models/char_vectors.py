@@ -147,8 +147,22 @@ def gguf_embeddings(path: Path, key: str = "model.char_vectors") -> tuple[dict[s
         raise ConfigError(f"{key}: {path} has no token embeddings and vocabulary")
     pieces = [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
     tensor = tensors["token_embd.weight"]
-    matrix = np.asarray(dequantize(tensor.data, tensor.tensor_type), dtype=np.float32)
-    return {p: i for i, p in reversed(list(enumerate(pieces)))}, matrix.reshape(len(pieces), -1)
+    return {p: i for i, p in reversed(list(enumerate(pieces)))}, _GGUFRows(tensor, len(pieces), dequantize)
+
+
+class _GGUFRows:
+    """A GGUF embedding matrix that dequantizes only the rows asked for: quantization blocks run
+    along a row, so a row is decoded alone, and the few thousand characters of a vocabulary cost
+    milliseconds instead of decoding all 262k rows of Gemma's table."""
+
+    def __init__(self, tensor, rows: int, dequantize):
+        self.data = np.asarray(tensor.data).reshape(rows, -1)
+        self.kind, self.dequantize = tensor.tensor_type, dequantize
+        self.shape = (rows, self[[0]].shape[1])
+
+    def __getitem__(self, rows) -> np.ndarray:
+        picked = self.data[np.atleast_1d(np.asarray(rows))]
+        return np.asarray(self.dequantize(picked, self.kind), dtype=np.float32).reshape(len(picked), -1)
 
 
 def folder_embeddings(folder: Path, key: str = "model.char_vectors") -> tuple[dict[str, int], np.ndarray]:
@@ -199,7 +213,8 @@ def lookup(index: dict[str, int], matrix: np.ndarray, texts: list[str], split_ch
     lowercased, or — ``split_chars`` — the mean of its characters'), the last column 1 where unknown."""
     width = matrix.shape[1]
     table = torch.zeros(len(texts), width + 1)
-    for i, text in enumerate(texts):
+    wanted = []
+    for text in texts:
         rows = []
         if text:
             for form in (text, "\u2581" + text, text.lower()):
@@ -209,8 +224,16 @@ def lookup(index: dict[str, int], matrix: np.ndarray, texts: list[str], split_ch
             else:
                 if split_chars and len(text) > 1:
                     rows = [index[c] for c in text if c in index]
+        wanted.append(rows)
+    used = sorted({r for rows in wanted for r in rows})
+    if not used:
+        table[:, width] = 1.0
+        return table
+    block = torch.from_numpy(np.ascontiguousarray(matrix[used]))       # each needed row decoded once
+    where = {r: i for i, r in enumerate(used)}
+    for i, rows in enumerate(wanted):
         if rows:
-            table[i, :width] = torch.from_numpy(matrix[rows].mean(0))
+            table[i, :width] = block[[where[r] for r in rows]].mean(0)
         else:
             table[i, width] = 1.0
     return table

@@ -81,8 +81,9 @@ def _optimizer_state(tensors: dict, settings: dict) -> dict:
 
 
 def save_checkpoint(folder: Path, model, optimizer, scheduler, trainer_state: dict,
-                    rng: tuple[dict, dict] | None = None) -> Path:
-    """Write a complete checkpoint atomically; returns its folder."""
+                    rng: tuple[dict, dict] | None = None, extra=None) -> Path:
+    """Write a complete checkpoint atomically; returns its folder. ``extra(folder)``, if given,
+    writes more files into it (the weight average of ``train.ema``) before it is complete."""
     folder = Path(folder)
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -95,6 +96,8 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, trainer_state: di
     rng_tensors, rng_info = rng if rng is not None else rng_state()
     save_file({k: v.contiguous() for k, v in rng_tensors.items()}, str(tmp / "rng.safetensors"))
     _write_json(tmp / "rng.json", rng_info)
+    if extra is not None:
+        extra(tmp)
     _write_json(tmp / "trainer_state.json", trainer_state)
     if folder.exists():
         shutil.rmtree(folder)

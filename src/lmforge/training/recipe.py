@@ -20,7 +20,7 @@ from lmforge.config import JobConfig, config_to_dict
 from lmforge.data.batching import epoch_batches
 from lmforge.data.examples import limited_sample
 from lmforge.data.readers import Problems
-from lmforge.errors import ConfigError, TrainingError
+from lmforge.errors import ConfigError, RunFolderError, TrainingError
 from lmforge.models import load_model
 from lmforge.models.one_pass import is_one_pass
 from lmforge.runtime import quiet_libraries, set_seed, set_threads
@@ -31,6 +31,7 @@ from lmforge.tracking.run_folder import RunFolder
 from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, \
     rng_state, save_checkpoint
 from lmforge.training.early_stopping import EarlyStopping
+from lmforge.training.ema import WeightAverage
 from lmforge.training.optim import build_optimizer, build_scheduler
 from lmforge.training.progress import Progress
 from lmforge.training.signals import StopRequest
@@ -72,6 +73,7 @@ class Job:
     total_steps: int = 0
     steps_per_epoch: int = 0
     tracker: EarlyStopping = None
+    ema: WeightAverage | None = None
 
 
 @dataclass
@@ -187,6 +189,8 @@ def _prepare_optimisation(job: Job) -> None:
     job.scheduler = build_scheduler(optimizer, cfg.warmup, job.total_steps, cfg.scheduler)
     job.model, job.optimizer = job.accelerator.prepare(job.model, optimizer)
     job.tracker = tracker_for(job.config, job.task)
+    if cfg.ema is not None:
+        job.ema = WeightAverage(job.accelerator.unwrap_model(job.model), cfg.ema)
     trainable, total = count_parameters(job.model)
     job.info["parameters"] = {"trainable": trainable, "total": total}
     log.info("tuning %s: %s of %s parameters trainable (%.2f%%)", job.config.tuning.method,
@@ -294,6 +298,12 @@ def _resume(job: Job) -> TrainState:
                     job.run.checkpoints)
         return TrainState()
     saved = load_checkpoint(found[-1], job.accelerator.unwrap_model(job.model), job.optimizer, job.scheduler)
+    if job.ema is not None:
+        job.ema = WeightAverage(job.accelerator.unwrap_model(job.model), job.config.train.ema)
+        try:
+            job.ema.load(found[-1])
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{found[-1]}: cannot resume the weight average ({str(exc).splitlines()[0]})") from None
     log.info("resuming from %s (epoch %d, step %d)", found[-1].name, saved["epoch"], saved["step"])
     return TrainState(**saved)
 
@@ -352,6 +362,8 @@ class _Loop:
         after_optimizer_step(acc.unwrap_model(job.model), self.state.step + 1)
         job.scheduler.step()
         job.optimizer.zero_grad(set_to_none=True)
+        if job.ema is not None:
+            job.ema.update(acc.unwrap_model(job.model))
         self.state.step += 1
 
     def _after_step(self) -> None:
@@ -394,10 +406,7 @@ class _Loop:
         job, state = self.job, self.state
         self.last_eval_step = state.step
         if job.features["validation"]:
-            result = job.task.evaluate(job.accelerator.unwrap_model(job.model), job.tokenizer,
-                                       job.features["validation"], job.data.validation,
-                                       self._eval_batch(), job.accelerator.device, job.data.labels)
-            scalars = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+            scalars = self._validation_scalars()
             if self.metrics:
                 self.metrics.write({"kind": "eval", "split": "validation", "step": state.step,
                                     "epoch": round(self._epoch_float(), 4), **scalars})
@@ -415,13 +424,35 @@ class _Loop:
         self.save(rng=None)
         self.window_start += time.perf_counter() - paused
 
+    def _validation_scalars(self) -> dict:
+        """Validation metrics of the model -- of its weight average under ``train.ema``, with the
+        main metric of the weights themselves beside them as ``raw_<metric>``."""
+        job = self.job
+        model = job.accelerator.unwrap_model(job.model)
+
+        def scalars() -> dict:
+            result = job.task.evaluate(model, job.tokenizer, job.features["validation"], job.data.validation,
+                                       self._eval_batch(), job.accelerator.device, job.data.labels)
+            return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+
+        if job.ema is None:
+            return scalars()
+        metric = job.tracker.metric
+        raw = scalars().get(metric)
+        with job.ema.applied(model):
+            averaged = scalars()
+        if raw is not None:
+            averaged[f"raw_{metric}"] = raw
+        return averaged
+
     def _eval_batch(self) -> int:
         return self.cfg.eval_batch_size or 2 * self.cfg.batch_size
 
     def _save_best(self) -> None:
         if not self.job.accelerator.is_main_process:
             return
-        save_model_folder(self.job, self.job.run.best)
+        with _averaged(self.job):
+            save_model_folder(self.job, self.job.run.best)
 
     def save(self, rng) -> None:
         job, state = self.job, self.state
@@ -430,7 +461,7 @@ class _Loop:
             return
         folder = job.run.checkpoints / f"step-{state.step}"
         save_checkpoint(folder, job.accelerator.unwrap_model(job.model), job.optimizer, job.scheduler,
-                        state.__dict__.copy(), rng)
+                        state.__dict__.copy(), rng, extra=job.ema.save if job.ema is not None else None)
         prune_checkpoints(job.run.checkpoints, self.cfg.keep_checkpoints)
 
     def _non_finite(self, loss, rng_at_start) -> None:
@@ -454,6 +485,13 @@ class _nullcontext:
 
 
 # -- cleanup ------------------------------------------------------------------------------------
+def _averaged(job: Job):
+    """The model holds its weight average inside this block (``train.ema``), else its own weights."""
+    if job.ema is None:
+        return _nullcontext()
+    return job.ema.applied(job.accelerator.unwrap_model(job.model))
+
+
 def save_model_folder(job: Job, folder: Path) -> None:
     """Save a plain Hugging Face model (adapters merged) plus tokenizer, atomically."""
     import os
@@ -481,7 +519,8 @@ def cleanup(job: Job, state: TrainState) -> None:
     if not job.accelerator.is_main_process:
         return
     run = job.run
-    save_model_folder(job, run.model)
+    with _averaged(job):
+        save_model_folder(job, run.model)
     which = "best" if (run.best / "config.json").is_file() else "model"
     results, predictions = evaluate_splits(job, run.model_dir(which))
     write_results(job, state, which, results, predictions)
