@@ -50,3 +50,15 @@ def test_only_complete_checkpoints_listed_and_pruned(tmp_path):
     prune_checkpoints(tmp_path, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-2", "step-3"]
     assert not (tmp_path / ".tmp-step-4-1").exists()
+
+
+def test_damaged_weights_give_a_one_line_error(tmp_path):
+    import pytest
+
+    from lmforge.errors import RunFolderError
+
+    model, opt, sched = make()
+    folder = save_checkpoint(tmp_path / "step-1", model, opt, sched, {"step": 1})
+    (folder / "model.safetensors").write_text("garbage")
+    with pytest.raises(RunFolderError, match="step-1: cannot resume from this checkpoint"):
+        load_checkpoint(folder, *make())

@@ -61,6 +61,12 @@ def test_save_and_load_round_trip(tmp_path):
     torch.testing.assert_close(restored.shadow["0.weight"], average.shadow["0.weight"])
 
 
+def test_damaged_average_is_refused(tmp_path):
+    (tmp_path / "ema.safetensors").write_text("garbage")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        WeightAverage(_model(), decay=0.9).load(tmp_path)
+
+
 def test_training_evaluates_and_saves_the_average(tiny_data, tmp_path, run_cli):
     out = tmp_path / "run"
     code, _, err = run_cli("train", "--quiet", str(tiny_data["dir"] / "job.yaml"),
@@ -86,6 +92,15 @@ def test_lora_run_averages_only_what_trains(tiny_data, tmp_path, run_cli):
     names = load_file(last / "ema.safetensors").keys()
     assert names and all("lora_" in n or "classifier" in n or "modules_to_save" in n for n in names)
     assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_one_pass_family_refuses_ema(tiny_data, tmp_path, run_cli):
+    out = tmp_path / "ngram"
+    code, _, err = run_cli("train", "--quiet", str(tiny_data["dir"] / "job.yaml"),
+                           *tiny_overrides(tiny_data, out, "train.ema=0.9"), "model={family: ngram, min_df: 1}")
+    assert code == 2
+    assert "train.ema" in err and "one pass" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 @pytest.fixture(autouse=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from lmforge.errors import RunFolderError
@@ -115,7 +116,7 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
         set_rng_state(load_file(str(folder / "rng.safetensors")),
                       json.loads((folder / "rng.json").read_text(encoding="utf-8")))
         return json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise RunFolderError(f"{folder}: cannot resume from this checkpoint ({str(exc).splitlines()[0]})") from None
 
 

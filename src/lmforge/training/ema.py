@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 FILE = "ema.safetensors"
 
@@ -67,14 +67,17 @@ class WeightAverage:
         path = Path(folder) / FILE
         if not path.is_file():
             return
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), "pt") as handle:
-            meta = handle.metadata() or {}
-        saved = load_file(str(path))
+        try:
+            with safe_open(str(path), "pt") as handle:
+                meta = handle.metadata() or {}
+                saved = {name: handle.get_tensor(name) for name in handle.keys()}
+        except SafetensorError as exc:
+            raise ValueError(f"not a readable safetensors file ({exc})") from None
         missing = sorted(set(self.shadow) - set(saved))
         if missing:
-            raise ValueError(f"{path}: the average lacks {missing[0]} (and {len(missing) - 1} more)")
+            raise ValueError(f"the average lacks {missing[0]} (and {len(missing) - 1} more)")
         for name in self.shadow:
-            self.shadow[name] = saved[name].float()
+            self.shadow[name] = saved[name].to(self.shadow[name].device, torch.float32)   # a GPU run resumes on the GPU
         self.updates = int(meta.get("updates", 0))

@@ -123,6 +123,9 @@ def setup(config: JobConfig) -> Job:
                         tokenizer_folder=run.model if resuming else None)
     task.configure(config, data.train, data.labels)
     if is_one_pass(loaded.model):
+        if config.train.ema is not None:
+            raise ConfigError(f"train.ema: the {loaded.info.get('family', 'ngram')} family learns in one pass, "
+                              "with no steps to average; remove train.ema")
         # Families that learn in one pass (n-gram models) read the examples themselves: no
         # features, optimizer or accelerator; ``training/one_pass.py`` takes it from here.
         return Job(config, task, data, run, loaded.model, loaded.tokenizer, loaded.info,
