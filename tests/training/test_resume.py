@@ -68,7 +68,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra):
     proc.wait(timeout=60)
     if how == "SIGTERM":
         assert proc.returncode == 0
-        assert "resume=true" in proc.stderr.read()
+        told = proc.stderr.read()
+        assert "resume=true" in told and f"output={killed}" in told   # the command resumes this run
     else:
         assert proc.returncode == -signal.SIGKILL
     assert not (killed / "eval_results.json").exists()

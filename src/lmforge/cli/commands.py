@@ -20,6 +20,15 @@ def _overrides(args) -> list[str]:
     return extra
 
 
+def _again(config: str, overrides: list[str]) -> str:
+    """The config and the overrides it ran with (not resume/overwrite), quoted for a shell: the
+    same run again, e.g. to resume it into the same output folder."""
+    import shlex
+
+    kept = [o for o in overrides if not o.startswith(("resume=", "overwrite="))]
+    return " ".join(shlex.quote(part) for part in [config, *kept])
+
+
 def cmd_train(args) -> int:
     from lmforge.config import load_config
     from lmforge.training.recipe import train
@@ -28,7 +37,7 @@ def cmd_train(args) -> int:
     outcome = train(config, quiet=args.quiet)
     if outcome.stopped_by:
         print(f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; "
-              f"continue with: lmforge train {args.config} resume=true", file=sys.stderr)
+              f"continue with: lmforge train {_again(args.config, args.overrides)} resume=true", file=sys.stderr)
         return 130 if outcome.stopped_by == "SIGINT" else 0
     print(f"run folder: {outcome.run.path}\nreport: {outcome.run.report}")
     return 0
