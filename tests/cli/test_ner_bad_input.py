@@ -40,7 +40,22 @@ CASES = {
                                                               {"tokens": [], "tags": []}])) and job_spans(p),
                        "t.jsonl:2: empty sentence"),
     "tag without prefix": (lambda p: job(p, p / "previous", GOOD + "Bob PERSON\n"), "train.conll:9: "),
+    "incomplete type unknown": (lambda p: job_partial(p, "train: [{path: P, incomplete_types: [ORG]}]"),
+                                "incomplete_types: 'ORG' is not an entity type of the training data (types: LOC, PER)"),
+    "incomplete types in dev": (lambda p: job_partial(p, "train: P, validation: {path: P, incomplete_types: [LOC]}"),
+                                "train.conll:1: incomplete_types applies to training data only"),
+    "incomplete types with split": (lambda p: job_partial(p, "train: {path: P, incomplete_types: [LOC]}, split: 0.5"),
+                                    "data.split: a training source has incomplete_types"),
 }
+
+
+def job_partial(tmp_path, data: str):
+    (tmp_path / "train.conll").write_text(GOOD * 2, encoding="utf-8")
+    config = tmp_path / "job.yaml"
+    config.write_text(f"task: token_classification\ndata: {{{data.replace('P', str(tmp_path / 'train.conll'))}}}\n"
+                      f"model: {TINY_MODEL}\ntrain: {{epochs: 1}}\noutput: {tmp_path / 'previous'}\n"
+                      f"overwrite: true\n")
+    return config
 
 
 def job_spans(tmp_path):

@@ -62,6 +62,17 @@ def test_a_source_limit_reads_only_the_first_rows(tmp_path):
     assert [ex.text for ex in examples] == ["line 8", "line 9"]
 
 
+def test_incomplete_types_is_refused_outside_token_classification(tmp_path):
+    from lmforge.config.schema import DataConfig, DataSource
+    from lmforge.data.examples import read_text_examples
+    from lmforge.errors import ConfigError
+
+    path = tmp_path / "t.txt"
+    path.write_text("a line\n")
+    with pytest.raises(ConfigError, match="incomplete_types applies to token_classification training data only"):
+        read_text_examples(DataSource(path=str(path), incomplete_types=["ORG"]), DataConfig(), Problems(), False)
+
+
 def test_train_limit_sample_is_seeded_and_class_balanced():
     from lmforge.data.examples import TextExample, limited_sample
 

@@ -67,27 +67,40 @@ def log_z(scores: dict) -> float:
     return top + math.log(sum(math.exp(s - top) for s in scores.values()))
 
 
-@pytest.mark.parametrize("constrained", [False, True])
-def test_nll_matches_brute_force(constrained):
-    gen = torch.Generator().manual_seed(0)
+def random_cases(seed: int, constrained: bool, shortest: int = 0):
+    """(generator, crf, constraints, row lengths, emissions) for L in 3..4 and T in 1..4; the first
+    row is full and the second empty."""
+    gen = torch.Generator().manual_seed(seed)
     for L in (3, 4):
         for T in (1, 2, 3, 4):
             allowed = random_allowed(L, gen) if constrained else None
             crf = random_crf(L, gen, allowed)
-            lengths = [T, 0] + [int(n) for n in torch.randint(0, T + 1, (3,), generator=gen)]
-            em = torch.randn(len(lengths), T, L, generator=gen)
-            tags = torch.full((len(lengths), T), -100)
-            expected = []
-            for b, n in enumerate(lengths):
-                if n == 0:
-                    expected.append(0.0)
-                    continue
-                scores = brute_scores(crf, em[b, :n], allowed)
-                gold = list(scores)[int(torch.randint(len(scores), (1,), generator=gen))]
-                tags[b, :n] = torch.tensor(gold)
-                expected.append(log_z(scores) - scores[gold])
-            nll = crf(em, tags, prefix_mask(lengths, T), reduction="none")
-            assert torch.allclose(nll, torch.tensor(expected), atol=1e-5), (L, T, nll, expected)
+            lengths = [T, 0] + [int(n) for n in torch.randint(shortest, T + 1, (3,), generator=gen)]
+            yield gen, crf, allowed, lengths, torch.randn(len(lengths), T, L, generator=gen)
+
+
+def brute_nll(crf, em, lengths, allowed, numerator) -> list[float]:
+    """log Z - numerator(row, {path: score}) per row, by enumeration; 0 for an empty row."""
+    out = []
+    for b, n in enumerate(lengths):
+        scores = brute_scores(crf, em[b, :n], allowed) if n else None
+        out.append(log_z(scores) - numerator(b, scores) if n else 0.0)
+    return out
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_nll_matches_brute_force(constrained):
+    for gen, crf, allowed, lengths, em in random_cases(0, constrained):
+        T = em.shape[1]
+        tags = torch.full((len(lengths), T), -100)
+
+        def gold_score(b, scores):
+            gold = list(scores)[int(torch.randint(len(scores), (1,), generator=gen))]
+            tags[b, :len(gold)] = torch.tensor(gold)
+            return scores[gold]
+        expected = brute_nll(crf, em, lengths, allowed, gold_score)
+        nll = crf(em, tags, prefix_mask(lengths, T), reduction="none")
+        assert torch.allclose(nll, torch.tensor(expected), atol=1e-5), (em.shape, nll, expected)
 
 
 @pytest.mark.parametrize("constrained", [False, True])
@@ -247,3 +260,26 @@ def test_bad_inputs_raise_clear_errors():
         crf.set_allowed(([True] * 3, [[True] * 2] * 3, [True] * 3))
     with pytest.raises(ValueError, match="emissions"):
         crf.decode(torch.zeros(1, 3, 4), torch.ones(1, 3, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_partial_label_nll_matches_brute_force(constrained):
+    """With tag sets, the numerator sums exp(s) over every allowed path through the sets; one-hot sets
+    give the exact-tag likelihood."""
+    for gen, crf, allowed, lengths, em in random_cases(7, constrained, shortest=1):
+        (_, T, L) = em.shape
+        sets = torch.rand(len(lengths), T, L, generator=gen) > 0.5
+        sets[..., 0] = True                       # tag 0 is free under random_allowed: a path exists
+        expected = brute_nll(crf, em, lengths, allowed, lambda b, scores: log_z(
+            {p: s for p, s in scores.items() if all(sets[b, t, y] for t, y in enumerate(p))}))
+        tags = torch.zeros(len(lengths), T, dtype=torch.long)
+        nll = crf(em, tags, prefix_mask(lengths, T), reduction="none", tag_sets=sets)
+        assert torch.allclose(nll, torch.tensor(expected), atol=1e-4), (em.shape, nll, expected)
+        # one-hot sets are exact tags
+        gold = torch.zeros(len(lengths), T, dtype=torch.long)     # tag 0: allowed everywhere
+        exact = crf(em, gold, prefix_mask(lengths, T), reduction="none")
+        onehot = crf(em, gold, prefix_mask(lengths, T), reduction="none",
+                     tag_sets=torch.nn.functional.one_hot(gold, L).bool())
+        assert torch.allclose(exact, onehot, atol=1e-4)
+        with pytest.raises(ValueError, match="tag_sets have shape"):
+            crf(em, tags, prefix_mask(lengths, T), tag_sets=sets[:, :, :1])

@@ -116,3 +116,81 @@ def test_recall_of_seen_and_unseen_entities():
     # the type counts: 北京 as an organisation was never seen
     assert seen_unseen_recall(examples[:1], [["B-PER", "I-PER", "O", "B-ORG", "I-ORG"]], [["O"] * 5],
                               "bio", train)["unseen_entities"] == 1
+
+
+class _Logits(torch.nn.Module):
+    """A stand-in model whose logits are given."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, input_ids, attention_mask=None):
+        from types import SimpleNamespace
+        return SimpleNamespace(logits=self.logits)
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_partial_labels_sum_over_their_tag_set(crf):
+    """An O of a source with incomplete_types [LOC] is trained towards {O, B-LOC, I-LOC}: its loss is
+    -log of the set's probability (softmax) or of every path through the sets (CRF), while exact
+    labels and the other sentences are unchanged."""
+    from lmforge.models.crf_head import attach_crf
+    from lmforge.tasks.token_classification import PARTIAL
+
+    names = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    labels = LabelSet(names, {n: n for n in names})
+    task = TokenClassificationTask()
+    task.crf = crf
+    train = [TaggedExample(["a", "b", "c"], ["B-PER", "O", "O"], incomplete=("LOC",)),
+             TaggedExample(["a", "b"], ["B-PER", "O"])]
+    kinds = task._partial_sets(train, ["LOC", "PER"], labels)
+    assert kinds == [("LOC",)] and task.tag_sets.tolist() == [[True, True, True, False, False]]
+    task._attach_ids(train, labels, None, kinds)
+    assert train[0].tag_ids == [3, PARTIAL, PARTIAL] and train[1].tag_ids == [3, 0]
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 5)
+    model = _Logits(logits)
+    if crf:
+        attach_crf(model, names, "bio")
+        with torch.no_grad():
+            for p in model.crf.parameters():
+                p.copy_(torch.randn(p.shape))
+    batch = {"input_ids": torch.zeros(1, 3, dtype=torch.long), "labels": torch.tensor([train[0].tag_ids])}
+    if crf:
+        batch.update(heads=torch.tensor([[0, 1, 2]]), head_mask=torch.ones(1, 3, dtype=torch.bool))
+    loss = task.loss(model, dict(batch)).item()
+    allowed = [{3}, {0, 1, 2}, {0, 1, 2}]
+    if not crf:
+        logp = logits[0].log_softmax(-1)
+        expected = -sum(torch.logsumexp(logp[t, sorted(s)], 0).item() for t, s in enumerate(allowed)) / 3
+    else:
+        import itertools
+
+        from lmforge.data.tagging import allowed_transitions
+        start_ok, trans_ok, end_ok = allowed_transitions(names, "bio")
+        c = model.crf
+
+        def score(path):
+            s = c.start_transitions[path[0]] + c.end_transitions[path[-1]] + sum(logits[0, t, y] for t, y in enumerate(path))
+            return float(s + sum(c.transitions[a, b] for a, b in zip(path, path[1:])))
+        valid = [p for p in itertools.product(range(5), repeat=3)
+                 if start_ok[p[0]] and end_ok[p[-1]] and all(trans_ok[a][b] for a, b in zip(p, p[1:]))]
+        inside = [p for p in valid if all(y in allowed[t] for t, y in enumerate(p))]
+        lse = lambda xs: torch.logsumexp(torch.tensor(xs, dtype=torch.float64), 0).item()  # noqa: E731
+        expected = lse([score(p) for p in valid]) - lse([score(p) for p in inside])
+    assert loss == pytest.approx(expected, abs=1e-4)
+    # the same sentence with exact labels costs more: the set contains the exact O
+    exact = dict(batch, labels=torch.tensor([[3, 0, 0]]))
+    assert task.loss(model, exact).item() > loss
+
+
+def test_partial_labels_name_a_known_type():
+    from lmforge.errors import ConfigError
+
+    names = ["O", "B-PER", "I-PER"]
+    task = TokenClassificationTask()
+    with pytest.raises(ConfigError, match="'LOC' is not an entity type of the training data"):
+        task._partial_sets([TaggedExample(["a"], ["B-PER"], incomplete=("LOC",))], ["PER"],
+                           LabelSet(names, {n: n for n in names}))

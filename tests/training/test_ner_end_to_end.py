@@ -237,3 +237,24 @@ def test_bilstm_crf_with_jieba_char_vectors(run_cli, tmp_path):
     code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "again", model.replace(
         "jieba", str(tmp_path / "none.vec"))))
     assert code != 0 and "model.char_vectors: no such file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_partial_labels_keep_a_type_another_source_leaves_unmarked(run_cli, tmp_path):
+    """A source that marks people but not places (its places are tagged O) teaches a model that places
+    are O; with `incomplete_types: [LOC]` its O tokens may be places, and places are found."""
+    complete = write_conll(tmp_path / "complete.txt", zh_sentences(24, 0))
+    people_only = write_conll(tmp_path / "people.txt", [
+        (chars, [t if t.endswith("PER") else "O" for t in tags]) for chars, tags in zh_sentences(48, 2)])
+    dev = write_conll(tmp_path / "dev.txt", zh_sentences(16, 1))
+    model = "model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200, lowercase: false}"
+    loc_f1 = {}
+    for partial in (True, False):
+        source = f"{{path: {people_only}, incomplete_types: [LOC]}}" if partial else str(people_only)
+        out = tmp_path / f"partial_{partial}"
+        code, _, err = run_cli("train", *ner_overrides(f"[{complete}, {source}]", dev, out, model,
+                                                       "head.crf=true", "train.lr=3e-2", "train.epochs=10",
+                                                       "train.threads=1"))
+        assert code == 0, err
+        assert ("partial labels: O tokens of 48 training sentences may be LOC" in err) == partial, err
+        loc_f1[partial] = json.loads((out / "eval_results.json").read_text())["validation"]["per_type"]["LOC"]["f1"]
+    assert loc_f1[True] > 0.8 and loc_f1[False] < loc_f1[True] - 0.3, loc_f1

@@ -18,7 +18,8 @@ def rows(model: type[BaseModel] = JobConfig, prefix: str = "") -> list[tuple[str
         if field.default is PydanticUndefined and field.default_factory is None:
             default = "required"
         elif field.default_factory is not None:
-            default = "see below" if sections else "—"
+            value = field.default_factory()
+            default = "see below" if sections else (json.dumps(value) if isinstance(value, (list, dict)) else "—")
         else:
             default = json.dumps(field.default)
         out.append((key, default, field.description or ""))

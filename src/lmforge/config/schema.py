@@ -40,6 +40,9 @@ class DataSource(Section):
     label: str | None = Field(None, description="one label for every row of this file (pos.txt -> positive)")
     offset: int = Field(0, ge=0, description="skip this many rows at the start of this file")
     limit: int | None = Field(None, ge=1, description="read at most N rows of this file (after offset)")
+    incomplete_types: list[str] = Field(
+        default_factory=list, description="token_classification training data that marks these entity types "
+        "only in part: its O tokens may be them, and training sums over both (partial labels)")
 
 
 Sources = str | DataSource | list[str | DataSource]

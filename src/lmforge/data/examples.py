@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from lmforge.config.schema import DataConfig, DataSource
 from lmforge.data.readers import Problems, ReadOptions, reader_for
 from lmforge.data.tagging import sentence_text
-from lmforge.errors import DataError
+from lmforge.errors import ConfigError, DataError
 from lmforge.paths import resolve_path
 
 
@@ -76,6 +76,9 @@ def read_text_examples(source, data: DataConfig, problems: Problems,
     if isinstance(source, list):
         return [ex for item in source for ex in read_text_examples(item, data, problems, need_label)]
     fixed_label = source_of(source).label
+    if source_of(source).incomplete_types:
+        raise ConfigError(f"{source_of(source).path}: incomplete_types applies to token_classification "
+                          f"training data only")
     examples = []
     for where, row, fields in read_rows(source, data, problems):
         if "columns" in row and fields.text not in row:     # a CoNLL sentence: its tokens as running text

@@ -34,6 +34,7 @@ class TaggedExample:
     raw_text: str | None = None
     offsets: list[tuple[int, int]] | None = None
     tag_ids: list[int] | None = None
+    incomplete: tuple[str, ...] = ()      # entity types this sentence's source marks only in part
 
     @property
     def text(self) -> str:
@@ -220,7 +221,8 @@ def read_tagged(source, data: DataConfig, problems: Problems, need_tags: bool = 
             continue
         if tags is not None and not _tags_ok(tags, where, problems):
             continue
-        raw.append((TaggedExample(tokens, tags, where, text, offsets), scheme))
+        raw.append((TaggedExample(tokens, tags, where, text, offsets,
+                                  incomplete=tuple(source.incomplete_types)), scheme))
     if not raw and not problems.items and not problems.skipped:
         raise DataError(f"{resolve_path(source.path)}: no usable sentences")
     _normalise(raw, data, stats)

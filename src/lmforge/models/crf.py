@@ -69,22 +69,34 @@ class CRF(nn.Module):
     # ----------------------------------------------------------------------------------------------
 
     def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor,
-                reduction: str = "mean") -> torch.Tensor:
+                reduction: str = "mean", tag_sets: torch.Tensor | None = None) -> torch.Tensor:
         """Negative log-likelihood -log p(tags | emissions) = log Z - s(tags).
 
         emissions (B, T, L), tags (B, T) long (values at masked positions are ignored, e.g. -100),
         mask (B, T) bool, a left-aligned prefix per row. Rows of length 0 contribute 0.
         reduction: "none" -> (B,); "sum"; "mean" over the rows of length >= 1 (0 if there are none).
+
+        tag_sets, optional (B, T, L) bool: partial labels. Position t may carry any tag set in
+        tag_sets[:, t] (``tags`` is then not read), and the likelihood is that of the set of paths
+        through them: -log sum_{y consistent} p(y) = log Z - log sum_{y consistent} exp(s(y)), the
+        numerator by the forward algorithm over the allowed tags only (Tsuboi et al., 2008, "Training
+        Conditional Random Fields Using Incomplete Annotations"). A one-hot row is an exact tag.
         """
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"CRF reduction must be 'mean', 'sum' or 'none', got '{reduction}'")
         em, mask = self._prepare(emissions, mask)
-        if tags.shape != mask.shape:
+        if tag_sets is None and tags.shape != mask.shape:
             raise ValueError(f"CRF tags have shape {tuple(tags.shape)}, expected {tuple(mask.shape)}")
         start, trans, end = self._scores(em.dtype)
         alphas = self._forward_alphas(em, mask, start, trans)  # (B, T, L)
         log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)  # (B,)
-        gold = self._path_score(em, tags, mask, start, trans, end)  # (B,)
+        if tag_sets is None:
+            gold = self._path_score(em, tags, mask, start, trans, end)  # (B,)
+        else:
+            if tag_sets.shape != em.shape:
+                raise ValueError(f"CRF tag_sets have shape {tuple(tag_sets.shape)}, expected {tuple(em.shape)}")
+            allowed = em + (~tag_sets.bool()).to(em.dtype) * DISALLOWED  # (B, T, L)
+            gold = torch.logsumexp(self._forward_alphas(allowed, mask, start, trans)[:, -1] + end, dim=1)
         nonempty = mask[:, 0]  # (B,) a prefix mask is non-empty iff its first position is set
         nll = torch.where(nonempty, log_z - gold, 0.0)  # (B,)
         if reduction == "none":

