@@ -184,9 +184,17 @@ def zh_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
     return out
 
 
+ZH_LSTM = "model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200, lowercase: false, %s}"
+
+
+def zh_files(tmp_path) -> tuple[Path, Path]:
+    """Chinese train (48 sentences) and dev (16) files in CoNLL columns."""
+    return (write_conll(tmp_path / "train.txt", zh_sentences(48, 0)),
+            write_conll(tmp_path / "dev.txt", zh_sentences(16, 1)))
+
+
 def test_bilstm_crf_with_lexicon_chinese(run_cli, tmp_path):
-    train = write_conll(tmp_path / "train.txt", zh_sentences(48, 0))
-    dev = write_conll(tmp_path / "dev.txt", zh_sentences(16, 1))
+    train, dev = zh_files(tmp_path)
     lexicon = tmp_path / "words.txt"
     lexicon.write_text("".join(f"{w} 10 nr\n" for w in ZH_PEOPLE) + "".join(f"{w} 10 ns\n" for w in ZH_PLACES)
                        + "你好 5 l\n今天 5 t\n", encoding="utf-8")
@@ -210,10 +218,8 @@ def test_bilstm_crf_with_lexicon_chinese(run_cli, tmp_path):
 
 def test_bilstm_crf_with_jieba_char_vectors(run_cli, tmp_path):
     pytest.importorskip("jieba")
-    train = write_conll(tmp_path / "train.txt", zh_sentences(48, 0))
-    dev = write_conll(tmp_path / "dev.txt", zh_sentences(16, 1))
-    model = ("model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200, lowercase: false, "
-             "char_vectors: jieba}")
+    train, dev = zh_files(tmp_path)
+    model = ZH_LSTM % "char_vectors: jieba"
     out = tmp_path / "hmm"
     code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, model, "head.crf=true", "train.lr=2e-2"))
     assert code == 0, err
@@ -258,3 +264,24 @@ def test_partial_labels_keep_a_type_another_source_leaves_unmarked(run_cli, tmp_
         assert ("partial labels: O tokens of 48 training sentences may be LOC" in err) == partial, err
         loc_f1[partial] = json.loads((out / "eval_results.json").read_text())["validation"]["per_type"]["LOC"]["f1"]
     assert loc_f1[True] > 0.8 and loc_f1[False] < loc_f1[True] - 0.3, loc_f1
+
+
+def test_bilstm_crf_with_jieba_segmenter_features(run_cli, tmp_path):
+    pytest.importorskip("jieba")
+    train, dev = zh_files(tmp_path)
+    model = ZH_LSTM % "segmenter: jieba"
+    out = tmp_path / "seg"
+    code, _, err = run_cli("train", *ner_overrides(train, dev, out, model, "head.crf=true", "train.lr=2e-2",
+                                                   "train.threads=1"))
+    assert code == 0, err
+    assert "segmenter features: jieba's part-of-speech segmentation, 54 tags" in err
+    assert json.loads((out / "model" / "config.json").read_text())["segmenter_tags"][-1] == "other"
+    assert json.loads((out / "eval_results.json").read_text())["validation"]["f1"] > 0.8
+    code, stdout, err = run_cli("predict", str(out), "--text", "陈静住在成都。")
+    assert code == 0, err
+    assert {(e["text"], e["label"]) for e in json.loads(stdout)["entities"]} == {("陈静", "PER"), ("成都", "LOC")}
+    for bad, message in ((model.replace("segmenter: jieba", "segmenter: hanlp"), "model.segmenter"),
+                         (model.replace("family: lstm", "family: transformer"),
+                          "model.segmenter applies to the lstm family only")):
+        code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "bad", bad))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

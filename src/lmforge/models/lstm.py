@@ -24,6 +24,7 @@ from lmforge.models.char_cnn import CharCNN, char_table
 from lmforge.models.char_vectors import char_vector_table, initialise_embeddings
 from lmforge.models.lexicon import LexiconFeatures, lexicon_file, lexicon_tensors, read_lexicon
 from lmforge.models.registry import LoadedModel, register_family
+from lmforge.models.segmenter import SegmenterFeatures, segmenter_tags, token_codepoints
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.tokenization.wordpiece import train_wordpiece
 
@@ -38,7 +39,8 @@ class LstmConfig(PretrainedConfig):
                  num_layers: int = 2, dropout: float = 0.1, pad_token_id: int = 0,
                  bigram_buckets: int = 0, tie_word_embeddings: bool = False, char_cnn: int = 0,
                  char_vocab_size: int = 0, char_max_length: int = 0, lexicon_words: int = 0,
-                 lexicon_tags: list[str] | None = None, char_vectors_width: int = 0, **kwargs):
+                 lexicon_tags: list[str] | None = None, char_vectors_width: int = 0,
+                 segmenter_tags: list[str] | None = None, **kwargs):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
         self.num_layers, self.dropout, self.bigram_buckets = num_layers, dropout, bigram_buckets
@@ -46,6 +48,7 @@ class LstmConfig(PretrainedConfig):
         self.char_cnn, self.char_vocab_size, self.char_max_length = char_cnn, char_vocab_size, char_max_length
         self.lexicon_words, self.lexicon_tags = lexicon_words, list(lexicon_tags or [])   # model.lexicon
         self.char_vectors_width = char_vectors_width                                      # model.char_vectors
+        self.segmenter_tags = list(segmenter_tags or [])                                 # model.segmenter
 
 
 class LstmPreTrainedModel(PreTrainedModel):
@@ -116,6 +119,10 @@ class LstmEncoder(nn.Module):
         if getattr(config, "lexicon_words", 0):
             self.lexicon = LexiconFeatures(config.lexicon_words, len(config.lexicon_tags), config.vocab_size)
             width += self.lexicon.width
+        self.segmenter = None
+        if getattr(config, "segmenter_tags", None):
+            self.segmenter = SegmenterFeatures(config.vocab_size, config.segmenter_tags)
+            width += self.segmenter.width
         self.vectors_width = getattr(config, "char_vectors_width", 0)
         if self.vectors_width:
             # Fixed pretrained vectors (model.char_vectors): a buffer, saved with the weights, not trained.
@@ -141,6 +148,8 @@ class LstmEncoder(nn.Module):
             x = torch.cat([x, self.chars(input_ids)], dim=-1)            # (B, T, E + F)
         if self.lexicon is not None:
             x = torch.cat([x, self.lexicon(input_ids, attention_mask)], dim=-1)   # (B, T, ... + 4 * tags)
+        if self.segmenter is not None:
+            x = torch.cat([x, self.segmenter(input_ids, attention_mask)], dim=-1)  # (B, T, ... + 4 * tags)
         if self.vectors_width:
             x = torch.cat([x, nn.functional.embedding(input_ids, self.vectors)], dim=-1)   # (B, T, ... + V)
         x = self.dropout(x)
@@ -228,6 +237,7 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
     table = _char_table(spec, tokenizer, generative, extra)
     lexicon = _lexicon(spec, tokenizer, generative, extra)
     vectors = _char_vectors(spec, tokenizer, generative, extra)
+    codepoints = _segmenter(spec, tokenizer, generative, extra)
     config = LstmConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding, hidden_size=spec.hidden,
                         num_layers=spec.layers, dropout=0.1 if dropout is None else dropout,
                         bigram_buckets=spec.bigram_buckets, pad_token_id=tokenizer.pad_token_id, **extra)
@@ -238,6 +248,8 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
         model.encoder.lexicon.load(*lexicon)
     if vectors is not None:
         model.encoder.vectors.copy_(vectors[0])
+    if codepoints is not None:
+        model.encoder.segmenter.load(codepoints)
     if spec.embedding_init:
         if generative:
             raise ModelError("model.embedding_init: applies to the lstm classifiers and taggers")
@@ -255,6 +267,8 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
     if lexicon is not None:
         log.info("lexicon features: %d words of %s, %d tags (%s)", len(lexicon[0]), spec.lexicon,
                  len(config.lexicon_tags), " ".join(config.lexicon_tags))
+    if codepoints is not None:
+        log.info("segmenter features: jieba's part-of-speech segmentation, %d tags", len(config.segmenter_tags))
     if vectors is not None:
         log.info("fixed token vectors from %s: width %d, %s of %d tokens known", spec.char_vectors,
                  vectors[0].shape[1], vectors[1], len(tokenizer))
@@ -285,6 +299,17 @@ def _lexicon(spec, tokenizer, generative: bool, config_kwargs: dict):
     words, word_tags, tags = lexicon_tensors(read_lexicon(lexicon_file(spec.lexicon)), tokenizer)
     config_kwargs.update(lexicon_words=len(words), lexicon_tags=tags)
     return words, word_tags
+
+
+def _segmenter(spec, tokenizer, generative: bool, config_kwargs: dict):
+    """The vocabulary's code points for ``model.segmenter`` (None when off); sets the config's tags."""
+    if not spec.segmenter:
+        return None
+    if generative:
+        raise ModelError("model.segmenter: the lstm language model has no segmenter features "
+                         "(they apply to classification and token_classification)")
+    config_kwargs.update(segmenter_tags=segmenter_tags())
+    return token_codepoints(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
 
 
 def _char_vectors(spec, tokenizer, generative: bool, config_kwargs: dict):
