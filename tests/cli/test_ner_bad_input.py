@@ -99,3 +99,10 @@ def test_text_row_without_entities_is_an_error_not_all_o(tmp_path, run_cli):
     write_jsonl(tmp_path / "t.jsonl", span_rows() + [{"text": "Mary went home"}])
     code, _, err = run_cli("train", "--quiet", str(job_spans(tmp_path)))
     assert code == 2 and "t.jsonl:5: no 'entities' list" in err, err
+
+
+def test_validate_shows_the_partial_label_note(tmp_path, run_cli):
+    config = job_partial(tmp_path, "train: [P, {path: P, incomplete_types: [LOC]}]")
+    code, out, err = run_cli("validate", str(config))
+    assert code == 0, err
+    assert "note: partial labels: O tokens of 4 training sentences may be LOC" in out, out

@@ -80,6 +80,8 @@ def cmd_validate(args) -> int:
     label_part = f"; {len(data.labels.names)} labels ({labels})" if data.labels.names else ""
     print(f"{args.config}: ok -- {len(data.train)} train, {len(data.validation)} validation, "
           f"{len(data.test)} test examples{label_part}")
+    for note in data.notes:         # what training would log about the data (tag scheme, repairs, ...)
+        print(f"note: {note}")
     return 0
 
 
