@@ -102,6 +102,8 @@ def cmd_eval(args) -> int:
 
     if RunFolder(args.run).read_meta().get("model", {}).get("family") == "prompt":
         return _eval_prompt_run(args)
+    if args.ensemble:
+        return _eval_ensemble(args)
     predictor = RunPredictor(args.run, args.checkpoint)
     if hasattr(predictor.task, "generate_limit"):
         predictor.task.generate_limit, predictor.task.max_new_tokens = args.generate, args.max_new_tokens
@@ -121,6 +123,27 @@ def cmd_eval(args) -> int:
                   f"    generated: {row['generated'][:200]!r}")
         return 0
     print(f"{args.data}: {metrics['count']} examples, model {predictor.folder}")
+    _print_class_metrics(metrics)
+    return 0
+
+
+def _eval_ensemble(args) -> int:
+    from lmforge.tasks.ensemble import evaluate_ensemble
+    from lmforge.tasks.predictor import RunPredictor
+
+    predictors = [RunPredictor(run, args.checkpoint) for run in [args.run, *args.ensemble]]
+    metrics = evaluate_ensemble(predictors, args.data, _fields(args, predictors[0]), args.batch_size,
+                                args.limit).metrics
+    if args.json:
+        print(json.dumps(metrics, ensure_ascii=False))
+        return 0
+    headline = "f1" if "per_type" in metrics else "macro_f1"
+    print(f"{args.data}: {metrics['count']} {'sentences' if 'per_type' in metrics else 'examples'}, "
+          f"an ensemble of {len(predictors)} runs (probabilities averaged)")
+    for member in metrics["members"]:
+        print(f"  member {member['run']}: {headline} {member[headline]:.4f}")
+    if "per_type" in metrics:
+        return _print_entity_table(metrics)
     _print_class_metrics(metrics)
     return 0
 

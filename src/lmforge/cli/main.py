@@ -33,6 +33,9 @@ def _eval_args(p):
     p.add_argument("--label-field", help="column with the label (default: the run's data.fields.label)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--limit", type=int, help="evaluate on the first N rows of the file only")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN",
+                   help="classification and NER: evaluate RUN together with these runs, averaging their "
+                        "probabilities (each member is scored alone too)")
     p.add_argument("--generate", type=int, default=32, metavar="N",
                    help="SFT runs: generate replies to the first N conversations and score them with "
                         "BLEU/ROUGE/exact match (0: perplexity only; default %(default)s)")

@@ -315,6 +315,18 @@ class TokenClassificationTask:
                       for i, p in enumerate(paths)]
         return paths, confidence
 
+    def word_probabilities(self, model, scores: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per sentence, (words, labels) tag probabilities: the CRF's marginals (forward-backward)
+        or the softmax of the scores."""
+        if not self.crf:
+            return [s.softmax(-1) for s in scores]
+        from lmforge.models.crf_head import find_crf
+
+        emissions, mask = _pad_rows(scores)
+        with torch.inference_mode():
+            marginals = find_crf(model).cpu().marginals(emissions, mask)
+        return [marginals[i, :len(s)] for i, s in enumerate(scores)]
+
     def _loss_of(self, model, scores, gold: list[list[int]]) -> float:
         if not scores:
             return math.nan

@@ -1,0 +1,131 @@
+"""Ensembles of finished runs: average what the members believe, then decide once.
+
+Classification: the mean of the members' class probabilities (soft voting). Tagging: the mean of each
+member's per-word tag posteriors (a CRF's marginals by forward-backward, else the softmax), decoded
+by Viterbi over their logarithms with only the tag scheme's transitions allowed, so the merged path
+is never an invalid sequence even where the members disagree. Members may differ in family,
+vocabulary and tokenizer: each reads the same sentences its own way and only word-level (or
+text-level) probabilities are combined. They must share the task and the label set.
+
+Each member is also scored alone, decoded its own way, so the report shows what the ensemble adds.
+"""
+
+import math
+
+import torch
+
+from lmforge.config.schema import DataConfig, DataSource, Fields
+from lmforge.data.readers import Problems
+from lmforge.errors import DataError, ModelError
+from lmforge.tasks.registry import EvalResult
+
+TASKS = ("classification", "token_classification")
+
+
+def check_members(predictors: list) -> None:
+    """Same task and label names in every member (their order may differ)."""
+    first = predictors[0]
+    if first.meta["task"] not in TASKS:
+        raise ModelError(f"{first.run.path}: ensembles combine {' and '.join(TASKS)} runs, "
+                         f"not {first.meta['task']}")
+    for other in predictors[1:]:
+        if other.meta["task"] != first.meta["task"]:
+            raise ModelError(f"{other.run.path}: a {other.meta['task']} run cannot join an ensemble of "
+                             f"{first.meta['task']} runs")
+        if sorted(other.labels.names) != sorted(first.labels.names):
+            raise ModelError(f"{other.run.path}: its labels ({', '.join(other.labels.names[:8])}) are not "
+                             f"those of {first.run.path} ({', '.join(first.labels.names[:8])})")
+    if first.meta["task"] == "token_classification":
+        schemes = {p.task.scheme for p in predictors}
+        if len(schemes) > 1:
+            raise ModelError(f"ensemble members tag in different schemes ({', '.join(sorted(schemes))})")
+        one_pass = next((p for p in predictors if p.one_pass), None)
+        if one_pass is not None:
+            raise ModelError(f"{one_pass.run.path}: the ngram family's tagger gives no per-word "
+                             f"probabilities to average")
+
+
+def evaluate_ensemble(predictors: list, path: str, fields: Fields | None = None, batch_size: int = 64,
+                      limit: int | None = None) -> EvalResult:
+    """The ensemble's metrics on a labelled file, with ``members``: each run's own headline metrics."""
+    check_members(predictors)
+    first = predictors[0]
+    options = {"output_scheme": first.task.scheme} if hasattr(first.task, "scheme") else {}
+    data = DataConfig(fields=fields or Fields(**first.meta.get("fields", {})), **options)
+    examples = first.task.read_labelled(DataSource(path=path, limit=limit), data, first.labels, Problems())
+    if not examples:
+        raise DataError(f"{path}: no labelled rows to evaluate")
+    if first.meta["task"] == "classification":
+        result, members = _classification(predictors, examples)
+    else:
+        result, members = _tagging(predictors, examples, batch_size)
+    result.metrics["members"] = members
+    return result
+
+
+def _order(predictor, names: list[str]) -> torch.Tensor:
+    """Column index, in ``predictor``'s label order, of each of ``names``."""
+    return torch.tensor([predictor.labels.names.index(n) for n in names])
+
+
+def _headline(run, metrics: dict) -> dict:
+    keep = ("f1", "precision", "recall", "accuracy", "macro_f1", "seen_recall", "unseen_recall")
+    return {"run": str(run.path), **{k: metrics[k] for k in keep if k in metrics}}
+
+
+def _classification(predictors, examples):
+    first = predictors[0]
+    total, members = None, []
+    for p in predictors:
+        if p.one_pass:
+            probs = torch.as_tensor(p.model.probabilities([ex.text for ex in examples],
+                                                          [ex.text_pair for ex in examples]
+                                                          if examples[0].text_pair is not None else None),
+                                    dtype=torch.float32)
+        else:
+            features = p.task.encode(p.tokenizer, examples, p.max_length)
+            probs = p.task.logits(p.model, p.tokenizer, features, 64, p.device).softmax(-1)
+        probs = probs[:, _order(p, first.labels.names)]
+        members.append(_headline(p.run, first.task.result(probs.clamp_min(1e-12).log(), examples,
+                                                          first.labels).metrics))
+        total = probs if total is None else total + probs
+    mean = total / len(predictors)
+    return first.task.result(mean.clamp_min(1e-12).log(), examples, first.labels), members
+
+
+def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str) -> list[list[int]]:
+    """Per sentence, the valid tag path with the highest sum of log posteriors: Viterbi with zero
+    learned scores and only the scheme's constraints (e.g. no I-PER after O)."""
+    from lmforge.data.tagging import allowed_transitions
+    from lmforge.models.crf import CRF
+
+    judge = CRF(len(names), allowed_transitions(names, scheme))
+    longest = max(len(m) for m in mean)
+    logp = torch.zeros(len(mean), longest, len(names))
+    mask = torch.zeros(len(mean), longest, dtype=torch.bool)
+    for i, m in enumerate(mean):
+        logp[i, :len(m)] = m.clamp_min(1e-12).log()
+        mask[i, :len(m)] = True
+    return judge.decode(logp, mask)
+
+
+def _tagging(predictors, examples, batch_size: int):
+    first = predictors[0]
+    names = first.labels.names
+    total, members = None, []
+    for p in predictors:
+        features = p.task.encode(p.tokenizer, examples, p.max_length)
+        scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
+        paths, confidence = p.task.decode(p.model, scores)
+        mine = [[names.index(p.labels.names[t]) for t in path] for path in paths]
+        members.append(_headline(p.run, first.task.result(examples, mine, confidence, first.labels,
+                                                          math.nan).metrics))
+        order = _order(p, names)
+        probs = [q[:, order] for q in p.task.word_probabilities(p.model, scores)]
+        total = probs if total is None else [a + b for a, b in zip(total, probs)]
+    mean = [t / len(predictors) for t in total]
+    paths = decode_posteriors(mean, names, first.task.scheme)
+    confidence = [m[torch.arange(len(path)), torch.tensor(path, dtype=torch.long)] for m, path in zip(mean, paths)]
+    gold = [torch.tensor(ex.tag_ids) for ex in examples]
+    loss = -torch.cat([m[torch.arange(len(g)), g].clamp_min(1e-12).log() for m, g in zip(mean, gold)]).mean().item()
+    return first.task.result(examples, paths, confidence, first.labels, loss), members
