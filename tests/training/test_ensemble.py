@@ -94,3 +94,22 @@ def test_runs_that_cannot_be_combined_are_refused(runs, run_cli):
     code, _, err = run_cli("eval", str(runs["crf"]), "--ensemble", str(runs["cls"]), "--data", str(runs["dev"]))
     assert code == 2 and "cannot join an ensemble of token_classification runs" in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_predict_with_an_ensemble(runs, run_cli):
+    text = "Omar lives in Lima ."
+    code, alone, err = run_cli("predict", str(runs["crf"]), "--text", text)
+    assert code == 0, err
+    code, both, err = run_cli("predict", str(runs["crf"]), "--ensemble", str(runs["softmax"]), "--text", text)
+    assert code == 0, err
+    entities = json.loads(both)["entities"]
+    assert all(text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1 for e in entities)
+    # a run with itself predicts the labels and probabilities it predicts alone
+    code, alone, err = run_cli("predict", str(runs["cls"]), "--text", "good great 99", "--text", "bad awful 98")
+    assert code == 0, err
+    code, both, err = run_cli("predict", str(runs["cls"]), "--ensemble", str(runs["cls"]),
+                              "--text", "good great 99", "--text", "bad awful 98")
+    assert code == 0, err
+    for a, b in zip(alone.splitlines(), both.splitlines()):
+        a, b = json.loads(a), json.loads(b)
+        assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-6)

@@ -212,6 +212,10 @@ def cmd_predict(args) -> int:
     if args.input and args.output and Path(args.input).resolve() == Path(args.output).resolve():
         raise DataError(f"--output {args.output}: would overwrite the input file")
     predictor = RunPredictor(args.run, args.checkpoint)
+    if args.ensemble:
+        from lmforge.tasks.ensemble import EnsemblePredictor
+
+        predictor = EnsemblePredictor([predictor] + [RunPredictor(r, args.checkpoint) for r in args.ensemble])
     if predictor.meta["task"] not in ("classification", "token_classification"):
         raise DataError(f"{args.run}: predict works on classification and token_classification runs; "
                         f"this is a {predictor.meta['task']} run (use lmforge eval, or fine-tune from "

@@ -48,6 +48,8 @@ def _predict_args(p):
     p.add_argument("--input", help="file of texts (.jsonl .json .csv .tsv .txt; NER also .conll)")
     p.add_argument("--output", help="write predictions here as JSONL (default: stdout)")
     p.add_argument("--top-k", type=int, default=3, help="label probabilities to list per row")
+    p.add_argument("--ensemble", nargs="+", metavar="RUN",
+                   help="predict with RUN and these runs as one ensemble (probabilities averaged)")
 
 
 def _validate_args(p):

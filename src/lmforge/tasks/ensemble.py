@@ -73,19 +73,76 @@ def _headline(run, metrics: dict) -> dict:
     return {"run": str(run.path), **{k: metrics[k] for k in keep if k in metrics}}
 
 
+def _class_probabilities(p, examples, names: list[str], batch_size: int = 64) -> torch.Tensor:
+    """(N, labels) class probabilities of one member, columns in ``names`` order."""
+    if p.one_pass:
+        pairs = [ex.text_pair for ex in examples] if examples[0].text_pair is not None else None
+        probs = torch.as_tensor(p.model.probabilities([ex.text for ex in examples], pairs), dtype=torch.float32)
+    else:
+        features = p.task.encode(p.tokenizer, examples, p.max_length)
+        probs = p.task.logits(p.model, p.tokenizer, features, batch_size, p.device).softmax(-1)
+    return probs[:, _order(p, names)]
+
+
+def _member_tags(p, examples, names: list[str], batch_size: int):
+    """One member's own decoding (paths in ``names`` ids, confidence) and its per-word posteriors."""
+    features = p.task.encode(p.tokenizer, examples, p.max_length)
+    scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
+    paths, confidence = p.task.decode(p.model, scores)
+    mine = [[names.index(p.labels.names[t]) for t in path] for path in paths]
+    order = _order(p, names)
+    return mine, confidence, [q[:, order] for q in p.task.word_probabilities(p.model, scores)]
+
+
+def _merged_tags(mean: list[torch.Tensor], names: list[str], scheme: str):
+    paths = decode_posteriors(mean, names, scheme)
+    return paths, [m[torch.arange(len(path)), torch.tensor(path, dtype=torch.long)] for m, path in zip(mean, paths)]
+
+
+class EnsemblePredictor:
+    """Several runs that predict as one (``lmforge predict RUN --ensemble RUN2 ...``): the same
+    ``predict`` / ``predict_entities`` as a ``RunPredictor``."""
+
+    def __init__(self, predictors: list):
+        check_members(predictors)
+        self.members = predictors
+        first = predictors[0]
+        self.meta, self.task, self.labels, self.folder = first.meta, first.task, first.labels, first.folder
+
+    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
+                top_k: int = 3) -> list[dict]:
+        from lmforge.data.examples import TextExample
+        from lmforge.tasks.classification import prediction_rows
+
+        examples = [TextExample(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
+        if not examples:
+            return []
+        names = self.labels.names
+        mean = sum(_class_probabilities(p, examples, names, batch_size) for p in self.members) / len(self.members)
+        return prediction_rows(mean, names, top_k)
+
+    def predict_entities(self, texts: list[str] | None = None, tokens: list[list[str]] | None = None,
+                         batch_size: int = 64) -> list[dict]:
+        from lmforge.tasks.predictor import entity_examples
+
+        examples = entity_examples(texts, tokens)
+        rows = [{"entities": [], "tags": []} for _ in examples]
+        todo = [i for i, ex in enumerate(examples) if ex.tokens]
+        if todo:
+            chosen, names = [examples[i] for i in todo], self.labels.names
+            posteriors = [_member_tags(p, chosen, names, batch_size)[2] for p in self.members]
+            mean = [sum(rows_) / len(self.members) for rows_ in zip(*posteriors)]
+            paths, confidence = _merged_tags(mean, names, self.task.scheme)
+            for i, row in zip(todo, self.task.prediction_rows(chosen, paths, confidence, self.labels)):
+                rows[i] = row
+        return rows
+
+
 def _classification(predictors, examples):
     first = predictors[0]
     total, members = None, []
     for p in predictors:
-        if p.one_pass:
-            probs = torch.as_tensor(p.model.probabilities([ex.text for ex in examples],
-                                                          [ex.text_pair for ex in examples]
-                                                          if examples[0].text_pair is not None else None),
-                                    dtype=torch.float32)
-        else:
-            features = p.task.encode(p.tokenizer, examples, p.max_length)
-            probs = p.task.logits(p.model, p.tokenizer, features, 64, p.device).softmax(-1)
-        probs = probs[:, _order(p, first.labels.names)]
+        probs = _class_probabilities(p, examples, first.labels.names)
         members.append(_headline(p.run, first.task.result(probs.clamp_min(1e-12).log(), examples,
                                                           first.labels).metrics))
         total = probs if total is None else total + probs
@@ -114,18 +171,12 @@ def _tagging(predictors, examples, batch_size: int):
     names = first.labels.names
     total, members = None, []
     for p in predictors:
-        features = p.task.encode(p.tokenizer, examples, p.max_length)
-        scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
-        paths, confidence = p.task.decode(p.model, scores)
-        mine = [[names.index(p.labels.names[t]) for t in path] for path in paths]
+        mine, confidence, probs = _member_tags(p, examples, names, batch_size)
         members.append(_headline(p.run, first.task.result(examples, mine, confidence, first.labels,
                                                           math.nan).metrics))
-        order = _order(p, names)
-        probs = [q[:, order] for q in p.task.word_probabilities(p.model, scores)]
         total = probs if total is None else [a + b for a, b in zip(total, probs)]
     mean = [t / len(predictors) for t in total]
-    paths = decode_posteriors(mean, names, first.task.scheme)
-    confidence = [m[torch.arange(len(path)), torch.tensor(path, dtype=torch.long)] for m, path in zip(mean, paths)]
+    paths, confidence = _merged_tags(mean, names, first.task.scheme)
     gold = [torch.tensor(ex.tag_ids) for ex in examples]
     loss = -torch.cat([m[torch.arange(len(g)), g].clamp_min(1e-12).log() for m, g in zip(mean, gold)]).mean().item()
     return first.task.result(examples, paths, confidence, first.labels, loss), members

@@ -16,6 +16,20 @@ from lmforge.tasks.registry import EvalResult, get_task
 from lmforge.tracking.run_folder import RunFolder
 
 
+def entity_examples(texts: list[str] | None, tokens: list[list[str]] | None) -> list:
+    """Sentences to tag: raw texts cut into words with character offsets, or pre-split tokens."""
+    from lmforge.data.tagged import TaggedExample
+    from lmforge.data.tagging import word_offsets
+
+    if texts is None:
+        return [TaggedExample(list(t)) for t in tokens]
+    examples = []
+    for text in texts:
+        offsets = word_offsets(text)
+        examples.append(TaggedExample([text[s:e] for s, e in offsets], raw_text=text, offsets=offsets))
+    return examples
+
+
 class RunPredictor:
     """A run's saved model, tokenizer, task and labels, loaded for inference."""
 
@@ -61,16 +75,7 @@ class RunPredictor:
                          batch_size: int = 64) -> list[dict]:
         """Entities in raw texts (character offsets) or in pre-split token lists (token offsets),
         each with its label, text and a confidence score."""
-        from lmforge.data.tagged import TaggedExample
-        from lmforge.data.tagging import word_offsets
-
-        if texts is not None:
-            examples = []
-            for text in texts:
-                offsets = word_offsets(text)
-                examples.append(TaggedExample([text[s:e] for s, e in offsets], raw_text=text, offsets=offsets))
-        else:
-            examples = [TaggedExample(list(t)) for t in tokens]
+        examples = entity_examples(texts, tokens)
         rows = [{"entities": [], "tags": []} for _ in examples]
         todo = [i for i, ex in enumerate(examples) if ex.tokens]
         if self.one_pass:
