@@ -12,7 +12,7 @@ begin and end at edges of jieba's words.
 The model sees token ids, not text, so the vocabulary's characters are kept as a buffer of code
 points (saved in ``model.safetensors`` with the weights); a token that is not one character (a
 special token, a longer WordPiece) is a placeholder the segmenter reads as a symbol. Segmenting is
-Python work, about 25k characters a second; each sentence's features are cached, so training pays
+Python work (MSRA dev, 130k characters, takes about 3 s); each sentence's features are cached, so training pays
 for it once, not once an epoch.
 """
 

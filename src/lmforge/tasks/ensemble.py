@@ -84,14 +84,17 @@ def _class_probabilities(p, examples, names: list[str], batch_size: int = 64) ->
     return probs[:, _order(p, names)]
 
 
-def _member_tags(p, examples, names: list[str], batch_size: int):
-    """One member's own decoding (paths in ``names`` ids, confidence) and its per-word posteriors."""
+def _member_tags(p, examples, names: list[str], batch_size: int, own: bool = True):
+    """One member's per-word posteriors (columns in ``names`` order) and, with ``own``, its own
+    decoding (paths in ``names`` ids, confidence) for scoring it alone; predict needs no such."""
     features = p.task.encode(p.tokenizer, examples, p.max_length)
     scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
-    paths, confidence = p.task.decode(p.model, scores)
-    mine = [[names.index(p.labels.names[t]) for t in path] for path in paths]
     order = _order(p, names)
-    return mine, confidence, [q[:, order] for q in p.task.word_probabilities(p.model, scores)]
+    probs = [q[:, order] for q in p.task.word_probabilities(p.model, scores)]
+    if not own:
+        return None, None, probs
+    paths, confidence = p.task.decode(p.model, scores)
+    return [[names.index(p.labels.names[t]) for t in path] for path in paths], confidence, probs
 
 
 def _merged_tags(mean: list[torch.Tensor], names: list[str], scheme: str):
@@ -130,7 +133,7 @@ class EnsemblePredictor:
         todo = [i for i, ex in enumerate(examples) if ex.tokens]
         if todo:
             chosen, names = [examples[i] for i in todo], self.labels.names
-            posteriors = [_member_tags(p, chosen, names, batch_size)[2] for p in self.members]
+            posteriors = [_member_tags(p, chosen, names, batch_size, own=False)[2] for p in self.members]
             mean = [sum(rows_) / len(self.members) for rows_ in zip(*posteriors)]
             paths, confidence = _merged_tags(mean, names, self.task.scheme)
             for i, row in zip(todo, self.task.prediction_rows(chosen, paths, confidence, self.labels)):
