@@ -285,3 +285,36 @@ def test_bilstm_crf_with_jieba_segmenter_features(run_cli, tmp_path):
                           "model.segmenter applies to the lstm family only")):
         code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "bad", bad))
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_self_training_predict_peoples_daily_then_train_on_the_predictions(run_cli, tmp_path):
+    """`predict --input-format peoples_daily` tags unlabelled word/pos text (its POS tags are not read);
+    the output is a training file as it stands, so a second model learns from the first's tags."""
+    train, dev = zh_files(tmp_path)
+    model = ZH_LSTM % "bigram_buckets: 0"
+    teacher = tmp_path / "teacher"
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, teacher, model, "head.crf=true",
+                                                              "train.lr=2e-2", "train.threads=1"))
+    assert code == 0, err
+    unlabelled = tmp_path / "plain.txt"
+    sentences = zh_sentences(40, 5)
+    # The POS tags deliberately say nothing (x): only the teacher's tags can mark the names.
+    unlabelled.write_text("".join("  ".join(f"{c}/x" for c in chars) + "\n" for chars, _ in sentences),
+                          encoding="utf-8")
+    pseudo = tmp_path / "pseudo.jsonl"
+    code, _, err = run_cli("predict", str(teacher), "--input", str(unlabelled), "--input-format", "peoples_daily",
+                           "--output", str(pseudo))
+    assert code == 0, err
+    rows = [json.loads(line) for line in pseudo.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 40 and all(r["tokens"] == chars for r, (chars, _) in zip(rows, sentences))
+    agree = sum(r["tags"] == tags for r, (_, tags) in zip(rows, sentences))
+    assert agree >= 36, agree
+    names = {e["text"] for r in rows for e in r["entities"]}
+    assert names & set(ZH_PEOPLE + ZH_PLACES) and not any(" " in n for n in names), names
+    student = tmp_path / "student"
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(pseudo, dev, student, model, "head.crf=true",
+                                                              "train.lr=2e-2", "train.threads=1"))
+    assert code == 0, err
+    assert json.loads((student / "eval_results.json").read_text())["validation"]["f1"] > 0.8
+    code, _, err = run_cli("predict", str(teacher), "--input", str(unlabelled), "--input-format", "yaml")
+    assert code == 2 and "unknown data format 'yaml'" in err and len(err.strip().splitlines()) == 1, err

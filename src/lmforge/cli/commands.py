@@ -242,7 +242,8 @@ def _predict_labels(args, predictor) -> list[dict]:
         texts, pairs, extra = list(args.text), None, [{} for _ in args.text]
     else:
         fields = _fields(args, predictor)
-        examples = read_text_examples(DataSource(path=args.input), DataConfig(fields=fields),
+        examples = read_text_examples(DataSource(path=args.input, format=args.input_format),
+                                      DataConfig(fields=fields),
                                       Problems(), need_label=False)
         texts = [ex.text for ex in examples]
         pairs = [ex.text_pair for ex in examples] if fields.text_pair is not None else None
@@ -251,10 +252,17 @@ def _predict_labels(args, predictor) -> list[dict]:
     return [{"text": t, **row, **e} for t, row, e in zip(texts, rows, extra)]
 
 
+# Readers that yield sentences already split into tokens (a token a row), not rows with a text field.
+TAGGED_INPUT_FORMATS = ("conll", "peoples_daily")
+
+
 def _predict_entities(args, predictor) -> list[dict]:
     """Entities of raw texts (character offsets) or of pre-split sentences (token offsets): --text,
     or --input with a `text` or `tokens` field (.jsonl .json .csv .tsv; .txt: a text per line;
-    .conll: a token per line)."""
+    .conll: a token per line; --input-format names a reader, e.g. peoples_daily). Rows of tokens
+    come out as ``tokens`` + ``tags``, and raw texts as ``text`` + ``entities``: either is a training
+    file as it stands, so a run's (or an ensemble's) predictions on unlabelled text can be trained on
+    (self-training)."""
     from lmforge.config.schema import DataConfig, DataSource
     from lmforge.data.examples import read_rows
     from lmforge.data.readers import Problems
@@ -264,8 +272,9 @@ def _predict_entities(args, predictor) -> list[dict]:
         rows = predictor.predict_entities(texts=list(args.text), batch_size=args.batch_size)
         return [{"text": t, **r} for t, r in zip(args.text, rows)]
     fields = _fields(args, predictor)
-    source = DataSource(path=args.input)
-    if Path(args.input).suffix.lower() in (".conll", ".conllu"):
+    source = DataSource(path=args.input, format=args.input_format)
+    if args.input_format in TAGGED_INPUT_FORMATS or (
+            args.input_format is None and Path(args.input).suffix.lower() in (".conll", ".conllu")):
         sentences = read_tagged(source, DataConfig(fields=fields), Problems(), need_tags=False)
         rows = predictor.predict_entities(tokens=[s.tokens for s in sentences], batch_size=args.batch_size)
         return [{"tokens": s.tokens, **r, "where": s.where} for s, r in zip(sentences, rows)]

@@ -45,7 +45,11 @@ def _eval_args(p):
 def _predict_args(p):
     _run_args(p)
     p.add_argument("--text", action="append", help="a text to classify or tag (repeatable)")
-    p.add_argument("--input", help="file of texts (.jsonl .json .csv .tsv .txt; NER also .conll)")
+    p.add_argument("--input", help="file of texts (.jsonl .json .csv .tsv .txt; NER also .conll), or "
+                                   "package:NAME/PATH for a file an installed package ships")
+    p.add_argument("--input-format", metavar="FORMAT",
+                   help="read --input with this data reader instead of by its suffix (as data.format; "
+                        "NER: conll or peoples_daily, whose sentences are tagged as they are split)")
     p.add_argument("--output", help="write predictions here as JSONL (default: stdout)")
     p.add_argument("--top-k", type=int, default=3, help="label probabilities to list per row")
     p.add_argument("--ensemble", nargs="+", metavar="RUN",

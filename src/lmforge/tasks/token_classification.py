@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from lmforge.data.batching import inference_batches, pad_features
 from lmforge.data.examples import LabelSet, stratified_split
 from lmforge.data.tagged import ReadStats, TaggedExample, read_tagged
-from lmforge.data.tagging import normalize_scheme, split_tag, tag_set, tags_to_char_spans, to_spans
+from lmforge.data.tagging import joiner_of, normalize_scheme, split_tag, tag_set, tags_to_char_spans, to_spans
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.ner import entity_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
@@ -476,7 +476,8 @@ def _entities(ex: TaggedExample, tags: list[str], confidence, scheme: str) -> li
     if ex.raw_text is not None and ex.offsets is not None:
         found = tags_to_char_spans(ex.raw_text, ex.offsets, tags, scheme)
     else:
-        found = [{"start_token": s, "end_token": e, "label": t, "text": " ".join(ex.tokens[s:e])}
+        joiner = joiner_of(ex.tokens)
+        found = [{"start_token": s, "end_token": e, "label": t, "text": joiner.join(ex.tokens[s:e])}
                  for t, s, e in spans]
     if confidence is not None:
         for entity, (_, s, e) in zip(found, spans):
