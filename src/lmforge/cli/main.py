@@ -107,7 +107,8 @@ def _serve_args(p):
 
     d = ServeSettings()
     p.add_argument("models", nargs="+", metavar="MODEL",
-                   help="run folder, bundled alias (minilm, smollm2) or model folder; NAME=PATH names it")
+                   help="run folder, bundled alias (minilm, smollm2) or model folder; NAME=PATH names it; "
+                        "RUN1+RUN2[+...] serves classification or NER runs as one ensemble")
     p.add_argument("--host", default=d.host, help="address to bind (default %(default)s; others need --api-key)")
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on every route but /health "

@@ -39,12 +39,28 @@ ROUTES = {"classification": ["/v1/classify", "/v1/embeddings"], "token_classific
 
 
 def split_source(text: str) -> tuple[str, str]:
-    """``name=source`` or ``source`` (named after the folder or alias)."""
+    """``name=source`` or ``source`` (named after the folder or alias; an ensemble ``RUN1+RUN2``
+    after its members' folders, joined by ``+``)."""
     if "=" in text and not Path(text).exists():
         name, source = text.split("=", 1)
         if name and source:
             return name, source
+    members = ensemble_members(text)
+    if len(members) > 1:
+        return "+".join(Path(m.rstrip("/")).name for m in members), text
     return Path(text.rstrip("/")).name or text, text
+
+
+def ensemble_members(source: str) -> list[str]:
+    """The runs of an ensemble source ``RUN1+RUN2[+...]`` (one served model whose probabilities are
+    the members' mean, as ``lmforge predict RUN1 --ensemble RUN2``); ``[source]`` for anything else,
+    including a folder whose name holds a ``+``."""
+    if "+" not in source or Path(source).exists():
+        return [source]
+    members = source.split("+")
+    if not all(members):
+        raise ModelError(f"{source}: an ensemble is RUN1+RUN2[+...], with no empty member")
+    return members
 
 
 class ServedModel:
@@ -137,6 +153,10 @@ class RunModel(ServedModel):
     def load(self, metrics) -> None:
         from lmforge.tasks.predictor import RunPredictor
 
+        members = ensemble_members(self.source)
+        if len(members) > 1:
+            self._load_ensemble(members, metrics)
+            return
         self.predictor = RunPredictor(self.source, self.settings.checkpoint)
         self.limit = self.settings.max_input_tokens or self.predictor.max_length
         # NER reads a long text in overlapping windows, so its limit is a multiple of the window.
@@ -154,6 +174,20 @@ class RunModel(ServedModel):
         else:
             self.routes.remove("/v1/embeddings")
 
+    def _load_ensemble(self, members: list[str], metrics) -> None:
+        """Several runs as one model: the mean of their probabilities, decoded as ``lmforge predict
+        --ensemble`` does. Inputs are limited by the shortest member; no embeddings route (whose
+        encoder's vectors would it be?), and float32 throughout."""
+        from lmforge.tasks.ensemble import EnsemblePredictor
+        from lmforge.tasks.predictor import RunPredictor
+
+        self.predictor = EnsemblePredictor([RunPredictor(m, self.settings.checkpoint) for m in members])
+        shortest = min(m.max_length for m in self.predictor.members)
+        self.limit = self.settings.max_input_tokens or shortest
+        self.ner_limit = self.settings.max_input_tokens or 16 * shortest
+        self.batcher = self._batcher(self._classify if self.kind == "classification" else self._tag, metrics)
+        self.routes.remove("/v1/embeddings")
+
     def _classify(self, texts: list[str]) -> list[dict]:
         return self.predictor.predict(texts, batch_size=self.settings.max_batch,
                                       top_k=len(self.predictor.labels.names))
@@ -162,7 +196,11 @@ class RunModel(ServedModel):
         return self.predictor.predict_entities(texts=texts, batch_size=self.settings.max_batch)
 
     def counts(self, texts: list[str]) -> list[int]:
-        tokenizer = self.predictor.tokenizer
+        members = getattr(self.predictor, "members", [self.predictor])
+        return [max(row) for row in zip(*(self._counts(m.tokenizer, texts) for m in members))]
+
+    @staticmethod
+    def _counts(tokenizer, texts: list[str]) -> list[int]:
         try:
             return _token_counts(tokenizer, texts)
         except TypeError:           # a vocabulary that is not a Hugging Face tokenizer
@@ -226,6 +264,19 @@ def _probe(source: str, checkpoint: str) -> _Probe:
     """What a source is, from its files alone (no weights loaded)."""
     from lmforge.tracking.run_folder import RunFolder
 
+    members = ensemble_members(source)
+    if len(members) > 1:
+        probes = [_probe(m, checkpoint) for m in members]
+        tasks = [p.meta.get("task") or "a model folder" for p in probes]
+        if any(p.kind not in (Classifier, Tagger) for p in probes) or len(set(tasks)) > 1:
+            raise ModelError(f"{source}: an ensemble's members must all be classification or all "
+                             f"token_classification runs (these are: {', '.join(tasks)})")
+        labels = [sorted(p.meta.get("labels", {}).get("names", [])) for p in probes]
+        for member, names in zip(members[1:], labels[1:]):
+            if names != labels[0]:
+                raise ModelError(f"{member}: its labels are not those of {members[0]}; an ensemble's "
+                                 f"members predict the same labels")
+        return probes[0]
     path = Path(source).expanduser()
     if (path / "lmforge.json").is_file():
         run = RunFolder(path)
