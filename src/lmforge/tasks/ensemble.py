@@ -90,10 +90,11 @@ def _member_tags(p, examples, names: list[str], batch_size: int, own: bool = Tru
     features = p.task.encode(p.tokenizer, examples, p.max_length)
     scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
     order = _order(p, names)
-    probs = [q[:, order] for q in p.task.word_probabilities(p.model, scores)]
+    raw = p.task.word_probabilities(p.model, scores)
+    probs = [q[:, order] for q in raw]
     if not own:
         return None, None, probs
-    paths, confidence = p.task.decode(p.model, scores)
+    paths, confidence = p.task.decode(p.model, scores, raw)      # the marginals once, not twice
     return [[names.index(p.labels.names[t]) for t in path] for path in paths], confidence, probs
 
 

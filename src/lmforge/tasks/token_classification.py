@@ -296,12 +296,14 @@ class TokenClassificationTask:
                     out[f["example"]][words] = logits[row, torch.tensor([f["heads"][k] for k in keep])]
         return out
 
-    def decode(self, model, scores: list[torch.Tensor]) -> tuple[list[list[int]], list[torch.Tensor]]:
-        """Best tag ids per sentence and the probability of each chosen tag."""
+    def decode(self, model, scores: list[torch.Tensor], probabilities: list[torch.Tensor] | None = None
+               ) -> tuple[list[list[int]], list[torch.Tensor]]:
+        """Best tag ids per sentence and the probability of each chosen tag (from ``probabilities``,
+        ``word_probabilities`` of the same scores, when the caller has them already)."""
         if not scores:
             return [], []
         if not self.crf:
-            probs = [s.softmax(-1) for s in scores]
+            probs = probabilities if probabilities is not None else [s.softmax(-1) for s in scores]
             best = [p.argmax(-1) for p in probs]
             return [b.tolist() for b in best], [p.gather(1, b[:, None])[:, 0] for p, b in zip(probs, best)]
         from lmforge.models.crf_head import find_crf
@@ -310,8 +312,9 @@ class TokenClassificationTask:
         emissions, mask = _pad_rows(scores)
         with torch.inference_mode():
             paths = crf.decode(emissions, mask)
-            marginals = crf.marginals(emissions, mask)
-        confidence = [marginals[i, torch.arange(len(p)), torch.tensor(p, dtype=torch.long)]
+            marginals = (crf.marginals(emissions, mask) if probabilities is None else
+                         [probabilities[i] for i in range(len(paths))])
+        confidence = [marginals[i][torch.arange(len(p)), torch.tensor(p, dtype=torch.long)]
                       for i, p in enumerate(paths)]
         return paths, confidence
 
