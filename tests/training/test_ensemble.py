@@ -113,3 +113,20 @@ def test_predict_with_an_ensemble(runs, run_cli):
     for a, b in zip(alone.splitlines(), both.splitlines()):
         a, b = json.loads(a), json.loads(b)
         assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["crf", "softmax"])
+def test_decoding_with_the_word_probabilities_at_hand_is_decoding_without(runs, name):
+    from lmforge.config.schema import DataConfig, DataSource
+    from lmforge.data.readers import Problems
+    from lmforge.data.tagged import read_tagged
+    from lmforge.tasks.predictor import RunPredictor
+
+    p = RunPredictor(str(runs[name]))
+    examples = read_tagged(DataSource(path=str(runs["dev"])), DataConfig(), Problems(), need_tags=False)
+    features = p.task.encode(p.tokenizer, examples, p.max_length)
+    scores = p.task.word_scores(p.model, p.tokenizer, features, examples, 8, p.device)
+    paths, confidence = p.task.decode(p.model, scores)
+    again, at_hand = p.task.decode(p.model, scores, p.task.word_probabilities(p.model, scores))
+    assert again == paths
+    assert all(torch.allclose(a, b) for a, b in zip(confidence, at_hand))
