@@ -312,8 +312,7 @@ class TokenClassificationTask:
         emissions, mask = _pad_rows(scores)
         with torch.inference_mode():
             paths = crf.decode(emissions, mask)
-            marginals = (crf.marginals(emissions, mask) if probabilities is None else
-                         [probabilities[i] for i in range(len(paths))])
+            marginals = crf.marginals(emissions, mask) if probabilities is None else probabilities
         confidence = [marginals[i][torch.arange(len(p)), torch.tensor(p, dtype=torch.long)]
                       for i, p in enumerate(paths)]
         return paths, confidence
