@@ -46,6 +46,10 @@ def test_each_character_gets_its_place_in_jiebas_word_and_the_word_tag(tokenizer
     assert "B-ns" in expected and "E-ns" in expected          # jieba calls 上海浦东新区 a place
     assert out[0, len(ids):].sum() == 0 and out[1, 4:].sum() == 0    # padding has no features
     assert places(out[1, :4], tags)[0].startswith("B-")     # a window is segmented on its own
+    # a cached sentence answers what it answered the first time, as a plain list
+    first = module.features(ids)
+    assert module.features(ids) == first and isinstance(module.features(ids), list)
+    assert torch.equal(module(batch, mask), out)
 
 
 def test_codepoints_and_placeholder():

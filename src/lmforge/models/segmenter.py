@@ -13,9 +13,12 @@ The model sees token ids, not text, so the vocabulary's characters are kept as a
 points (saved in ``model.safetensors`` with the weights); a token that is not one character (a
 special token, a longer WordPiece) is a placeholder the segmenter reads as a symbol. Segmenting is
 Python work (MSRA dev, 130k characters, takes about 3 s); each sentence's features are cached, so training pays
-for it once, not once an epoch.
+for it once, not once an epoch. The cache keeps ids and features as packed arrays (measured with
+tracemalloc: about 470 bytes for a 47-character sentence, so MSRA train's 47k sentences take about
+22 MB and a full cache under 100 MB), least recently used first out.
 """
 
+from array import array
 from collections import OrderedDict
 
 import torch
@@ -79,11 +82,11 @@ class SegmenterFeatures(nn.Module):
 
     def features(self, ids: list[int]) -> list[int]:
         """The feature index of each token of one sentence."""
-        key = tuple(ids)
+        key = array("i", ids).tobytes()
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
-            return hit
+            return hit.tolist()
         if self._posseg is None:
             self._posseg = _posseg()
         if self._chars is None:
@@ -96,7 +99,7 @@ class SegmenterFeatures(nn.Module):
             places = [3] if n == 1 else [0] + [1] * (n - 2) + [2]
             out.extend(s * len(self.tags) + t for s in places)
         out = out[:len(ids)] + [other] * (len(ids) - len(out))   # jieba keeps every character; be safe
-        self._cache[key] = out
+        self._cache[key] = array("H", out)
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return out
