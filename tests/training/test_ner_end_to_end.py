@@ -318,3 +318,11 @@ def test_self_training_predict_peoples_daily_then_train_on_the_predictions(run_c
     assert json.loads((student / "eval_results.json").read_text())["validation"]["f1"] > 0.8
     code, _, err = run_cli("predict", str(teacher), "--input", str(unlabelled), "--input-format", "yaml")
     assert code == 2 and "unknown data format 'yaml'" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run_cli("predict", str(teacher), "--text", "陈静住在成都。", "--input-format", "conll")
+    assert code == 2 and "--input-format reads --input FILE" in err and len(err.strip().splitlines()) == 1, err
+    malformed = tmp_path / "malformed.txt"
+    malformed.write_text("陈/x  静/x\nno slash here\n", encoding="utf-8")
+    code, _, err = run_cli("predict", str(teacher), "--input", str(malformed), "--input-format", "peoples_daily",
+                           "--output", str(pseudo))
+    assert code == 2 and f"{malformed}:2: expected word/pos" in err, err
+    assert len(pseudo.read_text(encoding="utf-8").splitlines()) == 40     # the earlier output is intact

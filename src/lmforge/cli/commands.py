@@ -209,6 +209,8 @@ def cmd_predict(args) -> int:
 
     if bool(args.text) == bool(args.input):
         raise DataError("predict: give --text (one or more) or --input FILE, not both")
+    if args.input_format and not args.input:
+        raise DataError("predict: --input-format reads --input FILE; --text needs no reader")
     if args.input and args.output and Path(args.input).resolve() == Path(args.output).resolve():
         raise DataError(f"--output {args.output}: would overwrite the input file")
     predictor = RunPredictor(args.run, args.checkpoint)
