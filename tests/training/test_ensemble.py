@@ -130,3 +130,65 @@ def test_decoding_with_the_word_probabilities_at_hand_is_decoding_without(runs, 
     again, at_hand = p.task.decode(p.model, scores, p.task.word_probabilities(p.model, scores))
     assert again == paths
     assert all(torch.allclose(a, b) for a, b in zip(confidence, at_hand))
+
+
+def test_an_entity_bias_turns_a_close_o_into_an_entity():
+    mean = torch.tensor([[0.55, 0.45, 0.0, 0.0, 0.0], [0.6, 0.0, 0.4, 0.0, 0.0]])
+    assert [NAMES[t] for t in decode_posteriors([mean], NAMES, "bio")[0]] == ["O", "O"]
+    assert [NAMES[t] for t in decode_posteriors([mean], NAMES, "bio", bias=0.5)[0]] == ["B-PER", "I-PER"]
+    assert decode_posteriors([mean], NAMES, "bio", bias=-2.0)[0] == [0, 0]
+
+
+def test_cross_validated_bias_scores_each_half_with_the_bias_of_the_other():
+    from lmforge.data.tagged import TaggedExample
+    from lmforge.tasks.token_classification import cross_validate_bias
+
+    # even sentences need a bias to find their entity; odd ones would lose theirs to a large one
+    names = NAMES
+    examples, means = [], []
+    for i in range(8):
+        examples.append(TaggedExample(["a", "b"], ["B-PER", "O"], tag_ids=[1, 0], where=f"line {i}"))
+        p = 0.45 if i % 2 == 0 else 0.7
+        means.append(torch.tensor([[1 - p, p, 0.0, 0.0, 0.0], [0.9, 0.0, 0.1, 0.0, 0.0]]))
+    def decode(b, idx):
+        paths = decode_posteriors([means[i] for i in idx], names, "bio", b)
+        return paths, [torch.ones(len(p)) for p in paths]
+
+    paths, confidence, record = cross_validate_bias(decode, examples, names, "bio")
+    assert len(paths) == len(confidence) == 8 and all(p is not None for p in paths)
+    even, odd = record["folds"]
+    assert even["tuned_on"] == "even sentences" and even["bias"] > 0.2 and even["tuned_f1"] == 1.0
+    assert even["held_out_f1"] == 1.0                     # the even-tuned bias decodes the odd half
+    # the odd half needs no bias, so its choice (the smallest) loses the even half's entities: the
+    # cross-validated paths show it rather than the bias tuned on everything
+    assert odd["bias"] == 0.0 and odd["held_out_f1"] == 0.0
+    assert [paths[i] for i in range(0, 8, 2)] == [[0, 0]] * 4 and [paths[i] for i in range(1, 8, 2)] == [[1, 0]] * 4
+    assert record["no_bias_f1"] < 1.0 and record["whole_data_f1"] == 1.0 and record["whole_data_bias"] == 0.25
+
+
+def test_eval_tunes_the_entity_bias_and_predict_takes_one(runs, run_cli):
+    for extra in ([], ["--ensemble", str(runs["softmax"])]):
+        code, stdout, err = run_cli("eval", str(runs["crf"]), *extra, "--data", str(runs["dev"]),
+                                    "--tune-entity-bias", "--json")
+        assert code == 0, err
+        metrics = json.loads(stdout)
+        tuning = metrics["entity_bias"]
+        assert [f["tuned_on"] for f in tuning["folds"]] == ["even sentences", "odd sentences"]
+        assert tuning["whole_data_f1"] >= tuning["no_bias_f1"]
+        assert 0.0 <= metrics["f1"] <= 1.0
+        code, stdout, err = run_cli("eval", str(runs["crf"]), *extra, "--data", str(runs["dev"]),
+                                    "--tune-entity-bias")
+        assert code == 0 and "held-out f1" in stdout and "cross-validated" in stdout, err
+    # a large bias makes every word an entity: recall can only rise, precision falls
+    code, plain, err = run_cli("eval", str(runs["softmax"]), "--data", str(runs["dev"]), "--json")
+    code, biased, err = run_cli("eval", str(runs["softmax"]), "--data", str(runs["dev"]), "--json",
+                                "--entity-bias", "8")
+    assert code == 0, err
+    plain, biased = json.loads(plain), json.loads(biased)
+    assert biased["recall"] >= plain["recall"] and biased["entity_bias"] == {"bias": 8.0}
+    code, stdout, err = run_cli("predict", str(runs["crf"]), "--text", "Omar lives in Lima .",
+                                "--entity-bias", "8")
+    assert code == 0, err
+    assert all(t != "O" for t in json.loads(stdout)["tags"])
+    code, _, err = run_cli("eval", str(runs["cls"]), "--data", str(runs["cls_data"]), "--entity-bias", "1")
+    assert code == 2 and "only token_classification runs decode tags" in err

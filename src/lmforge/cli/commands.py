@@ -96,6 +96,23 @@ def _fields(args, predictor):
     return Fields(**fields)
 
 
+def _decoding_options(args, predictor) -> None:
+    """``--entity-bias`` / ``--tune-entity-bias`` onto the task that decodes (NER runs only)."""
+    bias, tune = getattr(args, "entity_bias", 0.0), getattr(args, "tune_entity_bias", False)
+    if not bias and not tune:
+        return
+    flag = "--tune-entity-bias" if tune else "--entity-bias"
+    if predictor.meta["task"] != "token_classification":
+        raise DataError(f"{flag}: only token_classification runs decode tags; {args.run} is a "
+                        f"{predictor.meta['task']} run")
+    members = getattr(predictor, "members", [predictor])
+    one_pass = next((m for m in members if m.one_pass), None)
+    if one_pass is not None:
+        raise DataError(f"{flag}: the ngram family's tagger ({one_pass.run.path}) decodes in one pass "
+                        f"and takes no bias")
+    predictor.task.entity_bias, predictor.task.tune_entity_bias = bias, tune
+
+
 def cmd_eval(args) -> int:
     from lmforge.tasks.predictor import RunPredictor
     from lmforge.tracking.run_folder import RunFolder
@@ -105,6 +122,7 @@ def cmd_eval(args) -> int:
     if args.ensemble:
         return _eval_ensemble(args)
     predictor = RunPredictor(args.run, args.checkpoint)
+    _decoding_options(args, predictor)
     if hasattr(predictor.task, "generate_limit"):
         predictor.task.generate_limit, predictor.task.max_new_tokens = args.generate, args.max_new_tokens
     result = predictor.evaluate(args.data, _fields(args, predictor), args.batch_size, args.limit)
@@ -132,6 +150,7 @@ def _eval_ensemble(args) -> int:
     from lmforge.tasks.predictor import RunPredictor
 
     predictors = [RunPredictor(run, args.checkpoint) for run in [args.run, *args.ensemble]]
+    _decoding_options(args, predictors[0])
     metrics = evaluate_ensemble(predictors, args.data, _fields(args, predictors[0]), args.batch_size,
                                 args.limit).metrics
     if args.json:
@@ -192,6 +211,13 @@ def _print_entity_table(metrics: dict) -> int:
     for key in ("f1", "precision", "recall", "macro_f1", "token_accuracy", "loss"):
         if key in metrics:
             print(f"  {key:<16} {metrics[key]:.4f}")
+    tuning = metrics.get("entity_bias") or {}
+    for fold in tuning.get("folds", []):
+        print(f"  entity bias {fold['bias']:+.2f} tuned on the {fold['tuned_on']}: held-out f1 "
+              f"{fold['held_out_f1']:.4f} (no bias {fold['held_out_f1_no_bias']:.4f})")
+    if "whole_data_bias" in tuning:
+        print(f"  entity bias best on all of it: {tuning['whole_data_bias']:+.2f} (f1 {tuning['whole_data_f1']:.4f}, "
+              f"tuned; no bias {tuning['no_bias_f1']:.4f}); the f1 above is cross-validated")
     print(f"  {'type':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
     for name, row in metrics["per_type"].items():
         print(f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
@@ -218,6 +244,7 @@ def cmd_predict(args) -> int:
         from lmforge.tasks.ensemble import EnsemblePredictor
 
         predictor = EnsemblePredictor([predictor] + [RunPredictor(r, args.checkpoint) for r in args.ensemble])
+    _decoding_options(args, predictor)
     if predictor.meta["task"] not in ("classification", "token_classification"):
         raise DataError(f"{args.run}: predict works on classification and token_classification runs; "
                         f"this is a {predictor.meta['task']} run (use lmforge eval, or fine-tune from "

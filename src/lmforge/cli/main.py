@@ -36,6 +36,12 @@ def _eval_args(p):
     p.add_argument("--ensemble", nargs="+", metavar="RUN",
                    help="classification and NER: evaluate RUN together with these runs, averaging their "
                         "probabilities (each member is scored alone too)")
+    p.add_argument("--entity-bias", type=float, default=0.0, metavar="B",
+                   help="NER: add B to the log-score of every tag but O before decoding (B > 0 trades "
+                        "precision for recall)")
+    p.add_argument("--tune-entity-bias", action="store_true",
+                   help="NER: tune the entity bias by two-fold cross-validation on --data (even and odd "
+                        "sentences; each half is scored with the bias best on the other) and report it")
     p.add_argument("--generate", type=int, default=32, metavar="N",
                    help="SFT runs: generate replies to the first N conversations and score them with "
                         "BLEU/ROUGE/exact match (0: perplexity only; default %(default)s)")
@@ -54,6 +60,9 @@ def _predict_args(p):
     p.add_argument("--top-k", type=int, default=3, help="label probabilities to list per row")
     p.add_argument("--ensemble", nargs="+", metavar="RUN",
                    help="predict with RUN and these runs as one ensemble (probabilities averaged)")
+    p.add_argument("--entity-bias", type=float, default=0.0, metavar="B",
+                   help="NER: add B to the log-score of every tag but O before decoding (e.g. the "
+                        "whole_data_bias that eval --tune-entity-bias reports)")
 
 
 def _validate_args(p):

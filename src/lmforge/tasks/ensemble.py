@@ -98,8 +98,8 @@ def _member_tags(p, examples, names: list[str], batch_size: int, own: bool = Tru
     return [[names.index(p.labels.names[t]) for t in path] for path in paths], confidence, probs
 
 
-def _merged_tags(mean: list[torch.Tensor], names: list[str], scheme: str):
-    paths = decode_posteriors(mean, names, scheme)
+def _merged_tags(mean: list[torch.Tensor], names: list[str], scheme: str, bias: float = 0.0):
+    paths = decode_posteriors(mean, names, scheme, bias)
     return paths, [m[torch.arange(len(path)), torch.tensor(path, dtype=torch.long)] for m, path in zip(mean, paths)]
 
 
@@ -136,7 +136,7 @@ class EnsemblePredictor:
             chosen, names = [examples[i] for i in todo], self.labels.names
             posteriors = [_member_tags(p, chosen, names, batch_size, own=False)[2] for p in self.members]
             mean = [sum(rows_) / len(self.members) for rows_ in zip(*posteriors)]
-            paths, confidence = _merged_tags(mean, names, self.task.scheme)
+            paths, confidence = _merged_tags(mean, names, self.task.scheme, self.task.entity_bias)
             for i, row in zip(todo, self.task.prediction_rows(chosen, paths, confidence, self.labels)):
                 rows[i] = row
         return rows
@@ -154,11 +154,14 @@ def _classification(predictors, examples):
     return first.task.result(mean.clamp_min(1e-12).log(), examples, first.labels), members
 
 
-def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str) -> list[list[int]]:
+def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str,
+                      bias: float = 0.0) -> list[list[int]]:
     """Per sentence, the valid tag path with the highest sum of log posteriors: Viterbi with zero
-    learned scores and only the scheme's constraints (e.g. no I-PER after O)."""
+    learned scores and only the scheme's constraints (e.g. no I-PER after O). ``bias`` is added to
+    the log posterior of every tag but O (``--entity-bias``)."""
     from lmforge.data.tagging import allowed_transitions
     from lmforge.models.crf import CRF
+    from lmforge.tasks.token_classification import entity_bias_row
 
     judge = CRF(len(names), allowed_transitions(names, scheme))
     longest = max(len(m) for m in mean)
@@ -167,7 +170,8 @@ def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str) -
     for i, m in enumerate(mean):
         logp[i, :len(m)] = m.clamp_min(1e-12).log()
         mask[i, :len(m)] = True
-    return judge.decode(logp, mask)
+    row = entity_bias_row(names, bias)
+    return judge.decode(logp if row is None else logp + row, mask)
 
 
 def _tagging(predictors, examples, batch_size: int):
@@ -180,7 +184,20 @@ def _tagging(predictors, examples, batch_size: int):
                                                           math.nan).metrics))
         total = probs if total is None else [a + b for a, b in zip(total, probs)]
     mean = [t / len(predictors) for t in total]
-    paths, confidence = _merged_tags(mean, names, first.task.scheme)
     gold = [torch.tensor(ex.tag_ids) for ex in examples]
     loss = -torch.cat([m[torch.arange(len(g)), g].clamp_min(1e-12).log() for m, g in zip(mean, gold)]).mean().item()
-    return first.task.result(examples, paths, confidence, first.labels, loss), members
+    if first.task.tune_entity_bias:
+        from lmforge.tasks.token_classification import cross_validate_bias
+
+        def decode(b, idx):
+            return _merged_tags([mean[i] for i in idx], names, first.task.scheme, b)
+
+        paths, confidence, tuning = cross_validate_bias(decode, examples, names, first.task.scheme)
+        result = first.task.result(examples, paths, confidence, first.labels, loss)
+        result.metrics["entity_bias"] = tuning
+        return result, members
+    paths, confidence = _merged_tags(mean, names, first.task.scheme, first.task.entity_bias)
+    result = first.task.result(examples, paths, confidence, first.labels, loss)
+    if first.task.entity_bias:
+        result.metrics["entity_bias"] = {"bias": first.task.entity_bias}
+    return result, members

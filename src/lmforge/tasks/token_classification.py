@@ -50,6 +50,10 @@ class TokenClassificationTask:
         self.stride = 32
         self.train_entities: set[tuple[str, tuple[str, ...]]] = set()
         self.tag_sets = torch.zeros((0, 0), dtype=torch.bool)     # (sets, labels): partial labels
+        # Decoding options of eval/predict (not of training): a log-space bonus for every tag but O
+        # (``--entity-bias``), and whether eval tunes it by two-fold cross-validation instead.
+        self.entity_bias = 0.0
+        self.tune_entity_bias = False
 
     # -- configuration ---------------------------------------------------------------------------
     def _read_options(self, config) -> None:
@@ -296,20 +300,27 @@ class TokenClassificationTask:
                     out[f["example"]][words] = logits[row, torch.tensor([f["heads"][k] for k in keep])]
         return out
 
-    def decode(self, model, scores: list[torch.Tensor], probabilities: list[torch.Tensor] | None = None
-               ) -> tuple[list[list[int]], list[torch.Tensor]]:
+    def decode(self, model, scores: list[torch.Tensor], probabilities: list[torch.Tensor] | None = None,
+               bias: torch.Tensor | None = None) -> tuple[list[list[int]], list[torch.Tensor]]:
         """Best tag ids per sentence and the probability of each chosen tag (from ``probabilities``,
-        ``word_probabilities`` of the same scores, when the caller has them already)."""
+        ``word_probabilities`` of the same scores, when the caller has them already). ``bias`` (one
+        value per label, see ``entity_bias_row``) is added to the scores before decoding: to the CRF's
+        emissions, or to the log-softmax without one."""
         if not scores:
             return [], []
         if not self.crf:
-            probs = probabilities if probabilities is not None else [s.softmax(-1) for s in scores]
+            if bias is not None:
+                probs = [(s.log_softmax(-1) + bias).softmax(-1) for s in scores]
+            else:
+                probs = probabilities if probabilities is not None else [s.softmax(-1) for s in scores]
             best = [p.argmax(-1) for p in probs]
             return [b.tolist() for b in best], [p.gather(1, b[:, None])[:, 0] for p, b in zip(probs, best)]
         from lmforge.models.crf_head import find_crf
 
         crf = find_crf(model).cpu()
         emissions, mask = _pad_rows(scores)
+        if bias is not None:
+            emissions, probabilities = emissions + bias, None
         with torch.inference_mode():
             paths = crf.decode(emissions, mask)
             marginals = crf.marginals(emissions, mask) if probabilities is None else probabilities
@@ -346,7 +357,7 @@ class TokenClassificationTask:
         """Entities of each sentence: character spans when it came from raw text, else word spans."""
         features = self.encode(tokenizer, examples, max_length)
         scores = self.word_scores(model, tokenizer, features, examples, batch_size, device)
-        paths, confidence = self.decode(model, scores)
+        paths, confidence = self.decode(model, scores, bias=entity_bias_row(labels.names, self.entity_bias))
         return self.prediction_rows(examples, paths, confidence, labels)
 
     def prediction_rows(self, examples: list[TaggedExample], paths: list[list[int]], confidence,
@@ -360,9 +371,20 @@ class TokenClassificationTask:
 
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet) -> EvalResult:
         scores = self.word_scores(model, tokenizer, features, examples, batch_size, device)
-        paths, confidence = self.decode(model, scores)
-        return self.result(examples, paths, confidence, labels,
-                           self._loss_of(model, scores, [ex.tag_ids for ex in examples]))
+        loss = self._loss_of(model, scores, [ex.tag_ids for ex in examples])
+        if self.tune_entity_bias:
+            def decode(b, idx):
+                return self.decode(model, [scores[i] for i in idx], bias=entity_bias_row(labels.names, b))
+
+            paths, confidence, tuning = cross_validate_bias(decode, examples, labels.names, self.scheme)
+            result = self.result(examples, paths, confidence, labels, loss)
+            result.metrics["entity_bias"] = tuning
+            return result
+        paths, confidence = self.decode(model, scores, bias=entity_bias_row(labels.names, self.entity_bias))
+        result = self.result(examples, paths, confidence, labels, loss)
+        if self.entity_bias:
+            result.metrics["entity_bias"] = {"bias": self.entity_bias}
+        return result
 
     def result(self, examples: list[TaggedExample], paths: list[list[int]], confidence, labels: LabelSet,
                loss: float) -> EvalResult:
@@ -379,6 +401,55 @@ class TokenClassificationTask:
                          "entities": _entities(ex, p, conf, self.scheme),
                          "gold_entities": _entities(ex, g, None, self.scheme), "where": ex.where})
         return EvalResult(metrics, rows)
+
+
+# -- decoding bias --------------------------------------------------------------------------------
+BIAS_GRID = tuple(i / 4 for i in range(-4, 13))      # -1 .. 3 in steps of 0.25 (log space)
+
+
+def entity_bias_row(names: list[str], bias: float) -> torch.Tensor | None:
+    """A value per label to add to log-scores: ``bias`` for every entity tag, 0 for O (None for no
+    bias). A positive bias trades precision for recall: each entity tag's probability is multiplied
+    by e**bias against O's before decoding."""
+    if not bias:
+        return None
+    if "O" not in names:
+        raise ConfigError("entity bias: the label set has no O tag to weigh the entity tags against")
+    return torch.tensor([0.0 if n == "O" else float(bias) for n in names])
+
+
+def cross_validate_bias(decode, examples: list, names: list[str], scheme: str,
+                        grid: tuple[float, ...] = BIAS_GRID) -> tuple[list, list, dict]:
+    """Tune the entity bias without scoring on what it was tuned on: the sentences are split into
+    the even- and odd-numbered ones; the bias with the best F1 on one half decodes the other half.
+    Returns the paths and confidence of all sentences so decoded, and a record of both folds plus
+    the bias best on the whole data (the one to pass to ``predict --entity-bias``, whose own F1 on
+    this data is tuned, not a held-out figure). ``decode(bias, indices)`` decodes those sentences."""
+    n = len(examples)
+    if n < 2:
+        raise DataError("--tune-entity-bias needs at least two sentences (it tunes on one half and "
+                        "scores the other)")
+    gold = [[names[t] for t in ex.tag_ids] for ex in examples]
+
+    def f1(idx, paths) -> float:
+        return entity_metrics([gold[i] for i in idx], [[names[t] for t in p] for p in paths], scheme)["f1"]
+
+    def best_of(idx) -> tuple[float, dict]:
+        scores = {b: f1(idx, decode(b, idx)[0]) for b in grid}
+        return max(grid, key=lambda b: (scores[b], -abs(b))), scores
+
+    halves = [list(range(0, n, 2)), list(range(1, n, 2))]
+    paths, confidence, folds = [None] * n, [None] * n, []
+    for name, tune, held in (("even", halves[0], halves[1]), ("odd", halves[1], halves[0])):
+        bias, scores = best_of(tune)
+        held_paths, held_conf = decode(bias, held)
+        for i, p, c in zip(held, held_paths, held_conf):
+            paths[i], confidence[i] = p, c
+        folds.append({"tuned_on": f"{name} sentences", "bias": bias, "tuned_f1": scores[bias],
+                      "held_out_f1": f1(held, held_paths), "held_out_f1_no_bias": f1(held, decode(0.0, held)[0])})
+    whole, scores = best_of(list(range(n)))
+    return paths, confidence, {"folds": folds, "whole_data_bias": whole, "whole_data_f1": scores[whole],
+                               "no_bias_f1": scores[0.0], "grid": list(grid)}
 
 
 # -- helpers --------------------------------------------------------------------------------------
