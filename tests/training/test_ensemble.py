@@ -130,6 +130,14 @@ def test_decoding_with_the_word_probabilities_at_hand_is_decoding_without(runs, 
     again, at_hand = p.task.decode(p.model, scores, p.task.word_probabilities(p.model, scores))
     assert again == paths
     assert all(torch.allclose(a, b) for a, b in zip(confidence, at_hand))
+    # a bias moves the decision, not the confidence: that stays the model's own tag probability
+    from lmforge.tasks.token_classification import entity_bias_row
+
+    probs = p.task.word_probabilities(p.model, scores)
+    biased, conf = p.task.decode(p.model, scores, bias=entity_bias_row(p.labels.names, 8.0))
+    assert biased != paths
+    for q, path, c in zip(probs, biased, conf):
+        assert torch.allclose(c, q[torch.arange(len(path)), torch.tensor(path)], atol=1e-5)
 
 
 def test_an_entity_bias_turns_a_close_o_into_an_entity():
@@ -192,3 +200,7 @@ def test_eval_tunes_the_entity_bias_and_predict_takes_one(runs, run_cli):
     assert all(t != "O" for t in json.loads(stdout)["tags"])
     code, _, err = run_cli("eval", str(runs["cls"]), "--data", str(runs["cls_data"]), "--entity-bias", "1")
     assert code == 2 and "only token_classification runs decode tags" in err
+    for bad, says in ((["--entity-bias", "nan"], "give a finite number"),
+                      (["--entity-bias", "1", "--tune-entity-bias"], "not both")):
+        code, _, err = run_cli("eval", str(runs["crf"]), "--data", str(runs["dev"]), *bad)
+        assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -102,6 +103,10 @@ def _decoding_options(args, predictor) -> None:
     if not bias and not tune:
         return
     flag = "--tune-entity-bias" if tune else "--entity-bias"
+    if bias and tune:
+        raise DataError("give --entity-bias B or --tune-entity-bias, not both (tuning chooses B)")
+    if not math.isfinite(bias):
+        raise DataError(f"--entity-bias {bias}: give a finite number (e.g. 0.5)")
     if predictor.meta["task"] != "token_classification":
         raise DataError(f"{flag}: only token_classification runs decode tags; {args.run} is a "
                         f"{predictor.meta['task']} run")

@@ -186,18 +186,8 @@ def _tagging(predictors, examples, batch_size: int):
     mean = [t / len(predictors) for t in total]
     gold = [torch.tensor(ex.tag_ids) for ex in examples]
     loss = -torch.cat([m[torch.arange(len(g)), g].clamp_min(1e-12).log() for m, g in zip(mean, gold)]).mean().item()
-    if first.task.tune_entity_bias:
-        from lmforge.tasks.token_classification import cross_validate_bias
 
-        def decode(b, idx):
-            return _merged_tags([mean[i] for i in idx], names, first.task.scheme, b)
+    def decode(b, idx):
+        return _merged_tags([mean[i] for i in idx], names, first.task.scheme, b)
 
-        paths, confidence, tuning = cross_validate_bias(decode, examples, names, first.task.scheme)
-        result = first.task.result(examples, paths, confidence, first.labels, loss)
-        result.metrics["entity_bias"] = tuning
-        return result, members
-    paths, confidence = _merged_tags(mean, names, first.task.scheme, first.task.entity_bias)
-    result = first.task.result(examples, paths, confidence, first.labels, loss)
-    if first.task.entity_bias:
-        result.metrics["entity_bias"] = {"bias": first.task.entity_bias}
-    return result, members
+    return first.task.decoded_result(decode, examples, first.labels, loss), members

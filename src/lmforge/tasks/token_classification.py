@@ -304,25 +304,24 @@ class TokenClassificationTask:
                bias: torch.Tensor | None = None) -> tuple[list[list[int]], list[torch.Tensor]]:
         """Best tag ids per sentence and the probability of each chosen tag (from ``probabilities``,
         ``word_probabilities`` of the same scores, when the caller has them already). ``bias`` (one
-        value per label, see ``entity_bias_row``) is added to the scores before decoding: to the CRF's
-        emissions, or to the log-softmax without one."""
+        value per label, see ``entity_bias_row``) moves the decision only: it is added to the CRF's
+        emissions, or to the log-softmax without one, while the confidence stays the model's own
+        probability of the chosen tag."""
         if not scores:
             return [], []
         if not self.crf:
-            if bias is not None:
-                probs = [(s.log_softmax(-1) + bias).softmax(-1) for s in scores]
+            probs = probabilities if probabilities is not None else [s.softmax(-1) for s in scores]
+            if bias is None:
+                best = [q.argmax(-1) for q in probs]
             else:
-                probs = probabilities if probabilities is not None else [s.softmax(-1) for s in scores]
-            best = [p.argmax(-1) for p in probs]
-            return [b.tolist() for b in best], [p.gather(1, b[:, None])[:, 0] for p, b in zip(probs, best)]
+                best = [(s.log_softmax(-1) + bias).argmax(-1) for s in scores]
+            return [b.tolist() for b in best], [q.gather(1, b[:, None])[:, 0] for q, b in zip(probs, best)]
         from lmforge.models.crf_head import find_crf
 
         crf = find_crf(model).cpu()
         emissions, mask = _pad_rows(scores)
-        if bias is not None:
-            emissions, probabilities = emissions + bias, None
         with torch.inference_mode():
-            paths = crf.decode(emissions, mask)
+            paths = crf.decode(emissions if bias is None else emissions + bias, mask)
             marginals = crf.marginals(emissions, mask) if probabilities is None else probabilities
         confidence = [marginals[i][torch.arange(len(p)), torch.tensor(p, dtype=torch.long)]
                       for i, p in enumerate(paths)]
@@ -372,18 +371,23 @@ class TokenClassificationTask:
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet) -> EvalResult:
         scores = self.word_scores(model, tokenizer, features, examples, batch_size, device)
         loss = self._loss_of(model, scores, [ex.tag_ids for ex in examples])
-        if self.tune_entity_bias:
-            def decode(b, idx):
-                return self.decode(model, [scores[i] for i in idx], bias=entity_bias_row(labels.names, b))
 
-            paths, confidence, tuning = cross_validate_bias(decode, examples, labels.names, self.scheme)
-            result = self.result(examples, paths, confidence, labels, loss)
-            result.metrics["entity_bias"] = tuning
-            return result
-        paths, confidence = self.decode(model, scores, bias=entity_bias_row(labels.names, self.entity_bias))
+        def decode(b, idx):
+            return self.decode(model, [scores[i] for i in idx], bias=entity_bias_row(labels.names, b))
+
+        return self.decoded_result(decode, examples, labels, loss)
+
+    def decoded_result(self, decode, examples: list[TaggedExample], labels: LabelSet, loss: float) -> EvalResult:
+        """``result`` of the paths ``decode(bias, indices)`` gives under this task's decoding options:
+        the fixed ``entity_bias``, or the bias tuned by ``cross_validate_bias`` (with its record)."""
+        if self.tune_entity_bias:
+            paths, confidence, record = cross_validate_bias(decode, examples, labels.names, self.scheme)
+        else:
+            paths, confidence = decode(self.entity_bias, list(range(len(examples))))
+            record = {"bias": self.entity_bias} if self.entity_bias else None
         result = self.result(examples, paths, confidence, labels, loss)
-        if self.entity_bias:
-            result.metrics["entity_bias"] = {"bias": self.entity_bias}
+        if record is not None:
+            result.metrics["entity_bias"] = record
         return result
 
     def result(self, examples: list[TaggedExample], paths: list[list[int]], confidence, labels: LabelSet,
@@ -413,6 +417,8 @@ def entity_bias_row(names: list[str], bias: float) -> torch.Tensor | None:
     by e**bias against O's before decoding."""
     if not bias:
         return None
+    if not math.isfinite(bias):
+        raise ConfigError(f"entity bias: {bias} is not a finite number")
     if "O" not in names:
         raise ConfigError("entity bias: the label set has no O tag to weigh the entity tags against")
     return torch.tensor([0.0 if n == "O" else float(bias) for n in names])
@@ -430,24 +436,27 @@ def cross_validate_bias(decode, examples: list, names: list[str], scheme: str,
         raise DataError("--tune-entity-bias needs at least two sentences (it tunes on one half and "
                         "scores the other)")
     gold = [[names[t] for t in ex.tag_ids] for ex in examples]
+    halves = {"even": list(range(0, n, 2)), "odd": list(range(1, n, 2))}
+    # sentences decode independently: each half once per bias, and the whole file is both halves
+    decoded = {(b, h): decode(b, idx) for b in grid for h, idx in halves.items()}
 
-    def f1(idx, paths) -> float:
+    def f1(b, which: tuple[str, ...]) -> float:
+        idx = [i for h in which for i in halves[h]]
+        paths = [p for h in which for p in decoded[b, h][0]]
         return entity_metrics([gold[i] for i in idx], [[names[t] for t in p] for p in paths], scheme)["f1"]
 
-    def best_of(idx) -> tuple[float, dict]:
-        scores = {b: f1(idx, decode(b, idx)[0]) for b in grid}
+    def best_of(which: tuple[str, ...]) -> tuple[float, dict]:
+        scores = {b: f1(b, which) for b in grid}
         return max(grid, key=lambda b: (scores[b], -abs(b))), scores
 
-    halves = [list(range(0, n, 2)), list(range(1, n, 2))]
     paths, confidence, folds = [None] * n, [None] * n, []
-    for name, tune, held in (("even", halves[0], halves[1]), ("odd", halves[1], halves[0])):
-        bias, scores = best_of(tune)
-        held_paths, held_conf = decode(bias, held)
-        for i, p, c in zip(held, held_paths, held_conf):
+    for tune, held in (("even", "odd"), ("odd", "even")):
+        bias, scores = best_of((tune,))
+        for i, p, c in zip(halves[held], *decoded[bias, held]):
             paths[i], confidence[i] = p, c
-        folds.append({"tuned_on": f"{name} sentences", "bias": bias, "tuned_f1": scores[bias],
-                      "held_out_f1": f1(held, held_paths), "held_out_f1_no_bias": f1(held, decode(0.0, held)[0])})
-    whole, scores = best_of(list(range(n)))
+        folds.append({"tuned_on": f"{tune} sentences", "bias": bias, "tuned_f1": scores[bias],
+                      "held_out_f1": f1(bias, (held,)), "held_out_f1_no_bias": f1(0.0, (held,))})
+    whole, scores = best_of(("even", "odd"))
     return paths, confidence, {"folds": folds, "whole_data_bias": whole, "whole_data_f1": scores[whole],
                                "no_bias_f1": scores[0.0], "grid": list(grid)}
 
