@@ -198,6 +198,16 @@ def test_low_precision_emissions_are_scored_in_float32():
     assert crf.marginals(em, mask).dtype == torch.float32
 
 
+def test_marginals_of_a_long_confident_row_are_probabilities():
+    gen = torch.Generator().manual_seed(8)
+    crf = random_crf(7, gen)
+    em = torch.randn(2, 300, 7, generator=gen) * 12       # near-certain tags over a long sentence
+    probs = crf.marginals(em, prefix_mask([300, 170], 300))
+    assert (probs >= 0).all() and (probs <= 1).all()
+    assert torch.allclose(probs[0].sum(-1), torch.ones(300), atol=1e-5)
+    assert torch.allclose(probs[1, :170].sum(-1), torch.ones(170), atol=1e-5) and (probs[1, 170:] == 0).all()
+
+
 def test_padding_garbage_does_not_leak():
     gen = torch.Generator().manual_seed(6)
     crf = random_crf(3, gen, (BIO_START[:3], [r[:3] for r in BIO_TRANS[:3]], BIO_END[:3]))
