@@ -81,3 +81,50 @@ def test_members_that_cannot_be_averaged_fail_in_one_line(runs, run_cli, tmp_pat
     assert code != 0 and "nope" in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run_cli("serve", f"{runs['a']}+")
     assert code != 0 and "no empty member" in err, err
+
+
+def test_served_entity_bias_decodes_as_predict_does(runs):
+    """``serve --entity-bias B`` answers /v1/ner as ``predict --entity-bias B`` does, for a single run and
+    an ensemble; classification models beside them are untouched."""
+    from fastapi.testclient import TestClient
+
+    from lmforge.serving.app import ServerState, create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.tasks.ensemble import EnsemblePredictor
+    from lmforge.tasks.predictor import RunPredictor
+
+    texts = ["Omar lives in Lima .", "In Cape Town , Li Wei said hello to the old man .", "nothing here at all ."]
+    bias = 4.0
+    single = RunPredictor(str(runs["b"]))
+    plain = single.predict_entities(texts)
+    single.task.entity_bias = bias
+    biased = single.predict_entities(texts)
+    assert biased != plain                  # the bias is large enough to change what is found
+    pair = EnsemblePredictor([RunPredictor(str(runs["a"])), RunPredictor(str(runs["b"]))])
+    pair.task.entity_bias = bias
+    pair_biased = pair.predict_entities(texts)
+
+    settings = ServeSettings(sources=[f"solo={runs['b']}", f"pair={runs['a']}+{runs['b']}",
+                                      f"sent={runs['sentiment']}"], api_key=API_KEY, entity_bias=bias)
+    settings.check()
+    state = ServerState(settings, open_models(settings))
+    state.load()
+    try:
+        with TestClient(create_app(state), headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+            for name, expected in (("solo", biased), ("pair", pair_biased)):
+                response = client.post("/v1/ner", json={"model": name, "input": texts})
+                assert response.status_code == 200, response.text
+                assert [row["entities"] for row in response.json()["data"]] == [r["entities"] for r in expected]
+            response = client.post("/v1/classify", json={"model": "sent", "input": ["good film"]})
+            assert response.status_code == 200, response.text
+    finally:
+        state.close()
+
+
+def test_entity_bias_without_a_tagger_or_not_finite_fails_in_one_line(runs, run_cli):
+    code, _, err = run_cli("serve", str(runs["sentiment"]), "--entity-bias", "1")
+    assert code == 2 and "applies to NER (token_classification) runs" in err, err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("serve", str(runs["a"]), "--entity-bias", "nan")
+    assert code == 2 and "give a finite number" in err and len(err.strip().splitlines()) == 1, err

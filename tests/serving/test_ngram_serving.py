@@ -37,6 +37,7 @@ def client(tmp_path_factory):
     state = ServerState(settings, open_models(settings))
     state.load()
     with TestClient(create_app(state), headers={"Authorization": f"Bearer {API_KEY}"}) as test_client:
+        test_client.runs = root
         yield test_client
     state.close()
 
@@ -49,3 +50,13 @@ def test_classify_and_ner_routes(client):
     assert response.status_code == 200
     entities = response.json()["data"][0]["entities"]
     assert [(e["label"], e["start"], e["end"]) for e in entities] == [("PER", 0, 4), ("LOC", 13, 19)]
+
+
+def test_entity_bias_refuses_the_one_pass_tagger(client):
+    from lmforge.errors import ConfigError
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+
+    settings = ServeSettings(sources=[str(client.runs / "ner")], entity_bias=1.0)
+    with pytest.raises(ConfigError, match="decodes in one pass and takes no bias"):
+        open_models(settings)

@@ -462,7 +462,8 @@ def cmd_serve(args) -> int:
         max_input_tokens=args.max_input_tokens, max_n=args.max_n, max_stop=args.max_stop,
         default_max_tokens=args.default_max_tokens, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
         max_generation_batch=args.max_generation_batch, max_queue=args.max_queue,
-        drain_timeout=args.drain_timeout, threads=args.threads, checkpoint=args.checkpoint, dtype=args.dtype)
+        drain_timeout=args.drain_timeout, threads=args.threads, checkpoint=args.checkpoint, dtype=args.dtype,
+        entity_bias=args.entity_bias)
     return serve(settings)
 
 

@@ -128,6 +128,9 @@ def _serve_args(p):
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default=d.dtype,
                    help="encoder routes: auto = bfloat16 where the hardware has it and the model answers the same")
+    p.add_argument("--entity-bias", type=float, default=d.entity_bias, metavar="B",
+                   help="NER models: add B to the log-score of every tag but O before decoding, as predict "
+                        "--entity-bias does")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="texts or prompts per request")
     p.add_argument("--max-input-tokens", type=int, help="longest encoder input (default: the model's)")

@@ -158,6 +158,7 @@ class RunModel(ServedModel):
             self._load_ensemble(members, metrics)
             return
         self.predictor = RunPredictor(self.source, self.settings.checkpoint)
+        self._decoding()
         self.limit = self.settings.max_input_tokens or self.predictor.max_length
         # NER reads a long text in overlapping windows, so its limit is a multiple of the window.
         self.ner_limit = self.settings.max_input_tokens or 16 * self.predictor.max_length
@@ -182,11 +183,16 @@ class RunModel(ServedModel):
         from lmforge.tasks.predictor import RunPredictor
 
         self.predictor = EnsemblePredictor([RunPredictor(m, self.settings.checkpoint) for m in members])
+        self._decoding()
         shortest = min(m.max_length for m in self.predictor.members)
         self.limit = self.settings.max_input_tokens or shortest
         self.ner_limit = self.settings.max_input_tokens or 16 * shortest
         self.batcher = self._batcher(self._classify if self.kind == "classification" else self._tag, metrics)
         self.routes.remove("/v1/embeddings")
+
+    def _decoding(self) -> None:
+        if self.kind == "token_classification" and self.settings.entity_bias:
+            self.predictor.task.entity_bias = self.settings.entity_bias
 
     def _classify(self, texts: list[str]) -> list[dict]:
         return self.predictor.predict(texts, batch_size=self.settings.max_batch,
@@ -318,4 +324,23 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
         model = probe.kind(name, source, settings, probe.meta)
         model.folder = probe.folder
         models[name] = model
+    if settings.entity_bias:
+        _check_entity_bias(models)
     return models
+
+
+def _check_entity_bias(models: dict[str, ServedModel]) -> None:
+    """``--entity-bias`` needs an NER model to act on, and every NER model it acts on must decode with
+    Viterbi (the ngram family's tagger decodes in one pass and takes no bias)."""
+    from lmforge.errors import ConfigError
+    from lmforge.tracking.run_folder import RunFolder
+
+    taggers = [m for m in models.values() if m.kind == "token_classification"]
+    if not taggers:
+        raise ConfigError(f"serve: --entity-bias applies to NER (token_classification) runs; none of "
+                          f"{', '.join(models)} is one")
+    for model in taggers:
+        for member in ensemble_members(model.source):
+            if RunFolder(Path(member).expanduser()).read_meta().get("model", {}).get("family") == "ngram":
+                raise ConfigError(f"serve: --entity-bias: the ngram family's tagger ({member}) decodes in one "
+                                  f"pass and takes no bias")

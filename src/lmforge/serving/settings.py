@@ -1,5 +1,6 @@
 """Server settings: every limit the server enforces, with its default."""
 
+import math
 from dataclasses import asdict, dataclass, field
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -40,6 +41,9 @@ class ServeSettings:
     checkpoint: str = "auto"
     dtype: str = "auto"
     """Encoder routes: float32, bfloat16, or auto (bf16 where native and checked to answer the same)."""
+    entity_bias: float = 0.0
+    """NER models: added to the log-score of every tag but O before decoding, as ``lmforge predict
+    --entity-bias`` does (e.g. the ``whole_data_bias`` that ``eval --tune-entity-bias`` reports)."""
 
     def __post_init__(self):
         if self.max_batch is None:
@@ -63,6 +67,8 @@ class ServeSettings:
             raise ConfigError("serve: batch-wait-ms and drain-timeout must be >= 0")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"serve: dtype '{self.dtype}' is not one of auto, float32, bfloat16")
+        if not math.isfinite(self.entity_bias):
+            raise ConfigError(f"serve: entity-bias {self.entity_bias}: give a finite number (e.g. 0.5)")
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
             raise ConfigError("serve: max-input-tokens must be at least 1")
 
