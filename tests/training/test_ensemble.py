@@ -32,7 +32,7 @@ def test_decoding_takes_the_best_valid_path_of_the_mean_posteriors():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two tiny NER runs (different seeds and heads) and one classification run."""
+    """Three tiny NER runs (different seeds, heads and tag schemes) and one classification run."""
     from lmforge.cli.main import main
 
     from test_ner_end_to_end import ner_sentences, write_conll
@@ -42,7 +42,8 @@ def runs(tmp_path_factory):
     dev = write_conll(folder / "dev.conll", ner_sentences(16, 1))
     model = "model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200}"
     out = {}
-    for name, extra in (("crf", ["head.crf=true", "train.seed=1"]), ("softmax", ["train.seed=2"])):
+    for name, extra in (("crf", ["head.crf=true", "train.seed=1"]), ("softmax", ["train.seed=2"]),
+                        ("iobes", ["head.crf=true", "train.seed=3", "data.output_scheme=iobes"])):
         config = folder / f"{name}.yaml"
         config.write_text("task: token_classification\n")
         assert main(["train", "--quiet", str(config), f"data.train={train}",
@@ -204,3 +205,81 @@ def test_eval_tunes_the_entity_bias_and_predict_takes_one(runs, run_cli):
                       (["--entity-bias", "1", "--tune-entity-bias"], "not both")):
         code, _, err = run_cli("eval", str(runs["crf"]), "--data", str(runs["dev"]), *bad)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bio_and_iobes_members_mix_in_bio(runs, run_cli):
+    from lmforge.tasks.ensemble import EnsemblePredictor, _member_tags
+    from lmforge.tasks.predictor import RunPredictor
+
+    both = []
+    for first, second in (("crf", "iobes"), ("iobes", "crf")):
+        code, stdout, err = run_cli("eval", str(runs[first]), "--ensemble", str(runs[second]),
+                                    "--data", str(runs["dev"]), "--json")
+        assert code == 0, err
+        metrics = json.loads(stdout)
+        # each member, its tags read in BIO, scores what it scores alone in its own scheme
+        for member in metrics["members"]:
+            code, alone, err = run_cli("eval", member["run"], "--data", str(runs["dev"]), "--json")
+            assert code == 0, err
+            assert member["f1"] == pytest.approx(json.loads(alone)["f1"])
+        both.append(metrics)
+    # the mean does not depend on the order, nor does the BIO decision
+    for key in ("f1", "precision", "recall", "loss"):
+        assert both[0][key] == pytest.approx(both[1][key], abs=1e-6), key
+    # an IOBES member's posteriors, read in BIO: S-X adds to B-X, E-X to I-X, each word still sums to 1
+    iobes = RunPredictor(str(runs["iobes"]))
+    assert iobes.task.scheme == "iobes"
+    ensemble = EnsemblePredictor([iobes, RunPredictor(str(runs["crf"]))])
+    assert ensemble.task.scheme == "bio" and iobes.task.scheme == "iobes"
+    names = ensemble.labels.names
+    from lmforge.data.tagged import read_tagged
+    from lmforge.config.schema import DataConfig, DataSource
+    from lmforge.data.readers import Problems
+
+    examples = read_tagged(DataSource(path=str(runs["dev"])), DataConfig(), Problems(), need_tags=False)[:4]
+    _, _, probs = _member_tags(iobes, examples, names, 8, own=False)
+    features = iobes.task.encode(iobes.tokenizer, examples, iobes.max_length)
+    raw = iobes.task.word_probabilities(iobes.model, iobes.task.word_scores(
+        iobes.model, iobes.tokenizer, features, examples, 8, iobes.device))
+    own = iobes.labels.names
+    for q, r in zip(probs, raw):
+        assert torch.allclose(q.sum(-1), torch.ones(len(q)), atol=1e-5)
+        for name in names:
+            if name == "O":
+                parts = ["O"]
+            else:
+                prefix, type_ = name.split("-", 1)
+                parts = [name, f"{'S' if prefix == 'B' else 'E'}-{type_}"]
+            expected = sum(r[:, own.index(n)] for n in parts)
+            assert torch.allclose(q[:, names.index(name)], expected, atol=1e-6), name
+    # predict and the entity bias go through the BIO view
+    text = "Omar lives in Lima ."
+    code, stdout, err = run_cli("predict", str(runs["iobes"]), "--ensemble", str(runs["crf"]), "--text", text)
+    assert code == 0, err
+    row = json.loads(stdout)
+    assert all(not t.startswith(("S-", "E-")) for t in row["tags"])
+    assert all(text[e["start"]:e["end"]] == e["text"] for e in row["entities"])
+    code, stdout, err = run_cli("predict", str(runs["iobes"]), "--ensemble", str(runs["crf"]), "--text", text,
+                                "--entity-bias", "8")
+    assert code == 0, err
+    assert all(t != "O" for t in json.loads(stdout)["tags"])
+
+
+def test_schemes_that_do_not_map_word_by_word_are_refused():
+    from types import SimpleNamespace
+
+    from lmforge.data.tagging import tag_set
+    from lmforge.errors import ModelError
+    from lmforge.tasks.ensemble import check_members
+
+    def member(scheme, types=("LOC", "PER")):
+        names = tag_set(types, scheme)
+        return SimpleNamespace(meta={"task": "token_classification"}, one_pass=False,
+                               labels=SimpleNamespace(names=names), task=SimpleNamespace(scheme=scheme),
+                               run=SimpleNamespace(path=f"runs/{scheme}-{len(types)}"))
+
+    check_members([member("bio"), member("iobes")])
+    with pytest.raises(ModelError, match=r"do not mix \(bio, iob1\)"):
+        check_members([member("bio"), member("iob1")])
+    with pytest.raises(ModelError, match="its entity types \\(LOC, ORG, PER\\) are not"):
+        check_members([member("bio"), member("iobes", ("LOC", "ORG", "PER"))])

@@ -151,13 +151,13 @@ def cmd_eval(args) -> int:
 
 
 def _eval_ensemble(args) -> int:
-    from lmforge.tasks.ensemble import evaluate_ensemble
+    from lmforge.tasks.ensemble import EnsemblePredictor
     from lmforge.tasks.predictor import RunPredictor
 
     predictors = [RunPredictor(run, args.checkpoint) for run in [args.run, *args.ensemble]]
-    _decoding_options(args, predictors[0])
-    metrics = evaluate_ensemble(predictors, args.data, _fields(args, predictors[0]), args.batch_size,
-                                args.limit).metrics
+    ensemble = EnsemblePredictor(predictors)
+    _decoding_options(args, ensemble)
+    metrics = ensemble.evaluate(args.data, _fields(args, predictors[0]), args.batch_size, args.limit).metrics
     if args.json:
         print(json.dumps(metrics, ensure_ascii=False))
         return 0

@@ -5,16 +5,22 @@ member's per-word tag posteriors (a CRF's marginals by forward-backward, else th
 by Viterbi over their logarithms with only the tag scheme's transitions allowed, so the merged path
 is never an invalid sequence even where the members disagree. Members may differ in family,
 vocabulary and tokenizer: each reads the same sentences its own way and only word-level (or
-text-level) probabilities are combined. They must share the task and the label set.
+text-level) probabilities are combined. They must share the task and the label set (for taggers: the
+entity types). Taggers may also differ in tag scheme where one maps onto the other word by word:
+BIO and IOBES members mix, each IOBES posterior added to the BIO tag it reads as (S-X to B-X, E-X to
+I-X), and the ensemble decodes in BIO. IOB1 does not mix: whether its I-X begins an entity depends on
+the word before.
 
 Each member is also scored alone, decoded its own way, so the report shows what the ensemble adds.
 """
 
+import copy
 import math
 
 import torch
 
 from lmforge.config.schema import DataConfig, DataSource, Fields
+from lmforge.data.examples import LabelSet
 from lmforge.data.readers import Problems
 from lmforge.errors import DataError, ModelError
 from lmforge.tasks.registry import EvalResult
@@ -22,45 +28,70 @@ from lmforge.tasks.registry import EvalResult
 TASKS = ("classification", "token_classification")
 
 
+MIXABLE = ("bio", "iobes")
+
+
 def check_members(predictors: list) -> None:
-    """Same task and label names in every member (their order may differ)."""
+    """Same task and labels in every member (their order may differ); for taggers the same entity
+    types, in one scheme or in BIO and IOBES."""
     first = predictors[0]
     if first.meta["task"] not in TASKS:
         raise ModelError(f"{first.run.path}: ensembles combine {' and '.join(TASKS)} runs, "
                          f"not {first.meta['task']}")
+    tagging = first.meta["task"] == "token_classification"
     for other in predictors[1:]:
         if other.meta["task"] != first.meta["task"]:
             raise ModelError(f"{other.run.path}: a {other.meta['task']} run cannot join an ensemble of "
                              f"{first.meta['task']} runs")
-        if sorted(other.labels.names) != sorted(first.labels.names):
+        if tagging and _types(other) != _types(first):
+            raise ModelError(f"{other.run.path}: its entity types ({', '.join(_types(other)[:8])}) are not "
+                             f"those of {first.run.path} ({', '.join(_types(first)[:8])})")
+        if not tagging and sorted(other.labels.names) != sorted(first.labels.names):
             raise ModelError(f"{other.run.path}: its labels ({', '.join(other.labels.names[:8])}) are not "
                              f"those of {first.run.path} ({', '.join(first.labels.names[:8])})")
-    if first.meta["task"] == "token_classification":
-        schemes = {p.task.scheme for p in predictors}
-        if len(schemes) > 1:
-            raise ModelError(f"ensemble members tag in different schemes ({', '.join(sorted(schemes))})")
+    if tagging:
+        schemes = sorted({p.task.scheme for p in predictors})
+        if len(schemes) > 1 and not set(schemes) <= set(MIXABLE):
+            raise ModelError(f"ensemble members tag in schemes that do not mix ({', '.join(schemes)}): "
+                             f"only BIO and IOBES members combine (an IOBES tag reads as one BIO tag)")
         one_pass = next((p for p in predictors if p.one_pass), None)
         if one_pass is not None:
             raise ModelError(f"{one_pass.run.path}: the ngram family's tagger gives no per-word "
                              f"probabilities to average")
 
 
+def _types(predictor) -> list[str]:
+    from lmforge.data.tagging import split_tag
+
+    return sorted({split_tag(n)[1] for n in predictor.labels.names} - {None})
+
+
+def _common_view(predictors: list):
+    """The task and labels the ensemble reads, scores and decodes with: the first member's, or, when
+    BIO and IOBES members mix, a copy of its task in BIO with BIO labels."""
+    from lmforge.data.tagging import tag_set
+
+    first = predictors[0]
+    if first.meta["task"] != "token_classification" or len({p.task.scheme for p in predictors}) == 1:
+        return first.task, first.labels
+    task = copy.copy(first.task)
+    task.scheme = "bio"
+    names = tag_set(_types(first), "bio")
+    return task, LabelSet(names, {n: n for n in names})
+
+
+def _as_bio(name: str) -> str:
+    """The BIO tag an IOBES tag reads as: S-X begins an entity (B-X), E-X continues one (I-X)."""
+    from lmforge.data.tagging import split_tag
+
+    prefix, type_ = split_tag(name)
+    return name if type_ is None else f"{ {'S': 'B', 'E': 'I'}.get(prefix, prefix)}-{type_}"
+
+
 def evaluate_ensemble(predictors: list, path: str, fields: Fields | None = None, batch_size: int = 64,
                       limit: int | None = None) -> EvalResult:
     """The ensemble's metrics on a labelled file, with ``members``: each run's own headline metrics."""
-    check_members(predictors)
-    first = predictors[0]
-    options = {"output_scheme": first.task.scheme} if hasattr(first.task, "scheme") else {}
-    data = DataConfig(fields=fields or Fields(**first.meta.get("fields", {})), **options)
-    examples = first.task.read_labelled(DataSource(path=path, limit=limit), data, first.labels, Problems())
-    if not examples:
-        raise DataError(f"{path}: no labelled rows to evaluate")
-    if first.meta["task"] == "classification":
-        result, members = _classification(predictors, examples)
-    else:
-        result, members = _tagging(predictors, examples, batch_size)
-    result.metrics["members"] = members
-    return result
+    return EnsemblePredictor(predictors).evaluate(path, fields, batch_size, limit)
 
 
 def _order(predictor, names: list[str]) -> torch.Tensor:
@@ -84,18 +115,25 @@ def _class_probabilities(p, examples, names: list[str], batch_size: int = 64) ->
     return probs[:, _order(p, names)]
 
 
+def _targets(p, names: list[str]) -> torch.Tensor:
+    """Per label of member ``p``, the index in ``names`` of the tag it reads as (itself, or its BIO
+    reading when the ensemble mixes schemes)."""
+    return torch.tensor([names.index(n) if n in names else names.index(_as_bio(n)) for n in p.labels.names])
+
+
 def _member_tags(p, examples, names: list[str], batch_size: int, own: bool = True):
-    """One member's per-word posteriors (columns in ``names`` order) and, with ``own``, its own
-    decoding (paths in ``names`` ids, confidence) for scoring it alone; predict needs no such."""
+    """One member's per-word posteriors (columns in ``names`` order; an IOBES member's S-X and E-X
+    mass added to B-X and I-X of a BIO ensemble) and, with ``own``, its own decoding (paths in
+    ``names`` ids, confidence) for scoring it alone; predict needs no such."""
     features = p.task.encode(p.tokenizer, examples, p.max_length)
     scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
-    order = _order(p, names)
+    target = _targets(p, names)
     raw = p.task.word_probabilities(p.model, scores)
-    probs = [q[:, order] for q in raw]
+    probs = [torch.zeros(len(q), len(names), dtype=q.dtype).index_add_(1, target, q) for q in raw]
     if not own:
         return None, None, probs
     paths, confidence = p.task.decode(p.model, scores, raw)      # the marginals once, not twice
-    return [[names.index(p.labels.names[t]) for t in path] for path in paths], confidence, probs
+    return [[int(target[t]) for t in path] for path in paths], confidence, probs
 
 
 def _merged_tags(mean: list[torch.Tensor], names: list[str], scheme: str, bias: float = 0.0):
@@ -111,7 +149,24 @@ class EnsemblePredictor:
         check_members(predictors)
         self.members = predictors
         first = predictors[0]
-        self.meta, self.task, self.labels, self.folder = first.meta, first.task, first.labels, first.folder
+        self.meta, self.folder = first.meta, first.folder
+        self.task, self.labels = _common_view(predictors)
+
+    def evaluate(self, path: str, fields: Fields | None = None, batch_size: int = 64,
+                 limit: int | None = None) -> EvalResult:
+        """Metrics on a labelled file, with ``members``: each run's own headline metrics."""
+        first = self.members[0]
+        options = {"output_scheme": self.task.scheme} if hasattr(self.task, "scheme") else {}
+        data = DataConfig(fields=fields or Fields(**first.meta.get("fields", {})), **options)
+        examples = self.task.read_labelled(DataSource(path=path, limit=limit), data, self.labels, Problems())
+        if not examples:
+            raise DataError(f"{path}: no labelled rows to evaluate")
+        if first.meta["task"] == "classification":
+            result, members = _classification(self.members, examples)
+        else:
+            result, members = _tagging(self.members, self.task, self.labels, examples, batch_size)
+        result.metrics["members"] = members
+        return result
 
     def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
                 top_k: int = 3) -> list[dict]:
@@ -174,20 +229,18 @@ def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str,
     return judge.decode(logp if row is None else logp + row, mask)
 
 
-def _tagging(predictors, examples, batch_size: int):
-    first = predictors[0]
-    names = first.labels.names
+def _tagging(predictors, task, labels: LabelSet, examples, batch_size: int):
+    names = labels.names
     total, members = None, []
     for p in predictors:
         mine, confidence, probs = _member_tags(p, examples, names, batch_size)
-        members.append(_headline(p.run, first.task.result(examples, mine, confidence, first.labels,
-                                                          math.nan).metrics))
+        members.append(_headline(p.run, task.result(examples, mine, confidence, labels, math.nan).metrics))
         total = probs if total is None else [a + b for a, b in zip(total, probs)]
     mean = [t / len(predictors) for t in total]
     gold = [torch.tensor(ex.tag_ids) for ex in examples]
     loss = -torch.cat([m[torch.arange(len(g)), g].clamp_min(1e-12).log() for m, g in zip(mean, gold)]).mean().item()
 
     def decode(b, idx):
-        return _merged_tags([mean[i] for i in idx], names, first.task.scheme, b)
+        return _merged_tags([mean[i] for i in idx], names, task.scheme, b)
 
-    return first.task.decoded_result(decode, examples, first.labels, loss), members
+    return task.decoded_result(decode, examples, labels, loss), members
