@@ -118,6 +118,9 @@ def test_served_entity_bias_decodes_as_predict_does(runs):
                 assert [row["entities"] for row in response.json()["data"]] == [r["entities"] for r in expected]
             response = client.post("/v1/classify", json={"model": "sent", "input": ["good film"]})
             assert response.status_code == 200, response.text
+            cards = {c["id"]: c for c in client.get("/v1/models").json()["data"]}
+            assert cards["solo"]["entity_bias"] == cards["pair"]["entity_bias"] == bias
+            assert cards["sent"]["entity_bias"] is None
     finally:
         state.close()
 

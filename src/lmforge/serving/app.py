@@ -93,6 +93,14 @@ def _field(loc) -> str:
     return ".".join(parts) or "body"
 
 
+def _entity_bias(model) -> float | None:
+    """The entity bias a served tagger decodes with; None for other models."""
+    if model.kind != "token_classification":
+        return None
+    predictor = getattr(model, "predictor", None)
+    return float(predictor.task.entity_bias) if predictor is not None else model.settings.entity_bias
+
+
 async def _run(batcher, inputs: list) -> list:
     try:
         future = batcher.submit(inputs)
@@ -151,7 +159,7 @@ def create_app(state: ServerState):
     @app.get("/v1/models", response_model=p.ModelList, responses={401: ERRORS[401]})
     async def models():
         return p.ModelList(data=[p.ModelCard(id=m.name, created=m.created, task=m.kind, routes=m.routes,
-                                             dtype=m.dtype)
+                                             dtype=m.dtype, entity_bias=_entity_bias(m))
                                  for m in state.models.values()])
 
     @app.post("/v1/classify", response_model=p.ClassifyResponse, responses=ERRORS)

@@ -195,6 +195,9 @@ class ModelCard(BaseModel):
     task: str = Field(..., description="classification, token_classification, embeddings or generation")
     routes: list[str]
     dtype: str = Field(..., description="float type the model runs in")
+    entity_bias: float | None = Field(None, description="token_classification: the bonus decoding adds to "
+                                      "the log probability of every tag but O (serve --entity-bias); "
+                                      "null for other tasks")
 
 
 class ModelList(BaseModel):
