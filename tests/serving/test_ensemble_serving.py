@@ -131,3 +131,40 @@ def test_entity_bias_without_a_tagger_or_not_finite_fails_in_one_line(runs, run_
     assert len(err.strip().splitlines()) == 1
     code, _, err = run_cli("serve", str(runs["a"]), "--entity-bias", "nan")
     assert code == 2 and "give a finite number" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_served_vote_answers_as_predict_combine_vote_does(runs):
+    from fastapi.testclient import TestClient
+
+    from lmforge.serving.app import ServerState, create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.tasks.ensemble import EnsemblePredictor
+    from lmforge.tasks.predictor import RunPredictor
+
+    texts = ["Omar lives in Lima .", "In Cape Town , Li Wei said hello to the old man ."]
+    pair = [RunPredictor(str(runs["a"])), RunPredictor(str(runs["b"]))]
+    voted = EnsemblePredictor(pair, "vote").predict_entities(texts)
+    # two members: a span stays only where both predict it
+    for row, a, b in zip(voted, pair[0].predict_entities(texts), pair[1].predict_entities(texts)):
+        keys = [{(e["label"], e["start"], e["end"]) for e in r["entities"]} for r in (a, b)]
+        assert {(e["label"], e["start"], e["end"]) for e in row["entities"]} == keys[0] & keys[1]
+    settings = ServeSettings(sources=[f"pair={runs['a']}+{runs['b']}", f"solo={runs['a']}"], api_key=API_KEY,
+                             combine="vote")
+    settings.check()
+    state = ServerState(settings, open_models(settings))
+    state.load()
+    try:
+        with TestClient(create_app(state), headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+            response = client.post("/v1/ner", json={"model": "pair", "input": texts})
+            assert response.status_code == 200, response.text
+            assert [row["entities"] for row in response.json()["data"]] == [r["entities"] for r in voted]
+            cards = {c["id"]: c for c in client.get("/v1/models").json()["data"]}
+            assert cards["pair"]["combine"] == "vote" and cards["solo"]["combine"] is None
+    finally:
+        state.close()
+
+
+def test_vote_without_an_ner_ensemble_fails_in_one_line(runs, run_cli):
+    code, _, err = run_cli("serve", str(runs["a"]), "--combine", "vote")
+    assert code == 2 and "combines the members of an NER ensemble" in err and len(err.strip().splitlines()) == 1, err

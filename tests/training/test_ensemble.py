@@ -283,3 +283,94 @@ def test_schemes_that_do_not_map_word_by_word_are_refused():
         check_members([member("bio"), member("iob1")])
     with pytest.raises(ModelError, match="its entity types \\(LOC, ORG, PER\\) are not"):
         check_members([member("bio"), member("iobes", ("LOC", "ORG", "PER"))])
+
+
+def test_vote_keeps_the_spans_more_than_half_the_members_predict():
+    from collections import Counter
+
+    from lmforge.data.tagging import from_spans, to_spans
+    from lmforge.tasks.ensemble import vote_paths
+
+    ids = {n: i for i, n in enumerate(NAMES)}
+    rows = [["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "I-PER", "O", "O"], ["B-PER", "O", "O", "B-LOC"]]
+    [path], [share] = vote_paths([[[ids[t] for t in r]] for r in rows], NAMES, "bio")
+    assert [NAMES[t] for t in path] == ["B-PER", "I-PER", "O", "B-LOC"]
+    assert share.tolist() == pytest.approx([2 / 3, 2 / 3, 1.0, 2 / 3])
+    # two members of four is not more than half; three of four is
+    [path], _ = vote_paths([[[ids[t] for t in r]] for r in rows + [["O"] * 4]], NAMES, "bio")
+    assert [NAMES[t] for t in path] == ["O"] * 4
+    [path], _ = vote_paths([[[ids[t] for t in r]] for r in rows + [["B-PER", "I-PER", "B-LOC", "O"]]], NAMES, "bio")
+    assert [NAMES[t] for t in path] == ["B-PER", "I-PER", "O", "O"]
+    # random valid taggings: the result is valid and holds exactly the strict-majority spans
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 4, 5):
+        for _ in range(30):
+            length = int(torch.randint(1, 7, (1,), generator=gen))
+            members = []
+            for _ in range(n):
+                spans, j = [], 0
+                while j < length:
+                    end = min(length, j + int(torch.randint(1, 3, (1,), generator=gen)))
+                    if torch.rand(1, generator=gen) < 0.5:
+                        spans.append((["PER", "LOC"][int(torch.randint(0, 2, (1,), generator=gen))], j, end))
+                    j = end
+                members.append([[ids[t] for t in from_spans(spans, length, "bio")]])
+            [path], _ = vote_paths(members, NAMES, "bio")
+            votes = Counter(s for m in members for s in to_spans([NAMES[t] for t in m[0]], "bio"))
+            assert set(to_spans([NAMES[t] for t in path], "bio")) == {s for s, c in votes.items() if 2 * c > n}
+
+
+def test_ner_ensemble_votes_on_the_members_own_entities(runs, run_cli):
+    from collections import Counter
+
+    from lmforge.tasks.ensemble import EnsemblePredictor
+    from lmforge.tasks.predictor import RunPredictor
+
+    order = ("crf", "softmax", "iobes")
+    members = [RunPredictor(str(runs[n])) for n in order]
+    words = [(line.split() or [""])[0] for line in runs["dev"].read_text().splitlines()]
+    tokens, current = [], []
+    for word in words + [""]:
+        if word:
+            current.append(word)
+        elif current:
+            tokens.append(current)
+            current = []
+    ensemble = EnsemblePredictor(members, "vote")
+    for bias in (0.0, 2.0):             # the bias reaches every member's own decoding
+        ensemble.task.entity_bias = bias
+        voted = ensemble.predict_entities(tokens=tokens)
+        for m in members:
+            m.task.entity_bias = bias
+        alone = [m.predict_entities(tokens=tokens) for m in members]
+        for i, row in enumerate(voted):
+            votes = Counter((e["label"], e["start_token"], e["end_token"]) for a in alone for e in a[i]["entities"])
+            assert {(e["label"], e["start_token"], e["end_token"]) for e in row["entities"]} == \
+                {s for s, c in votes.items() if c >= 2}
+            assert all(e["score"] == pytest.approx(votes[(e["label"], e["start_token"], e["end_token"])] / 3)
+                       for e in row["entities"])
+    code, stdout, err = run_cli("eval", str(runs["crf"]), "--ensemble", str(runs["softmax"]), str(runs["iobes"]),
+                                "--combine", "vote", "--data", str(runs["dev"]), "--json")
+    assert code == 0, err
+    metrics = json.loads(stdout)
+    assert metrics["combine"] == "vote" and len(metrics["members"]) == 3
+    code, stdout, err = run_cli("eval", str(runs["crf"]), "--ensemble", str(runs["softmax"]), str(runs["iobes"]),
+                                "--combine", "vote", "--data", str(runs["dev"]), "--tune-entity-bias", "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["entity_bias"]["whole_data_f1"] >= json.loads(stdout)["entity_bias"]["no_bias_f1"]
+    code, stdout, err = run_cli("predict", str(runs["crf"]), "--ensemble", str(runs["softmax"]), str(runs["iobes"]),
+                                "--combine", "vote", "--text", "Omar lives in Lima .", "--entity-bias", "2")
+    assert code == 0, err
+    got = json.loads(stdout)
+    expected = ensemble.predict_entities(["Omar lives in Lima ."])[0]
+    assert (got["entities"], got["tags"]) == (expected["entities"], expected["tags"])
+
+
+def test_vote_is_refused_where_there_is_nothing_to_vote_on(runs, run_cli):
+    code, _, err = run_cli("eval", str(runs["cls"]), "--ensemble", str(runs["cls"]), "--combine", "vote",
+                           "--data", str(runs["cls_data"]))
+    assert code == 2 and "a classification ensemble averages" in err and len(err.strip().splitlines()) == 1, err
+    for command in (["eval", str(runs["crf"]), "--data", str(runs["dev"])],
+                    ["predict", str(runs["crf"]), "--text", "Omar ."]):
+        code, _, err = run_cli(*command, "--combine", "vote")
+        assert code == 2 and "give --ensemble" in err and len(err.strip().splitlines()) == 1, err

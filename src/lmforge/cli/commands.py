@@ -126,6 +126,8 @@ def cmd_eval(args) -> int:
         return _eval_prompt_run(args)
     if args.ensemble:
         return _eval_ensemble(args)
+    if args.combine != "mean":
+        raise DataError("--combine: combines the runs of --ensemble; give --ensemble RUN2 ...")
     predictor = RunPredictor(args.run, args.checkpoint)
     _decoding_options(args, predictor)
     if hasattr(predictor.task, "generate_limit"):
@@ -155,7 +157,7 @@ def _eval_ensemble(args) -> int:
     from lmforge.tasks.predictor import RunPredictor
 
     predictors = [RunPredictor(run, args.checkpoint) for run in [args.run, *args.ensemble]]
-    ensemble = EnsemblePredictor(predictors)
+    ensemble = EnsemblePredictor(predictors, args.combine)
     _decoding_options(args, ensemble)
     metrics = ensemble.evaluate(args.data, _fields(args, predictors[0]), args.batch_size, args.limit).metrics
     if args.json:
@@ -163,7 +165,8 @@ def _eval_ensemble(args) -> int:
         return 0
     headline = "f1" if "per_type" in metrics else "macro_f1"
     print(f"{args.data}: {metrics['count']} {'sentences' if 'per_type' in metrics else 'examples'}, "
-          f"an ensemble of {len(predictors)} runs (probabilities averaged)")
+          f"an ensemble of {len(predictors)} runs "
+          f"({'entity spans voted' if args.combine == 'vote' else 'probabilities averaged'})")
     for member in metrics["members"]:
         print(f"  member {member['run']}: {headline} {member[headline]:.4f}")
     if "per_type" in metrics:
@@ -248,7 +251,10 @@ def cmd_predict(args) -> int:
     if args.ensemble:
         from lmforge.tasks.ensemble import EnsemblePredictor
 
-        predictor = EnsemblePredictor([predictor] + [RunPredictor(r, args.checkpoint) for r in args.ensemble])
+        predictor = EnsemblePredictor([predictor] + [RunPredictor(r, args.checkpoint) for r in args.ensemble],
+                                      args.combine)
+    elif args.combine != "mean":
+        raise DataError("--combine: combines the runs of --ensemble; give --ensemble RUN2 ...")
     _decoding_options(args, predictor)
     if predictor.meta["task"] not in ("classification", "token_classification"):
         raise DataError(f"{args.run}: predict works on classification and token_classification runs; "
@@ -463,7 +469,7 @@ def cmd_serve(args) -> int:
         default_max_tokens=args.default_max_tokens, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
         max_generation_batch=args.max_generation_batch, max_queue=args.max_queue,
         drain_timeout=args.drain_timeout, threads=args.threads, checkpoint=args.checkpoint, dtype=args.dtype,
-        entity_bias=args.entity_bias)
+        entity_bias=args.entity_bias, combine=args.combine)
     return serve(settings)
 
 

@@ -159,7 +159,8 @@ def create_app(state: ServerState):
     @app.get("/v1/models", response_model=p.ModelList, responses={401: ERRORS[401]})
     async def models():
         return p.ModelList(data=[p.ModelCard(id=m.name, created=m.created, task=m.kind, routes=m.routes,
-                                             dtype=m.dtype, entity_bias=_entity_bias(m))
+                                             dtype=m.dtype, entity_bias=_entity_bias(m),
+                                             combine=getattr(getattr(m, "predictor", None), "combine", None))
                                  for m in state.models.values()])
 
     @app.post("/v1/classify", response_model=p.ClassifyResponse, responses=ERRORS)

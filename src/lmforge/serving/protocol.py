@@ -198,6 +198,8 @@ class ModelCard(BaseModel):
     entity_bias: float | None = Field(None, description="token_classification: the bonus decoding adds to "
                                       "the log probability of every tag but O (serve --entity-bias); "
                                       "null for other tasks")
+    combine: str | None = Field(None, description="ensembles (NAME=RUN1+RUN2): how the members combine, "
+                                "mean (probabilities averaged) or vote (entity spans); null for one model")
 
 
 class ModelList(BaseModel):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lmforge.errors import LmforgeError, ModelError
+from lmforge.errors import ConfigError, LmforgeError, ModelError
 from lmforge.models.embedding import mean_pool
 from lmforge.serving import precision
 from lmforge.serving.batching import Batcher
@@ -182,7 +182,8 @@ class RunModel(ServedModel):
         from lmforge.tasks.ensemble import EnsemblePredictor
         from lmforge.tasks.predictor import RunPredictor
 
-        self.predictor = EnsemblePredictor([RunPredictor(m, self.settings.checkpoint) for m in members])
+        self.predictor = EnsemblePredictor([RunPredictor(m, self.settings.checkpoint) for m in members],
+                                           self.settings.combine if self.kind == "token_classification" else "mean")
         self._decoding()
         shortest = min(m.max_length for m in self.predictor.members)
         self.limit = self.settings.max_input_tokens or shortest
@@ -326,13 +327,16 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
         models[name] = model
     if settings.entity_bias:
         _check_entity_bias(models)
+    if settings.combine != "mean" and not any(m.kind == "token_classification" and len(ensemble_members(m.source)) > 1
+                                              for m in models.values()):
+        raise ConfigError(f"serve: --combine {settings.combine} combines the members of an NER ensemble "
+                          f"(NAME=RUN1+RUN2); none of {', '.join(models)} is one")
     return models
 
 
 def _check_entity_bias(models: dict[str, ServedModel]) -> None:
     """``--entity-bias`` needs an NER model to act on, and every NER model it acts on must decode with
     Viterbi (the ngram family's tagger decodes in one pass and takes no bias)."""
-    from lmforge.errors import ConfigError
     from lmforge.tracking.run_folder import RunFolder
 
     taggers = [m for m in models.values() if m.kind == "token_classification"]

@@ -44,6 +44,9 @@ class ServeSettings:
     entity_bias: float = 0.0
     """NER models: added to the log-score of every tag but O before decoding, as ``lmforge predict
     --entity-bias`` does (e.g. the ``whole_data_bias`` that ``eval --tune-entity-bias`` reports)."""
+    combine: str = "mean"
+    """Ensembles (``NAME=RUN1+RUN2``): ``mean`` averages the members' probabilities; ``vote`` (NER only)
+    keeps the entity spans more than half the members predict, as ``predict --combine vote`` does."""
 
     def __post_init__(self):
         if self.max_batch is None:
@@ -69,6 +72,8 @@ class ServeSettings:
             raise ConfigError(f"serve: dtype '{self.dtype}' is not one of auto, float32, bfloat16")
         if not math.isfinite(self.entity_bias):
             raise ConfigError(f"serve: entity-bias {self.entity_bias}: give a finite number (e.g. 0.5)")
+        if self.combine not in ("mean", "vote"):
+            raise ConfigError(f"serve: combine '{self.combine}' is not one of mean, vote")
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
             raise ConfigError("serve: max-input-tokens must be at least 1")
 

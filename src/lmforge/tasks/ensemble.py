@@ -11,6 +11,13 @@ BIO and IOBES members mix, each IOBES posterior added to the BIO tag it reads as
 I-X), and the ensemble decodes in BIO. IOB1 does not mix: whether its I-X begins an entity depends on
 the word before.
 
+Taggers can vote instead (``--combine vote``): each member decodes its own way (its CRF's Viterbi
+path, with the entity bias if one is given) and the ensemble keeps every entity span that more than
+half the members predict, with the share of members behind it as its score. Strict-majority spans
+never overlap (one member's spans are disjoint, so two overlapping spans cannot both have more than
+half the votes), so the result is always a valid tagging. Averaging trades votes for confidence:
+a span two members are sure of can beat one five members see weakly; voting counts heads.
+
 Each member is also scored alone, decoded its own way, so the report shows what the ensemble adds.
 """
 
@@ -26,6 +33,7 @@ from lmforge.errors import DataError, ModelError
 from lmforge.tasks.registry import EvalResult
 
 TASKS = ("classification", "token_classification")
+COMBINE = ("mean", "vote")
 
 
 MIXABLE = ("bio", "iobes")
@@ -121,19 +129,61 @@ def _targets(p, names: list[str]) -> torch.Tensor:
     return torch.tensor([names.index(n) if n in names else names.index(_as_bio(n)) for n in p.labels.names])
 
 
+class _Member:
+    """One member's word scores on a list of sentences, its own word posteriors and those read in the
+    ensemble's label order (an IOBES member's S-X and E-X mass added to B-X and I-X of a BIO ensemble)."""
+
+    def __init__(self, p, examples, names: list[str], batch_size: int):
+        self.p = p
+        features = p.task.encode(p.tokenizer, examples, p.max_length)
+        self.scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
+        self.target = _targets(p, names)
+        self.raw = p.task.word_probabilities(p.model, self.scores)
+        self.probs = [torch.zeros(len(q), len(names), dtype=q.dtype).index_add_(1, self.target, q)
+                      for q in self.raw]
+
+    def paths(self, bias: float = 0.0, idx: list[int] | None = None):
+        """The member's own decoding of sentences ``idx`` (all by default), tags as ensemble ids, and
+        the probability of each chosen tag."""
+        from lmforge.tasks.token_classification import entity_bias_row
+
+        idx = range(len(self.scores)) if idx is None else idx
+        paths, confidence = self.p.task.decode(self.p.model, [self.scores[i] for i in idx],
+                                               [self.raw[i] for i in idx],
+                                               bias=entity_bias_row(self.p.labels.names, bias))
+        return [[int(self.target[t]) for t in path] for path in paths], confidence
+
+
 def _member_tags(p, examples, names: list[str], batch_size: int, own: bool = True):
-    """One member's per-word posteriors (columns in ``names`` order; an IOBES member's S-X and E-X
-    mass added to B-X and I-X of a BIO ensemble) and, with ``own``, its own decoding (paths in
-    ``names`` ids, confidence) for scoring it alone; predict needs no such."""
-    features = p.task.encode(p.tokenizer, examples, p.max_length)
-    scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
-    target = _targets(p, names)
-    raw = p.task.word_probabilities(p.model, scores)
-    probs = [torch.zeros(len(q), len(names), dtype=q.dtype).index_add_(1, target, q) for q in raw]
+    """One member's per-word posteriors (columns in ``names`` order) and, with ``own``, its own
+    decoding (paths in ``names`` ids, confidence) for scoring it alone."""
+    member = _Member(p, examples, names, batch_size)
     if not own:
-        return None, None, probs
-    paths, confidence = p.task.decode(p.model, scores, raw)      # the marginals once, not twice
-    return [[int(target[t]) for t in path] for path in paths], confidence, probs
+        return None, None, member.probs
+    paths, confidence = member.paths()
+    return paths, confidence, member.probs
+
+
+def vote_paths(member_paths: list[list[list[int]]], names: list[str], scheme: str):
+    """Per sentence, the tags of the entity spans more than half the members predict (each member's
+    paths as ids in ``names``), and per word the share of members behind its tag: a kept span's
+    votes, or for an O word the members that tag it O."""
+    from collections import Counter
+
+    from lmforge.data.tagging import from_spans, to_spans
+
+    n, o = len(member_paths), names.index("O")
+    paths, confidence = [], []
+    for rows in zip(*member_paths):
+        votes = Counter(span for row in rows for span in to_spans([names[t] for t in row], scheme))
+        kept = [span for span, count in votes.items() if 2 * count > n]
+        path = [names.index(tag) for tag in from_spans(kept, len(rows[0]), scheme)]
+        share = torch.tensor([sum(row[j] == o for row in rows) / n for j in range(len(path))])
+        for span in kept:
+            share[span[1]:span[2]] = votes[span] / n
+        paths.append(path)
+        confidence.append(share)
+    return paths, confidence
 
 
 def _merged_tags(mean: list[torch.Tensor], names: list[str], scheme: str, bias: float = 0.0):
@@ -145,9 +195,14 @@ class EnsemblePredictor:
     """Several runs that predict as one (``lmforge predict RUN --ensemble RUN2 ...``): the same
     ``predict`` / ``predict_entities`` as a ``RunPredictor``."""
 
-    def __init__(self, predictors: list):
+    def __init__(self, predictors: list, combine: str = "mean"):
         check_members(predictors)
-        self.members = predictors
+        if combine not in COMBINE:
+            raise ModelError(f"combine {combine!r}: expected one of {', '.join(COMBINE)}")
+        if combine == "vote" and predictors[0].meta["task"] != "token_classification":
+            raise ModelError("combine vote: members vote on entity spans (NER runs); a classification "
+                             "ensemble averages its members' probabilities")
+        self.members, self.combine = predictors, combine
         first = predictors[0]
         self.meta, self.folder = first.meta, first.folder
         self.task, self.labels = _common_view(predictors)
@@ -164,7 +219,8 @@ class EnsemblePredictor:
         if first.meta["task"] == "classification":
             result, members = _classification(self.members, examples)
         else:
-            result, members = _tagging(self.members, self.task, self.labels, examples, batch_size)
+            result, members = _tagging(self.members, self.task, self.labels, examples, batch_size,
+                                       self.combine)
         result.metrics["members"] = members
         return result
 
@@ -189,9 +245,14 @@ class EnsemblePredictor:
         todo = [i for i, ex in enumerate(examples) if ex.tokens]
         if todo:
             chosen, names = [examples[i] for i in todo], self.labels.names
-            posteriors = [_member_tags(p, chosen, names, batch_size, own=False)[2] for p in self.members]
-            mean = [sum(rows_) / len(self.members) for rows_ in zip(*posteriors)]
-            paths, confidence = _merged_tags(mean, names, self.task.scheme, self.task.entity_bias)
+            # one member at a time: only its paths (vote) or posteriors (mean) outlive it
+            if self.combine == "vote":
+                own = [_Member(p, chosen, names, batch_size).paths(self.task.entity_bias)[0] for p in self.members]
+                paths, confidence = vote_paths(own, names, self.task.scheme)
+            else:
+                posteriors = [_Member(p, chosen, names, batch_size).probs for p in self.members]
+                mean = [sum(rows_) / len(posteriors) for rows_ in zip(*posteriors)]
+                paths, confidence = _merged_tags(mean, names, self.task.scheme, self.task.entity_bias)
             for i, row in zip(todo, self.task.prediction_rows(chosen, paths, confidence, self.labels)):
                 rows[i] = row
         return rows
@@ -229,18 +290,21 @@ def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str,
     return judge.decode(logp if row is None else logp + row, mask)
 
 
-def _tagging(predictors, task, labels: LabelSet, examples, batch_size: int):
+def _tagging(predictors, task, labels: LabelSet, examples, batch_size: int, combine: str = "mean"):
     names = labels.names
-    total, members = None, []
-    for p in predictors:
-        mine, confidence, probs = _member_tags(p, examples, names, batch_size)
-        members.append(_headline(p.run, task.result(examples, mine, confidence, labels, math.nan).metrics))
-        total = probs if total is None else [a + b for a, b in zip(total, probs)]
-    mean = [t / len(predictors) for t in total]
+    members, heads = [_Member(p, examples, names, batch_size) for p in predictors], []
+    for m in members:
+        mine, confidence = m.paths()
+        heads.append(_headline(m.p.run, task.result(examples, mine, confidence, labels, math.nan).metrics))
+    mean = [sum(rows) / len(members) for rows in zip(*(m.probs for m in members))]
     gold = [torch.tensor(ex.tag_ids) for ex in examples]
     loss = -torch.cat([m[torch.arange(len(g)), g].clamp_min(1e-12).log() for m, g in zip(mean, gold)]).mean().item()
 
     def decode(b, idx):
+        if combine == "vote":
+            return vote_paths([m.paths(b, idx)[0] for m in members], names, task.scheme)
         return _merged_tags([mean[i] for i in idx], names, task.scheme, b)
 
-    return task.decoded_result(decode, examples, labels, loss), members
+    result = task.decoded_result(decode, examples, labels, loss)
+    result.metrics["combine"] = combine
+    return result, heads
