@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lmforge.models.lstm import LstmConfig, LstmForTokenClassification
-from lmforge.models.segmenter import PLACEHOLDER, SETS, SegmenterFeatures, segmenter_tags, token_codepoints
+from lmforge.models.segmenter import (PLACEHOLDER, SETS, THULAC_TAGS, SegmenterFeatures, segmenter_tags,
+                                     token_codepoints, word_places)
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 pytest.importorskip("jieba")
@@ -70,3 +71,62 @@ def test_the_character_table_is_saved_with_the_weights(tokenizer, tmp_path):
     model.eval()
     again.eval()
     assert torch.equal(model(ids).logits, again(ids).logits)
+
+
+def test_word_places_follow_the_text_not_the_segmenters_word_count():
+    assert word_places("上海人", [("上海", "ns"), ("人", "n")]) == [(0, "ns"), (2, "ns"), (3, "n")]
+    # THULAC turns two spaces into one: the dropped space is a single `other`, nothing shifts
+    assert word_places("a  b", [("a", "x"), (" ", "w"), ("b", "x")]) == [(3, "x"), (3, "w"), (3, ""), (3, "x")]
+    # a word the text does not have ends the match; the rest is `other`
+    assert word_places("北京大学", [("北京", "ns"), ("天津", "ns")]) == [(0, "ns"), (2, "ns"), (3, ""), (3, "")]
+    assert word_places("", []) == []
+
+
+def fake_thulac():
+    """A stand-in segmenter: every character a word, CJK tagged np, the rest w."""
+    return lambda text: [(c, "np" if "\u4e00" <= c <= "\u9fff" else "w") for c in text]
+
+
+def test_two_segmenters_side_by_side(tokenizer, monkeypatch):
+    import lmforge.models.segmenter as segmenter
+
+    monkeypatch.setitem(segmenter._FACTORIES, "thulac", fake_thulac)
+    jieba_tags, both_tags = segmenter_tags(), segmenter_tags(["jieba", "thulac"])
+    assert both_tags[:len(jieba_tags)] == jieba_tags and both_tags[len(jieba_tags)] == "thulac:n"
+    assert both_tags[-1] == "thulac:other" and len(both_tags) == len(jieba_tags) + len(THULAC_TAGS) + 1
+    table = token_codepoints(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
+    alone, both = SegmenterFeatures(len(tokenizer), jieba_tags), SegmenterFeatures(len(tokenizer), both_tags)
+    alone.load(table)
+    both.load(table)
+    ids = tokenizer(list(TEXT), is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    batch, mask = torch.tensor([ids, ids[:3] + [0] * (len(ids) - 3)]), torch.tensor(
+        [[1] * len(ids), [1] * 3 + [0] * (len(ids) - 3)])
+    one, two = alone(batch, mask), both(batch, mask)
+    width = 4 * len(jieba_tags)
+    assert two.shape == (2, len(ids), 4 * len(both_tags))
+    assert torch.equal(two[..., :width], one)                  # jieba's block is what jieba alone gives
+    assert (two[0].sum(-1) == 2).all() and two[1, 3:].sum() == 0
+    thulac_tags = [t.split(":", 1)[1] for t in both_tags[len(jieba_tags):]]
+    block = two[0, :, width:]
+    names = [f"{SETS[f // len(thulac_tags)]}-{thulac_tags[f % len(thulac_tags)]}" for f in block.argmax(-1).tolist()]
+    assert names == ["S-np"] * (len(TEXT) - 1) + ["S-w"]        # ... and the second segmenter's block its own
+
+
+def test_an_unknown_segmenter_in_saved_tags_is_refused():
+    with pytest.raises(ValueError, match="unknown segmenter 'hanlp'"):
+        SegmenterFeatures(10, ["n", "other", "hanlp:nr", "hanlp:other"])
+    with pytest.raises(ValueError, match="unknown segmenter 'hanlp'"):
+        segmenter_tags(["jieba", "hanlp"])
+
+
+def test_thulac_marks_a_person_and_prints_nothing(capsys):
+    pytest.importorskip("thulac")
+    from lmforge.models.segmenter import _thulac
+
+    cut = _thulac()
+    text = "国务院副总理李岚清访问上海。"
+    places = word_places(text, cut(text))
+    assert len(places) == len(text)
+    start = text.index("李岚清")
+    assert places[start:start + 3] == [(0, "np"), (1, "np"), (2, "np")]
+    assert capsys.readouterr().out == ""                         # stdout stays clean for --json

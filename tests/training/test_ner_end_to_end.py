@@ -266,21 +266,33 @@ def test_partial_labels_keep_a_type_another_source_leaves_unmarked(run_cli, tmp_
     assert loc_f1[True] > 0.8 and loc_f1[False] < loc_f1[True] - 0.3, loc_f1
 
 
-def test_bilstm_crf_with_jieba_segmenter_features(run_cli, tmp_path):
+@pytest.mark.parametrize("segmenter, logged, last_tag", [
+    ("jieba", "jieba's part-of-speech segmentation, 54 tags", "other"),
+    ("[jieba, thulac]", "jieba's + thulac's part-of-speech segmentation, 83 tags", "thulac:other")])
+def test_bilstm_crf_with_segmenter_features(run_cli, tmp_path, segmenter, logged, last_tag):
+    """Segmenter features trained, saved (the tags name the segmenters), reloaded by predict and eval
+    with nothing but the JSON on stdout (THULAC prints when it loads)."""
     pytest.importorskip("jieba")
+    if "thulac" in segmenter:
+        pytest.importorskip("thulac")
     train, dev = zh_files(tmp_path)
-    model = ZH_LSTM % "segmenter: jieba"
+    model = ZH_LSTM % f"segmenter: {segmenter}"
     out = tmp_path / "seg"
     code, _, err = run_cli("train", *ner_overrides(train, dev, out, model, "head.crf=true", "train.lr=2e-2",
                                                    "train.threads=1"))
     assert code == 0, err
-    assert "segmenter features: jieba's part-of-speech segmentation, 54 tags" in err
-    assert json.loads((out / "model" / "config.json").read_text())["segmenter_tags"][-1] == "other"
+    assert f"segmenter features: {logged}" in err
+    assert json.loads((out / "model" / "config.json").read_text())["segmenter_tags"][-1] == last_tag
     assert json.loads((out / "eval_results.json").read_text())["validation"]["f1"] > 0.8
     code, stdout, err = run_cli("predict", str(out), "--text", "陈静住在成都。")
     assert code == 0, err
     assert {(e["text"], e["label"]) for e in json.loads(stdout)["entities"]} == {("陈静", "PER"), ("成都", "LOC")}
-    for bad, message in ((model.replace("segmenter: jieba", "segmenter: hanlp"), "model.segmenter"),
+    code, stdout, err = run_cli("eval", str(out), "--data", str(dev), "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["f1"] > 0.8
+    for bad, message in ((model.replace(f"segmenter: {segmenter}", "segmenter: hanlp"), "model.segmenter"),
+                         (model.replace(f"segmenter: {segmenter}", "segmenter: [jieba, jieba]"),
+                          "a segmenter is named twice"),
                          (model.replace("family: lstm", "family: transformer"),
                           "model.segmenter applies to the lstm family only")):
         code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "bad", bad))

@@ -113,8 +113,8 @@ class ModelSpec(Section):
         0, ge=0, description="lstm classifiers/taggers: filters of a character CNN over each token, added to its embedding (0: off; e.g. 30)")
     lexicon: str | None = Field(
         None, description="lstm classifiers/taggers: word list whose matches mark each character's place in a word (B/M/E/S) and the word's tag; 'jieba': jieba's dictionary")
-    segmenter: Literal["jieba"] | None = Field(
-        None, description="lstm classifiers/taggers: each character's place in the word jieba's part-of-speech segmenter cuts (B/M/E/S) and the word's tag, beside its embedding")
+    segmenter: Literal["jieba", "thulac"] | list[Literal["jieba", "thulac"]] | None = Field(
+        None, description="lstm classifiers/taggers: each character's place in the word a Chinese part-of-speech segmenter cuts (B/M/E/S) and the word's tag, beside its embedding: 'jieba', 'thulac' (pip install thulac), or a list of both")
     char_vectors: str | list[str] | None = Field(
         None, description="lstm classifiers/taggers: fixed pretrained vectors beside each token's embedding (a list: side by side): a word2vec text file, a .gguf file or model folder (its input embeddings), 'gemma3-270m' (if installed), or 'jieba' (its part-of-speech HMM's character tables)")
     embedding_init: str | None = Field(
@@ -155,6 +155,8 @@ class ModelSpec(Section):
             raise ValueError("model.lexicon applies to the lstm family only")
         if self.segmenter and self.family != "lstm":
             raise ValueError("model.segmenter applies to the lstm family only")
+        if isinstance(self.segmenter, list) and len(set(self.segmenter)) != len(self.segmenter):
+            raise ValueError("model.segmenter: a segmenter is named twice")
         if self.char_vectors and self.family != "lstm":
             raise ValueError("model.char_vectors applies to the lstm family only")
         if self.embedding_init and self.family != "lstm":

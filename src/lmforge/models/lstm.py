@@ -24,7 +24,7 @@ from lmforge.models.char_cnn import CharCNN, char_table
 from lmforge.models.char_vectors import char_vector_table, initialise_embeddings
 from lmforge.models.lexicon import LexiconFeatures, lexicon_file, lexicon_tensors, read_lexicon
 from lmforge.models.registry import LoadedModel, register_family
-from lmforge.models.segmenter import SegmenterFeatures, segmenter_tags, token_codepoints
+from lmforge.models.segmenter import SegmenterFeatures, segmenter_names, segmenter_tags, token_codepoints
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.tokenization.wordpiece import train_wordpiece
 
@@ -268,7 +268,8 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
         log.info("lexicon features: %d words of %s, %d tags (%s)", len(lexicon[0]), spec.lexicon,
                  len(config.lexicon_tags), " ".join(config.lexicon_tags))
     if codepoints is not None:
-        log.info("segmenter features: jieba's part-of-speech segmentation, %d tags", len(config.segmenter_tags))
+        log.info("segmenter features: %s part-of-speech segmentation, %d tags",
+                 " + ".join(f"{n}'s" for n in segmenter_names(spec.segmenter)), len(config.segmenter_tags))
     if vectors is not None:
         log.info("fixed token vectors from %s: width %d, %s of %d tokens known", spec.char_vectors,
                  vectors[0].shape[1], vectors[1], len(tokenizer))
@@ -308,7 +309,7 @@ def _segmenter(spec, tokenizer, generative: bool, config_kwargs: dict):
     if generative:
         raise ModelError("model.segmenter: the lstm language model has no segmenter features "
                          "(they apply to classification and token_classification)")
-    config_kwargs.update(segmenter_tags=segmenter_tags())
+    config_kwargs.update(segmenter_tags=segmenter_tags(spec.segmenter))
     return token_codepoints(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
 
 
