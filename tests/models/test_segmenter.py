@@ -130,3 +130,39 @@ def test_thulac_marks_a_person_and_prints_nothing(capsys):
     start = text.index("李岚清")
     assert places[start:start + 3] == [(0, "np"), (1, "np"), (2, "np")]
     assert capsys.readouterr().out == ""                         # stdout stays clean for --json
+
+
+def test_a_slow_segmenters_words_are_stored_on_disk_for_the_next_process(tmp_path, monkeypatch):
+    from lmforge.models.segmenter import SegmentStore, _stored
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
+    calls = []
+
+    def cut(text):
+        calls.append(text)
+        return [(c, "np") for c in text]
+
+    first = _stored("thulac", cut)
+    assert first("李岚清") == [("李", "np"), ("岚", "np"), ("清", "np")] and first("李岚清") == first("李岚清")
+    assert calls == ["李岚清"]                                  # answered from the store after the first cut
+    first.store.flush()
+    again = _stored("thulac", cut)                              # another process: a new store, the same file
+    assert again("李岚清") == first("李岚清") and calls == ["李岚清"]
+    assert again.store.path.parent == tmp_path / "segments" and again.store.path.name.startswith("thulac-")
+    # a damaged entry is cut again, not trusted
+    again.store._db.execute("UPDATE segments SET words = 'not json'")
+    again.store._db.commit()
+    assert again("李岚清") == [("李", "np"), ("岚", "np"), ("清", "np")] and calls == ["李岚清", "李岚清"]
+
+
+def test_an_unwritable_store_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
+    from lmforge.models.segmenter import SegmentStore
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("LMFORGE_CACHE", str(blocker))          # a file where the folder should be
+    store = SegmentStore("thulac", "0")
+    assert "segmenting without it" in caplog.text
+    store.put("上海", [("上海", "ns")])
+    store.flush()
+    assert store.get("上海") is None                            # nothing kept, nothing fails
