@@ -34,8 +34,6 @@ from lmforge.tasks.registry import EvalResult
 
 TASKS = ("classification", "token_classification")
 COMBINE = ("mean", "vote")
-
-
 MIXABLE = ("bio", "iobes")
 
 
@@ -141,17 +139,23 @@ class _Member:
         self.raw = p.task.word_probabilities(p.model, self.scores)
         self.probs = [torch.zeros(len(q), len(names), dtype=q.dtype).index_add_(1, self.target, q)
                       for q in self.raw]
+        self._decoded: dict[float, tuple[list, list]] = {}
 
     def paths(self, bias: float = 0.0, idx: list[int] | None = None):
         """The member's own decoding of sentences ``idx`` (all by default), tags as ensemble ids, and
-        the probability of each chosen tag."""
+        the probability of each chosen tag. Each bias is decoded once for all sentences and kept:
+        scoring the member alone and voting read the same Viterbi paths, and a bias search scores
+        both halves of the data from one decoding."""
         from lmforge.tasks.token_classification import entity_bias_row
 
-        idx = range(len(self.scores)) if idx is None else idx
-        paths, confidence = self.p.task.decode(self.p.model, [self.scores[i] for i in idx],
-                                               [self.raw[i] for i in idx],
-                                               bias=entity_bias_row(self.p.labels.names, bias))
-        return [[int(self.target[t]) for t in path] for path in paths], confidence
+        if bias not in self._decoded:
+            paths, confidence = self.p.task.decode(self.p.model, self.scores, self.raw,
+                                                   bias=entity_bias_row(self.p.labels.names, bias))
+            self._decoded[bias] = ([[int(self.target[t]) for t in path] for path in paths], confidence)
+        paths, confidence = self._decoded[bias]
+        if idx is None:
+            return paths, confidence
+        return [paths[i] for i in idx], [confidence[i] for i in idx]
 
 
 def _member_tags(p, examples, names: list[str], batch_size: int, own: bool = True):
