@@ -165,6 +165,6 @@ def test_served_vote_answers_as_predict_combine_vote_does(runs):
         state.close()
 
 
-def test_vote_without_an_ner_ensemble_fails_in_one_line(runs, run_cli):
+def test_vote_without_an_ensemble_fails_in_one_line(runs, run_cli):
     code, _, err = run_cli("serve", str(runs["a"]), "--combine", "vote")
-    assert code == 2 and "combines the members of an NER ensemble" in err and len(err.strip().splitlines()) == 1, err
+    assert code == 2 and "combines the members of an ensemble" in err and len(err.strip().splitlines()) == 1, err

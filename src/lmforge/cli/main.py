@@ -37,8 +37,9 @@ def _eval_args(p):
                    help="classification and NER: evaluate RUN together with these runs, averaging their "
                         "probabilities (each member is scored alone too)")
     p.add_argument("--combine", choices=("mean", "vote"), default="mean",
-                   help="how --ensemble members combine: mean (average their probabilities; default) or, "
-                        "for NER, vote (keep the entity spans more than half the members predict)")
+                   help="how --ensemble members combine: mean (average their probabilities; default) or "
+                        "vote (NER: keep the entity spans more than half the members predict; classification: "
+                        "the label most members choose)")
     p.add_argument("--entity-bias", type=float, default=0.0, metavar="B",
                    help="NER: add B to the log-score of every tag but O before decoding (B > 0 trades "
                         "precision for recall)")
@@ -64,8 +65,9 @@ def _predict_args(p):
     p.add_argument("--ensemble", nargs="+", metavar="RUN",
                    help="predict with RUN and these runs as one ensemble (probabilities averaged)")
     p.add_argument("--combine", choices=("mean", "vote"), default="mean",
-                   help="how --ensemble members combine: mean (average their probabilities; default) or, "
-                        "for NER, vote (keep the entity spans more than half the members predict)")
+                   help="how --ensemble members combine: mean (average their probabilities; default) or "
+                        "vote (NER: keep the entity spans more than half the members predict; classification: "
+                        "the label most members choose)")
     p.add_argument("--entity-bias", type=float, default=0.0, metavar="B",
                    help="NER: add B to the log-score of every tag but O before decoding (e.g. the "
                         "whole_data_bias that eval --tune-entity-bias reports)")
@@ -138,8 +140,9 @@ def _serve_args(p):
                    help="NER models: add B to the log-score of every tag but O before decoding, as predict "
                         "--entity-bias does")
     p.add_argument("--combine", choices=("mean", "vote"), default=d.combine,
-                   help="ensembles (RUN1+RUN2): mean (average their probabilities; default) or, for NER, vote "
-                        "(keep the entity spans more than half the members predict)")
+                   help="ensembles (RUN1+RUN2): mean (average their probabilities; default) or vote (NER: "
+                        "the entity spans more than half the members predict; classification: the label most "
+                        "members choose)")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
     p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="texts or prompts per request")
     p.add_argument("--max-input-tokens", type=int, help="longest encoder input (default: the model's)")

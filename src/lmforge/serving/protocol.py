@@ -199,7 +199,7 @@ class ModelCard(BaseModel):
                                       "the log probability of every tag but O (serve --entity-bias); "
                                       "null for other tasks")
     combine: str | None = Field(None, description="ensembles (NAME=RUN1+RUN2): how the members combine, "
-                                "mean (probabilities averaged) or vote (entity spans); null for one model")
+                                "mean (probabilities averaged) or vote (entity spans or labels); null for one model")
 
 
 class ModelList(BaseModel):

@@ -183,7 +183,7 @@ class RunModel(ServedModel):
         from lmforge.tasks.predictor import RunPredictor
 
         self.predictor = EnsemblePredictor([RunPredictor(m, self.settings.checkpoint) for m in members],
-                                           self.settings.combine if self.kind == "token_classification" else "mean")
+                                           self.settings.combine)
         self._decoding()
         shortest = min(m.max_length for m in self.predictor.members)
         self.limit = self.settings.max_input_tokens or shortest
@@ -327,9 +327,8 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
         models[name] = model
     if settings.entity_bias:
         _check_entity_bias(models)
-    if settings.combine != "mean" and not any(m.kind == "token_classification" and len(ensemble_members(m.source)) > 1
-                                              for m in models.values()):
-        raise ConfigError(f"serve: --combine {settings.combine} combines the members of an NER ensemble "
+    if settings.combine != "mean" and not any(len(ensemble_members(m.source)) > 1 for m in models.values()):
+        raise ConfigError(f"serve: --combine {settings.combine} combines the members of an ensemble "
                           f"(NAME=RUN1+RUN2); none of {', '.join(models)} is one")
     return models
 

@@ -45,8 +45,9 @@ class ServeSettings:
     """NER models: added to the log-score of every tag but O before decoding, as ``lmforge predict
     --entity-bias`` does (e.g. the ``whole_data_bias`` that ``eval --tune-entity-bias`` reports)."""
     combine: str = "mean"
-    """Ensembles (``NAME=RUN1+RUN2``): ``mean`` averages the members' probabilities; ``vote`` (NER only)
-    keeps the entity spans more than half the members predict, as ``predict --combine vote`` does."""
+    """Ensembles (``NAME=RUN1+RUN2``): ``mean`` averages the members' probabilities; ``vote`` keeps the
+    entity spans more than half the members predict (NER) or the label most members choose
+    (classification), as ``predict --combine vote`` does."""
 
     def __post_init__(self):
         if self.max_batch is None:

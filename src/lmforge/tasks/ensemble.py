@@ -18,6 +18,11 @@ never overlap (one member's spans are disjoint, so two overlapping spans cannot 
 half the votes), so the result is always a valid tagging. Averaging trades votes for confidence:
 a span two members are sure of can beat one five members see weakly; voting counts heads.
 
+Classifiers vote too (hard voting): each member's most probable label is one vote; the ensemble's
+score of a label is its share of the votes, smoothed by half a vote spread as the members' mean
+probabilities: ``(votes + mean / 2) / (members + 1 / 2)``. The scores sum to one, the label with the
+most votes always wins, and among labels with as many votes the one the members believe more.
+
 Each member is also scored alone, decoded its own way, so the report shows what the ensemble adds.
 """
 
@@ -203,9 +208,6 @@ class EnsemblePredictor:
         check_members(predictors)
         if combine not in COMBINE:
             raise ModelError(f"combine {combine!r}: expected one of {', '.join(COMBINE)}")
-        if combine == "vote" and predictors[0].meta["task"] != "token_classification":
-            raise ModelError("combine vote: members vote on entity spans (NER runs); a classification "
-                             "ensemble averages its members' probabilities")
         self.members, self.combine = predictors, combine
         first = predictors[0]
         self.meta, self.folder = first.meta, first.folder
@@ -221,7 +223,7 @@ class EnsemblePredictor:
         if not examples:
             raise DataError(f"{path}: no labelled rows to evaluate")
         if first.meta["task"] == "classification":
-            result, members = _classification(self.members, examples)
+            result, members = _classification(self.members, examples, self.combine)
         else:
             result, members = _tagging(self.members, self.task, self.labels, examples, batch_size,
                                        self.combine)
@@ -237,8 +239,8 @@ class EnsemblePredictor:
         if not examples:
             return []
         names = self.labels.names
-        mean = sum(_class_probabilities(p, examples, names, batch_size) for p in self.members) / len(self.members)
-        return prediction_rows(mean, names, top_k)
+        probs = [_class_probabilities(p, examples, names, batch_size) for p in self.members]
+        return prediction_rows(combine_classes(probs, self.combine), names, top_k)
 
     def predict_entities(self, texts: list[str] | None = None, tokens: list[list[str]] | None = None,
                          batch_size: int = 64) -> list[dict]:
@@ -262,16 +264,28 @@ class EnsemblePredictor:
         return rows
 
 
-def _classification(predictors, examples):
+def combine_classes(probs: list[torch.Tensor], combine: str = "mean") -> torch.Tensor:
+    """(N, labels) ensemble scores from each member's (N, labels) probabilities: their mean, or for
+    ``vote`` the smoothed vote share (module docstring). Rows sum to one either way."""
+    mean = sum(probs) / len(probs)
+    if combine != "vote":
+        return mean
+    votes = sum(torch.nn.functional.one_hot(q.argmax(-1), q.shape[-1]).to(mean.dtype) for q in probs)
+    return (votes + mean / 2) / (len(probs) + 0.5)
+
+
+def _classification(predictors, examples, combine: str = "mean"):
     first = predictors[0]
-    total, members = None, []
+    probs, members = [], []
     for p in predictors:
-        probs = _class_probabilities(p, examples, first.labels.names)
-        members.append(_headline(p.run, first.task.result(probs.clamp_min(1e-12).log(), examples,
+        mine = _class_probabilities(p, examples, first.labels.names)
+        members.append(_headline(p.run, first.task.result(mine.clamp_min(1e-12).log(), examples,
                                                           first.labels).metrics))
-        total = probs if total is None else total + probs
-    mean = total / len(predictors)
-    return first.task.result(mean.clamp_min(1e-12).log(), examples, first.labels), members
+        probs.append(mine)
+    scores = combine_classes(probs, combine)
+    result = first.task.result(scores.clamp_min(1e-12).log(), examples, first.labels)
+    result.metrics["combine"] = combine
+    return result, members
 
 
 def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str,
