@@ -166,7 +166,13 @@ def _thulac():
     thulac = require("thulac", purpose="model.segmenter: thulac")
     with contextlib.redirect_stdout(sys.stderr):        # it prints "Model loaded succeed" to stdout
         model = thulac.thulac()
-    return _stored("thulac", lambda text: [(w, t) for w, t in model.cut(text)])
+    lock = threading.Lock()                             # its decoder keeps state between calls
+
+    def cut(text: str) -> list[tuple[str, str]]:
+        with lock:
+            return [(w, t) for w, t in model.cut(text)]
+
+    return _stored("thulac", cut)
 
 
 _FACTORIES = {"jieba": _jieba, "thulac": _thulac}
