@@ -1,5 +1,7 @@
 """Segmenter features: jieba's words and tags on each character, by hand; saved with the weights."""
 
+import logging
+
 import pytest
 import torch
 
@@ -161,8 +163,13 @@ def test_an_unwritable_store_is_skipped_with_a_warning(tmp_path, monkeypatch, ca
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("LMFORGE_CACHE", str(blocker))          # a file where the folder should be
-    store = SegmentStore("thulac", "0")
-    assert "segmenting without it" in caplog.text
+    logger = logging.getLogger("lmforge")                      # the CLI may have stopped it propagating
+    logger.addHandler(caplog.handler)
+    try:
+        store = SegmentStore("thulac", "0")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "segmenting without it" in caplog.text and store._db is None
     store.put("上海", [("上海", "ns")])
     store.flush()
     assert store.get("上海") is None                            # nothing kept, nothing fails
