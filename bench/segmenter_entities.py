@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from lmforge.data.tagging import from_spans  # noqa: E402
 from lmforge.evaluation.ner import entity_metrics  # noqa: E402
-from lmforge.models.segmenter import _FACTORIES  # noqa: E402
+from lmforge.models.segmenter import _FACTORIES, word_places  # noqa: E402
 
 ENTITY_TAGS = {"jieba": {"nr": "PER", "ns": "LOC", "nt": "ORG"},
                "thulac": {"np": "PER", "ns": "LOC", "ni": "ORG"}}
@@ -50,19 +50,18 @@ def read_columns(path: Path, limit: int | None) -> list[tuple[str, list[str]]]:
 
 
 def segmenter_tags(name: str, sentences) -> tuple[list[list[str]], float]:
-    """BIO tags of the segmenter's entity words for each sentence, and the seconds it took."""
+    """BIO tags of the segmenter's entity words for each sentence (its words placed on the characters
+    as the tagger's features place them), and the seconds it took."""
     cut = _FACTORIES[name]()
     mapping, out = ENTITY_TAGS[name], []
     start = time.perf_counter()
     for text, gold in sentences:
-        spans, at = [], 0
-        for word, tag in cut(text):
-            begin = text.find(word, at) if word else -1
-            if begin < 0:
-                continue
-            if tag in mapping:
-                spans.append((mapping[tag], begin, begin + len(word)))
-            at = begin + len(word)
+        spans, begin = [], 0
+        for i, (place, tag) in enumerate(word_places(text, cut(text))):
+            if place in (0, 3):                               # B or S: a word starts here
+                begin = i
+            if place in (2, 3) and tag in mapping:            # E or S: a word ends here
+                spans.append((mapping[tag], begin, i + 1))
         out.append(from_spans(spans, len(gold)))
     return out, time.perf_counter() - start
 

@@ -299,6 +299,18 @@ def test_bilstm_crf_with_segmenter_features(run_cli, tmp_path, segmenter, logged
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_a_segmenter_that_is_not_installed_fails_before_training(run_cli, tmp_path, monkeypatch):
+    import sys
+
+    train, dev = zh_files(tmp_path)
+    monkeypatch.setitem(sys.modules, "thulac", None)            # import thulac now raises ImportError
+    out = tmp_path / "nothulac"
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, ZH_LSTM % "segmenter: [jieba, thulac]"))
+    assert code != 0 and "pip install thulac" in err and "model.segmenter: thulac" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (out / "model").exists()
+
+
 def test_self_training_predict_peoples_daily_then_train_on_the_predictions(run_cli, tmp_path):
     """`predict --input-format peoples_daily` tags unlabelled word/pos text (its POS tags are not read);
     the output is a training file as it stands, so a second model learns from the first's tags."""

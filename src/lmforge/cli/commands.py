@@ -166,7 +166,7 @@ def _eval_ensemble(args) -> int:
     headline = "f1" if "per_type" in metrics else "macro_f1"
     print(f"{args.data}: {metrics['count']} {'sentences' if 'per_type' in metrics else 'examples'}, "
           f"an ensemble of {len(predictors)} runs "
-          f"({('entity spans' if 'per_type' in metrics else 'labels') + ' voted' if args.combine == 'vote' else 'probabilities averaged'})")
+          f"({'probabilities averaged' if args.combine != 'vote' else 'entity spans voted' if 'per_type' in metrics else 'labels voted'})")
     for member in metrics["members"]:
         print(f"  member {member['run']}: {headline} {member[headline]:.4f}")
     if "per_type" in metrics:

@@ -24,7 +24,8 @@ from lmforge.models.char_cnn import CharCNN, char_table
 from lmforge.models.char_vectors import char_vector_table, initialise_embeddings
 from lmforge.models.lexicon import LexiconFeatures, lexicon_file, lexicon_tensors, read_lexicon
 from lmforge.models.registry import LoadedModel, register_family
-from lmforge.models.segmenter import SegmenterFeatures, segmenter_names, segmenter_tags, token_codepoints
+from lmforge.models.segmenter import (SegmenterFeatures, check_segmenters, segmenter_names, segmenter_tags,
+                                      token_codepoints)
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.tokenization.wordpiece import train_wordpiece
 
@@ -309,6 +310,7 @@ def _segmenter(spec, tokenizer, generative: bool, config_kwargs: dict):
     if generative:
         raise ModelError("model.segmenter: the lstm language model has no segmenter features "
                          "(they apply to classification and token_classification)")
+    check_segmenters(spec.segmenter)
     config_kwargs.update(segmenter_tags=segmenter_tags(spec.segmenter))
     return token_codepoints(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
 
