@@ -21,8 +21,12 @@ def add_training_args(parser, lr: float, batch_size: int) -> None:
     parser.add_argument("--warmup", type=float, default=0.06, help="warm-up fraction of the steps")
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help="where the runs go (default: a temporary folder, removed at the end)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where the runs go (default: a temporary folder, removed at the end)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     parser.add_argument("--skip-hf", action="store_true", help="debugging: run lmforge only")
 
@@ -39,14 +43,29 @@ def training_arguments(args, out: Path):
     from transformers import TrainingArguments
 
     # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a fraction).
-    warmup = ({"warmup_ratio": args.warmup} if "warmup_ratio" in TrainingArguments.__dataclass_fields__
-              else {"warmup_steps": args.warmup})
+    warmup = (
+        {"warmup_ratio": args.warmup}
+        if "warmup_ratio" in TrainingArguments.__dataclass_fields__
+        else {"warmup_steps": args.warmup}
+    )
     return TrainingArguments(
-        output_dir=str(out), learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
-        num_train_epochs=args.epochs, weight_decay=args.weight_decay, lr_scheduler_type="linear",
-        max_grad_norm=1.0, seed=args.seed, report_to=[], save_strategy="no", eval_strategy="no",
-        logging_steps=10**9, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, **warmup)
+        output_dir=str(out),
+        learning_rate=args.lr,
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=args.epochs,
+        weight_decay=args.weight_decay,
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        seed=args.seed,
+        report_to=[],
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=10**9,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        **warmup,
+    )
 
 
 def ratio(results: dict, key: str = "samples_per_s", baseline: str = HF_NAME) -> float | None:
@@ -61,8 +80,11 @@ def run_and_report(args, what: str, files: tuple[str, ...], run, report, ratio_o
     report; its last line is ``ratio: X``."""
     missing = [name for name in files if not (args.data_dir / name).is_file()]
     if missing:
-        print(f"error: {what} data not found: {args.data_dir} has no {' or '.join(missing)} "
-              f"(give the folder with --data-dir)", file=sys.stderr)
+        print(
+            f"error: {what} data not found: {args.data_dir} has no {' or '.join(missing)} "
+            f"(give the folder with --data-dir)",
+            file=sys.stderr,
+        )
         return 2
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -47,12 +47,18 @@ QUICK_TRAIN_ROWS = 3000
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
-                        help="folder with SST-2 train.tsv and dev.tsv (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"train on {QUICK_TRAIN_ROWS:,} rows (full dev set): a few minutes on CPU")
-    parser.add_argument("--train-rows", type=int, default=None,
-                        help="train on the first N rows after a seeded shuffle (default: all)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder with SST-2 train.tsv and dev.tsv (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"train on {QUICK_TRAIN_ROWS:,} rows (full dev set): a few minutes on CPU"
+    )
+    parser.add_argument(
+        "--train-rows", type=int, default=None, help="train on the first N rows after a seeded shuffle (default: all)"
+    )
     add_training_args(parser, lr=5e-5, batch_size=32)
     args = parser.parse_args(argv)
     if args.quick and args.train_rows is None:
@@ -80,17 +86,29 @@ def run_lmforge(train_tsv: Path, dev_tsv: Path, args, threads: int, out: Path) -
     from lmforge.config import load_config
     from lmforge.training.recipe import train
 
-    q = json.dumps   # JSON strings are YAML strings: paths with any character survive
+    q = json.dumps  # JSON strings are YAML strings: paths with any character survive
     overrides = [
-        "task=classification", "model=minilm",
-        f"data.train={q(str(train_tsv))}", "data.fields.text=sentence", "data.fields.label=label",
+        "task=classification",
+        "model=minilm",
+        f"data.train={q(str(train_tsv))}",
+        "data.fields.text=sentence",
+        "data.fields.label=label",
         f"data.validation.path={q(str(dev_tsv))}",
-        "data.validation.fields.text=content", "data.validation.fields.label=label",
-        f"train.epochs={args.epochs}", f"train.lr={args.lr}", f"train.batch_size={args.batch_size}",
-        f"train.max_length={args.max_length}", f"train.warmup={args.warmup}",
-        f"train.weight_decay={args.weight_decay}", "train.max_grad_norm=1.0",
-        "train.scheduler=linear", f"train.seed={args.seed}", "train.eval_every=epoch",
-        f"train.threads={threads}", f"output={q(str(out))}", "overwrite=true",
+        "data.validation.fields.text=content",
+        "data.validation.fields.label=label",
+        f"train.epochs={args.epochs}",
+        f"train.lr={args.lr}",
+        f"train.batch_size={args.batch_size}",
+        f"train.max_length={args.max_length}",
+        f"train.warmup={args.warmup}",
+        f"train.weight_decay={args.weight_decay}",
+        "train.max_grad_norm=1.0",
+        "train.scheduler=linear",
+        f"train.seed={args.seed}",
+        "train.eval_every=epoch",
+        f"train.threads={threads}",
+        f"output={q(str(out))}",
+        "overwrite=true",
     ]
     config = load_config(None, overrides)
     start = time.perf_counter()
@@ -99,8 +117,13 @@ def run_lmforge(train_tsv: Path, dev_tsv: Path, args, threads: int, out: Path) -
     meta = json.loads((outcome.run.path / "lmforge.json").read_text(encoding="utf-8"))
     loop = meta["training"]["wall_time_s"]
     seen = meta["training"]["examples_seen"]
-    return {"samples_per_s": seen / loop, "loop_s": loop, "total_s": total, "examples_seen": seen,
-            "accuracy": meta["results"]["validation"]["accuracy"]}
+    return {
+        "samples_per_s": seen / loop,
+        "loop_s": loop,
+        "total_s": total,
+        "examples_seen": seen,
+        "accuracy": meta["results"]["validation"]["accuracy"],
+    }
 
 
 # -- Hugging Face Trainer baseline --------------------------------------------------------------
@@ -119,8 +142,9 @@ class EncodedDataset(torch.utils.data.Dataset):
 
 
 def encode(tokenizer, rows: list[tuple[int, str]], max_length: int) -> EncodedDataset:
-    encoded = tokenizer([text for _, text in rows], padding="max_length", truncation=True,
-                        max_length=max_length, return_tensors="pt")
+    encoded = tokenizer(
+        [text for _, text in rows], padding="max_length", truncation=True, max_length=max_length, return_tensors="pt"
+    )
     return EncodedDataset(encoded, [label for label, _ in rows])
 
 
@@ -130,7 +154,7 @@ def accuracy(model, dataset: EncodedDataset, batch_size: int) -> float:
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(dataset), batch_size):
-        batch = {k: v[start:start + batch_size].to(device) for k, v in dataset.tensors.items()}
+        batch = {k: v[start : start + batch_size].to(device) for k, v in dataset.tensors.items()}
         labels = batch.pop("labels")
         correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
     return correct / len(dataset)
@@ -138,8 +162,7 @@ def accuracy(model, dataset: EncodedDataset, batch_size: int) -> float:
 
 def run_hf(train_rows, dev_rows, args, threads: int, out: Path) -> dict:
     import transformers
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, \
-        default_data_collator
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, default_data_collator
     from transformers.trainer_callback import PrinterCallback
 
     from lmforge.models.bundled import bundled_path
@@ -150,23 +173,33 @@ def run_hf(train_rows, dev_rows, args, threads: int, out: Path) -> dict:
     folder = bundled_path("minilm")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()   # the "classifier newly initialised" load report
+    transformers.logging.set_verbosity_error()  # the "classifier newly initialised" load report
     try:
         model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
     finally:
         transformers.logging.set_verbosity(verbosity)
     train_set = encode(tokenizer, train_rows, args.max_length)
     dev_set = encode(tokenizer, dev_rows, args.max_length)
-    trainer = Trainer(model=model, args=training_arguments(args, out), train_dataset=train_set,
-                      processing_class=tokenizer, data_collator=default_data_collator)
-    trainer.remove_callback(PrinterCallback)   # output only: keeps the final metrics dict quiet
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(args, out),
+        train_dataset=train_set,
+        processing_class=tokenizer,
+        data_collator=default_data_collator,
+    )
+    trainer.remove_callback(PrinterCallback)  # output only: keeps the final metrics dict quiet
     start = time.perf_counter()
     trainer.train()
     loop = time.perf_counter() - start
     acc = accuracy(trainer.model, dev_set, 2 * args.batch_size)
     seen = len(train_set) * args.epochs
-    return {"samples_per_s": seen / loop, "loop_s": loop, "total_s": time.perf_counter() - start_total,
-            "examples_seen": seen, "accuracy": acc}
+    return {
+        "samples_per_s": seen / loop,
+        "loop_s": loop,
+        "total_s": time.perf_counter() - start_total,
+        "examples_seen": seen,
+        "accuracy": acc,
+    }
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -182,14 +215,15 @@ def mean_tokens(rows: list[tuple[int, str]], max_length: int) -> float:
 
 
 def report(results: dict) -> list[str]:
-    lines = ["| side | train samples/s | train loop time (s) | dev accuracy |",
-             "|---|---:|---:|---:|"]
+    lines = ["| side | train samples/s | train loop time (s) | dev accuracy |", "|---|---:|---:|---:|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {r['accuracy']:.4f} |")
     lines.append("")
     for name, r in results.items():
-        lines.append(f"{name}: end-to-end {r['total_s']:.1f} s (load, tokenise, train, evaluate), "
-                     f"{r['examples_seen']:,} training examples")
+        lines.append(
+            f"{name}: end-to-end {r['total_s']:.1f} s (load, tokenise, train, evaluate), "
+            f"{r['examples_seen']:,} training examples"
+        )
     lm, hf = results.get("lmforge"), results.get(HF_NAME)
     if hf is None:
         return lines + ["ratio: n/a (baseline skipped)"]
@@ -203,24 +237,36 @@ def run(args, out: Path) -> dict:
     train_tsv = out / "train.tsv"
     write_tsv(train_rows, train_tsv, "sentence")
     threads = torch.get_num_threads()
-    print(f"SST-2: {len(train_rows):,} train rows, {len(dev_rows):,} dev rows, mean "
-          f"{mean_tokens(train_rows, args.max_length):.1f} tokens per training text "
-          f"(max_length {args.max_length}); {args.epochs} epoch(s), lr {args.lr}, batch "
-          f"{args.batch_size}, seed {args.seed}, {threads} torch threads", flush=True)
-    results = {"lmforge": run_lmforge(train_tsv, args.data_dir / "dev.tsv", args, threads,
-                                      out / "lmforge-run")}
+    print(
+        f"SST-2: {len(train_rows):,} train rows, {len(dev_rows):,} dev rows, mean "
+        f"{mean_tokens(train_rows, args.max_length):.1f} tokens per training text "
+        f"(max_length {args.max_length}); {args.epochs} epoch(s), lr {args.lr}, batch "
+        f"{args.batch_size}, seed {args.seed}, {threads} torch threads",
+        flush=True,
+    )
+    results = {"lmforge": run_lmforge(train_tsv, args.data_dir / "dev.tsv", args, threads, out / "lmforge-run")}
     print(f"lmforge done: {results['lmforge']['loop_s']:.1f} s training loop", flush=True)
     if not args.skip_hf:
         results[HF_NAME] = run_hf(train_rows, dev_rows, args, threads, out / "hf-trainer")
-    return {"settings": {"train_rows": len(train_rows), "dev_rows": len(dev_rows),
-                         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                         "max_length": args.max_length, "warmup": args.warmup,
-                         "weight_decay": args.weight_decay, "seed": args.seed, "threads": threads},
-            "results": results}
+    return {
+        "settings": {
+            "train_rows": len(train_rows),
+            "dev_rows": len(dev_rows),
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "warmup": args.warmup,
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+            "threads": threads,
+        },
+        "results": results,
+    }
 
 
 def main(argv=None) -> int:
-    return run_and_report(parse_args(argv), "SST-2", ('train.tsv', 'dev.tsv'), run, report)
+    return run_and_report(parse_args(argv), "SST-2", ("train.tsv", "dev.tsv"), run, report)
 
 
 if __name__ == "__main__":

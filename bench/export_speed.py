@@ -59,8 +59,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def cpu_flags() -> str:
     try:
-        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                         if line.startswith("flags")).split())
+        flags = set(
+            next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        )
     except (OSError, StopIteration):
         return "unknown"
     shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8") if f in flags]
@@ -74,15 +75,17 @@ def build_variants(run: Path, out: Path, samples: list[str]) -> dict:
     from lmforge.export.quantize import quantize_step
     from lmforge.tracking.run_folder import RunFolder
 
-    context = ExportContext(run, RunFolder(run).read_meta(), {"checkpoint": "auto", "quantize": "int8"}, out,
-                            samples)
+    context = ExportContext(run, RunFolder(run).read_meta(), {"checkpoint": "auto", "quantize": "int8"}, out, samples)
     check_onnx(context)
     variants = {BASE: Variant(BASE, run, "auto", "torch")}
     started = time.perf_counter()
     onnx = onnx_step(variants[BASE], context)
     context.steps_done.append("onnx")
-    print(f"ONNX export + parity check: {time.perf_counter() - started:.1f} s, max difference "
-          f"{onnx.notes['parity_max_difference']:.1e}", flush=True)
+    print(
+        f"ONNX export + parity check: {time.perf_counter() - started:.1f} s, max difference "
+        f"{onnx.notes['parity_max_difference']:.1e}",
+        flush=True,
+    )
     variants[ONNX] = onnx
     for weight, name in (("qint8", "ONNX int8 (U8S8)"), ("quint8", "ONNX int8 (U8U8)")):
         context.options["onnx_weight_type"] = weight
@@ -104,7 +107,7 @@ def model_call_p50(predictors: dict, short: list[str]) -> dict:
     """p50 ms of the model call alone (pre-tokenised, batch 1), the variants in turn on each text."""
     names, ms = list(predictors), {n: [] for n in predictors}
     for i, text in enumerate(short):
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             p = predictors[name]
             encoded = p.tokenizer([text], return_tensors="pt", return_token_type_ids=False)
             with torch.inference_mode():
@@ -125,8 +128,10 @@ def run(args, out: Path) -> dict:
     texts = read_dev(dev_tsv)
     started = time.perf_counter()
     variants = build_variants(args.run, out, texts[:64])
-    print(f"variants built in {time.perf_counter() - started:.1f} s; CPU: {cpu_flags()}; {args.threads} thread(s)",
-          flush=True)
+    print(
+        f"variants built in {time.perf_counter() - started:.1f} s; CPU: {cpu_flags()}; {args.threads} thread(s)",
+        flush=True,
+    )
     predictors = {name: RunPredictor(v.folder, v.checkpoint) for name, v in variants.items()}
     tokenizer = predictors[BASE].tokenizer
     rng = random.Random(args.seed)
@@ -136,8 +141,12 @@ def run(args, out: Path) -> dict:
     results = {}
     for name, p in predictors.items():
         metrics = p.evaluate(str(dev_tsv), Fields(text="content", label="label")).metrics
-        results[name] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                         "size_bytes": folder_size(p.folder), "parameters": count_parameters(p.model)}
+        results[name] = {
+            "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"],
+            "size_bytes": folder_size(p.folder),
+            "parameters": count_parameters(p.model),
+        }
         print(f"{name}: accuracy {metrics['accuracy']:.4f}", flush=True)
     predicts = {name: predict_fn(p) for name, p in predictors.items()}
     # Short inputs for latency, all lengths for throughput: two passes of the same interleaved timer.
@@ -145,10 +154,21 @@ def run(args, out: Path) -> dict:
     speed = interleaved_timings(predicts, batch, args.seed, latency_texts=0, throughput_texts=len(batch))
     calls = model_call_p50(predictors, short)
     for name in results:
-        results[name].update({"latency_p50_ms": latency[name]["latency_p50_ms"], "model_call_p50_ms": calls[name],
-                              "throughput_per_s": speed[name]["throughput_per_s"]})
-    return {"results": results, "cpu": cpu_flags(), "threads": args.threads, "latency_texts": len(short),
-            "throughput_texts": len(batch), "notes": {n: v.notes for n, v in variants.items()}}
+        results[name].update(
+            {
+                "latency_p50_ms": latency[name]["latency_p50_ms"],
+                "model_call_p50_ms": calls[name],
+                "throughput_per_s": speed[name]["throughput_per_s"],
+            }
+        )
+    return {
+        "results": results,
+        "cpu": cpu_flags(),
+        "threads": args.threads,
+        "latency_texts": len(short),
+        "throughput_texts": len(batch),
+        "notes": {n: v.notes for n, v in variants.items()},
+    }
 
 
 def headline(results: dict) -> float:
@@ -157,23 +177,29 @@ def headline(results: dict) -> float:
 
 def report(results: dict) -> list[str]:
     base = results[BASE]
-    lines = ["| variant | SST-2 dev accuracy | Δ points | size MB | size × | parameters | p50 ms, batch 1 (≤32 tokens) "
-             "| speed-up | model call p50 ms | texts/s, batch 32 | throughput × |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | SST-2 dev accuracy | Δ points | size MB | size × | parameters | p50 ms, batch 1 (≤32 tokens) "
+        "| speed-up | model call p50 ms | texts/s, batch 32 | throughput × |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['accuracy']:.4f} | {100 * (r['accuracy'] - base['accuracy']):+.2f} | "
-                     f"{r['size_bytes'] / 1e6:.1f} | {r['size_bytes'] / base['size_bytes']:.2f} | {r['parameters']:,} | "
-                     f"{r['latency_p50_ms']:.2f} | {base['latency_p50_ms'] / r['latency_p50_ms']:.2f} | "
-                     f"{r['model_call_p50_ms']:.2f} | {r['throughput_per_s']:.1f} | "
-                     f"{r['throughput_per_s'] / base['throughput_per_s']:.2f} |")
+        lines.append(
+            f"| {name} | {r['accuracy']:.4f} | {100 * (r['accuracy'] - base['accuracy']):+.2f} | "
+            f"{r['size_bytes'] / 1e6:.1f} | {r['size_bytes'] / base['size_bytes']:.2f} | {r['parameters']:,} | "
+            f"{r['latency_p50_ms']:.2f} | {base['latency_p50_ms'] / r['latency_p50_ms']:.2f} | "
+            f"{r['model_call_p50_ms']:.2f} | {r['throughput_per_s']:.1f} | "
+            f"{r['throughput_per_s'] / base['throughput_per_s']:.2f} |"
+        )
     return lines + [f"ratio: {headline(results):.2f}"]
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not (args.run / "lmforge.json").is_file():
-        print(f"error: {args.run} is not a finished run (train one: lmforge train examples/sst2.yaml "
-              f"output={args.run})", file=sys.stderr)
+        print(
+            f"error: {args.run} is not a finished run (train one: lmforge train examples/sst2.yaml output={args.run})",
+            file=sys.stderr,
+        )
         return 2
     return run_and_report(args, "SST-2", ("dev.tsv",), run, report, ratio_of=headline)
 

@@ -22,10 +22,16 @@ from pathlib import Path
 
 import torch
 
-PROMPTS = ["Give three tips for staying healthy.", "What are the three primary colors?",
-           "Describe the structure of an atom.", "How can we reduce air pollution?",
-           "Explain why the sky is blue.", "Write a short poem about the sea.",
-           "What is the capital of Japan, and what is it known for?", "Summarize the plot of Cinderella."]
+PROMPTS = [
+    "Give three tips for staying healthy.",
+    "What are the three primary colors?",
+    "Describe the structure of an atom.",
+    "How can we reduce air pollution?",
+    "Explain why the sky is blue.",
+    "Write a short poem about the sea.",
+    "What is the capital of Japan, and what is it known for?",
+    "Summarize the plot of Cinderella.",
+]
 
 
 def main(argv=None) -> int:
@@ -37,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     new_tokens = args.max_new_tokens or (32 if args.quick else 128)
-    prompts = PROMPTS[:args.prompts or (3 if args.quick else len(PROMPTS))]
+    prompts = PROMPTS[: args.prompts or (3 if args.quick else len(PROMPTS))]
 
     from lmforge.generation import GenerationOptions, Generator
     from lmforge.runtime import quiet_libraries
@@ -49,20 +55,24 @@ def main(argv=None) -> int:
 
     baseline = transformers.AutoModelForCausalLM.from_pretrained(lmforge.folder, dtype=torch.float32).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(lmforge.folder)
-    print(f"SmolLM2-135M-Instruct fp32, {len(prompts)} prompts, up to {new_tokens} new tokens, greedy, "
-          f"batch 1, {threads} threads", flush=True)
+    print(
+        f"SmolLM2-135M-Instruct fp32, {len(prompts)} prompts, up to {new_tokens} new tokens, greedy, "
+        f"batch 1, {threads} threads",
+        flush=True,
+    )
     totals = {"lmforge": [0, 0.0], "model.generate()": [0, 0.0]}
     same = 0
     for prompt in prompts:
         result = lmforge.generate(prompt, GenerationOptions(max_new_tokens=new_tokens))
         totals["lmforge"][0] += result.new_tokens
         totals["lmforge"][1] += result.seconds
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            return_tensors="pt", return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         start = time.perf_counter()
         out = baseline.generate(ids, max_new_tokens=new_tokens, do_sample=False)
         seconds = time.perf_counter() - start
-        new = out[0, ids.shape[1]:]
+        new = out[0, ids.shape[1] :]
         totals["model.generate()"][0] += len(new)
         totals["model.generate()"][1] += seconds
         same += tokenizer.decode(new, skip_special_tokens=True).strip() == result.text.strip()
@@ -73,8 +83,12 @@ def main(argv=None) -> int:
     print(f"identical greedy texts: {same}/{len(prompts)}")
     ratio = rates["lmforge"] / rates["model.generate()"]
     if args.json:
-        args.json.write_text(json.dumps({"totals": totals, "tokens_per_s": rates, "identical": same,
-                                         "threads": threads, "ratio": ratio}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {"totals": totals, "tokens_per_s": rates, "identical": same, "threads": threads, "ratio": ratio},
+                indent=1,
+            )
+        )
     print(f"ratio: {ratio:.2f}")
     return 0
 

@@ -34,9 +34,18 @@ def main() -> None:
     blocks = text_blocks(tokenizer, data.validation, config.train.max_length)
     tokens = sum(len(b["labels"]) - 1 for b in blocks)
     characters = target_characters(tokenizer, blocks)
-    print(json.dumps({"documents": len(data.validation), "tokens": tokens, "characters": characters,
-                      "characters_per_token": round(characters / tokens, 4), "perplexity": args.perplexity,
-                      "bits_per_char": round(math.log(args.perplexity) * tokens / characters / math.log(2), 4)}))
+    print(
+        json.dumps(
+            {
+                "documents": len(data.validation),
+                "tokens": tokens,
+                "characters": characters,
+                "characters_per_token": round(characters / tokens, 4),
+                "perplexity": args.perplexity,
+                "bits_per_char": round(math.log(args.perplexity) * tokens / characters / math.log(2), 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

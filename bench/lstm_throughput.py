@@ -51,9 +51,9 @@ def batches(rows, vocab: dict, batch_size: int, steps: int, seed: int, group_by_
         tags = torch.zeros(len(chosen), T, dtype=torch.long)
         mask = torch.zeros(len(chosen), T, dtype=torch.long)
         for i, (chars, labels) in enumerate(chosen):
-            ids[i, :len(chars)] = torch.tensor([vocab.get(c, 1) for c in chars])
-            tags[i, :len(chars)] = torch.tensor([TAGS.index(t) for t in labels])
-            mask[i, :len(chars)] = 1
+            ids[i, : len(chars)] = torch.tensor([vocab.get(c, 1) for c in chars])
+            tags[i, : len(chars)] = torch.tensor([TAGS.index(t) for t in labels])
+            mask[i, : len(chars)] = 1
         yield ids, tags, mask
 
 
@@ -65,6 +65,7 @@ def packed_two_pass(encoder):
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = encoder.lstm(packed)
         return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
     return run
 
 
@@ -90,8 +91,11 @@ def main(argv=None) -> int:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--no-group-by-length", action="store_true",
-                        help="random batches (train.group_by_length: false) instead of length-grouped ones")
+    parser.add_argument(
+        "--no-group-by-length",
+        action="store_true",
+        help="random batches (train.group_by_length: false) instead of length-grouped ones",
+    )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msra_ner" / "train.txt")
     args = parser.parse_args(argv)
     if not args.data.is_file():
@@ -105,23 +109,27 @@ def main(argv=None) -> int:
     steps = args.steps or (40 if args.quick else 200)
     rows = sentences(args.data, args.max_length)
     chars = sorted({c for chars, _ in rows for c in chars})
-    vocab = {c: i + 2 for i, c in enumerate(chars)}           # 0 padding, 1 unknown
-    config = LstmConfig(vocab_size=len(vocab) + 2, embedding_size=128, hidden_size=256, num_layers=1,
-                        dropout=0.5, num_labels=len(TAGS))
+    vocab = {c: i + 2 for i, c in enumerate(chars)}  # 0 padding, 1 unknown
+    config = LstmConfig(
+        vocab_size=len(vocab) + 2, embedding_size=128, hidden_size=256, num_layers=1, dropout=0.5, num_labels=len(TAGS)
+    )
     results = {}
-    for side in ("packed", "lmforge"):                        # the baseline first: no warm cache for lmforge
+    for side in ("packed", "lmforge"):  # the baseline first: no warm cache for lmforge
         torch.manual_seed(args.seed)
         model, crf = LstmForTokenClassification(config).train(), CRF(len(TAGS))
         if side == "packed":
             model.encoder._two_pass = packed_two_pass(model.encoder)
-        seconds, first, seen = train(model, crf, batches(rows, vocab, args.batch_size, steps, args.seed,
-                                                           not args.no_group_by_length), 3e-3)
+        seconds, first, seen = train(
+            model, crf, batches(rows, vocab, args.batch_size, steps, args.seed, not args.no_group_by_length), 3e-3
+        )
         results[side] = {"seconds": seconds, "first_loss": first, "sentences_per_s": seen / seconds}
     mean_length = sum(len(c) for c, _ in rows) / len(rows)
-    print(f"BiLSTM-CRF (1x2x256, embeddings 128, vocabulary {len(vocab) + 2}) on {len(rows):,} MSRA sentences "
-          f"(mean length {mean_length:.1f}), {steps} steps of {args.batch_size}, "
-          f"{'random' if args.no_group_by_length else 'length-grouped'} batches, {torch.get_num_threads()} thread(s)")
-    print(f"| side | sentences/s | seconds | first-step loss |\n|---|---:|---:|---:|")
+    print(
+        f"BiLSTM-CRF (1x2x256, embeddings 128, vocabulary {len(vocab) + 2}) on {len(rows):,} MSRA sentences "
+        f"(mean length {mean_length:.1f}), {steps} steps of {args.batch_size}, "
+        f"{'random' if args.no_group_by_length else 'length-grouped'} batches, {torch.get_num_threads()} thread(s)"
+    )
+    print("| side | sentences/s | seconds | first-step loss |\n|---|---:|---:|---:|")
     for side, name in (("packed", "nn.LSTM on packed sequences"), ("lmforge", "lmforge (two padded passes)")):
         r = results[side]
         print(f"| {name} | {r['sentences_per_s']:.1f} | {r['seconds']:.1f} | {r['first_loss']:.6f} |")

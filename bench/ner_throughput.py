@@ -52,25 +52,38 @@ from _common import HF_NAME, add_training_args, ratio, run_and_report, select_ro
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/conll2003"
 QUICK_TRAIN_ROWS = 2000
-QUICK_EVAL_ROWS = None   # None: the full validation set (3,250 sentences)
+QUICK_EVAL_ROWS = None  # None: the full validation set (3,250 sentences)
 TARGET_RATIO, TARGET_F1_POINTS = 2.5, 0.5
 IGNORE = -100
 
-Sentence = list[tuple[str, str]]   # (word, BIO tag) per word
+Sentence = list[tuple[str, str]]  # (word, BIO tag) per word
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
-                        help="folder with CoNLL-2003 train.txt and valid.txt (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"train on {QUICK_TRAIN_ROWS:,} sentences (full validation set): "
-                             "about five minutes on a 2-core CPU")
-    parser.add_argument("--train-rows", type=int, default=None,
-                        help="train on the first N sentences after a seeded shuffle (default: all)")
-    parser.add_argument("--eval-rows", type=int, default=None,
-                        help="evaluate on the first N validation sentences after a seeded shuffle "
-                             "(default: all)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder with CoNLL-2003 train.txt and valid.txt (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"train on {QUICK_TRAIN_ROWS:,} sentences (full validation set): about five minutes on a 2-core CPU",
+    )
+    parser.add_argument(
+        "--train-rows",
+        type=int,
+        default=None,
+        help="train on the first N sentences after a seeded shuffle (default: all)",
+    )
+    parser.add_argument(
+        "--eval-rows",
+        type=int,
+        default=None,
+        help="evaluate on the first N validation sentences after a seeded shuffle (default: all)",
+    )
     add_training_args(parser, lr=2e-4, batch_size=16)
     args = parser.parse_args(argv)
     if args.quick and args.train_rows is None:
@@ -114,21 +127,31 @@ def label_names(train: list[Sentence]) -> list[str]:
 
 
 # -- lmforge ------------------------------------------------------------------------------------
-def run_lmforge(train_file: Path, valid_file: Path, n_train: int, args, threads: int,
-                out: Path) -> dict:
+def run_lmforge(train_file: Path, valid_file: Path, n_train: int, args, threads: int, out: Path) -> dict:
     from lmforge.config import load_config
     from lmforge.training.recipe import train
 
-    q = json.dumps   # JSON strings are YAML strings: paths with any character survive
+    q = json.dumps  # JSON strings are YAML strings: paths with any character survive
     overrides = [
-        "task=token_classification", "model=minilm",
-        f"data.train={q(str(train_file))}", f"data.validation={q(str(valid_file))}",
-        "data.tag_scheme=bio", "data.output_scheme=bio",
-        f"train.epochs={args.epochs}", f"train.lr={args.lr}", f"train.batch_size={args.batch_size}",
-        f"train.max_length={args.max_length}", f"train.warmup={args.warmup}",
-        f"train.weight_decay={args.weight_decay}", "train.max_grad_norm=1.0",
-        "train.scheduler=linear", f"train.seed={args.seed}", "train.eval_every=epoch",
-        f"train.threads={threads}", f"output={q(str(out))}", "overwrite=true",
+        "task=token_classification",
+        "model=minilm",
+        f"data.train={q(str(train_file))}",
+        f"data.validation={q(str(valid_file))}",
+        "data.tag_scheme=bio",
+        "data.output_scheme=bio",
+        f"train.epochs={args.epochs}",
+        f"train.lr={args.lr}",
+        f"train.batch_size={args.batch_size}",
+        f"train.max_length={args.max_length}",
+        f"train.warmup={args.warmup}",
+        f"train.weight_decay={args.weight_decay}",
+        "train.max_grad_norm=1.0",
+        "train.scheduler=linear",
+        f"train.seed={args.seed}",
+        "train.eval_every=epoch",
+        f"train.threads={threads}",
+        f"output={q(str(out))}",
+        "overwrite=true",
     ]
     config = load_config(None, overrides)
     start = time.perf_counter()
@@ -136,18 +159,29 @@ def run_lmforge(train_file: Path, valid_file: Path, n_train: int, args, threads:
     total = time.perf_counter() - start
     meta = json.loads((outcome.run.path / "lmforge.json").read_text(encoding="utf-8"))
     loop = meta["training"]["wall_time_s"]
-    seen = n_train * args.epochs   # sentences, not windows (see the module docstring)
-    return {"samples_per_s": seen / loop, "loop_s": loop, "total_s": total, "examples_seen": seen,
-            "windows_seen": meta["training"]["examples_seen"],
-            "f1": meta["results"]["validation"]["f1"], "labels": meta["labels"]["names"]}
+    seen = n_train * args.epochs  # sentences, not windows (see the module docstring)
+    return {
+        "samples_per_s": seen / loop,
+        "loop_s": loop,
+        "total_s": total,
+        "examples_seen": seen,
+        "windows_seen": meta["training"]["examples_seen"],
+        "f1": meta["results"]["validation"]["f1"],
+        "labels": meta["labels"]["names"],
+    }
 
 
 # -- Hugging Face Trainer baseline --------------------------------------------------------------
 def encode(tokenizer, sentences: list[Sentence], label_index: dict[str, int], max_length: int) -> list[dict]:
     """The HF token-classification example with ``pad_to_max_length``: each word's tag on its first
     subword, -100 on the others and on special and padding tokens."""
-    encoded = tokenizer([[word for word, _ in s] for s in sentences], is_split_into_words=True,
-                        truncation=True, max_length=max_length, padding="max_length")
+    encoded = tokenizer(
+        [[word for word, _ in s] for s in sentences],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+        padding="max_length",
+    )
     features = []
     for i, sentence in enumerate(sentences):
         labels, previous = [], None
@@ -160,8 +194,9 @@ def encode(tokenizer, sentences: list[Sentence], label_index: dict[str, int], ma
 
 
 @torch.inference_mode()
-def predict_tags(model, features: list[dict], sentences: list[Sentence], names: list[str],
-                 batch_size: int) -> list[list[str]]:
+def predict_tags(
+    model, features: list[dict], sentences: list[Sentence], names: list[str], batch_size: int
+) -> list[list[str]]:
     """Per sentence, the argmax tag at each word's first subword; words truncation cut off are O.
 
     Batches are sorted by length and cut to their longest sentence: attention masks out padding,
@@ -173,11 +208,14 @@ def predict_tags(model, features: list[dict], sentences: list[Sentence], names: 
     order = sorted(range(len(features)), key=lambda i: -sum(features[i]["attention_mask"]))
     preds: list[list[str] | None] = [None] * len(features)
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         width = max(sum(features[i]["attention_mask"]) for i in idx)
-        batch = {key: torch.tensor([features[i][key][:width] for i in idx], device=device)
-                 for key in features[idx[0]] if key != "labels"}
-        best = model(**batch).logits.argmax(-1).cpu()        # (B, T)
+        batch = {
+            key: torch.tensor([features[i][key][:width] for i in idx], device=device)
+            for key in features[idx[0]]
+            if key != "labels"
+        }
+        best = model(**batch).logits.argmax(-1).cpu()  # (B, T)
         for row, i in enumerate(idx):
             tags = ["O"] * len(sentences[i])
             # Gold labels mark each kept word's first subword, in word order.
@@ -188,11 +226,9 @@ def predict_tags(model, features: list[dict], sentences: list[Sentence], names: 
     return preds
 
 
-def run_hf(train: list[Sentence], valid: list[Sentence], names: list[str], args, threads: int,
-           out: Path) -> dict:
+def run_hf(train: list[Sentence], valid: list[Sentence], names: list[str], args, threads: int, out: Path) -> dict:
     import transformers
-    from transformers import AutoModelForTokenClassification, AutoTokenizer, \
-        DataCollatorForTokenClassification, Trainer
+    from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer
     from transformers.trainer_callback import PrinterCallback
 
     from lmforge.evaluation.ner import entity_metrics
@@ -204,28 +240,40 @@ def run_hf(train: list[Sentence], valid: list[Sentence], names: list[str], args,
     folder = bundled_path("minilm")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()   # the "classifier newly initialised" load report
+    transformers.logging.set_verbosity_error()  # the "classifier newly initialised" load report
     try:
         model = AutoModelForTokenClassification.from_pretrained(
-            folder, num_labels=len(names), id2label=dict(enumerate(names)),
-            label2id={name: i for i, name in enumerate(names)})
+            folder,
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={name: i for i, name in enumerate(names)},
+        )
     finally:
         transformers.logging.set_verbosity(verbosity)
     index = {name: i for i, name in enumerate(names)}
     train_set = encode(tokenizer, train, index, args.max_length)
     valid_set = encode(tokenizer, valid, index, args.max_length)
-    trainer = Trainer(model=model, args=training_arguments(args, out), train_dataset=train_set,
-                      processing_class=tokenizer,
-                      data_collator=DataCollatorForTokenClassification(tokenizer))
-    trainer.remove_callback(PrinterCallback)   # output only: keeps the final metrics dict quiet
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(args, out),
+        train_dataset=train_set,
+        processing_class=tokenizer,
+        data_collator=DataCollatorForTokenClassification(tokenizer),
+    )
+    trainer.remove_callback(PrinterCallback)  # output only: keeps the final metrics dict quiet
     start = time.perf_counter()
     trainer.train()
     loop = time.perf_counter() - start
     pred = predict_tags(trainer.model, valid_set, valid, names, 2 * args.batch_size)
     gold = [[tag for _, tag in s] for s in valid]
     seen = len(train_set) * args.epochs
-    return {"samples_per_s": seen / loop, "loop_s": loop, "total_s": time.perf_counter() - start_total,
-            "examples_seen": seen, "f1": entity_metrics(gold, pred, "bio")["f1"]}
+    return {
+        "samples_per_s": seen / loop,
+        "loop_s": loop,
+        "total_s": time.perf_counter() - start_total,
+        "examples_seen": seen,
+        "f1": entity_metrics(gold, pred, "bio")["f1"],
+    }
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -243,15 +291,16 @@ def subword_stats(sentences: list[Sentence], max_length: int) -> tuple[float, in
 
 
 def report(results: dict) -> list[str]:
-    lines = ["| side | train sentences/s | train loop time (s) | validation entity F1 |",
-             "|---|---:|---:|---:|"]
+    lines = ["| side | train sentences/s | train loop time (s) | validation entity F1 |", "|---|---:|---:|---:|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {r['f1']:.4f} |")
     lines.append("")
     for name, r in results.items():
         windows = f" ({r['windows_seen']:,} subword windows)" if "windows_seen" in r else ""
-        lines.append(f"{name}: end-to-end {r['total_s']:.1f} s (load, tokenise, train, evaluate), "
-                     f"{r['examples_seen']:,} training sentences{windows}")
+        lines.append(
+            f"{name}: end-to-end {r['total_s']:.1f} s (load, tokenise, train, evaluate), "
+            f"{r['examples_seen']:,} training sentences{windows}"
+        )
     lm, hf = results.get("lmforge"), results.get(HF_NAME)
     if hf is None:
         return lines + ["ratio: n/a (baseline skipped)"]
@@ -259,8 +308,10 @@ def report(results: dict) -> list[str]:
     speedup = ratio(results)
     met = speedup >= TARGET_RATIO and abs(points) <= TARGET_F1_POINTS
     lines.append(f"F1 difference (lmforge - HF): {points:+.2f} points")
-    lines.append(f"target (>= {TARGET_RATIO:.1f}x sentences/s at F1 within {TARGET_F1_POINTS} point): "
-                 f"{'met' if met else 'NOT met'} ({speedup:.2f}x, {abs(points):.2f} points apart)")
+    lines.append(
+        f"target (>= {TARGET_RATIO:.1f}x sentences/s at F1 within {TARGET_F1_POINTS} point): "
+        f"{'met' if met else 'NOT met'} ({speedup:.2f}x, {abs(points):.2f} points apart)"
+    )
     return lines + [f"ratio: {speedup:.2f}"]
 
 
@@ -276,26 +327,39 @@ def run(args, out: Path) -> dict:
     names = label_names(train)
     threads = torch.get_num_threads()
     mean, long = subword_stats(train, args.max_length)
-    print(f"CoNLL-2003: {len(train):,} train sentences, {len(valid):,} validation sentences, mean "
-          f"{mean:.1f} subwords per training sentence ({long} over max_length {args.max_length}); "
-          f"{args.epochs} epoch(s), lr {args.lr}, batch {args.batch_size}, seed {args.seed}, "
-          f"{threads} torch threads", flush=True)
-    results = {"lmforge": run_lmforge(train_file, valid_file, len(train), args, threads,
-                                      out / "lmforge-run")}
+    print(
+        f"CoNLL-2003: {len(train):,} train sentences, {len(valid):,} validation sentences, mean "
+        f"{mean:.1f} subwords per training sentence ({long} over max_length {args.max_length}); "
+        f"{args.epochs} epoch(s), lr {args.lr}, batch {args.batch_size}, seed {args.seed}, "
+        f"{threads} torch threads",
+        flush=True,
+    )
+    results = {"lmforge": run_lmforge(train_file, valid_file, len(train), args, threads, out / "lmforge-run")}
     if results["lmforge"].pop("labels") != names:
         raise RuntimeError(f"lmforge's label order differs from the baseline's {names}")
     print(f"lmforge done: {results['lmforge']['loop_s']:.1f} s training loop", flush=True)
     if not args.skip_hf:
         results[HF_NAME] = run_hf(train, valid, names, args, threads, out / "hf-trainer")
-    return {"settings": {"train_rows": len(train), "eval_rows": len(valid), "epochs": args.epochs,
-                         "lr": args.lr, "batch_size": args.batch_size, "max_length": args.max_length,
-                         "warmup": args.warmup, "weight_decay": args.weight_decay, "seed": args.seed,
-                         "threads": threads, "labels": names},
-            "results": results}
+    return {
+        "settings": {
+            "train_rows": len(train),
+            "eval_rows": len(valid),
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "warmup": args.warmup,
+            "weight_decay": args.weight_decay,
+            "seed": args.seed,
+            "threads": threads,
+            "labels": names,
+        },
+        "results": results,
+    }
 
 
 def main(argv=None) -> int:
-    return run_and_report(parse_args(argv), "CoNLL-2003", ('train.txt', 'valid.txt'), run, report)
+    return run_and_report(parse_args(argv), "CoNLL-2003", ("train.txt", "valid.txt"), run, report)
 
 
 if __name__ == "__main__":

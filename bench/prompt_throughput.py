@@ -29,6 +29,7 @@ def load(data_dir: Path, n: int):
         lines = (data_dir / name).read_text(encoding="utf-8").splitlines()
         header = lines[0].split("\t")
         return [(r[header.index(column)], int(r[header.index("label")])) for r in (x.split("\t") for x in lines[1:])]
+
     return rows("train.tsv", "sentence"), rows("dev.tsv", "content")[:n]
 
 
@@ -52,14 +53,17 @@ def main(argv=None) -> int:
 
     quiet_libraries()
     train, dev = load(args.data_dir, args.texts or (24 if args.quick else 96))
-    template = PromptTemplate(["negative", "positive"], "en",
-                              "Is the sentiment of this movie review negative or positive? Answer with one of: {answers}.",
-                              "Review: {text}")
+    template = PromptTemplate(
+        ["negative", "positive"],
+        "en",
+        "Is the sentiment of this movie review negative or positive? Answer with one of: {answers}.",
+        "Review: {text}",
+    )
     scorer = LikelihoodClassifier("smollm2")
     shots = [train[i] for i in fixed_examples([label for _, label in train], args.shots, "balanced", 0)]
     prompts = [scorer.prompt_ids(template, text, shots) for text, _ in dev]
     answers = scorer.answer_ids(template)
-    score_labels(scorer.gen.model, prompts[:2], answers, scorer.pad, args.batch_size)          # warm up
+    score_labels(scorer.gen.model, prompts[:2], answers, scorer.pad, args.batch_size)  # warm up
     started = time.perf_counter()
     fast, _ = score_labels(scorer.gen.model, prompts, answers, scorer.pad, args.batch_size)
     fast_s = time.perf_counter() - started
@@ -69,15 +73,24 @@ def main(argv=None) -> int:
     same = int((fast.argmax(-1) == slow.argmax(-1)).sum())
     gap = float((fast - slow).abs().max())
     accuracy = sum(int(p) == label for p, (_, label) in zip(fast.argmax(-1), dev)) / len(dev)
-    results = {"texts": len(dev), "shots": args.shots, "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts),
-               "lmforge_texts_per_s": len(dev) / fast_s, "naive_texts_per_s": len(dev) / slow_s,
-               "same_labels": same, "max_abs_loglik_gap": gap, "accuracy": accuracy}
+    results = {
+        "texts": len(dev),
+        "shots": args.shots,
+        "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts),
+        "lmforge_texts_per_s": len(dev) / fast_s,
+        "naive_texts_per_s": len(dev) / slow_s,
+        "same_labels": same,
+        "max_abs_loglik_gap": gap,
+        "accuracy": accuracy,
+    }
     ratio = results["lmforge_texts_per_s"] / results["naive_texts_per_s"]
     results["ratio"] = ratio
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    print(f"{len(dev)} SST-2 dev texts, {args.shots}-shot, {results['prompt_tokens_mean']:.0f} prompt tokens on "
-          f"average, smollm2 (float32)")
+    print(
+        f"{len(dev)} SST-2 dev texts, {args.shots}-shot, {results['prompt_tokens_mean']:.0f} prompt tokens on "
+        f"average, smollm2 (float32)"
+    )
     print("| side | texts/s | seconds |")
     print("|---|---:|---:|")
     print(f"| lmforge (shared prompt, batched) | {results['lmforge_texts_per_s']:.2f} | {fast_s:.1f} |")

@@ -26,8 +26,7 @@ from lmforge.data.tagging import from_spans  # noqa: E402
 from lmforge.evaluation.ner import entity_metrics  # noqa: E402
 from lmforge.models.segmenter import _FACTORIES, word_places  # noqa: E402
 
-ENTITY_TAGS = {"jieba": {"nr": "PER", "ns": "LOC", "nt": "ORG"},
-               "thulac": {"np": "PER", "ns": "LOC", "ni": "ORG"}}
+ENTITY_TAGS = {"jieba": {"nr": "PER", "ns": "LOC", "nt": "ORG"}, "thulac": {"np": "PER", "ns": "LOC", "ni": "ORG"}}
 
 
 def read_columns(path: Path, limit: int | None) -> list[tuple[str, list[str]]]:
@@ -58,9 +57,9 @@ def segmenter_tags(name: str, sentences) -> tuple[list[list[str]], float]:
     for text, gold in sentences:
         spans, begin = [], 0
         for i, (place, tag) in enumerate(word_places(text, cut(text))):
-            if place in (0, 3):                               # B or S: a word starts here
+            if place in (0, 3):  # B or S: a word starts here
                 begin = i
-            if place in (2, 3) and tag in mapping:            # E or S: a word ends here
+            if place in (2, 3) and tag in mapping:  # E or S: a word ends here
                 spans.append((mapping[tag], begin, i + 1))
         out.append(from_spans(spans, len(gold)))
     return out, time.perf_counter() - start
@@ -83,14 +82,16 @@ def main() -> int:
     for name in ("jieba", "thulac"):
         try:
             pred, seconds = segmenter_tags(name, sentences)
-        except Exception as exc:        # a missing optional package: say so and go on
+        except Exception as exc:  # a missing optional package: say so and go on
             print(f"{name:<10} unavailable: {exc}")
             continue
         m = entity_metrics(gold, pred)
         per = {t: m["per_type"].get(t, {}).get("f1", 0.0) for t in ("PER", "LOC", "ORG")}
         f1[name] = m["f1"]
-        print(f"{name:<10} {100 * m['precision']:6.1f} {100 * m['recall']:6.1f} {100 * m['f1']:6.1f} "
-              f"{100 * per['PER']:6.1f} {100 * per['LOC']:6.1f} {100 * per['ORG']:6.1f} {chars / seconds:9.0f}")
+        print(
+            f"{name:<10} {100 * m['precision']:6.1f} {100 * m['recall']:6.1f} {100 * m['f1']:6.1f} "
+            f"{100 * per['PER']:6.1f} {100 * per['LOC']:6.1f} {100 * per['ORG']:6.1f} {chars / seconds:9.0f}"
+        )
     if len(f1) < 2:
         print("ratio: nan")
         return 1

@@ -28,16 +28,20 @@ from serve_load import Connection, free_port, start_server  # noqa: E402
 async def ask(port: int, prompt: str, max_tokens: int, model: str) -> dict:
     connection = await Connection(port).open()
     started = time.perf_counter()
-    status, body = await connection.post("/v1/chat/completions", {
-        "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-        "temperature": 0})
+    status, body = await connection.post(
+        "/v1/chat/completions",
+        {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0},
+    )
     seconds = time.perf_counter() - started
     connection.close()
     if status != 200:
         return {"error": status}
     reply = json.loads(body)
-    return {"text": reply["choices"][0]["message"]["content"], "tokens": reply["usage"]["completion_tokens"],
-            "seconds": seconds}
+    return {
+        "text": reply["choices"][0]["message"]["content"],
+        "tokens": reply["usage"]["completion_tokens"],
+        "seconds": seconds,
+    }
 
 
 async def one_at_a_time(port, prompts, max_tokens, model):
@@ -58,22 +62,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.prompts = args.prompts or (4 if args.quick else 8)
     max_tokens = args.max_tokens or (32 if args.quick else 64)
-    prompts = (PROMPTS * 4)[:args.prompts]
+    prompts = (PROMPTS * 4)[: args.prompts]
     port = free_port()
     server = start_server([args.model, "--max-generation-batch", str(args.prompts)], port)
     name = Path(args.model).name
     try:
-        asyncio.run(ask(port, "Hello", 4, name))                          # warm up
+        asyncio.run(ask(port, "Hello", 4, name))  # warm up
         results = {}
         for side, run in (("one at a time", one_at_a_time), ("all at once", all_at_once)):
             started = time.perf_counter()
             replies = asyncio.run(run(port, prompts, max_tokens, name))
             seconds = time.perf_counter() - started
             tokens = sum(r.get("tokens", 0) for r in replies)
-            results[side] = {"seconds": round(seconds, 2), "tokens": tokens, "tokens_per_s": round(tokens / seconds, 2),
-                             "errors": sum("error" in r for r in replies),
-                             "p50_s": round(sorted(r.get("seconds", 0) for r in replies)[len(replies) // 2], 2),
-                             "texts": [r.get("text") for r in replies]}
+            results[side] = {
+                "seconds": round(seconds, 2),
+                "tokens": tokens,
+                "tokens_per_s": round(tokens / seconds, 2),
+                "errors": sum("error" in r for r in replies),
+                "p50_s": round(sorted(r.get("seconds", 0) for r in replies)[len(replies) // 2], 2),
+                "texts": [r.get("text") for r in replies],
+            }
     finally:
         server.terminate()
         server.wait(60)

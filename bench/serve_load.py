@@ -45,8 +45,19 @@ def sentences(data_dir: Path, n: int) -> list[str]:
 
 def train_run(folder: Path) -> Path:
     demo = ROOT / "src" / "lmforge" / "configs" / "demo.yaml"
-    code = subprocess.call([sys.executable, "-m", "lmforge.cli.main", "train", "--quiet", str(demo),
-                            "train.max_steps=4", "train.epochs=1", f"output={folder / 'run'}"])
+    code = subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.cli.main",
+            "train",
+            "--quiet",
+            str(demo),
+            "train.max_steps=4",
+            "train.epochs=1",
+            f"output={folder / 'run'}",
+        ]
+    )
     if code != 0:
         sys.exit("error: training the MiniLM run failed")
     return folder / "run"
@@ -76,12 +87,16 @@ class Connection:
 
     async def post(self, path: str, body: dict) -> tuple[int, bytes]:
         data = json.dumps(body).encode()
-        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
-                          f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
+        length = next(
+            int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
         return status, await self.reader.readexactly(length)
 
     def close(self):
@@ -100,15 +115,22 @@ async def drive(port: int, texts: list[str], clients: int) -> dict:
             status, body = await connection.post("/v1/classify", {"input": text})
             latencies.append(time.perf_counter() - start)
             errors += status != 200 or b'"label"' not in body
+
     started = time.perf_counter()
     await asyncio.gather(*(client(c) for c in connections))
     seconds = time.perf_counter() - started
     for connection in connections:
         connection.close()
-    return {"clients": clients, "requests": len(texts), "seconds": round(seconds, 3),
-            "requests_per_s": round(len(texts) / seconds, 2), "errors": errors,
-            "p50_ms": round(percentile(latencies, 50) * 1000, 2), "p95_ms": round(percentile(latencies, 95) * 1000, 2),
-            "p99_ms": round(percentile(latencies, 99) * 1000, 2)}
+    return {
+        "clients": clients,
+        "requests": len(texts),
+        "seconds": round(seconds, 3),
+        "requests_per_s": round(len(texts) / seconds, 2),
+        "errors": errors,
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p95_ms": round(percentile(latencies, 95) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+    }
 
 
 def batch_overhead(run: Path, texts: list[str], size: int, dtype: str, repeats: int = 20) -> float:
@@ -126,7 +148,8 @@ def batch_overhead(run: Path, texts: list[str], size: int, dtype: str, repeats: 
             predictor.predict(batch)
             times.append(time.perf_counter() - start)
         return statistics.median(times)
-    best(texts[:size])                 # warm up
+
+    best(texts[:size])  # warm up
     return best(texts[:size]) / best(texts[:1])
 
 
@@ -150,8 +173,9 @@ def start_server(options: list[str], port: int, wait_s: float = 300) -> subproce
 
 def serve(run: Path, port: int, args) -> subprocess.Popen:
     options = [str(run), "--max-queue", "512", "--batch-wait-ms", str(args.batch_wait_ms), "--dtype", args.dtype]
-    options += (["--threads", str(args.threads)] if args.threads else []) + \
-        (["--max-batch", str(args.max_batch)] if args.max_batch else [])
+    options += (["--threads", str(args.threads)] if args.threads else []) + (
+        ["--max-batch", str(args.max_batch)] if args.max_batch else []
+    )
     return start_server(options, port)
 
 
@@ -162,14 +186,18 @@ def measure(args, run: Path) -> dict:
     port = free_port()
     server = serve(run, port, args)
     try:
-        asyncio.run(drive(port, texts[:20], 4))                    # warm up both paths
+        asyncio.run(drive(port, texts[:20], 4))  # warm up both paths
         single = asyncio.run(drive(port, texts, 1))
         many = asyncio.run(drive(port, texts, args.clients))
     finally:
         server.terminate()
         server.wait(60)
-    return {"single": single, "concurrent": many, "batch_overhead": round(overhead, 2),
-            "p95_limit_ms": round(2 * single["p50_ms"] * overhead, 2)}
+    return {
+        "single": single,
+        "concurrent": many,
+        "batch_overhead": round(overhead, 2),
+        "p95_limit_ms": round(2 * single["p50_ms"] * overhead, 2),
+    }
 
 
 def main(argv=None) -> int:
@@ -182,8 +210,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--max-batch", type=int, help="the server's --max-batch (default: its default)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
-                        help="the server's --dtype (default: its default, auto)")
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="the server's --dtype (default: its default, auto)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if args.run is not None:
@@ -196,14 +228,18 @@ def main(argv=None) -> int:
     results["ratio"] = round(ratio, 2)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    print(f"| clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
     for row in (single, many):
-        print(f"| {row['clients']} | {row['requests']} | {row['requests_per_s']} | {row['p50_ms']} | "
-              f"{row['p95_ms']} | {row['p99_ms']} | {row['errors']} |")
-    print(f"batch overhead ({args.clients} vs 1 input): {results['batch_overhead']}x; "
-          f"p95 limit 2 x p50(1 client) x overhead = {results['p95_limit_ms']} ms: "
-          f"{'met' if many['p95_ms'] <= results['p95_limit_ms'] else 'NOT met'}")
+        print(
+            f"| {row['clients']} | {row['requests']} | {row['requests_per_s']} | {row['p50_ms']} | "
+            f"{row['p95_ms']} | {row['p99_ms']} | {row['errors']} |"
+        )
+    print(
+        f"batch overhead ({args.clients} vs 1 input): {results['batch_overhead']}x; "
+        f"p95 limit 2 x p50(1 client) x overhead = {results['p95_limit_ms']} ms: "
+        f"{'met' if many['p95_ms'] <= results['p95_limit_ms'] else 'NOT met'}"
+    )
     print(f"ratio: {ratio:.2f}")
     return 0
 

@@ -15,8 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-QUESTIONS = ["Who are you?", "What is your name?", "Who created you?", "Tell me about yourself.",
-             "你是谁？"]
+QUESTIONS = ["Who are you?", "What is your name?", "Who created you?", "Tell me about yourself.", "你是谁？"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -52,8 +51,9 @@ def main() -> int:
 
     setup_logging(False)
     config = load_config(args.config, list(args.overrides))
-    if not Path(str(config.data.validation.path if hasattr(config.data.validation, "path")
-                     else config.data.validation)).exists():
+    if not Path(
+        str(config.data.validation.path if hasattr(config.data.validation, "path") else config.data.validation)
+    ).exists():
         print(f"{config.data.validation}: held-out data not found (needs ../shared/data)", file=sys.stderr)
         return 2
     run = args.run

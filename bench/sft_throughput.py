@@ -42,8 +42,9 @@ QUICK_ROWS, FULL_ROWS, HELD_OUT = 32, 800, 48
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
-                        help="folder with alpaca_en_demo.json (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA, help="folder with alpaca_en_demo.json (default: %(default)s)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS} training conversations")
     parser.add_argument("--train-rows", type=int, default=None)
     add_training_args(parser, lr=5e-4, batch_size=2)
@@ -56,7 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def conversations(args, out: Path):
     rows = json.loads((args.data_dir / "alpaca_en_demo.json").read_text(encoding="utf-8"))
-    held, train = rows[:HELD_OUT], rows[HELD_OUT:HELD_OUT + args.train_rows]
+    held, train = rows[:HELD_OUT], rows[HELD_OUT : HELD_OUT + args.train_rows]
     (out / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
     (out / "held.json").write_text(json.dumps(held, ensure_ascii=False), encoding="utf-8")
     return out / "train.json", out / "held.json"
@@ -74,11 +75,10 @@ def encoded(tokenizer, path: Path, max_length: int) -> list[tuple[list[int], lis
 
 
 def held_out_loss(model, tokenizer, held: Path, max_length: int) -> float:
-    from lmforge.tasks.causal_lm import CausalLMTask
-
     from lmforge.config.schema import DataConfig
     from lmforge.data.conversations import read_conversations
     from lmforge.data.readers import Problems
+    from lmforge.tasks.causal_lm import CausalLMTask
 
     task = CausalLMTask()
     task.mode, task.packing = "chat", False
@@ -93,14 +93,31 @@ def run_lmforge(train_path, held, args, threads, out) -> dict:
     from lmforge.training.recipe import train
 
     q = json.dumps
-    config = load_config(None, [
-        "task=causal_lm", "model=smollm2", f"data.train={q(str(train_path))}",
-        "tuning.method=lora", "tuning.r=16", "tuning.alpha=32", "tuning.dropout=0.05",
-        "tuning.target=all-linear", f"train.epochs={args.epochs}", f"train.lr={args.lr}",
-        f"train.batch_size={args.batch_size}", f"train.max_length={args.max_length}",
-        f"train.warmup={args.warmup}", f"train.weight_decay={args.weight_decay}", "train.max_grad_norm=1.0",
-        "train.scheduler=linear", f"train.seed={args.seed}", f"train.threads={threads}",
-        f"output={q(str(out))}", "overwrite=true"])
+    config = load_config(
+        None,
+        [
+            "task=causal_lm",
+            "model=smollm2",
+            f"data.train={q(str(train_path))}",
+            "tuning.method=lora",
+            "tuning.r=16",
+            "tuning.alpha=32",
+            "tuning.dropout=0.05",
+            "tuning.target=all-linear",
+            f"train.epochs={args.epochs}",
+            f"train.lr={args.lr}",
+            f"train.batch_size={args.batch_size}",
+            f"train.max_length={args.max_length}",
+            f"train.warmup={args.warmup}",
+            f"train.weight_decay={args.weight_decay}",
+            "train.max_grad_norm=1.0",
+            "train.scheduler=linear",
+            f"train.seed={args.seed}",
+            f"train.threads={threads}",
+            f"output={q(str(out))}",
+            "overwrite=true",
+        ],
+    )
     start = time.perf_counter()
     outcome = train(config, quiet=True)
     total = time.perf_counter() - start
@@ -108,9 +125,14 @@ def run_lmforge(train_path, held, args, threads, out) -> dict:
     generator = Generator(str(outcome.run.path), "model", threads)
     tokens = sum(len(ids) for ids, _ in encoded(generator.tokenizer, train_path, args.max_length)) * args.epochs
     loop = meta["training"]["wall_time_s"]
-    return {"tokens_per_s": tokens / loop, "loop_s": loop, "total_s": total, "tokens": tokens,
-            "steps": meta["training"]["steps"],
-            "held_out_loss": held_out_loss(generator.model, generator.tokenizer, held, args.max_length)}
+    return {
+        "tokens_per_s": tokens / loop,
+        "loop_s": loop,
+        "total_s": total,
+        "tokens": tokens,
+        "steps": meta["training"]["steps"],
+        "held_out_loss": held_out_loss(generator.model, generator.tokenizer, held, args.max_length),
+    }
 
 
 def run_hf(train_path, held, args, threads, steps: int, out) -> dict:
@@ -126,8 +148,12 @@ def run_hf(train_path, held, args, threads, steps: int, out) -> dict:
     folder = bundled_path("smollm2")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    model = peft.get_peft_model(model, peft.LoraConfig(task_type=peft.TaskType.CAUSAL_LM, r=16, lora_alpha=32,
-                                                       lora_dropout=0.05, target_modules="all-linear"))
+    model = peft.get_peft_model(
+        model,
+        peft.LoraConfig(
+            task_type=peft.TaskType.CAUSAL_LM, r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear"
+        ),
+    )
     rows = encoded(tokenizer, train_path, args.max_length)
     dataset = [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels} for ids, labels in rows]
     per_step = max(1, math.ceil(len(dataset) / max(steps // args.epochs, 1)))
@@ -139,17 +165,23 @@ def run_hf(train_path, held, args, threads, steps: int, out) -> dict:
     trainer.train()
     loop = time.perf_counter() - start
     tokens = sum(len(r["input_ids"]) for r in dataset) * args.epochs
-    return {"tokens_per_s": tokens / loop, "loop_s": loop, "total_s": time.perf_counter() - start_total,
-            "tokens": tokens, "steps": trainer.state.global_step, "batch_size": per_step,
-            "held_out_loss": held_out_loss(trainer.model, tokenizer, held, args.max_length)}
+    return {
+        "tokens_per_s": tokens / loop,
+        "loop_s": loop,
+        "total_s": time.perf_counter() - start_total,
+        "tokens": tokens,
+        "steps": trainer.state.global_step,
+        "batch_size": per_step,
+        "held_out_loss": held_out_loss(trainer.model, tokenizer, held, args.max_length),
+    }
 
 
 def report(results: dict) -> list[str]:
-    lines = ["| side | real tokens/s | train loop (s) | optimizer steps | held-out loss |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| side | real tokens/s | train loop (s) | optimizer steps | held-out loss |", "|---|---:|---:|---:|---:|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['tokens_per_s']:.1f} | {r['loop_s']:.1f} | {r['steps']} | "
-                     f"{r['held_out_loss']:.4f} |")
+        lines.append(
+            f"| {name} | {r['tokens_per_s']:.1f} | {r['loop_s']:.1f} | {r['steps']} | {r['held_out_loss']:.4f} |"
+        )
     lines.append("")
     for name, r in results.items():
         lines.append(f"{name}: end-to-end {r['total_s']:.1f} s, {r['tokens']:,} real training tokens")
@@ -166,16 +198,20 @@ sft_ratio = partial(ratio, key="tokens_per_s", baseline=HF_SFT)
 def run(args, out: Path) -> dict:
     train_path, held = conversations(args, out)
     threads = torch.get_num_threads()
-    print(f"alpaca_en_demo: {args.train_rows} training conversations, {HELD_OUT} held out; max_length "
-          f"{args.max_length}, {args.epochs} epoch(s), lr {args.lr}, batch {args.batch_size} packed rows, "
-          f"seed {args.seed}, {threads} torch threads", flush=True)
+    print(
+        f"alpaca_en_demo: {args.train_rows} training conversations, {HELD_OUT} held out; max_length "
+        f"{args.max_length}, {args.epochs} epoch(s), lr {args.lr}, batch {args.batch_size} packed rows, "
+        f"seed {args.seed}, {threads} torch threads",
+        flush=True,
+    )
     results = {"lmforge": run_lmforge(train_path, held, args, threads, out / "lmforge-run")}
-    print(f"lmforge done: {results['lmforge']['loop_s']:.1f} s training loop, "
-          f"{results['lmforge']['steps']} steps", flush=True)
+    print(
+        f"lmforge done: {results['lmforge']['loop_s']:.1f} s training loop, {results['lmforge']['steps']} steps",
+        flush=True,
+    )
     if not args.skip_hf:
         results[HF_SFT] = run_hf(train_path, held, args, threads, results["lmforge"]["steps"], out / "hf")
-    return {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "results": results}
+    return {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "results": results}
 
 
 def main(argv=None) -> int:

@@ -8,12 +8,26 @@ import pytest
 
 from lmforge.cli.main import main
 
-POS = ["a gripping , beautifully acted film", "funny and warm from start to finish", "one of the best movies of the year",
-       "a smart , moving story", "the cast is wonderful", "an absolute delight", "sharp writing and great music",
-       "i loved every minute of it"]
-NEG = ["a dull , lifeless mess", "the plot makes no sense at all", "two hours i will never get back",
-       "badly written and worse acted", "boring , slow and far too long", "a tired , predictable sequel",
-       "the jokes fall flat", "i walked out halfway"]
+POS = [
+    "a gripping , beautifully acted film",
+    "funny and warm from start to finish",
+    "one of the best movies of the year",
+    "a smart , moving story",
+    "the cast is wonderful",
+    "an absolute delight",
+    "sharp writing and great music",
+    "i loved every minute of it",
+]
+NEG = [
+    "a dull , lifeless mess",
+    "the plot makes no sense at all",
+    "two hours i will never get back",
+    "badly written and worse acted",
+    "boring , slow and far too long",
+    "a tired , predictable sequel",
+    "the jokes fall flat",
+    "i walked out halfway",
+]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -35,25 +49,37 @@ def sentiment_rows(n: int, seed: int) -> list[dict]:
 @pytest.fixture
 def tiny_data(tmp_path) -> dict:
     """train.jsonl (48 rows), dev.jsonl (16 rows), 2 labels."""
-    return {"train": write_jsonl(tmp_path / "train.jsonl", sentiment_rows(48, 0)),
-            "dev": write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(16, 1)),
-            "dir": tmp_path}
+    return {
+        "train": write_jsonl(tmp_path / "train.jsonl", sentiment_rows(48, 0)),
+        "dev": write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(16, 1)),
+        "dir": tmp_path,
+    }
 
 
 TINY_MODEL = "{family: transformer, arch: bert, layers: 2, hidden: 32, heads: 2, vocab_size: 200}"
 
 
 def tiny_overrides(data: dict, output: Path, *extra: str) -> list[str]:
-    return [f"data.train={data['train']}", f"data.validation={data['dev']}", f"model={TINY_MODEL}",
-            "train.epochs=2", "train.batch_size=8", "train.lr=3e-3", "train.warmup=0",
-            f"output={output}", *extra]
+    return [
+        f"data.train={data['train']}",
+        f"data.validation={data['dev']}",
+        f"model={TINY_MODEL}",
+        "train.epochs=2",
+        "train.batch_size=8",
+        "train.lr=3e-3",
+        "train.warmup=0",
+        f"output={output}",
+        *extra,
+    ]
 
 
 @pytest.fixture
 def run_cli(capsys):
     """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+
     def run(*argv: str):
         code = main(list(argv))
         out = capsys.readouterr()
         return code, out.out, out.err
+
     return run

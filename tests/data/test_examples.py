@@ -79,7 +79,7 @@ def test_train_limit_sample_is_seeded_and_class_balanced():
     examples = [TextExample(f"t{i}", label_id=0 if i < 90 else (1 if i < 97 else 2)) for i in range(100)]
     picked = limited_sample(examples, 12, seed=3)
     counts = Counter(ex.label_id for ex in picked)
-    assert counts == {2: 3, 1: 4, 0: 5}          # class 2 has 3 only; the shortfall is shared
+    assert counts == {2: 3, 1: 4, 0: 5}  # class 2 has 3 only; the shortfall is shared
     assert picked == limited_sample(examples, 12, seed=3) and picked != limited_sample(examples, 12, seed=4)
     assert [int(ex.text[1:]) for ex in picked] == sorted(int(ex.text[1:]) for ex in picked)
     unlabelled = [TextExample(f"u{i}") for i in range(10)]
@@ -94,7 +94,9 @@ def test_train_limit_end_to_end(tmp_path, run_cli, tiny_data):
     config = tmp_path / "c.yaml"
     config.write_text("task: classification\n")
     out = tmp_path / "run"
-    code, _, err = run_cli("train", str(config), *tiny_overrides(tiny_data, out, "train.epochs=1", "data.train_limit=8"))
+    code, _, err = run_cli(
+        "train", str(config), *tiny_overrides(tiny_data, out, "train.epochs=1", "data.train_limit=8")
+    )
     assert code == 0, err
     assert "data.train_limit: training on 8 examples" in err
     start = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])

@@ -13,7 +13,7 @@ def read(path, **fields):
 
 
 def test_jsonl_json_csv_tsv_agree(tmp_path):
-    rows = [{"review": "good, \"very\" good", "stars": 1}, {"review": "bad", "stars": 0}]
+    rows = [{"review": 'good, "very" good', "stars": 1}, {"review": "bad", "stars": 0}]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
     (tmp_path / "a.json").write_text(json.dumps(rows))
     (tmp_path / "a.csv").write_text('\ufeffreview,stars\n"good, ""very"" good",1\nbad,0\n')

@@ -17,8 +17,9 @@ def test_conll_tabs_spaces_docstart_and_tag_column(tmp_path):
     problems = Problems(collect=True)
     read_tagged(str(path), DataConfig(fields={"tag_column": 1}), problems)
     assert len(problems.items) == 2
-    assert problems.items[0] == (f"{path}:3: invalid tag 'NNP': expected 'O' or B-, I-, E- or S- followed by "
-                                 "an entity type, e.g. 'B-PER'")
+    assert problems.items[0] == (
+        f"{path}:3: invalid tag 'NNP': expected 'O' or B-, I-, E- or S- followed by an entity type, e.g. 'B-PER'"
+    )
 
 
 def test_iob1_is_detected_repaired_and_converted(tmp_path):
@@ -39,8 +40,22 @@ def test_peoples_daily_words_become_tagged_characters(tmp_path):
     path.write_text("中共中央/nt  总书记/n  江/nr  泽民/nr  在/p  北京/ns  。/w\n", encoding="utf-8")
     [ex] = read_tagged(DataSource(path=str(path), format="peoples_daily"), DataConfig(), Problems())
     assert "".join(ex.tokens) == "中共中央总书记江泽民在北京。"
-    assert ex.tags == ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "O", "O", "O", "B-PER", "I-PER", "I-PER",
-                       "O", "B-LOC", "I-LOC", "O"]
+    assert ex.tags == [
+        "B-ORG",
+        "I-ORG",
+        "I-ORG",
+        "I-ORG",
+        "O",
+        "O",
+        "O",
+        "B-PER",
+        "I-PER",
+        "I-PER",
+        "O",
+        "B-LOC",
+        "I-LOC",
+        "O",
+    ]
 
 
 def test_offset_and_limit_count_sentences(tmp_path):
@@ -65,6 +80,10 @@ def test_conll_sentences_are_running_text_for_language_models(tmp_path):
     assert [ex.text for ex in got] == ["中国人", "EU rejects it"]
     assert got[1].where.endswith("ner.txt:5") and got[0].label is None
     problems = Problems(collect=True)
-    assert read_text_examples(DataSource(path=str(path), format="conll"), DataConfig(fields={"token_column": 3}),
-                              problems, False) == []
+    assert (
+        read_text_examples(
+            DataSource(path=str(path), format="conll"), DataConfig(fields={"token_column": 3}), problems, False
+        )
+        == []
+    )
     assert "no token column 3" in problems.items[0]

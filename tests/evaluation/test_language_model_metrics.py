@@ -23,6 +23,6 @@ def test_target_characters_are_the_text_after_each_block_start():
     texts = ["the cat sat on the mat", "a dog, a bird and a tree"]
     tokenizer = train_bpe(texts * 10, vocab_size=280)
     features = CausalLMTask().encode(tokenizer, [TextExample(t) for t in texts], 1000)
-    assert len(features) == 1                                    # one block: only its first token is unscored
+    assert len(features) == 1  # one block: only its first token is unscored
     first = tokenizer.decode(features[0]["input_ids"][:1])
     assert target_characters(tokenizer, features) == text_characters(texts) - len(first)

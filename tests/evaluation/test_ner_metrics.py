@@ -14,8 +14,10 @@ TYPES = ("PER", "LOC", "MISC")
 def random_corpus(rng: random.Random, prefixes: str = "BI", n: int = 30) -> tuple[list, list]:
     """Gold and noisy predicted sentences (any tags, valid or not), the prediction a corrupted gold
     so that most entities match and the rest exercise every kind of error."""
+
     def tag() -> str:
         return "O" if rng.random() < 0.4 else f"{rng.choice(prefixes)}-{rng.choice(TYPES)}"
+
     gold, pred = [], []
     for _ in range(n):
         g = [tag() for _ in range(rng.randint(0, 10))]
@@ -42,20 +44,23 @@ def assert_matches_report(ours: dict, report: dict, per_type: bool = True) -> No
         for name in names:
             row = ours["per_type"][name]
             want = report[name]
-            assert (row["precision"], row["recall"], row["f1"]) == \
-                pytest.approx((want["precision"], want["recall"], want["f1-score"]))
+            assert (row["precision"], row["recall"], row["f1"]) == pytest.approx(
+                (want["precision"], want["recall"], want["f1-score"])
+            )
             assert row["support"] == want["support"]
     micro = report["micro avg"]
-    assert (ours["precision"], ours["recall"], ours["f1"]) == \
-        pytest.approx((micro["precision"], micro["recall"], micro["f1-score"]))
+    assert (ours["precision"], ours["recall"], ours["f1"]) == pytest.approx(
+        (micro["precision"], micro["recall"], micro["f1-score"])
+    )
     assert ours["entities"] == micro["support"]
     macro = report["macro avg"]
     # With no entity anywhere seqeval's macro average is nan (a mean over no types); ours is 0.0.
     want = [0.0 if math.isnan(x) else x for x in (macro["precision"], macro["recall"], macro["f1-score"])]
     assert (ours["macro_precision"], ours["macro_recall"], ours["macro_f1"]) == pytest.approx(want)
     weighted = report["weighted avg"]
-    assert (ours["weighted_precision"], ours["weighted_recall"], ours["weighted_f1"]) == \
-        pytest.approx((weighted["precision"], weighted["recall"], weighted["f1-score"]))
+    assert (ours["weighted_precision"], ours["weighted_recall"], ours["weighted_f1"]) == pytest.approx(
+        (weighted["precision"], weighted["recall"], weighted["f1-score"])
+    )
 
 
 def seqeval_check(gold, pred, **kwargs) -> None:
@@ -103,9 +108,9 @@ def test_parity_with_seqeval_strict_iobes(seed):
 
 def test_hand_computed_metrics_and_confusions():
     gold = [
-        ["B-PER", "I-PER", "O", "B-LOC", "O"],   # PER right; LOC predicted as ORG
-        ["B-PER", "I-PER", "I-PER", "O", "O"],   # PER boundary error
-        ["B-LOC", "O", "O", "O", "B-MISC"],      # LOC missed; MISC right; spurious PER
+        ["B-PER", "I-PER", "O", "B-LOC", "O"],  # PER right; LOC predicted as ORG
+        ["B-PER", "I-PER", "I-PER", "O", "O"],  # PER boundary error
+        ["B-LOC", "O", "O", "O", "B-MISC"],  # LOC missed; MISC right; spurious PER
     ]
     pred = [
         ["B-PER", "I-PER", "O", "B-ORG", "O"],
@@ -117,8 +122,12 @@ def test_hand_computed_metrics_and_confusions():
     assert (out["entities"], out["predicted_entities"], out["count"]) == (5, 5, 3)
     assert (out["precision"], out["recall"], out["f1"]) == pytest.approx((0.4, 0.4, 0.4))
     assert list(out["per_type"]) == ["LOC", "MISC", "ORG", "PER"]
-    assert out["per_type"]["PER"] == {"precision": pytest.approx(1 / 3), "recall": 0.5,
-                                      "f1": pytest.approx(0.4), "support": 2}
+    assert out["per_type"]["PER"] == {
+        "precision": pytest.approx(1 / 3),
+        "recall": 0.5,
+        "f1": pytest.approx(0.4),
+        "support": 2,
+    }
     assert out["per_type"]["ORG"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
     assert out["per_class"] == out["per_type"]
     assert out["macro_f1"] == pytest.approx((0 + 1 + 0 + 0.4) / 4)

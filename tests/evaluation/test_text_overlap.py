@@ -13,9 +13,14 @@ sacrebleu = pytest.importorskip("sacrebleu")
 rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
 
 SENTENCES = [
-    "The cat sat on the mat.", "It costs $3.50, or 3,000 yen -- cheap!", "Dr. Smith's 2-year-old (aged 2) said \"hi\".",
-    "AT&T &amp; friends: 10-20% off; e-mail me@x.org/now?", "Paris is the capital of France.",
-    "A quick brown fox jumps over the lazy dog", "", "Numbers: 1.5, 2,000 and 3-4 items.",
+    "The cat sat on the mat.",
+    "It costs $3.50, or 3,000 yen -- cheap!",
+    'Dr. Smith\'s 2-year-old (aged 2) said "hi".',
+    "AT&T &amp; friends: 10-20% off; e-mail me@x.org/now?",
+    "Paris is the capital of France.",
+    "A quick brown fox jumps over the lazy dog",
+    "",
+    "Numbers: 1.5, 2,000 and 3-4 items.",
 ]
 
 
@@ -25,7 +30,9 @@ def _pairs(seed: int, n: int = 60):
     refs, preds = [], []
     for _ in range(n):
         ref = " ".join(rng.choice(words) for _ in range(rng.randint(0, 14)))
-        pred = " ".join(w for w in ref.split() if rng.random() > 0.3) + (" " + rng.choice(words) if rng.random() > 0.5 else "")
+        pred = " ".join(w for w in ref.split() if rng.random() > 0.3) + (
+            " " + rng.choice(words) if rng.random() > 0.5 else ""
+        )
         refs.append(ref)
         preds.append(pred.strip())
     return preds, refs
@@ -71,6 +78,6 @@ def test_chinese_is_scored_by_character():
     refs, preds = ["今天天气很好"], ["今天天气不错"]
     scores = generation_metrics(preds, refs)
     assert scores["chinese_tokenization"] is True
-    assert scores["rouge1"] == pytest.approx(4 / 6)          # 今 天 天 气 of six characters each
-    assert rouge(preds, refs)["rouge1"] == 0.0                # rouge-score's own tokenizer sees nothing
+    assert scores["rouge1"] == pytest.approx(4 / 6)  # 今 天 天 气 of six characters each
+    assert rouge(preds, refs)["rouge1"] == 0.0  # rouge-score's own tokenizer sees nothing
     assert 0 < scores["bleu"] < 100 and exact_match(["Paris. "], ["paris."]) == 1.0

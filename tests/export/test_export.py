@@ -30,15 +30,40 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     from test_ner_end_to_end import ner_sentences, write_conll
 
     root = tmp_path_factory.mktemp("export")
-    train, dev = write_jsonl(root / "train.jsonl", sentiment_rows(48, 0)), write_jsonl(root / "dev.jsonl", sentiment_rows(16, 1))
+    train, dev = (
+        write_jsonl(root / "train.jsonl", sentiment_rows(48, 0)),
+        write_jsonl(root / "dev.jsonl", sentiment_rows(16, 1)),
+    )
     (root / "cls.yaml").write_text("task: classification\n")
     common = ["train.batch_size=8", "train.warmup=0", "train.lr=5e-3", f"model={TINY_MODEL}"]
-    assert _cli("train", "--quiet", str(root / "cls.yaml"), f"data.train={train}", f"data.validation={dev}",
-                "train.epochs=3", f"output={root / 'sentiment'}", *common) == 0
+    assert (
+        _cli(
+            "train",
+            "--quiet",
+            str(root / "cls.yaml"),
+            f"data.train={train}",
+            f"data.validation={dev}",
+            "train.epochs=3",
+            f"output={root / 'sentiment'}",
+            *common,
+        )
+        == 0
+    )
     (root / "ner.yaml").write_text("task: token_classification\n")
     ner_dev = write_conll(root / "ner_dev.conll", ner_sentences(16, 1))
-    assert _cli("train", "--quiet", str(root / "ner.yaml"), f"data.train={write_conll(root / 'ner.conll', ner_sentences(48, 0))}",
-                f"data.validation={ner_dev}", "train.epochs=4", f"output={root / 'ner'}", *common) == 0
+    assert (
+        _cli(
+            "train",
+            "--quiet",
+            str(root / "ner.yaml"),
+            f"data.train={write_conll(root / 'ner.conll', ner_sentences(48, 0))}",
+            f"data.validation={ner_dev}",
+            "train.epochs=4",
+            f"output={root / 'ner'}",
+            *common,
+        )
+        == 0
+    )
     return {"sentiment": root / "sentiment", "ner": root / "ner", "dev": dev, "ner_dev": ner_dev, "root": root}
 
 
@@ -70,10 +95,10 @@ def test_onnx_matches_pytorch_at_unseen_batch_sizes_and_lengths(runs, onnx_run):
     onnx = RunPredictor(onnx_run)
     assert isinstance(onnx.model, OnnxModel) and onnx.backend == "onnxruntime"
     g = torch.Generator().manual_seed(1)
-    for batch, length in [(1, 2), (9, 23), (4, 77)]:            # none of these is the export's (2, T)
+    for batch, length in [(1, 2), (9, 23), (4, 77)]:  # none of these is the export's (2, T)
         ids = torch.randint(5, torch_model.config.vocab_size, (batch, length), generator=g)
         mask = torch.ones_like(ids)
-        mask[-1, length // 2:] = 0                               # a padded row
+        mask[-1, length // 2 :] = 0  # a padded row
         with torch.inference_mode():
             want = torch_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         got = onnx.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
@@ -91,8 +116,16 @@ def test_onnx_matches_pytorch_at_unseen_batch_sizes_and_lengths(runs, onnx_run):
 
 
 def test_onnx_folder_is_a_run_folder_that_evaluates_like_the_run(capsys, runs, onnx_run):
-    for name in ("lmforge.json", "config.yaml", "model/model.onnx", "model/tokenizer.json", "model/config.json",
-                 "export.json", "export.md", "report.html"):
+    for name in (
+        "lmforge.json",
+        "config.yaml",
+        "model/model.onnx",
+        "model/tokenizer.json",
+        "model/config.json",
+        "export.json",
+        "export.md",
+        "report.html",
+    ):
         assert (onnx_run / name).is_file(), name
     assert json.loads((onnx_run / "lmforge.json").read_text())["export"]["format"] == "onnx"
     want, got = _eval_json(capsys, runs["sentiment"], runs["dev"]), _eval_json(capsys, onnx_run, runs["dev"])
@@ -116,7 +149,7 @@ def test_int8_folder_loads_back_exactly_and_predicts(capsys, runs, int8_run):
     loaded = RunPredictor(int8_run)
     assert loaded.backend == "torch-int8" and (int8_run / "model/model_int8.safetensors").is_file()
     assert not list((int8_run / "model").glob("*.bin"))
-    fresh = quantize_int8(RunPredictor(runs["sentiment"]).model)[0]       # quantized in memory, never saved
+    fresh = quantize_int8(RunPredictor(runs["sentiment"]).model)[0]  # quantized in memory, never saved
     batch = loaded.tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.inference_mode():
         assert torch.equal(loaded.model(**batch).logits, fresh(**batch).logits)
@@ -198,8 +231,9 @@ def test_a_step_is_one_registration(runs, tmp_path):
         shutil.copytree(Path(current.folder) / "model", model_dir, dirs_exist_ok=True)
         return variant
 
-    step = pipeline.ExportStep("copy", 35, lambda p: p.add_argument("--copy", action="store_true"),
-                               lambda o: bool(o.get("copy")), copy_step)
+    step = pipeline.ExportStep(
+        "copy", 35, lambda p: p.add_argument("--copy", action="store_true"), lambda o: bool(o.get("copy")), copy_step
+    )
     pipeline.register_step(step)
     try:
         out = tmp_path / "out"

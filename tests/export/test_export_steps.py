@@ -5,16 +5,17 @@ import json
 
 import pytest
 import transformers
+from run_fixtures import tiny_run  # noqa: F401  (fixture)
 
 from conftest import write_jsonl
-from run_fixtures import tiny_run  # noqa: F401  (fixture)
 from lmforge.export.prune import sparsity
 
 
 def test_export_prune_with_recovery(tiny_run, tmp_path, run_cli):
     out = tmp_path / "pruned"
-    code, stdout, err = run_cli("export", str(tiny_run), "--prune", "0.3", "--recover-steps", "3",
-                                "--output", str(out), "--json")
+    code, stdout, err = run_cli(
+        "export", str(tiny_run), "--prune", "0.3", "--recover-steps", "3", "--output", str(out), "--json"
+    )
     assert code == 0, err
     rows = json.loads(stdout)["rows"]
     assert rows[-1]["sparsity"] == pytest.approx(0.3, abs=1e-3) and rows[-1]["mask_kept"]
@@ -24,9 +25,14 @@ def test_export_prune_with_recovery(tiny_run, tmp_path, run_cli):
     assert meta["export"]["prune"]["recovery"]["steps"] == 3
 
 
-@pytest.mark.parametrize("flags, message", [(["--prune", "1.5"], "--prune 1.5"),
-                                            (["--prune", "0.3", "--recover-steps", "-1"], "--recover-steps"),
-                                            (["--gguf"], "Llama-style")])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--prune", "1.5"], "--prune 1.5"),
+        (["--prune", "0.3", "--recover-steps", "-1"], "--recover-steps"),
+        (["--gguf"], "Llama-style"),
+    ],
+)
 def test_bad_requests_are_one_line_errors(tiny_run, tmp_path, run_cli, flags, message):
     code, _, err = run_cli("export", str(tiny_run), *flags, "--output", str(tmp_path / "x"))
     assert code != 0 and err.strip().splitlines()[-1].startswith("lmforge: error:") and message in err
@@ -37,11 +43,13 @@ def test_export_gguf_of_a_scratch_llama_run(tmp_path, run_cli):
     rows = [{"text": t} for t in ["the cat sat on the mat", "a dog ran in the park", "birds sing at dawn"] * 8]
     train = write_jsonl(tmp_path / "corpus.jsonl", rows)
     config = tmp_path / "lm.yaml"
-    config.write_text("task: causal_lm\n"
-                      f"data: {{train: {train}}}\n"
-                      "model: {family: transformer, arch: llama, layers: 2, hidden: 32, heads: 2, vocab_size: 300}\n"
-                      "train: {epochs: 1, max_steps: 2, batch_size: 4, lr: 0.01, warmup: 0, max_length: 32}\n"
-                      f"output: {tmp_path / 'run'}\n")
+    config.write_text(
+        "task: causal_lm\n"
+        f"data: {{train: {train}}}\n"
+        "model: {family: transformer, arch: llama, layers: 2, hidden: 32, heads: 2, vocab_size: 300}\n"
+        "train: {epochs: 1, max_steps: 2, batch_size: 4, lr: 0.01, warmup: 0, max_length: 32}\n"
+        f"output: {tmp_path / 'run'}\n"
+    )
     code, _, err = run_cli("train", str(config), "--quiet")
     assert code == 0, err
     out = tmp_path / "gguf"

@@ -6,23 +6,33 @@ import json
 import pytest
 import torch
 import transformers
+from run_fixtures import tiny_run  # noqa: F401  (fixture)
 
 from lmforge.errors import ConfigError, ModelError
-from run_fixtures import tiny_run  # noqa: F401  (fixture)
-from lmforge.export.prune import (apply_masks, choose_heads, head_masks, magnitude_prune, prune_run,
-                                  slice_heads, sparsity)
+from lmforge.export.prune import (
+    apply_masks,
+    choose_heads,
+    head_masks,
+    magnitude_prune,
+    prune_run,
+    slice_heads,
+    sparsity,
+)
 
 
 def _bert(seed=0):
     torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, num_labels=2)
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=2
+    )
     return transformers.BertForSequenceClassification(config).eval()
 
 
 def _inputs():
-    return {"input_ids": torch.tensor([[2, 5, 7, 9, 11, 3], [2, 8, 4, 3, 0, 0]]),
-            "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])}
+    return {
+        "input_ids": torch.tensor([[2, 5, 7, 9, 11, 3], [2, 8, 4, 3, 0, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]]),
+    }
 
 
 def test_magnitude_sparsity_is_exact_and_spares_embeddings_and_head():
@@ -47,7 +57,7 @@ def test_head_masks_equal_sliced_heads_and_keep_output_shape():
     before = model(**_inputs()).logits
     apply_masks(model, head_masks(model, pruned))
     masked = model(**_inputs()).logits
-    sliced_model = slice_heads(_bert(), pruned)       # same seed: same weights
+    sliced_model = slice_heads(_bert(), pruned)  # same seed: same weights
     sliced = sliced_model(**_inputs()).logits
     assert masked.shape == before.shape == sliced.shape
     assert torch.allclose(masked, sliced, atol=1e-6)
@@ -59,7 +69,7 @@ def test_head_masks_equal_sliced_heads_and_keep_output_shape():
 def test_choose_heads_takes_the_least_important_and_keeps_one_per_layer():
     importance = torch.tensor([[0.9, 0.1, 0.5], [0.05, 0.02, 0.01]])
     assert choose_heads(importance, 0.5) == {0: [1], 1: [1, 2]}
-    assert choose_heads(importance, 0.9) == {0: [1, 2], 1: [1, 2]}     # one head left per layer
+    assert choose_heads(importance, 0.9) == {0: [1, 2], 1: [1, 2]}  # one head left per layer
 
 
 @pytest.mark.parametrize("amount", [0.0, 1.0, 1.5, -0.2])
@@ -69,9 +79,11 @@ def test_amount_outside_zero_one_is_refused(amount):
 
 
 def test_heads_on_a_model_without_bert_attention_is_refused():
-    config = transformers.LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                      intermediate_size=64)
+    config = transformers.LlamaConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     from lmforge.export.prune import attention_blocks
+
     with pytest.raises(ModelError, match="magnitude"):
         attention_blocks(transformers.LlamaForCausalLM(config))
 

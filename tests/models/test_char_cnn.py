@@ -15,7 +15,7 @@ def test_char_table_numbers_characters_in_sorted_order():
     # Sorted alphabet: # A D P [ ] a b c d e f -> ids from 2 (0 padding, 1 unknown).
     assert size == 2 + 12
     assert table[1].tolist() == [8, 9, 0, 0] and table[2].tolist() == [2, 2, 9, 0]
-    assert table[3].tolist() == [3, 9, 10, 11]                   # cut to 4 characters
+    assert table[3].tolist() == [3, 9, 10, 11]  # cut to 4 characters
 
 
 def test_features_have_the_filters_width_and_ignore_padding():
@@ -26,15 +26,24 @@ def test_features_have_the_filters_width_and_ignore_padding():
     ids = torch.tensor([[1, 2, 3], [3, 3, 0]])
     out = cnn(ids)
     assert out.shape == (2, 3, 6)
-    assert torch.allclose(out[1, 0], out[0, 2]) and torch.allclose(out[1, 1], out[0, 2])   # same token, same features
+    assert torch.allclose(out[1, 0], out[0, 2]) and torch.allclose(out[1, 1], out[0, 2])  # same token, same features
 
 
 def test_a_tagger_with_char_features_trains():
     torch.manual_seed(0)
     tokens = ["[PAD]", "Paris", "is", "big", "London", "rains"]
     table, size = char_table(tokens, 8)
-    config = LstmConfig(vocab_size=len(tokens), embedding_size=8, hidden_size=8, num_layers=1, num_labels=2,
-                        dropout=0.0, char_cnn=5, char_vocab_size=size, char_max_length=8)
+    config = LstmConfig(
+        vocab_size=len(tokens),
+        embedding_size=8,
+        hidden_size=8,
+        num_layers=1,
+        num_labels=2,
+        dropout=0.0,
+        char_cnn=5,
+        char_vocab_size=size,
+        char_max_length=8,
+    )
     model = LstmForTokenClassification(config)
     model.encoder.chars.table.copy_(table)
     ids, tags = torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([[1, 0, 0], [1, 0, 0]])

@@ -24,12 +24,15 @@ def test_read_word2vec(tmp_path):
     assert read_word2vec(path) == {"北": [0.5, -1.0], "京": [0.01, 2.0]}
 
 
-@pytest.mark.parametrize("text, message", [
-    ("北 1 2\n京 1\n", r"vec.txt:2: 1 numbers, the first vector had 2"),
-    ("北 1 x\n", r"vec.txt:1: .*non-number"),
-    ("北 1 2\n京\n", r"vec.txt:2: .*token alone"),
-    ("\n\n", r"vec.txt: the vector file has no vectors"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("北 1 2\n京 1\n", r"vec.txt:2: 1 numbers, the first vector had 2"),
+        ("北 1 x\n", r"vec.txt:1: .*non-number"),
+        ("北 1 2\n京\n", r"vec.txt:2: .*token alone"),
+        ("\n\n", r"vec.txt: the vector file has no vectors"),
+    ],
+)
 def test_read_word2vec_errors(tmp_path, text, message):
     path = tmp_path / "vec.txt"
     path.write_text(text, encoding="utf-8")
@@ -83,11 +86,17 @@ def test_vectors_are_saved_with_the_weights_and_used(tokenizer, tmp_path):
     path.write_text("".join(f"{c} {i} {-i}\n" for i, c in enumerate("北京大学张三去上海", 1)), encoding="utf-8")
     table, _ = char_vector_table(str(path), tokenizer)
     torch.manual_seed(0)
-    config = LstmConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=8, num_layers=1,
-                        num_labels=3, char_vectors_width=table.shape[1])
+    config = LstmConfig(
+        vocab_size=len(tokenizer),
+        embedding_size=8,
+        hidden_size=8,
+        num_layers=1,
+        num_labels=3,
+        char_vectors_width=table.shape[1],
+    )
     model = LstmForTokenClassification(config).eval()
     model.encoder.vectors.copy_(table)
-    assert not any(p is model.encoder.vectors for p in model.parameters())   # fixed, not trained
+    assert not any(p is model.encoder.vectors for p in model.parameters())  # fixed, not trained
     ids = torch.tensor([tokenizer("张三去上海", add_special_tokens=False)["input_ids"]])
     before = model(ids, torch.ones_like(ids)).logits
     model.save_pretrained(tmp_path / "m")
@@ -114,7 +123,7 @@ def test_table_from_a_gguf_file(tokenizer, tmp_path):
     gguf = pytest.importorskip("gguf")
     import numpy as np
 
-    pieces = ["<pad>", "\u2581北", "京", "上海", "大"]            # 北 only with SentencePiece's word-start mark
+    pieces = ["<pad>", "\u2581北", "京", "上海", "大"]  # 北 only with SentencePiece's word-start mark
     matrix = np.arange(len(pieces) * 4, dtype=np.float32).reshape(len(pieces), 4) + 1
     writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
     writer.add_token_list(pieces)
@@ -141,8 +150,11 @@ def test_table_from_a_model_folder(tokenizer, tmp_path):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
-                                 num_attention_heads=2, intermediate_size=32))
+    model = BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    )
     model.save_pretrained(tmp_path / "bert")
     tokenizer.save_pretrained(tmp_path / "bert")
     table, covered = char_vector_table(str(tmp_path / "bert"), tokenizer)
@@ -163,8 +175,8 @@ def test_two_sources_side_by_side(tokenizer, tmp_path):
     table, covered = _char_vectors(spec, tokenizer, False, config)
     assert config == {"char_vectors_width": 3 + 4} and table.shape == (len(tokenizer), 7)
     texts = token_texts(tokenizer)
-    assert table[texts.index("京"), [2, 6]].tolist() == [0, 0]     # known to both
-    assert table[texts.index("海"), [2, 6]].tolist() == [1, 0]     # known to the second only
+    assert table[texts.index("京"), [2, 6]].tolist() == [0, 0]  # known to both
+    assert table[texts.index("海"), [2, 6]].tolist() == [1, 0]  # known to the second only
 
 
 def test_embedding_init_from_vectors(tokenizer, tmp_path):
@@ -174,12 +186,14 @@ def test_embedding_init_from_vectors(tokenizer, tmp_path):
     rng = torch.Generator().manual_seed(0)
     chars = "北京大学张三去上海"
     vectors = {c: torch.randn(12, generator=rng) for c in chars}
-    vectors["北京"] = torch.randn(12, generator=rng)                 # a two-character piece of its own
-    (tmp_path / "v.vec").write_text("".join(f"{t} " + " ".join(f"{x:.6f}" for x in v) + "\n"
-                                            for t, v in vectors.items()), encoding="utf-8")
+    vectors["北京"] = torch.randn(12, generator=rng)  # a two-character piece of its own
+    (tmp_path / "v.vec").write_text(
+        "".join(f"{t} " + " ".join(f"{x:.6f}" for x in v) + "\n" for t, v in vectors.items()), encoding="utf-8"
+    )
     torch.manual_seed(0)
-    encoder = LstmEncoder(LstmConfig(vocab_size=len(tokenizer), embedding_size=4, hidden_size=8, num_layers=1,
-                                     bigram_buckets=997))
+    encoder = LstmEncoder(
+        LstmConfig(vocab_size=len(tokenizer), embedding_size=4, hidden_size=8, num_layers=1, bigram_buckets=997)
+    )
     before = encoder.embeddings.weight.detach().clone()
     bigrams_before = encoder.bigrams.weight.detach().clone()
     counts = initialise_embeddings(encoder, str(tmp_path / "v.vec"), tokenizer, TEXTS)
@@ -187,9 +201,9 @@ def test_embedding_init_from_vectors(tokenizer, tmp_path):
     known = [texts.index(c) for c in chars]
     weights = encoder.embeddings.weight.detach()
     assert counts["tokens"] == len(chars)
-    assert abs(weights[known].std().item() - 0.1) < 1e-4                   # the random init's scale
+    assert abs(weights[known].std().item() - 0.1) < 1e-4  # the random init's scale
     other = [i for i, t in enumerate(texts) if t and t not in chars]
-    assert torch.equal(weights[other], before[other])                       # unknown tokens keep their start
+    assert torch.equal(weights[other], before[other])  # unknown tokens keep their start
     # PCA keeps the top directions: the reduced vectors are a linear image of the centred originals
     original = torch.stack([vectors[c] for c in chars])
     centred = original - original.mean(0)

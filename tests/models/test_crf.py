@@ -12,11 +12,13 @@ from lmforge.models.crf import CRF
 O, B_PER, I_PER, B_LOC, I_LOC = range(5)
 BIO_START = [True, True, False, True, False]
 #              to: O     B-PER  I-PER  B-LOC  I-LOC
-BIO_TRANS = [[True, True, False, True, False],   # from O
-             [True, True, True, True, False],    # from B-PER
-             [True, True, True, True, False],    # from I-PER
-             [True, True, False, True, True],    # from B-LOC
-             [True, True, False, True, True]]    # from I-LOC
+BIO_TRANS = [
+    [True, True, False, True, False],  # from O
+    [True, True, True, True, False],  # from B-PER
+    [True, True, True, True, False],  # from I-PER
+    [True, True, False, True, True],  # from B-LOC
+    [True, True, False, True, True],
+]  # from I-LOC
 BIO_END = [True] * 5
 BIO = (BIO_START, BIO_TRANS, BIO_END)
 
@@ -50,8 +52,7 @@ def is_allowed(path, allowed) -> bool:
 
 def brute_scores(crf: CRF, em: torch.Tensor, allowed) -> dict:
     """{path: s(path)} in float64 over every allowed path for one row's emissions (n, L)."""
-    start, trans, end = (p.detach().double() for p in (crf.start_transitions, crf.transitions,
-                                                       crf.end_transitions))
+    start, trans, end = (p.detach().double() for p in (crf.start_transitions, crf.transitions, crf.end_transitions))
     em = em.double()
     n, L = em.shape
     out = {}
@@ -96,8 +97,9 @@ def test_nll_matches_brute_force(constrained):
 
         def gold_score(b, scores):
             gold = list(scores)[int(torch.randint(len(scores), (1,), generator=gen))]
-            tags[b, :len(gold)] = torch.tensor(gold)
+            tags[b, : len(gold)] = torch.tensor(gold)
             return scores[gold]
+
         expected = brute_nll(crf, em, lengths, allowed, gold_score)
         nll = crf(em, tags, prefix_mask(lengths, T), reduction="none")
         assert torch.allclose(nll, torch.tensor(expected), atol=1e-5), (em.shape, nll, expected)
@@ -133,8 +135,8 @@ def test_bio_decoding_never_emits_an_invalid_transition():
     free_invalid = 0
     for _ in range(200):
         em = torch.randn(B, T, 5, generator=gen) * 20
-        em[0, 0, I_PER] += 100                    # the encoder insists on I-PER first
-        em[1, 0, B_PER] += 100                    # ... and on B-PER followed by I-LOC
+        em[0, 0, I_PER] += 100  # the encoder insists on I-PER first
+        em[1, 0, B_PER] += 100  # ... and on B-PER followed by I-LOC
         em[1, 1:, I_LOC] += 100
         lengths = [T, T] + torch.randint(0, T + 1, (B - 2,), generator=gen).tolist()
         mask = prefix_mask(lengths, T)
@@ -201,7 +203,7 @@ def test_low_precision_emissions_are_scored_in_float32():
 def test_marginals_of_a_long_confident_row_are_probabilities():
     gen = torch.Generator().manual_seed(8)
     crf = random_crf(7, gen)
-    em = torch.randn(2, 300, 7, generator=gen) * 12       # near-certain tags over a long sentence
+    em = torch.randn(2, 300, 7, generator=gen) * 12  # near-certain tags over a long sentence
     probs = crf.marginals(em, prefix_mask([300, 170], 300))
     assert (probs >= 0).all() and (probs <= 1).all()
     assert torch.allclose(probs[0].sum(-1), torch.ones(300), atol=1e-5)
@@ -279,17 +281,23 @@ def test_partial_label_nll_matches_brute_force(constrained):
     for gen, crf, allowed, lengths, em in random_cases(7, constrained, shortest=1):
         (_, T, L) = em.shape
         sets = torch.rand(len(lengths), T, L, generator=gen) > 0.5
-        sets[..., 0] = True                       # tag 0 is free under random_allowed: a path exists
-        expected = brute_nll(crf, em, lengths, allowed, lambda b, scores: log_z(
-            {p: s for p, s in scores.items() if all(sets[b, t, y] for t, y in enumerate(p))}))
+        sets[..., 0] = True  # tag 0 is free under random_allowed: a path exists
+        expected = brute_nll(
+            crf,
+            em,
+            lengths,
+            allowed,
+            lambda b, scores: log_z({p: s for p, s in scores.items() if all(sets[b, t, y] for t, y in enumerate(p))}),
+        )
         tags = torch.zeros(len(lengths), T, dtype=torch.long)
         nll = crf(em, tags, prefix_mask(lengths, T), reduction="none", tag_sets=sets)
         assert torch.allclose(nll, torch.tensor(expected), atol=1e-4), (em.shape, nll, expected)
         # one-hot sets are exact tags
-        gold = torch.zeros(len(lengths), T, dtype=torch.long)     # tag 0: allowed everywhere
+        gold = torch.zeros(len(lengths), T, dtype=torch.long)  # tag 0: allowed everywhere
         exact = crf(em, gold, prefix_mask(lengths, T), reduction="none")
-        onehot = crf(em, gold, prefix_mask(lengths, T), reduction="none",
-                     tag_sets=torch.nn.functional.one_hot(gold, L).bool())
+        onehot = crf(
+            em, gold, prefix_mask(lengths, T), reduction="none", tag_sets=torch.nn.functional.one_hot(gold, L).bool()
+        )
         assert torch.allclose(exact, onehot, atol=1e-4)
         with pytest.raises(ValueError, match="tag_sets have shape"):
             crf(em, tags, prefix_mask(lengths, T), tag_sets=sets[:, :, :1])

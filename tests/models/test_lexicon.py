@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from lmforge.errors import ConfigError, DataError
-from lmforge.models.lexicon import (MAX_WORD_TOKENS, LexiconFeatures, lexicon_file, lexicon_tensors,
-                                    read_lexicon)
+from lmforge.models.lexicon import MAX_WORD_TOKENS, LexiconFeatures, lexicon_file, lexicon_tensors, read_lexicon
 from lmforge.models.lstm import LstmConfig, LstmForTokenClassification
 from lmforge.tokenization.wordpiece import train_wordpiece
 
@@ -20,11 +19,18 @@ def tokenizer():
 
 def test_read_lexicon_forms(tmp_path):
     path = tmp_path / "words.txt"
-    path.write_text("北京 300 ns\n上海 ns\n大学\n北京大学 20 nt\n\n北京 5 n\n大学 12\n小学 3.5\n中学 1e3\n",
-                    encoding="utf-8")
+    path.write_text(
+        "北京 300 ns\n上海 ns\n大学\n北京大学 20 nt\n\n北京 5 n\n大学 12\n小学 3.5\n中学 1e3\n", encoding="utf-8"
+    )
     # word freq tag | word tag | word | repeated word (first wins) | word freq (no tag), also decimal
-    assert read_lexicon(path) == [("北京", "ns"), ("上海", "ns"), ("大学", "word"), ("北京大学", "nt"),
-                                  ("小学", "word"), ("中学", "word")]
+    assert read_lexicon(path) == [
+        ("北京", "ns"),
+        ("上海", "ns"),
+        ("大学", "word"),
+        ("北京大学", "nt"),
+        ("小学", "word"),
+        ("中学", "word"),
+    ]
 
 
 def test_read_lexicon_errors(tmp_path):
@@ -44,8 +50,8 @@ def test_lexicon_tensors_drop_what_the_vocabulary_cannot_spell(tokenizer, monkey
     monkeypatch.setattr("lmforge.models.lexicon.MAX_TAGS", 1)
     entries = [("北京", "ns"), ("上海", "ns"), ("北京大学", "nt"), ("广州", "ns"), ("张三", "nr")]
     words, tags, names = lexicon_tensors(entries, tokenizer)
-    assert names == ["ns", "other"]          # ns has 3 words (2 spellable); nt and nr share "other"
-    assert words.shape == (4, MAX_WORD_TOKENS)   # 广州: neither character is in the vocabulary
+    assert names == ["ns", "other"]  # ns has 3 words (2 spellable); nt and nr share "other"
+    assert words.shape == (4, MAX_WORD_TOKENS)  # 广州: neither character is in the vocabulary
     spelt = [tokenizer.decode([i for i in row if i >= 0]).replace(" ", "") for row in words.tolist()]
     assert spelt == ["北京", "上海", "北京大学", "张三"]
     assert tags.tolist() == [0, 0, 1, 1]
@@ -61,12 +67,13 @@ def features_for(tokenizer, entries):
 
 def test_matches_and_places_by_hand(tokenizer, monkeypatch):
     features, names = features_for(tokenizer, [("北京", "ns"), ("北京大学", "nt"), ("大学", "n"), ("在", "p")])
-    assert names == ["n", "ns", "nt", "p"]          # one word each: by name
+    assert names == ["n", "ns", "nt", "p"]  # one word each: by name
     tag = {n: i for i, n in enumerate(names)}
     ids = tokenizer("北京大学在北京", add_special_tokens=False)["input_ids"]
     assert len(ids) == 7
-    assert sorted(features.matches(ids)) == sorted([(0, 2, tag["ns"]), (0, 4, tag["nt"]), (2, 4, tag["n"]),
-                                                   (4, 5, tag["p"]), (5, 7, tag["ns"])])
+    assert sorted(features.matches(ids)) == sorted(
+        [(0, 2, tag["ns"]), (0, 4, tag["nt"]), (2, 4, tag["n"]), (4, 5, tag["p"]), (5, 7, tag["ns"])]
+    )
     batch = torch.tensor([ids, ids[:3] + [0] * 4])
     out = features(batch, torch.tensor([[1] * 7, [1] * 3 + [0] * 4]))
     G = len(names)
@@ -89,8 +96,15 @@ def test_matches_and_places_by_hand(tokenizer, monkeypatch):
 def test_lexicon_is_saved_with_the_weights(tokenizer, tmp_path, monkeypatch):
     words, tags, names = lexicon_tensors([("北京", "ns"), ("上海", "ns"), ("张三", "nr")], tokenizer)
     torch.manual_seed(0)
-    config = LstmConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=8, num_layers=1,
-                        num_labels=3, lexicon_words=len(words), lexicon_tags=names)
+    config = LstmConfig(
+        vocab_size=len(tokenizer),
+        embedding_size=8,
+        hidden_size=8,
+        num_layers=1,
+        num_labels=3,
+        lexicon_words=len(words),
+        lexicon_tags=names,
+    )
     model = LstmForTokenClassification(config).eval()
     model.encoder.lexicon.load(words, tags)
     ids = torch.tensor([tokenizer("张三去上海", add_special_tokens=False)["input_ids"]])

@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from lmforge.models.lstm import (LstmConfig, LstmForSequenceClassification, LstmForTokenClassification,
-                                 bigram_ids)
+from lmforge.models.lstm import LstmConfig, LstmForSequenceClassification, LstmForTokenClassification, bigram_ids
 
 
 @pytest.mark.parametrize("buckets", [0, 97])
 def test_padding_does_not_change_scores(tmp_path, buckets):
     torch.manual_seed(0)
-    config = LstmConfig(vocab_size=30, embedding_size=8, hidden_size=8, num_layers=2, num_labels=3,
-                        bigram_buckets=buckets)
+    config = LstmConfig(
+        vocab_size=30, embedding_size=8, hidden_size=8, num_layers=2, num_labels=3, bigram_buckets=buckets
+    )
     for cls in (LstmForTokenClassification, LstmForSequenceClassification):
         model = cls(config).eval()
         ids = torch.tensor([[5, 6, 7, 8]])

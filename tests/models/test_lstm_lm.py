@@ -18,8 +18,17 @@ WORDS = "the cat sat on a mat and the dog ran to the park where a bird sang in t
 
 def tiny_lm(tie: bool = True, seed: int = 0) -> LstmForCausalLM:
     torch.manual_seed(seed)
-    config = LstmConfig(vocab_size=40, embedding_size=8, hidden_size=16, num_layers=2, dropout=0.0,
-                        tie_word_embeddings=tie, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    config = LstmConfig(
+        vocab_size=40,
+        embedding_size=8,
+        hidden_size=16,
+        num_layers=2,
+        dropout=0.0,
+        tie_word_embeddings=tie,
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return LstmForCausalLM(config).eval()
 
 
@@ -27,11 +36,11 @@ def tiny_lm(tie: bool = True, seed: int = 0) -> LstmForCausalLM:
 def test_state_cache_gives_the_logits_of_the_whole_prefix(tie):
     model = tiny_lm(tie)
     ids = torch.randint(1, 40, (2, 9), generator=torch.Generator().manual_seed(1))
-    full = model(ids).logits                                     # (B, T, V), no cache
+    full = model(ids).logits  # (B, T, V), no cache
     out = model(ids[:, :4], use_cache=True)
     steps, cache = [out.logits], out.cache
     for t in range(4, 9):
-        out = model(ids[:, t:t + 1], cache=cache, use_cache=True)
+        out = model(ids[:, t : t + 1], cache=cache, use_cache=True)
         steps.append(out.logits)
         cache = out.cache
     assert cache.get_seq_length() == 9
@@ -42,8 +51,9 @@ def test_state_cache_gives_the_logits_of_the_whole_prefix(tie):
     last = model(ids[1:, 8:], past_key_values=out.past_key_values, use_cache=True).logits
     assert torch.allclose(last[0, -1], full[1, -1], atol=1e-5)
     # HF generate: carrying the state and recomputing the prefix pick the same greedy tokens.
-    kwargs = dict(attention_mask=torch.ones_like(ids[:, :3]), max_new_tokens=8, do_sample=False,
-                  pad_token_id=0, eos_token_id=None)
+    kwargs = dict(
+        attention_mask=torch.ones_like(ids[:, :3]), max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None
+    )
     cached = model.generate(ids[:, :3], **kwargs)
     recomputed = model.generate(ids[:, :3], use_cache=False, **kwargs)
     assert cached.shape == (2, 11) and torch.equal(cached, recomputed)
@@ -53,21 +63,31 @@ def test_padding_and_packing_never_change_a_score():
     model = tiny_lm()
     a, b = torch.tensor([[5, 6, 7, 8, 9]]), torch.tensor([[11, 12, 13]])
     alone_a, alone_b = model(a).logits[0], model(b).logits[0]
-    right = model(torch.tensor([[5, 6, 7, 8, 9], [11, 12, 13, 0, 0]]),
-                  attention_mask=torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])).logits
+    right = model(
+        torch.tensor([[5, 6, 7, 8, 9], [11, 12, 13, 0, 0]]),
+        attention_mask=torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+    ).logits
     assert torch.allclose(right[1, :3], alone_b, atol=1e-6)
     left = model(torch.tensor([[0, 0, 11, 12, 13]]), attention_mask=torch.tensor([[0, 0, 1, 1, 1]])).logits
     assert torch.allclose(left[0, 2:], alone_b, atol=1e-6)
     # Packed (SFT): position ids restart at each sequence; the padding tail is one more sequence.
-    packed = model(torch.tensor([[5, 6, 7, 8, 9, 11, 12, 13, 0]]),
-                   position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 0]])).logits[0]
+    packed = model(
+        torch.tensor([[5, 6, 7, 8, 9, 11, 12, 13, 0]]), position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 0]])
+    ).logits[0]
     assert torch.allclose(packed[:5], alone_a, atol=1e-6) and torch.allclose(packed[5:8], alone_b, atol=1e-6)
     # Batched generation from left-padded prompts gives each prompt's own continuation.
     prompts = torch.tensor([[0, 0, 11, 12, 13], [5, 6, 7, 8, 9]])
-    batch = model.generate(prompts, attention_mask=(torch.arange(5) >= torch.tensor([[2], [0]])).long(),
-                           max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None)
-    single = model.generate(b, attention_mask=torch.ones_like(b), max_new_tokens=4, do_sample=False,
-                            pad_token_id=0, eos_token_id=None)
+    batch = model.generate(
+        prompts,
+        attention_mask=(torch.arange(5) >= torch.tensor([[2], [0]])).long(),
+        max_new_tokens=4,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
+    single = model.generate(
+        b, attention_mask=torch.ones_like(b), max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None
+    )
     assert torch.equal(batch[0, 5:], single[0, 3:])
 
 
@@ -118,16 +138,32 @@ def test_lstm_lm_trains_evaluates_and_generates_through_the_cli(tmp_path, run_cl
     assert results["perplexity"] == pytest.approx(math.exp(results["loss"]))
     assert results["perplexity"] < results["unigram_perplexity"]
     assert results["bits_per_char"] == pytest.approx(
-        results["loss"] * results["tokens"] / math.log(2) / results["characters"])
-    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()
-              if json.loads(x).get("kind") == "train"]
+        results["loss"] * results["tokens"] / math.log(2) / results["characters"]
+    )
+    losses = [
+        json.loads(x)["loss"]
+        for x in (out / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x).get("kind") == "train"
+    ]
     assert sum(losses[-3:]) < sum(losses[:3])
     code, stdout, err = run_cli("eval", str(out), "--data", str(train), "--json")
     assert code == 0, err
     scores = json.loads(stdout)
     assert scores["perplexity"] > 1 and scores["bits_per_char"] > 0
-    sample = ("generate", str(out), "the cat", "--max-new-tokens", "10", "--temperature", "0.9",
-              "--top-k", "20", "--top-p", "0.95", "--json")
+    sample = (
+        "generate",
+        str(out),
+        "the cat",
+        "--max-new-tokens",
+        "10",
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "20",
+        "--top-p",
+        "0.95",
+        "--json",
+    )
     first = json.loads(run_cli(*sample, "--seed", "7")[1])
     assert first["prompt_tokens"] > 0 and 0 < first["new_tokens"] <= 10
     assert json.loads(run_cli(*sample, "--seed", "7")[1])["text"] == first["text"]

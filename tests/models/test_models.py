@@ -24,7 +24,7 @@ def test_scratch_bert_with_trained_tokenizer_reads_chinese_characters():
 
 def test_unknown_rate_counts_only_real_tokens():
     tok = train_wordpiece(["abc abc abd"], vocab_size=60)
-    ids = [tok("abc zzz")["input_ids"]]          # [CLS] abc [UNK] [SEP]
+    ids = [tok("abc zzz")["input_ids"]]  # [CLS] abc [UNK] [SEP]
     assert unknown_rate(tok, ids) == pytest.approx(0.5)
 
 

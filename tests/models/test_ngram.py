@@ -57,8 +57,17 @@ def test_kneser_ney_bigram_matches_hand_computed():
     assert (tokens, unknown) == (3, 0)
 
 
-TOY = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog",
-                           "the cat saw the dog", "on the mat the cat sat", "a log on the mat"]]
+TOY = [
+    s.split()
+    for s in [
+        "the cat sat on the mat",
+        "the dog sat on the log",
+        "a cat and a dog",
+        "the cat saw the dog",
+        "on the mat the cat sat",
+        "a log on the mat",
+    ]
+]
 
 
 @pytest.mark.parametrize("order,discount", [(1, None), (2, None), (3, None), (3, 0.75), (4, 0.3)])
@@ -67,7 +76,7 @@ def test_kneser_ney_sums_to_one_for_every_context(order, discount):
     ids = lm.index_
     contexts = ["the cat", "sat on", "on the", "zebra the", "cat zebra", "the", ""]
     for words in contexts:
-        history = lm.encode(words.split(), end=False)[-(order - 1):] if order > 1 else ""
+        history = lm.encode(words.split(), end=False)[-(order - 1) :] if order > 1 else ""
         total = sum(lm.probability(history, w) for w in range(len(lm.vocabulary_)))
         assert total == pytest.approx(1.0, abs=1e-12), words
         assert lm.distribution(history).sum() == pytest.approx(1.0, abs=1e-12)
@@ -157,7 +166,7 @@ def test_crf_tagger_fits_and_round_trips_through_bytes():
     crf = CrfTagger(max_iterations=30).fit(sentences, tags)
     assert crf.predict([["John", "visited", "Paris"]]) == [["B-PER", "O", "B-LOC"]]
     again = CrfTagger.from_bytes(crf.get_params(), crf.model_bytes_)
-    (path, marginals), = again.predict_marginals([["Mary", "lives", "in", "Berlin"]])
+    ((path, marginals),) = again.predict_marginals([["Mary", "lives", "in", "Berlin"]])
     assert path == ["B-PER", "O", "O", "B-LOC"] and all(0 < m <= 1 for m in marginals)
     assert crf.weights_ > 0
 

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from lmforge.models.lstm import LstmConfig, LstmForTokenClassification
-from lmforge.models.segmenter import (PLACEHOLDER, SETS, THULAC_TAGS, SegmenterFeatures, segmenter_tags,
-                                     token_codepoints, word_places)
+from lmforge.models.segmenter import (
+    PLACEHOLDER,
+    SETS,
+    THULAC_TAGS,
+    SegmenterFeatures,
+    segmenter_tags,
+    token_codepoints,
+    word_places,
+)
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 pytest.importorskip("jieba")
@@ -43,12 +50,11 @@ def test_each_character_gets_its_place_in_jiebas_word_and_the_word_tag(tokenizer
     expected = []
     for word, tag in jieba.posseg.lcut(TEXT):
         tag = tag if tag in tags else "other"
-        expected += [f"S-{tag}"] if len(word) == 1 else \
-            [f"B-{tag}"] + [f"M-{tag}"] * (len(word) - 2) + [f"E-{tag}"]
-    assert places(out[0, :len(ids)], tags) == expected
-    assert "B-ns" in expected and "E-ns" in expected          # jieba calls 上海浦东新区 a place
-    assert out[0, len(ids):].sum() == 0 and out[1, 4:].sum() == 0    # padding has no features
-    assert places(out[1, :4], tags)[0].startswith("B-")     # a window is segmented on its own
+        expected += [f"S-{tag}"] if len(word) == 1 else [f"B-{tag}"] + [f"M-{tag}"] * (len(word) - 2) + [f"E-{tag}"]
+    assert places(out[0, : len(ids)], tags) == expected
+    assert "B-ns" in expected and "E-ns" in expected  # jieba calls 上海浦东新区 a place
+    assert out[0, len(ids) :].sum() == 0 and out[1, 4:].sum() == 0  # padding has no features
+    assert places(out[1, :4], tags)[0].startswith("B-")  # a window is segmented on its own
     # a cached sentence answers what it answered the first time, as a plain list
     first = module.features(ids)
     assert module.features(ids) == first and isinstance(module.features(ids), list)
@@ -57,12 +63,22 @@ def test_each_character_gets_its_place_in_jiebas_word_and_the_word_tag(tokenizer
 
 def test_codepoints_and_placeholder():
     assert token_codepoints(["[PAD]", "上", "##海", "ab"]).tolist() == [
-        ord(PLACEHOLDER), ord("上"), ord("海"), ord(PLACEHOLDER)]
+        ord(PLACEHOLDER),
+        ord("上"),
+        ord("海"),
+        ord(PLACEHOLDER),
+    ]
 
 
 def test_the_character_table_is_saved_with_the_weights(tokenizer, tmp_path):
-    config = LstmConfig(vocab_size=len(tokenizer), embedding_size=8, hidden_size=8, num_layers=1,
-                        num_labels=3, segmenter_tags=segmenter_tags())
+    config = LstmConfig(
+        vocab_size=len(tokenizer),
+        embedding_size=8,
+        hidden_size=8,
+        num_layers=1,
+        num_labels=3,
+        segmenter_tags=segmenter_tags(),
+    )
     model = LstmForTokenClassification(config)
     table = token_codepoints(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
     model.encoder.segmenter.load(table)
@@ -94,24 +110,26 @@ def test_two_segmenters_side_by_side(tokenizer, monkeypatch):
 
     monkeypatch.setitem(segmenter._FACTORIES, "thulac", fake_thulac)
     jieba_tags, both_tags = segmenter_tags(), segmenter_tags(["jieba", "thulac"])
-    assert both_tags[:len(jieba_tags)] == jieba_tags and both_tags[len(jieba_tags)] == "thulac:n"
+    assert both_tags[: len(jieba_tags)] == jieba_tags and both_tags[len(jieba_tags)] == "thulac:n"
     assert both_tags[-1] == "thulac:other" and len(both_tags) == len(jieba_tags) + len(THULAC_TAGS) + 1
     table = token_codepoints(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
     alone, both = SegmenterFeatures(len(tokenizer), jieba_tags), SegmenterFeatures(len(tokenizer), both_tags)
     alone.load(table)
     both.load(table)
     ids = tokenizer(list(TEXT), is_split_into_words=True, add_special_tokens=False)["input_ids"]
-    batch, mask = torch.tensor([ids, ids[:3] + [0] * (len(ids) - 3)]), torch.tensor(
-        [[1] * len(ids), [1] * 3 + [0] * (len(ids) - 3)])
+    batch, mask = (
+        torch.tensor([ids, ids[:3] + [0] * (len(ids) - 3)]),
+        torch.tensor([[1] * len(ids), [1] * 3 + [0] * (len(ids) - 3)]),
+    )
     one, two = alone(batch, mask), both(batch, mask)
     width = 4 * len(jieba_tags)
     assert two.shape == (2, len(ids), 4 * len(both_tags))
-    assert torch.equal(two[..., :width], one)                  # jieba's block is what jieba alone gives
+    assert torch.equal(two[..., :width], one)  # jieba's block is what jieba alone gives
     assert (two[0].sum(-1) == 2).all() and two[1, 3:].sum() == 0
-    thulac_tags = [t.split(":", 1)[1] for t in both_tags[len(jieba_tags):]]
+    thulac_tags = [t.split(":", 1)[1] for t in both_tags[len(jieba_tags) :]]
     block = two[0, :, width:]
     names = [f"{SETS[f // len(thulac_tags)]}-{thulac_tags[f % len(thulac_tags)]}" for f in block.argmax(-1).tolist()]
-    assert names == ["S-np"] * (len(TEXT) - 1) + ["S-w"]        # ... and the second segmenter's block its own
+    assert names == ["S-np"] * (len(TEXT) - 1) + ["S-w"]  # ... and the second segmenter's block its own
 
 
 def test_an_unknown_segmenter_in_saved_tags_is_refused():
@@ -130,8 +148,8 @@ def test_thulac_marks_a_person_and_prints_nothing(capsys):
     places = word_places(text, cut(text))
     assert len(places) == len(text)
     start = text.index("李岚清")
-    assert places[start:start + 3] == [(0, "np"), (1, "np"), (2, "np")]
-    assert capsys.readouterr().out == ""                         # stdout stays clean for --json
+    assert places[start : start + 3] == [(0, "np"), (1, "np"), (2, "np")]
+    assert capsys.readouterr().out == ""  # stdout stays clean for --json
 
 
 def test_a_slow_segmenters_words_are_stored_on_disk_for_the_next_process(tmp_path, monkeypatch):
@@ -146,9 +164,9 @@ def test_a_slow_segmenters_words_are_stored_on_disk_for_the_next_process(tmp_pat
 
     first = _stored("thulac", cut)
     assert first("李岚清") == [("李", "np"), ("岚", "np"), ("清", "np")] and first("李岚清") == first("李岚清")
-    assert calls == ["李岚清"]                                  # answered from the store after the first cut
+    assert calls == ["李岚清"]  # answered from the store after the first cut
     first.store.flush()
-    again = _stored("thulac", cut)                              # another process: a new store, the same file
+    again = _stored("thulac", cut)  # another process: a new store, the same file
     assert again("李岚清") == first("李岚清") and calls == ["李岚清"]
     assert again.store.path.parent == tmp_path / "segments" and again.store.path.name.startswith("thulac-")
     # a damaged entry is cut again, not trusted
@@ -162,8 +180,8 @@ def test_an_unwritable_store_is_skipped_with_a_warning(tmp_path, monkeypatch, ca
 
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv("LMFORGE_CACHE", str(blocker))          # a file where the folder should be
-    logger = logging.getLogger("lmforge")                      # the CLI may have stopped it propagating
+    monkeypatch.setenv("LMFORGE_CACHE", str(blocker))  # a file where the folder should be
+    logger = logging.getLogger("lmforge")  # the CLI may have stopped it propagating
     logger.addHandler(caplog.handler)
     try:
         store = SegmentStore("thulac", "0")
@@ -172,4 +190,4 @@ def test_an_unwritable_store_is_skipped_with_a_warning(tmp_path, monkeypatch, ca
     assert "segmenting without it" in caplog.text and store._db is None
     store.put("上海", [("上海", "ns")])
     store.flush()
-    assert store.get("上海") is None                            # nothing kept, nothing fails
+    assert store.get("上海") is None  # nothing kept, nothing fails

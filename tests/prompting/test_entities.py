@@ -22,25 +22,38 @@ TYPES = ["LOC", "MISC", "ORG", "PER"]
 
 def test_parser_keeps_what_it_can_and_counts_the_rest():
     stats = ParseStats()
-    reply = ("PER: Barack Obama\n- LOC: Paris\nPerson: Angela Merkel\n1. org: \"the UN\"\nDATE: Monday\n"
-             "Here are the entities I found\nPER: Barack Obama\nnone\n\nMISC: none")
+    reply = (
+        'PER: Barack Obama\n- LOC: Paris\nPerson: Angela Merkel\n1. org: "the UN"\nDATE: Monday\n'
+        "Here are the entities I found\nPER: Barack Obama\nnone\n\nMISC: none"
+    )
     found = parse_reply(reply, TYPES, stats)
     assert found == [("PER", "Barack Obama"), ("LOC", "Paris"), ("PER", "Angela Merkel"), ("ORG", "the UN")]
     assert (stats.unknown_type, stats.unparseable, stats.replies) == (1, 1, 1)
     assert parse_reply("", TYPES) == [] and parse_reply("none", TYPES) == []
     assert parse_reply("PER：张三\nLOC: 北京", ["LOC", "ORG", "PER"]) == [("PER", "张三"), ("LOC", "北京")]
-    assert parse_reply(":::\n\u0000\nPER:", TYPES) == []                      # junk never raises
+    assert parse_reply(":::\n\u0000\nPER:", TYPES) == []  # junk never raises
 
 
 def test_placement_tags_every_occurrence_on_token_edges():
     tokens = ["Barack", "Obama", "visited", "Paris", "and", "paris", ",", "New", "York", "Times", "."]
     stats = ParseStats()
-    spans = place([("LOC", "Paris"), ("PER", "Barack  Obama"), ("LOC", "New York"), ("ORG", "New York Times"),
-                   ("LOC", "Par"), ("PER", "Merkel")], tokens, " ", stats)
+    spans = place(
+        [
+            ("LOC", "Paris"),
+            ("PER", "Barack  Obama"),
+            ("LOC", "New York"),
+            ("ORG", "New York Times"),
+            ("LOC", "Par"),
+            ("PER", "Merkel"),
+        ],
+        tokens,
+        " ",
+        stats,
+    )
     # exact case wins over the lower-case 'paris'; the longer ORG takes 'New York'; 'Par' is no token edge
     assert spans == [("PER", 0, 2), ("LOC", 3, 4), ("ORG", 7, 10)]
-    assert stats.not_in_text == 3                                            # New York (overlap), Par, Merkel
-    assert place([("LOC", "PARIS")], ["Paris", "is", "nice"], " ") == [("LOC", 0, 1)]   # any case, as a fallback
+    assert stats.not_in_text == 3  # New York (overlap), Par, Merkel
+    assert place([("LOC", "PARIS")], ["Paris", "is", "nice"], " ") == [("LOC", 0, 1)]  # any case, as a fallback
 
 
 def test_placement_on_chinese_characters():
@@ -64,9 +77,11 @@ def _ner_config(tmp_path, model) -> Path:
     train = write_conll(tmp_path / "train.conll", ner_sentences(24, 0))
     dev = write_conll(tmp_path / "dev.conll", ner_sentences(12, 1))
     config = tmp_path / "ner_prompt.yaml"
-    config.write_text("task: token_classification\n"
-                      f"data: {{train: {train}, validation: {dev}}}\n"
-                      f"prompt: {{model: '{model}', shots: 2, selection: balanced, max_new_tokens: 12, seed: 3}}\n")
+    config.write_text(
+        "task: token_classification\n"
+        f"data: {{train: {train}, validation: {dev}}}\n"
+        f"prompt: {{model: '{model}', shots: 2, selection: balanced, max_new_tokens: 12, seed: 3}}\n"
+    )
     return config
 
 
@@ -87,7 +102,7 @@ def test_ner_prompt_run_is_scored_and_read_back_by_eval(tmp_path, run_cli, runs)
     assert "entity" in (out / "report.html").read_text().lower()
     code, stdout, err = run_cli("eval", str(out), "--data", str(tmp_path / "dev.conll"), "--json")
     assert code == 0, err
-    assert json.loads(stdout)["f1"] == results["f1"]                    # greedy: the same replies again
+    assert json.loads(stdout)["f1"] == results["f1"]  # greedy: the same replies again
 
 
 @pytest.mark.slow
@@ -96,11 +111,12 @@ def test_gold_replies_score_f1_one_through_the_whole_path(tmp_path, run_cli, run
 
     gold = {" ".join(tokens): tags for tokens, tags in ner_sentences(12, 1)}
 
-    def replies(self, texts):               # what a perfect model would answer, in the template's format
+    def replies(self, texts):  # what a perfect model would answer, in the template's format
         out = []
         for text in texts:
             tokens, tags = text.split(" "), gold[text]
             from lmforge.data.tagging import to_spans
+
             out.append(self.template.answer([(t, " ".join(tokens[s:e])) for t, s, e in to_spans(tags)]))
         return out
 

@@ -12,7 +12,7 @@ def test_balanced_selection_is_even_deterministic_and_seeded():
     chosen = fixed_examples(labels, 6, "balanced", seed=3)
     assert len(chosen) == len(set(chosen)) == 6
     counts = [sum(labels[i] == c for i in chosen) for c in range(3)]
-    assert max(counts[:2]) - min(counts[:2]) <= 1 and counts[2] == 1     # as even as the classes allow
+    assert max(counts[:2]) - min(counts[:2]) <= 1 and counts[2] == 1  # as even as the classes allow
     assert fixed_examples(labels, 6, "balanced", seed=3) == chosen
     assert fixed_examples(labels, 6, "balanced", seed=4) != chosen
     assert fixed_examples(labels, 0, "balanced", seed=3) == []
@@ -30,7 +30,11 @@ def test_templates_render_chat_and_plain_forms():
     template = PromptTemplate(["bad", "good"], "en")
     turns = template.messages("nice film", [("awful", 0)])
     assert [t["role"] for t in turns] == ["user", "assistant", "user"]
-    assert "bad, good" in turns[0]["content"] and turns[1]["content"] == "bad" and turns[2]["content"].endswith("nice film")
+    assert (
+        "bad, good" in turns[0]["content"]
+        and turns[1]["content"] == "bad"
+        and turns[2]["content"].endswith("nice film")
+    )
     doc = template.document("nice film", [("awful", 0)])
     assert doc.endswith("Text: nice film\nAnswer:") and "Text: awful\nAnswer: bad" in doc
     assert template.answers(chat=False) == [" bad", " good"] and template.answers(chat=True) == ["bad", "good"]

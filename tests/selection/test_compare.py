@@ -15,28 +15,40 @@ from lmforge.selection.results import recommend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 
-from conftest import TINY_MODEL, sentiment_rows, write_jsonl  # noqa: E402
 from served import runs  # noqa: E402,F401  (fixture: a tiny chat SFT run among others)
+
+from conftest import TINY_MODEL, sentiment_rows, write_jsonl  # noqa: E402
 
 SMALL_LSTM = "lstm:model.hidden=16:model.embedding=16"
 
 
 def test_candidates_become_overrides():
-    lora, shots, chat, lstm, sim = parse_candidates(f"minilm:lora, prompt:8shot, smollm2:4shots, {SMALL_LSTM}, similarity")
+    lora, shots, chat, lstm, sim = parse_candidates(
+        f"minilm:lora, prompt:8shot, smollm2:4shots, {SMALL_LSTM}, similarity"
+    )
     assert lora.kind == "train" and lora.overrides == ["model=minilm", "tuning.method=lora"]
     assert shots.kind == "prompt" and shots.shots == 8 and shots.overrides == ["prompt.shots=8"]
     assert chat.kind == "prompt" and chat.overrides == ["prompt.model=smollm2", "prompt.shots=4"]
-    assert lstm.overrides[0].startswith("model={family: lstm") and lstm.overrides[-2:] == ["model.hidden=16",
-                                                                                            "model.embedding=16"]
+    assert lstm.overrides[0].startswith("model={family: lstm") and lstm.overrides[-2:] == [
+        "model.hidden=16",
+        "model.embedding=16",
+    ]
     assert sim.overrides == ["prompt.method=similarity", "prompt.model=minilm"]
     assert lstm.slug == "lstm_model.hidden=16_model.embedding=16"
-    own, = parse_candidates("config:train.lr=1e-3")
-    assert own.kind == "train" and own.overrides == ["train.lr=1e-3"]        # the config's model as written
+    (own,) = parse_candidates("config:train.lr=1e-3")
+    assert own.kind == "train" and own.overrides == ["train.lr=1e-3"]  # the config's model as written
 
 
-@pytest.mark.parametrize("text, named", [("lstm,nosuch", "nosuch"), ("lstm,lstm", "twice"),
-                                         ("minilm:sideways", "sideways"), ("similarity:8shot", "no examples"),
-                                         (" , ", "no candidate")])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("lstm,nosuch", "nosuch"),
+        ("lstm,lstm", "twice"),
+        ("minilm:sideways", "sideways"),
+        ("similarity:8shot", "no examples"),
+        (" , ", "no candidate"),
+    ],
+)
 def test_bad_candidates_are_named(text, named):
     with pytest.raises(ConfigError, match=named):
         parse_candidates(text)
@@ -58,10 +70,14 @@ def _row(name, quality, p50, memory):
 
 
 def test_recommendation_is_best_within_budget_and_cheapest_within_a_point():
-    rows = [_row("big", 0.91, 40.0, 1800), _row("mid", 0.905, 8.0, 900), _row("small", 0.86, 0.5, 300),
-            {"candidate": "broken", "labelled": None, "quality": None, "error": "boom"}]
+    rows = [
+        _row("big", 0.91, 40.0, 1800),
+        _row("mid", 0.905, 8.0, 900),
+        _row("small", 0.86, 0.5, 300),
+        {"candidate": "broken", "labelled": None, "quality": None, "error": "boom"},
+    ]
     free = recommend(rows, {})
-    assert free["best"] == "big" and free["cheapest_close"] == "mid"          # 0.905 is within 0.01 of 0.91
+    assert free["best"] == "big" and free["cheapest_close"] == "mid"  # 0.905 is within 0.01 of 0.91
     tight = recommend(rows, {"latency_ms": 10.0})
     assert tight["best"] == "mid" and tight["within_budget"] == ["mid", "small"]
     assert recommend(rows, {"memory_mb": 100})["best"] is None
@@ -71,11 +87,13 @@ def _job(tmp_path) -> Path:
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(48, 0))
     dev = write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(16, 1))
     config = tmp_path / "job.yaml"
-    config.write_text("task: classification\n"
-                      f"data: {{train: {train}, validation: {dev}, label_names: {{neg: negative, pos: positive}}}}\n"
-                      f"model: {TINY_MODEL}\n"
-                      "train: {epochs: 2, batch_size: 8, lr: 3.0e-3, warmup: 0}\n"
-                      f"output: {tmp_path / 'out'}\n")
+    config.write_text(
+        "task: classification\n"
+        f"data: {{train: {train}, validation: {dev}, label_names: {{neg: negative, pos: positive}}}}\n"
+        f"model: {TINY_MODEL}\n"
+        "train: {epochs: 2, batch_size: 8, lr: 3.0e-3, warmup: 0}\n"
+        f"output: {tmp_path / 'out'}\n"
+    )
     return config
 
 
@@ -91,8 +109,9 @@ def test_a_bad_candidate_fails_before_anything_trains(tmp_path, run_cli):
 @pytest.mark.slow
 def test_compare_reports_every_candidate_and_reuses_finished_runs(tmp_path, run_cli):
     config = _job(tmp_path)
-    code, out, err = run_cli("compare", str(config), "--models", f"{SMALL_LSTM},transformer",
-                             "--budget", "latency_ms=5000", "--quiet")
+    code, out, err = run_cli(
+        "compare", str(config), "--models", f"{SMALL_LSTM},transformer", "--budget", "latency_ms=5000", "--quiet"
+    )
     assert code == 0, err
     folder = tmp_path / "out" / "compare"
     summary = json.loads((folder / "compare.json").read_text())
@@ -100,8 +119,17 @@ def test_compare_reports_every_candidate_and_reuses_finished_runs(tmp_path, run_
     assert names == [SMALL_LSTM, "transformer"] and summary["evaluated"] == 16
     for row in summary["rows"]:
         assert 0 <= row["quality"] <= 1 and row["quality"] == row["macro_f1"]
-        for key in ("latency_p50_ms", "latency_p95_ms", "throughput_per_s", "memory_mb", "size_mb",
-                    "parameters_total", "parameters_trainable", "train_seconds", "job_seconds"):
+        for key in (
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "throughput_per_s",
+            "memory_mb",
+            "size_mb",
+            "parameters_total",
+            "parameters_trainable",
+            "train_seconds",
+            "job_seconds",
+        ):
             assert isinstance(row[key], (int, float)) and row[key] > 0, key
         assert row["latency_p95_ms"] >= row["latency_p50_ms"]
     assert summary["recommendation"]["best"] in names and summary["recommendation"]["budget"] == {"latency_ms": 5000}
@@ -122,20 +150,38 @@ def test_a_changed_candidate_is_not_reused_silently(tmp_path, run_cli):
     assert run_cli("compare", str(config), "--models", "transformer", "--quiet")[0] == 0
     code, _, err = run_cli("compare", str(config), "train.epochs=1", "--models", "transformer", "--quiet")
     assert code == 2 and "--overwrite" in err
-    assert run_cli("compare", str(config), "train.epochs=1", "--models", "transformer", "--overwrite", "--quiet")[0] == 0
+    assert (
+        run_cli("compare", str(config), "train.epochs=1", "--models", "transformer", "--overwrite", "--quiet")[0] == 0
+    )
 
 
 @pytest.mark.slow
 def test_learning_curve_prompts_and_trains_on_the_same_rows(tmp_path, run_cli, runs):
     config = _job(tmp_path)
-    code, out, err = run_cli("compare", str(config), f"prompt.model={runs['chat']}", "--models", "transformer,prompt",
-                             "--shots", "0,4,all", "--min-steps", "10", "--quiet")
+    code, out, err = run_cli(
+        "compare",
+        str(config),
+        f"prompt.model={runs['chat']}",
+        "--models",
+        "transformer,prompt",
+        "--shots",
+        "0,4,all",
+        "--min-steps",
+        "10",
+        "--quiet",
+    )
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "compare" / "compare.json").read_text())
     steps = [(r["candidate"], r["labelled"]) for r in summary["rows"]]
     # training needs labels (no N=0 run); prompting shows N examples in context (and is calibrated)
-    assert steps == [("transformer", "4"), ("transformer", "all"), ("prompt", "0"), ("prompt +calibration", "0"),
-                     ("prompt", "4"), ("prompt +calibration", "4")]
+    assert steps == [
+        ("transformer", "4"),
+        ("transformer", "all"),
+        ("prompt", "0"),
+        ("prompt +calibration", "0"),
+        ("prompt", "4"),
+        ("prompt +calibration", "4"),
+    ]
     meta = json.loads((tmp_path / "out" / "compare" / "runs" / "transformer-n4" / "lmforge.json").read_text())
     # 4 examples are one step an epoch at batch 8: --min-steps 10 makes that 10 epochs (2 for 'all')
     assert meta["training"]["examples_seen"] == 10 * 4 and meta["training"]["steps"] == 10
@@ -144,7 +190,7 @@ def test_learning_curve_prompts_and_trains_on_the_same_rows(tmp_path, run_cli, r
     prompted = json.loads((tmp_path / "out" / "compare" / "runs" / "prompt-n4" / "lmforge.json").read_text())
     assert prompted["prompt"]["shots"] == 4
     assert "learning curve" in out and "| N=0 | N=4 | N=all |" in out
-    assert (tmp_path / "out" / "compare" / "report.html").read_text().count("<img") == 2   # quality/latency, curve
+    assert (tmp_path / "out" / "compare" / "report.html").read_text().count("<img") == 2  # quality/latency, curve
 
 
 @pytest.mark.slow
@@ -155,15 +201,17 @@ def test_ner_compare_scores_every_candidate_on_the_same_sentences(tmp_path, run_
     train = write_conll(tmp_path / "train.conll", ner_sentences(40, 0))
     dev = write_conll(tmp_path / "dev.conll", ner_sentences(20, 1))
     config = tmp_path / "ner.yaml"
-    config.write_text(f"task: token_classification\ndata: {{train: {train}, validation: {dev}}}\n"
-                      f"prompt: {{model: '{runs['chat']}', max_new_tokens: 8}}\noutput: {tmp_path / 'out'}\n")
+    config.write_text(
+        f"task: token_classification\ndata: {{train: {train}, validation: {dev}}}\n"
+        f"prompt: {{model: '{runs['chat']}', max_new_tokens: 8}}\noutput: {tmp_path / 'out'}\n"
+    )
     code, out, err = run_cli("compare", str(config), "--models", "ngram,prompt:2shot", "--limit", "6", "--quiet")
     assert code == 0, err
     summary = json.loads((tmp_path / "out" / "compare" / "compare.json").read_text())
-    assert summary["metric"] == "f1" and summary["evaluated"] == 6       # the prompt's sample, for both
+    assert summary["metric"] == "f1" and summary["evaluated"] == 6  # the prompt's sample, for both
     crf, prompted = summary["rows"]
     assert crf["candidate"] == "ngram" and prompted["candidate"] == "prompt:2shot"
-    assert crf["f1"] > 0.9 and 0 <= prompted["f1"] <= 1                    # templated names: the CRF learns them
+    assert crf["f1"] > 0.9 and 0 <= prompted["f1"] <= 1  # templated names: the CRF learns them
     assert prompted["latency_p50_ms"] > 0 and crf["latency_p50_ms"] > 0
 
 
@@ -201,11 +249,11 @@ def test_sigterm_stops_compare_and_its_worker_and_the_same_command_resumes(tmp_p
     assert process.returncode != 0 and last.startswith("lmforge: error: compare: stopped by SIGTERM")
     step = str(tmp_path / "out" / "compare" / "logs" / "transformer.train.step.json")
     left = subprocess.run(["pgrep", "-f", step], capture_output=True, text=True).stdout.split()
-    assert [pid for pid in left if int(pid) != os.getpid()] == []          # no worker left behind
+    assert [pid for pid in left if int(pid) != os.getpid()] == []  # no worker left behind
     assert json.loads((run / "lmforge.json").read_text())["finished"] is False
     stopped_at = _last_step(run / "metrics.jsonl")
 
     again = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _stop_when_trained_past(again, run / "metrics.jsonl", stopped_at)     # it went on, not from step 0
+    _stop_when_trained_past(again, run / "metrics.jsonl", stopped_at)  # it went on, not from step 0
     log = (tmp_path / "out" / "compare" / "logs" / "transformer.train.log").read_text()
     assert "resum" in log.lower()

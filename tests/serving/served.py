@@ -26,23 +26,47 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     from test_ner_end_to_end import ner_sentences, write_conll
 
     root = tmp_path_factory.mktemp("served")
-    train, dev = write_jsonl(root / "train.jsonl", sentiment_rows(48, 0)), write_jsonl(root / "dev.jsonl", sentiment_rows(16, 1))
+    train, dev = (
+        write_jsonl(root / "train.jsonl", sentiment_rows(48, 0)),
+        write_jsonl(root / "dev.jsonl", sentiment_rows(16, 1)),
+    )
     common = ["train.batch_size=8", "train.warmup=0", "train.lr=5e-3"]
     config = root / "cls.yaml"
     config.write_text("task: classification\n")
-    _train(str(config), f"data.train={train}", f"data.validation={dev}", f"model={TINY_MODEL}", "train.epochs=2",
-           f"output={root / 'sentiment'}", *common)
+    _train(
+        str(config),
+        f"data.train={train}",
+        f"data.validation={dev}",
+        f"model={TINY_MODEL}",
+        "train.epochs=2",
+        f"output={root / 'sentiment'}",
+        *common,
+    )
     config = root / "ner.yaml"
     config.write_text("task: token_classification\n")
-    _train(str(config), f"data.train={write_conll(root / 'ner.conll', ner_sentences(48, 0))}",
-           f"data.validation={write_conll(root / 'ner_dev.conll', ner_sentences(16, 1))}", f"model={TINY_MODEL}",
-           "train.epochs=4", f"output={root / 'ner'}", *common)
+    _train(
+        str(config),
+        f"data.train={write_conll(root / 'ner.conll', ner_sentences(48, 0))}",
+        f"data.validation={write_conll(root / 'ner_dev.conll', ner_sentences(16, 1))}",
+        f"model={TINY_MODEL}",
+        "train.epochs=4",
+        f"output={root / 'ner'}",
+        *common,
+    )
     rows = [{"instruction": f"what is {a} plus {b}", "output": f"{a + b}"} for a in range(6) for b in range(6)]
     config = root / "sft.yaml"
-    config.write_text("task: causal_lm\nmodel: {family: transformer, arch: llama, layers: 2, hidden: 32, "
-                      "heads: 2, vocab_size: 300}\n")
-    _train(str(config), f"data.train={write_jsonl(root / 'sft.jsonl', rows)}", "data.split=0.2", "train.epochs=2",
-           "train.max_length=64", f"output={root / 'chat'}", *common)
+    config.write_text(
+        "task: causal_lm\nmodel: {family: transformer, arch: llama, layers: 2, hidden: 32, heads: 2, vocab_size: 300}\n"
+    )
+    _train(
+        str(config),
+        f"data.train={write_jsonl(root / 'sft.jsonl', rows)}",
+        "data.split=0.2",
+        "train.epochs=2",
+        "train.max_length=64",
+        f"output={root / 'chat'}",
+        *common,
+    )
     return {"sentiment": root / "sentiment", "ner": root / "ner", "chat": root / "chat"}
 
 

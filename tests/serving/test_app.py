@@ -7,7 +7,6 @@ import threading
 
 import pytest
 import torch
-
 from served import API_KEY, client, make_state, runs, state  # noqa: F401  (fixtures)
 
 
@@ -35,7 +34,7 @@ def test_ner_spans_have_character_offsets(client):
     text = "John Smith visited Paris on Monday ."
     body = client.post("/v1/ner", json={"model": "ner", "input": [text, ""]}).json()
     spans = body["data"][0]["entities"]
-    assert all(text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1 for e in spans)
+    assert all(text[e["start"] : e["end"]] == e["text"] and 0 < e["score"] <= 1 for e in spans)
     assert body["data"][1]["entities"] == []
 
 
@@ -46,8 +45,9 @@ def test_embeddings_are_mean_pooled_normalized_and_base64_decodes_to_the_same(cl
 
     texts = ["a smart , moving story", "boring"]
     floats = client.post("/v1/embeddings", json={"model": "sentiment", "input": texts}).json()["data"]
-    packed = client.post("/v1/embeddings", json={"model": "sentiment", "input": texts,
-                                                 "encoding_format": "base64"}).json()["data"]
+    packed = client.post(
+        "/v1/embeddings", json={"model": "sentiment", "input": texts, "encoding_format": "base64"}
+    ).json()["data"]
     served = state.models["sentiment"]
     tok = served.predictor.tokenizer(texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
@@ -59,22 +59,25 @@ def test_embeddings_are_mean_pooled_normalized_and_base64_decodes_to_the_same(cl
         assert np.allclose(np.frombuffer(base64.b64decode(b64["embedding"]), dtype="<f4"), row["embedding"])
 
 
-@pytest.mark.parametrize("route,body,status,words", [
-    ("/v1/classify", {"input": ["x"] * 65}, 413, "limit is 64"),
-    ("/v1/classify", {"input": []}, 400, "at least 1"),
-    ("/v1/classify", {"input": 3}, 400, "input"),
-    ("/v1/classify", {"input": "x", "model": "nope"}, 404, "not served"),
-    ("/v1/classify", {"input": "x", "model": "chat"}, 400, "does not serve"),
-    ("/v1/classify", {"input": "word " * 600}, 413, "truncate"),
-    ("/v1/completions", {"model": "chat", "prompt": "hi", "n": 5}, 400, "'n'"),
-    ("/v1/completions", {"model": "chat", "prompt": "hi", "stop": list("abcde")}, 400, "'stop'"),
-    ("/v1/completions", {"model": "chat", "prompt": "hi", "max_tokens": 10**9}, 400, "context"),
-    ("/v1/completions", {"model": "chat", "prompt": "hi", "temperature": 9}, 400, "temperature"),
-    ("/v1/chat/completions", {"model": "chat", "messages": []}, 400, "messages"),
-    ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
-    ("/v1/embeddings", {"model": "chat", "input": "x"}, 400, "does not serve"),
-    ("/v1/embeddings", {"model": "sentiment", "input": "word " * 600}, 413, "truncate"),
-])
+@pytest.mark.parametrize(
+    "route,body,status,words",
+    [
+        ("/v1/classify", {"input": ["x"] * 65}, 413, "limit is 64"),
+        ("/v1/classify", {"input": []}, 400, "at least 1"),
+        ("/v1/classify", {"input": 3}, 400, "input"),
+        ("/v1/classify", {"input": "x", "model": "nope"}, 404, "not served"),
+        ("/v1/classify", {"input": "x", "model": "chat"}, 400, "does not serve"),
+        ("/v1/classify", {"input": "word " * 600}, 413, "truncate"),
+        ("/v1/completions", {"model": "chat", "prompt": "hi", "n": 5}, 400, "'n'"),
+        ("/v1/completions", {"model": "chat", "prompt": "hi", "stop": list("abcde")}, 400, "'stop'"),
+        ("/v1/completions", {"model": "chat", "prompt": "hi", "max_tokens": 10**9}, 400, "context"),
+        ("/v1/completions", {"model": "chat", "prompt": "hi", "temperature": 9}, 400, "temperature"),
+        ("/v1/chat/completions", {"model": "chat", "messages": []}, 400, "messages"),
+        ("/v1/chat/completions", {"model": "chat", "messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
+        ("/v1/embeddings", {"model": "chat", "input": "x"}, 400, "does not serve"),
+        ("/v1/embeddings", {"model": "sentiment", "input": "word " * 600}, 413, "truncate"),
+    ],
+)
 def test_bad_requests_get_4xx_with_a_message(client, route, body, status, words):
     assert words in error_of(client.post(route, json=body), status)["message"]
 
@@ -85,13 +88,23 @@ def test_long_input_is_cut_when_asked(client):
 
 
 def test_malformed_json_wrong_media_type_and_big_body(client):
-    assert error_of(client.post("/v1/classify", content=b"{nope", headers={"Content-Type": "application/json"}),
-                    400)["code"] == "invalid_json"
-    error_of(client.post("/v1/classify", content=b"input=x",
-                         headers={"Content-Type": "application/x-www-form-urlencoded"}), 415)
+    assert (
+        error_of(client.post("/v1/classify", content=b"{nope", headers={"Content-Type": "application/json"}), 400)[
+            "code"
+        ]
+        == "invalid_json"
+    )
+    error_of(
+        client.post("/v1/classify", content=b"input=x", headers={"Content-Type": "application/x-www-form-urlencoded"}),
+        415,
+    )
     big = json.dumps({"input": "x" * (2 * 1024 * 1024)})
-    assert "limit" in error_of(client.post("/v1/classify", content=big, headers={"Content-Type": "application/json"}),
-                               413)["message"]
+    assert (
+        "limit"
+        in error_of(client.post("/v1/classify", content=big, headers={"Content-Type": "application/json"}), 413)[
+            "message"
+        ]
+    )
 
 
 def test_every_route_but_health_needs_the_key(client, state):
@@ -121,7 +134,7 @@ def test_health_is_503_while_loading(runs):
     from lmforge.serving.settings import ServeSettings
 
     settings = ServeSettings(sources=[str(runs["sentiment"])])
-    loading = ServerState(settings, open_models(settings))          # not loaded yet
+    loading = ServerState(settings, open_models(settings))  # not loaded yet
     test_client = TestClient(create_app(loading))
     assert test_client.get("/health").status_code == 503
     assert test_client.get("/health").json()["status"] == "loading"
@@ -142,8 +155,10 @@ def test_full_queue_answers_429_at_once(runs):
 
     def ask():
         gate.wait()
-        statuses.append(test_client.post("/v1/completions", json={"model": "chat", "prompt": "what is 1 plus 1",
-                                                                  "max_tokens": 40}))
+        statuses.append(
+            test_client.post("/v1/completions", json={"model": "chat", "prompt": "what is 1 plus 1", "max_tokens": 40})
+        )
+
     threads = [threading.Thread(target=ask) for _ in range(6)]
     for t in threads:
         t.start()
@@ -160,9 +175,15 @@ def test_metrics_count_requests_tokens_and_batches(client):
     client.post("/v1/classify", json={"input": ["one", "two"]})
     client.post("/v1/completions", json={"model": "chat", "prompt": "what is", "max_tokens": 3})
     text = client.get("/metrics").text
-    for name in ('lmforge_requests_total{route="/v1/classify",status="200"}', "lmforge_request_seconds_bucket",
-                 'lmforge_tokens_in_total{model="sentiment"}', 'lmforge_tokens_out_total{model="chat"}',
-                 'lmforge_batch_size_count{model="sentiment"}', "lmforge_queue_depth", "lmforge_in_flight"):
+    for name in (
+        'lmforge_requests_total{route="/v1/classify",status="200"}',
+        "lmforge_request_seconds_bucket",
+        'lmforge_tokens_in_total{model="sentiment"}',
+        'lmforge_tokens_out_total{model="chat"}',
+        'lmforge_batch_size_count{model="sentiment"}',
+        "lmforge_queue_depth",
+        "lmforge_in_flight",
+    ):
         assert name in text, name
 
 
@@ -193,9 +214,17 @@ def test_one_log_line_per_request_without_key_or_prompt(client):
 
 
 def test_streaming_chat_sends_role_content_finish_and_done(client):
-    with client.stream("POST", "/v1/chat/completions", json={
-            "model": "chat", "messages": [{"role": "user", "content": "what is 2 plus 3"}], "max_tokens": 6,
-            "stream": True, "stream_options": {"include_usage": True}}) as response:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "chat",
+            "messages": [{"role": "user", "content": "what is 2 plus 3"}],
+            "max_tokens": 6,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -214,7 +243,7 @@ def test_auto_precision_keeps_float32_unless_native_and_answers_agree(monkeypatc
     assert model.weight.dtype == torch.float32
     monkeypatch.setattr(precision, "bf16_native", lambda: True)
     assert precision.settle("auto", model, lambda: 0, lambda a, b: False, "m") == "float32"
-    assert model.weight.dtype == torch.float32                 # put back after the check failed
+    assert model.weight.dtype == torch.float32  # put back after the check failed
     assert precision.settle("auto", model, lambda: 0, lambda a, b: True, "m") == "bfloat16"
     assert model.weight.dtype == torch.bfloat16
     assert precision.same_classes([{"label": "a", "score": 0.5}], [{"label": "a", "score": 0.51}])
@@ -251,7 +280,8 @@ def test_serve_cli_errors_are_one_line(run_cli, tmp_path):
 def test_a_prompt_run_is_refused_with_what_to_serve_instead(run_cli, tmp_path):
     run = tmp_path / "prompted"
     run.mkdir()
-    (run / "lmforge.json").write_text(json.dumps({"task": "classification",
-                                                  "model": {"family": "prompt", "source": "smollm2"}}))
+    (run / "lmforge.json").write_text(
+        json.dumps({"task": "classification", "model": {"family": "prompt", "source": "smollm2"}})
+    )
     code, _, err = run_cli("serve", str(run))
     assert code != 0 and "prompt run" in err and "smollm2" in err

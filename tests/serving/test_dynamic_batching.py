@@ -18,10 +18,10 @@ def test_concurrent_requests_share_batches_and_keep_their_order():
         return [x * 10 for x in inputs]
 
     batcher = Batcher(fn, max_batch=8, max_wait_s=0.05, max_queue=16)
-    futures = [batcher.submit([i, i + 100]) for i in range(6)]      # 12 inputs
+    futures = [batcher.submit([i, i + 100]) for i in range(6)]  # 12 inputs
     release.set()
     assert [f.result(5) for f in futures] == [[i * 10, (i + 100) * 10] for i in range(6)]
-    assert sum(sizes) == 12 and max(sizes) <= 8 and len(sizes) <= 3    # batched, never over the limit
+    assert sum(sizes) == 12 and max(sizes) <= 8 and len(sizes) <= 3  # batched, never over the limit
     batcher.close()
 
 
@@ -44,7 +44,7 @@ def test_full_queue_is_refused_at_once_and_errors_reach_their_request():
 
     batcher = Batcher(fn, max_batch=1, max_wait_s=0, max_queue=2)
     first = batcher.submit(["a"])
-    time.sleep(0.1)                        # the worker holds "a"; two more may wait
+    time.sleep(0.1)  # the worker holds "a"; two more may wait
     waiting = [batcher.submit(["bad"]), batcher.submit(["c"])]
     started = time.perf_counter()
     with pytest.raises(QueueFull):

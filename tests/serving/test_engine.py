@@ -6,11 +6,10 @@ import threading
 
 import pytest
 import torch
+from served import runs  # noqa: F401  (fixture)
 
 from lmforge.generation.generator import GenerationOptions
 from lmforge.serving.engine import GenerationEngine, Job, Row
-
-from served import runs  # noqa: F401  (fixture)
 
 PROMPTS = ["what is 1 plus 2", "what is 5 plus 5 and then what is 3 plus 4", "hello"]
 
@@ -26,6 +25,7 @@ def run_jobs(engine, specs):
     """specs: list of (prompt ids, max_new, temperature, stops, seed) -> [(text, finish, tokens)]."""
     done, results, jobs = threading.Event(), {}, []
     for k, (ids, max_new, temperature, stops, seed) in enumerate(specs):
+
         def emit(row, kind, value, k=k):
             text, finish = results.get(k, ("", None))[:2]
             if kind == "text":
@@ -34,6 +34,7 @@ def run_jobs(engine, specs):
                 results[k] = (text, value[0], value[1])
                 if len(results) == len(specs) and all(r[1] for r in results.values()):
                     done.set()
+
         jobs.append(Job([Row(ids, max_new, temperature, 1.0, stops, seed, 0)], emit))
     for job in jobs:
         engine.submit(job)
@@ -69,7 +70,7 @@ def test_stop_string_ends_the_reply_and_is_not_shown(generator):
         pytest.skip("the tiny model's reply is too short to cut")
     stop = full[1:3]
     text, finish, _ = run_jobs(engine, [(ids, 12, 0.0, [stop], None)])[0]
-    assert finish == "stop" and text == full[:full.index(stop)] and stop not in text
+    assert finish == "stop" and text == full[: full.index(stop)] and stop not in text
     engine.close()
 
 
@@ -79,13 +80,15 @@ def test_a_cancelled_job_leaves_the_batch(generator):
     pieces, finished = [], threading.Event()
     job = Job([Row(ids, 10_000, 1.0, 1.0, [], 1, 0)], lambda row, kind, value: pieces.append(kind))
     other = {}
-    keep = Job([Row(ids, 5, 0.0, 1.0, [], None, 0)],
-               lambda row, kind, value: (other.setdefault(kind, value), kind == "done" and finished.set()))
+    keep = Job(
+        [Row(ids, 5, 0.0, 1.0, [], None, 0)],
+        lambda row, kind, value: (other.setdefault(kind, value), kind == "done" and finished.set()),
+    )
     engine.submit(job)
     job.cancelled.set()
     engine.submit(keep)
-    assert finished.wait(30)                 # the engine went on to the next job
-    assert "done" not in pieces              # the cancelled job was dropped, not finished
+    assert finished.wait(30)  # the engine went on to the next job
+    assert "done" not in pieces  # the cancelled job was dropped, not finished
     engine.close()
 
 
@@ -123,14 +126,16 @@ def test_rows_that_arrive_mid_batch_join_it_and_decode_as_alone(generator):
                 finished.add(k)
                 if len(finished) == len(prompts):
                     done.set()
+
         return emit
+
     engine.submit(Job([Row(prompts[0], 20, 0.0, 1.0, [], None, 0)], emitter(0)))
-    assert started.wait(30)                  # the first row is decoding; the others arrive now
+    assert started.wait(30)  # the first row is decoding; the others arrive now
     for k in (1, 2):
         engine.submit(Job([Row(prompts[k], 20, 0.0, 1.0, [], None, 0)], emitter(k)))
     assert done.wait(60)
     assert [results[k] for k in range(3)] == alone
-    assert batches[0] == 1 and sum(batches) == 3            # prefilled apart ...
+    assert batches[0] == 1 and sum(batches) == 3  # prefilled apart ...
     first_joiner = min(i for i, (k, _) in enumerate(order) if k != 0)
-    assert first_joiner < order.index((0, "done"))           # ... and decoded together
+    assert first_joiner < order.index((0, "done"))  # ... and decoded together
     engine.close()

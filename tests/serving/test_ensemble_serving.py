@@ -25,17 +25,61 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     config = root / "ner.yaml"
     config.write_text("task: token_classification\n")
     for name, extra in (("a", ["head.crf=true"]), ("b", ["train.seed=7"])):
-        assert main(["train", "--quiet", str(config), f"data.train={ner}", f"data.validation={dev}", LSTM,
-                     "train.epochs=6", "train.batch_size=8", "train.lr=2e-2", "train.warmup=0", "train.threads=1",
-                     f"output={root / name}", *extra]) == 0
-    other = write_conll(root / "gpe.conll", [(t, [g.replace("LOC", "GPE") for g in tags])
-                                             for t, tags in ner_sentences(24, 0)])
-    assert main(["train", "--quiet", str(config), f"data.train={other}", LSTM, "train.epochs=1", "train.threads=1",
-                 f"output={root / 'gpe'}"]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--quiet",
+                    str(config),
+                    f"data.train={ner}",
+                    f"data.validation={dev}",
+                    LSTM,
+                    "train.epochs=6",
+                    "train.batch_size=8",
+                    "train.lr=2e-2",
+                    "train.warmup=0",
+                    "train.threads=1",
+                    f"output={root / name}",
+                    *extra,
+                ]
+            )
+            == 0
+        )
+    other = write_conll(
+        root / "gpe.conll", [(t, [g.replace("LOC", "GPE") for g in tags]) for t, tags in ner_sentences(24, 0)]
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--quiet",
+                str(config),
+                f"data.train={other}",
+                LSTM,
+                "train.epochs=1",
+                "train.threads=1",
+                f"output={root / 'gpe'}",
+            ]
+        )
+        == 0
+    )
     config = root / "cls.yaml"
     config.write_text("task: classification\n")
-    assert main(["train", "--quiet", str(config), f"data.train={write_jsonl(root / 't.jsonl', sentiment_rows(32, 0))}",
-                 LSTM, "train.epochs=1", "train.threads=1", f"output={root / 'sentiment'}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--quiet",
+                str(config),
+                f"data.train={write_jsonl(root / 't.jsonl', sentiment_rows(32, 0))}",
+                LSTM,
+                "train.epochs=1",
+                "train.threads=1",
+                f"output={root / 'sentiment'}",
+            ]
+        )
+        == 0
+    )
     return {"a": root / "a", "b": root / "b", "sentiment": root / "sentiment", "gpe": root / "gpe"}
 
 
@@ -100,13 +144,16 @@ def test_served_entity_bias_decodes_as_predict_does(runs):
     plain = single.predict_entities(texts)
     single.task.entity_bias = bias
     biased = single.predict_entities(texts)
-    assert biased != plain                  # the bias is large enough to change what is found
+    assert biased != plain  # the bias is large enough to change what is found
     pair = EnsemblePredictor([RunPredictor(str(runs["a"])), RunPredictor(str(runs["b"]))])
     pair.task.entity_bias = bias
     pair_biased = pair.predict_entities(texts)
 
-    settings = ServeSettings(sources=[f"solo={runs['b']}", f"pair={runs['a']}+{runs['b']}",
-                                      f"sent={runs['sentiment']}"], api_key=API_KEY, entity_bias=bias)
+    settings = ServeSettings(
+        sources=[f"solo={runs['b']}", f"pair={runs['a']}+{runs['b']}", f"sent={runs['sentiment']}"],
+        api_key=API_KEY,
+        entity_bias=bias,
+    )
     settings.check()
     state = ServerState(settings, open_models(settings))
     state.load()
@@ -149,8 +196,9 @@ def test_served_vote_answers_as_predict_combine_vote_does(runs):
     for row, a, b in zip(voted, pair[0].predict_entities(texts), pair[1].predict_entities(texts)):
         keys = [{(e["label"], e["start"], e["end"]) for e in r["entities"]} for r in (a, b)]
         assert {(e["label"], e["start"], e["end"]) for e in row["entities"]} == keys[0] & keys[1]
-    settings = ServeSettings(sources=[f"pair={runs['a']}+{runs['b']}", f"solo={runs['a']}"], api_key=API_KEY,
-                             combine="vote")
+    settings = ServeSettings(
+        sources=[f"pair={runs['a']}+{runs['b']}", f"solo={runs['a']}"], api_key=API_KEY, combine="vote"
+    )
     settings.check()
     state = ServerState(settings, open_models(settings))
     state.load()

@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-
 from served import API_KEY, runs, state  # noqa: F401  (fixtures)
 
 
@@ -49,21 +48,26 @@ def test_openai_client_chat_with_and_without_stream(openai_client):
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what is 2 plus 3"}]
     reply = openai_client.chat.completions.create(model="chat", messages=messages, max_tokens=6, temperature=0)
     assert reply.choices[0].message.role == "assistant" and reply.choices[0].finish_reason in ("stop", "length")
-    assert reply.usage.completion_tokens >= 1 and reply.usage.total_tokens == reply.usage.prompt_tokens + \
-        reply.usage.completion_tokens
+    assert (
+        reply.usage.completion_tokens >= 1
+        and reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    )
     pieces = []
-    for chunk in openai_client.chat.completions.create(model="chat", messages=messages, max_tokens=6, temperature=0,
-                                                       stream=True):
+    for chunk in openai_client.chat.completions.create(
+        model="chat", messages=messages, max_tokens=6, temperature=0, stream=True
+    ):
         if chunk.choices and chunk.choices[0].delta.content:
             pieces.append(chunk.choices[0].delta.content)
-    assert "".join(pieces) == reply.choices[0].message.content       # greedy: streamed = whole
+    assert "".join(pieces) == reply.choices[0].message.content  # greedy: streamed = whole
 
 
 def test_openai_client_completions_n_and_seed(openai_client):
-    first = openai_client.completions.create(model="chat", prompt="what is 1 plus", max_tokens=5, n=2, seed=11,
-                                             temperature=1.0)
-    again = openai_client.completions.create(model="chat", prompt="what is 1 plus", max_tokens=5, n=2, seed=11,
-                                             temperature=1.0)
+    first = openai_client.completions.create(
+        model="chat", prompt="what is 1 plus", max_tokens=5, n=2, seed=11, temperature=1.0
+    )
+    again = openai_client.completions.create(
+        model="chat", prompt="what is 1 plus", max_tokens=5, n=2, seed=11, temperature=1.0
+    )
     assert [c.index for c in first.choices] == [0, 1]
     assert [c.text for c in first.choices] == [c.text for c in again.choices]
 
@@ -81,7 +85,8 @@ def test_openai_client_sees_a_wrong_key_and_bad_requests_as_errors(live):
         openai.OpenAI(base_url=f"{live}/v1", api_key="wrong", max_retries=0).models.list()
     with pytest.raises(openai.NotFoundError):
         openai.OpenAI(base_url=f"{live}/v1", api_key=API_KEY, max_retries=0).completions.create(
-            model="missing", prompt="x")
+            model="missing", prompt="x"
+        )
 
 
 def test_a_client_that_leaves_mid_stream_frees_its_slot(live, state):
@@ -89,9 +94,12 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(live, state):
 
     engine = state.models["chat"].engine
     with httpx.Client(base_url=live, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=30) as http:
-        with http.stream("POST", "/v1/completions", json={"model": "chat", "prompt": "what is", "max_tokens": 40,
-                                                          "stream": True, "temperature": 1.0}) as response:
-            next(response.iter_lines())            # the first event, then hang up
+        with http.stream(
+            "POST",
+            "/v1/completions",
+            json={"model": "chat", "prompt": "what is", "max_tokens": 40, "stream": True, "temperature": 1.0},
+        ) as response:
+            next(response.iter_lines())  # the first event, then hang up
         # the next request is served at once: the abandoned rows left the engine
         started = time.perf_counter()
         ok = http.post("/v1/completions", json={"model": "chat", "prompt": "hi", "max_tokens": 2})
@@ -106,9 +114,26 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(runs, tmp_path):
     port = free_port()
     env = dict(os.environ, LMFORGE_API_KEY=API_KEY)
     # A batch that waits 2 s to fill keeps a classify request in flight when the signal comes.
-    server = subprocess.Popen([sys.executable, "-m", "lmforge.cli.main", "serve", str(runs["sentiment"]), "--port",
-                               str(port), "--drain-timeout", "30", "--batch-wait-ms", "2000", "--max-batch", "64"],
-                              env=env, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.cli.main",
+            "serve",
+            str(runs["sentiment"]),
+            "--port",
+            str(port),
+            "--drain-timeout",
+            "30",
+            "--batch-wait-ms",
+            "2000",
+            "--max-batch",
+            "64",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {API_KEY}"}
     try:
         deadline = time.time() + 60
@@ -122,8 +147,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(runs, tmp_path):
         results = {}
 
         def slow():
-            results["slow"] = httpx.post(f"{base}/v1/classify", headers=headers, timeout=60,
-                                         json={"input": "an absolute delight"})
+            results["slow"] = httpx.post(
+                f"{base}/v1/classify", headers=headers, timeout=60, json={"input": "an absolute delight"}
+            )
+
         thread = threading.Thread(target=slow)
         thread.start()
         time.sleep(0.3)
@@ -132,7 +159,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(runs, tmp_path):
         try:
             late = httpx.post(f"{base}/v1/classify", headers=headers, timeout=10, json={"input": "x"})
             assert late.status_code == 503 and httpx.get(f"{base}/health").status_code == 503
-        except httpx.TransportError:      # or the socket is already closed: also "not accepting"
+        except httpx.TransportError:  # or the socket is already closed: also "not accepting"
             pass
         thread.join(60)
         assert results["slow"].status_code == 200, results["slow"].text
@@ -150,13 +177,25 @@ def test_workers_serve_and_stop_on_sigterm(runs):
     import httpx
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "lmforge.cli.main", "serve", str(runs["sentiment"]),
-                               "--port", str(port), "--workers", "2"], env=dict(os.environ, LMFORGE_API_KEY=API_KEY),
-                              stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lmforge.cli.main",
+            "serve",
+            str(runs["sentiment"]),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        env=dict(os.environ, LMFORGE_API_KEY=API_KEY),
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline, ready = time.time() + 90, 0
-        while time.time() < deadline and ready < 6:      # every worker has loaded (each answers on its own)
+        while time.time() < deadline and ready < 6:  # every worker has loaded (each answers on its own)
             try:
                 ready = ready + 1 if httpx.get(f"{base}/health").status_code == 200 else 0
             except httpx.TransportError:
@@ -164,8 +203,11 @@ def test_workers_serve_and_stop_on_sigterm(runs):
             time.sleep(0.2)
         assert ready >= 6
         for _ in range(4):
-            response = httpx.post(f"{base}/v1/classify", json={"input": "an absolute delight"},
-                                  headers={"Authorization": f"Bearer {API_KEY}"})
+            response = httpx.post(
+                f"{base}/v1/classify",
+                json={"input": "an absolute delight"},
+                headers={"Authorization": f"Bearer {API_KEY}"},
+            )
             assert response.status_code == 200 and response.json()["data"][0]["label"] in ("pos", "neg")
         assert httpx.post(f"{base}/v1/classify", json={"input": "x"}).status_code == 401
         server.send_signal(signal.SIGTERM)

@@ -26,12 +26,34 @@ def client(tmp_path_factory):
     root = tmp_path_factory.mktemp("ngram_served")
     config = root / "cls.yaml"
     config.write_text("task: classification\n")
-    assert main(["train", "--quiet", str(config), f"data.train={write_jsonl(root / 't.jsonl', sentiment_rows(48, 0))}",
-                 "model={family: ngram, min_df: 1, C: 10}", f"output={root / 'sentiment'}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--quiet",
+                str(config),
+                f"data.train={write_jsonl(root / 't.jsonl', sentiment_rows(48, 0))}",
+                "model={family: ngram, min_df: 1, C: 10}",
+                f"output={root / 'sentiment'}",
+            ]
+        )
+        == 0
+    )
     config = root / "ner.yaml"
     config.write_text("task: token_classification\n")
-    assert main(["train", "--quiet", str(config), f"data.train={write_conll(root / 'n.conll', ner_sentences(40, 0))}",
-                 "model={family: ngram, min_df: 1, max_iterations: 50}", f"output={root / 'ner'}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--quiet",
+                str(config),
+                f"data.train={write_conll(root / 'n.conll', ner_sentences(40, 0))}",
+                "model={family: ngram, min_df: 1, max_iterations: 50}",
+                f"output={root / 'ner'}",
+            ]
+        )
+        == 0
+    )
     settings = ServeSettings(sources=[str(root / "sentiment"), str(root / "ner")], api_key=API_KEY)
     settings.check()
     state = ServerState(settings, open_models(settings))
@@ -43,7 +65,9 @@ def client(tmp_path_factory):
 
 
 def test_classify_and_ner_routes(client):
-    response = client.post("/v1/classify", json={"model": "sentiment", "input": ["an absolute delight", "the jokes fall flat"]})
+    response = client.post(
+        "/v1/classify", json={"model": "sentiment", "input": ["an absolute delight", "the jokes fall flat"]}
+    )
     assert response.status_code == 200
     assert [row["label"] for row in response.json()["data"]] == ["pos", "neg"]
     response = client.post("/v1/ner", json={"model": "ner", "input": ["Mary visited Berlin on Monday ."]})

@@ -3,7 +3,6 @@
 and /health is still 200 afterwards."""
 
 import pytest
-
 from served import API_KEY, runs, state  # noqa: F401  (fixtures)
 
 CASES = 1000
@@ -28,19 +27,29 @@ def test_generated_requests_never_get_5xx_or_break_the_schema(state):
     posts = sum(op.method.upper() == "POST" for op in operations)
     seen, per_op = {"cases": 0, "4xx": 0}, CASES // (2 * posts) + 10
     from fastapi.testclient import TestClient
+
     client = TestClient(app)
 
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             # Derandomized: CI sees the same 1,000+ cases every run (random runs are a bench-side
             # exercise: drop derandomize to explore; they found the lax true-as-1 parsing).
-            @settings(max_examples=per_op, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=per_op,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(generation_mode=mode))
             def check(case):
-                if case.body is not None and isinstance(case.body, dict) and "max_tokens" in case.body \
-                        and isinstance(case.body["max_tokens"], int):
-                    case.body["max_tokens"] = min(case.body["max_tokens"], 64) or 1   # keep generation short
+                if (
+                    case.body is not None
+                    and isinstance(case.body, dict)
+                    and "max_tokens" in case.body
+                    and isinstance(case.body["max_tokens"], int)
+                ):
+                    case.body["max_tokens"] = min(case.body["max_tokens"], 64) or 1  # keep generation short
                 response = case.call(headers=headers)
                 assert response.status_code < 500, (case.method, case.path, case.body, response.text[:300])
                 # Everything but "valid data is accepted": a request can be valid by the schema and
@@ -48,9 +57,10 @@ def test_generated_requests_never_get_5xx_or_break_the_schema(state):
                 case.validate_response(response, excluded_checks=[positive_data_acceptance])
                 seen["cases"] += 1
                 seen["4xx"] += 400 <= response.status_code < 500
+
             try:
                 check()
-            except Unsatisfiable:     # nothing to make invalid in an operation without inputs
+            except Unsatisfiable:  # nothing to make invalid in an operation without inputs
                 assert mode == GenerationMode.NEGATIVE and operation.method.upper() == "GET"
     assert seen["cases"] >= CASES and seen["4xx"] > 0, seen
     assert client.get("/health").status_code == 200

@@ -25,12 +25,16 @@ def test_t5_run_serves_completions_like_generate(tmp_path, run_cli):
     state = ServerState(settings, open_models(settings))
     state.load()
     client = TestClient(create_app(state))
-    body = client.post("/v1/completions", json={"model": "t5", "prompt": "red cat", "max_tokens": 5,
-                                                "temperature": 0}).json()
+    body = client.post(
+        "/v1/completions", json={"model": "t5", "prompt": "red cat", "max_tokens": 5, "temperature": 0}
+    ).json()
     assert body["choices"][0]["text"] == expected["text"]
     assert body["usage"]["completion_tokens"] == expected["new_tokens"]
-    with client.stream("POST", "/v1/completions", json={"model": "t5", "prompt": "red cat", "max_tokens": 5,
-                                                        "temperature": 0, "stream": True}) as response:
+    with client.stream(
+        "POST",
+        "/v1/completions",
+        json={"model": "t5", "prompt": "red cat", "max_tokens": 5, "temperature": 0, "stream": True},
+    ) as response:
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == expected["text"]

@@ -13,12 +13,17 @@ from lmforge.data.conversations import Conversation, read_conversations, row_to_
 from lmforge.data.examples import TextExample
 from lmforge.data.readers import Problems
 from lmforge.errors import DataError
-from lmforge.tasks.causal_lm import (CHATML, IGNORE, CausalLMTask, causal_logits, collate_lm,
-                                     encode_conversations, pack)
+from lmforge.tasks.causal_lm import CHATML, IGNORE, CausalLMTask, causal_logits, collate_lm, encode_conversations, pack
 from lmforge.tokenization.bpe import train_bpe
 
-TEXTS = ["the cat sat on the mat", "what is the capital of france", "paris is the capital",
-         "tell me a joke", "why did the chicken cross the road", "to get to the other side"]
+TEXTS = [
+    "the cat sat on the mat",
+    "what is the capital of france",
+    "paris is the capital",
+    "tell me a joke",
+    "why did the chicken cross the road",
+    "to get to the other side",
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +35,23 @@ def tokenizer():
 
 def tiny_llama(vocab: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                                      max_position_embeddings=128, tie_word_embeddings=True)
+    config = transformers.LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
     return transformers.LlamaForCausalLM(config).eval()
 
 
 def test_alpaca_messages_and_sharegpt_rows_become_messages():
-    alpaca = row_to_messages({"instruction": "add", "input": "1 and 2", "output": "3", "system": "be brief",
-                              "history": [["hi", "hello"]]})
+    alpaca = row_to_messages(
+        {"instruction": "add", "input": "1 and 2", "output": "3", "system": "be brief", "history": [["hi", "hello"]]}
+    )
     assert [m["role"] for m in alpaca] == ["system", "user", "assistant", "user", "assistant"]
     assert alpaca[3]["content"] == "add\n\n1 and 2"
     share = row_to_messages({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]})
@@ -50,11 +63,14 @@ def test_alpaca_messages_and_sharegpt_rows_become_messages():
 
 
 def test_bad_conversation_rows_are_named_or_skipped(tmp_path):
-    path = write_jsonl(tmp_path / "chat.jsonl", [
-        {"instruction": "hi", "output": "hello {{name}}"},
-        {"messages": [{"role": "user", "content": "only a question"}]},
-        {"text": "not a conversation"},
-    ])
+    path = write_jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            {"instruction": "hi", "output": "hello {{name}}"},
+            {"messages": [{"role": "user", "content": "only a question"}]},
+            {"text": "not a conversation"},
+        ],
+    )
     with pytest.raises(DataError, match=r"chat.jsonl:2: no assistant turn"):
         read_conversations(str(path), DataConfig(), Problems())
     problems = Problems(skip=True)
@@ -63,19 +79,28 @@ def test_bad_conversation_rows_are_named_or_skipped(tmp_path):
 
 
 def test_only_assistant_tokens_are_targets_on_every_turn(tokenizer):
-    messages = [{"role": "user", "content": "tell me a joke"}, {"role": "assistant", "content": "the cat sat"},
-                {"role": "user", "content": "why"}, {"role": "assistant", "content": "to get to the other side"}]
-    (ids, labels), = encode_conversations(tokenizer, [Conversation(messages)])
+    messages = [
+        {"role": "user", "content": "tell me a joke"},
+        {"role": "assistant", "content": "the cat sat"},
+        {"role": "user", "content": "why"},
+        {"role": "assistant", "content": "to get to the other side"},
+    ]
+    ((ids, labels),) = encode_conversations(tokenizer, [Conversation(messages)])
     targets = tokenizer.decode([t for t, l in zip(ids, labels) if l != IGNORE])
     assert targets == "the cat sat<|im_end|>\nto get to the other side<|im_end|>\n"
-    (ids2, labels2), = encode_conversations(tokenizer, [Conversation(messages)], train_on_prompt=True)
+    ((ids2, labels2),) = encode_conversations(tokenizer, [Conversation(messages)], train_on_prompt=True)
     assert ids2 == ids and labels2 == ids
 
 
 def test_packing_keeps_sequences_apart_and_the_loss_unchanged(tokenizer):
-    convs = [Conversation([{"role": "user", "content": q}, {"role": "assistant", "content": a}])
-             for q, a in [("tell me a joke", "why did the chicken cross the road"),
-                          ("what is the capital of france", "paris"), ("hi", "the cat sat on the mat")]]
+    convs = [
+        Conversation([{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+        for q, a in [
+            ("tell me a joke", "why did the chicken cross the road"),
+            ("what is the capital of france", "paris"),
+            ("hi", "the cat sat on the mat"),
+        ]
+    ]
     rows = encode_conversations(tokenizer, convs)
     model = tiny_llama(len(tokenizer))
     plain = collate_lm([{"input_ids": i, "labels": l} for i, l in rows], tokenizer.pad_token_id)
@@ -111,22 +136,39 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli, monkeypatch):
     rows = [{"instruction": f"what is {a} plus {b}", "output": f"{a + b}"} for a in range(6) for b in range(6)]
     train = write_jsonl(tmp_path / "sft.jsonl", rows)
     config = tmp_path / "sft.yaml"
-    config.write_text("task: causal_lm\nmodel: {family: transformer, arch: llama, layers: 2, hidden: 32, "
-                      "heads: 2, vocab_size: 300}\n")
+    config.write_text(
+        "task: causal_lm\nmodel: {family: transformer, arch: llama, layers: 2, hidden: 32, heads: 2, vocab_size: 300}\n"
+    )
     out = tmp_path / "run"
-    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={train}", "data.split=0.2",
-                           "train.epochs=3", "train.batch_size=4", "train.lr=3e-3", "train.max_length=64",
-                           "train.warmup=0", "train.log_every=1", f"output={out}")
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        str(config),
+        f"data.train={train}",
+        "data.split=0.2",
+        "train.epochs=3",
+        "train.batch_size=4",
+        "train.lr=3e-3",
+        "train.max_length=64",
+        "train.warmup=0",
+        "train.log_every=1",
+        f"output={out}",
+    )
     assert code == 0, err
     results = json.loads((out / "eval_results.json").read_text())["validation"]
     assert results["tokens"] > 0 and results["perplexity"] < 300
-    losses = [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()
-              if json.loads(x).get("kind") == "train"]
+    losses = [
+        json.loads(x)["loss"]
+        for x in (out / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x).get("kind") == "train"
+    ]
     assert sum(losses[-3:]) < sum(losses[:3])
-    assert "im_start" in (out / "model" / "tokenizer_config.json").read_text() + \
-        ((out / "model" / "chat_template.jinja").read_text() if (out / "model" / "chat_template.jinja").exists() else "")
-    code, stdout, err = run_cli("eval", str(out), "--data", str(train), "--json", "--generate", "6",
-                                "--max-new-tokens", "6")
+    assert "im_start" in (out / "model" / "tokenizer_config.json").read_text() + (
+        (out / "model" / "chat_template.jinja").read_text() if (out / "model" / "chat_template.jinja").exists() else ""
+    )
+    code, stdout, err = run_cli(
+        "eval", str(out), "--data", str(train), "--json", "--generate", "6", "--max-new-tokens", "6"
+    )
     assert code == 0, err
     scores = json.loads(stdout)
     assert scores["perplexity"] > 1 and scores["generated"] == 6
@@ -136,8 +178,10 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli, monkeypatch):
     assert code == 0, err
     first = json.loads(stdout)
     assert first["prompt_tokens"] > 0 and 0 < first["new_tokens"] <= 8
-    assert json.loads(run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "8", "--json")[1]) \
-        ["text"] == first["text"]
+    assert (
+        json.loads(run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "8", "--json")[1])["text"]
+        == first["text"]
+    )
     code, _, err = run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "5000")
     assert code == 2 and "over the model's context" in err
     # chat: two turns (the second sees the first), /reset, then end of input.
@@ -169,7 +213,7 @@ def test_streamer_never_shows_a_stop_string(tokenizer):
 
     shown = []
     streamer = _Streamer(tokenizer, shown.append, ["cat sat"])
-    streamer.put(torch.tensor([0]))                       # the prompt
+    streamer.put(torch.tensor([0]))  # the prompt
     for piece in tokenizer("the cat sat on the mat", add_special_tokens=False)["input_ids"]:
         streamer.put(torch.tensor([piece]))
     streamer.flush_rest("the ")

@@ -13,7 +13,7 @@ from lmforge.tokenization.wordpiece import train_wordpiece
 
 def test_masking_rates_and_special_tokens_are_never_masked():
     tokenizer = train_wordpiece(["the cat sat on the mat"] * 5, vocab_size=100)
-    ids = torch.randint(5, len(tokenizer), (200, 64))      # ids 0-4 are the special tokens
+    ids = torch.randint(5, len(tokenizer), (200, 64))  # ids 0-4 are the special tokens
     ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
     mask = torch.ones_like(ids)
     mask[:, 50:] = 0
@@ -43,9 +43,21 @@ def test_continue_pretraining_then_fine_tune_from_the_saved_folder(tmp_path, run
     config = tmp_path / "mlm.yaml"
     config.write_text("task: masked_lm\n")
     out = tmp_path / "mlm"
-    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={corpus}", "data.split=0.1",
-                           f"model={TINY_MODEL}", "train.epochs=4", "train.batch_size=4", "train.lr=3e-3",
-                           "train.max_length=32", "train.log_every=1", "train.warmup=0", f"output={out}")
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        str(config),
+        f"data.train={corpus}",
+        "data.split=0.1",
+        f"model={TINY_MODEL}",
+        "train.epochs=4",
+        "train.batch_size=4",
+        "train.lr=3e-3",
+        "train.max_length=32",
+        "train.log_every=1",
+        "train.warmup=0",
+        f"output={out}",
+    )
     assert code == 0, err
     results = json.loads((out / "eval_results.json").read_text())["validation"]
     assert results["masked_tokens"] > 0 and results["perplexity"] > 1
@@ -58,8 +70,16 @@ def test_continue_pretraining_then_fine_tune_from_the_saved_folder(tmp_path, run
     train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(32, 0))
     config = tmp_path / "cls.yaml"
     config.write_text("task: classification\n")
-    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={train}", "data.split=0.25",
-                           f"model={out / 'model'}", "train.epochs=1", f"output={tmp_path / 'cls'}")
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        str(config),
+        f"data.train={train}",
+        "data.split=0.25",
+        f"model={out / 'model'}",
+        "train.epochs=1",
+        f"output={tmp_path / 'cls'}",
+    )
     assert code == 0, err
     meta = json.loads((tmp_path / "cls" / "lmforge.json").read_text())
     assert meta["model"]["source_path"] == str((out / "model").resolve())
@@ -71,8 +91,9 @@ def test_head_on_masked_positions_equals_full_logits():
     from lmforge.tasks.masked_lm import masked_logits
 
     torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
-                                       num_attention_heads=2, intermediate_size=32)).eval()
+    model = BertForMaskedLM(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    ).eval()
     ids = torch.randint(5, 50, (3, 10))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     labels = torch.full_like(ids, IGNORE)

@@ -10,8 +10,23 @@ from lmforge.data.tagged import TaggedExample
 from lmforge.tasks.token_classification import IGNORE, TokenClassificationTask, _owners, _windows
 from lmforge.tokenization.wordpiece import train_wordpiece
 
-WORDS = ["john", "smith", "visited", "paris", "unbelievably", "in", "june", "acme", "corporation",
-         "said", "on", "monday", "。", "北京", "上海"]
+WORDS = [
+    "john",
+    "smith",
+    "visited",
+    "paris",
+    "unbelievably",
+    "in",
+    "june",
+    "acme",
+    "corporation",
+    "said",
+    "on",
+    "monday",
+    "。",
+    "北京",
+    "上海",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +56,7 @@ def test_windows_cover_every_subword_and_start_on_words(seed):
         covered.update(range(start, end))
     assert covered == set(range(len(word_ids)))
     owner = _owners(word_ids, windows)
-    assert set(owner) == set(word_ids)           # every word has exactly one owning window
+    assert set(owner) == set(word_ids)  # every word has exactly one owning window
     for word, w in owner.items():
         first = word_ids.index(word)
         assert windows[w][0] <= first < windows[w][1]
@@ -55,7 +70,7 @@ def test_labels_sit_on_first_subwords(tokenizer):
     labelled_positions = [i for i, t in enumerate(feature["labels"]) if t != IGNORE]
     assert labelled_positions == feature["heads"]
     assert [feature["labels"][i] for i in feature["heads"]] == ex.tag_ids
-    assert len(feature["input_ids"]) > len(ex.tokens) + 2      # some words were split
+    assert len(feature["input_ids"]) > len(ex.tokens) + 2  # some words were split
     task.label_all_subwords = True
     [feature] = task.encode(tokenizer, [ex], 64)
     assert sum(t != IGNORE for t in feature["labels"]) == len(feature["input_ids"]) - 2
@@ -74,10 +89,11 @@ def test_long_sentence_splits_into_windows_and_merges_every_word(tokenizer, crf)
     assert len(features) > 5
     assert all(len(f["input_ids"]) <= 16 for f in features)
     owned = sorted(w for f in features for w, own in zip(f["head_words"], f["owned"]) if own)
-    assert owned == list(range(len(tokens)))                   # no word dropped, none twice
+    assert owned == list(range(len(tokens)))  # no word dropped, none twice
 
     class Oracle(torch.nn.Module):
         """Scores the gold tag of each input position highest, by reading it off the labels."""
+
         def __init__(self):
             super().__init__()
             self.config = type("C", (), {"num_labels": len(names)})()
@@ -95,6 +111,7 @@ def test_long_sentence_splits_into_windows_and_merges_every_word(tokenizer, crf)
     model = Oracle()
     if crf:
         from lmforge.models.crf_head import attach_crf
+
         attach_crf(model, names, "bio")
     labels = LabelSet(names, {n: n for n in names})
     result = task.evaluate(model, tokenizer, features, [ex], 3, torch.device("cpu"), labels)
@@ -112,10 +129,18 @@ def test_recall_of_seen_and_unseen_entities():
     # seen: 张三 found, 北京 missed; unseen: 李四 found, 上海 cut short (a boundary error is a miss)
     pred = [["B-PER", "I-PER", "O", "O", "O"], ["B-PER", "I-PER", "O", "B-LOC", "O"]]
     assert seen_unseen_recall(examples, gold, pred, "bio", train) == {
-        "seen_recall": 0.5, "unseen_recall": 0.5, "unseen_entities": 2, "unseen_share": 0.5}
+        "seen_recall": 0.5,
+        "unseen_recall": 0.5,
+        "unseen_entities": 2,
+        "unseen_share": 0.5,
+    }
     # the type counts: 北京 as an organisation was never seen
-    assert seen_unseen_recall(examples[:1], [["B-PER", "I-PER", "O", "B-ORG", "I-ORG"]], [["O"] * 5],
-                              "bio", train)["unseen_entities"] == 1
+    assert (
+        seen_unseen_recall(examples[:1], [["B-PER", "I-PER", "O", "B-ORG", "I-ORG"]], [["O"] * 5], "bio", train)[
+            "unseen_entities"
+        ]
+        == 1
+    )
 
 
 class _Logits(torch.nn.Module):
@@ -127,6 +152,7 @@ class _Logits(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask=None):
         from types import SimpleNamespace
+
         return SimpleNamespace(logits=self.logits)
 
 
@@ -142,8 +168,10 @@ def test_partial_labels_sum_over_their_tag_set(crf):
     labels = LabelSet(names, {n: n for n in names})
     task = TokenClassificationTask()
     task.crf = crf
-    train = [TaggedExample(["a", "b", "c"], ["B-PER", "O", "O"], incomplete=("LOC",)),
-             TaggedExample(["a", "b"], ["B-PER", "O"])]
+    train = [
+        TaggedExample(["a", "b", "c"], ["B-PER", "O", "O"], incomplete=("LOC",)),
+        TaggedExample(["a", "b"], ["B-PER", "O"]),
+    ]
     kinds = task._partial_sets(train, ["LOC", "PER"], labels)
     assert kinds == [("LOC",)] and task.tag_sets.tolist() == [[True, True, True, False, False]]
     task._attach_ids(train, labels, None, kinds)
@@ -169,14 +197,23 @@ def test_partial_labels_sum_over_their_tag_set(crf):
         import itertools
 
         from lmforge.data.tagging import allowed_transitions
+
         start_ok, trans_ok, end_ok = allowed_transitions(names, "bio")
         c = model.crf
 
         def score(path):
-            s = c.start_transitions[path[0]] + c.end_transitions[path[-1]] + sum(logits[0, t, y] for t, y in enumerate(path))
+            s = (
+                c.start_transitions[path[0]]
+                + c.end_transitions[path[-1]]
+                + sum(logits[0, t, y] for t, y in enumerate(path))
+            )
             return float(s + sum(c.transitions[a, b] for a, b in zip(path, path[1:])))
-        valid = [p for p in itertools.product(range(5), repeat=3)
-                 if start_ok[p[0]] and end_ok[p[-1]] and all(trans_ok[a][b] for a, b in zip(p, p[1:]))]
+
+        valid = [
+            p
+            for p in itertools.product(range(5), repeat=3)
+            if start_ok[p[0]] and end_ok[p[-1]] and all(trans_ok[a][b] for a, b in zip(p, p[1:]))
+        ]
         inside = [p for p in valid if all(y in allowed[t] for t, y in enumerate(p))]
         lse = lambda xs: torch.logsumexp(torch.tensor(xs, dtype=torch.float64), 0).item()  # noqa: E731
         expected = lse([score(p) for p in valid]) - lse([score(p) for p in inside])
@@ -192,5 +229,6 @@ def test_partial_labels_name_a_known_type():
     names = ["O", "B-PER", "I-PER"]
     task = TokenClassificationTask()
     with pytest.raises(ConfigError, match="'LOC' is not an entity type of the training data"):
-        task._partial_sets([TaggedExample(["a"], ["B-PER"], incomplete=("LOC",))], ["PER"],
-                           LabelSet(names, {n: n for n in names}))
+        task._partial_sets(
+            [TaggedExample(["a"], ["B-PER"], incomplete=("LOC",))], ["PER"], LabelSet(names, {n: n for n in names})
+        )

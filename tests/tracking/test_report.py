@@ -7,17 +7,27 @@ from lmforge.tracking.report import write_report
 
 IMG = '<img src="data:image/png;base64,'
 LABELS = ["negative", "neutral", "positive"]
-PER_CLASS = {"negative": {"precision": 0.8125, "recall": 0.7, "f1": 0.752, "support": 10},
-             "neutral": {"precision": 0.5, "recall": 0.6667, "f1": 0.57143, "support": 6},
-             "positive": {"precision": 0.9, "recall": 0.875, "f1": 0.88722, "support": 8}}
+PER_CLASS = {
+    "negative": {"precision": 0.8125, "recall": 0.7, "f1": 0.752, "support": 10},
+    "neutral": {"precision": 0.5, "recall": 0.6667, "f1": 0.57143, "support": 6},
+    "positive": {"precision": 0.9, "recall": 0.875, "f1": 0.88722, "support": 8},
+}
 CONFUSION = [[7, 2, 1], [1, 4, 1], [0, 1, 7]]
 SCRIPT = "<script>alert(1)</script>"
 CHINESE = "这部电影非常精彩"
 
 
 def _metrics() -> dict:
-    return {"accuracy": 0.75, "macro_f1": 0.7369, "micro_f1": 0.75, "weighted_f1": 0.7551, "count": 24,
-            "per_class": PER_CLASS, "confusion_matrix": CONFUSION, "labels": LABELS}
+    return {
+        "accuracy": 0.75,
+        "macro_f1": 0.7369,
+        "micro_f1": 0.75,
+        "weighted_f1": 0.7551,
+        "count": 24,
+        "per_class": PER_CLASS,
+        "confusion_matrix": CONFUSION,
+        "labels": LABELS,
+    }
 
 
 def _write_jsonl(path: Path, rows: list[dict], tail: str = "") -> None:
@@ -25,31 +35,69 @@ def _write_jsonl(path: Path, rows: list[dict], tail: str = "") -> None:
 
 
 def _metric_rows() -> list[dict]:
-    train = [{"kind": "train", "step": s, "epoch": s / 20, "loss": 1.1 - s / 50, "lr": 5e-5 * (1 - s / 50),
-              "grad_norm": 1.0, "examples_per_s": 100.0, "elapsed_s": s / 10} for s in (5, 10, 15, 20, 25, 30, 35, 40)]
-    evals = [{"kind": "eval", "split": "validation", "step": s, "epoch": s / 20, "loss": 0.9 - s / 100,
-              "accuracy": 0.5 + s / 200, "macro_f1": 0.45 + s / 200, "weighted_f1": 0.48 + s / 200,
-              "micro_f1": 0.5 + s / 200} for s in (20, 40)]
+    train = [
+        {
+            "kind": "train",
+            "step": s,
+            "epoch": s / 20,
+            "loss": 1.1 - s / 50,
+            "lr": 5e-5 * (1 - s / 50),
+            "grad_norm": 1.0,
+            "examples_per_s": 100.0,
+            "elapsed_s": s / 10,
+        }
+        for s in (5, 10, 15, 20, 25, 30, 35, 40)
+    ]
+    evals = [
+        {
+            "kind": "eval",
+            "split": "validation",
+            "step": s,
+            "epoch": s / 20,
+            "loss": 0.9 - s / 100,
+            "accuracy": 0.5 + s / 200,
+            "macro_f1": 0.45 + s / 200,
+            "weighted_f1": 0.48 + s / 200,
+            "micro_f1": 0.5 + s / 200,
+        }
+        for s in (20, 40)
+    ]
     final = [{"kind": "final", "split": "test", "checkpoint": "best", "accuracy": 0.75, "macro_f1": 0.7369}]
     return train + evals + final
 
 
 def _predictions() -> list[dict]:
     def row(text, gold, label, score=0.9):
-        return {"split": "validation", "text": text, "gold": gold, "label": label, "score": score,
-                "top_k": [{"label": label, "score": score}], "where": "dev.jsonl:1"}
+        return {
+            "split": "validation",
+            "text": text,
+            "gold": gold,
+            "label": label,
+            "score": score,
+            "top_k": [{"label": label, "score": score}],
+            "where": "dev.jsonl:1",
+        }
 
-    return [row(SCRIPT, "negative", "positive"), row(CHINESE, "positive", "positive"),
-            row("x" * 1000, "neutral", "negative", 0.51), row("fine", "neutral", "neutral")]
+    return [
+        row(SCRIPT, "negative", "positive"),
+        row(CHINESE, "positive", "positive"),
+        row("x" * 1000, "neutral", "negative", 0.51),
+        row("fine", "neutral", "neutral"),
+    ]
 
 
 def _base_run(run: Path) -> Path:
     run.mkdir()
-    meta = {"task": "classification", "labels": {"names": LABELS, "raw_to_name": {l: l for l in LABELS}},
-            "model": {"family": "transformer", "source": "minilm"},
-            "parameters": {"trainable": 1234567, "total": 2345678},
-            "best": {"metric": "macro_f1", "value": 0.65, "step": 40}, "lmforge_version": "0.1.0",
-            "created": "2024-01-01T00:00:00", "training": {"wall_time_s": 12.3, "steps": 40, "stopped_early": False}}
+    meta = {
+        "task": "classification",
+        "labels": {"names": LABELS, "raw_to_name": {l: l for l in LABELS}},
+        "model": {"family": "transformer", "source": "minilm"},
+        "parameters": {"trainable": 1234567, "total": 2345678},
+        "best": {"metric": "macro_f1", "value": 0.65, "step": 40},
+        "lmforge_version": "0.1.0",
+        "created": "2024-01-01T00:00:00",
+        "training": {"wall_time_s": 12.3, "steps": 40, "stopped_early": False},
+    }
     (run / "lmforge.json").write_text(json.dumps(meta), encoding="utf-8")
     (run / "config.yaml").write_text("task: classification\nmodel:\n  source: minilm # <b>\n", encoding="utf-8")
     return run

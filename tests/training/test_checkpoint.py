@@ -44,8 +44,8 @@ def test_only_complete_checkpoints_listed_and_pruned(tmp_path):
     model, opt, sched = make()
     for s in (1, 2, 3):
         save_checkpoint(tmp_path / f"step-{s}", model, opt, sched, {"step": s})
-    (tmp_path / ".tmp-step-4-1").mkdir()          # a checkpoint cut off mid-write
-    (tmp_path / "step-5").mkdir()                 # no trainer_state.json: incomplete
+    (tmp_path / ".tmp-step-4-1").mkdir()  # a checkpoint cut off mid-write
+    (tmp_path / "step-5").mkdir()  # no trainer_state.json: incomplete
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-1", "step-2", "step-3"]
     prune_checkpoints(tmp_path, keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-2", "step-3"]

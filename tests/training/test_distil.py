@@ -56,6 +56,12 @@ def test_distil_end_to_end(tiny_data, run_cli):
 def test_distil_refuses_a_teacher_that_is_not_a_classifier(tiny_data, run_cli, tmp_path):
     config = tiny_data["dir"] / "c.yaml"
     config.write_text("task: classification\n")
-    code, _, err = run_cli("distil", str(tmp_path / "nothing"), "--student", str(config),
-                           *tiny_overrides(tiny_data, tmp_path / "s"), "--quiet")
+    code, _, err = run_cli(
+        "distil",
+        str(tmp_path / "nothing"),
+        "--student",
+        str(config),
+        *tiny_overrides(tiny_data, tmp_path / "s"),
+        "--quiet",
+    )
     assert code != 0 and "lmforge: error:" in err and "nothing" in err

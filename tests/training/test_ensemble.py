@@ -21,8 +21,11 @@ def test_decoding_takes_the_best_valid_path_of_the_mean_posteriors():
         for _ in range(5):
             mean = torch.rand(n, len(NAMES), generator=gen).softmax(-1)
             [path] = decode_posteriors([mean], NAMES, "bio")
-            valid = [p for p in itertools.product(range(len(NAMES)), repeat=n)
-                     if start[p[0]] and end[p[-1]] and all(trans[a][b] for a, b in zip(p, p[1:]))]
+            valid = [
+                p
+                for p in itertools.product(range(len(NAMES)), repeat=n)
+                if start[p[0]] and end[p[-1]] and all(trans[a][b] for a, b in zip(p, p[1:]))
+            ]
             best = max(valid, key=lambda p: sum(mean[t, y].log().item() for t, y in enumerate(p)))
             assert tuple(path) == best
     # the per-word argmax "O I-PER" is invalid; the merged path never is
@@ -33,38 +36,72 @@ def test_decoding_takes_the_best_valid_path_of_the_mean_posteriors():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Three tiny NER runs (different seeds, heads and tag schemes) and one classification run."""
-    from lmforge.cli.main import main
-
     from test_ner_end_to_end import ner_sentences, write_conll
+
+    from lmforge.cli.main import main
 
     folder = tmp_path_factory.mktemp("ensemble")
     train = write_conll(folder / "train.conll", ner_sentences(48, 0))
     dev = write_conll(folder / "dev.conll", ner_sentences(16, 1))
     model = "model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200}"
     out = {}
-    for name, extra in (("crf", ["head.crf=true", "train.seed=1"]), ("softmax", ["train.seed=2"]),
-                        ("iobes", ["head.crf=true", "train.seed=3", "data.output_scheme=iobes"])):
+    for name, extra in (
+        ("crf", ["head.crf=true", "train.seed=1"]),
+        ("softmax", ["train.seed=2"]),
+        ("iobes", ["head.crf=true", "train.seed=3", "data.output_scheme=iobes"]),
+    ):
         config = folder / f"{name}.yaml"
         config.write_text("task: token_classification\n")
-        assert main(["train", "--quiet", str(config), f"data.train={train}",
-                    f"data.validation={dev}", model, "train.epochs=4", "train.lr=2e-2", "train.threads=1",
-                    f"output={folder / name}", *extra]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--quiet",
+                    str(config),
+                    f"data.train={train}",
+                    f"data.validation={dev}",
+                    model,
+                    "train.epochs=4",
+                    "train.lr=2e-2",
+                    "train.threads=1",
+                    f"output={folder / name}",
+                    *extra,
+                ]
+            )
+            == 0
+        )
         out[name] = folder / name
-    rows = [{"text": f"{'good great' if i % 2 else 'bad awful'} {i}", "label": "pos" if i % 2 else "neg"}
-            for i in range(24)]
+    rows = [
+        {"text": f"{'good great' if i % 2 else 'bad awful'} {i}", "label": "pos" if i % 2 else "neg"} for i in range(24)
+    ]
     write_jsonl(folder / "cls.jsonl", rows)
     config = folder / "cls.yaml"
     config.write_text("task: classification\n")
-    assert main(["train", "--quiet", str(config), f"data.train={folder / 'cls.jsonl'}",
-                 f"data.validation={folder / 'cls.jsonl'}", model, "train.epochs=3", "train.lr=1e-2",
-                 "train.threads=1", f"output={folder / 'cls'}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--quiet",
+                str(config),
+                f"data.train={folder / 'cls.jsonl'}",
+                f"data.validation={folder / 'cls.jsonl'}",
+                model,
+                "train.epochs=3",
+                "train.lr=1e-2",
+                "train.threads=1",
+                f"output={folder / 'cls'}",
+            ]
+        )
+        == 0
+    )
     out.update(cls=folder / "cls", dev=dev, cls_data=folder / "cls.jsonl")
     return out
 
 
 def test_ner_ensemble_reports_itself_and_each_member(runs, run_cli):
-    code, stdout, err = run_cli("eval", str(runs["crf"]), "--ensemble", str(runs["softmax"]),
-                                "--data", str(runs["dev"]), "--json")
+    code, stdout, err = run_cli(
+        "eval", str(runs["crf"]), "--ensemble", str(runs["softmax"]), "--data", str(runs["dev"]), "--json"
+    )
     assert code == 0, err
     metrics = json.loads(stdout)
     assert [m["run"] for m in metrics["members"]] == [str(runs["crf"]), str(runs["softmax"])]
@@ -75,16 +112,18 @@ def test_ner_ensemble_reports_itself_and_each_member(runs, run_cli):
         assert member["f1"] == pytest.approx(json.loads(alone)["f1"])
     assert {"f1", "precision", "recall", "per_type", "loss"} <= set(metrics)
     assert metrics["f1"] >= min(m["f1"] for m in metrics["members"]) - 0.1
-    code, stdout, err = run_cli("eval", str(runs["crf"]), "--ensemble", str(runs["softmax"]),
-                                "--data", str(runs["dev"]))
+    code, stdout, err = run_cli(
+        "eval", str(runs["crf"]), "--ensemble", str(runs["softmax"]), "--data", str(runs["dev"])
+    )
     assert code == 0 and "an ensemble of 2 runs" in stdout and f"member {runs['softmax']}: f1" in stdout
 
 
 def test_classification_ensemble_of_a_run_with_itself_is_the_run(runs, run_cli):
     code, alone, err = run_cli("eval", str(runs["cls"]), "--data", str(runs["cls_data"]), "--json")
     assert code == 0, err
-    code, both, err = run_cli("eval", str(runs["cls"]), "--ensemble", str(runs["cls"]),
-                              "--data", str(runs["cls_data"]), "--json")
+    code, both, err = run_cli(
+        "eval", str(runs["cls"]), "--ensemble", str(runs["cls"]), "--data", str(runs["cls_data"]), "--json"
+    )
     assert code == 0, err
     alone, both = json.loads(alone), json.loads(both)
     for key in ("accuracy", "macro_f1", "loss"):
@@ -104,12 +143,13 @@ def test_predict_with_an_ensemble(runs, run_cli):
     code, both, err = run_cli("predict", str(runs["crf"]), "--ensemble", str(runs["softmax"]), "--text", text)
     assert code == 0, err
     entities = json.loads(both)["entities"]
-    assert all(text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1 for e in entities)
+    assert all(text[e["start"] : e["end"]] == e["text"] and 0 < e["score"] <= 1 for e in entities)
     # a run with itself predicts the labels and probabilities it predicts alone
     code, alone, err = run_cli("predict", str(runs["cls"]), "--text", "good great 99", "--text", "bad awful 98")
     assert code == 0, err
-    code, both, err = run_cli("predict", str(runs["cls"]), "--ensemble", str(runs["cls"]),
-                              "--text", "good great 99", "--text", "bad awful 98")
+    code, both, err = run_cli(
+        "predict", str(runs["cls"]), "--ensemble", str(runs["cls"]), "--text", "good great 99", "--text", "bad awful 98"
+    )
     assert code == 0, err
     for a, b in zip(alone.splitlines(), both.splitlines()):
         a, b = json.loads(a), json.loads(b)
@@ -159,6 +199,7 @@ def test_cross_validated_bias_scores_each_half_with_the_bias_of_the_other():
         examples.append(TaggedExample(["a", "b"], ["B-PER", "O"], tag_ids=[1, 0], where=f"line {i}"))
         p = 0.45 if i % 2 == 0 else 0.7
         means.append(torch.tensor([[1 - p, p, 0.0, 0.0, 0.0], [0.9, 0.0, 0.1, 0.0, 0.0]]))
+
     def decode(b, idx):
         paths = decode_posteriors([means[i] for i in idx], names, "bio", b)
         return paths, [torch.ones(len(p)) for p in paths]
@@ -167,7 +208,7 @@ def test_cross_validated_bias_scores_each_half_with_the_bias_of_the_other():
     assert len(paths) == len(confidence) == 8 and all(p is not None for p in paths)
     even, odd = record["folds"]
     assert even["tuned_on"] == "even sentences" and even["bias"] > 0.2 and even["tuned_f1"] == 1.0
-    assert even["held_out_f1"] == 1.0                     # the even-tuned bias decodes the odd half
+    assert even["held_out_f1"] == 1.0  # the even-tuned bias decodes the odd half
     # the odd half needs no bias, so its choice (the smallest) loses the even half's entities: the
     # cross-validated paths show it rather than the bias tuned on everything
     assert odd["bias"] == 0.0 and odd["held_out_f1"] == 0.0
@@ -177,32 +218,34 @@ def test_cross_validated_bias_scores_each_half_with_the_bias_of_the_other():
 
 def test_eval_tunes_the_entity_bias_and_predict_takes_one(runs, run_cli):
     for extra in ([], ["--ensemble", str(runs["softmax"])]):
-        code, stdout, err = run_cli("eval", str(runs["crf"]), *extra, "--data", str(runs["dev"]),
-                                    "--tune-entity-bias", "--json")
+        code, stdout, err = run_cli(
+            "eval", str(runs["crf"]), *extra, "--data", str(runs["dev"]), "--tune-entity-bias", "--json"
+        )
         assert code == 0, err
         metrics = json.loads(stdout)
         tuning = metrics["entity_bias"]
         assert [f["tuned_on"] for f in tuning["folds"]] == ["even sentences", "odd sentences"]
         assert tuning["whole_data_f1"] >= tuning["no_bias_f1"]
         assert 0.0 <= metrics["f1"] <= 1.0
-        code, stdout, err = run_cli("eval", str(runs["crf"]), *extra, "--data", str(runs["dev"]),
-                                    "--tune-entity-bias")
+        code, stdout, err = run_cli("eval", str(runs["crf"]), *extra, "--data", str(runs["dev"]), "--tune-entity-bias")
         assert code == 0 and "held-out f1" in stdout and "cross-validated" in stdout, err
     # a large bias makes every word an entity: recall can only rise, precision falls
     code, plain, err = run_cli("eval", str(runs["softmax"]), "--data", str(runs["dev"]), "--json")
-    code, biased, err = run_cli("eval", str(runs["softmax"]), "--data", str(runs["dev"]), "--json",
-                                "--entity-bias", "8")
+    code, biased, err = run_cli(
+        "eval", str(runs["softmax"]), "--data", str(runs["dev"]), "--json", "--entity-bias", "8"
+    )
     assert code == 0, err
     plain, biased = json.loads(plain), json.loads(biased)
     assert biased["recall"] >= plain["recall"] and biased["entity_bias"] == {"bias": 8.0}
-    code, stdout, err = run_cli("predict", str(runs["crf"]), "--text", "Omar lives in Lima .",
-                                "--entity-bias", "8")
+    code, stdout, err = run_cli("predict", str(runs["crf"]), "--text", "Omar lives in Lima .", "--entity-bias", "8")
     assert code == 0, err
     assert all(t != "O" for t in json.loads(stdout)["tags"])
     code, _, err = run_cli("eval", str(runs["cls"]), "--data", str(runs["cls_data"]), "--entity-bias", "1")
     assert code == 2 and "only token_classification runs decode tags" in err
-    for bad, says in ((["--entity-bias", "nan"], "give a finite number"),
-                      (["--entity-bias", "1", "--tune-entity-bias"], "not both")):
+    for bad, says in (
+        (["--entity-bias", "nan"], "give a finite number"),
+        (["--entity-bias", "1", "--tune-entity-bias"], "not both"),
+    ):
         code, _, err = run_cli("eval", str(runs["crf"]), "--data", str(runs["dev"]), *bad)
         assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
 
@@ -213,8 +256,9 @@ def test_bio_and_iobes_members_mix_in_bio(runs, run_cli):
 
     both = []
     for first, second in (("crf", "iobes"), ("iobes", "crf")):
-        code, stdout, err = run_cli("eval", str(runs[first]), "--ensemble", str(runs[second]),
-                                    "--data", str(runs["dev"]), "--json")
+        code, stdout, err = run_cli(
+            "eval", str(runs[first]), "--ensemble", str(runs[second]), "--data", str(runs["dev"]), "--json"
+        )
         assert code == 0, err
         metrics = json.loads(stdout)
         # each member, its tags read in BIO, scores what it scores alone in its own scheme
@@ -232,15 +276,16 @@ def test_bio_and_iobes_members_mix_in_bio(runs, run_cli):
     ensemble = EnsemblePredictor([iobes, RunPredictor(str(runs["crf"]))])
     assert ensemble.task.scheme == "bio" and iobes.task.scheme == "iobes"
     names = ensemble.labels.names
-    from lmforge.data.tagged import read_tagged
     from lmforge.config.schema import DataConfig, DataSource
     from lmforge.data.readers import Problems
+    from lmforge.data.tagged import read_tagged
 
     examples = read_tagged(DataSource(path=str(runs["dev"])), DataConfig(), Problems(), need_tags=False)[:4]
     _, _, probs = _member_tags(iobes, examples, names, 8, own=False)
     features = iobes.task.encode(iobes.tokenizer, examples, iobes.max_length)
-    raw = iobes.task.word_probabilities(iobes.model, iobes.task.word_scores(
-        iobes.model, iobes.tokenizer, features, examples, 8, iobes.device))
+    raw = iobes.task.word_probabilities(
+        iobes.model, iobes.task.word_scores(iobes.model, iobes.tokenizer, features, examples, 8, iobes.device)
+    )
     own = iobes.labels.names
     for q, r in zip(probs, raw):
         assert torch.allclose(q.sum(-1), torch.ones(len(q)), atol=1e-5)
@@ -258,9 +303,10 @@ def test_bio_and_iobes_members_mix_in_bio(runs, run_cli):
     assert code == 0, err
     row = json.loads(stdout)
     assert all(not t.startswith(("S-", "E-")) for t in row["tags"])
-    assert all(text[e["start"]:e["end"]] == e["text"] for e in row["entities"])
-    code, stdout, err = run_cli("predict", str(runs["iobes"]), "--ensemble", str(runs["crf"]), "--text", text,
-                                "--entity-bias", "8")
+    assert all(text[e["start"] : e["end"]] == e["text"] for e in row["entities"])
+    code, stdout, err = run_cli(
+        "predict", str(runs["iobes"]), "--ensemble", str(runs["crf"]), "--text", text, "--entity-bias", "8"
+    )
     assert code == 0, err
     assert all(t != "O" for t in json.loads(stdout)["tags"])
 
@@ -274,9 +320,13 @@ def test_schemes_that_do_not_map_word_by_word_are_refused():
 
     def member(scheme, types=("LOC", "PER")):
         names = tag_set(types, scheme)
-        return SimpleNamespace(meta={"task": "token_classification"}, one_pass=False,
-                               labels=SimpleNamespace(names=names), task=SimpleNamespace(scheme=scheme),
-                               run=SimpleNamespace(path=f"runs/{scheme}-{len(types)}"))
+        return SimpleNamespace(
+            meta={"task": "token_classification"},
+            one_pass=False,
+            labels=SimpleNamespace(names=names),
+            task=SimpleNamespace(scheme=scheme),
+            run=SimpleNamespace(path=f"runs/{scheme}-{len(types)}"),
+        )
 
     check_members([member("bio"), member("iobes")])
     with pytest.raises(ModelError, match=r"do not mix \(bio, iob1\)"):
@@ -337,7 +387,7 @@ def test_ner_ensemble_votes_on_the_members_own_entities(runs, run_cli):
             tokens.append(current)
             current = []
     ensemble = EnsemblePredictor(members, "vote")
-    for bias in (0.0, 2.0):             # the bias reaches every member's own decoding
+    for bias in (0.0, 2.0):  # the bias reaches every member's own decoding
         ensemble.task.entity_bias = bias
         voted = ensemble.predict_entities(tokens=tokens)
         for m in members:
@@ -345,21 +395,56 @@ def test_ner_ensemble_votes_on_the_members_own_entities(runs, run_cli):
         alone = [m.predict_entities(tokens=tokens) for m in members]
         for i, row in enumerate(voted):
             votes = Counter((e["label"], e["start_token"], e["end_token"]) for a in alone for e in a[i]["entities"])
-            assert {(e["label"], e["start_token"], e["end_token"]) for e in row["entities"]} == \
-                {s for s, c in votes.items() if c >= 2}
-            assert all(e["score"] == pytest.approx(votes[(e["label"], e["start_token"], e["end_token"])] / 3)
-                       for e in row["entities"])
-    code, stdout, err = run_cli("eval", str(runs["crf"]), "--ensemble", str(runs["softmax"]), str(runs["iobes"]),
-                                "--combine", "vote", "--data", str(runs["dev"]), "--json")
+            assert {(e["label"], e["start_token"], e["end_token"]) for e in row["entities"]} == {
+                s for s, c in votes.items() if c >= 2
+            }
+            assert all(
+                e["score"] == pytest.approx(votes[(e["label"], e["start_token"], e["end_token"])] / 3)
+                for e in row["entities"]
+            )
+    code, stdout, err = run_cli(
+        "eval",
+        str(runs["crf"]),
+        "--ensemble",
+        str(runs["softmax"]),
+        str(runs["iobes"]),
+        "--combine",
+        "vote",
+        "--data",
+        str(runs["dev"]),
+        "--json",
+    )
     assert code == 0, err
     metrics = json.loads(stdout)
     assert metrics["combine"] == "vote" and len(metrics["members"]) == 3
-    code, stdout, err = run_cli("eval", str(runs["crf"]), "--ensemble", str(runs["softmax"]), str(runs["iobes"]),
-                                "--combine", "vote", "--data", str(runs["dev"]), "--tune-entity-bias", "--json")
+    code, stdout, err = run_cli(
+        "eval",
+        str(runs["crf"]),
+        "--ensemble",
+        str(runs["softmax"]),
+        str(runs["iobes"]),
+        "--combine",
+        "vote",
+        "--data",
+        str(runs["dev"]),
+        "--tune-entity-bias",
+        "--json",
+    )
     assert code == 0, err
     assert json.loads(stdout)["entity_bias"]["whole_data_f1"] >= json.loads(stdout)["entity_bias"]["no_bias_f1"]
-    code, stdout, err = run_cli("predict", str(runs["crf"]), "--ensemble", str(runs["softmax"]), str(runs["iobes"]),
-                                "--combine", "vote", "--text", "Omar lives in Lima .", "--entity-bias", "2")
+    code, stdout, err = run_cli(
+        "predict",
+        str(runs["crf"]),
+        "--ensemble",
+        str(runs["softmax"]),
+        str(runs["iobes"]),
+        "--combine",
+        "vote",
+        "--text",
+        "Omar lives in Lima .",
+        "--entity-bias",
+        "2",
+    )
     assert code == 0, err
     got = json.loads(stdout)
     expected = ensemble.predict_entities(["Omar lives in Lima ."])[0]
@@ -378,7 +463,7 @@ def test_classifiers_vote_for_labels():
     # row 0: two votes for label 0 beat the higher mean of label 1 (0.58 against 0.38)
     assert ((a + b + c) / 3)[0].argmax() == 1 and voted[0].argmax() == 0
     assert voted[0, 0].item() == pytest.approx((2 + 0.3833 / 2) / 3.5, abs=1e-3)
-    assert voted[1].argmax() == 2                                   # two of three again
+    assert voted[1].argmax() == 2  # two of three again
     # one vote each: the members' mean decides
     tie = combine_classes([torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[0.1, 0.8, 0.1]])], "vote")
     assert tie[0].argmax() == 1
@@ -387,16 +472,27 @@ def test_classifiers_vote_for_labels():
 def test_classification_vote_from_the_cli(runs, run_cli):
     code, alone, err = run_cli("eval", str(runs["cls"]), "--data", str(runs["cls_data"]), "--json")
     assert code == 0, err
-    code, voted, err = run_cli("eval", str(runs["cls"]), "--ensemble", str(runs["cls"]), str(runs["cls"]),
-                               "--combine", "vote", "--data", str(runs["cls_data"]), "--json")
+    code, voted, err = run_cli(
+        "eval",
+        str(runs["cls"]),
+        "--ensemble",
+        str(runs["cls"]),
+        str(runs["cls"]),
+        "--combine",
+        "vote",
+        "--data",
+        str(runs["cls_data"]),
+        "--json",
+    )
     assert code == 0, err
     alone, voted = json.loads(alone), json.loads(voted)
     assert voted["combine"] == "vote" and len(voted["members"]) == 3
-    assert voted["accuracy"] == alone["accuracy"]                  # three copies of one run agree with it
+    assert voted["accuracy"] == alone["accuracy"]  # three copies of one run agree with it
     code, alone, err = run_cli("predict", str(runs["cls"]), "--text", "good great 99")
     assert code == 0, err
-    code, voted, err = run_cli("predict", str(runs["cls"]), "--ensemble", str(runs["cls"]), "--combine", "vote",
-                               "--text", "good great 99")
+    code, voted, err = run_cli(
+        "predict", str(runs["cls"]), "--ensemble", str(runs["cls"]), "--combine", "vote", "--text", "good great 99"
+    )
     assert code == 0, err
     alone, voted = json.loads(alone), json.loads(voted)
     # two votes for the label, plus half a vote of its probability, out of two and a half
@@ -405,7 +501,9 @@ def test_classification_vote_from_the_cli(runs, run_cli):
 
 
 def test_vote_is_refused_where_there_is_nothing_to_vote_on(runs, run_cli):
-    for command in (["eval", str(runs["crf"]), "--data", str(runs["dev"])],
-                    ["predict", str(runs["crf"]), "--text", "Omar ."]):
+    for command in (
+        ["eval", str(runs["crf"]), "--data", str(runs["dev"])],
+        ["predict", str(runs["crf"]), "--text", "Omar ."],
+    ):
         code, _, err = run_cli(*command, "--combine", "vote")
         assert code == 2 and "give --ensemble" in err and len(err.strip().splitlines()) == 1, err

@@ -10,8 +10,12 @@ from conftest import SHARED_DATA, TINY_MODEL, write_jsonl
 
 PEOPLE = [["John", "Smith"], ["Mary"], ["Li", "Wei"], ["Anna", "Berg"], ["Omar"]]
 PLACES = [["Paris"], ["New", "York"], ["Berlin"], ["Cape", "Town"], ["Lima"]]
-TEMPLATES = [["{P}", "visited", "{L}", "on", "Monday", "."], ["{P}", "lives", "in", "{L}", "."],
-             ["In", "{L}", ",", "{P}", "said", "hello", "."], ["Nobody", "came", "."]]
+TEMPLATES = [
+    ["{P}", "visited", "{L}", "on", "Monday", "."],
+    ["{P}", "lives", "in", "{L}", "."],
+    ["In", "{L}", ",", "{P}", "said", "hello", "."],
+    ["Nobody", "came", "."],
+]
 
 
 def ner_sentences(n: int, seed: int) -> list[tuple[list[str], list[str]]]:
@@ -48,8 +52,10 @@ def to_span_rows(sentences) -> list[dict]:
         for t in tokens:
             starts.append(len(text) + (1 if text else 0))
             text = f"{text} {t}" if text else t
-        entities = [{"start": starts[s], "end": starts[e - 1] + len(tokens[e - 1]), "label": kind}
-                    for kind, s, e in to_spans(tags, "bio")]
+        entities = [
+            {"start": starts[s], "end": starts[e - 1] + len(tokens[e - 1]), "label": kind}
+            for kind, s, e in to_spans(tags, "bio")
+        ]
         rows.append({"text": text, "entities": entities})
     return rows
 
@@ -57,25 +63,46 @@ def to_span_rows(sentences) -> list[dict]:
 def ner_overrides(train, dev, output, *extra):
     config = Path(output).parent / f"{Path(output).name}.yaml"
     config.write_text("task: token_classification\n")
-    return [str(config), f"data.train={train}", f"data.validation={dev}",
-            f"model={TINY_MODEL}", "train.epochs=6", "train.batch_size=8", "train.lr=5e-3",
-            "train.warmup=0", f"output={output}", *extra]
+    return [
+        str(config),
+        f"data.train={train}",
+        f"data.validation={dev}",
+        f"model={TINY_MODEL}",
+        "train.epochs=6",
+        "train.batch_size=8",
+        "train.lr=5e-3",
+        "train.warmup=0",
+        f"output={output}",
+        *extra,
+    ]
 
 
 @pytest.fixture
 def ner_files(tmp_path):
-    return {"train": write_conll(tmp_path / "train.conll", ner_sentences(48, 0)),
-            "dev": write_conll(tmp_path / "dev.txt", ner_sentences(16, 1)), "dir": tmp_path}
+    return {
+        "train": write_conll(tmp_path / "train.conll", ner_sentences(48, 0)),
+        "dev": write_conll(tmp_path / "dev.txt", ner_sentences(16, 1)),
+        "dir": tmp_path,
+    }
 
 
 @pytest.mark.parametrize("crf", [False, True])
 def test_conll_train_eval_predict(ner_files, run_cli, tmp_path, crf):
     out = tmp_path / f"run-{crf}"
-    code, stdout, err = run_cli("train", "--quiet", *ner_overrides(ner_files["train"], ner_files["dev"], out,
-                                                                   f"head.crf={str(crf).lower()}"))
+    code, stdout, err = run_cli(
+        "train", "--quiet", *ner_overrides(ner_files["train"], ner_files["dev"], out, f"head.crf={str(crf).lower()}")
+    )
     assert code == 0, err
-    for name in ("config.yaml", "lmforge.json", "metrics.jsonl", "eval_results.json", "predictions.jsonl",
-                 "report.html", "model/model.safetensors", "best/config.json"):
+    for name in (
+        "config.yaml",
+        "lmforge.json",
+        "metrics.jsonl",
+        "eval_results.json",
+        "predictions.jsonl",
+        "report.html",
+        "model/model.safetensors",
+        "best/config.json",
+    ):
         assert (out / name).exists(), name
     results = json.loads((out / "eval_results.json").read_text())["validation"]
     assert results["f1"] > 0.8, results
@@ -94,16 +121,17 @@ def test_conll_train_eval_predict(ner_files, run_cli, tmp_path, crf):
     assert code == 0, err
     row = json.loads(stdout)
     for entity in row["entities"]:
-        assert text[entity["start"]:entity["end"]] == entity["text"]
+        assert text[entity["start"] : entity["end"]] == entity["text"]
         assert 0 < entity["score"] <= 1
     assert {(e["text"], e["label"]) for e in row["entities"]} == {("Mary", "PER"), ("New York", "LOC")}
 
     if crf:
-        from lmforge.models.crf_head import find_crf
-        from lmforge.tasks.predictor import RunPredictor
         from transformers import AutoModelForTokenClassification
 
-        plain = AutoModelForTokenClassification.from_pretrained(out / "model")   # plain transformers loads it
+        from lmforge.models.crf_head import find_crf
+        from lmforge.tasks.predictor import RunPredictor
+
+        plain = AutoModelForTokenClassification.from_pretrained(out / "model")  # plain transformers loads it
         assert find_crf(plain) is None
         assert find_crf(RunPredictor(out).model).transitions.abs().sum() > 0
 
@@ -119,8 +147,9 @@ def test_span_jsonl_and_token_jsonl(ner_files, run_cli, tmp_path):
     assert "S-PER" in meta["labels"]["names"] and meta["head_options"]["scheme"] == "iobes"
     results = json.loads((out / "eval_results.json").read_text())["validation"]
     assert results["f1"] > 0.8
-    inputs = write_jsonl(tmp_path / "in.jsonl", [{"tokens": ["Omar", "lives", "in", "Lima", "."]},
-                                                 {"tokens": ["Nobody", "came", "."]}])
+    inputs = write_jsonl(
+        tmp_path / "in.jsonl", [{"tokens": ["Omar", "lives", "in", "Lima", "."]}, {"tokens": ["Nobody", "came", "."]}]
+    )
     code, stdout, err = run_cli("predict", str(out), "--input", str(inputs))
     assert code == 0, err
     first, second = [json.loads(line) for line in stdout.splitlines()]
@@ -128,8 +157,9 @@ def test_span_jsonl_and_token_jsonl(ner_files, run_cli, tmp_path):
     assert second["entities"] == []
 
 
-@pytest.mark.parametrize("name,path,limit", [
-    ("conll2003", "conll2003/train.txt", 40), ("msra", "msra_ner/dev.txt", 40)])
+@pytest.mark.parametrize(
+    "name,path,limit", [("conll2003", "conll2003/train.txt", 40), ("msra", "msra_ner/dev.txt", 40)]
+)
 def test_real_data_sets_few_dozen_sentences(run_cli, tmp_path, name, path, limit):
     source = SHARED_DATA / path
     if not source.is_file():
@@ -139,10 +169,9 @@ def test_real_data_sets_few_dozen_sentences(run_cli, tmp_path, name, path, limit
     train = tmp_path / "train.txt"
     train.write_text("\n\n".join(blocks[:limit]) + "\n", encoding="utf-8")
     dev = tmp_path / "dev.txt"
-    dev.write_text("\n\n".join(blocks[limit:limit + 12]) + "\n", encoding="utf-8")
+    dev.write_text("\n\n".join(blocks[limit : limit + 12]) + "\n", encoding="utf-8")
     out = tmp_path / "run"
-    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, "train.epochs=1",
-                                                              "data.on_error=skip"))
+    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, "train.epochs=1", "data.on_error=skip"))
     assert code == 0, err
     results = json.loads((out / "eval_results.json").read_text())["validation"]
     assert 0 <= results["f1"] <= 1 and 0 < results["count"] <= 12
@@ -150,9 +179,18 @@ def test_real_data_sets_few_dozen_sentences(run_cli, tmp_path, name, path, limit
 
 def test_bilstm_crf_from_scratch(ner_files, run_cli, tmp_path):
     out = tmp_path / "lstm"
-    code, _, err = run_cli("train", "--quiet", *ner_overrides(
-        ner_files["train"], ner_files["dev"], out, "model={family: lstm, layers: 1, hidden: 32, embedding: 16, "
-        "vocab_size: 200}", "head.crf=true", "train.lr=2e-2"))
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        *ner_overrides(
+            ner_files["train"],
+            ner_files["dev"],
+            out,
+            "model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200}",
+            "head.crf=true",
+            "train.lr=2e-2",
+        ),
+    )
     assert code == 0, err
     meta = json.loads((out / "lmforge.json").read_text())
     assert meta["model"]["family"] == "lstm"
@@ -189,17 +227,25 @@ ZH_LSTM = "model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size
 
 def zh_files(tmp_path) -> tuple[Path, Path]:
     """Chinese train (48 sentences) and dev (16) files in CoNLL columns."""
-    return (write_conll(tmp_path / "train.txt", zh_sentences(48, 0)),
-            write_conll(tmp_path / "dev.txt", zh_sentences(16, 1)))
+    return (
+        write_conll(tmp_path / "train.txt", zh_sentences(48, 0)),
+        write_conll(tmp_path / "dev.txt", zh_sentences(16, 1)),
+    )
 
 
 def test_bilstm_crf_with_lexicon_chinese(run_cli, tmp_path):
     train, dev = zh_files(tmp_path)
     lexicon = tmp_path / "words.txt"
-    lexicon.write_text("".join(f"{w} 10 nr\n" for w in ZH_PEOPLE) + "".join(f"{w} 10 ns\n" for w in ZH_PLACES)
-                       + "你好 5 l\n今天 5 t\n", encoding="utf-8")
-    model = ("model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200, lowercase: false, "
-             f"lexicon: {lexicon}}}")
+    lexicon.write_text(
+        "".join(f"{w} 10 nr\n" for w in ZH_PEOPLE)
+        + "".join(f"{w} 10 ns\n" for w in ZH_PLACES)
+        + "你好 5 l\n今天 5 t\n",
+        encoding="utf-8",
+    )
+    model = (
+        "model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200, lowercase: false, "
+        f"lexicon: {lexicon}}}"
+    )
     out = tmp_path / "lex"
     code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, model, "head.crf=true", "train.lr=2e-2"))
     assert code == 0, err
@@ -211,7 +257,9 @@ def test_bilstm_crf_with_lexicon_chinese(run_cli, tmp_path):
     code, stdout, err = run_cli("predict", str(out), "--text", "陈静住在成都。")
     assert code == 0, err
     assert {(e["text"], e["label"], e["start"], e["end"]) for e in json.loads(stdout)["entities"]} == {
-        ("陈静", "PER", 0, 2), ("成都", "LOC", 4, 6)}
+        ("陈静", "PER", 0, 2),
+        ("成都", "LOC", 4, 6),
+    }
     code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "again", model))
     assert code != 0 and "model.lexicon: no such file" in err and len(err.strip().splitlines()) == 1
 
@@ -223,7 +271,7 @@ def test_bilstm_crf_with_jieba_char_vectors(run_cli, tmp_path):
     out = tmp_path / "hmm"
     code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, model, "head.crf=true", "train.lr=2e-2"))
     assert code == 0, err
-    assert json.loads((out / "model" / "config.json").read_text())["char_vectors_width"] > 300   # 2 x 163 HMM states + 1
+    assert json.loads((out / "model" / "config.json").read_text())["char_vectors_width"] > 300  # 2 x 163 HMM states + 1
     validation = json.loads((out / "eval_results.json").read_text())["validation"]
     assert validation["f1"] > 0.8
     # dev uses the same ten names as train: every entity was seen in training
@@ -231,17 +279,27 @@ def test_bilstm_crf_with_jieba_char_vectors(run_cli, tmp_path):
     code, stdout, err = run_cli("predict", str(out), "--text", "陈静住在成都。")
     assert code == 0, err
     assert {(e["text"], e["label"], e["start"], e["end"]) for e in json.loads(stdout)["entities"]} == {
-        ("陈静", "PER", 0, 2), ("成都", "LOC", 4, 6)}
+        ("陈静", "PER", 0, 2),
+        ("成都", "LOC", 4, 6),
+    }
     # `lmforge eval` reads the run's training entities back: 赵敏 and 南京 are new names
-    new = write_conll(tmp_path / "new.txt", [(list("赵敏去南京了。"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O"]),
-                                            (list("王芳住在上海。"), ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"])])
+    new = write_conll(
+        tmp_path / "new.txt",
+        [
+            (list("赵敏去南京了。"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O"]),
+            (list("王芳住在上海。"), ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "O"]),
+        ],
+    )
     code, stdout, err = run_cli("eval", str(out), "--data", str(new), "--json")
     assert code == 0, err
     metrics = json.loads(stdout)
     assert metrics["unseen_entities"] == 2 and metrics["unseen_share"] == 0.5
     assert metrics["seen_recall"] == 1.0
-    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "again", model.replace(
-        "jieba", str(tmp_path / "none.vec"))))
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        *ner_overrides(train, dev, tmp_path / "again", model.replace("jieba", str(tmp_path / "none.vec"))),
+    )
     assert code != 0 and "model.char_vectors: no such file" in err and len(err.strip().splitlines()) == 1
 
 
@@ -249,26 +307,42 @@ def test_partial_labels_keep_a_type_another_source_leaves_unmarked(run_cli, tmp_
     """A source that marks people but not places (its places are tagged O) teaches a model that places
     are O; with `incomplete_types: [LOC]` its O tokens may be places, and places are found."""
     complete = write_conll(tmp_path / "complete.txt", zh_sentences(24, 0))
-    people_only = write_conll(tmp_path / "people.txt", [
-        (chars, [t if t.endswith("PER") else "O" for t in tags]) for chars, tags in zh_sentences(48, 2)])
+    people_only = write_conll(
+        tmp_path / "people.txt",
+        [(chars, [t if t.endswith("PER") else "O" for t in tags]) for chars, tags in zh_sentences(48, 2)],
+    )
     dev = write_conll(tmp_path / "dev.txt", zh_sentences(16, 1))
     model = "model={family: lstm, layers: 1, hidden: 32, embedding: 16, vocab_size: 200, lowercase: false}"
     loc_f1 = {}
     for partial in (True, False):
         source = f"{{path: {people_only}, incomplete_types: [LOC]}}" if partial else str(people_only)
         out = tmp_path / f"partial_{partial}"
-        code, _, err = run_cli("train", *ner_overrides(f"[{complete}, {source}]", dev, out, model,
-                                                       "head.crf=true", "train.lr=3e-2", "train.epochs=10",
-                                                       "train.threads=1"))
+        code, _, err = run_cli(
+            "train",
+            *ner_overrides(
+                f"[{complete}, {source}]",
+                dev,
+                out,
+                model,
+                "head.crf=true",
+                "train.lr=3e-2",
+                "train.epochs=10",
+                "train.threads=1",
+            ),
+        )
         assert code == 0, err
         assert ("partial labels: O tokens of 48 training sentences may be LOC" in err) == partial, err
         loc_f1[partial] = json.loads((out / "eval_results.json").read_text())["validation"]["per_type"]["LOC"]["f1"]
     assert loc_f1[True] > 0.8 and loc_f1[False] < loc_f1[True] - 0.3, loc_f1
 
 
-@pytest.mark.parametrize("segmenter, logged, last_tag", [
-    ("jieba", "jieba's part-of-speech segmentation, 54 tags", "other"),
-    ("[jieba, thulac]", "jieba's + thulac's part-of-speech segmentation, 83 tags", "thulac:other")])
+@pytest.mark.parametrize(
+    "segmenter, logged, last_tag",
+    [
+        ("jieba", "jieba's part-of-speech segmentation, 54 tags", "other"),
+        ("[jieba, thulac]", "jieba's + thulac's part-of-speech segmentation, 83 tags", "thulac:other"),
+    ],
+)
 def test_bilstm_crf_with_segmenter_features(run_cli, tmp_path, segmenter, logged, last_tag):
     """Segmenter features trained, saved (the tags name the segmenters), reloaded by predict and eval
     with nothing but the JSON on stdout (THULAC prints when it loads)."""
@@ -278,8 +352,9 @@ def test_bilstm_crf_with_segmenter_features(run_cli, tmp_path, segmenter, logged
     train, dev = zh_files(tmp_path)
     model = ZH_LSTM % f"segmenter: {segmenter}"
     out = tmp_path / "seg"
-    code, _, err = run_cli("train", *ner_overrides(train, dev, out, model, "head.crf=true", "train.lr=2e-2",
-                                                   "train.threads=1"))
+    code, _, err = run_cli(
+        "train", *ner_overrides(train, dev, out, model, "head.crf=true", "train.lr=2e-2", "train.threads=1")
+    )
     assert code == 0, err
     assert f"segmenter features: {logged}" in err
     assert json.loads((out / "model" / "config.json").read_text())["segmenter_tags"][-1] == last_tag
@@ -290,11 +365,11 @@ def test_bilstm_crf_with_segmenter_features(run_cli, tmp_path, segmenter, logged
     code, stdout, err = run_cli("eval", str(out), "--data", str(dev), "--json")
     assert code == 0, err
     assert json.loads(stdout)["f1"] > 0.8
-    for bad, message in ((model.replace(f"segmenter: {segmenter}", "segmenter: hanlp"), "model.segmenter"),
-                         (model.replace(f"segmenter: {segmenter}", "segmenter: [jieba, jieba]"),
-                          "a segmenter is named twice"),
-                         (model.replace("family: lstm", "family: transformer"),
-                          "model.segmenter applies to the lstm family only")):
+    for bad, message in (
+        (model.replace(f"segmenter: {segmenter}", "segmenter: hanlp"), "model.segmenter"),
+        (model.replace(f"segmenter: {segmenter}", "segmenter: [jieba, jieba]"), "a segmenter is named twice"),
+        (model.replace("family: lstm", "family: transformer"), "model.segmenter applies to the lstm family only"),
+    ):
         code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, tmp_path / "bad", bad))
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
@@ -303,7 +378,7 @@ def test_a_segmenter_that_is_not_installed_fails_before_training(run_cli, tmp_pa
     import sys
 
     train, dev = zh_files(tmp_path)
-    monkeypatch.setitem(sys.modules, "thulac", None)            # import thulac now raises ImportError
+    monkeypatch.setitem(sys.modules, "thulac", None)  # import thulac now raises ImportError
     out = tmp_path / "nothulac"
     code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, out, ZH_LSTM % "segmenter: [jieba, thulac]"))
     assert code != 0 and "pip install thulac" in err and "model.segmenter: thulac" in err, err
@@ -317,17 +392,22 @@ def test_self_training_predict_peoples_daily_then_train_on_the_predictions(run_c
     train, dev = zh_files(tmp_path)
     model = ZH_LSTM % "bigram_buckets: 0"
     teacher = tmp_path / "teacher"
-    code, _, err = run_cli("train", "--quiet", *ner_overrides(train, dev, teacher, model, "head.crf=true",
-                                                              "train.lr=2e-2", "train.threads=1"))
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        *ner_overrides(train, dev, teacher, model, "head.crf=true", "train.lr=2e-2", "train.threads=1"),
+    )
     assert code == 0, err
     unlabelled = tmp_path / "plain.txt"
     sentences = zh_sentences(40, 5)
     # The POS tags deliberately say nothing (x): only the teacher's tags can mark the names.
-    unlabelled.write_text("".join("  ".join(f"{c}/x" for c in chars) + "\n" for chars, _ in sentences),
-                          encoding="utf-8")
+    unlabelled.write_text(
+        "".join("  ".join(f"{c}/x" for c in chars) + "\n" for chars, _ in sentences), encoding="utf-8"
+    )
     pseudo = tmp_path / "pseudo.jsonl"
-    code, _, err = run_cli("predict", str(teacher), "--input", str(unlabelled), "--input-format", "peoples_daily",
-                           "--output", str(pseudo))
+    code, _, err = run_cli(
+        "predict", str(teacher), "--input", str(unlabelled), "--input-format", "peoples_daily", "--output", str(pseudo)
+    )
     assert code == 0, err
     rows = [json.loads(line) for line in pseudo.read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 40 and all(r["tokens"] == chars for r, (chars, _) in zip(rows, sentences))
@@ -336,8 +416,11 @@ def test_self_training_predict_peoples_daily_then_train_on_the_predictions(run_c
     names = {e["text"] for r in rows for e in r["entities"]}
     assert names & set(ZH_PEOPLE + ZH_PLACES) and not any(" " in n for n in names), names
     student = tmp_path / "student"
-    code, _, err = run_cli("train", "--quiet", *ner_overrides(pseudo, dev, student, model, "head.crf=true",
-                                                              "train.lr=2e-2", "train.threads=1"))
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        *ner_overrides(pseudo, dev, student, model, "head.crf=true", "train.lr=2e-2", "train.threads=1"),
+    )
     assert code == 0, err
     assert json.loads((student / "eval_results.json").read_text())["validation"]["f1"] > 0.8
     code, _, err = run_cli("predict", str(teacher), "--input", str(unlabelled), "--input-format", "yaml")
@@ -346,7 +429,8 @@ def test_self_training_predict_peoples_daily_then_train_on_the_predictions(run_c
     assert code == 2 and "--input-format reads --input FILE" in err and len(err.strip().splitlines()) == 1, err
     malformed = tmp_path / "malformed.txt"
     malformed.write_text("陈/x  静/x\nno slash here\n", encoding="utf-8")
-    code, _, err = run_cli("predict", str(teacher), "--input", str(malformed), "--input-format", "peoples_daily",
-                           "--output", str(pseudo))
+    code, _, err = run_cli(
+        "predict", str(teacher), "--input", str(malformed), "--input-format", "peoples_daily", "--output", str(pseudo)
+    )
     assert code == 2 and f"{malformed}:2: expected word/pos" in err, err
-    assert len(pseudo.read_text(encoding="utf-8").splitlines()) == 40     # the earlier output is intact
+    assert len(pseudo.read_text(encoding="utf-8").splitlines()) == 40  # the earlier output is intact

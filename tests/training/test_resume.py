@@ -14,18 +14,28 @@ from conftest import sentiment_rows, tiny_overrides, write_jsonl
 
 
 def _data(tmp_path):
-    return {"train": write_jsonl(tmp_path / "train.jsonl", sentiment_rows(200, 0)),
-            "dev": write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(16, 1))}
+    return {
+        "train": write_jsonl(tmp_path / "train.jsonl", sentiment_rows(200, 0)),
+        "dev": write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(16, 1)),
+    }
 
 
 def _overrides(data, out):
     # 50 steps an epoch, a checkpoint every 5, dropout on: RNG state matters for exactness.
-    return tiny_overrides(data, out, "train.batch_size=4", "train.save_every=5", "train.eval_every=20",
-                          "train.keep_checkpoints=3", "train.dropout=0.1", "train.grad_accum=1")
+    return tiny_overrides(
+        data,
+        out,
+        "train.batch_size=4",
+        "train.save_every=5",
+        "train.eval_every=20",
+        "train.keep_checkpoints=3",
+        "train.dropout=0.1",
+        "train.grad_accum=1",
+    )
 
 
 def _train(args, **kw):
-    config = args[0].split("=", 1)[1].rsplit("/", 1)[0] + "/job.yaml"   # beside train.jsonl
+    config = args[0].split("=", 1)[1].rsplit("/", 1)[0] + "/job.yaml"  # beside train.jsonl
     with open(config, "w") as handle:
         handle.write("task: classification\n")
     cmd = [sys.executable, "-m", "lmforge.cli.main", "train", "--quiet", config, *args]
@@ -52,8 +62,11 @@ def _assert_same_run(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how,extra", [("SIGKILL", []), ("SIGTERM", []), ("SIGKILL", ["train.ema=0.9"])],
-                         ids=["SIGKILL", "SIGTERM", "SIGKILL-ema"])
+@pytest.mark.parametrize(
+    "how,extra",
+    [("SIGKILL", []), ("SIGTERM", []), ("SIGKILL", ["train.ema=0.9"])],
+    ids=["SIGKILL", "SIGTERM", "SIGKILL-ema"],
+)
 def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra):
     # With train.ema the saved model is the weight average: it must resume exactly too.
     data = _data(tmp_path)
@@ -69,7 +82,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra):
     if how == "SIGTERM":
         assert proc.returncode == 0
         told = proc.stderr.read()
-        assert "resume=true" in told and f"output={killed}" in told   # the command resumes this run
+        assert "resume=true" in told and f"output={killed}" in told  # the command resumes this run
     else:
         assert proc.returncode == -signal.SIGKILL
     assert not (killed / "eval_results.json").exists()
@@ -78,8 +91,11 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra):
     resumed.wait(timeout=300)
     assert resumed.returncode == 0, resumed.stderr.read()
     _assert_same_run(reference, killed)
-    steps = [json.loads(l)["step"] for l in (killed / "metrics.jsonl").read_text().splitlines()
-             if json.loads(l)["kind"] == "train"]
+    steps = [
+        json.loads(l)["step"]
+        for l in (killed / "metrics.jsonl").read_text().splitlines()
+        if json.loads(l)["kind"] == "train"
+    ]
     assert steps == sorted(set(steps)), "a resumed run logs each step once"
 
 
@@ -88,8 +104,9 @@ def test_non_finite_loss_stops_with_a_checkpoint(tiny_data, tmp_path, run_cli):
     out = tmp_path / "nan"
     config = tmp_path / "job.yaml"
     config.write_text("task: classification\n")
-    code, _, err = run_cli("train", "--quiet", str(config),
-                           *tiny_overrides(tiny_data, out, "train.lr=1e30", "train.max_grad_norm=null"))
+    code, _, err = run_cli(
+        "train", "--quiet", str(config), *tiny_overrides(tiny_data, out, "train.lr=1e30", "train.max_grad_norm=null")
+    )
     assert code == 3
     assert err.startswith("lmforge: error: non-finite loss") and err.count("\n") == 1
     checkpoints = sorted((out / "checkpoints").iterdir())

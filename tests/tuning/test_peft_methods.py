@@ -9,16 +9,25 @@ import torch
 from conftest import write_jsonl
 from lmforge.config import load_config
 from lmforge.models import load_saved
-from lmforge.training.recipe import setup, run_loop, cleanup
+from lmforge.training.recipe import cleanup, run_loop, setup
 from lmforge.training.signals import StopRequest
 
-OWN = {"lora": ("lora_",), "adalora": ("lora_",), "ia3": ("ia3_",),
-       "prefix": ("prompt_encoder",), "prompt": ("prompt_encoder",), "ptuning": ("prompt_encoder",),
-       "freeze": ("model.layers.1.",), "full": ("",)}
+OWN = {
+    "lora": ("lora_",),
+    "adalora": ("lora_",),
+    "ia3": ("ia3_",),
+    "prefix": ("prompt_encoder",),
+    "prompt": ("prompt_encoder",),
+    "ptuning": ("prompt_encoder",),
+    "freeze": ("model.layers.1.",),
+    "full": ("",),
+}
 
 
 def _config(tmp_path, method):
-    rows = [{"instruction": f"say {w}", "output": f"{w} {w}"} for w in ["red", "blue", "green", "cat", "dog", "sun"]] * 4
+    rows = [
+        {"instruction": f"say {w}", "output": f"{w} {w}"} for w in ["red", "blue", "green", "cat", "dog", "sun"]
+    ] * 4
     train = write_jsonl(tmp_path / "sft.jsonl", rows)
     path = tmp_path / "c.yaml"
     path.write_text(
@@ -28,7 +37,8 @@ def _config(tmp_path, method):
         f"tuning: {{method: {method}, r: 4, target: {'all-linear' if method in ('lora', 'adalora') else 'auto'}, "
         "num_virtual_tokens: 4, trainable_layers: 1}\n"
         "train: {epochs: 5, max_steps: 4, batch_size: 4, lr: 0.01, warmup: 0, max_length: 64, seed: 1}\n"
-        f"output: {tmp_path / 'run'}\n")
+        f"output: {tmp_path / 'run'}\n"
+    )
     return load_config(path, [])
 
 
@@ -65,9 +75,17 @@ def test_export_merge_folds_lora_into_a_plain_model(tmp_path, run_cli):
     base = tmp_path / "base"
     tokenizer = train_bpe(["say red red", "say blue blue", "say green green"] * 20, vocab_size=300)
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128))
+    model = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+        )
+    )
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
     rows = [{"instruction": f"say {w}", "output": f"{w} {w}"} for w in ["red", "blue", "green"]] * 6
@@ -75,9 +93,19 @@ def test_export_merge_folds_lora_into_a_plain_model(tmp_path, run_cli):
     config = tmp_path / "c.yaml"
     config.write_text("task: causal_lm\n")
     run = tmp_path / "run"
-    code, _, err = run_cli("train", "--quiet", str(config), f"data.train={train}", f"model={base}",
-                           "tuning.method=lora", "tuning.target=all-linear", "train.max_steps=3",
-                           "train.lr=0.01", "train.max_length=64", f"output={run}")
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        str(config),
+        f"data.train={train}",
+        f"model={base}",
+        "tuning.method=lora",
+        "tuning.target=all-linear",
+        "train.max_steps=3",
+        "train.lr=0.01",
+        "train.max_length=64",
+        f"output={run}",
+    )
     assert code == 0, err
     code, stdout, err = run_cli("export", str(run), "--merge", "--output", str(tmp_path / "merged"))
     assert code == 0, err

@@ -37,8 +37,11 @@ def cmd_train(args) -> int:
     config = load_config(args.config, _overrides(args))
     outcome = train(config, quiet=args.quiet)
     if outcome.stopped_by:
-        print(f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; "
-              f"continue with: lmforge train {_again(args.config, args.overrides)} resume=true", file=sys.stderr)
+        print(
+            f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; "
+            f"continue with: lmforge train {_again(args.config, args.overrides)} resume=true",
+            file=sys.stderr,
+        )
         return 130 if outcome.stopped_by == "SIGINT" else 0
     print(f"run folder: {outcome.run.path}\nreport: {outcome.run.report}")
     return 0
@@ -51,21 +54,22 @@ def cmd_demo(args) -> int:
 
 def cmd_validate(args) -> int:
     from lmforge.config import load_config
+    from lmforge.config.loader import config_to_dict
     from lmforge.data.readers import Problems
     from lmforge.models.registry import as_spec
     from lmforge.models.transformer import resolve_source
     from lmforge.tasks import get_task
     from lmforge.tracking.run_folder import RunFolder
-    from lmforge.config.loader import config_to_dict
 
     config = load_config(args.config, _overrides(args))
     problems = Problems(collect=True, skip=config.data.on_error == "skip")
     task = get_task(config.task)
     data = task.load_data(config, problems)
     spec = as_spec(config.model)
-    checks = [lambda: resolve_source(spec.path) if spec.path is not None else None,
-              lambda: RunFolder(config.output).check_writable(config_to_dict(config), config.resume,
-                                                              config.overwrite)]
+    checks = [
+        lambda: resolve_source(spec.path) if spec.path is not None else None,
+        lambda: RunFolder(config.output).check_writable(config_to_dict(config), config.resume, config.overwrite),
+    ]
     for check in checks:
         try:
             check()
@@ -79,9 +83,11 @@ def cmd_validate(args) -> int:
         print(f"skipped {problems.skipped} bad row(s) (data.on_error: skip); the first: {problems.first_skipped}")
     labels = ", ".join(data.labels.names[:10]) + (" ..." if len(data.labels.names) > 10 else "")
     label_part = f"; {len(data.labels.names)} labels ({labels})" if data.labels.names else ""
-    print(f"{args.config}: ok -- {len(data.train)} train, {len(data.validation)} validation, "
-          f"{len(data.test)} test examples{label_part}")
-    for note in data.notes:         # what training would log about the data (tag scheme, repairs, ...)
+    print(
+        f"{args.config}: ok -- {len(data.train)} train, {len(data.validation)} validation, "
+        f"{len(data.test)} test examples{label_part}"
+    )
+    for note in data.notes:  # what training would log about the data (tag scheme, repairs, ...)
         print(f"note: {note}")
     return 0
 
@@ -108,13 +114,15 @@ def _decoding_options(args, predictor) -> None:
     if not math.isfinite(bias):
         raise DataError(f"--entity-bias {bias}: give a finite number (e.g. 0.5)")
     if predictor.meta["task"] != "token_classification":
-        raise DataError(f"{flag}: only token_classification runs decode tags; {args.run} is a "
-                        f"{predictor.meta['task']} run")
+        raise DataError(
+            f"{flag}: only token_classification runs decode tags; {args.run} is a {predictor.meta['task']} run"
+        )
     members = getattr(predictor, "members", [predictor])
     one_pass = next((m for m in members if m.one_pass), None)
     if one_pass is not None:
-        raise DataError(f"{flag}: the ngram family's tagger ({one_pass.run.path}) decodes in one pass "
-                        f"and takes no bias")
+        raise DataError(
+            f"{flag}: the ngram family's tagger ({one_pass.run.path}) decodes in one pass and takes no bias"
+        )
     predictor.task.entity_bias, predictor.task.tune_entity_bias = bias, tune
 
 
@@ -144,8 +152,10 @@ def cmd_eval(args) -> int:
         for key, value in metrics.items():
             print(f"  {key:<16} {value:.4f}" if isinstance(value, float) else f"  {key:<16} {value}")
         for row in result.predictions[:3]:
-            print(f"  sample: {row['where']}\n    reference: {row['reference'][:200]!r}\n"
-                  f"    generated: {row['generated'][:200]!r}")
+            print(
+                f"  sample: {row['where']}\n    reference: {row['reference'][:200]!r}\n"
+                f"    generated: {row['generated'][:200]!r}"
+            )
         return 0
     print(f"{args.data}: {metrics['count']} examples, model {predictor.folder}")
     _print_class_metrics(metrics)
@@ -164,9 +174,11 @@ def _eval_ensemble(args) -> int:
         print(json.dumps(metrics, ensure_ascii=False))
         return 0
     headline = "f1" if "per_type" in metrics else "macro_f1"
-    print(f"{args.data}: {metrics['count']} {'sentences' if 'per_type' in metrics else 'examples'}, "
-          f"an ensemble of {len(predictors)} runs "
-          f"({'probabilities averaged' if args.combine != 'vote' else 'entity spans voted' if 'per_type' in metrics else 'labels voted'})")
+    print(
+        f"{args.data}: {metrics['count']} {'sentences' if 'per_type' in metrics else 'examples'}, "
+        f"an ensemble of {len(predictors)} runs "
+        f"({'probabilities averaged' if args.combine != 'vote' else 'entity spans voted' if 'per_type' in metrics else 'labels voted'})"
+    )
     for member in metrics["members"]:
         print(f"  member {member['run']}: {headline} {member[headline]:.4f}")
     if "per_type" in metrics:
@@ -202,16 +214,14 @@ def _print_class_metrics(metrics: dict) -> None:
             print(f"  {key:<16} {metrics[key]:.4f}")
     print(f"  {'label':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
     for name, row in metrics["per_class"].items():
-        print(f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
-              f"{row['support']:>8}")
+        print(f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}")
     print("  confusion matrix (rows: true, columns: predicted):")
     for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
         print(f"  {name[:20]:<20} " + " ".join(f"{v:>6}" for v in row))
 
 
 def _print_entity_metrics(args, predictor, metrics: dict) -> int:
-    print(f"{args.data}: {metrics['count']} sentences, {metrics['entities']} entities, "
-          f"model {predictor.folder}")
+    print(f"{args.data}: {metrics['count']} sentences, {metrics['entities']} entities, model {predictor.folder}")
     return _print_entity_table(metrics)
 
 
@@ -221,15 +231,18 @@ def _print_entity_table(metrics: dict) -> int:
             print(f"  {key:<16} {metrics[key]:.4f}")
     tuning = metrics.get("entity_bias") or {}
     for fold in tuning.get("folds", []):
-        print(f"  entity bias {fold['bias']:+.2f} tuned on the {fold['tuned_on']}: held-out f1 "
-              f"{fold['held_out_f1']:.4f} (no bias {fold['held_out_f1_no_bias']:.4f})")
+        print(
+            f"  entity bias {fold['bias']:+.2f} tuned on the {fold['tuned_on']}: held-out f1 "
+            f"{fold['held_out_f1']:.4f} (no bias {fold['held_out_f1_no_bias']:.4f})"
+        )
     if "whole_data_bias" in tuning:
-        print(f"  entity bias best on all of it: {tuning['whole_data_bias']:+.2f} (f1 {tuning['whole_data_f1']:.4f}, "
-              f"tuned; no bias {tuning['no_bias_f1']:.4f}); the f1 above is cross-validated")
+        print(
+            f"  entity bias best on all of it: {tuning['whole_data_bias']:+.2f} (f1 {tuning['whole_data_f1']:.4f}, "
+            f"tuned; no bias {tuning['no_bias_f1']:.4f}); the f1 above is cross-validated"
+        )
     print(f"  {'type':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
     for name, row in metrics["per_type"].items():
-        print(f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} "
-              f"{row['support']:>8}")
+        print(f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}")
     if metrics.get("confusions"):
         print("  most frequent errors (gold -> predicted):")
         for row in metrics["confusions"]:
@@ -251,15 +264,18 @@ def cmd_predict(args) -> int:
     if args.ensemble:
         from lmforge.tasks.ensemble import EnsemblePredictor
 
-        predictor = EnsemblePredictor([predictor] + [RunPredictor(r, args.checkpoint) for r in args.ensemble],
-                                      args.combine)
+        predictor = EnsemblePredictor(
+            [predictor] + [RunPredictor(r, args.checkpoint) for r in args.ensemble], args.combine
+        )
     elif args.combine != "mean":
         raise DataError("--combine: combines the runs of --ensemble; give --ensemble RUN2 ...")
     _decoding_options(args, predictor)
     if predictor.meta["task"] not in ("classification", "token_classification"):
-        raise DataError(f"{args.run}: predict works on classification and token_classification runs; "
-                        f"this is a {predictor.meta['task']} run (use lmforge eval, or fine-tune from "
-                        f"its model folder)")
+        raise DataError(
+            f"{args.run}: predict works on classification and token_classification runs; "
+            f"this is a {predictor.meta['task']} run (use lmforge eval, or fine-tune from "
+            f"its model folder)"
+        )
     if predictor.meta["task"] == "token_classification":
         out = _predict_entities(args, predictor)
     else:
@@ -282,9 +298,12 @@ def _predict_labels(args, predictor) -> list[dict]:
         texts, pairs, extra = list(args.text), None, [{} for _ in args.text]
     else:
         fields = _fields(args, predictor)
-        examples = read_text_examples(DataSource(path=args.input, format=args.input_format),
-                                      DataConfig(fields=fields),
-                                      Problems(), need_label=False)
+        examples = read_text_examples(
+            DataSource(path=args.input, format=args.input_format),
+            DataConfig(fields=fields),
+            Problems(),
+            need_label=False,
+        )
         texts = [ex.text for ex in examples]
         pairs = [ex.text_pair for ex in examples] if fields.text_pair is not None else None
         extra = [{"where": ex.where} for ex in examples]
@@ -314,7 +333,8 @@ def _predict_entities(args, predictor) -> list[dict]:
     fields = _fields(args, predictor)
     source = DataSource(path=args.input, format=args.input_format)
     if args.input_format in TAGGED_INPUT_FORMATS or (
-            args.input_format is None and Path(args.input).suffix.lower() in (".conll", ".conllu")):
+        args.input_format is None and Path(args.input).suffix.lower() in (".conll", ".conllu")
+    ):
         sentences = read_tagged(source, DataConfig(fields=fields), Problems(), need_tags=False)
         rows = predictor.predict_entities(tokens=[s.tokens for s in sentences], batch_size=args.batch_size)
         return [{"tokens": s.tokens, **r, "where": s.where} for s, r in zip(sentences, rows)]
@@ -337,14 +357,19 @@ def _predict_entities(args, predictor) -> list[dict]:
     return [{"text": t, **r, "where": w} for t, r, w in zip(texts, rows, where)]
 
 
-
-
 def _generation_options(args):
     from lmforge.generation import GenerationOptions
 
-    return GenerationOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                             top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams,
-                             repetition_penalty=args.repetition_penalty, stop=list(args.stop), seed=args.seed)
+    return GenerationOptions(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        num_beams=args.num_beams,
+        repetition_penalty=args.repetition_penalty,
+        stop=list(args.stop),
+        seed=args.seed,
+    )
 
 
 def _with_system(system: str | None, messages: list[dict]) -> list[dict]:
@@ -363,14 +388,28 @@ def cmd_generate(args) -> int:
     stream = None if (args.no_stream or args.json) else (lambda piece: print(piece, end="", flush=True))
     result = generator.generate(prompt, options, raw=args.raw, stream=stream)
     if args.json:
-        print(json.dumps({"text": result.text, "prompt_tokens": result.prompt_tokens,
-                          "new_tokens": result.new_tokens, "stopped_by": result.stopped_by,
-                          "seconds": round(result.seconds, 3),
-                          "tokens_per_s": round(result.tokens_per_s, 2)}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "text": result.text,
+                    "prompt_tokens": result.prompt_tokens,
+                    "new_tokens": result.new_tokens,
+                    "stopped_by": result.stopped_by,
+                    "seconds": round(result.seconds, 3),
+                    "tokens_per_s": round(result.tokens_per_s, 2),
+                },
+                ensure_ascii=False,
+            )
+        )
     else:
         print("" if stream else result.text)
-        log.info("%d new tokens in %.1f s (%.1f tokens/s), stopped by %s", result.new_tokens,
-                 result.seconds, result.tokens_per_s, result.stopped_by)
+        log.info(
+            "%d new tokens in %.1f s (%.1f tokens/s), stopped by %s",
+            result.new_tokens,
+            result.seconds,
+            result.tokens_per_s,
+            result.stopped_by,
+        )
     return 0
 
 
@@ -398,9 +437,10 @@ def cmd_chat(args) -> int:
             continue
         history.append({"role": "user", "content": line})
         try:
-            result = generator.generate(_with_system(args.system, history), options,
-                                        stream=lambda piece: print(piece, end="", flush=True))
-        except DataError as exc:          # e.g. the conversation outgrew the context
+            result = generator.generate(
+                _with_system(args.system, history), options, stream=lambda piece: print(piece, end="", flush=True)
+            )
+        except DataError as exc:  # e.g. the conversation outgrew the context
             history.pop()
             print(f"lmforge: {exc} (/reset to start over)", file=sys.stderr)
             continue
@@ -415,7 +455,7 @@ def cmd_export(args) -> int:
     if args.threads:
         import torch
 
-        torch.set_num_threads(args.threads)     # ONNX Runtime sessions take the same number
+        torch.set_num_threads(args.threads)  # ONNX Runtime sessions take the same number
     quiet = lambda *_: None  # noqa: E731
     summary = run_export(args.run, vars(args), log=quiet if args.json else lambda m: print(m, file=sys.stderr))
     if args.json:
@@ -426,8 +466,10 @@ def cmd_export(args) -> int:
         if "max_logit_difference" in row:
             print(f"{row['model']}: merged and unmerged logits agree within {row['max_logit_difference']:.1e}")
         if "parity_max_difference" in row:
-            print(f"{row['model']}: ONNX Runtime and PyTorch agree within {row['parity_max_difference']:.1e} "
-                  f"on {row['parity_shapes']} batch shapes")
+            print(
+                f"{row['model']}: ONNX Runtime and PyTorch agree within {row['parity_max_difference']:.1e} "
+                f"on {row['parity_shapes']} batch shapes"
+            )
     print(f"output: {summary['output']} (a run folder: lmforge predict/eval/serve take it)")
     print(f"report: {summary['output']}/report.html")
     return 0
@@ -441,15 +483,20 @@ def cmd_distil(args) -> int:
     config = load_config(path, _overrides(args))
     outcome = distil(args.teacher, config, quiet=args.quiet, baseline=not args.no_baseline)
     if outcome.stopped_by:
-        print(f"stopped by {outcome.stopped_by}; continue with: lmforge distil {args.teacher} "
-              f"--student {' '.join(args.student)} --resume", file=sys.stderr)
+        print(
+            f"stopped by {outcome.stopped_by}; continue with: lmforge distil {args.teacher} "
+            f"--student {' '.join(args.student)} --resume",
+            file=sys.stderr,
+        )
         return 130 if outcome.stopped_by == "SIGINT" else 0
     report = outcome.report
     print(f"{'model':<14} {'parameters':>12} {'val accuracy':>13} {'val macro_f1':>13}")
     rows = [("teacher", report["teacher"])] + [(k, report[k]) for k in ("distilled", "labels_only") if k in report]
     for name, row in rows:
         val = row["results"].get("validation", {})
-        cells = [f"{val[k]:>13.4f}" if isinstance(val.get(k), float) else f"{'-':>13}" for k in ("accuracy", "macro_f1")]
+        cells = [
+            f"{val[k]:>13.4f}" if isinstance(val.get(k), float) else f"{'-':>13}" for k in ("accuracy", "macro_f1")
+        ]
         print(f"{name:<14} {row.get('parameters') or 0:>12,} {' '.join(cells)}")
     print(f"report: {outcome.output / 'distillation.json'}")
     return 0
@@ -462,14 +509,29 @@ def cmd_serve(args) -> int:
     from lmforge.serving.settings import ServeSettings
 
     settings = ServeSettings(
-        sources=args.models, host=args.host, port=args.port,
-        api_key=args.api_key or os.environ.get("LMFORGE_API_KEY") or None, allow_insecure=args.allow_insecure,
-        workers=args.workers, max_body_bytes=args.max_body_bytes, max_inputs=args.max_inputs,
-        max_input_tokens=args.max_input_tokens, max_n=args.max_n, max_stop=args.max_stop,
-        default_max_tokens=args.default_max_tokens, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
-        max_generation_batch=args.max_generation_batch, max_queue=args.max_queue,
-        drain_timeout=args.drain_timeout, threads=args.threads, checkpoint=args.checkpoint, dtype=args.dtype,
-        entity_bias=args.entity_bias, combine=args.combine)
+        sources=args.models,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get("LMFORGE_API_KEY") or None,
+        allow_insecure=args.allow_insecure,
+        workers=args.workers,
+        max_body_bytes=args.max_body_bytes,
+        max_inputs=args.max_inputs,
+        max_input_tokens=args.max_input_tokens,
+        max_n=args.max_n,
+        max_stop=args.max_stop,
+        default_max_tokens=args.default_max_tokens,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        max_generation_batch=args.max_generation_batch,
+        max_queue=args.max_queue,
+        drain_timeout=args.drain_timeout,
+        threads=args.threads,
+        checkpoint=args.checkpoint,
+        dtype=args.dtype,
+        entity_bias=args.entity_bias,
+        combine=args.combine,
+    )
     return serve(settings)
 
 
@@ -478,8 +540,13 @@ def cmd_prompt(args) -> int:
     from lmforge.prompting.recipe import headline, run_prompt
 
     extra = list(args.overrides)
-    for flag, key in (("shots", "prompt.shots"), ("model", "prompt.model"), ("selection", "prompt.selection"),
-                      ("method", "prompt.method"), ("limit", "prompt.limit")):
+    for flag, key in (
+        ("shots", "prompt.shots"),
+        ("model", "prompt.model"),
+        ("selection", "prompt.selection"),
+        ("method", "prompt.method"),
+        ("limit", "prompt.limit"),
+    ):
         if getattr(args, flag) is not None:
             extra.append(f"{key}={getattr(args, flag)}")
     if args.overwrite:
@@ -496,9 +563,20 @@ def cmd_prompt(args) -> int:
 def cmd_compare(args) -> int:
     from lmforge.selection.recipe import run_compare
 
-    summary = run_compare(args.config, list(args.overrides), args.models, args.shots, args.budget, args.output,
-                          args.limit, args.max_shots, args.metric, args.overwrite, args.quiet,
-                          args.min_steps)
+    summary = run_compare(
+        args.config,
+        list(args.overrides),
+        args.models,
+        args.shots,
+        args.budget,
+        args.output,
+        args.limit,
+        args.max_shots,
+        args.metric,
+        args.overwrite,
+        args.quiet,
+        args.min_steps,
+    )
     print(summary["table"], end="")
     if summary.get("curve"):
         print(f"\nlearning curve ({summary['metric']} by labelled examples):")

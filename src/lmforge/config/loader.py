@@ -76,8 +76,7 @@ def _promote(value: Any, part: str, item: str) -> dict:
     raise ConfigError(f"override '{item}': '{part}' is not a section")
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None,
-                base: dict | None = None) -> JobConfig:
+def load_config(path: str | Path | None, overrides: list[str] | None = None, base: dict | None = None) -> JobConfig:
     """Build the job config from a YAML file (or ``base``) plus overrides."""
     overrides = list(overrides or [])
     data = dict(base or {})
@@ -97,8 +96,7 @@ def format_validation_error(exc: ValidationError, source: str, overrides: list[s
     messages = []
     for err, loc in _specific_errors(exc.errors()):
         dotted = ".".join(str(p) for p in loc)
-        origin = next((f"override '{item}'" for key, item in override_keys.items()
-                       if _related(dotted, key)), source)
+        origin = next((f"override '{item}'" for key, item in override_keys.items() if _related(dotted, key)), source)
         if err["type"] == "extra_forbidden":
             hint = _suggest(loc)
             messages.append(f"{origin}: unknown key '{dotted}'{hint}")
@@ -122,7 +120,7 @@ def _specific_errors(errors: list[dict]) -> list[tuple[dict, tuple]]:
     located = [(err, _clean_loc(err["loc"])) for err in errors]
     kept = []
     for err, loc in located:
-        others = [o for o, ol in located if o is not err and ol[:len(loc)] == loc]
+        others = [o for o, ol in located if o is not err and ol[: len(loc)] == loc]
         if err["type"].endswith("_type") and others and not all(o["type"].endswith("_type") for o in others):
             continue
         if err["type"].endswith("_type") and any(k[1] == loc for k in kept):
@@ -135,7 +133,12 @@ def _clean_loc(loc: tuple) -> tuple:
     # pydantic puts the union member it tried into loc ("str", "DataSource", "function-after[...]").
     keep = []
     for part in loc:
-        if isinstance(part, str) and (part[:1].isupper() or "[" in part or part in {"str", "int", "float", "bool", "list", "dict", "literal['balanced']", "literal['epoch']", "none"}):
+        if isinstance(part, str) and (
+            part[:1].isupper()
+            or "[" in part
+            or part
+            in {"str", "int", "float", "bool", "list", "dict", "literal['balanced']", "literal['epoch']", "none"}
+        ):
             continue
         keep.append(part)
     return tuple(keep)

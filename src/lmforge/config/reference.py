@@ -35,8 +35,13 @@ def _cell(text: str) -> str:
 def markdown() -> str:
     lines = ["| key | default | meaning |", "|---|---|---|"]
     lines += [f"| `{k}` | `{d}` | {_cell(m)} |" for k, d, m in rows()]
-    lines += ["", "A data source given as an object (`data.train: {path: …, …}`):", "",
-              "| key | default | meaning |", "|---|---|---|"]
+    lines += [
+        "",
+        "A data source given as an object (`data.train: {path: …, …}`):",
+        "",
+        "| key | default | meaning |",
+        "|---|---|---|",
+    ]
     lines += [f"| `{k}` | `{d}` | {_cell(m)} |" for k, d, m in rows(DataSource)]
     lines += ["", "`data.fields` (and a source's `fields`):", "", "| key | default | meaning |", "|---|---|---|"]
     lines += [f"| `{k}` | `{d}` | {_cell(m)} |" for k, d, m in rows(Fields)]

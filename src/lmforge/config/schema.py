@@ -25,7 +25,9 @@ class Fields(Section):
     target: str | int = Field("target", description="seq2seq: column with the output text")
     tokens: str = Field("tokens", description="token_classification jsonl: key with the list of tokens")
     tags: str = Field("tags", description="token_classification jsonl: key with the list of tags")
-    entities: str = Field("entities", description="token_classification jsonl: key with [{start, end, label}] spans of text")
+    entities: str = Field(
+        "entities", description="token_classification jsonl: key with [{start, end, label}] spans of text"
+    )
     token_column: int = Field(0, description="CoNLL files: column with the token (0-based)")
     tag_column: int = Field(-1, description="CoNLL files: column with the tag (0-based; -1: last)")
 
@@ -41,8 +43,10 @@ class DataSource(Section):
     offset: int = Field(0, ge=0, description="skip this many rows at the start of this file")
     limit: int | None = Field(None, ge=1, description="read at most N rows of this file (after offset)")
     incomplete_types: list[str] = Field(
-        default_factory=list, description="token_classification training data that marks these entity types "
-        "only in part: its O tokens may be them, and training sums over both (partial labels)")
+        default_factory=list,
+        description="token_classification training data that marks these entity types "
+        "only in part: its O tokens may be them, and training sums over both (partial labels)",
+    )
 
 
 Sources = str | DataSource | list[str | DataSource]
@@ -59,7 +63,8 @@ class DataConfig(Section):
     )
     fields: Fields = Field(default_factory=Fields, description="column names, for every file")
     train_limit: int | None = Field(
-        None, ge=1, description="train on N examples only: seeded, class-balanced when examples have labels (few-shot)")
+        None, ge=1, description="train on N examples only: seeded, class-balanced when examples have labels (few-shot)"
+    )
     label_names: list[str] | dict[str, str] | None = Field(
         None, description="names for the raw labels (list: in sorted raw order; mapping: raw -> name)"
     )
@@ -67,27 +72,39 @@ class DataConfig(Section):
     header: bool | None = Field(None, description="csv/tsv: first row is a header (default: detect)")
     encoding: str = Field("utf-8", description="text encoding of the files (a BOM is always dropped)")
     encoding_errors: Literal["strict", "replace", "ignore"] = Field(
-        "strict", description="undecodable bytes: stop (strict), or replace/ignore them")
+        "strict", description="undecodable bytes: stop (strict), or replace/ignore them"
+    )
     on_error: Literal["raise", "skip"] = Field(
-        "raise", description="a bad row stops with its place named (raise), or is skipped and counted")
+        "raise", description="a bad row stops with its place named (raise), or is skipped and counted"
+    )
     tag_scheme: Literal["auto", "bio", "iob1", "iobes", "bioes"] = Field(
-        "auto", description="token_classification: tag scheme of the files (auto: detect from the tags)")
+        "auto", description="token_classification: tag scheme of the files (auto: detect from the tags)"
+    )
     output_scheme: Literal["bio", "iob1", "iobes", "bioes"] = Field(
-        "bio", description="token_classification: tag scheme the model learns and predicts")
+        "bio", description="token_classification: tag scheme the model learns and predicts"
+    )
     label_all_subwords: bool = Field(
-        False, description="token_classification: train on every subword, not only each word's first")
+        False, description="token_classification: train on every subword, not only each word's first"
+    )
     window_stride: int = Field(
-        32, ge=0, description="token_classification: subword overlap of the windows a long sentence is split into")
+        32, ge=0, description="token_classification: subword overlap of the windows a long sentence is split into"
+    )
     whole_word_mask: bool = Field(
-        False, description="masked_lm: mask all pieces of a word together (WordPiece tokenizers)")
+        False, description="masked_lm: mask all pieces of a word together (WordPiece tokenizers)"
+    )
     template: str | None = Field(
-        None, description="causal_lm SFT: chat template: 'chatml', a .jinja file or a Jinja string (default: the tokenizer's)")
+        None,
+        description="causal_lm SFT: chat template: 'chatml', a .jinja file or a Jinja string (default: the tokenizer's)",
+    )
     train_on_prompt: bool = Field(
-        False, description="causal_lm SFT: also train on system/user tokens, not only the assistant's")
+        False, description="causal_lm SFT: also train on system/user tokens, not only the assistant's"
+    )
     packing: bool = Field(
-        True, description="causal_lm SFT: pack conversations into rows of max_length (no padding, no cross-attention)")
+        True, description="causal_lm SFT: pack conversations into rows of max_length (no padding, no cross-attention)"
+    )
     fill: dict[str, str] | None = Field(
-        None, description="causal_lm SFT: replace {{key}} placeholders in every message, e.g. {name: Forge}")
+        None, description="causal_lm SFT: replace {{key}} placeholders in every message, e.g. {name: Forge}"
+    )
 
     @model_validator(mode="after")
     def _one_validation_source(self):
@@ -101,48 +118,79 @@ class ModelSpec(Section):
 
     family: str = Field("transformer", description="model family: transformer | lstm | ngram")
     path: str | None = Field(None, description="bundled alias or local folder to start from")
-    arch: str | None = Field(None, description="from scratch: bert | llama | gpt2 | t5 (default: bert; llama for causal_lm; t5 for seq2seq)")
+    arch: str | None = Field(
+        None, description="from scratch: bert | llama | gpt2 | t5 (default: bert; llama for causal_lm; t5 for seq2seq)"
+    )
     layers: int = Field(2, ge=1, description="from scratch: number of layers")
     hidden: int = Field(64, ge=8, description="from scratch: hidden width (lstm: per direction)")
     embedding: int = Field(128, ge=8, description="lstm: token embedding width")
     bigram_buckets: int = Field(
-        0, ge=0, description="lstm: hashed embeddings of each token's left and right bigram (0: off; e.g. 200000)")
+        0, ge=0, description="lstm: hashed embeddings of each token's left and right bigram (0: off; e.g. 200000)"
+    )
     tie_embeddings: bool = Field(
-        True, description="lstm causal_lm: the output layer shares the input embeddings (projected if widths differ)")
+        True, description="lstm causal_lm: the output layer shares the input embeddings (projected if widths differ)"
+    )
     char_cnn: int = Field(
-        0, ge=0, description="lstm classifiers/taggers: filters of a character CNN over each token, added to its embedding (0: off; e.g. 30)")
+        0,
+        ge=0,
+        description="lstm classifiers/taggers: filters of a character CNN over each token, added to its embedding (0: off; e.g. 30)",
+    )
     lexicon: str | None = Field(
-        None, description="lstm classifiers/taggers: word list whose matches mark each character's place in a word (B/M/E/S) and the word's tag; 'jieba': jieba's dictionary")
+        None,
+        description="lstm classifiers/taggers: word list whose matches mark each character's place in a word (B/M/E/S) and the word's tag; 'jieba': jieba's dictionary",
+    )
     segmenter: Literal["jieba", "thulac"] | list[Literal["jieba", "thulac"]] | None = Field(
-        None, description="lstm classifiers/taggers: each character's place in the word a Chinese part-of-speech segmenter cuts (B/M/E/S) and the word's tag, beside its embedding: 'jieba', 'thulac' (pip install thulac), or a list of both")
+        None,
+        description="lstm classifiers/taggers: each character's place in the word a Chinese part-of-speech segmenter cuts (B/M/E/S) and the word's tag, beside its embedding: 'jieba', 'thulac' (pip install thulac), or a list of both",
+    )
     char_vectors: str | list[str] | None = Field(
-        None, description="lstm classifiers/taggers: fixed pretrained vectors beside each token's embedding (a list: side by side): a word2vec text file, a .gguf file or model folder (its input embeddings), 'gemma3-270m' (if installed), or 'jieba' (its part-of-speech HMM's character tables)")
+        None,
+        description="lstm classifiers/taggers: fixed pretrained vectors beside each token's embedding (a list: side by side): a word2vec text file, a .gguf file or model folder (its input embeddings), 'gemma3-270m' (if installed), or 'jieba' (its part-of-speech HMM's character tables)",
+    )
     embedding_init: str | None = Field(
-        None, description="lstm classifiers/taggers: start the token (and bigram) embeddings from pretrained vectors, PCA-reduced to model.embedding; sources as for char_vectors")
+        None,
+        description="lstm classifiers/taggers: start the token (and bigram) embeddings from pretrained vectors, PCA-reduced to model.embedding; sources as for char_vectors",
+    )
     heads: int = Field(2, ge=1, description="from scratch: attention heads")
     intermediate: int | None = Field(None, ge=8, description="from scratch: feed-forward width (default 4*hidden)")
     vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")
     max_position: int = Field(512, ge=16, description="from scratch: longest sequence the model accepts")
     lowercase: bool = Field(True, description="from scratch: lowercase text in the trained tokenizer")
     extend_vocab: bool = Field(
-        False, description="pretrained WordPiece: add the training texts' unknown characters to the vocabulary")
+        False, description="pretrained WordPiece: add the training texts' unknown characters to the vocabulary"
+    )
     classifier: Literal["logreg", "nbsvm"] = Field(
-        "logreg", description="ngram classification: logreg (TF-IDF + logistic regression) | nbsvm (NB-SVM)")
+        "logreg", description="ngram classification: logreg (TF-IDF + logistic regression) | nbsvm (NB-SVM)"
+    )
     word_ngrams: tuple[int, int] | None = Field(
-        (1, 2), description="ngram classification: [min, max] word n-gram lengths (null: no word n-grams)")
+        (1, 2), description="ngram classification: [min, max] word n-gram lengths (null: no word n-grams)"
+    )
     char_ngrams: tuple[int, int] | None = Field(
-        (2, 5), description="ngram classification: [min, max] character n-gram lengths, inside words (null: none)")
-    min_df: int = Field(2, ge=1, description="ngram: keep n-grams found in at least N texts (CRF: features seen N times)")
-    max_features: int | None = Field(None, ge=1, description="ngram classification: keep the N most frequent n-grams of each kind")
-    C: float = Field(1.0, gt=0, description="ngram classification: inverse L2 regularisation strength of the linear model")
+        (2, 5), description="ngram classification: [min, max] character n-gram lengths, inside words (null: none)"
+    )
+    min_df: int = Field(
+        2, ge=1, description="ngram: keep n-grams found in at least N texts (CRF: features seen N times)"
+    )
+    max_features: int | None = Field(
+        None, ge=1, description="ngram classification: keep the N most frequent n-grams of each kind"
+    )
+    C: float = Field(
+        1.0, gt=0, description="ngram classification: inverse L2 regularisation strength of the linear model"
+    )
     c1: float = Field(0.1, ge=0, description="ngram token_classification: L1 regularisation of the CRF")
     c2: float = Field(0.05, ge=0, description="ngram token_classification: L2 regularisation of the CRF")
     max_iterations: int = Field(100, ge=1, description="ngram token_classification: L-BFGS iterations of the CRF")
-    window: int = Field(2, ge=0, le=5, description="ngram token_classification: neighbours each side that a word's features describe")
+    window: int = Field(
+        2, ge=0, le=5, description="ngram token_classification: neighbours each side that a word's features describe"
+    )
     unit: Literal["word", "char"] = Field("word", description="ngram causal_lm: model words or characters")
     order: int = Field(3, ge=1, le=12, description="ngram causal_lm: n-gram order (3: trigrams)")
     discount: float | None = Field(
-        None, gt=0, le=1, description="ngram causal_lm: one Kneser-Ney discount for all (null: modified KN, three per order)")
+        None,
+        gt=0,
+        le=1,
+        description="ngram causal_lm: one Kneser-Ney discount for all (null: modified KN, three per order)",
+    )
     min_count: int = Field(1, ge=1, description="ngram causal_lm: tokens seen fewer than N times become <unk>")
 
     @model_validator(mode="after")
@@ -168,8 +216,9 @@ class ModelSpec(Section):
     @model_validator(mode="after")
     def _ngram_keys(self):
         # A run's resolved config.yaml spells every key out; only a changed value is a mistake.
-        given = sorted(k for k in NGRAM_ONLY & self.model_fields_set
-                       if getattr(self, k) != type(self).model_fields[k].default)
+        given = sorted(
+            k for k in NGRAM_ONLY & self.model_fields_set if getattr(self, k) != type(self).model_fields[k].default
+        )
         if given and self.family != "ngram":
             raise ValueError(f"model.{given[0]} applies to the ngram family only")
         for key in ("word_ngrams", "char_ngrams"):
@@ -181,8 +230,22 @@ class ModelSpec(Section):
         return self
 
 
-NGRAM_ONLY = {"classifier", "word_ngrams", "char_ngrams", "min_df", "max_features", "C", "c1", "c2",
-              "max_iterations", "window", "unit", "order", "discount", "min_count"}
+NGRAM_ONLY = {
+    "classifier",
+    "word_ngrams",
+    "char_ngrams",
+    "min_df",
+    "max_features",
+    "C",
+    "c1",
+    "c2",
+    "max_iterations",
+    "window",
+    "unit",
+    "order",
+    "discount",
+    "min_count",
+}
 
 
 class TuningConfig(Section):
@@ -194,7 +257,9 @@ class TuningConfig(Section):
     alpha: float = Field(16, gt=0, description="lora/adalora: scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="lora/adalora: dropout on the adapter input")
     target: str | list[str] = Field("auto", description="lora/adalora/ia3: 'auto', 'all-linear' or module names")
-    num_virtual_tokens: int = Field(20, ge=1, description="prefix/prompt/ptuning: trained positions added to each sequence")
+    num_virtual_tokens: int = Field(
+        20, ge=1, description="prefix/prompt/ptuning: trained positions added to each sequence"
+    )
     encoder_hidden: int = Field(128, ge=8, description="ptuning: hidden width of the prompt encoder MLP")
 
 
@@ -207,7 +272,9 @@ class HeadConfig(Section):
 class EarlyStopping(Section):
     """Stop when a validation metric stops improving."""
 
-    metric: str | None = Field(None, description="any metric evaluation reports, or 'loss' (default: the task's main metric)")
+    metric: str | None = Field(
+        None, description="any metric evaluation reports, or 'loss' (default: the task's main metric)"
+    )
     mode: Literal["max", "min"] | None = Field(None, description="max or min (default: min for loss, else max)")
     patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
@@ -231,13 +298,19 @@ class TrainConfig(Section):
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout rate of the model")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
     ema: float | None = Field(
-        None, gt=0, lt=1, description="average the weights over steps with this decay (e.g. 0.999); evaluate and save the average")
+        None,
+        gt=0,
+        lt=1,
+        description="average the weights over steps with this decay (e.g. 0.999); evaluate and save the average",
+    )
     class_weights: Literal["balanced"] | list[float] | None = Field(
         None, description="'balanced' (inverse frequency) or one weight per label"
     )
     seed: int = Field(42, description="seed for initialisation, data order and dropout")
     eval_every: Literal["epoch"] | int = Field("epoch", description="'epoch' or every N optimizer steps")
-    save_every: int | None = Field(None, ge=1, description="also checkpoint every N steps (default: at each evaluation)")
+    save_every: int | None = Field(
+        None, ge=1, description="also checkpoint every N steps (default: at each evaluation)"
+    )
     keep_checkpoints: int = Field(2, ge=1, description="how many checkpoints to keep")
     early_stopping: EarlyStopping | None = Field(None, description="stop when a metric stops improving")
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")
@@ -263,10 +336,12 @@ class PromptConfig(Section):
     method: Literal["likelihood", "similarity"] = Field("likelihood", description="likelihood | similarity")
     shots: int = Field(0, ge=0, description="in-context examples per text (likelihood)")
     selection: Literal["random", "balanced", "nearest"] = Field(
-        "balanced", description="how examples are chosen: random | balanced (per class) | nearest (MiniLM)")
+        "balanced", description="how examples are chosen: random | balanced (per class) | nearest (MiniLM)"
+    )
     seed: int = Field(0, description="seed of the example choice and order")
     verbalizers: dict[str, str] | list[str] | None = Field(
-        None, description="answer text per label (by name or id); default: the label names")
+        None, description="answer text per label (by name or id); default: the label names"
+    )
     instruction: str | None = Field(None, description="instruction; {answers} lists the verbalizers")
     text_format: str | None = Field(None, description="how a text is shown; {text} is replaced")
     language: Literal["auto", "en", "zh"] = Field("auto", description="default templates' language")
@@ -276,21 +351,30 @@ class PromptConfig(Section):
     batch_size: int = Field(8, ge=1, description="prompts scored together")
     max_chars: int = Field(1500, ge=16, description="texts and examples are cut to this many characters")
     max_new_tokens: int = Field(
-        64, ge=1, le=2048, description="generation and token_classification: most tokens of a reply")
+        64, ge=1, le=2048, description="generation and token_classification: most tokens of a reply"
+    )
 
 
 class DistilConfig(Section):
     """``lmforge distil``: knowledge distillation from a fine-tuned teacher run (Hinton et al. 2015)."""
 
-    temperature: float = Field(2.0, gt=0, description="softmax temperature of teacher and student in the distillation term")
-    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term; 1 - alpha weighs cross-entropy on the labels")
-    teacher_batch_size: int = Field(64, ge=1, description="texts per batch when the teacher's logits are computed (once, cached)")
+    temperature: float = Field(
+        2.0, gt=0, description="softmax temperature of teacher and student in the distillation term"
+    )
+    alpha: float = Field(
+        0.5, ge=0, le=1, description="weight of the distillation term; 1 - alpha weighs cross-entropy on the labels"
+    )
+    teacher_batch_size: int = Field(
+        64, ge=1, description="texts per batch when the teacher's logits are computed (once, cached)"
+    )
 
 
 class JobConfig(Section):
     """A whole job: task, data, model, tuning, training and output folder."""
 
-    task: str = Field("classification", description="classification | token_classification | masked_lm | causal_lm | seq2seq")
+    task: str = Field(
+        "classification", description="classification | token_classification | masked_lm | causal_lm | seq2seq"
+    )
     data: DataConfig = Field(default_factory=DataConfig, description="the data")
     model: str | ModelSpec = Field("minilm", description="bundled alias, local folder, or a spec")
     head: HeadConfig = Field(default_factory=HeadConfig, description="options of the task head")

@@ -15,8 +15,15 @@ import torch
 MEGA_BATCHES = 8
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
-                  group_by_length: bool = True, world_size: int = 1, rank: int = 0) -> list[list[int]]:
+def epoch_batches(
+    lengths: list[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    group_by_length: bool = True,
+    world_size: int = 1,
+    rank: int = 0,
+) -> list[list[int]]:
     """The batches (lists of example indices) this process sees in ``epoch``.
 
     With ``group_by_length``, indices are shuffled, cut into mega-batches of 8 batches, each sorted
@@ -30,9 +37,12 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     global_batch = batch_size * world_size
     if group_by_length:
         mega = global_batch * MEGA_BATCHES
-        order = [i for start in range(0, len(order), mega)
-                 for i in sorted(order[start:start + mega], key=lambda j: -lengths[j])]
-    batches = [order[s:s + global_batch] for s in range(0, len(order), global_batch)]
+        order = [
+            i
+            for start in range(0, len(order), mega)
+            for i in sorted(order[start : start + mega], key=lambda j: -lengths[j])
+        ]
+    batches = [order[s : s + global_batch] for s in range(0, len(order), global_batch)]
     if group_by_length:
         rng.shuffle(batches)
     if world_size > 1:
@@ -45,8 +55,8 @@ def pad_features(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     optional ``token_type_ids`` and ``labels`` (a scalar per example)."""
     width = max(len(f["input_ids"]) for f in features)
     batch = {
-        "input_ids": torch.full((len(features), width), pad_id, dtype=torch.long),   # (B, T)
-        "attention_mask": torch.zeros((len(features), width), dtype=torch.long),     # (B, T)
+        "input_ids": torch.full((len(features), width), pad_id, dtype=torch.long),  # (B, T)
+        "attention_mask": torch.zeros((len(features), width), dtype=torch.long),  # (B, T)
     }
     has_types = "token_type_ids" in features[0]
     if has_types:
@@ -62,8 +72,9 @@ def pad_features(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def inference_batches(lengths: list[int], batch_size: int, max_waste: float = 0.1,
-                      min_rows: int = 4) -> list[list[int]]:
+def inference_batches(
+    lengths: list[int], batch_size: int, max_waste: float = 0.1, min_rows: int = 4
+) -> list[list[int]]:
     """Batches for evaluation and prediction: sorted by length, longest first, and cut when the
     batch is full or when adding a row would make more than ``max_waste`` of the padded batch
     padding (once it has ``min_rows``): on CPU a forward pass costs about its padded tokens, so

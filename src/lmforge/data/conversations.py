@@ -18,20 +18,28 @@ from lmforge.data.readers import Problems
 from lmforge.errors import DataError
 from lmforge.paths import resolve_path
 
-ROLES = {"system": "system", "user": "user", "assistant": "assistant",
-         # ShareGPT speakers
-         "human": "user", "gpt": "assistant", "chatgpt": "assistant", "bing": "assistant",
-         "bard": "assistant", "model": "assistant"}
+ROLES = {
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+    # ShareGPT speakers
+    "human": "user",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "model": "assistant",
+}
 FORMS = ("instruction", "messages", "conversations")
 
 
 @dataclass
 class Conversation:
-    messages: list[dict]     # [{"role": "system"|"user"|"assistant", "content": str}, ...]
+    messages: list[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
     where: str = ""
 
     @property
-    def text(self) -> str:   # what tokenizers are trained on, for models built from scratch
+    def text(self) -> str:  # what tokenizers are trained on, for models built from scratch
         return "\n".join(m["content"] for m in self.messages)
 
     text_pair = None
@@ -60,7 +68,7 @@ def _alpaca(row: dict, where: str) -> list[dict]:
     if "output" not in row:
         raise ValueError("alpaca row without 'output' (the assistant's answer)")
     output = row["output"]
-    if isinstance(output, list):         # preference data puts [chosen, rejected] here
+    if isinstance(output, list):  # preference data puts [chosen, rejected] here
         raise ValueError("'output' is a list (preference data?); SFT needs one answer")
     messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": str(output)}]
     return messages
@@ -76,8 +84,9 @@ def _turns(items, role_key: str, content_key: str) -> list[dict]:
         raw = str(turn[role_key]).strip().lower()
         role = ROLES.get(raw)
         if role is None:
-            raise ValueError(f"turn {number}: unknown role '{turn[role_key]}' "
-                             "(known: system, user, assistant; ShareGPT: human, gpt)")
+            raise ValueError(
+                f"turn {number}: unknown role '{turn[role_key]}' (known: system, user, assistant; ShareGPT: human, gpt)"
+            )
         content = turn[content_key]
         if not isinstance(content, str):
             raise ValueError(f"turn {number}: '{content_key}' must be a string")
@@ -118,8 +127,10 @@ def read_conversations(source, data, problems: Problems, fill: dict | None = Non
     for where, row, _ in read_rows(source, data, problems):
         if not is_conversation_row(row):
             keys = ", ".join(str(k) for k in row) or "nothing"
-            problems.report(f"{where}: not a conversation (needs 'instruction'/'output', 'messages' "
-                            f"or 'conversations'; the row has: {keys})")
+            problems.report(
+                f"{where}: not a conversation (needs 'instruction'/'output', 'messages' "
+                f"or 'conversations'; the row has: {keys})"
+            )
             continue
         try:
             messages = row_to_messages(row)

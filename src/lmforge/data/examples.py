@@ -16,7 +16,7 @@ class TextExample:
 
     text: str
     text_pair: str | None = None
-    label: str | None = None   # the raw label as written in the file
+    label: str | None = None  # the raw label as written in the file
     where: str = ""
     label_id: int | None = None
 
@@ -32,9 +32,12 @@ def read_rows(source: str | DataSource, data: DataConfig, problems: Problems):
     if not path.exists():
         raise DataError(f"{path}: data file not found")
     fields = source.fields or data.fields
-    options = ReadOptions(header=source.header if source.header is not None else data.header,
-                          field_names=(fields.text, fields.text_pair, fields.label),
-                          encoding=data.encoding, errors=data.encoding_errors)
+    options = ReadOptions(
+        header=source.header if source.header is not None else data.header,
+        field_names=(fields.text, fields.text_pair, fields.label),
+        encoding=data.encoding,
+        errors=data.encoding_errors,
+    )
     reader = reader_for(path, source.format or data.format)
     taken = 0
     for number, (where, row) in enumerate(reader(path, options, problems), 1):
@@ -56,8 +59,7 @@ def _field(row: dict, name, where: str, problems: Problems, what: str):
     if name in row:
         return row[name]
     names = ", ".join(str(k) for k in row if not isinstance(k, int)) or f"{len(row)} columns"
-    problems.report(f"{where}: missing {what} field '{name}' (the row has: {names}); "
-                    f"set data.fields.{what}")
+    problems.report(f"{where}: missing {what} field '{name}' (the row has: {names}); set data.fields.{what}")
     return None
 
 
@@ -69,19 +71,19 @@ def _sentence_of(columns: list[list[str]], column: int, where: str, problems: Pr
         return None
 
 
-def read_text_examples(source, data: DataConfig, problems: Problems,
-                       need_label: bool = True) -> list[TextExample]:
+def read_text_examples(source, data: DataConfig, problems: Problems, need_label: bool = True) -> list[TextExample]:
     """Read a source (or a list of sources) into ``TextExample``s, reporting rows without text or
     label."""
     if isinstance(source, list):
         return [ex for item in source for ex in read_text_examples(item, data, problems, need_label)]
     fixed_label = source_of(source).label
     if source_of(source).incomplete_types:
-        raise ConfigError(f"{source_of(source).path}: incomplete_types applies to token_classification "
-                          f"training data only")
+        raise ConfigError(
+            f"{source_of(source).path}: incomplete_types applies to token_classification training data only"
+        )
     examples = []
     for where, row, fields in read_rows(source, data, problems):
-        if "columns" in row and fields.text not in row:     # a CoNLL sentence: its tokens as running text
+        if "columns" in row and fields.text not in row:  # a CoNLL sentence: its tokens as running text
             text = _sentence_of(row["columns"], fields.token_column, where, problems)
         else:
             text = _field(row, fields.text, where, problems, "text")
@@ -146,8 +148,9 @@ class LabelSet:
             # Integer labels index the names directly, even if a class is absent from train.
             return cls(names, {str(i): name for i, name in enumerate(names)})
         if len(distinct) != len(names):
-            raise DataError(f"{where}: {len(names)} names for {len(distinct)} distinct raw labels "
-                            f"({', '.join(distinct[:10])})")
+            raise DataError(
+                f"{where}: {len(names)} names for {len(distinct)} distinct raw labels ({', '.join(distinct[:10])})"
+            )
         return cls(names, dict(zip(distinct, names)))
 
     def id_of(self, raw: str, where: str, problems: Problems) -> int | None:
@@ -187,8 +190,6 @@ def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[lis
     return [i for i in range(len(labels)) if i not in held_set], sorted(held)
 
 
-
-
 def limited_sample(examples: list, n: int, seed: int) -> list:
     """``n`` examples drawn with a seed; with labels, as evenly over the classes as they allow
     (a class with too few examples gives all it has, the rest is shared by the others). The input
@@ -205,7 +206,7 @@ def limited_sample(examples: list, n: int, seed: int) -> list:
     for members in by_class.values():
         rng.shuffle(members)
     chosen, left, classes = [], n, sorted(by_class, key=lambda c: len(by_class[c]))
-    for k, label in enumerate(classes):      # smallest classes first: their shortfall goes to the rest
+    for k, label in enumerate(classes):  # smallest classes first: their shortfall goes to the rest
         take = min(len(by_class[label]), left // (len(classes) - k))
         chosen += by_class[label][:take]
         left -= take

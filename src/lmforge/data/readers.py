@@ -25,8 +25,8 @@ SUFFIXES: dict[str, str] = {}
 class ReadOptions:
     """How to read one file."""
 
-    header: bool | None = None      # csv/tsv: None = detect from the configured field names
-    field_names: tuple = ()         # the configured fields, used to detect a header row
+    header: bool | None = None  # csv/tsv: None = detect from the configured field names
+    field_names: tuple = ()  # the configured fields, used to detect a header row
     encoding: str = "utf-8"
     errors: str = "strict"
 
@@ -53,11 +53,13 @@ class Problems:
 
 def register_reader(name: str, suffixes: tuple[str, ...] = ()):
     """Register a reader under ``name`` and the file suffixes it handles."""
+
     def wrap(fn: Reader) -> Reader:
         READERS[name] = decoding_guard(fn)
         for suffix in suffixes:
             SUFFIXES[suffix] = name
         return fn
+
     return wrap
 
 
@@ -73,8 +75,10 @@ def reader_for(path: Path, fmt: str | None) -> Reader:
         return READERS["folder"]
     name = SUFFIXES.get(path.suffix.lower())
     if name is None:
-        raise DataError(f"{path}: cannot tell the format from the suffix '{path.suffix}' "
-                        f"(known: {', '.join(sorted(SUFFIXES))}); set data.format")
+        raise DataError(
+            f"{path}: cannot tell the format from the suffix '{path.suffix}' "
+            f"(known: {', '.join(sorted(SUFFIXES))}); set data.format"
+        )
     return READERS[name]
 
 
@@ -99,13 +103,17 @@ def _bad_byte_line(path: Path, encoding: str) -> int | str:
 
 def decoding_guard(read: Reader) -> Reader:
     """Turn an undecodable byte into an error naming the file and the last good line."""
+
     def guarded(path: Path, options: ReadOptions, problems: Problems):
         try:
             yield from read(path, options, problems)
         except UnicodeDecodeError as exc:
             line = _bad_byte_line(path, options.encoding)
-            raise DataError(f"{path}:{line}: bytes that are not valid {options.encoding} ({exc.reason}); "
-                            "set data.encoding, or data.encoding_errors: replace") from None
+            raise DataError(
+                f"{path}:{line}: bytes that are not valid {options.encoding} ({exc.reason}); "
+                "set data.encoding, or data.encoding_errors: replace"
+            ) from None
+
     guarded.__name__ = read.__name__
     return guarded
 
@@ -138,7 +146,7 @@ def read_json(path: Path, options: ReadOptions, problems: Problems) -> Iterator[
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
+        raise DataError(f'{path}: expected a JSON list of objects (or {{"data": [...]}})')
     for number, row in enumerate(data, 1):
         where = f"{path}: item {number}"
         if not isinstance(row, dict):
@@ -147,8 +155,9 @@ def read_json(path: Path, options: ReadOptions, problems: Problems) -> Iterator[
         yield where, row
 
 
-def _read_delimited(path: Path, options: ReadOptions, problems: Problems, delimiter: str,
-                    quoting: int) -> Iterator[tuple[str, Row]]:
+def _read_delimited(
+    path: Path, options: ReadOptions, problems: Problems, delimiter: str, quoting: int
+) -> Iterator[tuple[str, Row]]:
     with _open_text(path, options) as handle:
         reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
         header: list[str] | None = None

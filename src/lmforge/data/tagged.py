@@ -11,10 +11,8 @@ from pathlib import Path
 
 from lmforge.config.schema import DataConfig, DataSource
 from lmforge.data.examples import source_of
-from lmforge.data.readers import READERS, Problems, ReadOptions, _open_text, reader_for, \
-    register_reader
-from lmforge.data.tagging import char_spans_to_tags, convert, detect_scheme, normalize_scheme, \
-    repair, split_tag
+from lmforge.data.readers import READERS, Problems, ReadOptions, _open_text, reader_for, register_reader
+from lmforge.data.tagging import char_spans_to_tags, convert, detect_scheme, normalize_scheme, repair, split_tag
 from lmforge.errors import DataError
 from lmforge.paths import resolve_path
 
@@ -34,7 +32,7 @@ class TaggedExample:
     raw_text: str | None = None
     offsets: list[tuple[int, int]] | None = None
     tag_ids: list[int] | None = None
-    incomplete: tuple[str, ...] = ()      # entity types this sentence's source marks only in part
+    incomplete: tuple[str, ...] = ()  # entity types this sentence's source marks only in part
 
     @property
     def text(self) -> str:
@@ -79,8 +77,9 @@ def read_conll(path: Path, options: ReadOptions, problems: Problems):
             if width is None:
                 width = len(cells)
             if len(cells) != width:
-                problems.report(f"{path}:{number}: expected {width} columns, found {len(cells)} "
-                                f"({line.strip()[:60]!r})")
+                problems.report(
+                    f"{path}:{number}: expected {width} columns, found {len(cells)} ({line.strip()[:60]!r})"
+                )
                 continue
             start = start or number
             rows.append(cells)
@@ -127,8 +126,11 @@ def _rows(source: DataSource, data: DataConfig, problems: Problems):
     if not path.exists():
         raise DataError(f"{path}: data file not found")
     fields = source.fields or data.fields
-    options = ReadOptions(header=source.header if source.header is not None else data.header,
-                          encoding=data.encoding, errors=data.encoding_errors)
+    options = ReadOptions(
+        header=source.header if source.header is not None else data.header,
+        encoding=data.encoding,
+        errors=data.encoding_errors,
+    )
     # A sentence is a row here: ``offset`` and ``limit`` count sentences, as they count rows elsewhere.
     for number, (where, row) in enumerate(_reader(path, source.format or data.format)(path, options, problems), 1):
         if number <= source.offset:
@@ -185,21 +187,26 @@ def _sentence(row: dict, fields, where: str, problems: Problems, need_tags: bool
         return None if got is None else (*got, None, None, None)
     if fields.text in row:
         if need_tags and fields.entities not in row:
-            problems.report(f"{where}: no '{fields.entities}' list for the text (an empty list means no "
-                            f"entities); set data.fields.entities")
+            problems.report(
+                f"{where}: no '{fields.entities}' list for the text (an empty list means no "
+                f"entities); set data.fields.entities"
+            )
             return None
         got = _from_spans(row, fields, where, problems)
         if got is None:
             return None
         tokens, tags, text, offsets = got
         return tokens, (tags if fields.entities in row else None), text, offsets, "bio"
-    problems.report(f"{where}: expected '{fields.tokens}' (+ '{fields.tags}') or '{fields.text}' "
-                    f"(+ '{fields.entities}'); the row has: {', '.join(map(str, row))}")
+    problems.report(
+        f"{where}: expected '{fields.tokens}' (+ '{fields.tags}') or '{fields.text}' "
+        f"(+ '{fields.entities}'); the row has: {', '.join(map(str, row))}"
+    )
     return None
 
 
-def read_tagged(source, data: DataConfig, problems: Problems, need_tags: bool = True,
-                stats: ReadStats | None = None) -> list[TaggedExample]:
+def read_tagged(
+    source, data: DataConfig, problems: Problems, need_tags: bool = True, stats: ReadStats | None = None
+) -> list[TaggedExample]:
     """Read a source (or list of sources) into sentences with valid tags in ``data.output_scheme``."""
     stats = stats if stats is not None else ReadStats()
     if isinstance(source, list):
@@ -212,7 +219,7 @@ def read_tagged(source, data: DataConfig, problems: Problems, need_tags: bool = 
             continue
         tokens, tags, text, offsets, scheme = got
         if not need_tags:
-            tags = None      # predicting: whatever the tag column holds is not read
+            tags = None  # predicting: whatever the tag column holds is not read
         if not tokens or (text is None and any(not t.strip() for t in tokens)):
             problems.report(f"{where}: empty sentence" if not tokens else f"{where}: empty token")
             continue
@@ -221,8 +228,9 @@ def read_tagged(source, data: DataConfig, problems: Problems, need_tags: bool = 
             continue
         if tags is not None and not _tags_ok(tags, where, problems):
             continue
-        raw.append((TaggedExample(tokens, tags, where, text, offsets,
-                                  incomplete=tuple(source.incomplete_types)), scheme))
+        raw.append(
+            (TaggedExample(tokens, tags, where, text, offsets, incomplete=tuple(source.incomplete_types)), scheme)
+        )
     if not raw and not problems.items and not problems.skipped:
         raise DataError(f"{resolve_path(source.path)}: no usable sentences")
     _normalise(raw, data, stats)

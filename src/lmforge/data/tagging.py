@@ -45,8 +45,10 @@ def normalize_scheme(name: str) -> str:
     ``iob2`` -> ``bio``)."""
     key = name.lower() if isinstance(name, str) else name
     if key not in _ALIASES:
-        raise ValueError(f"unknown tag scheme {name!r}: expected one of {', '.join(SCHEMES)} "
-                         "(or the aliases iob2 = bio, bioes = iobes)")
+        raise ValueError(
+            f"unknown tag scheme {name!r}: expected one of {', '.join(SCHEMES)} "
+            "(or the aliases iob2 = bio, bioes = iobes)"
+        )
     return _ALIASES[key]
 
 
@@ -56,12 +58,14 @@ def split_tag(tag: str) -> tuple[str, str | None]:
         return "O", None
     prefix, dash, type_ = tag.partition("-") if isinstance(tag, str) else ("", "", "")
     if not dash or prefix not in ("B", "I", "E", "S") or not type_:
-        raise ValueError(f"invalid tag {tag!r}: expected 'O' or B-, I-, E- or S- followed by an "
-                         "entity type, e.g. 'B-PER'")
+        raise ValueError(
+            f"invalid tag {tag!r}: expected 'O' or B-, I-, E- or S- followed by an entity type, e.g. 'B-PER'"
+        )
     return prefix, type_
 
 
 # ----------------------------------------------------------------------------- reading and writing
+
 
 def _ends_before(prev_prefix: str, prefix: str, open_type: str, type_: str | None) -> bool:
     """Whether the entity open at the previous token ends before the current one (conlleval's
@@ -101,11 +105,9 @@ def _checked_spans(spans: Iterable[Span], length: int) -> list[Span]:
         if not isinstance(type_, str) or not type_:
             raise ValueError(f"span ({type_!r}, {start}, {end}): the type must be a non-empty string")
         if not (0 <= start < end <= length):
-            raise ValueError(f"span ({type_!r}, {start}, {end}) is empty or outside a sequence of "
-                             f"length {length}")
+            raise ValueError(f"span ({type_!r}, {start}, {end}) is empty or outside a sequence of length {length}")
         if start < prev_end:
-            raise ValueError(f"span ({type_!r}, {start}, {end}) overlaps an earlier span ending "
-                             f"at {prev_end}")
+            raise ValueError(f"span ({type_!r}, {start}, {end}) overlaps an earlier span ending at {prev_end}")
         prev_end = end
     return ordered
 
@@ -162,6 +164,7 @@ def detect_scheme(sequences: Iterable[list[str]]) -> str:
 
 # ----------------------------------------------------------------------------- label sets for models
 
+
 def tag_set(types: Iterable[str], scheme: str) -> list[str]:
     """Every label of ``scheme`` for ``types``: ``"O"``, then per type (sorted) its prefixes in
     B, I(, E, S) order. The order is stable so label ids do not change between runs."""
@@ -209,13 +212,13 @@ def allowed_transitions(labels: list[str], scheme: str) -> tuple[list[bool], lis
 # (MSRA, Weibo, OntoNotes-zh) are annotated character by character. Kana are included so Japanese
 # is cut the same way rather than into whole unspaced phrases.
 _CJK_RANGES = (
-    (0x2E80, 0x2FDF),    # CJK radicals, Kangxi radicals
-    (0x3000, 0x303F),    # CJK symbols and punctuation (、。「」)
-    (0x3040, 0x30FF),    # Hiragana, Katakana
-    (0x3400, 0x4DBF),    # CJK Unified Ideographs Extension A
-    (0x4E00, 0x9FFF),    # CJK Unified Ideographs
-    (0xF900, 0xFAFF),    # CJK Compatibility Ideographs
-    (0xFF00, 0xFFEF),    # Halfwidth and fullwidth forms (，！（）０-９)
+    (0x2E80, 0x2FDF),  # CJK radicals, Kangxi radicals
+    (0x3000, 0x303F),  # CJK symbols and punctuation (、。「」)
+    (0x3040, 0x30FF),  # Hiragana, Katakana
+    (0x3400, 0x4DBF),  # CJK Unified Ideographs Extension A
+    (0x4E00, 0x9FFF),  # CJK Unified Ideographs
+    (0xF900, 0xFAFF),  # CJK Compatibility Ideographs
+    (0xFF00, 0xFFEF),  # Halfwidth and fullwidth forms (，！（）０-９)
     (0x20000, 0x3134F),  # Extensions B-G and compatibility supplement
 )
 _APOSTROPHES = ("'", "\u2019")  # typewriter and typographic
@@ -245,7 +248,7 @@ def _split_word(text: str, start: int, end: int) -> list[tuple[int, int]]:
     if end >= len(text) or text[end] not in _APOSTROPHES:
         return [(start, end)]
     clitic_end = _word_end(text, end + 1)
-    clitic = text[end + 1:clitic_end].lower()
+    clitic = text[end + 1 : clitic_end].lower()
     if clitic == "t" and end - start > 1 and text[end - 1] in "nN":
         return [(start, end - 1), (end - 1, clitic_end)]
     if clitic in _CLITICS:
@@ -255,9 +258,35 @@ def _split_word(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 # Acronyms (U.S., U.K.) and common abbreviations keep their period, as in CoNLL-2003 ("Inc.").
 _ACRONYM = re.compile(r"(?:[^\W\d_]\.){2,}")
-ABBREVIATIONS = {"inc", "corp", "co", "ltd", "plc", "mr", "mrs", "ms", "dr", "prof", "st", "jr",
-                 "sr", "vs", "gen", "gov", "sen", "rep", "mt", "ft", "jan", "feb", "aug", "sept",
-                 "oct", "nov", "dec"}
+ABBREVIATIONS = {
+    "inc",
+    "corp",
+    "co",
+    "ltd",
+    "plc",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "st",
+    "jr",
+    "sr",
+    "vs",
+    "gen",
+    "gov",
+    "sen",
+    "rep",
+    "mt",
+    "ft",
+    "jan",
+    "feb",
+    "aug",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+}
 
 
 def word_offsets(text: str) -> list[tuple[int, int]]:
@@ -278,7 +307,7 @@ def word_offsets(text: str) -> list[tuple[int, int]]:
         elif _is_word_char(text[i]):
             pieces = _split_word(text, i, _word_end(text, i))
             start, end = pieces[-1]
-            if text[end:end + 1] == "." and text[start:end].lower() in ABBREVIATIONS:
+            if text[end : end + 1] == "." and text[start:end].lower() in ABBREVIATIONS:
                 pieces[-1] = (start, end + 1)
             offsets.extend(pieces)
             i = offsets[-1][1]
@@ -298,15 +327,13 @@ def _checked_entities(text: str, entities: list[dict]) -> list[tuple[int, int, i
         start, end, label = ent["start"], ent["end"], ent["label"]
         # bool is an int subclass, but true/false in a JSON file is a mistake, not an offset.
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
-            raise ValueError(f"entity {k}: start and end must be integer character offsets, "
-                             f"got {start!r} and {end!r}")
+            raise ValueError(f"entity {k}: start and end must be integer character offsets, got {start!r} and {end!r}")
         if not isinstance(label, str) or not label:
             raise ValueError(f"entity {k}: label must be a non-empty string, got {label!r}")
         if start >= end:
             raise ValueError(f"entity {k} [{start}, {end}) is empty: start must be less than end")
         if start < 0 or end > len(text):
-            raise ValueError(f"entity {k} [{start}, {end}) falls outside the text "
-                             f"(length {len(text)})")
+            raise ValueError(f"entity {k} [{start}, {end}) falls outside the text (length {len(text)})")
         rows.append((k, start, end, label))
     rows.sort(key=lambda row: (row[1], row[2]))
     for (k0, s0, e0, _), (k1, s1, e1, _) in zip(rows, rows[1:]):
@@ -315,8 +342,9 @@ def _checked_entities(text: str, entities: list[dict]) -> list[tuple[int, int, i
     return rows
 
 
-def char_spans_to_tags(text: str, entities: list[dict], scheme: str = "bio") \
-        -> tuple[list[str], list[tuple[int, int]], list[str]]:
+def char_spans_to_tags(
+    text: str, entities: list[dict], scheme: str = "bio"
+) -> tuple[list[str], list[tuple[int, int]], list[str]]:
     """Words of ``text`` (see ``word_offsets``), their offsets, and their tags for character-span
     ``entities`` (``{"start", "end", "label"}``, ``end`` exclusive, as annotation tools export).
 
@@ -338,16 +366,17 @@ def char_spans_to_tags(text: str, entities: list[dict], scheme: str = "bio") \
         if spans and first < spans[-1][2]:
             k0, s0, e0 = prev
             ws, we = offsets[first]
-            raise ValueError(f"word {text[ws:we]!r} [{ws}, {we}) straddles entity {k0} [{s0}, {e0}) "
-                             f"and entity {k} [{start}, {end}); split the word or merge the entities")
+            raise ValueError(
+                f"word {text[ws:we]!r} [{ws}, {we}) straddles entity {k0} [{s0}, {e0}) "
+                f"and entity {k} [{start}, {end}); split the word or merge the entities"
+            )
         spans.append((label, first, stop))
         prev = (k, start, end)
     tags = from_spans(spans, len(offsets), scheme)
     return [text[s:e] for s, e in offsets], offsets, tags
 
 
-def tags_to_char_spans(text: str, offsets: list[tuple[int, int]], tags: list[str],
-                       scheme: str = "bio") -> list[dict]:
+def tags_to_char_spans(text: str, offsets: list[tuple[int, int]], tags: list[str], scheme: str = "bio") -> list[dict]:
     """Entities of a tagged sentence as character spans of ``text``: ``{"start", "end", "label",
     "text"}``, from the start of the entity's first word to the end of its last."""
     if len(offsets) != len(tags):

@@ -53,8 +53,12 @@ def classification_metrics(gold: list[int], pred: list[int], names: list[str]) -
         "weighted_recall": float((recall * weights).sum()),
         "weighted_f1": float((f1 * weights).sum()),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]),
-                   "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(names)
         },
         "confusion_matrix": matrix.tolist(),
@@ -63,5 +67,13 @@ def classification_metrics(gold: list[int], pred: list[int], names: list[str]) -
     }
 
 
-SCALAR_METRICS = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision",
-                  "macro_recall", "weighted_precision", "weighted_recall")
+SCALAR_METRICS = (
+    "accuracy",
+    "macro_f1",
+    "micro_f1",
+    "weighted_f1",
+    "macro_precision",
+    "macro_recall",
+    "weighted_precision",
+    "weighted_recall",
+)

@@ -66,8 +66,7 @@ def _per_type(gold: list[list[Span]], pred: list[list[Span]]) -> dict[str, dict]
     return {name: counts[name] for name in sorted(counts)}
 
 
-def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str = "bio",
-                   top_confusions: int = 10) -> dict:
+def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str = "bio", top_confusions: int = 10) -> dict:
     """Micro/macro/weighted entity P/R/F1, per-type scores, token accuracy and the most frequent
     errors, for sentences of gold and predicted tags. The result is JSON-serialisable."""
     if top_confusions < 0:
@@ -100,9 +99,14 @@ def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str = "
     tokens = sum(len(tags) for tags in gold)
     correct = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
     return {
-        "precision": precision, "recall": recall, "f1": f1,
-        "macro_precision": macro("precision"), "macro_recall": macro("recall"), "macro_f1": macro("f1"),
-        "weighted_precision": weighted("precision"), "weighted_recall": weighted("recall"),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "macro_precision": macro("precision"),
+        "macro_recall": macro("recall"),
+        "macro_f1": macro("f1"),
+        "weighted_precision": weighted("precision"),
+        "weighted_recall": weighted("recall"),
         "weighted_f1": weighted("f1"),
         "per_type": per_type,
         "per_class": {name: dict(row) for name, row in per_type.items()},  # the HTML report's key

@@ -14,12 +14,13 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def evaluate_saved(folder: Path, task, labels, features: list[dict], examples: list, batch_size: int,
-                   meta: dict | None = None):
+def evaluate_saved(
+    folder: Path, task, labels, features: list[dict], examples: list, batch_size: int, meta: dict | None = None
+):
     """Load the model saved in ``folder`` and evaluate it (the same path ``lmforge eval`` takes)."""
     loaded = load_saved(folder, meta or {"head": task.head})
     model = loaded.model
-    if is_one_pass(model):                    # n-gram models read the examples themselves
+    if is_one_pass(model):  # n-gram models read the examples themselves
         return model.evaluate(task, examples, labels)
     if hasattr(task, "prepare_saved"):
         model = task.prepare_saved(model, folder, labels)

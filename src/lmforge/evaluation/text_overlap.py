@@ -43,7 +43,11 @@ def _split_cjk(tokens: list[str]) -> list[str]:
     out = []
     for token in tokens:
         if CJK.search(token):
-            out += [piece for piece in re.split(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef])", token) if piece]
+            out += [
+                piece
+                for piece in re.split(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef])", token)
+                if piece
+            ]
         else:
             out.append(token)
     return out
@@ -56,7 +60,7 @@ def is_mostly_chinese(texts: list[str]) -> bool:
 
 
 def _ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
 def corpus_bleu(predictions: list[str], references: list[str], chinese: bool = False, max_n: int = 4) -> float:
@@ -135,5 +139,9 @@ def exact_match(predictions: list[str], references: list[str]) -> float:
 
 def generation_metrics(predictions: list[str], references: list[str]) -> dict[str, float]:
     chinese = is_mostly_chinese(references)
-    return {"bleu": corpus_bleu(predictions, references, chinese), **rouge(predictions, references, chinese),
-            "exact_match": exact_match(predictions, references), "chinese_tokenization": chinese}
+    return {
+        "bleu": corpus_bleu(predictions, references, chinese),
+        **rouge(predictions, references, chinese),
+        "exact_match": exact_match(predictions, references),
+        "chinese_tokenization": chinese,
+    }

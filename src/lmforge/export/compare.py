@@ -23,8 +23,8 @@ LATENCY_TEXTS, THROUGHPUT_TEXTS, ROUNDS, WARMUP = 30, 128, 3, 3
 
 @dataclass
 class EvalData:
-    path: str | None              # None: the task has no evaluation here (sizes only)
-    fields: object | None         # config.schema.Fields, or None for the run's own
+    path: str | None  # None: the task has no evaluation here (sizes only)
+    fields: object | None  # config.schema.Fields, or None for the run's own
     label: str
     texts: list[str]
 
@@ -48,8 +48,10 @@ def evaluation_data(run_dir: Path, meta: dict, eval_data: str | None) -> EvalDat
         source = (config.get("data") or {}).get("validation")
         source = source[0] if isinstance(source, list) and source else source
         if not source:
-            raise DataError(f"{run_dir}: the run has no validation file (data.validation) to evaluate the "
-                            "export on; give --eval-data FILE")
+            raise DataError(
+                f"{run_dir}: the run has no validation file (data.validation) to evaluate the "
+                "export on; give --eval-data FILE"
+            )
         path = source if isinstance(source, str) else source["path"]
         if isinstance(source, dict) and source.get("fields"):
             fields = Fields(**{**(meta.get("fields") or {}), **source["fields"]})
@@ -89,30 +91,41 @@ def _ms(fn) -> float:
     return 1000 * (time.perf_counter() - started)
 
 
-def interleaved_timings(predicts: dict, texts: list[str], seed: int = 0, latency_texts: int = LATENCY_TEXTS,
-                        throughput_texts: int = THROUGHPUT_TEXTS, rounds: int = ROUNDS) -> dict:
+def interleaved_timings(
+    predicts: dict,
+    texts: list[str],
+    seed: int = 0,
+    latency_texts: int = LATENCY_TEXTS,
+    throughput_texts: int = THROUGHPUT_TEXTS,
+    rounds: int = ROUNDS,
+) -> dict:
     """p50/p95 ms of one text at a time and texts/s in batches of 32, for every model in turn on each
     text (the order rotates), so load from other processes falls on all of them alike."""
     rng = random.Random(seed)
     short = rng.sample(texts, min(latency_texts, len(texts)))
     batch = rng.sample(texts, min(throughput_texts, len(texts)))
     names = list(predicts)
-    for predict in predicts.values():                         # warm-up
+    for predict in predicts.values():  # warm-up
         for text in short[:WARMUP]:
             predict([text], 1)
         predict(batch[:32], 32)
     latency, speed = {n: [] for n in names}, {n: [] for n in names}
     for i, text in enumerate(short):
-        for name in names[i % len(names):] + names[:i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             latency[name].append(_ms(lambda: predicts[name]([text], 1)))
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             speed[name].append(len(batch) / (_ms(lambda: predicts[name](batch, 32)) / 1000))
     out = {name: {"throughput_per_s": round(statistics.median(speed[name]), 2)} for name in names}
     for name in names if short else []:
         ms = sorted(latency[name])
-        out[name].update({"latency_p50_ms": round(statistics.median(ms), 3), "timed_texts": len(short),
-                          "latency_p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 3)})
+        out[name].update(
+            {
+                "latency_p50_ms": round(statistics.median(ms), 3),
+                "timed_texts": len(short),
+                "latency_p95_ms": round(ms[min(len(ms) - 1, int(0.95 * len(ms)))], 3),
+            }
+        )
     return out
 
 
@@ -124,11 +137,20 @@ def measure_variants(variants: list, data: EvalData) -> list[dict]:
     rows, predicts = [], {}
     for variant in variants:
         predictor = RunPredictor(variant.folder, variant.checkpoint)
-        row = {"model": variant.name, "format": variant.format, "size_bytes": folder_size(predictor.folder),
-               "parameters": count_parameters(predictor.model), **variant.notes}
+        row = {
+            "model": variant.name,
+            "format": variant.format,
+            "size_bytes": folder_size(predictor.folder),
+            "parameters": count_parameters(predictor.model),
+            **variant.notes,
+        }
         if data.path is not None:
             metrics = predictor.evaluate(data.path, data.fields).metrics
-            keys = ("accuracy", "macro_f1") if predictor.meta["task"] == "classification" else ("f1", "precision", "recall")
+            keys = (
+                ("accuracy", "macro_f1")
+                if predictor.meta["task"] == "classification"
+                else ("f1", "precision", "recall")
+            )
             row.update({k: metrics[k] for k in keys})
             predicts[variant.name] = predict_fn(predictor)
         rows.append(row)
@@ -148,10 +170,21 @@ def measure_variants(variants: list, data: EvalData) -> list[dict]:
     return rows
 
 
-COLUMNS = [("model", "model"), ("format", "format"), ("accuracy", "accuracy"), ("macro_f1", "macro F1"),
-           ("f1", "entity F1"), ("delta_points", "Δ points"), ("size_mb", "size MB"), ("size_ratio", "size ×"),
-           ("parameters", "parameters"), ("latency_p50_ms", "p50 ms (batch 1)"), ("latency_speedup", "speed-up"),
-           ("throughput_per_s", "texts/s (batch 32)"), ("throughput_ratio", "throughput ×")]
+COLUMNS = [
+    ("model", "model"),
+    ("format", "format"),
+    ("accuracy", "accuracy"),
+    ("macro_f1", "macro F1"),
+    ("f1", "entity F1"),
+    ("delta_points", "Δ points"),
+    ("size_mb", "size MB"),
+    ("size_ratio", "size ×"),
+    ("parameters", "parameters"),
+    ("latency_p50_ms", "p50 ms (batch 1)"),
+    ("latency_speedup", "speed-up"),
+    ("throughput_per_s", "texts/s (batch 32)"),
+    ("throughput_ratio", "throughput ×"),
+]
 
 
 def _cells(row: dict) -> dict:
@@ -165,9 +198,19 @@ def _columns(rows: list[dict]) -> list[tuple[str, str]]:
     return [(k, h) for k, h in COLUMNS if any(c.get(k) is not None for c in cells)]
 
 
-FORMATS = {"accuracy": "{:.4f}", "macro_f1": "{:.4f}", "f1": "{:.4f}", "delta_points": "{:+.2f}", "size_mb": "{:.1f}",
-           "size_ratio": "{:.2f}", "parameters": "{:,}", "latency_p50_ms": "{:.2f}", "latency_speedup": "{:.2f}",
-           "throughput_per_s": "{:.1f}", "throughput_ratio": "{:.2f}"}
+FORMATS = {
+    "accuracy": "{:.4f}",
+    "macro_f1": "{:.4f}",
+    "f1": "{:.4f}",
+    "delta_points": "{:+.2f}",
+    "size_mb": "{:.1f}",
+    "size_ratio": "{:.2f}",
+    "parameters": "{:,}",
+    "latency_p50_ms": "{:.2f}",
+    "latency_speedup": "{:.2f}",
+    "throughput_per_s": "{:.1f}",
+    "throughput_ratio": "{:.2f}",
+}
 
 
 def _text(key: str, value) -> str:
@@ -189,11 +232,15 @@ def write_outputs(folder: Path, summary: dict) -> None:
     from lmforge.tracking.run_folder import write_atomic
 
     rows = summary["rows"]
-    intro = (f"Run `{summary['run']}`, steps: {', '.join(summary['steps'])}; evaluated on {summary['evaluated_on']}. "
-             "Latency: one text at a time (p50); throughput: batches of 32; ratios against the original.")
+    intro = (
+        f"Run `{summary['run']}`, steps: {', '.join(summary['steps'])}; evaluated on {summary['evaluated_on']}. "
+        "Latency: one text at a time (p50); throughput: batches of 32; ratios against the original."
+    )
     write_atomic(folder / "export.json", json.dumps(summary, indent=1, ensure_ascii=False))
     write_atomic(folder / "export.md", f"# lmforge export\n\n{intro}\n\n{markdown(rows)}")
     cols = _columns(rows)
-    body = [f"<p>{html.escape(intro)}</p>",
-            _table([h for _, h in cols], [[_text(k, _cells(r).get(k)) for k, _ in cols] for r in rows])]
+    body = [
+        f"<p>{html.escape(intro)}</p>",
+        _table([h for _, h in cols], [[_text(k, _cells(r).get(k)) for k, _ in cols] for r in rows]),
+    ]
     write_atomic(folder / "report.html", _page("lmforge export", "\n".join(body)))

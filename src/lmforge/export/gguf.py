@@ -27,8 +27,12 @@ from lmforge.errors import MissingDependencyError, ModelError
 
 log = logging.getLogger("lmforge")
 TYPES = ("f32", "f16", "q8_0")
-SAMPLES = ["The quick brown fox jumps over the lazy dog.", "Who are you?", "def add(a, b):\n    return a + b",
-           "Le chat est sur la table; 3.14159 != 2.71828"]
+SAMPLES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Who are you?",
+    "def add(a, b):\n    return a + b",
+    "Le chat est sur la table; 3.14159 != 2.71828",
+]
 
 
 def _gguf():
@@ -49,8 +53,10 @@ def llama_permute(weight: np.ndarray, heads: int) -> np.ndarray:
 def check_llama(config) -> None:
     """Refuse what this writer cannot describe, naming it."""
     if getattr(config, "model_type", None) != "llama":
-        raise ModelError(f"--gguf writes Llama-style causal LMs (from-scratch arch: llama, SmolLM2); this "
-                         f"model is {getattr(config, 'model_type', 'unknown')}")
+        raise ModelError(
+            f"--gguf writes Llama-style causal LMs (from-scratch arch: llama, SmolLM2); this "
+            f"model is {getattr(config, 'model_type', 'unknown')}"
+        )
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     if rope.get("rope_type", "default") != "default":
         raise ModelError(f"--gguf: RoPE scaling '{rope['rope_type']}' is not written to GGUF by lmforge")
@@ -99,8 +105,9 @@ def _tokenizer(writer, folder: Path, vocab_size: int, pre: str) -> dict:
     spec = json.loads(path.read_text(encoding="utf-8"))
     model = spec.get("model") or {}
     if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("pre_tokenizer")):
-        raise ModelError(f"{path}: --gguf writes byte-level BPE tokenizers (GPT-2 style); this one is "
-                         f"{model.get('type')}")
+        raise ModelError(
+            f"{path}: --gguf writes byte-level BPE tokenizers (GPT-2 style); this one is {model.get('type')}"
+        )
     tokens = {index: token for token, index in model["vocab"].items()}
     added = {t["id"]: t for t in spec.get("added_tokens", [])}
     tokens.update({index: t["content"] for index, t in added.items()})
@@ -108,7 +115,7 @@ def _tokenizer(writer, folder: Path, vocab_size: int, pre: str) -> dict:
         raise ModelError(f"{path}: token id {max(tokens)} is outside the model's vocabulary ({vocab_size})")
     names, types = [], []
     for index in range(vocab_size):
-        if index not in tokens:        # rows the model has and the tokenizer never emits
+        if index not in tokens:  # rows the model has and the tokenizer never emits
             names.append(f"[PAD{index}]")
             types.append(gguf.TokenType.UNUSED)
         elif index in added:
@@ -129,8 +136,12 @@ def _tokenizer(writer, folder: Path, vocab_size: int, pre: str) -> dict:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     ids = {content: index for index, content in tokens.items()}
     special = {}
-    for key, add in (("bos_token", writer.add_bos_token_id), ("eos_token", writer.add_eos_token_id),
-                     ("pad_token", writer.add_pad_token_id), ("unk_token", writer.add_unk_token_id)):
+    for key, add in (
+        ("bos_token", writer.add_bos_token_id),
+        ("eos_token", writer.add_eos_token_id),
+        ("pad_token", writer.add_pad_token_id),
+        ("unk_token", writer.add_unk_token_id),
+    ):
         value = config.get(key)
         value = value.get("content") if isinstance(value, dict) else value
         if value in ids:
@@ -169,7 +180,7 @@ def _tensors(writer, config, weights: dict[str, np.ndarray], dtype: str) -> int:
 
 def _add(writer, name: str, value: np.ndarray, dtype: str) -> None:
     gguf = _gguf()
-    if value.ndim == 1 or dtype == "f32":          # norms stay f32 in every type, as in llama.cpp
+    if value.ndim == 1 or dtype == "f32":  # norms stay f32 in every type, as in llama.cpp
         writer.add_tensor(name, np.ascontiguousarray(value, dtype=np.float32))
     elif dtype == "f16":
         writer.add_tensor(name, np.ascontiguousarray(value, dtype=np.float16))
@@ -180,8 +191,9 @@ def _add(writer, name: str, value: np.ndarray, dtype: str) -> None:
         writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
 
 
-def write_gguf(model_dir: str | Path, path: str | Path, dtype: str = "f16", name: str = "lmforge",
-               pre: str = "gpt-2") -> dict:
+def write_gguf(
+    model_dir: str | Path, path: str | Path, dtype: str = "f16", name: str = "lmforge", pre: str = "gpt-2"
+) -> dict:
     """Write the Llama model saved in ``model_dir`` (``save_pretrained`` layout) as one GGUF file."""
     from transformers import AutoConfig
 
@@ -192,8 +204,11 @@ def write_gguf(model_dir: str | Path, path: str | Path, dtype: str = "f16", name
     config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     check_llama(config)
     weights = _state_dict(folder)
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    file_type = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[dtype]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     writer = gguf.GGUFWriter(str(tmp), "llama")
@@ -208,8 +223,7 @@ def write_gguf(model_dir: str | Path, path: str | Path, dtype: str = "f16", name
     finally:
         writer.close()
     tmp.replace(path)
-    return {"file": str(path), "type": dtype, "tensors": count, "bytes": path.stat().st_size,
-            "tokenizer": tokenizer}
+    return {"file": str(path), "type": dtype, "tensors": count, "bytes": path.stat().st_size, "tokenizer": tokenizer}
 
 
 def compare_gguf(model_dir: str | Path, path: str | Path, texts: list[str] = SAMPLES) -> dict:
@@ -231,13 +245,18 @@ def compare_gguf(model_dir: str | Path, path: str | Path, texts: list[str] = SAM
         for text in texts:
             ids = tokenizer(text, return_tensors="pt")["input_ids"]
             same_ids &= gguf_tokenizer(text)["input_ids"] == ids[0].tolist()
-            a, b = original(input_ids=ids).logits, loaded(input_ids=ids).logits       # (1, T, V)
+            a, b = original(input_ids=ids).logits, loaded(input_ids=ids).logits  # (1, T, V)
             difference = max(difference, (a - b).abs().max().item())
             scale = max(scale, a.abs().max().item())
             agree += int((a.argmax(-1) == b.argmax(-1)).sum())
             tokens += ids.numel()
-    return {"max_abs_logit_difference": difference, "max_abs_logit": scale, "tokens_compared": tokens,
-            "top1_agreement": agree / max(tokens, 1), "same_token_ids": bool(same_ids)}
+    return {
+        "max_abs_logit_difference": difference,
+        "max_abs_logit": scale,
+        "tokens_compared": tokens,
+        "top1_agreement": agree / max(tokens, 1),
+        "same_token_ids": bool(same_ids),
+    }
 
 
 # -- the export pipeline's step -------------------------------------------------------------------
@@ -245,8 +264,10 @@ def check_gguf(context) -> None:
     """Refuse ``--gguf`` before any step runs: a Llama-style causal LM in PyTorch weights only."""
     model = context.meta.get("model", {})
     if context.meta.get("task") != "causal_lm" or model.get("arch") != "llama":
-        raise ModelError(f"--gguf writes Llama-style causal LMs (arch: llama, SmolLM2); {context.run_dir} is a "
-                         f"{model.get('arch') or model.get('family')} {context.meta.get('task')} run")
+        raise ModelError(
+            f"--gguf writes Llama-style causal LMs (arch: llama, SmolLM2); {context.run_dir} is a "
+            f"{model.get('arch') or model.get('family')} {context.meta.get('task')} run"
+        )
     if context.options.get("onnx") or context.options.get("quantize"):
         raise ModelError("--gguf converts the PyTorch weights; drop --onnx/--quantize (--gguf q8_0 is GGUF's int8)")
 
@@ -265,8 +286,16 @@ def gguf_step(current, context):
     shutil.copytree(source, model_dir, dirs_exist_ok=True)
     report = write_gguf(source, variant.folder / f"model.{dtype}.gguf", dtype, name=context.run_dir.name, pre=pre)
     report.update(compare_gguf(source, report["file"]))
-    log.info("gguf %s: %s (%.1f MB), max logit difference %.2e against the original", dtype, report["file"],
-             report["bytes"] / 1e6, report["max_abs_logit_difference"])
-    variant.notes = {"gguf": Path(report["file"]).name, "gguf_bytes": report["bytes"],
-                     "max_abs_logit_difference": report["max_abs_logit_difference"]}
+    log.info(
+        "gguf %s: %s (%.1f MB), max logit difference %.2e against the original",
+        dtype,
+        report["file"],
+        report["bytes"] / 1e6,
+        report["max_abs_logit_difference"],
+    )
+    variant.notes = {
+        "gguf": Path(report["file"]).name,
+        "gguf_bytes": report["bytes"],
+        "max_abs_logit_difference": report["max_abs_logit_difference"],
+    }
     return variant

@@ -17,8 +17,12 @@ import torch
 
 from lmforge.errors import LmforgeError, ModelError
 
-SAMPLES = ["The quick brown fox jumps over the lazy dog.", "Who are you?",
-           "今天天气很好，我们去公园散步吧。", "def add(a, b):\n    return a + b"]
+SAMPLES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Who are you?",
+    "今天天气很好，我们去公园散步吧。",
+    "def add(a, b):\n    return a + b",
+]
 
 
 def base_folder(info: dict) -> Path:
@@ -35,11 +39,12 @@ def base_folder(info: dict) -> Path:
     return folder
 
 
-DEFAULT_TOLERANCE = 1e-4     # largest logit difference between merged and unmerged (fp32)
+DEFAULT_TOLERANCE = 1e-4  # largest logit difference between merged and unmerged (fp32)
 
 
-def merge_run(run_dir: str | Path, output: str | Path, checkpoint: str = "model",
-              tolerance: float = DEFAULT_TOLERANCE) -> dict:
+def merge_run(
+    run_dir: str | Path, output: str | Path, checkpoint: str = "model", tolerance: float = DEFAULT_TOLERANCE
+) -> dict:
     import peft
     from transformers import AutoTokenizer
 
@@ -52,38 +57,53 @@ def merge_run(run_dir: str | Path, output: str | Path, checkpoint: str = "model"
     folder = run.model_dir(checkpoint)
     adapter = folder / "adapter"
     if not (adapter / "adapter_config.json").is_file():
-        raise ModelError(f"{folder}: no adapter to merge (tuning.method was {meta.get('tuning')}); "
-                         "the model folder is already a plain model")
+        raise ModelError(
+            f"{folder}: no adapter to merge (tuning.method was {meta.get('tuning')}); "
+            "the model folder is already a plain model"
+        )
     config = peft.PeftConfig.from_pretrained(adapter)
     if config.is_prompt_learning:
-        raise ModelError(f"{folder}: a {config.peft_type} adapter adds virtual tokens; it cannot be merged into weights")
+        raise ModelError(
+            f"{folder}: a {config.peft_type} adapter adds virtual tokens; it cannot be merged into weights"
+        )
     out = Path(output)
     if out.exists() and any(out.iterdir()):
         raise LmforgeError(f"{out}: output folder exists and is not empty")
     head = HEADS[meta.get("head", "sequence_classification")]
     with quiet_transformers():
-        base = head.from_pretrained(base_folder(meta.get("model", {})), config=str(folder / "config.json"),
-                                    use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
+        base = head.from_pretrained(
+            base_folder(meta.get("model", {})),
+            config=str(folder / "config.json"),
+            use_safetensors=True,
+            trust_remote_code=False,
+            dtype=torch.float32,
+        )
         unmerged = peft.PeftModel.from_pretrained(base, adapter).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     merged = copy.deepcopy(unmerged).merge_and_unload().eval()
     difference, tokens = 0.0, 0
     with torch.inference_mode():
         for text in SAMPLES:
-            batch = tokenizer(text, return_tensors="pt", truncation=True, max_length=64,
-                              return_token_type_ids=False)
+            batch = tokenizer(text, return_tensors="pt", truncation=True, max_length=64, return_token_type_ids=False)
             a, b = unmerged(**batch).logits, merged(**batch).logits
             difference = max(difference, (a - b).abs().max().item())
             tokens += batch["input_ids"].numel()
     if difference > tolerance:
-        raise ModelError(f"merged and unmerged outputs differ by {difference:.2e} (> {tolerance:.0e}); nothing "
-                         "written (a large model's fp32 rounding alone can pass 1e-4: --merge-tolerance sets it)")
+        raise ModelError(
+            f"merged and unmerged outputs differ by {difference:.2e} (> {tolerance:.0e}); nothing "
+            "written (a large model's fp32 rounding alone can pass 1e-4: --merge-tolerance sets it)"
+        )
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    report = {"run": str(run.path), "adapter": getattr(config.peft_type, "value", str(config.peft_type)), "max_logit_difference": difference,
-              "tokens_compared": tokens, "output": str(out)}
+    report = {
+        "run": str(run.path),
+        "adapter": getattr(config.peft_type, "value", str(config.peft_type)),
+        "max_logit_difference": difference,
+        "tokens_compared": tokens,
+        "output": str(out),
+    }
     (tmp / "lmforge_export.json").write_text(json.dumps(report, indent=1))
     if out.exists():
         out.rmdir()
@@ -94,10 +114,13 @@ def merge_run(run_dir: str | Path, output: str | Path, checkpoint: str = "model"
 def merge_step(current, context):
     """The export pipeline's ``--merge``: the merged model as a variant (a run folder)."""
     variant, model_dir = context.new_variant("merged", "torch", current)
-    model_dir.rmdir()                                   # merge_run writes the folder itself
-    report = merge_run(context.run_dir, model_dir, current.checkpoint
-                       if current.checkpoint != "auto" else _auto(context.run_dir),
-                       context.options.get("merge_tolerance") or DEFAULT_TOLERANCE)
+    model_dir.rmdir()  # merge_run writes the folder itself
+    report = merge_run(
+        context.run_dir,
+        model_dir,
+        current.checkpoint if current.checkpoint != "auto" else _auto(context.run_dir),
+        context.options.get("merge_tolerance") or DEFAULT_TOLERANCE,
+    )
     variant.notes = {"adapter": report["adapter"], "max_logit_difference": report["max_logit_difference"]}
     return variant
 

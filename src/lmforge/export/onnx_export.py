@@ -23,7 +23,7 @@ from torch import nn
 from lmforge.errors import ModelError
 
 TOLERANCE = 1e-4
-RANDOM_SHAPES = [(1, 3), (3, 17), (7, 41), (5, 64)]     # (batch, length): export sees (2, a few tokens)
+RANDOM_SHAPES = [(1, 3), (3, 17), (7, 41), (5, 64)]  # (batch, length): export sees (2, a few tokens)
 
 
 class _Graph(nn.Module):
@@ -39,7 +39,7 @@ class _Graph(nn.Module):
             kwargs["token_type_ids"] = token_type_ids
         if self.hidden:
             out = self.model(**kwargs, output_hidden_states=True)
-            return out.logits, out.hidden_states[-1]                   # (B, L) or (B, T, L); (B, T, C)
+            return out.logits, out.hidden_states[-1]  # (B, L) or (B, T, L); (B, T, C)
         return (self.model(**kwargs).logits,)
 
 
@@ -49,11 +49,15 @@ def check_onnx(context) -> None:
     meta = context.meta
     task, family = meta.get("task"), meta.get("model", {}).get("family", "transformer")
     if task not in ENCODER_TASKS:
-        raise ModelError(f"--onnx: {context.run_dir} is a {task} run; ONNX export is for encoder runs "
-                         f"(classification, token_classification)")
-    if family == "lstm":    # its encoder packs padded sequences (pack_padded_sequence), which torch.export refuses
-        raise ModelError("--onnx: the lstm family packs padded sequences, which torch.onnx cannot export; "
-                         "ONNX export covers transformer runs")
+        raise ModelError(
+            f"--onnx: {context.run_dir} is a {task} run; ONNX export is for encoder runs "
+            f"(classification, token_classification)"
+        )
+    if family == "lstm":  # its encoder packs padded sequences (pack_padded_sequence), which torch.export refuses
+        raise ModelError(
+            "--onnx: the lstm family packs padded sequences, which torch.onnx cannot export; "
+            "ONNX export covers transformer runs"
+        )
     if family != "transformer":
         raise ModelError(f"--onnx: the {family} family has no ONNX export (transformer runs only)")
     from lmforge._optional import require
@@ -69,17 +73,18 @@ def _inputs(ids: torch.Tensor, mask: torch.Tensor, types: bool) -> tuple:
 def _random_batches(vocab: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     for batch, length in RANDOM_SHAPES:
-        ids = torch.randint(0, vocab, (batch, length), generator=g)                 # (B, T)
+        ids = torch.randint(0, vocab, (batch, length), generator=g)  # (B, T)
         lengths = torch.randint(2, length + 1, (batch,), generator=g) if length > 2 else torch.full((batch,), length)
-        lengths[0] = length                                                          # one full row
-        mask = (torch.arange(length)[None, :] < lengths[:, None]).long()             # (B, T)
+        lengths[0] = length  # one full row
+        mask = (torch.arange(length)[None, :] < lengths[:, None]).long()  # (B, T)
         yield ids * mask, mask
 
 
 def _real_batches(tokenizer, texts: list[str], max_length: int, size: int = 16):
     for start in range(0, len(texts), size):
-        batch = tokenizer(texts[start:start + size], padding=True, truncation=True, max_length=max_length,
-                          return_tensors="pt")
+        batch = tokenizer(
+            texts[start : start + size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
         yield batch["input_ids"], batch["attention_mask"]
 
 
@@ -90,8 +95,7 @@ def parity(graph: _Graph, onnx_model, batches) -> dict:
     for ids, mask in batches:
         args = _inputs(ids, mask, graph.types)
         want = graph(*args)
-        got = onnx_model(*args[:2], token_type_ids=args[2] if graph.types else None,
-                         output_hidden_states=graph.hidden)
+        got = onnx_model(*args[:2], token_type_ids=args[2] if graph.types else None, output_hidden_states=graph.hidden)
         logits = max(logits, (want[0] - got.logits).abs().max().item())
         if graph.hidden:
             real = mask.bool()[..., None]
@@ -106,13 +110,22 @@ def _export(graph: _Graph, sample: tuple, path) -> None:
     dynamic = {name: {0: batch, 1: sequence} for name in names}
     outputs = ["logits"] + (["last_hidden_state"] if graph.hidden else [])
     printed = io.StringIO()
-    try:     # the exporter reports its progress and missing optional packages (torchvision) at length
+    try:  # the exporter reports its progress and missing optional packages (torchvision) at length
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), _quiet_logs():
-            torch.onnx.export(graph, sample, str(path), dynamo=True, input_names=names, output_names=outputs,
-                              dynamic_shapes=dynamic, optimize=True, external_data=False)
+            torch.onnx.export(
+                graph,
+                sample,
+                str(path),
+                dynamo=True,
+                input_names=names,
+                output_names=outputs,
+                dynamic_shapes=dynamic,
+                optimize=True,
+                external_data=False,
+            )
     except Exception as exc:
         cause = exc
-        while cause.__cause__ is not None:      # the exporter wraps the real reason
+        while cause.__cause__ is not None:  # the exporter wraps the real reason
             cause = cause.__cause__
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).strip()
         first = text.splitlines()[0] if text else type(cause).__name__
@@ -135,13 +148,16 @@ def onnx_step(current, context):
     predictor = RunPredictor(current.folder, current.checkpoint)
     model, tokenizer = predictor.model.eval(), predictor.tokenizer
     family = predictor.meta.get("model", {}).get("family", "transformer")
-    types = family == "transformer" and getattr(model.config, "type_vocab_size", 0) > 0 \
+    types = (
+        family == "transformer"
+        and getattr(model.config, "type_vocab_size", 0) > 0
         and "token_type_ids" in tokenizer.model_input_names
+    )
     graph = _Graph(model, types, hidden=family == "transformer").eval()
     variant, model_dir = context.new_variant("onnx fp32", "onnx", current)
     texts = context.samples or ["The quick brown fox jumps over the lazy dog.", "Who are you?"]
     ids, mask = next(_real_batches(tokenizer, (texts * 2)[:2], predictor.max_length))
-    if ids.shape[1] < 3:                                    # the exporter specializes sizes 0 and 1
+    if ids.shape[1] < 3:  # the exporter specializes sizes 0 and 1
         ids, mask = torch.cat([ids, ids[:, -1:], ids[:, -1:]], 1), torch.cat([mask, mask[:, -1:], mask[:, -1:]], 1)
     with torch.inference_mode(False), torch.no_grad():
         _export(graph, _inputs(ids, mask, types), model_dir / ONNX_FILE)
@@ -150,13 +166,13 @@ def onnx_step(current, context):
     _save_crf(model, model_dir)
     onnx_model = OnnxModel(model_dir / ONNX_FILE, model.config)
     vocab = int(getattr(model.config, "vocab_size", len(tokenizer)))
-    found = parity(graph, onnx_model, list(_random_batches(vocab)) +
-                   list(_real_batches(tokenizer, texts, predictor.max_length)))
+    found = parity(
+        graph, onnx_model, list(_random_batches(vocab)) + list(_real_batches(tokenizer, texts, predictor.max_length))
+    )
     worst = max(found["max_logit_difference"], found["max_hidden_difference"])
     if not worst <= TOLERANCE:
         shutil.rmtree(variant.folder, ignore_errors=True)
-        raise ModelError(f"--onnx: ONNX and PyTorch outputs differ by {worst:.2e} (> {TOLERANCE:.0e}); "
-                         "nothing written")
+        raise ModelError(f"--onnx: ONNX and PyTorch outputs differ by {worst:.2e} (> {TOLERANCE:.0e}); nothing written")
     variant.notes = {"parity_max_difference": worst, "parity_shapes": len(found["shapes"])}
     return variant
 
@@ -170,5 +186,6 @@ def _save_crf(model, folder) -> None:
         return
     from safetensors.torch import save_file
 
-    save_file({PREFIX + name: p.detach().contiguous() for name, p in crf.named_parameters()},
-              str(folder / "crf.safetensors"))
+    save_file(
+        {PREFIX + name: p.detach().contiguous() for name, p in crf.named_parameters()}, str(folder / "crf.safetensors")
+    )

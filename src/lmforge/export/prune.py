@@ -33,7 +33,7 @@ from lmforge.errors import ConfigError, ModelError
 
 log = logging.getLogger("lmforge")
 METHODS = ("magnitude", "heads")
-EXCLUDED = ("pooler",)          # part of the classification head path (dense + tanh before it)
+EXCLUDED = ("pooler",)  # part of the classification head path (dense + tanh before it)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class PruneResult:
 
     method: str
     masks: dict[str, torch.Tensor]
-    sparsity: float                  # magnitude: zero fraction of the prunable weights; heads: heads removed
+    sparsity: float  # magnitude: zero fraction of the prunable weights; heads: heads removed
     details: dict = field(default_factory=dict)
 
 
@@ -67,8 +67,11 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     outside the backbone, so it is never among them."""
     backbone = getattr(model, "base_model", model)
     prefix = next((n + "." for n, m in model.named_modules() if m is backbone and n), "")
-    return {prefix + name: module for name, module in backbone.named_modules()
-            if isinstance(module, nn.Linear) and not any(part in name for part in EXCLUDED)}
+    return {
+        prefix + name: module
+        for name, module in backbone.named_modules()
+        if isinstance(module, nn.Linear) and not any(part in name for part in EXCLUDED)
+    }
 
 
 def magnitude_prune(model: nn.Module, amount: float) -> PruneResult:
@@ -82,16 +85,24 @@ def magnitude_prune(model: nn.Module, amount: float) -> PruneResult:
     flat = torch.cat([w.abs().flatten() for w in weights])
     count = int(round(amount * flat.numel()))
     keep = torch.ones(flat.numel(), dtype=torch.bool)
-    keep[torch.argsort(flat)[:count]] = False          # exact count, ties included
+    keep[torch.argsort(flat)[:count]] = False  # exact count, ties included
     masks, start = {}, 0
     for name, w in zip(names, weights):
-        masks[name] = keep[start:start + w.numel()].view_as(w)
+        masks[name] = keep[start : start + w.numel()].view_as(w)
         start += w.numel()
     apply_masks(model, masks)
     per_layer = {name: round(1 - m.float().mean().item(), 4) for name, m in masks.items()}
-    return PruneResult("magnitude", masks, count / flat.numel(),
-                       {"scope": "global", "prunable_weights": flat.numel(), "pruned_weights": count,
-                        "per_matrix_sparsity": per_layer})
+    return PruneResult(
+        "magnitude",
+        masks,
+        count / flat.numel(),
+        {
+            "scope": "global",
+            "prunable_weights": flat.numel(),
+            "pruned_weights": count,
+            "per_matrix_sparsity": per_layer,
+        },
+    )
 
 
 def sparsity(model: nn.Module) -> float:
@@ -107,12 +118,12 @@ class AttentionBlock:
     """One self-attention layer: its projections and head layout."""
 
     index: int
-    module: nn.Module                # holds num_attention_heads / all_head_size, updated by slicing
+    module: nn.Module  # holds num_attention_heads / all_head_size, updated by slicing
     query: nn.Linear
     key: nn.Linear
     value: nn.Linear
-    output: nn.Linear                # input = the heads' outputs side by side
-    names: dict[str, str]            # projection -> parameter name prefix
+    output: nn.Linear  # input = the heads' outputs side by side
+    names: dict[str, str]  # projection -> parameter name prefix
     heads: int
     head_dim: int
 
@@ -128,12 +139,25 @@ def attention_blocks(model: nn.Module) -> list[AttentionBlock]:
         if not isinstance(getattr(out, "dense", None), nn.Linear):
             continue
         names = {p: f"{name}.self.{p}" for p in ("query", "key", "value")} | {"output": f"{name}.output.dense"}
-        blocks.append(AttentionBlock(len(blocks), inner, inner.query, inner.key, inner.value, out.dense,
-                                     names, inner.num_attention_heads, inner.attention_head_size))
+        blocks.append(
+            AttentionBlock(
+                len(blocks),
+                inner,
+                inner.query,
+                inner.key,
+                inner.value,
+                out.dense,
+                names,
+                inner.num_attention_heads,
+                inner.attention_head_size,
+            )
+        )
     if not blocks:
         arch = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-        raise ModelError(f"--prune-method heads: finds the attention heads of BERT-style encoders; "
-                         f"this model is {arch} (use --prune-method magnitude)")
+        raise ModelError(
+            f"--prune-method heads: finds the attention heads of BERT-style encoders; "
+            f"this model is {arch} (use --prune-method magnitude)"
+        )
     return blocks
 
 
@@ -144,15 +168,17 @@ def head_importance(model: nn.Module, batches, loss_fn) -> torch.Tensor:
     masks = torch.ones(len(blocks), blocks[0].heads, requires_grad=True)
     handles = []
     for block in blocks:
+
         def gate(module, args, row=block.index, dim=block.head_dim):
-            (x,) = args                                               # (B, T, H*D)
+            (x,) = args  # (B, T, H*D)
             shape = x.shape
-            x = x.view(*shape[:-1], -1, dim) * masks[row][:, None]    # (B, T, H, D)
+            x = x.view(*shape[:-1], -1, dim) * masks[row][:, None]  # (B, T, H, D)
             return (x.view(shape),)
+
         handles.append(block.output.register_forward_pre_hook(gate))
     importance = torch.zeros(len(blocks), blocks[0].heads)
     was_training = model.training
-    model.eval()                  # no dropout: the gradient of the model as it will be used
+    model.eval()  # no dropout: the gradient of the model as it will be used
     try:
         for batch in batches:
             loss = loss_fn(model, batch)
@@ -187,7 +213,7 @@ def head_masks(model: nn.Module, pruned: dict[int, list[int]]) -> dict[str, torc
     for block in attention_blocks(model):
         rows = torch.ones(block.heads, block.head_dim, dtype=torch.bool)
         rows[pruned.get(block.index, [])] = False
-        rows = rows.flatten()                                         # (H*D,)
+        rows = rows.flatten()  # (H*D,)
         for proj in ("query", "key", "value"):
             linear = getattr(block, proj)
             masks[f"{block.names[proj]}.weight"] = rows[:, None].expand_as(linear.weight).clone()
@@ -205,10 +231,18 @@ def prune_heads(model: nn.Module, amount: float, batches, loss_fn) -> PruneResul
     apply_masks(model, masks)
     layers, heads = importance.shape
     removed = sum(len(v) for v in pruned.values())
-    return PruneResult("heads", masks, removed / (layers * heads),
-                       {"heads_per_layer": heads, "layers": layers, "heads_pruned": removed,
-                        "pruned_heads": {str(k): v for k, v in pruned.items()},
-                        "importance": [[round(x, 4) for x in row] for row in importance.tolist()]})
+    return PruneResult(
+        "heads",
+        masks,
+        removed / (layers * heads),
+        {
+            "heads_per_layer": heads,
+            "layers": layers,
+            "heads_pruned": removed,
+            "pruned_heads": {str(k): v for k, v in pruned.items()},
+            "importance": [[round(x, 4) for x in row] for row in importance.tolist()],
+        },
+    )
 
 
 def slice_heads(model: nn.Module, pruned: dict[int, list[int]]) -> nn.Module:
@@ -242,8 +276,14 @@ def _parent(model: nn.Module, name: str) -> nn.Module:
 
 
 # -- a run's model --------------------------------------------------------------------------------
-def prune_model(job, amount: float, method: str = "magnitude", recover_steps: int = 0,
-                recover_lr: float | None = None, score_batches: int = 32) -> dict:
+def prune_model(
+    job,
+    amount: float,
+    method: str = "magnitude",
+    recover_steps: int = 0,
+    recover_lr: float | None = None,
+    score_batches: int = 32,
+) -> dict:
     """Prune ``job.model`` (an ``export.recovery.RunData``) in place, optionally recover, and
     report the validation metrics before, after pruning and after recovery."""
     from lmforge.export.recovery import evaluate, loss_of, recover, sample_batches
@@ -260,18 +300,31 @@ def prune_model(job, amount: float, method: str = "magnitude", recover_steps: in
     report["validation"]["pruned"] = evaluate(job)
     if recover_steps:
         losses = recover(job, result.masks, recover_steps, recover_lr)
-        report["recovery"] = {"steps": recover_steps, "lr": recover_lr or job.config.train.lr,
-                              "first_loss": losses[0], "last_loss": losses[-1]}
+        report["recovery"] = {
+            "steps": recover_steps,
+            "lr": recover_lr or job.config.train.lr,
+            "first_loss": losses[0],
+            "last_loss": losses[-1],
+        }
         report["validation"]["recovered"] = evaluate(job)
     params = dict(job.model.named_parameters())
     kept = all(bool((params[n][~m.to(params[n].device)] == 0).all()) for n, m in result.masks.items())
-    report.update({"sparsity": result.sparsity, "weight_sparsity": sparsity(job.model), "mask_kept": kept,
-                   **result.details})
+    report.update(
+        {"sparsity": result.sparsity, "weight_sparsity": sparsity(job.model), "mask_kept": kept, **result.details}
+    )
     return report
 
 
-def prune_run(run_dir, output, amount: float, method: str = "magnitude", recover_steps: int = 0,
-              checkpoint: str = "model", recover_lr: float | None = None, score_batches: int = 32) -> dict:
+def prune_run(
+    run_dir,
+    output,
+    amount: float,
+    method: str = "magnitude",
+    recover_steps: int = 0,
+    checkpoint: str = "model",
+    recover_lr: float | None = None,
+    score_batches: int = 32,
+) -> dict:
     """Prune a run's model and write a plain safetensors folder with ``lmforge_export.json``."""
     import json
     import os
@@ -288,8 +341,12 @@ def prune_run(run_dir, output, amount: float, method: str = "magnitude", recover
         raise LmforgeError(f"{out}: output folder exists and is not empty")
     start = time.perf_counter()
     job = load_run_data(run_dir, checkpoint)
-    report = {"run": str(run_dir), **prune_model(job, amount, method, recover_steps, recover_lr, score_batches),
-              "seconds": round(time.perf_counter() - start, 1), "output": str(out)}
+    report = {
+        "run": str(run_dir),
+        **prune_model(job, amount, method, recover_steps, recover_lr, score_batches),
+        "seconds": round(time.perf_counter() - start, 1),
+        "output": str(out),
+    }
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     job.model.save_pretrained(tmp, safe_serialization=True)
@@ -309,8 +366,9 @@ def check_prune(context) -> None:
     if (options.get("recover_steps") or 0) < 0:
         raise ConfigError(f"--recover-steps {options['recover_steps']}: must be 0 or more")
     if context.meta.get("model", {}).get("family", "transformer") != "transformer":
-        raise ModelError(f"--prune: prunes transformer models; this run's model family is "
-                         f"{context.meta['model']['family']}")
+        raise ModelError(
+            f"--prune: prunes transformer models; this run's model family is {context.meta['model']['family']}"
+        )
 
 
 def prune_step(current, context):
@@ -320,10 +378,10 @@ def prune_step(current, context):
     options = context.options
     method = options.get("prune_method") or "magnitude"
     job = load_run_data(current.folder, current.checkpoint)
-    report = prune_model(job, options["prune"], method, options.get("recover_steps") or 0,
-                         options.get("recover_lr"))
-    name = f"pruned {method} {options['prune']:g}" + (f" +{options['recover_steps']} steps"
-                                                     if options.get("recover_steps") else "")
+    report = prune_model(job, options["prune"], method, options.get("recover_steps") or 0, options.get("recover_lr"))
+    name = f"pruned {method} {options['prune']:g}" + (
+        f" +{options['recover_steps']} steps" if options.get("recover_steps") else ""
+    )
     variant, model_dir = context.new_variant(name, current.format, current, prune=report)
     job.model.save_pretrained(model_dir, safe_serialization=True)
     job.tokenizer.save_pretrained(model_dir)

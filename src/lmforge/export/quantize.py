@@ -28,15 +28,20 @@ def check_quantize(context) -> None:
     kind, onnx = context.options.get("quantize"), bool(context.options.get("onnx"))
     meta = context.meta
     if kind == "int4" and not onnx:
-        raise ModelError("--quantize int4 needs --onnx: PyTorch has no maintained int4 CPU path here (torchao's "
-                         "int4 weight-only kernels need CUDA or a matching torchao build); ONNX Runtime has one")
+        raise ModelError(
+            "--quantize int4 needs --onnx: PyTorch has no maintained int4 CPU path here (torchao's "
+            "int4 weight-only kernels need CUDA or a matching torchao build); ONNX Runtime has one"
+        )
     if meta.get("task") not in ENCODER_TASKS:
-        raise ModelError(f"--quantize: {context.run_dir} is a {meta.get('task')} run; quantization is for "
-                         "classification and token_classification runs")
+        raise ModelError(
+            f"--quantize: {context.run_dir} is a {meta.get('task')} run; quantization is for "
+            "classification and token_classification runs"
+        )
     family = meta.get("model", {}).get("family", "transformer")
     if family != "transformer":
-        raise ModelError(f"--quantize: the {family} family is not quantized (int8 covers the linear layers of "
-                         "transformer runs)")
+        raise ModelError(
+            f"--quantize: the {family} family is not quantized (int8 covers the linear layers of transformer runs)"
+        )
     if onnx:
         require("onnxruntime.quantization", "onnxruntime", "--quantize with --onnx (pip install 'lmforge[export]')")
 
@@ -87,8 +92,14 @@ def quantize_onnx(source: Path, target: Path, kind: str = "int8", weight_type: s
 
     weight = weight_type or "qint8"
     reduce = weight == "qint8" and not has_vnni()
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8 if weight == "qint8" else QuantType.QUInt8,
-                     per_channel=True, reduce_range=reduce, op_types_to_quantize=["MatMul", "Gemm", "Gather"])
+    quantize_dynamic(
+        str(source),
+        str(target),
+        weight_type=QuantType.QInt8 if weight == "qint8" else QuantType.QUInt8,
+        per_channel=True,
+        reduce_range=reduce,
+        op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+    )
     return {"weights": weight, "reduce_range": reduce, "vnni": has_vnni()}
 
 
@@ -101,7 +112,8 @@ def _onnx_step(current, context, kind: str):
     for item in source.iterdir():
         if item.name != ONNX_FILE and item.is_file():
             shutil.copyfile(item, model_dir / item.name)
-    with _quiet_logs():      # onnxruntime.quantization logs its advice on the root logger
-        variant.notes = quantize_onnx(source / ONNX_FILE, model_dir / ONNX_FILE, kind,
-                                      context.options.get("onnx_weight_type"))
+    with _quiet_logs():  # onnxruntime.quantization logs its advice on the root logger
+        variant.notes = quantize_onnx(
+            source / ONNX_FILE, model_dir / ONNX_FILE, kind, context.options.get("onnx_weight_type")
+        )
     return variant

@@ -24,7 +24,7 @@ class RunData:
     data: object
     model: torch.nn.Module
     tokenizer: object
-    features: dict          # split -> encoded features (train, validation)
+    features: dict  # split -> encoded features (train, validation)
 
 
 def load_run_data(run_dir: str | Path, checkpoint: str = "model") -> RunData:
@@ -43,7 +43,7 @@ def load_run_data(run_dir: str | Path, checkpoint: str = "model") -> RunData:
     task = get_task(meta["task"])
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
     if config.data.train_limit is not None and config.data.train_limit < len(data.train):
-        data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)   # as training did
+        data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)  # as training did
     names = (meta.get("labels") or {}).get("names")
     if data.labels is not None and names is not None and data.labels.names != names:
         raise DataError(f"{run.config}: the data's labels {data.labels.names} are not the run's {names}")
@@ -54,8 +54,7 @@ def load_run_data(run_dir: str | Path, checkpoint: str = "model") -> RunData:
     if hasattr(task, "prepare_saved"):
         model = task.prepare_saved(model, folder, data.labels)
     length = int(meta.get("max_length", config.train.max_length))
-    features = {split: task.encode(loaded.tokenizer, getattr(data, split), length)
-                for split in ("train", "validation")}
+    features = {split: task.encode(loaded.tokenizer, getattr(data, split), length) for split in ("train", "validation")}
     return RunData(config, meta, task, data, model.float(), loaded.tokenizer, features)
 
 
@@ -63,8 +62,15 @@ def evaluate(job: RunData) -> dict:
     """Scalar validation metrics of the model as it is now (empty without a validation split)."""
     if not job.features["validation"]:
         return {}
-    result = job.task.evaluate(job.model, job.tokenizer, job.features["validation"], job.data.validation,
-                               2 * job.config.train.batch_size, torch.device("cpu"), job.data.labels)
+    result = job.task.evaluate(
+        job.model,
+        job.tokenizer,
+        job.features["validation"],
+        job.data.validation,
+        2 * job.config.train.batch_size,
+        torch.device("cpu"),
+        job.data.labels,
+    )
     return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
 

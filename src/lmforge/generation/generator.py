@@ -19,7 +19,7 @@ from lmforge.errors import DataError, ModelError
 @dataclass
 class GenerationOptions:
     max_new_tokens: int = 128
-    temperature: float | None = None      # None or 0: greedy (unless top_k/top_p ask for sampling)
+    temperature: float | None = None  # None or 0: greedy (unless top_k/top_p ask for sampling)
     top_k: int | None = None
     top_p: float | None = None
     num_beams: int = 1
@@ -52,7 +52,7 @@ class Generation:
     prompt_tokens: int
     new_tokens: int
     seconds: float
-    stopped_by: str          # "eos", "stop", "length"
+    stopped_by: str  # "eos", "stop", "length"
 
     @property
     def tokens_per_s(self) -> float:
@@ -69,8 +69,10 @@ def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, d
         run = RunFolder(path)
         meta = run.read_meta()
         if meta.get("task") not in ("causal_lm", "seq2seq"):
-            raise ModelError(f"{source}: a {meta.get('task')} run; generation needs a causal_lm or seq2seq "
-                             "run (or a bundled alias such as smollm2, or a model folder)")
+            raise ModelError(
+                f"{source}: a {meta.get('task')} run; generation needs a causal_lm or seq2seq "
+                "run (or a bundled alias such as smollm2, or a model folder)"
+            )
         return run.model_dir(checkpoint), meta
     folder, _ = resolve_source(source)
     return folder, {}
@@ -98,8 +100,8 @@ def left_pad(prompts: list[list[int]], pad: int, device=None) -> tuple[torch.Ten
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width - len(prompt):] = 1
+        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
     return ids.to(device), mask.to(device)
 
 
@@ -110,13 +112,14 @@ def greedy_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int
 
     stops = stop_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
-    config = transformers.GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                           eos_token_id=stops or None, pad_token_id=pad)
+    config = transformers.GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops or None, pad_token_id=pad
+    )
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     replies: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         ids, mask = left_pad([prompts[i] for i in chunk], pad, device)
         width = ids.shape[1]
         out = model.generate(ids, attention_mask=mask, generation_config=config)
@@ -155,18 +158,21 @@ class Generator:
         set_threads(threads)
         folder, self.meta = resolve_model_folder(source, checkpoint)
         if (self.meta.get("model") or {}).get("one_pass"):
-            raise ModelError(f"{source}: an n-gram language model run: `lmforge generate` samples from it, "
-                             "but it is not a transformers model (the server does not serve it)")
+            raise ModelError(
+                f"{source}: an n-gram language model run: `lmforge generate` samples from it, "
+                "but it is not a transformers model (the server does not serve it)"
+            )
         check_model_folder(folder, source)
         self.folder = folder
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        ensure_families()        # lmforge's own model types (the lstm LM) join the Auto classes
+        ensure_families()  # lmforge's own model types (the lstm LM) join the Auto classes
         config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
         self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         auto = transformers.AutoModelForSeq2SeqLM if self.seq2seq else transformers.AutoModelForCausalLM
         try:
-            self.model = auto.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
-                                              dtype=torch.float32)
+            self.model = auto.from_pretrained(
+                folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+            )
         except ValueError as exc:
             raise ModelError(f"{source}: not a generative language model ({str(exc).splitlines()[0]})") from None
         self.model.to(self.device).eval()
@@ -187,17 +193,19 @@ class Generator:
         if isinstance(prompt, list):
             if not self.has_template:
                 from lmforge.tasks.causal_lm import CHATML
+
                 self.tokenizer.chat_template = CHATML
             text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.has_template and not raw:
             return self.encode([{"role": "user", "content": prompt}])
-        if self.seq2seq:     # the encoder reads the source as the task trained it: text + end token
+        if self.seq2seq:  # the encoder reads the source as the task trained it: text + end token
             return self.tokenizer(prompt, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
         return self.tokenizer(prompt)["input_ids"]
 
-    def generate(self, prompt: str | list[dict], options: GenerationOptions, raw: bool = False,
-                 stream=None) -> Generation:
+    def generate(
+        self, prompt: str | list[dict], options: GenerationOptions, raw: bool = False, stream=None
+    ) -> Generation:
         """Generate a reply; ``stream(text_piece)`` is called as text arrives (not with beams)."""
         return self.generate_ids(self.encode(prompt, raw), options, stream)
 
@@ -209,36 +217,48 @@ class Generator:
         if not ids:
             raise DataError("empty prompt")
         if self.context and not self.seq2seq and len(ids) + options.max_new_tokens > self.context:
-            raise DataError(f"the prompt is {len(ids)} tokens; with --max-new-tokens {options.max_new_tokens} "
-                            f"that is over the model's context of {self.context} tokens")
+            raise DataError(
+                f"the prompt is {len(ids)} tokens; with --max-new-tokens {options.max_new_tokens} "
+                f"that is over the model's context of {self.context} tokens"
+            )
         if options.seed is not None:
             torch.manual_seed(options.seed)
         config = transformers.GenerationConfig(
-            max_new_tokens=options.max_new_tokens, do_sample=options.sampling,
+            max_new_tokens=options.max_new_tokens,
+            do_sample=options.sampling,
             temperature=(options.temperature or 1.0) if options.sampling else None,
             top_k=options.top_k if options.sampling else None,
-            top_p=options.top_p if options.sampling else None, num_beams=options.num_beams,
-            repetition_penalty=options.repetition_penalty, eos_token_id=self.stop_ids or None,
-            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+            top_p=options.top_p if options.sampling else None,
+            num_beams=options.num_beams,
+            repetition_penalty=options.repetition_penalty,
+            eos_token_id=self.stop_ids or None,
+            pad_token_id=self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
             else (self.stop_ids[0] if self.stop_ids else 0),
-            stop_strings=options.stop or None)
+            stop_strings=options.stop or None,
+        )
         streamer = _Streamer(self.tokenizer, stream, options.stop) if stream and options.num_beams == 1 else None
         inputs = torch.tensor([ids], device=self.device)
         start = time.perf_counter()
         with torch.inference_mode():
-            out = self.model.generate(inputs, attention_mask=torch.ones_like(inputs), generation_config=config,
-                                      streamer=streamer, tokenizer=self.tokenizer if options.stop else None)
+            out = self.model.generate(
+                inputs,
+                attention_mask=torch.ones_like(inputs),
+                generation_config=config,
+                streamer=streamer,
+                tokenizer=self.tokenizer if options.stop else None,
+            )
         seconds = time.perf_counter() - start
-        new = out[0, 1:].tolist() if self.seq2seq else out[0, len(ids):].tolist()   # seq2seq: drop the start token
+        new = out[0, 1:].tolist() if self.seq2seq else out[0, len(ids) :].tolist()  # seq2seq: drop the start token
         stopped_by = "length"
         if new and new[-1] in self.stop_ids:
             new, stopped_by = new[:-1], "eos"
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         if stopped_by == "length":
-            text = text.rstrip("\ufffd")       # a character cut in half by the token limit
+            text = text.rstrip("\ufffd")  # a character cut in half by the token limit
         for stop in options.stop:
             if stop in text:
-                text, stopped_by = text[:text.index(stop)], "stop"
+                text, stopped_by = text[: text.index(stop)], "stop"
         if streamer is not None:
             streamer.flush_rest(text)
         return Generation(text, len(ids), len(new) + (stopped_by == "eos"), seconds, stopped_by)
@@ -269,16 +289,16 @@ class _Streamer:
         self.shown = 0
 
     def put(self, value) -> None:
-        if not self.prompt_seen:          # the first call carries the prompt (seq2seq: the start token)
+        if not self.prompt_seen:  # the first call carries the prompt (seq2seq: the start token)
             self.prompt_seen = True
             return
         self.ids += value.reshape(-1).tolist()
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):       # half of a multi-byte character
+        if text.endswith("\ufffd"):  # half of a multi-byte character
             return
         safe = shown_length(text, self.stops)
         if safe > self.shown:
-            self.callback(text[self.shown:safe])
+            self.callback(text[self.shown : safe])
             self.shown = safe
 
     def end(self) -> None:
@@ -286,5 +306,5 @@ class _Streamer:
 
     def flush_rest(self, final: str) -> None:
         if len(final) > self.shown:
-            self.callback(final[self.shown:])
+            self.callback(final[self.shown :])
             self.shown = len(final)

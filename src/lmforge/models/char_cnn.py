@@ -26,15 +26,23 @@ def char_table(tokens: list[str], max_chars: int) -> tuple[torch.Tensor, int]:
     table = torch.zeros(len(tokens), max_chars, dtype=torch.long)
     for row, token in enumerate(tokens):
         chars = [ids.get(ch, UNKNOWN) for ch in token[:max_chars]]
-        table[row, :len(chars)] = torch.tensor(chars, dtype=torch.long)
+        table[row, : len(chars)] = torch.tensor(chars, dtype=torch.long)
     return table, len(alphabet) + 2
 
 
 class CharCNN(nn.Module):
     """Token ids -> (B, T, filters) features of their characters."""
 
-    def __init__(self, vocab_size: int, char_vocab_size: int, max_chars: int, filters: int,
-                 char_embedding: int = 30, dropout: float = 0.5, width: int = 3):
+    def __init__(
+        self,
+        vocab_size: int,
+        char_vocab_size: int,
+        max_chars: int,
+        filters: int,
+        char_embedding: int = 30,
+        dropout: float = 0.5,
+        width: int = 3,
+    ):
         super().__init__()
         # Filled from the vocabulary by the loader (and restored from the weights file on load).
         self.register_buffer("table", torch.zeros(vocab_size, max_chars, dtype=torch.long))
@@ -45,9 +53,9 @@ class CharCNN(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Each distinct token of the batch once: a batch repeats its tokens (and padding) a lot.
         unique, inverse = torch.unique(input_ids, return_inverse=True)
-        chars = self.table[unique]                                      # (U, L)
-        x = self.dropout(self.embeddings(chars)).transpose(1, 2)        # (U, C, L)
-        x = self.conv(x)                                                # (U, F, L)
+        chars = self.table[unique]  # (U, L)
+        x = self.dropout(self.embeddings(chars)).transpose(1, 2)  # (U, C, L)
+        x = self.conv(x)  # (U, F, L)
         x = x.masked_fill((chars == PAD)[:, None], float("-inf")).amax(-1)
-        x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))      # a token without characters
-        return x[inverse]                                               # (B, T, F)
+        x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))  # a token without characters
+        return x[inverse]  # (B, T, F)

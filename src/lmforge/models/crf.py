@@ -59,8 +59,7 @@ class CRF(nn.Module):
             allowed = ([True] * L, [[True] * L] * L, [True] * L)
         if len(allowed) != 3:
             raise ValueError("CRF allowed must be (start_allowed, trans_allowed, end_allowed)")
-        for name, value, shape in zip(("start_allowed", "trans_allowed", "end_allowed"), allowed,
-                                      ((L,), (L, L), (L,))):
+        for name, value, shape in zip(("start_allowed", "trans_allowed", "end_allowed"), allowed, ((L,), (L, L), (L,))):
             value = torch.as_tensor(value, dtype=torch.bool)
             if value.shape != shape:
                 raise ValueError(f"CRF {name} has shape {tuple(value.shape)}, expected {shape} for {L} tags")
@@ -68,8 +67,14 @@ class CRF(nn.Module):
 
     # ----------------------------------------------------------------------------------------------
 
-    def forward(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor,
-                reduction: str = "mean", tag_sets: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        emissions: torch.Tensor,
+        tags: torch.Tensor,
+        mask: torch.Tensor,
+        reduction: str = "mean",
+        tag_sets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Negative log-likelihood -log p(tags | emissions) = log Z - s(tags).
 
         emissions (B, T, L), tags (B, T) long (values at masked positions are ignored, e.g. -100),
@@ -160,8 +165,7 @@ class CRF(nn.Module):
     def _prepare(self, emissions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Check shapes and mask; emissions in at least float32 with the padding zeroed."""
         if emissions.dim() != 3 or emissions.shape[2] != self.num_tags or emissions.shape[1] == 0:
-            raise ValueError(f"CRF emissions must be (B, T>=1, {self.num_tags}), "
-                             f"got {tuple(emissions.shape)}")
+            raise ValueError(f"CRF emissions must be (B, T>=1, {self.num_tags}), got {tuple(emissions.shape)}")
         if mask.shape != emissions.shape[:2]:
             raise ValueError(f"CRF mask has shape {tuple(mask.shape)}, expected {tuple(emissions.shape[:2])}")
         mask = mask.bool()
@@ -177,11 +181,15 @@ class CRF(nn.Module):
 
     def _scores(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """start (L,), transitions (L, L), end (L,) with DISALLOWED added where the scheme forbids."""
+
         def penalised(score, ok):
             return score.to(dtype) + (~ok).to(dtype) * DISALLOWED
-        return (penalised(self.start_transitions, self.start_allowed),
-                penalised(self.transitions, self.trans_allowed),
-                penalised(self.end_transitions, self.end_allowed))
+
+        return (
+            penalised(self.start_transitions, self.start_allowed),
+            penalised(self.transitions, self.trans_allowed),
+            penalised(self.end_transitions, self.end_allowed),
+        )
 
     @staticmethod
     def _forward_alphas(em, mask, start, trans) -> torch.Tensor:

@@ -44,11 +44,13 @@ def load_crf_weights(crf: CRF, folder: Path) -> None:
         with safe_open(str(file), framework="pt") as handle:
             for key in handle.keys():
                 if key.startswith(PREFIX):
-                    state[key[len(PREFIX):]] = handle.get_tensor(key)
+                    state[key[len(PREFIX) :]] = handle.get_tensor(key)
     missing = {name for name, _ in crf.named_parameters()} - set(state)
     if missing:
         from lmforge.errors import ModelError
 
-        raise ModelError(f"{folder}: the run used a CRF head but the saved model has no "
-                         f"{', '.join(sorted(PREFIX + m for m in missing))}")
+        raise ModelError(
+            f"{folder}: the run used a CRF head but the saved model has no "
+            f"{', '.join(sorted(PREFIX + m for m in missing))}"
+        )
     crf.load_state_dict(state, strict=False)

@@ -7,8 +7,8 @@ import torch
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T, C) hidden states and (B, T) mask -> (B, C) unit vectors, pooled in float32."""
     hidden = hidden.float()
-    mask = attention_mask.unsqueeze(-1).float()                                   # (B, T, 1)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)                   # (B, C)
+    mask = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, C)
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 
@@ -22,8 +22,13 @@ class SentenceEncoder:
 
         folder, _ = resolve_source(source)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = transformers.AutoModel.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
-                                                            dtype=torch.float32).to(self.device).eval()
+        self.model = (
+            transformers.AutoModel.from_pretrained(
+                folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+            )
+            .to(self.device)
+            .eval()
+        )
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         self.max_length = max_length
 
@@ -32,9 +37,14 @@ class SentenceEncoder:
         out = torch.zeros((len(texts), self.model.config.hidden_size))
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = self.tokenizer([texts[i] for i in chunk], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)
+            chunk = order[start : start + batch_size]
+            batch = self.tokenizer(
+                [texts[i] for i in chunk],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
             vectors = mean_pool(self.model(**batch).last_hidden_state, batch["attention_mask"]).cpu()
             for row, i in enumerate(chunk):
                 out[i] = vectors[row]

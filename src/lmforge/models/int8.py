@@ -28,25 +28,29 @@ from lmforge.errors import ModelError
 from lmforge.models.registry import LoadedModel, register_format
 
 INT8_FILE = "model_int8.safetensors"
-HEAD_NAMES = ("classifier", "score", "lm_head")     # the task head stays float: tiny, and the most sensitive
+HEAD_NAMES = ("classifier", "score", "lm_head")  # the task head stays float: tiny, and the most sensitive
 MIN_EMBEDDING_ROWS = 256
 
 
 def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 per row: (int8 rows, float32 scales) with ``weight ~= rows * scale``."""
-    scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)                  # (V,)
+    scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)  # (V,)
     rows = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (V, C)
     return rows, scale.float()
 
 
 def _linear_names(model: nn.Module) -> list[str]:
-    return [name for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and name.split(".")[-1] not in HEAD_NAMES]
+    return [
+        name for name, m in model.named_modules() if isinstance(m, nn.Linear) and name.split(".")[-1] not in HEAD_NAMES
+    ]
 
 
 def _embedding_names(model: nn.Module) -> list[str]:
-    return [name for name, m in model.named_modules()
-            if isinstance(m, nn.Embedding) and m.num_embeddings >= MIN_EMBEDDING_ROWS]
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Embedding) and m.num_embeddings >= MIN_EMBEDDING_ROWS
+    ]
 
 
 def _dynamic(model: nn.Module, linears: list[str]) -> nn.Module:
@@ -54,31 +58,37 @@ def _dynamic(model: nn.Module, linears: list[str]) -> nn.Module:
 
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    with warnings.catch_warnings():     # the deprecation notice of torch.ao: said once, in the docstring
+    with warnings.catch_warnings():  # the deprecation notice of torch.ao: said once, in the docstring
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in linears},
-                                dtype=torch.qint8, inplace=True)
+        return quantize_dynamic(
+            model, {name: per_channel_dynamic_qconfig for name in linears}, dtype=torch.qint8, inplace=True
+        )
 
 
 def quantize_int8(model: nn.Module) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, str]]:
     """Quantize ``model`` in place; returns it with the tensors and metadata to save."""
     linears, embeddings = _linear_names(model), _embedding_names(model)
     if not linears:
-        raise ModelError("--quantize int8: the model has no linear layers outside its head to quantize "
-                         "(the lstm family's weights are in its LSTM, which lmforge does not quantize)")
+        raise ModelError(
+            "--quantize int8: the model has no linear layers outside its head to quantize "
+            "(the lstm family's weights are in its LSTM, which lmforge does not quantize)"
+        )
     tensors = {}
     for name in embeddings:
         module = model.get_submodule(name)
         rows, scale = _quantize_rows(module.weight.detach().float())
         tensors[f"{name}.weight.int8"], tensors[f"{name}.weight.scale"] = rows, scale
-        with torch.no_grad():    # the exported model computes with what the folder will hold
+        with torch.no_grad():  # the exported model computes with what the folder will hold
             module.weight.copy_(rows.float() * scale[:, None])
     _dynamic(model, linears)
     skip, quantized = {f"{name}.weight" for name in embeddings}, tuple(f"{name}." for name in linears)
     for key, value in model.state_dict().items():
         if isinstance(value, torch.Tensor) and not key.startswith(quantized) and key not in skip:
-            tensors[key] = value.detach().float().contiguous().clone() if value.is_floating_point() \
+            tensors[key] = (
+                value.detach().float().contiguous().clone()
+                if value.is_floating_point()
                 else value.detach().contiguous().clone()
+            )
     for name in linears:
         weight, bias = model.get_submodule(name)._weight_bias()
         tensors[f"{name}.weight.int8"] = weight.int_repr().contiguous()
@@ -124,18 +134,19 @@ def load_saved_int8(folder: Path, meta: dict) -> LoadedModel:
     state = {k: v for k, v in tensors.items() if not k.endswith((".int8", ".scale", ".zero_point"))}
     for name in embeddings:
         state[f"{name}.weight"] = tensors[f"{name}.weight.int8"].float() * tensors[f"{name}.weight.scale"][:, None]
-    for name in linears:    # placeholders: the real weights are set below, after quantize_dynamic
+    for name in linears:  # placeholders: the real weights are set below, after quantize_dynamic
         state[f"{name}.weight"] = model.get_submodule(name).weight.detach()
     missing, unexpected = model.load_state_dict(state, strict=False)
-    unexpected = [k for k in unexpected if not k.startswith("crf.")]   # the task restores a CRF
+    unexpected = [k for k in unexpected if not k.startswith("crf.")]  # the task restores a CRF
     if missing or unexpected:
-        raise ModelError(f"{folder / INT8_FILE}: does not match config.json "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ModelError(
+            f"{folder / INT8_FILE}: does not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     _dynamic(model.eval(), linears)
     for name in linears:
         weight = torch._make_per_channel_quantized_tensor(
-            tensors[f"{name}.weight.int8"], tensors[f"{name}.weight.scale"],
-            tensors[f"{name}.weight.zero_point"], 0)
+            tensors[f"{name}.weight.int8"], tensors[f"{name}.weight.scale"], tensors[f"{name}.weight.zero_point"], 0
+        )
         model.get_submodule(name).set_weight_bias(weight, tensors.get(f"{name}.bias"))
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     out = dict(meta.get("model", {}))

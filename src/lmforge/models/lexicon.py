@@ -24,8 +24,8 @@ from torch import nn
 from lmforge._optional import require
 from lmforge.errors import ConfigError, DataError
 
-MAX_WORD_TOKENS = 8          # longer lexicon words are skipped (0.2% of jieba's dictionary)
-MAX_TAGS = 32                # the most frequent tags; rarer ones share one "other" tag
+MAX_WORD_TOKENS = 8  # longer lexicon words are skipped (0.2% of jieba's dictionary)
+MAX_TAGS = 32  # the most frequent tags; rarer ones share one "other" tag
 SETS = ("B", "M", "E", "S")  # the character's place in a matched word
 
 
@@ -51,7 +51,9 @@ def read_lexicon(path: Path) -> list[tuple[str, str]]:
             if not fields:
                 continue
             if len(fields) > 3:
-                raise DataError(f"{path}:{number}: a lexicon line is 'word [frequency] [tag]', got {len(fields)} fields")
+                raise DataError(
+                    f"{path}:{number}: a lexicon line is 'word [frequency] [tag]', got {len(fields)} fields"
+                )
             word = fields[0]
             if word in seen:
                 continue
@@ -156,14 +158,14 @@ class LexiconFeatures(nn.Module):
         for b, (row, n) in enumerate(zip(input_ids.tolist(), lengths)):
             for start, end, tag in self.matches(row[:n]):
                 if end - start == 1:
-                    places = [(start, 3)]                                          # S
+                    places = [(start, 3)]  # S
                 else:
                     places = [(start, 0), (end - 1, 2)] + [(t, 1) for t in range(start + 1, end - 1)]
                 for t, s in places:
                     b_idx.append(b)
                     t_idx.append(t)
                     f_idx.append(s * self.tags + tag)
-        out = torch.zeros(B, T, self.width, device=input_ids.device)            # (B, T, 4 * tags)
+        out = torch.zeros(B, T, self.width, device=input_ids.device)  # (B, T, 4 * tags)
         if b_idx:
             index = torch.tensor([b_idx, t_idx, f_idx], device=input_ids.device)
             out[index[0], index[1], index[2]] = 1.0

@@ -15,8 +15,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                          AutoTokenizer, PretrainedConfig, PreTrainedModel)
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.modeling_outputs import SequenceClassifierOutput, TokenClassifierOutput
 
 from lmforge.errors import ModelError
@@ -24,32 +30,50 @@ from lmforge.models.char_cnn import CharCNN, char_table
 from lmforge.models.char_vectors import char_vector_table, initialise_embeddings
 from lmforge.models.lexicon import LexiconFeatures, lexicon_file, lexicon_tensors, read_lexicon
 from lmforge.models.registry import LoadedModel, register_family
-from lmforge.models.segmenter import (SegmenterFeatures, check_segmenters, segmenter_names, segmenter_tags,
-                                      token_codepoints)
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
+from lmforge.models.segmenter import (
+    SegmenterFeatures,
+    check_segmenters,
+    segmenter_names,
+    segmenter_tags,
+    token_codepoints,
+)
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 log = logging.getLogger("lmforge")
-CHAR_MAX_LENGTH = 20          # characters of a token the character CNN reads (longer tokens are cut)
+CHAR_MAX_LENGTH = 20  # characters of a token the character CNN reads (longer tokens are cut)
 
 
 class LstmConfig(PretrainedConfig):
     model_type = "lmforge_lstm"
 
-    def __init__(self, vocab_size: int = 8000, embedding_size: int = 128, hidden_size: int = 256,
-                 num_layers: int = 2, dropout: float = 0.1, pad_token_id: int = 0,
-                 bigram_buckets: int = 0, tie_word_embeddings: bool = False, char_cnn: int = 0,
-                 char_vocab_size: int = 0, char_max_length: int = 0, lexicon_words: int = 0,
-                 lexicon_tags: list[str] | None = None, char_vectors_width: int = 0,
-                 segmenter_tags: list[str] | None = None, **kwargs):
+    def __init__(
+        self,
+        vocab_size: int = 8000,
+        embedding_size: int = 128,
+        hidden_size: int = 256,
+        num_layers: int = 2,
+        dropout: float = 0.1,
+        pad_token_id: int = 0,
+        bigram_buckets: int = 0,
+        tie_word_embeddings: bool = False,
+        char_cnn: int = 0,
+        char_vocab_size: int = 0,
+        char_max_length: int = 0,
+        lexicon_words: int = 0,
+        lexicon_tags: list[str] | None = None,
+        char_vectors_width: int = 0,
+        segmenter_tags: list[str] | None = None,
+        **kwargs,
+    ):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self.vocab_size, self.embedding_size, self.hidden_size = vocab_size, embedding_size, hidden_size
         self.num_layers, self.dropout, self.bigram_buckets = num_layers, dropout, bigram_buckets
-        self.tie_word_embeddings = tie_word_embeddings        # the language model's output layer
+        self.tie_word_embeddings = tie_word_embeddings  # the language model's output layer
         self.char_cnn, self.char_vocab_size, self.char_max_length = char_cnn, char_vocab_size, char_max_length
-        self.lexicon_words, self.lexicon_tags = lexicon_words, list(lexicon_tags or [])   # model.lexicon
-        self.char_vectors_width = char_vectors_width                                      # model.char_vectors
-        self.segmenter_tags = list(segmenter_tags or [])                                 # model.segmenter
+        self.lexicon_words, self.lexicon_tags = lexicon_words, list(lexicon_tags or [])  # model.lexicon
+        self.char_vectors_width = char_vectors_width  # model.char_vectors
+        self.segmenter_tags = list(segmenter_tags or [])  # model.segmenter
 
 
 class LstmPreTrainedModel(PreTrainedModel):
@@ -76,10 +100,10 @@ def bigram_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, buckets: i
     sentence's edges the missing neighbour is the padding id, so "first character" is a bigram of its
     own. Collisions at a few hundred thousand buckets cost little (character bigrams of a 2M-character
     corpus number a few hundred thousand)."""
-    ids = (input_ids.long() + 1) * attention_mask.long()                   # 0: outside the sentence
+    ids = (input_ids.long() + 1) * attention_mask.long()  # 0: outside the sentence
     left = torch.nn.functional.pad(ids, (1, 0))[:, :-1]
     right = torch.nn.functional.pad(ids, (0, 1))[:, 1:]
-    mult = 1_000_003                                                         # a prime above any vocabulary
+    mult = 1_000_003  # a prime above any vocabulary
     return (left * mult + ids) % buckets, ((ids * mult + right) * 7 + 3) % buckets
 
 
@@ -104,8 +128,7 @@ class LstmEncoder(nn.Module):
 
     def __init__(self, config: LstmConfig):
         super().__init__()
-        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size,
-                                       padding_idx=config.pad_token_id)
+        self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
         self.buckets = getattr(config, "bigram_buckets", 0)
         width = config.embedding_size
         if self.buckets:
@@ -113,8 +136,13 @@ class LstmEncoder(nn.Module):
             width = 3 * config.embedding_size
         self.chars = None
         if getattr(config, "char_cnn", 0):
-            self.chars = CharCNN(config.vocab_size, config.char_vocab_size, config.char_max_length,
-                                 config.char_cnn, dropout=config.dropout)
+            self.chars = CharCNN(
+                config.vocab_size,
+                config.char_vocab_size,
+                config.char_max_length,
+                config.char_cnn,
+                dropout=config.dropout,
+            )
             width += config.char_cnn
         self.lexicon = None
         if getattr(config, "lexicon_words", 0):
@@ -130,29 +158,36 @@ class LstmEncoder(nn.Module):
             self.register_buffer("vectors", torch.zeros(config.vocab_size, self.vectors_width))
             width += self.vectors_width
         self.dropout = nn.Dropout(config.dropout)
-        self.lstm = nn.LSTM(width, config.hidden_size, num_layers=config.num_layers,
-                            bidirectional=True, batch_first=True,
-                            dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            width,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            bidirectional=True,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
         # One-direction, one-layer LSTMs that run with self.lstm's weights (functional_call) in the
         # CPU path; a tuple, so they are not submodules and add nothing to the saved weights.
-        self._skeletons = (nn.LSTM(width, config.hidden_size, batch_first=True),
-                           nn.LSTM(2 * config.hidden_size, config.hidden_size, batch_first=True))
+        self._skeletons = (
+            nn.LSTM(width, config.hidden_size, batch_first=True),
+            nn.LSTM(2 * config.hidden_size, config.hidden_size, batch_first=True),
+        )
 
     def forward(self, input_ids, attention_mask=None) -> torch.Tensor:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        x = self.embeddings(input_ids)                                # (B, T, E)
+        x = self.embeddings(input_ids)  # (B, T, E)
         if self.buckets:
             left, right = bigram_ids(input_ids, attention_mask, self.buckets)
             x = torch.cat([x, self.bigrams(left), self.bigrams(right)], dim=-1)
         if self.chars is not None:
-            x = torch.cat([x, self.chars(input_ids)], dim=-1)            # (B, T, E + F)
+            x = torch.cat([x, self.chars(input_ids)], dim=-1)  # (B, T, E + F)
         if self.lexicon is not None:
-            x = torch.cat([x, self.lexicon(input_ids, attention_mask)], dim=-1)   # (B, T, ... + 4 * tags)
+            x = torch.cat([x, self.lexicon(input_ids, attention_mask)], dim=-1)  # (B, T, ... + 4 * tags)
         if self.segmenter is not None:
             x = torch.cat([x, self.segmenter(input_ids, attention_mask)], dim=-1)  # (B, T, ... + 4 * tags)
         if self.vectors_width:
-            x = torch.cat([x, nn.functional.embedding(input_ids, self.vectors)], dim=-1)   # (B, T, ... + V)
+            x = torch.cat([x, nn.functional.embedding(input_ids, self.vectors)], dim=-1)  # (B, T, ... + V)
         x = self.dropout(x)
         lengths = attention_mask.sum(1).clamp(min=1)
         if x.is_cuda:
@@ -162,7 +197,7 @@ class LstmEncoder(nn.Module):
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=input_ids.shape[1])
         else:
             out = self._two_pass(x, lengths)
-        return self.dropout(out)                                      # (B, T, 2H)
+        return self.dropout(out)  # (B, T, 2H)
 
     def _two_pass(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The bidirectional LSTM as two one-direction passes over the padded batch: the forward pass
@@ -173,12 +208,13 @@ class LstmEncoder(nn.Module):
         mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[..., None]
         for layer in range(self.lstm.num_layers):
             if layer:
-                x = nn.functional.dropout(x, self.lstm.dropout, self.training)     # nn.LSTM's between layers
+                x = nn.functional.dropout(x, self.lstm.dropout, self.training)  # nn.LSTM's between layers
             skeleton = self._skeletons[min(layer, 1)]
             forward = functional_call(skeleton, self._weights(layer, ""), (x,))[0]
-            backward = reverse_within(functional_call(skeleton, self._weights(layer, "_reverse"),
-                                                      (reverse_within(x, lengths),))[0], lengths)
-            x = torch.cat([forward, backward], dim=-1) * mask             # (B, T, 2H), padding zero
+            backward = reverse_within(
+                functional_call(skeleton, self._weights(layer, "_reverse"), (reverse_within(x, lengths),))[0], lengths
+            )
+            x = torch.cat([forward, backward], dim=-1) * mask  # (B, T, 2H), padding zero
         return x
 
     def _weights(self, layer: int, direction: str) -> dict:
@@ -205,14 +241,13 @@ class LstmForSequenceClassification(LstmPreTrainedModel):
         self.post_init()
 
     def forward(self, input_ids, attention_mask=None, **_) -> SequenceClassifierOutput:
-        hidden = self.encoder(input_ids, attention_mask)              # (B, T, 2H)
+        hidden = self.encoder(input_ids, attention_mask)  # (B, T, 2H)
         mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).bool()
-        pooled = hidden.masked_fill(~mask[..., None], float("-inf")).amax(1)   # max over time
+        pooled = hidden.masked_fill(~mask[..., None], float("-inf")).amax(1)  # max over time
         return SequenceClassifierOutput(logits=self.classifier(pooled))
 
 
-HEADS = {"token_classification": LstmForTokenClassification,
-         "sequence_classification": LstmForSequenceClassification}
+HEADS = {"token_classification": LstmForTokenClassification, "sequence_classification": LstmForSequenceClassification}
 
 
 def _head_class(head: str):
@@ -221,8 +256,14 @@ def _head_class(head: str):
     return HEADS[head]
 
 
-def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: float | None = None,
-              tokenizer_folder: Path | None = None) -> LoadedModel:
+def load_lstm(
+    spec,
+    head: str,
+    labels: list[str],
+    texts: list[str],
+    dropout: float | None = None,
+    tokenizer_folder: Path | None = None,
+) -> LoadedModel:
     head_class = _head_class(head)
     if spec.path is not None:
         raise ModelError("model.path: the lstm family is always built from scratch (leave path out)")
@@ -231,17 +272,33 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
     else:
         tokenizer = head_class.build_tokenizer(texts, spec)
     generative = head == "causal_lm"
-    extra = ({"bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id,
-              "tie_word_embeddings": spec.tie_embeddings} if generative else
-             {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-              "label2id": {n: i for i, n in enumerate(labels)}})
+    extra = (
+        {
+            "bos_token_id": tokenizer.eos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "tie_word_embeddings": spec.tie_embeddings,
+        }
+        if generative
+        else {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {n: i for i, n in enumerate(labels)},
+        }
+    )
     table = _char_table(spec, tokenizer, generative, extra)
     lexicon = _lexicon(spec, tokenizer, generative, extra)
     vectors = _char_vectors(spec, tokenizer, generative, extra)
     codepoints = _segmenter(spec, tokenizer, generative, extra)
-    config = LstmConfig(vocab_size=len(tokenizer), embedding_size=spec.embedding, hidden_size=spec.hidden,
-                        num_layers=spec.layers, dropout=0.1 if dropout is None else dropout,
-                        bigram_buckets=spec.bigram_buckets, pad_token_id=tokenizer.pad_token_id, **extra)
+    config = LstmConfig(
+        vocab_size=len(tokenizer),
+        embedding_size=spec.embedding,
+        hidden_size=spec.hidden,
+        num_layers=spec.layers,
+        dropout=0.1 if dropout is None else dropout,
+        bigram_buckets=spec.bigram_buckets,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
     model = head_class(config)
     if table is not None:
         model.encoder.chars.table.copy_(table)
@@ -255,25 +312,48 @@ def load_lstm(spec, head: str, labels: list[str], texts: list[str], dropout: flo
         if generative:
             raise ModelError("model.embedding_init: applies to the lstm classifiers and taggers")
         counts = initialise_embeddings(model.encoder, spec.embedding_init, tokenizer, texts)
-        log.info("embeddings start from %s: %d of %d tokens%s", spec.embedding_init, counts["tokens"],
-                 counts["vocabulary"], f", {counts['bigrams']} of {counts['bigrams_seen']} training bigrams"
-                 if "bigrams" in counts else "")
+        log.info(
+            "embeddings start from %s: %d of %d tokens%s",
+            spec.embedding_init,
+            counts["tokens"],
+            counts["vocabulary"],
+            f", {counts['bigrams']} of {counts['bigrams_seen']} training bigrams" if "bigrams" in counts else "",
+        )
     arch = "lstm" if generative else "bilstm"
-    log.info("built a%s %s from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d%s",
-             "n" if generative else "", "LSTM language model" if generative else "BiLSTM",
-             spec.layers, spec.hidden, spec.embedding, len(tokenizer),
-             f", {spec.bigram_buckets} bigram buckets" if spec.bigram_buckets else "")
+    log.info(
+        "built a%s %s from scratch: %d layers, hidden %d, embeddings %d, vocabulary %d%s",
+        "n" if generative else "",
+        "LSTM language model" if generative else "BiLSTM",
+        spec.layers,
+        spec.hidden,
+        spec.embedding,
+        len(tokenizer),
+        f", {spec.bigram_buckets} bigram buckets" if spec.bigram_buckets else "",
+    )
     if table is not None:
         log.info("character CNN: %d filters over %d characters of each token", spec.char_cnn, CHAR_MAX_LENGTH)
     if lexicon is not None:
-        log.info("lexicon features: %d words of %s, %d tags (%s)", len(lexicon[0]), spec.lexicon,
-                 len(config.lexicon_tags), " ".join(config.lexicon_tags))
+        log.info(
+            "lexicon features: %d words of %s, %d tags (%s)",
+            len(lexicon[0]),
+            spec.lexicon,
+            len(config.lexicon_tags),
+            " ".join(config.lexicon_tags),
+        )
     if codepoints is not None:
-        log.info("segmenter features: %s part-of-speech segmentation, %d tags",
-                 " + ".join(f"{n}'s" for n in segmenter_names(spec.segmenter)), len(config.segmenter_tags))
+        log.info(
+            "segmenter features: %s part-of-speech segmentation, %d tags",
+            " + ".join(f"{n}'s" for n in segmenter_names(spec.segmenter)),
+            len(config.segmenter_tags),
+        )
     if vectors is not None:
-        log.info("fixed token vectors from %s: width %d, %s of %d tokens known", spec.char_vectors,
-                 vectors[0].shape[1], vectors[1], len(tokenizer))
+        log.info(
+            "fixed token vectors from %s: width %d, %s of %d tokens known",
+            spec.char_vectors,
+            vectors[0].shape[1],
+            vectors[1],
+            len(tokenizer),
+        )
     info = {"family": "lstm", "source": "scratch", "arch": arch, "vocab_size": len(tokenizer)}
     return LoadedModel(model, tokenizer, info)
 
@@ -284,8 +364,10 @@ def _char_table(spec, tokenizer, generative: bool, config_kwargs: dict) -> torch
     if not spec.char_cnn:
         return None
     if generative:
-        raise ModelError("model.char_cnn: the lstm language model has no character features "
-                         "(they apply to classification and token_classification)")
+        raise ModelError(
+            "model.char_cnn: the lstm language model has no character features "
+            "(they apply to classification and token_classification)"
+        )
     table, char_vocab = char_table(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), CHAR_MAX_LENGTH)
     config_kwargs.update(char_cnn=spec.char_cnn, char_vocab_size=char_vocab, char_max_length=CHAR_MAX_LENGTH)
     return table
@@ -296,8 +378,10 @@ def _lexicon(spec, tokenizer, generative: bool, config_kwargs: dict):
     if not spec.lexicon:
         return None
     if generative:
-        raise ModelError("model.lexicon: the lstm language model has no lexicon features "
-                         "(they apply to classification and token_classification)")
+        raise ModelError(
+            "model.lexicon: the lstm language model has no lexicon features "
+            "(they apply to classification and token_classification)"
+        )
     words, word_tags, tags = lexicon_tensors(read_lexicon(lexicon_file(spec.lexicon)), tokenizer)
     config_kwargs.update(lexicon_words=len(words), lexicon_tags=tags)
     return words, word_tags
@@ -308,8 +392,10 @@ def _segmenter(spec, tokenizer, generative: bool, config_kwargs: dict):
     if not spec.segmenter:
         return None
     if generative:
-        raise ModelError("model.segmenter: the lstm language model has no segmenter features "
-                         "(they apply to classification and token_classification)")
+        raise ModelError(
+            "model.segmenter: the lstm language model has no segmenter features "
+            "(they apply to classification and token_classification)"
+        )
     check_segmenters(spec.segmenter)
     config_kwargs.update(segmenter_tags=segmenter_tags(spec.segmenter))
     return token_codepoints(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
@@ -320,8 +406,10 @@ def _char_vectors(spec, tokenizer, generative: bool, config_kwargs: dict):
     if not spec.char_vectors:
         return None
     if generative:
-        raise ModelError("model.char_vectors: the lstm language model has no fixed token vectors "
-                         "(they apply to classification and token_classification)")
+        raise ModelError(
+            "model.char_vectors: the lstm language model has no fixed token vectors "
+            "(they apply to classification and token_classification)"
+        )
     sources = [spec.char_vectors] if isinstance(spec.char_vectors, str) else list(spec.char_vectors)
     tables = [char_vector_table(source, tokenizer) for source in sources]
     table = torch.cat([t for t, _ in tables], dim=1)

@@ -40,7 +40,7 @@ class LstmState:
         self.h = self.h.index_select(1, beam_idx.to(self.h.device))
         self.c = self.c.index_select(1, beam_idx.to(self.c.device))
 
-    batch_select_indices = reorder_cache      # the server drops finished rows the same way
+    batch_select_indices = reorder_cache  # the server drops finished rows the same way
 
     def get_seq_length(self, *_) -> int:
         return self.length
@@ -64,8 +64,9 @@ class LstmCausalLMOutput(ModelOutput):
         return self.cache
 
 
-def sequence_index(attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None,
-                   shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+def sequence_index(
+    attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, shape: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Where each sequence's tokens are: ``index`` (S, L) of flat positions into the (B*T) grid and
     ``lengths`` (S,); None when every row is one whole sequence (the fast path).
 
@@ -75,7 +76,7 @@ def sequence_index(attention_mask: torch.Tensor | None, position_ids: torch.Tens
     if attention_mask is not None:
         if bool(attention_mask.all()):
             return None
-        order = torch.argsort((attention_mask == 0).int(), dim=1, stable=True)   # real tokens first
+        order = torch.argsort((attention_mask == 0).int(), dim=1, stable=True)  # real tokens first
         index = order + torch.arange(batch, device=order.device)[:, None] * width
         return index, attention_mask.sum(1).clamp(min=1)
     if position_ids is None or not bool((position_ids[:, 1:] == 0).any()):
@@ -83,7 +84,7 @@ def sequence_index(attention_mask: torch.Tensor | None, position_ids: torch.Tens
     starts = position_ids == 0
     starts[:, 0] = True
     starts = starts.flatten()
-    segment = starts.cumsum(0) - 1                                                  # (B*T,)
+    segment = starts.cumsum(0) - 1  # (B*T,)
     flat = torch.arange(batch * width, device=starts.device)
     offset = flat - flat[starts][segment]
     lengths = torch.bincount(segment)
@@ -101,27 +102,42 @@ class LstmDecoder(nn.Module):
         # No padding_idx: the padding token is also the end-of-text token, which is a real target.
         self.embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
         self.dropout = nn.Dropout(config.dropout)
-        self.lstm = nn.LSTM(config.embedding_size, config.hidden_size, num_layers=config.num_layers,
-                            batch_first=True, dropout=config.dropout if config.num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            config.embedding_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
         tied = getattr(config, "tie_word_embeddings", False)
-        self.project = (nn.Linear(config.hidden_size, config.embedding_size)
-                        if tied and config.hidden_size != config.embedding_size else None)
+        self.project = (
+            nn.Linear(config.hidden_size, config.embedding_size)
+            if tied and config.hidden_size != config.embedding_size
+            else None
+        )
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache: LstmState | None = None,
-                use_cache: bool = False, **_) -> LstmModelOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        cache: LstmState | None = None,
+        use_cache: bool = False,
+        **_,
+    ) -> LstmModelOutput:
         batch, width = input_ids.shape
         if attention_mask is not None:
-            attention_mask = attention_mask[:, -width:]        # generate passes the whole history's mask
-        x = self.dropout(self.embeddings(input_ids))           # (B, T, E)
+            attention_mask = attention_mask[:, -width:]  # generate passes the whole history's mask
+        x = self.dropout(self.embeddings(input_ids))  # (B, T, E)
         state = (cache.h, cache.c) if cache is not None else None
         where = sequence_index(attention_mask, position_ids if cache is None else None, (batch, width))
         if where is None:
-            out, (h, c) = self.lstm(x, state)                   # (B, T, H)
+            out, (h, c) = self.lstm(x, state)  # (B, T, H)
         else:
             out, (h, c) = self._run_sequences(x, where, state)
         out = self.dropout(out)
         if self.project is not None:
-            out = self.project(out)                             # (B, T, E)
+            out = self.project(out)  # (B, T, E)
         new_cache = None
         if use_cache:
             new_cache = LstmState(h, c, (cache.length if cache is not None else 0) + width)
@@ -136,7 +152,7 @@ class LstmDecoder(nn.Module):
             raise ValueError("an LSTM state cannot continue packed rows")
         packed = pack_padded_sequence(flat[index], lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, (h, c) = self.lstm(packed, state)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=index.shape[1])   # (S, L, H)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=index.shape[1])  # (S, L, H)
         real = torch.arange(index.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None]
         placed = out.new_zeros(batch * width, out.shape[-1])
         placed[index[real]] = out[real]
@@ -146,7 +162,7 @@ class LstmDecoder(nn.Module):
 class LstmForCausalLM(LstmPreTrainedModel, GenerationMixin):
     base_model_prefix = "model"
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
-    _is_stateful = True          # the state cannot be rolled back (no assisted generation)
+    _is_stateful = True  # the state cannot be rolled back (no assisted generation)
 
     def __init__(self, config):
         super().__init__(config)
@@ -158,7 +174,7 @@ class LstmForCausalLM(LstmPreTrainedModel, GenerationMixin):
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
-        return False             # the cache is an LstmState, not a key/value cache
+        return False  # the cache is an LstmState, not a key/value cache
 
     @staticmethod
     def build_tokenizer(texts: list[str], spec):
@@ -178,19 +194,27 @@ class LstmForCausalLM(LstmPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value):
         self.lm_head = value
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache: LstmState | None = None,
-                labels=None, use_cache: bool | None = None, logits_to_keep: int = 0,
-                past_key_values: LstmState | None = None, **_) -> LstmCausalLMOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        position_ids=None,
+        cache: LstmState | None = None,
+        labels=None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        past_key_values: LstmState | None = None,
+        **_,
+    ) -> LstmCausalLMOutput:
         cache = cache if cache is not None else past_key_values
         out = self.model(input_ids, attention_mask, position_ids, cache, use_cache=bool(use_cache))
         hidden = out.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)                           # (B, T, V)
+        logits = self.lm_head(hidden)  # (B, T, V)
         loss = None
-        if labels is not None:                                  # position t predicts token t+1
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                   ignore_index=IGNORE)
+        if labels is not None:  # position t predicts token t+1
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE)
         return LstmCausalLMOutput(loss=loss, logits=logits, cache=out.cache)
 
 

@@ -8,7 +8,7 @@ from typing import Protocol
 
 
 class OnePassModel(Protocol):
-    fits_in_one_pass: bool          # True: what the recipe and the predictor look for
+    fits_in_one_pass: bool  # True: what the recipe and the predictor look for
 
     def fit(self, task, data) -> "OnePassModel":
         """Learn from ``data.train`` (a ``TaskData``) as ``task`` reads it."""

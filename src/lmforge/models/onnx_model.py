@@ -26,7 +26,7 @@ EXTRA = "pip install 'lmforge[export]'"
 class OnnxOutput:
     logits: torch.Tensor
     last_hidden_state: torch.Tensor | None = None
-    hidden_states: tuple | None = None          # kept None: callers then read last_hidden_state
+    hidden_states: tuple | None = None  # kept None: callers then read last_hidden_state
 
 
 def session(path: Path, threads: int | None = None):
@@ -52,14 +52,15 @@ class OnnxModel(nn.Module):
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False,
-                **_) -> OnnxOutput:
-        ids = input_ids.cpu().numpy().astype(np.int64)                       # (B, T)
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False, **_
+    ) -> OnnxOutput:
+        ids = input_ids.cpu().numpy().astype(np.int64)  # (B, T)
         given = {"input_ids": ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         feed = {}
         for name in self.input_names:
             value = given.get(name)
-            if value is None:   # the defaults the PyTorch model takes: all real tokens, segment 0
+            if value is None:  # the defaults the PyTorch model takes: all real tokens, segment 0
                 value = np.ones_like(ids) if name == "attention_mask" else np.zeros_like(ids)
             elif isinstance(value, torch.Tensor):
                 value = value.cpu().numpy().astype(np.int64)

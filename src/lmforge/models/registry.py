@@ -47,8 +47,14 @@ def as_spec(model: str | ModelSpec) -> ModelSpec:
     return ModelSpec(path=model) if isinstance(model, str) else model
 
 
-def load_model(model: str | ModelSpec, head: str, labels: list[str], texts: list[str],
-               dropout: float | None = None, tokenizer_folder: Path | None = None) -> LoadedModel:
+def load_model(
+    model: str | ModelSpec,
+    head: str,
+    labels: list[str],
+    texts: list[str],
+    dropout: float | None = None,
+    tokenizer_folder: Path | None = None,
+) -> LoadedModel:
     """Build or load the configured model with the task's head. ``tokenizer_folder`` holds a
     tokenizer saved earlier by this run (a resumed from-scratch run reuses it)."""
     _ensure_builtin()
@@ -56,8 +62,7 @@ def load_model(model: str | ModelSpec, head: str, labels: list[str], texts: list
     loader = FAMILIES.get(spec.family)
     if loader is None:
         raise ModelError(f"model.family: unknown family '{spec.family}' (known: {', '.join(sorted(FAMILIES))})")
-    return loader(spec, head=head, labels=labels, texts=texts, dropout=dropout,
-                  tokenizer_folder=tokenizer_folder)
+    return loader(spec, head=head, labels=labels, texts=texts, dropout=dropout, tokenizer_folder=tokenizer_folder)
 
 
 def load_saved(folder: Path, meta: dict) -> LoadedModel:
@@ -81,5 +86,10 @@ def ensure_families() -> None:
 
 def _ensure_builtin() -> None:
     # Importing a family module registers it.
-    from lmforge.models import ngram  # noqa: F401
-    from lmforge.models import int8, lstm, onnx_model, transformer  # noqa: F401
+    from lmforge.models import (  # noqa: F401
+        int8,
+        lstm,
+        ngram,  # noqa: F401
+        onnx_model,
+        transformer,
+    )

@@ -19,8 +19,10 @@ def check_model_folder(folder: Path, label: str) -> None:
     if not has_safe:
         pickled = [name for name in PICKLE_FILES if (folder / name).exists()]
         if pickled:
-            raise ModelError(f"model '{label}': {folder} holds only pickled weights ({pickled[0]}); "
-                             "lmforge loads safetensors only -- convert them where you trust the file")
+            raise ModelError(
+                f"model '{label}': {folder} holds only pickled weights ({pickled[0]}); "
+                "lmforge loads safetensors only -- convert them where you trust the file"
+            )
         raise ModelError(f"model '{label}': {folder} has no *.safetensors weights")
 
 

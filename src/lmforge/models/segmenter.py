@@ -58,11 +58,63 @@ log = logging.getLogger("lmforge")
 
 SETS = ("B", "M", "E", "S")
 # jieba.posseg's tags by frequency on MSRA dev (n noun, x punctuation, uj 的, nr person, ns place, ...)
-TAGS = ("n", "x", "v", "uj", "m", "d", "p", "r", "vn", "c", "a", "nr", "ns", "f", "l", "ul", "t", "i", "nz",
-        "nt", "b", "j", "u", "s", "ad", "q", "uv", "zg", "uz", "ng", "nrt", "z", "an", "k", "ud", "mq", "y",
-        "ug", "vg", "nrfg", "eng", "df", "rz", "vd", "h", "g", "tg", "ag", "o", "dg", "e", "rr", "vq")
+TAGS = (
+    "n",
+    "x",
+    "v",
+    "uj",
+    "m",
+    "d",
+    "p",
+    "r",
+    "vn",
+    "c",
+    "a",
+    "nr",
+    "ns",
+    "f",
+    "l",
+    "ul",
+    "t",
+    "i",
+    "nz",
+    "nt",
+    "b",
+    "j",
+    "u",
+    "s",
+    "ad",
+    "q",
+    "uv",
+    "zg",
+    "uz",
+    "ng",
+    "nrt",
+    "z",
+    "an",
+    "k",
+    "ud",
+    "mq",
+    "y",
+    "ug",
+    "vg",
+    "nrfg",
+    "eng",
+    "df",
+    "rz",
+    "vd",
+    "h",
+    "g",
+    "tg",
+    "ag",
+    "o",
+    "dg",
+    "e",
+    "rr",
+    "vq",
+)
 PLACEHOLDER = "\u25a1"  # what a token that is not a single character reads as
-CACHE_SIZE = 200_000   # sentences whose features are kept
+CACHE_SIZE = 200_000  # sentences whose features are kept
 
 
 # THULAC's tags (its documentation's list): n noun, np person, ns place, ni organisation, nz other
@@ -70,8 +122,36 @@ CACHE_SIZE = 200_000   # sentences whose features are kept
 # a adjective, d adverb, h prefix, k suffix, i idiom, j abbreviation, r pronoun, c conjunction,
 # p preposition, u particle, y modal particle, e interjection, o onomatopoeia, g morpheme,
 # w punctuation, x other.
-THULAC_TAGS = ("n", "np", "ns", "ni", "nz", "m", "q", "mq", "t", "f", "s", "v", "a", "d", "h", "k", "i",
-               "j", "r", "c", "p", "u", "y", "e", "o", "g", "w", "x")
+THULAC_TAGS = (
+    "n",
+    "np",
+    "ns",
+    "ni",
+    "nz",
+    "m",
+    "q",
+    "mq",
+    "t",
+    "f",
+    "s",
+    "v",
+    "a",
+    "d",
+    "h",
+    "k",
+    "i",
+    "j",
+    "r",
+    "c",
+    "p",
+    "u",
+    "y",
+    "e",
+    "o",
+    "g",
+    "w",
+    "x",
+)
 SEGMENTERS = ("jieba", "thulac")
 
 
@@ -112,11 +192,11 @@ class SegmentStore:
         try:
             return [(str(w), str(t)) for w, t in json.loads(raw)]
         except (ValueError, TypeError):
-            return None                                   # a damaged entry: cut the sentence again
+            return None  # a damaged entry: cut the sentence again
 
     def put(self, text: str, words: list[tuple[str, str]]) -> None:
         if self._db is None:
-            return                          # no file: the features' own in-memory cache still works
+            return  # no file: the features' own in-memory cache still works
         with self._lock:
             self._pending[text] = json.dumps(words, ensure_ascii=False)
             full = len(self._pending) >= self.BATCH
@@ -164,9 +244,9 @@ def _jieba():
 def _thulac():
     """One THULAC model a process (ensemble members share it), its answers stored on disk."""
     thulac = require("thulac", purpose="model.segmenter: thulac")
-    with contextlib.redirect_stdout(sys.stderr):        # it prints "Model loaded succeed" to stdout
+    with contextlib.redirect_stdout(sys.stderr):  # it prints "Model loaded succeed" to stdout
         model = thulac.thulac()
-    lock = threading.Lock()                             # its decoder keeps state between calls
+    lock = threading.Lock()  # its decoder keeps state between calls
 
     def cut(text: str) -> list[tuple[str, str]]:
         with lock:
@@ -231,9 +311,9 @@ def word_places(text: str, words: list[tuple[str, str]]) -> list[tuple[int, str]
         at = text.find(word, pos)
         if at < 0 or (at > pos and text[pos:at].strip()):
             if not word.strip():
-                continue                      # a whitespace word that is not in the text as given
+                continue  # a whitespace word that is not in the text as given
             break
-        out.extend((3, "") for _ in range(at - pos))      # skipped whitespace
+        out.extend((3, "") for _ in range(at - pos))  # skipped whitespace
         n = len(word)
         if n == 1:
             out.append((3, tag))
@@ -264,8 +344,10 @@ class SegmenterFeatures(nn.Module):
         self.groups = _groups(self.tags)
         unknown = [name for name, _ in self.groups if name not in _FACTORIES]
         if unknown:
-            raise ValueError(f"segmenter features: unknown segmenter {unknown[0]!r} in the saved tags "
-                             f"(known: {', '.join(SEGMENTERS)})")
+            raise ValueError(
+                f"segmenter features: unknown segmenter {unknown[0]!r} in the saved tags "
+                f"(known: {', '.join(SEGMENTERS)})"
+            )
         # each segmenter's first feature index and tag -> index
         self._offsets, self._index, offset = [], [], 0
         for _, names in self.groups:

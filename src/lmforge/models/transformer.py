@@ -30,26 +30,54 @@ HEADS = {
 # From-scratch architectures: name -> (config class, how our spec maps onto it).
 ARCHS = {
     "bert": lambda spec, vocab, pad: transformers.BertConfig(
-        vocab_size=vocab, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads, intermediate_size=spec.intermediate or 4 * spec.hidden,
-        max_position_embeddings=spec.max_position, pad_token_id=pad),
+        vocab_size=vocab,
+        hidden_size=spec.hidden,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        intermediate_size=spec.intermediate or 4 * spec.hidden,
+        max_position_embeddings=spec.max_position,
+        pad_token_id=pad,
+    ),
     # Decoder-only: the tokenizer's one special token is beginning, end and padding (GPT-2 style).
     "llama": lambda spec, vocab, pad: transformers.LlamaConfig(
-        vocab_size=vocab, hidden_size=spec.hidden, num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
+        vocab_size=vocab,
+        hidden_size=spec.hidden,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
         intermediate_size=spec.intermediate or 8 * ((8 * spec.hidden // 3 + 7) // 8),
-        max_position_embeddings=spec.max_position, pad_token_id=pad, bos_token_id=pad,
-        eos_token_id=pad, tie_word_embeddings=True),
+        max_position_embeddings=spec.max_position,
+        pad_token_id=pad,
+        bos_token_id=pad,
+        eos_token_id=pad,
+        tie_word_embeddings=True,
+    ),
     "gpt2": lambda spec, vocab, pad: transformers.GPT2Config(
-        vocab_size=vocab, n_embd=spec.hidden, n_layer=spec.layers, n_head=spec.heads,
-        n_inner=spec.intermediate, n_positions=spec.max_position, pad_token_id=pad,
-        bos_token_id=pad, eos_token_id=pad),
+        vocab_size=vocab,
+        n_embd=spec.hidden,
+        n_layer=spec.layers,
+        n_head=spec.heads,
+        n_inner=spec.intermediate,
+        n_positions=spec.max_position,
+        pad_token_id=pad,
+        bos_token_id=pad,
+        eos_token_id=pad,
+    ),
     # Encoder-decoder (T5): generation starts from the padding token, as in T5.
     "t5": lambda spec, vocab, pad: transformers.T5Config(
-        vocab_size=vocab, d_model=spec.hidden, d_kv=spec.hidden // spec.heads,
-        d_ff=spec.intermediate or 4 * spec.hidden, num_layers=spec.layers, num_decoder_layers=spec.layers,
-        num_heads=spec.heads, pad_token_id=pad, eos_token_id=pad, decoder_start_token_id=pad,
-        feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+        vocab_size=vocab,
+        d_model=spec.hidden,
+        d_kv=spec.hidden // spec.heads,
+        d_ff=spec.intermediate or 4 * spec.hidden,
+        num_layers=spec.layers,
+        num_decoder_layers=spec.layers,
+        num_heads=spec.heads,
+        pad_token_id=pad,
+        eos_token_id=pad,
+        decoder_start_token_id=pad,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+    ),
 }
 # Which architectures suit which head; generative ones get a byte-level BPE tokenizer, encoders WordPiece.
 DEFAULT_ARCH = {"causal_lm": "llama", "seq2seq": "t5"}
@@ -68,17 +96,22 @@ def resolve_source(path: str) -> tuple[Path, str]:
         return bundled_path(path), path
     folder = Path(path).expanduser()
     if not folder.exists() and "/" in path and not path.startswith((".", "/", "~")):
-        raise ModelError(f"model '{path}': no such folder; lmforge does not download from a hub -- "
-                         f"download it yourself and give the local folder (bundled: {', '.join(BUNDLED)})")
+        raise ModelError(
+            f"model '{path}': no such folder; lmforge does not download from a hub -- "
+            f"download it yourself and give the local folder (bundled: {', '.join(BUNDLED)})"
+        )
     check_model_folder(folder, path)
     return folder, path
 
 
 def _label_kwargs(labels: list[str]) -> dict:
-    if not labels:      # language-model heads have no labels
+    if not labels:  # language-model heads have no labels
         return {}
-    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)}}
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+    }
 
 
 def set_dropout(config, rate: float) -> None:
@@ -88,8 +121,14 @@ def set_dropout(config, rate: float) -> None:
             setattr(config, name, rate)
 
 
-def load_transformer(spec: ModelSpec, head: str, labels: list[str], texts: list[str],
-                     dropout: float | None = None, tokenizer_folder: Path | None = None) -> LoadedModel:
+def load_transformer(
+    spec: ModelSpec,
+    head: str,
+    labels: list[str],
+    texts: list[str],
+    dropout: float | None = None,
+    tokenizer_folder: Path | None = None,
+) -> LoadedModel:
     head_class = _head_class(head)
     if spec.path is None:
         return _from_scratch(spec, head_class, labels, texts, dropout, tokenizer_folder)
@@ -101,13 +140,13 @@ def load_transformer(spec: ModelSpec, head: str, labels: list[str], texts: list[
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        model = head_class.from_pretrained(folder, config=config, use_safetensors=True,
-                                           trust_remote_code=False, dtype=torch.float32)
+        model = head_class.from_pretrained(
+            folder, config=config, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+        )
     finally:
         transformers.logging.set_verbosity(verbosity)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    info = {"family": "transformer", "source": label, "source_path": str(folder.resolve()),
-            "arch": config.model_type}
+    info = {"family": "transformer", "source": label, "source_path": str(folder.resolve()), "arch": config.model_type}
     if spec.extend_vocab:
         tokenizer = _extend_vocab(model, tokenizer, texts, tokenizer_folder, info)
     return LoadedModel(model, tokenizer, info)
@@ -121,8 +160,12 @@ def _extend_vocab(model, tokenizer, texts, tokenizer_folder, info: dict):
         tokenizer, added = AutoTokenizer.from_pretrained(tokenizer_folder, trust_remote_code=False), None
     else:
         tokenizer, added = extend_wordpiece(tokenizer, texts)
-        log.info("extended the vocabulary by %d characters of the training texts (%s...): %d tokens",
-                 len(added), "".join(added[:12]), len(tokenizer))
+        log.info(
+            "extended the vocabulary by %d characters of the training texts (%s...): %d tokens",
+            len(added),
+            "".join(added[:12]),
+            len(tokenizer),
+        )
     # New rows are drawn around the mean of the old ones (transformers' mean_resizing).
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
     info["vocab_size"] = len(tokenizer)
@@ -133,8 +176,10 @@ def _extend_vocab(model, tokenizer, texts, tokenizer_folder, info: dict):
 
 def _from_scratch(spec: ModelSpec, head_class, labels, texts, dropout, tokenizer_folder) -> LoadedModel:
     if spec.extend_vocab:
-        raise ModelError("model.extend_vocab extends a pretrained model's vocabulary; a model built "
-                         "from scratch already gets a vocabulary from your texts (set model.path)")
+        raise ModelError(
+            "model.extend_vocab extends a pretrained model's vocabulary; a model built "
+            "from scratch already gets a vocabulary from your texts (set model.path)"
+        )
     head = next(name for name, cls in HEADS.items() if cls is head_class)
     arch = spec.arch or DEFAULT_ARCH.get(head, "bert")
     if arch not in ARCHS:
@@ -155,10 +200,15 @@ def _from_scratch(spec: ModelSpec, head_class, labels, texts, dropout, tokenizer
     if dropout is not None:
         set_dropout(config, dropout)
     model = head_class.from_config(config)
-    info = {"family": "transformer", "source": "scratch", "arch": arch,
-            "vocab_size": len(tokenizer)}
-    log.info("built a %s from scratch: %d layers, hidden %d, vocabulary %d trained on %d texts",
-             arch, spec.layers, spec.hidden, len(tokenizer), len(texts))
+    info = {"family": "transformer", "source": "scratch", "arch": arch, "vocab_size": len(tokenizer)}
+    log.info(
+        "built a %s from scratch: %d layers, hidden %d, vocabulary %d trained on %d texts",
+        arch,
+        spec.layers,
+        spec.hidden,
+        len(tokenizer),
+        len(texts),
+    )
     return LoadedModel(model, tokenizer, info)
 
 
@@ -166,9 +216,8 @@ def load_saved_transformer(folder: Path, meta: dict) -> LoadedModel:
     """Load a model a run saved (plain ``save_pretrained`` layout)."""
     check_model_folder(folder, str(folder))
     head_class = _head_class(meta.get("head", "sequence_classification"))
-    with quiet_transformers():   # a CRF's tensors are restored by the task, not by transformers
-        model = head_class.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
-                                           dtype=torch.float32)
+    with quiet_transformers():  # a CRF's tensors are restored by the task, not by transformers
+        model = head_class.from_pretrained(folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     return LoadedModel(_with_prompts(model, folder), tokenizer, dict(meta.get("model", {})))
 

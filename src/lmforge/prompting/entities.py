@@ -15,15 +15,32 @@ from dataclasses import dataclass, field
 from lmforge.data.tagging import Span
 
 DESCRIPTIONS = {
-    "en": {"PER": "person", "LOC": "location", "ORG": "organization", "MISC": "other names (nationalities, events, works)"},
+    "en": {
+        "PER": "person",
+        "LOC": "location",
+        "ORG": "organization",
+        "MISC": "other names (nationalities, events, works)",
+    },
     "zh": {"PER": "人名", "LOC": "地名", "ORG": "机构名"},
 }
-ALIASES = {"PERSON": "PER", "PEOPLE": "PER", "LOCATION": "LOC", "PLACE": "LOC", "GPE": "LOC",
-           "ORGANIZATION": "ORG", "ORGANISATION": "ORG", "人名": "PER", "地名": "LOC", "机构名": "ORG"}
+ALIASES = {
+    "PERSON": "PER",
+    "PEOPLE": "PER",
+    "LOCATION": "LOC",
+    "PLACE": "LOC",
+    "GPE": "LOC",
+    "ORGANIZATION": "ORG",
+    "ORGANISATION": "ORG",
+    "人名": "PER",
+    "地名": "LOC",
+    "机构名": "ORG",
+}
 NONE_ANSWERS = {"none", "none.", "no entities", "n/a", "无", "没有", "无。"}
 INSTRUCTIONS = {
-    "en": ("List the named entities in the text, one per line, as TYPE: entity. Types: {types}. "
-           "If there are none, answer: none"),
+    "en": (
+        "List the named entities in the text, one per line, as TYPE: entity. Types: {types}. "
+        "If there are none, answer: none"
+    ),
     "zh": "找出文本中的命名实体，每行一个，格式为 类型: 实体。类型：{types}。没有实体时回答：无",
 }
 TEXT_CUE = {"en": ("Text: ", "Entities:"), "zh": ("文本：", "实体：")}
@@ -36,10 +53,10 @@ class ParseStats:
 
     replies: int = 0
     lines: int = 0
-    unparseable: int = 0          # not ``TYPE: text``
-    unknown_type: int = 0         # a type the data does not have
-    not_in_text: int = 0          # the text is not in the sentence (at token boundaries)
-    examples: list[str] = field(default_factory=list)    # a few unusable lines, for the report
+    unparseable: int = 0  # not ``TYPE: text``
+    unknown_type: int = 0  # a type the data does not have
+    not_in_text: int = 0  # the text is not in the sentence (at token boundaries)
+    examples: list[str] = field(default_factory=list)  # a few unusable lines, for the report
 
     def to_json(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -55,7 +72,7 @@ class EntityTemplate:
 
     types: list[str]
     language: str = "en"
-    instruction: str | None = None       # "{types}" is replaced by the types and their descriptions
+    instruction: str | None = None  # "{types}" is replaced by the types and their descriptions
     max_chars: int = 1500
 
     def __post_init__(self):
@@ -75,7 +92,7 @@ class EntityTemplate:
         turns = []
         for i, (example, entities) in enumerate(examples + [(text, None)]):
             prefix = self.instruction + "\n\n" if i == 0 else ""
-            turns.append({"role": "user", "content": prefix + self.text_cue + example[:self.max_chars]})
+            turns.append({"role": "user", "content": prefix + self.text_cue + example[: self.max_chars]})
             if entities is not None:
                 turns.append({"role": "assistant", "content": self.answer(entities)})
         return turns
@@ -84,8 +101,8 @@ class EntityTemplate:
         """Plain-LM form, ending in the answer cue."""
         blocks = [self.instruction]
         for example, entities in examples:
-            blocks.append(f"{self.text_cue}{example[:self.max_chars]}\n{self.answer_cue}\n{self.answer(entities)}")
-        blocks.append(f"{self.text_cue}{text[:self.max_chars]}\n{self.answer_cue}")
+            blocks.append(f"{self.text_cue}{example[: self.max_chars]}\n{self.answer_cue}\n{self.answer(entities)}")
+        blocks.append(f"{self.text_cue}{text[: self.max_chars]}\n{self.answer_cue}")
         return "\n\n".join(blocks)
 
 
@@ -116,12 +133,13 @@ def parse_reply(reply: str, types: list[str], stats: ParseStats | None = None) -
     return found
 
 
-def place(entities: list[tuple[str, str]], tokens: list[str], joiner: str,
-          stats: ParseStats | None = None) -> list[Span]:
+def place(
+    entities: list[tuple[str, str]], tokens: list[str], joiner: str, stats: ParseStats | None = None
+) -> list[Span]:
     """Token spans of every occurrence of each entity text (exact case first, then any case),
     longest entities first, none overlapping another."""
     stats = stats if stats is not None else ParseStats()
-    starts, text, pos = [], "", 0
+    starts, text = [], ""
     for i, token in enumerate(tokens):
         if i:
             text += joiner
@@ -136,8 +154,8 @@ def place(entities: list[tuple[str, str]], tokens: list[str], joiner: str,
         hits = _occurrences(text, name, start_at, end_at) or _occurrences(text.lower(), name.lower(), start_at, end_at)
         placed = False
         for first, last in hits:
-            if not any(taken[first:last + 1]):
-                taken[first:last + 1] = [True] * (last + 1 - first)
+            if not any(taken[first : last + 1]):
+                taken[first : last + 1] = [True] * (last + 1 - first)
                 spans.append((type_, first, last + 1))
                 placed = True
         if not placed:

@@ -54,8 +54,7 @@ def shot_of(example) -> Shot:
     if not users:
         raise DataError(f"{example.where}: the conversation has no user message before its last assistant turn")
     ask = users[-1]
-    return Shot([dict(m) for m in messages[:ask]], messages[ask]["content"], messages[last]["content"],
-                example.where)
+    return Shot([dict(m) for m in messages[:ask]], messages[ask]["content"], messages[last]["content"], example.where)
 
 
 @dataclass
@@ -67,7 +66,7 @@ class GenerationTemplate:
 
     language: str = "en"
     instruction: str | None = None
-    text_format: str | None = None       # "{text}" is replaced by the request
+    text_format: str | None = None  # "{text}" is replaced by the request
     max_chars: int = 1500
 
     def __post_init__(self):
@@ -76,7 +75,7 @@ class GenerationTemplate:
         self.input_cue, self.output_cue = base["input"], base["output"]
 
     def _text(self, text: str) -> str:
-        return self.text_format.replace("{text}", text[:self.max_chars])
+        return self.text_format.replace("{text}", text[: self.max_chars])
 
     def messages(self, request: Shot, shots: list[Shot]) -> list[dict]:
         """The system turn first (the instruction, else the request's own), then the shots, then the
@@ -85,8 +84,10 @@ class GenerationTemplate:
         turns = [{"role": "system", "content": self.instruction}] if self.instruction else [dict(m) for m in own]
         for shot in shots:
             turns += [m for m in shot.context if m["role"] != "system"]
-            turns += [{"role": "user", "content": self._text(shot.request)},
-                      {"role": "assistant", "content": shot.answer[:self.max_chars]}]
+            turns += [
+                {"role": "user", "content": self._text(shot.request)},
+                {"role": "assistant", "content": shot.answer[: self.max_chars]},
+            ]
         turns += [m for m in request.context if m["role"] != "system"]
         return turns + [{"role": "user", "content": self._text(request.request)}]
 
@@ -97,7 +98,9 @@ class GenerationTemplate:
         blocks = [self.instruction] if self.instruction else own
         for shot in shots:
             blocks += self._turn_blocks(shot.context)
-            blocks.append(f"{self.input_cue} {self._text(shot.request)}\n{self.output_cue} {shot.answer[:self.max_chars]}")
+            blocks.append(
+                f"{self.input_cue} {self._text(shot.request)}\n{self.output_cue} {shot.answer[: self.max_chars]}"
+            )
         blocks += self._turn_blocks(request.context)
         blocks.append(f"{self.input_cue} {self._text(request.request)}\n{self.output_cue}")
         return "\n\n".join(blocks)
@@ -110,9 +113,9 @@ class GenerationTemplate:
             if m["role"] == "user":
                 if asked is not None:
                     blocks.append(f"{self.input_cue} {asked}")
-                asked = m["content"][:self.max_chars]
+                asked = m["content"][: self.max_chars]
             elif m["role"] == "assistant":
-                said = f"{self.output_cue} {m['content'][:self.max_chars]}"
+                said = f"{self.output_cue} {m['content'][: self.max_chars]}"
                 blocks.append(said if asked is None else f"{self.input_cue} {asked}\n{said}")
                 asked = None
         if asked is not None:
@@ -137,8 +140,9 @@ class PromptGenerator:
         self.template = GenerationTemplate(language, spec.instruction, spec.text_format, spec.max_chars)
         self.gen = Generator(spec.model, threads=threads)
         self.chat = self.gen.has_template and not self.gen.seq2seq
-        self.fixed = (fixed_examples([0] * len(train), spec.shots, "random", spec.seed)
-                      if spec.selection != "nearest" else [])
+        self.fixed = (
+            fixed_examples([0] * len(train), spec.shots, "random", spec.seed) if spec.selection != "nearest" else []
+        )
         self.encoder = None
         if spec.shots and spec.selection == "nearest":
             from lmforge.models.embedding import SentenceEncoder
@@ -147,9 +151,14 @@ class PromptGenerator:
             self.train_vectors = self.encoder.encode([s.request for s in train])
 
     def details(self) -> dict:
-        return {"shots": self.spec.shots, "selection": self.spec.selection, "seed": self.spec.seed,
-                "chat_template": self.chat, "max_new_tokens": self.spec.max_new_tokens,
-                "examples": [self.train[i].where for i in self.fixed]}
+        return {
+            "shots": self.spec.shots,
+            "selection": self.spec.selection,
+            "seed": self.spec.seed,
+            "chat_template": self.chat,
+            "max_new_tokens": self.spec.max_new_tokens,
+            "examples": [self.train[i].where for i in self.fixed],
+        }
 
     def shown(self, requests: list[Shot]) -> list[list[int]]:
         """Indices of the training rows shown with each request (the same for all but ``nearest``)."""
@@ -174,13 +183,15 @@ class PromptGenerator:
         from lmforge.tasks.seq2seq import generate_pairs
 
         prompts = self.prompts(requests, per)
-        if self.gen.seq2seq:         # an encoder-decoder reads the document and writes the reply alone
+        if self.gen.seq2seq:  # an encoder-decoder reads the document and writes the reply alone
             device = next(self.gen.model.parameters()).device
-            replies = generate_pairs(self.gen.model, self.gen.tokenizer, prompts, self.spec.max_new_tokens, device,
-                                     self.spec.batch_size)
+            replies = generate_pairs(
+                self.gen.model, self.gen.tokenizer, prompts, self.spec.max_new_tokens, device, self.spec.batch_size
+            )
         else:
-            replies = greedy_batch(self.gen.model, self.gen.tokenizer, prompts, self.spec.max_new_tokens,
-                                   self.spec.batch_size)
+            replies = greedy_batch(
+                self.gen.model, self.gen.tokenizer, prompts, self.spec.max_new_tokens, self.spec.batch_size
+            )
         return replies if self.chat else [self.template.cut(r) for r in replies]
 
 
@@ -195,14 +206,18 @@ def prepare_generator(config: JobConfig):
     quiet_libraries()
     spec = config.prompt
     if spec.method != "likelihood":
-        raise ConfigError(f"prompt.method: {config.task} is prompted by generation (likelihood); "
-                          f"'{spec.method}' classifies whole texts")
+        raise ConfigError(
+            f"prompt.method: {config.task} is prompted by generation (likelihood); "
+            f"'{spec.method}' classifies whole texts"
+        )
     task = get_task(config.task)
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
     labelled_pool(config, data)
     if config.task == "causal_lm" and task.mode != "chat":
-        raise ConfigError("data.train: causal_lm data is raw text, which has no answers to prompt for; "
-                          "give instruction data (alpaca, messages or ShareGPT rows) or a seq2seq config")
+        raise ConfigError(
+            "data.train: causal_lm data is raw text, which has no answers to prompt for; "
+            "give instruction data (alpaca, messages or ShareGPT rows) or a seq2seq config"
+        )
     for note in data.notes:
         log.info(note)
     splits = evaluation_splits(data, spec)
@@ -210,8 +225,11 @@ def prepare_generator(config: JobConfig):
     train = [shot_of(ex) for ex in data.train] if spec.shots else []
     if spec.shots and not train:
         raise DataError("prompt.shots: the training data has no rows to show as examples")
-    language = spec.language if spec.language != "auto" else detect_language(
-        [s.request for s in train] or [shot_of(ex).request for ex in next(iter(splits.values()))])
+    language = (
+        spec.language
+        if spec.language != "auto"
+        else detect_language([s.request for s in train] or [shot_of(ex).request for ex in next(iter(splits.values()))])
+    )
     generator = PromptGenerator(spec, train, language, config.train.threads)
     return generator, data, {name: [shot_of(ex) for ex in rows] for name, rows in splits.items()}, language
 
@@ -228,9 +246,17 @@ def generate_splits(config: JobConfig) -> tuple[dict, dict, object, str]:
         replies = generator.replies(requests, per)
         metrics = generation_metrics(replies, [r.answer for r in requests])
         metrics.update(count=len(requests), empty_replies=sum(not r.strip() for r in replies))
-        rows = [{"split": split, "where": r.where, "request": r.request, "reference": r.answer, "generated": g,
-                 "examples": [generator.train[i].where for i in idx]}
-                for r, g, idx in zip(requests, replies, per)]
+        rows = [
+            {
+                "split": split,
+                "where": r.where,
+                "request": r.request,
+                "reference": r.answer,
+                "generated": g,
+                "examples": [generator.train[i].where for i in idx],
+            }
+            for r, g, idx in zip(requests, replies, per)
+        ]
         results[split] = (metrics, None, rows)
     details = {**generator.details(), "seconds": round(time.perf_counter() - started, 1)}
     return results, details, data, language

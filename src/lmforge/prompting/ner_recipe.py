@@ -25,8 +25,7 @@ def gold_entities(ex, scheme: str) -> list[tuple[str, str]]:
 class PromptTagger:
     """A causal LM, the template and the in-context examples, ready to tag sentences."""
 
-    def __init__(self, spec, train: list, types: list[str], language: str, scheme: str,
-                 threads: int | None = None):
+    def __init__(self, spec, train: list, types: list[str], language: str, scheme: str, threads: int | None = None):
         from lmforge.generation import Generator
 
         self.spec, self.train, self.scheme, self.types = spec, train, scheme, types
@@ -36,8 +35,11 @@ class PromptTagger:
         main_type = [(to_spans(ex.tags, scheme) or [("none", 0, 0)])[0][0] for ex in train]
         ids = {t: i for i, t in enumerate(sorted(set(main_type)))}
         # balanced: even over each sentence's first entity type (and sentences with none)
-        self.fixed = (fixed_examples([ids[t] for t in main_type], spec.shots, spec.selection, spec.seed)
-                      if spec.selection != "nearest" else [])
+        self.fixed = (
+            fixed_examples([ids[t] for t in main_type], spec.shots, spec.selection, spec.seed)
+            if spec.selection != "nearest"
+            else []
+        )
         self.encoder = None
         if spec.shots and spec.selection == "nearest":
             from lmforge.models.embedding import SentenceEncoder
@@ -46,16 +48,25 @@ class PromptTagger:
             self.train_vectors = self.encoder.encode([sentence_text(ex.tokens) for ex in train])
 
     def details(self) -> dict:
-        return {"shots": self.spec.shots, "selection": self.spec.selection, "seed": self.spec.seed,
-                "chat_template": self.chat, "types": self.types, "max_new_tokens": self.spec.max_new_tokens,
-                "examples": [self.train[i].where for i in self.fixed]}
+        return {
+            "shots": self.spec.shots,
+            "selection": self.spec.selection,
+            "seed": self.spec.seed,
+            "chat_template": self.chat,
+            "types": self.types,
+            "max_new_tokens": self.spec.max_new_tokens,
+            "examples": [self.train[i].where for i in self.fixed],
+        }
 
     def _shown(self, idx: list[int]) -> list[tuple[str, list[tuple[str, str]]]]:
         return [(sentence_text(self.train[i].tokens), gold_entities(self.train[i], self.scheme)) for i in idx]
 
     def prompts(self, texts: list[str]) -> list[list[int]]:
-        per_text = (nearest_examples(self.encoder.encode(texts), self.train_vectors, self.spec.shots)
-                    if self.encoder is not None else [self.fixed] * len(texts))
+        per_text = (
+            nearest_examples(self.encoder.encode(texts), self.train_vectors, self.spec.shots)
+            if self.encoder is not None
+            else [self.fixed] * len(texts)
+        )
         out = []
         for text, idx in zip(texts, per_text):
             if self.chat:
@@ -67,9 +78,10 @@ class PromptTagger:
     def replies(self, texts: list[str]) -> list[str]:
         from lmforge.generation.generator import greedy_batch
 
-        replies = greedy_batch(self.gen.model, self.gen.tokenizer, self.prompts(texts), self.spec.max_new_tokens,
-                               self.spec.batch_size)
-        if not self.chat:       # a plain LM runs on into the next block: its answer ends at a blank line
+        replies = greedy_batch(
+            self.gen.model, self.gen.tokenizer, self.prompts(texts), self.spec.max_new_tokens, self.spec.batch_size
+        )
+        if not self.chat:  # a plain LM runs on into the next block: its answer ends at a blank line
             replies = [r.split("\n\n")[0].split(self.template.text_cue)[0] for r in replies]
         return replies
 

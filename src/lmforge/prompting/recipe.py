@@ -41,7 +41,9 @@ def verbalizers_of(config: JobConfig, names: list[str]) -> list[str]:
         return [str(v) for v in given]
     unknown = set(given) - set(names) - {str(i) for i in range(len(names))}
     if unknown:
-        raise ConfigError(f"prompt.verbalizers: unknown label(s) {', '.join(sorted(unknown))} (labels: {', '.join(names)})")
+        raise ConfigError(
+            f"prompt.verbalizers: unknown label(s) {', '.join(sorted(unknown))} (labels: {', '.join(names)})"
+        )
     out = []
     for i, name in enumerate(names):
         value = given.get(name, given.get(str(i)))
@@ -115,22 +117,41 @@ def classify(config: JobConfig):
 def _classification(config: JobConfig):
     results, details, data, language, verbalizers, seconds = classify(config)
     evaluated = sum(len(rows) for _, _, rows in results.values())
-    return results, details, data, {"method": f"prompt/{config.prompt.method}", "verbalizers": verbalizers,
-                                    "language": language, "examples_per_s": round(evaluated / seconds, 3),
-                                    "seconds": round(seconds, 1)}
+    return (
+        results,
+        details,
+        data,
+        {
+            "method": f"prompt/{config.prompt.method}",
+            "verbalizers": verbalizers,
+            "language": language,
+            "examples_per_s": round(evaluated / seconds, 3),
+            "seconds": round(seconds, 1),
+        },
+    )
 
 
 def _token_classification(config: JobConfig):
     from lmforge.prompting.ner_recipe import tag_splits
 
     if config.prompt.method != "likelihood":
-        raise ConfigError("prompt.method: token_classification is prompted by generation (likelihood); "
-                          f"'{config.prompt.method}' classifies whole texts")
+        raise ConfigError(
+            "prompt.method: token_classification is prompted by generation (likelihood); "
+            f"'{config.prompt.method}' classifies whole texts"
+        )
     results, details, data, language = tag_splits(config)
     evaluated = sum(len(rows) for _, _, rows in results.values())
-    return results, details, data, {"method": "prompt/generation", "language": language,
-                                    "examples_per_s": round(evaluated / max(details["seconds"], 1e-9), 3),
-                                    "seconds": details["seconds"]}
+    return (
+        results,
+        details,
+        data,
+        {
+            "method": "prompt/generation",
+            "language": language,
+            "examples_per_s": round(evaluated / max(details["seconds"], 1e-9), 3),
+            "seconds": details["seconds"],
+        },
+    )
 
 
 def _generation(config: JobConfig):
@@ -138,32 +159,49 @@ def _generation(config: JobConfig):
 
     results, details, data, language = generate_splits(config)
     evaluated = sum(len(rows) for _, _, rows in results.values())
-    return results, details, data, {"method": "prompt/generation", "language": language,
-                                    "examples_per_s": round(evaluated / max(details["seconds"], 1e-9), 3),
-                                    "seconds": details["seconds"]}
+    return (
+        results,
+        details,
+        data,
+        {
+            "method": "prompt/generation",
+            "language": language,
+            "examples_per_s": round(evaluated / max(details["seconds"], 1e-9), 3),
+            "seconds": details["seconds"],
+        },
+    )
 
 
 # task -> how its evaluation splits are prompted: (results per split, details, data, meta)
-PROMPT_TASKS = {"classification": _classification, "token_classification": _token_classification,
-                "seq2seq": _generation, "causal_lm": _generation}
+PROMPT_TASKS = {
+    "classification": _classification,
+    "token_classification": _token_classification,
+    "seq2seq": _generation,
+    "causal_lm": _generation,
+}
 
 
 def _prompted(config: JobConfig):
     runner = PROMPT_TASKS.get(config.task)
     if runner is None:
-        raise ConfigError(f"task: lmforge prompt handles {', '.join(PROMPT_TASKS)}; "
-                          f"'{config.task}' has no answers to prompt for")
+        raise ConfigError(
+            f"task: lmforge prompt handles {', '.join(PROMPT_TASKS)}; '{config.task}' has no answers to prompt for"
+        )
     return runner(config)
 
 
 def headline(metrics: dict) -> str:
     """The one-line summary of a split's metrics (classification or entities)."""
     if "rougeL" in metrics:
-        return (f"ROUGE-L {metrics['rougeL']:.4f}  ROUGE-1 {metrics['rouge1']:.4f}  BLEU {metrics['bleu']:.2f}  "
-                f"exact match {metrics['exact_match']:.4f} ({metrics['count']} examples)")
+        return (
+            f"ROUGE-L {metrics['rougeL']:.4f}  ROUGE-1 {metrics['rouge1']:.4f}  BLEU {metrics['bleu']:.2f}  "
+            f"exact match {metrics['exact_match']:.4f} ({metrics['count']} examples)"
+        )
     if "per_type" in metrics:
-        return (f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  "
-                f"recall {metrics['recall']:.4f} ({metrics['count']} sentences)")
+        return (
+            f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  "
+            f"recall {metrics['recall']:.4f} ({metrics['count']} sentences)"
+        )
     return f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f} ({metrics['count']} examples)"
 
 
@@ -188,9 +226,17 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
     write_atomic(run.path / "eval_results.json", json.dumps(eval_results, indent=1, ensure_ascii=False))
     write_atomic(run.path / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions))
     spec = config.prompt
-    run.write_meta({"task": config.task, "labels": data.labels.to_json(),
-                    "model": {"family": "prompt", "source": spec.model}, "prompt": details, **meta,
-                    "finished": True, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    run.write_meta(
+        {
+            "task": config.task,
+            "labels": data.labels.to_json(),
+            "model": {"family": "prompt", "source": spec.model},
+            "prompt": details,
+            **meta,
+            "finished": True,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
     write_report(run.path)
     if not quiet:
         for split, metrics in eval_results.items():
@@ -198,8 +244,9 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
     return PromptOutcome(str(run.path), eval_results)
 
 
-def evaluate_run(run_dir: str, path: str, limit: int | None = None, text_field: str | None = None,
-                 label_field: str | None = None) -> dict:
+def evaluate_run(
+    run_dir: str, path: str, limit: int | None = None, text_field: str | None = None, label_field: str | None = None
+) -> dict:
     """``lmforge eval`` on a prompt run: the run's own prompt settings on another labelled file.
     The metrics of the uncalibrated prediction, with the calibrated ones under ``calibrated``."""
     from pathlib import Path
@@ -268,11 +315,10 @@ class PromptClassifier:
     and in-context examples (``likelihood``), or the encoder with its label vectors
     (``similarity``). Used by ``lmforge prompt`` and by ``compare``'s latency measurement."""
 
-    def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str],
-                 threads: int | None = None):
+    def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str], threads: int | None = None):
         from lmforge.runtime import set_threads
 
-        set_threads(threads)                     # train.threads (default: every core) for the encoder too
+        set_threads(threads)  # train.threads (default: every core) for the encoder too
         self.spec, self.train, self.template = spec, train, template
         self.encoder = self.scorer = None
         if spec.method == "similarity":
@@ -280,12 +326,15 @@ class PromptClassifier:
 
             self.encoder_name = spec.model if spec.model != "smollm2" else "minilm"
             self.encoder = SentenceEncoder(self.encoder_name)
-            self.label_vectors = self.encoder.encode(verbalizers)                          # (L, C)
+            self.label_vectors = self.encoder.encode(verbalizers)  # (L, C)
             return
         self.scorer = LikelihoodClassifier(spec.model, threads)
         self.answers = self.scorer.answer_ids(template)
-        self.fixed = (fixed_examples([ex.label_id for ex in train], spec.shots, spec.selection, spec.seed)
-                      if spec.selection != "nearest" else [])
+        self.fixed = (
+            fixed_examples([ex.label_id for ex in train], spec.shots, spec.selection, spec.seed)
+            if spec.selection != "nearest"
+            else []
+        )
         if spec.shots and spec.selection == "nearest":
             from lmforge.models.embedding import SentenceEncoder
 
@@ -296,9 +345,14 @@ class PromptClassifier:
         if self.scorer is None:
             return {"descriptions": self.template.verbalizers, "encoder": self.encoder_name}
         spec = self.spec
-        return {"shots": spec.shots, "selection": spec.selection, "seed": spec.seed,
-                "chat_template": self.scorer.chat, "normalize": spec.normalize,
-                "examples": [self.train[i].where for i in self.fixed]}
+        return {
+            "shots": spec.shots,
+            "selection": spec.selection,
+            "seed": spec.seed,
+            "chat_template": self.scorer.chat,
+            "normalize": spec.normalize,
+            "examples": [self.train[i].where for i in self.fixed],
+        }
 
     def examples_for(self, texts: list[str]) -> list[list[int]]:
         """Indices of the training examples shown with each text."""
@@ -309,12 +363,13 @@ class PromptClassifier:
     def _shown(self, idx) -> list[tuple[str, int]]:
         return [(self.train[i].text, self.train[i].label_id) for i in idx]
 
-    def probabilities(self, texts: list[str], per_text: list[list[int]] | None = None,
-                      batch_size: int | None = None) -> torch.Tensor:
+    def probabilities(
+        self, texts: list[str], per_text: list[list[int]] | None = None, batch_size: int | None = None
+    ) -> torch.Tensor:
         """(N, L) label probabilities of ``texts``."""
         if self.scorer is None:
-            similarity = self.encoder.encode(texts) @ self.label_vectors.T              # (N, L) cosines
-            return (similarity / 0.05).softmax(-1)                                      # a temperature, for scores
+            similarity = self.encoder.encode(texts) @ self.label_vectors.T  # (N, L) cosines
+            return (similarity / 0.05).softmax(-1)  # a temperature, for scores
         per_text = per_text if per_text is not None else self.examples_for(texts)
         prompts = [self.scorer.prompt_ids(self.template, text, self._shown(idx)) for text, idx in zip(texts, per_text)]
         return self.scorer.probabilities(prompts, self.answers, self.spec.normalize, batch_size or self.spec.batch_size)
@@ -325,8 +380,9 @@ class PromptClassifier:
         priors = {}
         for idx in {tuple(i) for i in per_text}:
             free = [self.scorer.prompt_ids(self.template, text, self._shown(list(idx))) for text in CONTENT_FREE]
-            priors[idx] = self.scorer.probabilities(free, self.answers, self.spec.normalize,
-                                                    self.spec.batch_size).mean(0)
+            priors[idx] = self.scorer.probabilities(free, self.answers, self.spec.normalize, self.spec.batch_size).mean(
+                0
+            )
         return calibrate(probs, torch.stack([priors[tuple(idx)] for idx in per_text]))
 
     def classify_splits(self, splits: dict, names: list[str]) -> dict:
@@ -340,7 +396,9 @@ class PromptClassifier:
             if self.scorer is not None and self.spec.calibrate:
                 calibrated = self.calibrated(probs, per_text)
             gold = [ex.label_id for ex in examples]
-            results[split] = (_metrics(gold, probs, names),
-                              _metrics(gold, calibrated, names) if calibrated is not None else None,
-                              _rows(split, examples, probs, calibrated, names))
+            results[split] = (
+                _metrics(gold, probs, names),
+                _metrics(gold, calibrated, names) if calibrated is not None else None,
+                _rows(split, examples, probs, calibrated, names),
+            )
         return results

@@ -21,49 +21,58 @@ from lmforge.generation.generator import left_pad
 
 
 @torch.inference_mode()
-def score_labels(model, prompts: list[list[int]], verbalizers: list[list[int]], pad: int = 0,
-                 batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def score_labels(
+    model, prompts: list[list[int]], verbalizers: list[list[int]], pad: int = 0, batch_size: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log p(verbalizer | prompt) for every prompt and label: (N, L) and lengths (L,)."""
     device = next(model.parameters()).device
     n_labels = len(verbalizers)
     lengths = torch.tensor([len(v) for v in verbalizers])
     if min(lengths) < 1:
         raise ValueError("a verbalizer has no tokens")
-    rest = int(max(lengths)) - 1                  # continuation tokens to feed: all but the last
+    rest = int(max(lengths)) - 1  # continuation tokens to feed: all but the last
     feed_rows = torch.full((n_labels, max(rest, 1)), pad, dtype=torch.long)
     target_rows = torch.full((n_labels, max(rest, 1)), pad, dtype=torch.long)
     for j, v in enumerate(verbalizers):
-        feed_rows[j, :len(v) - 1] = torch.tensor(v[:-1], dtype=torch.long)
-        target_rows[j, :len(v) - 1] = torch.tensor(v[1:], dtype=torch.long)
+        feed_rows[j, : len(v) - 1] = torch.tensor(v[:-1], dtype=torch.long)
+        target_rows[j, : len(v) - 1] = torch.tensor(v[1:], dtype=torch.long)
     firsts = torch.tensor([v[0] for v in verbalizers], device=device)
     scores = torch.zeros((len(prompts), n_labels))
     shared, prefix_cache = _shared_prefix(model, prompts, device)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         ids, mask = left_pad([prompts[i][shared:] for i in chunk], pad, device)
         positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
         cache = None
-        if shared:          # the instruction and examples all prompts share: computed once, copied per row
+        if shared:  # the instruction and examples all prompts share: computed once, copied per row
             cache = copy.deepcopy(prefix_cache)
             cache.batch_repeat_interleave(len(chunk))
             mask = torch.cat([mask.new_ones((len(chunk), shared)), mask], dim=1)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                    use_cache=rest > 0 or cache is not None)
-        first = out.logits[:, -1, :].float().log_softmax(-1)[:, firsts]              # (B, L)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=rest > 0 or cache is not None,
+        )
+        first = out.logits[:, -1, :].float().log_softmax(-1)[:, firsts]  # (B, L)
         total = first.clone()
         if rest > 0:
             b = len(chunk)
             cache = out.past_key_values
-            cache.batch_repeat_interleave(n_labels)                                   # (B*L, ...)
-            feed = feed_rows.to(device).repeat(b, 1)                                  # (B*L, rest)
+            cache.batch_repeat_interleave(n_labels)  # (B*L, ...)
+            feed = feed_rows.to(device).repeat(b, 1)  # (B*L, rest)
             targets = target_rows.to(device).repeat(b, 1)
             real = (torch.arange(rest)[None, :] < (lengths - 1)[:, None]).to(device)  # (L, rest)
             fmask = torch.cat([mask.repeat_interleave(n_labels, 0), real.repeat(b, 1).long()], dim=1)
             fpos = positions[:, -1:].repeat_interleave(n_labels, 0) + 1 + torch.arange(rest, device=device)
-            logits = model(input_ids=feed, attention_mask=fmask, position_ids=fpos, past_key_values=cache,
-                           use_cache=False).logits.float().log_softmax(-1)            # (B*L, rest, V)
-            picked = logits.gather(-1, targets[..., None])[..., 0]                    # (B*L, rest)
+            logits = (
+                model(input_ids=feed, attention_mask=fmask, position_ids=fpos, past_key_values=cache, use_cache=False)
+                .logits.float()
+                .log_softmax(-1)
+            )  # (B*L, rest, V)
+            picked = logits.gather(-1, targets[..., None])[..., 0]  # (B*L, rest)
             total += (picked * real.repeat(b, 1)).sum(-1).view(b, n_labels)
         for row, i in enumerate(chunk):
             scores[i] = total[row].cpu()

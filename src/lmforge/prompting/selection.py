@@ -23,10 +23,10 @@ def fixed_examples(labels: list[int], k: int, strategy: str, seed: int) -> list[
     pools = {c: rng.sample(idx, len(idx)) for c, idx in sorted(by_class.items())}
     chosen, classes = [], sorted(pools)
     while len(chosen) < min(k, len(labels)):
-        for c in classes:                          # one per class in turn
+        for c in classes:  # one per class in turn
             if pools[c] and len(chosen) < k:
                 chosen.append(pools[c].pop())
-    rng.shuffle(chosen)                            # no label run the model could copy
+    rng.shuffle(chosen)  # no label run the model could copy
     return chosen
 
 
@@ -34,6 +34,6 @@ def nearest_examples(text_vectors: torch.Tensor, train_vectors: torch.Tensor, k:
     """Per text, the ``k`` most similar training examples (normalized vectors), most similar last."""
     if k <= 0:
         return [[] for _ in range(len(text_vectors))]
-    similarity = text_vectors @ train_vectors.T                                   # (N, M)
+    similarity = text_vectors @ train_vectors.T  # (N, M)
     top = similarity.topk(min(k, train_vectors.shape[0]), dim=-1).indices
     return [list(reversed(row)) for row in top.tolist()]

@@ -14,10 +14,16 @@ from dataclasses import dataclass
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 DEFAULTS = {
-    "en": {"instruction": "Classify the text. Answer with one of: {answers}.",
-           "text": "Text: {text}", "answer": "Answer:"},
-    "zh": {"instruction": "请判断下面文本的类别，只回答以下之一：{answers}。",
-           "text": "文本：{text}", "answer": "回答："},
+    "en": {
+        "instruction": "Classify the text. Answer with one of: {answers}.",
+        "text": "Text: {text}",
+        "answer": "Answer:",
+    },
+    "zh": {
+        "instruction": "请判断下面文本的类别，只回答以下之一：{answers}。",
+        "text": "文本：{text}",
+        "answer": "回答：",
+    },
 }
 
 
@@ -29,11 +35,11 @@ def detect_language(texts: list[str]) -> str:
 
 @dataclass
 class PromptTemplate:
-    verbalizers: list[str]                 # answer text per label id
+    verbalizers: list[str]  # answer text per label id
     language: str = "en"
-    instruction: str | None = None         # "{answers}" is replaced by the verbalizers
-    text_format: str | None = None         # "{text}" is replaced by the text
-    max_chars: int = 1500                  # texts (and examples) are cut to this many characters
+    instruction: str | None = None  # "{answers}" is replaced by the verbalizers
+    text_format: str | None = None  # "{text}" is replaced by the text
+    max_chars: int = 1500  # texts (and examples) are cut to this many characters
 
     def __post_init__(self):
         base = DEFAULTS[self.language]
@@ -44,7 +50,7 @@ class PromptTemplate:
         self.instruction = self.instruction.replace("{answers}", sep.join(self.verbalizers))
 
     def _text(self, text: str) -> str:
-        return self.text_format.replace("{text}", text[:self.max_chars])
+        return self.text_format.replace("{text}", text[: self.max_chars])
 
     def messages(self, text: str, examples: list[tuple[str, int]]) -> list[dict]:
         """Chat form: the instruction and examples as earlier turns, the text as the last one."""

@@ -34,10 +34,10 @@ SHOTS = re.compile(r"^(\d+)shots?$")
 class Candidate:
     """One model to compare, as overrides on the job's config."""
 
-    name: str                                  # as the user wrote it
-    kind: str                                  # train | prompt
+    name: str  # as the user wrote it
+    kind: str  # train | prompt
     overrides: list[str] = field(default_factory=list)
-    shots: int | None = None                   # prompt candidates: in-context examples (None: the config's)
+    shots: int | None = None  # prompt candidates: in-context examples (None: the config's)
 
     @property
     def slug(self) -> str:
@@ -72,12 +72,14 @@ def parse_candidate(name: str) -> Candidate:
     elif _is_model(head):
         candidate = Candidate(name, "train", [f"model={head}"])
     else:
-        raise ConfigError(f"compare --models: unknown candidate '{name}': '{head}' is not a family "
-                          f"({', '.join(PRESETS)}), 'config', a bundled alias, a model folder, 'prompt' or 'similarity'")
+        raise ConfigError(
+            f"compare --models: unknown candidate '{name}': '{head}' is not a family "
+            f"({', '.join(PRESETS)}), 'config', a bundled alias, a model folder, 'prompt' or 'similarity'"
+        )
     for mod in mods:
         shots = SHOTS.match(mod)
         if shots:
-            if candidate.kind == "train":            # smollm2:8shot = prompt smollm2 with 8 examples
+            if candidate.kind == "train":  # smollm2:8shot = prompt smollm2 with 8 examples
                 candidate.kind = "prompt"
                 candidate.overrides = [f"prompt.model={head}"]
             if "prompt.method=similarity" in candidate.overrides:
@@ -88,8 +90,10 @@ def parse_candidate(name: str) -> Candidate:
         elif "=" in mod:
             candidate.overrides.append(mod)
         else:
-            raise ConfigError(f"compare --models: '{name}': '{mod}' is not a tuning method "
-                              f"({', '.join(TUNING_METHODS)}), Nshot or key=value")
+            raise ConfigError(
+                f"compare --models: '{name}': '{mod}' is not a tuning method "
+                f"({', '.join(TUNING_METHODS)}), Nshot or key=value"
+            )
     if candidate.shots is not None:
         candidate.overrides.append(f"prompt.shots={candidate.shots}")
     return candidate

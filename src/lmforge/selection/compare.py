@@ -27,11 +27,15 @@ from lmforge.errors import ConfigError, RunFolderError, TrainingError
 from lmforge.selection.candidates import Candidate, parse_candidates
 
 log = logging.getLogger("lmforge")
-BUDGET_KEYS = {"latency_ms": "latency_p50_ms", "p95_ms": "latency_p95_ms", "memory_mb": "memory_mb",
-               "size_mb": "size_mb"}
+BUDGET_KEYS = {
+    "latency_ms": "latency_p50_ms",
+    "p95_ms": "latency_p95_ms",
+    "memory_mb": "memory_mb",
+    "size_mb": "size_mb",
+}
 IGNORED_KEYS = ("overwrite", "resume")
-CLOSE = 0.01                     # "within 1 point" of the best, on metrics in [0, 1]
-MIN_STEPS = 50                   # learning curve: fewest optimizer steps a training candidate takes
+CLOSE = 0.01  # "within 1 point" of the best, on metrics in [0, 1]
+MIN_STEPS = 50  # learning curve: fewest optimizer steps a training candidate takes
 
 
 @dataclass
@@ -39,7 +43,7 @@ class Step:
     """One candidate at one amount of labelled data: a run folder and the overrides that make it."""
 
     candidate: Candidate
-    labelled: str | None           # learning curve: "0", "8", ..., "all"; None outside --shots
+    labelled: str | None  # learning curve: "0", "8", ..., "all"; None outside --shots
     run_dir: Path
     overrides: list[str]
     config: object = None
@@ -80,8 +84,17 @@ def parse_shots(text: str | None) -> list[str] | None:
     return values
 
 
-def plan(config_path: str, overrides: list[str], models: str, shots: list[str] | None, output: str | None,
-         limit: int | None, max_shots: int, overwrite: bool, min_steps: int = MIN_STEPS) -> tuple[Path, list[Step], object]:
+def plan(
+    config_path: str,
+    overrides: list[str],
+    models: str,
+    shots: list[str] | None,
+    output: str | None,
+    limit: int | None,
+    max_shots: int,
+    overwrite: bool,
+    min_steps: int = MIN_STEPS,
+) -> tuple[Path, list[Step], object]:
     """Every step's config, built and checked before anything runs."""
     from lmforge.config import load_config
 
@@ -90,7 +103,7 @@ def plan(config_path: str, overrides: list[str], models: str, shots: list[str] |
     candidates = parse_candidates(models)
     steps = []
     for candidate in candidates:
-        for labelled in (shots or [None]):
+        for labelled in shots or [None]:
             extra = _curve_overrides(candidate, labelled, max_shots)
             if extra is None:
                 continue
@@ -156,13 +169,17 @@ def _checked_config(config_path: str, step: Step, task: str):
     except ConfigError as exc:
         raise ConfigError(f"compare --models '{step.candidate.name}': {exc}") from None
     if step.candidate.kind == "prompt" and task not in ("classification", "token_classification"):
-        raise ConfigError(f"compare --models '{step.candidate.name}': prompting candidates classify or tag; "
-                          f"task '{task}' is not supported by them yet")
+        raise ConfigError(
+            f"compare --models '{step.candidate.name}': prompting candidates classify or tag; "
+            f"task '{task}' is not supported by them yet"
+        )
     if step.candidate.kind == "train" and isinstance(config.model, ModelSpec):
         _ensure_builtin()
         if config.model.family not in FAMILIES:
-            raise ConfigError(f"compare --models '{step.candidate.name}': model family '{config.model.family}' "
-                              f"is not available (known: {', '.join(sorted(FAMILIES))})")
+            raise ConfigError(
+                f"compare --models '{step.candidate.name}': model family '{config.model.family}' "
+                f"is not available (known: {', '.join(sorted(FAMILIES))})"
+            )
     return config
 
 
@@ -180,11 +197,12 @@ def _check_folder(step: Step, overwrite: bool) -> None:
             step.reuse = True
             return
         if same and step.candidate.kind == "train" and _has_checkpoint(run):
-            step.overrides.append("resume=true")       # stopped part way: go on from its newest checkpoint
+            step.overrides.append("resume=true")  # stopped part way: go on from its newest checkpoint
             return
     if not overwrite:
-        raise RunFolderError(f"compare: {run} holds a different or unfinished run; give --overwrite to "
-                             "redo it, or another --output")
+        raise RunFolderError(
+            f"compare: {run} holds a different or unfinished run; give --overwrite to redo it, or another --output"
+        )
     step.overrides.append("overwrite=true")
 
 
@@ -208,8 +226,12 @@ def run_worker(step_spec: dict, log_path: Path) -> dict:
     spec_path.write_text(json.dumps({**step_spec, "result": str(result_path)}, ensure_ascii=False), encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "a", encoding="utf-8") as handle:
-        child = subprocess.Popen([sys.executable, "-m", "lmforge.selection.worker", str(spec_path)],
-                                 stdout=handle, stderr=subprocess.STDOUT, env=env)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "lmforge.selection.worker", str(spec_path)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         code = _wait_forwarding(child, log_path)
     if not result_path.is_file():
         return {"error": f"the worker exited with code {code} without a result (log: {log_path})"}
@@ -234,7 +256,7 @@ def _wait_forwarding(child: subprocess.Popen, log_path: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             previous[sig] = signal.signal(sig, handle)
-        except ValueError:                  # not the main thread: leave signals alone
+        except ValueError:  # not the main thread: leave signals alone
             pass
     try:
         code = child.wait()
@@ -245,8 +267,10 @@ def _wait_forwarding(child: subprocess.Popen, log_path: Path) -> int:
             child.kill()
             child.wait()
     if received:
-        raise TrainingError(f"compare: stopped by {received[0]} (worker log: {log_path}); the same command "
-                            "goes on: finished runs are reused, a stopped one resumes from its last checkpoint")
+        raise TrainingError(
+            f"compare: stopped by {received[0]} (worker log: {log_path}); the same command "
+            "goes on: finished runs are reused, a stopped one resumes from its last checkpoint"
+        )
     return code
 
 
@@ -254,15 +278,21 @@ def execute(folder: Path, steps: list[Step], config_path: str, quiet: bool = Fal
     """Train or prompt every step, then time it; results land in ``step.result``."""
     logs = folder / "logs"
     for number, step in enumerate(steps, 1):
-        say = (lambda msg: None) if quiet else (lambda msg: log.info("[%d/%d] %s: %s", number, len(steps), step.label, msg))
+        say = (
+            (lambda msg: None)
+            if quiet
+            else (lambda msg: log.info("[%d/%d] %s: %s", number, len(steps), step.label, msg))
+        )
         if step.reuse:
             say(f"reusing the finished run in {step.run_dir}")
             step.result = {"reused": True, **_previous(step)}
         else:
             say("training" if step.candidate.kind == "train" else "prompting")
             mode = "train" if step.candidate.kind == "train" else "prompt"
-            done = run_worker({"mode": mode, "config": config_path, "overrides": step.overrides},
-                              logs / f"{step.run_dir.name}.{mode}.log")
+            done = run_worker(
+                {"mode": mode, "config": config_path, "overrides": step.overrides},
+                logs / f"{step.run_dir.name}.{mode}.log",
+            )
             if "error" in done:
                 log.warning("%s failed: %s", step.label, done["error"])
                 step.result = {"error": done["error"]}
@@ -271,11 +301,19 @@ def execute(folder: Path, steps: list[Step], config_path: str, quiet: bool = Fal
         texts = evaluation_texts(step.run_dir)
         say(f"timing inference on {len(texts)} evaluation texts")
         if step.candidate.kind == "train":
-            spec = {"mode": "measure_run", "run": str(step.run_dir), "texts": texts,
-                    "threads": step.config.train.threads}
+            spec = {
+                "mode": "measure_run",
+                "run": str(step.run_dir),
+                "texts": texts,
+                "threads": step.config.train.threads,
+            }
         else:
-            spec = {"mode": "measure_prompt", "config": config_path,
-                    "overrides": [o for o in step.overrides if o != "overwrite=true"], "texts": texts}
+            spec = {
+                "mode": "measure_prompt",
+                "config": config_path,
+                "overrides": [o for o in step.overrides if o != "overwrite=true"],
+                "texts": texts,
+            }
         timed = run_worker(spec, logs / f"{step.run_dir.name}.measure.log")
         if "error" in timed:
             log.warning("%s: timing failed: %s", step.label, timed["error"])

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-LATENCY_TEXTS = 30          # texts timed one by one
-THROUGHPUT_TEXTS = 128      # texts timed in batches of 32
+LATENCY_TEXTS = 30  # texts timed one by one
+THROUGHPUT_TEXTS = 128  # texts timed in batches of 32
 WARMUP = 3
 
 
@@ -37,13 +37,16 @@ def time_predictions(predict: Callable[[list[str], int], object], texts: list[st
     predict(batch, 32)
     seconds = time.perf_counter() - started
     latencies.sort()
-    return {"latency_p50_ms": round(statistics.median(latencies), 2),
-            "latency_p95_ms": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2),
-            "throughput_per_s": round(len(batch) / seconds, 2), "timed_texts": len(sample)}
+    return {
+        "latency_p50_ms": round(statistics.median(latencies), 2),
+        "latency_p95_ms": round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 2),
+        "throughput_per_s": round(len(batch) / seconds, 2),
+        "timed_texts": len(sample),
+    }
 
 
 def parameters(model) -> int:
-    if hasattr(model, "parameter_count"):        # one-pass models (n-gram): their learned values
+    if hasattr(model, "parameter_count"):  # one-pass models (n-gram): their learned values
         return model.parameter_count()
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
@@ -76,7 +79,9 @@ def measure_prompt(config, texts: list[str]) -> dict:
     result = time_predictions(lambda batch, size: classifier.probabilities(batch, batch_size=size), texts)
     model = classifier.scorer.gen.model if classifier.scorer is not None else classifier.encoder.model
     result["parameters_total"] = parameters(model)
-    folder = classifier.scorer.gen.folder if classifier.scorer is not None else resolve_source(classifier.encoder_name)[0]
+    folder = (
+        classifier.scorer.gen.folder if classifier.scorer is not None else resolve_source(classifier.encoder_name)[0]
+    )
     result["size_bytes"] = folder_size(folder)
     return result
 
@@ -84,8 +89,8 @@ def measure_prompt(config, texts: list[str]) -> dict:
 def _measure_prompt_tagger(config, texts: list[str]) -> dict:
     """A prompting NER candidate: its replies generated and parsed onto the tokens, as ``lmforge
     prompt`` does (texts are the sentences' tokens joined, split back on the joiner)."""
-    from lmforge.prompting.entities import ParseStats
     from lmforge.data.tagging import joiner_of
+    from lmforge.prompting.entities import ParseStats
     from lmforge.prompting.ner_recipe import prepare_tagger
 
     tagger = prepare_tagger(config)[0]

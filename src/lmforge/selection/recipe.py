@@ -26,10 +26,20 @@ def default_models(config, curve: bool) -> str:
     return ",".join(families + [own or "config"])
 
 
-def run_compare(config_path: str, overrides: list[str], models: str | None = None, shots: str | None = None,
-                budget: str | None = None, output: str | None = None, limit: int | None = None,
-                max_shots: int = 32, metric: str | None = None, overwrite: bool = False,
-                quiet: bool = False, min_steps: int = MIN_STEPS) -> dict:
+def run_compare(
+    config_path: str,
+    overrides: list[str],
+    models: str | None = None,
+    shots: str | None = None,
+    budget: str | None = None,
+    output: str | None = None,
+    limit: int | None = None,
+    max_shots: int = 32,
+    metric: str | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
+    min_steps: int = MIN_STEPS,
+) -> dict:
     from lmforge.config import load_config
 
     labelled = parse_shots(shots)
@@ -42,17 +52,23 @@ def run_compare(config_path: str, overrides: list[str], models: str | None = Non
     if metric not in allowed:
         raise ConfigError(f"compare --metric: '{metric}' is not reported for {base.task} ({', '.join(allowed)})")
     models = models or default_models(base, labelled is not None)
-    folder, steps, _ = plan(config_path, overrides, models, labelled, output, limit, max_shots, overwrite,
-                            min_steps)
+    folder, steps, _ = plan(config_path, overrides, models, labelled, output, limit, max_shots, overwrite, min_steps)
     if not quiet:
         log.info("compare: %d run(s) into %s: %s", len(steps), folder, ", ".join(s.label for s in steps))
     execute(folder, steps, config_path, quiet)
     rows, evaluated = table_rows(steps, base.task, metric)
-    summary = {"config": config_path, "overrides": overrides, "models": models, "shots": labelled,
-               "metric": metric, "evaluated": evaluated, "limit": limit,
-               "command": "lmforge " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
-               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "recommendation": recommend(rows, limits)}
+    summary = {
+        "config": config_path,
+        "overrides": overrides,
+        "models": models,
+        "shots": labelled,
+        "metric": metric,
+        "evaluated": evaluated,
+        "limit": limit,
+        "command": "lmforge " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "recommendation": recommend(rows, limits),
+    }
     write_outputs(folder, rows, summary, metric, labelled)
     summary["folder"] = str(folder)
     summary["rows"] = rows

@@ -7,13 +7,24 @@ from pathlib import Path
 
 from lmforge.selection.compare import BUDGET_KEYS, CLOSE, Step, _prediction_rows
 
-COLUMNS = [("candidate", "candidate"), ("labelled", "labelled"), ("quality", "{metric}"),
-           ("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("f1", "entity F1"),
-           ("parameters_trainable", "trainable params"), ("parameters_total", "params"),
-           ("size_mb", "size MB"), ("train_seconds", "train s"), ("job_seconds", "job s"),
-           ("train_peak_mb", "train peak MB"), ("latency_p50_ms", "p50 ms (b=1)"),
-           ("latency_p95_ms", "p95 ms (b=1)"), ("throughput_per_s", "texts/s (b=32)"),
-           ("memory_mb", "inference peak MB")]
+COLUMNS = [
+    ("candidate", "candidate"),
+    ("labelled", "labelled"),
+    ("quality", "{metric}"),
+    ("accuracy", "accuracy"),
+    ("macro_f1", "macro F1"),
+    ("f1", "entity F1"),
+    ("parameters_trainable", "trainable params"),
+    ("parameters_total", "params"),
+    ("size_mb", "size MB"),
+    ("train_seconds", "train s"),
+    ("job_seconds", "job s"),
+    ("train_peak_mb", "train peak MB"),
+    ("latency_p50_ms", "p50 ms (b=1)"),
+    ("latency_p95_ms", "p95 ms (b=1)"),
+    ("throughput_per_s", "texts/s (b=32)"),
+    ("memory_mb", "inference peak MB"),
+]
 
 
 def table_rows(steps: list[Step], task: str, metric: str) -> tuple[list[dict], int]:
@@ -30,8 +41,13 @@ def table_rows(steps: list[Step], task: str, metric: str) -> tuple[list[dict], i
     common = common or set()
     out = []
     for step in steps:
-        base = {"candidate": step.candidate.name, "labelled": step.labelled, "kind": step.candidate.kind,
-                "run": str(step.run_dir), **_costs(step)}
+        base = {
+            "candidate": step.candidate.name,
+            "labelled": step.labelled,
+            "kind": step.candidate.kind,
+            "run": str(step.run_dir),
+            **_costs(step),
+        }
         if "error" in step.result:
             out.append({**base, "error": step.result["error"]})
             continue
@@ -39,11 +55,17 @@ def table_rows(steps: list[Step], task: str, metric: str) -> tuple[list[dict], i
             rows = [per_step[id(step)][w] for w in sorted(common)]
             out.append({**base, **_class_quality(rows, "label")})
             if rows and all("label_calibrated" in r for r in rows):
-                out.append({**base, "candidate": f"{step.candidate.name} +calibration",
-                            **_class_quality(rows, "label_calibrated")})
+                out.append(
+                    {
+                        **base,
+                        "candidate": f"{step.candidate.name} +calibration",
+                        **_class_quality(rows, "label_calibrated"),
+                    }
+                )
         elif common:
-            out.append({**base, **_entity_quality([per_step[id(step)][w] for w in sorted(common)],
-                                                  _scheme(step.run_dir))})
+            out.append(
+                {**base, **_entity_quality([per_step[id(step)][w] for w in sorted(common)], _scheme(step.run_dir))}
+            )
         else:
             out.append({**base, **_saved_quality(step.run_dir)})
     for row in out:
@@ -82,8 +104,11 @@ def _saved_quality(run_dir: Path) -> dict:
     path = run_dir / "eval_results.json"
     results = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     split = results.get("validation") or results.get("test") or {}
-    return {k: split[k] for k in ("f1", "precision", "recall", "accuracy", "token_accuracy", "perplexity", "loss")
-            if isinstance(split.get(k), (int, float))}
+    return {
+        k: split[k]
+        for k in ("f1", "precision", "recall", "accuracy", "token_accuracy", "perplexity", "loss")
+        if isinstance(split.get(k), (int, float))
+    }
 
 
 def _count(steps: list[Step]) -> int:
@@ -98,8 +123,19 @@ def _costs(step: Step) -> dict:
     result = dict(step.result)
     meta_path = step.run_dir / "lmforge.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    costs = {k: result[k] for k in ("job_seconds", "train_peak_mb", "latency_p50_ms", "latency_p95_ms",
-                                    "throughput_per_s", "memory_mb", "parameters_total") if k in result}
+    costs = {
+        k: result[k]
+        for k in (
+            "job_seconds",
+            "train_peak_mb",
+            "latency_p50_ms",
+            "latency_p95_ms",
+            "throughput_per_s",
+            "memory_mb",
+            "parameters_total",
+        )
+        if k in result
+    }
     if "size_bytes" in result:
         costs["size_mb"] = round(result["size_bytes"] / 2**20, 1)
     if step.candidate.kind == "train":
@@ -119,16 +155,19 @@ def _costs(step: Step) -> dict:
 def recommend(rows: list[dict], budget: dict[str, float]) -> dict:
     """The best-quality candidate within the budget, and the cheapest (lowest p50 latency, then
     memory) within one point of the best."""
+
     def fits(row):
-        return all(isinstance(row.get(BUDGET_KEYS[k]), (int, float)) and row[BUDGET_KEYS[k]] <= limit
-                   for k, limit in budget.items())
+        return all(
+            isinstance(row.get(BUDGET_KEYS[k]), (int, float)) and row[BUDGET_KEYS[k]] <= limit
+            for k, limit in budget.items()
+        )
 
     scored = [r for r in rows if isinstance(r.get("quality"), (int, float))]
     within = [r for r in scored if fits(r)]
     out = {"budget": budget, "within_budget": [_name(r) for r in within]}
     if not within:
         out["best"] = None
-        out["text"] = ("no candidate fits the budget" if scored else "no candidate produced a result")
+        out["text"] = "no candidate fits the budget" if scored else "no candidate produced a result"
         return out
     best = max(within, key=lambda r: r["quality"])
     close = [r for r in within if r["quality"] >= best["quality"] - CLOSE]
@@ -136,8 +175,10 @@ def recommend(rows: list[dict], budget: dict[str, float]) -> dict:
     out.update({"best": _name(best), "cheapest_close": _name(cheapest)})
     text = f"best within budget: {_name(best)} ({best['quality']:.4f})"
     if cheapest is not best:
-        text += (f"; cheapest within 1 point of it: {_name(cheapest)} ({cheapest['quality']:.4f}, "
-                 f"p50 {_num(cheapest.get('latency_p50_ms'))} ms vs {_num(best.get('latency_p50_ms'))} ms)")
+        text += (
+            f"; cheapest within 1 point of it: {_name(cheapest)} ({cheapest['quality']:.4f}, "
+            f"p50 {_num(cheapest.get('latency_p50_ms'))} ms vs {_num(best.get('latency_p50_ms'))} ms)"
+        )
     else:
         text += "; it is also the cheapest within 1 point of the best"
     out["text"] = text
@@ -160,7 +201,7 @@ def _num(value) -> str:
 def _columns(rows: list[dict], metric: str, curve: bool) -> list[tuple[str, str]]:
     cols = [(k, h.format(metric=metric)) for k, h in COLUMNS if k != "labelled" or curve]
     shown = [c for c in cols if c[0] in ("candidate", "quality") or any(r.get(c[0]) is not None for r in rows)]
-    return [c for c in shown if c[0] != metric]        # the metric is shown once, as 'quality'
+    return [c for c in shown if c[0] != metric]  # the metric is shown once, as 'quality'
 
 
 def markdown(rows: list[dict], metric: str, curve: bool) -> str:
@@ -192,8 +233,11 @@ def write_outputs(folder: Path, rows: list[dict], summary: dict, metric: str, la
 
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "compare.json", json.dumps({**summary, "rows": rows}, indent=1, ensure_ascii=False))
-    text = [f"# lmforge compare: {summary['config']}\n", f"Quality: `{metric}` on {summary['evaluated']} "
-            "evaluation rows every candidate predicted.\n", markdown(rows, metric, labelled is not None)]
+    text = [
+        f"# lmforge compare: {summary['config']}\n",
+        f"Quality: `{metric}` on {summary['evaluated']} evaluation rows every candidate predicted.\n",
+        markdown(rows, metric, labelled is not None),
+    ]
     if labelled:
         text += [f"\nLearning curve ({metric} by labelled examples N):\n", curve_markdown(rows, metric, labelled)]
     text.append(f"\n**Recommendation:** {summary['recommendation']['text']}\n")
@@ -205,14 +249,25 @@ def _html(rows: list[dict], summary: dict, metric: str, labelled: list[str] | No
     from lmforge.tracking.report import _page, _safe, _table
 
     cols = _columns(rows, metric, labelled is not None)
-    body = [f"<p>Config <code>{html.escape(summary['config'])}</code>; quality is <b>{html.escape(metric)}</b> "
-            f"on the {summary['evaluated']} evaluation rows every candidate predicted. Latency: one text at "
-            "a time; throughput: batches of 32; memory: peak resident set of the process that loads and runs "
-            "the model.</p>",
-            f"<p><b>Recommendation:</b> {html.escape(summary['recommendation']['text'])}</p>",
-            _table([h for _, h in cols],
-                   [[r.get(k) if k == "candidate" or r.get(k) is not None else ("failed: " + r["error"] if k == "quality"
-                     and "error" in r else "—") for k, _ in cols] for r in rows])]
+    body = [
+        f"<p>Config <code>{html.escape(summary['config'])}</code>; quality is <b>{html.escape(metric)}</b> "
+        f"on the {summary['evaluated']} evaluation rows every candidate predicted. Latency: one text at "
+        "a time; throughput: batches of 32; memory: peak resident set of the process that loads and runs "
+        "the model.</p>",
+        f"<p><b>Recommendation:</b> {html.escape(summary['recommendation']['text'])}</p>",
+        _table(
+            [h for _, h in cols],
+            [
+                [
+                    r.get(k)
+                    if k == "candidate" or r.get(k) is not None
+                    else ("failed: " + r["error"] if k == "quality" and "error" in r else "—")
+                    for k, _ in cols
+                ]
+                for r in rows
+            ],
+        ),
+    ]
     body.append(_safe(_quality_latency_plot, (rows, metric)))
     if labelled:
         body.append(_safe(_curve_plot, (rows, metric, labelled)))
@@ -230,8 +285,9 @@ def _quality_latency_plot(data) -> str:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in points:
         ax.scatter(row["latency_p50_ms"], row["quality"])
-        ax.annotate(_name(row), (row["latency_p50_ms"], row["quality"]), fontsize=8,
-                    textcoords="offset points", xytext=(4, 4))
+        ax.annotate(
+            _name(row), (row["latency_p50_ms"], row["quality"]), fontsize=8, textcoords="offset points", xytext=(4, 4)
+        )
     ax.set_xscale("log")
     ax.set_xlabel("latency p50 at batch 1 (ms, log scale)")
     ax.set_ylabel(metric)
@@ -250,8 +306,11 @@ def _curve_plot(data) -> str:
     largest = max([int(n) for n in numeric] or [1])
     position = {n: (int(n) if n != "all" else largest * 4) for n in labelled}
     for name in dict.fromkeys(r["candidate"] for r in rows):
-        pts = [(position[r["labelled"]], r["quality"]) for r in rows
-               if r["candidate"] == name and isinstance(r.get("quality"), (int, float))]
+        pts = [
+            (position[r["labelled"]], r["quality"])
+            for r in rows
+            if r["candidate"] == name and isinstance(r.get("quality"), (int, float))
+        ]
         if pts:
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)

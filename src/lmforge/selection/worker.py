@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
         result = run_step(step)
     except LmforgeError as exc:
         result, code = {"error": str(exc)}, 1
-    except Exception as exc:                    # noqa: BLE001 -- reported to compare, with the traceback in the log
+    except Exception as exc:  # noqa: BLE001 -- reported to compare, with the traceback in the log
         import traceback
 
         traceback.print_exc()

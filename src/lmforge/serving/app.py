@@ -43,7 +43,7 @@ class ServerState:
             for model in self.models.values():
                 COMPUTE.call(model.load, self.metrics)
             self.ready = True
-        except Exception as exc:          # reported by /health and the server log; the runner exits
+        except Exception as exc:  # reported by /health and the server log; the runner exits
             self.failed = f"{type(exc).__name__}: {exc}"
             raise
 
@@ -54,6 +54,7 @@ class ServerState:
             except Exception:
                 if on_failure:
                     on_failure(self.failed)
+
         thread = threading.Thread(target=target, name="load-models", daemon=True)
         thread.start()
         return thread
@@ -66,21 +67,36 @@ class ServerState:
         if name is None:
             serving = [m for m in self.models.values() if route in m.routes]
             if len(serving) != 1:
-                raise ApiError(400, "'model' is required: " + (f"{len(serving)} models serve {route} "
-                               f"({', '.join(m.name for m in serving)})" if serving else f"no model serves {route}"),
-                               param="model")
+                raise ApiError(
+                    400,
+                    "'model' is required: "
+                    + (
+                        f"{len(serving)} models serve {route} ({', '.join(m.name for m in serving)})"
+                        if serving
+                        else f"no model serves {route}"
+                    ),
+                    param="model",
+                )
             model = serving[0]
         else:
             model = self.models.get(name)
             if model is None:
-                raise ApiError(404, f"model '{name}' is not served here (served: {', '.join(self.models)})",
-                               param="model", code="model_not_found")
+                raise ApiError(
+                    404,
+                    f"model '{name}' is not served here (served: {', '.join(self.models)})",
+                    param="model",
+                    code="model_not_found",
+                )
         scope["state"]["model"] = model.name
         if not self.ready:
             raise ApiError(503, "the models are still loading", "unavailable")
         if route not in model.routes:
-            raise ApiError(400, f"model '{model.name}' ({model.kind}) does not serve {route}; it serves "
-                           f"{', '.join(model.routes) or 'nothing'}", param="model")
+            raise ApiError(
+                400,
+                f"model '{model.name}' ({model.kind}) does not serve {route}; it serves "
+                f"{', '.join(model.routes) or 'nothing'}",
+                param="model",
+            )
         return model
 
 
@@ -105,8 +121,13 @@ async def _run(batcher, inputs: list) -> list:
     try:
         future = batcher.submit(inputs)
     except QueueFull as exc:
-        raise ApiError(429, f"the server is busy: {exc}; retry shortly", "rate_limit_error",
-                       code="queue_full", headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            429,
+            f"the server is busy: {exc}; retry shortly",
+            "rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": "1"},
+        ) from None
     return await asyncio.wrap_future(future)
 
 
@@ -117,9 +138,13 @@ def create_app(state: ServerState):
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
     from starlette.exceptions import HTTPException
 
-    app = fastapi.FastAPI(title="lmforge", version="1", description="Task endpoints and an OpenAI-compatible API "
-                          "over models trained with lmforge. Every route but /health needs 'Authorization: Bearer KEY' "
-                          "when the server has a key.")
+    app = fastapi.FastAPI(
+        title="lmforge",
+        version="1",
+        description="Task endpoints and an OpenAI-compatible API "
+        "over models trained with lmforge. Every route but /health needs 'Authorization: Bearer KEY' "
+        "when the server has a key.",
+    )
     app.state.lmforge = state
 
     def error(status, message, kind="invalid_request_error", param=None, code=None, headers=None):
@@ -147,7 +172,7 @@ def create_app(state: ServerState):
 
     @app.get("/health", response_model=p.Health, responses={503: {"model": p.Health}})
     async def health():
-        status = ("draining" if state.draining else "failed" if state.failed else "ok" if state.ready else "loading")
+        status = "draining" if state.draining else "failed" if state.failed else "ok" if state.ready else "loading"
         body = p.Health(status=status, models=list(state.models))
         return JSONResponse(body.model_dump(), status_code=200 if status == "ok" else 503)
 
@@ -158,10 +183,20 @@ def create_app(state: ServerState):
 
     @app.get("/v1/models", response_model=p.ModelList, responses={401: ERRORS[401]})
     async def models():
-        return p.ModelList(data=[p.ModelCard(id=m.name, created=m.created, task=m.kind, routes=m.routes,
-                                             dtype=m.dtype, entity_bias=_entity_bias(m),
-                                             combine=getattr(getattr(m, "predictor", None), "combine", None))
-                                 for m in state.models.values()])
+        return p.ModelList(
+            data=[
+                p.ModelCard(
+                    id=m.name,
+                    created=m.created,
+                    task=m.kind,
+                    routes=m.routes,
+                    dtype=m.dtype,
+                    entity_bias=_entity_bias(m),
+                    combine=getattr(getattr(m, "predictor", None), "combine", None),
+                )
+                for m in state.models.values()
+            ]
+        )
 
     @app.post("/v1/classify", response_model=p.ClassifyResponse, responses=ERRORS)
     async def classify(body: p.ClassifyRequest, request: Request):
@@ -172,9 +207,14 @@ def create_app(state: ServerState):
         rows = await _run(model.batcher, texts)
         used = sum(min(c, model.limit) for c in counts)
         state.metrics.tokens_in.labels(model.name).inc(used)
-        return p.ClassifyResponse(model=model.name, usage=p.Usage(prompt_tokens=used, total_tokens=used), data=[
-            p.Classification(index=i, label=r["label"], score=r["score"], top_k=r["top_k"][:body.top_k])
-            for i, r in enumerate(rows)])
+        return p.ClassifyResponse(
+            model=model.name,
+            usage=p.Usage(prompt_tokens=used, total_tokens=used),
+            data=[
+                p.Classification(index=i, label=r["label"], score=r["score"], top_k=r["top_k"][: body.top_k])
+                for i, r in enumerate(rows)
+            ],
+        )
 
     @app.post("/v1/ner", response_model=p.NerResponse, responses=ERRORS)
     async def ner(body: p.NerRequest, request: Request):
@@ -184,11 +224,19 @@ def create_app(state: ServerState):
         _check_lengths(counts, model.ner_limit, None)
         rows = await _run(model.batcher, texts)
         state.metrics.tokens_in.labels(model.name).inc(sum(counts))
-        data = [p.EntityList(index=i, entities=[p.Entity(start=e["start"], end=e["end"], text=e["text"],
-                                                         label=e["label"], score=e["score"]) for e in r["entities"]])
-                for i, r in enumerate(rows)]
-        return p.NerResponse(model=model.name, data=data,
-                             usage=p.Usage(prompt_tokens=sum(counts), total_tokens=sum(counts)))
+        data = [
+            p.EntityList(
+                index=i,
+                entities=[
+                    p.Entity(start=e["start"], end=e["end"], text=e["text"], label=e["label"], score=e["score"])
+                    for e in r["entities"]
+                ],
+            )
+            for i, r in enumerate(rows)
+        ]
+        return p.NerResponse(
+            model=model.name, data=data, usage=p.Usage(prompt_tokens=sum(counts), total_tokens=sum(counts))
+        )
 
     @app.post("/v1/embeddings", response_model=p.EmbeddingsResponse, responses=ERRORS)
     async def embeddings(body: p.EmbeddingsRequest, request: Request):
@@ -198,26 +246,47 @@ def create_app(state: ServerState):
         _check_lengths(counts, model.limit, body.truncate)
         vectors = await _run(model.embedder.batcher, texts)
         state.metrics.tokens_in.labels(model.name).inc(sum(counts))
-        data = [p.Embedding(index=i, embedding=v)
-                for i, v in enumerate(embeddings_payload(vectors, body.encoding_format, body.dimensions))]
-        return p.EmbeddingsResponse(model=model.name, data=data,
-                                    usage=p.Usage(prompt_tokens=sum(counts), total_tokens=sum(counts)))
+        data = [
+            p.Embedding(index=i, embedding=v)
+            for i, v in enumerate(embeddings_payload(vectors, body.encoding_format, body.dimensions))
+        ]
+        return p.EmbeddingsResponse(
+            model=model.name, data=data, usage=p.Usage(prompt_tokens=sum(counts), total_tokens=sum(counts))
+        )
 
     @app.post("/v1/completions", response_model=p.CompletionResponse, responses=ERRORS)
     async def completions(body: p.CompletionRequest, request: Request):
         from lmforge.serving.generation import completion
+
         model = state.pick(body.model, "/v1/completions", request.scope)
         prompts = _texts(body.prompt, state.settings, "prompt")
-        return await completion(state, model, body, [model.generator.encode(t, raw=True) for t in prompts],
-                                chat=False, request=request, json_response=JSONResponse, stream_response=StreamingResponse)
+        return await completion(
+            state,
+            model,
+            body,
+            [model.generator.encode(t, raw=True) for t in prompts],
+            chat=False,
+            request=request,
+            json_response=JSONResponse,
+            stream_response=StreamingResponse,
+        )
 
     @app.post("/v1/chat/completions", response_model=p.ChatResponse, responses=ERRORS)
     async def chat(body: p.ChatRequest, request: Request):
         from lmforge.serving.generation import completion
+
         model = state.pick(body.model, "/v1/chat/completions", request.scope)
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-        return await completion(state, model, body, [model.generator.encode(messages)], chat=True,
-                                request=request, json_response=JSONResponse, stream_response=StreamingResponse)
+        return await completion(
+            state,
+            model,
+            body,
+            [model.generator.encode(messages)],
+            chat=True,
+            request=request,
+            json_response=JSONResponse,
+            stream_response=StreamingResponse,
+        )
 
     state.known_routes = {route.path for route in app.routes}
     app.add_middleware(Guard, state=state)

@@ -8,9 +8,9 @@ The queue is bounded (in requests): a request that finds it full is refused at o
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
 
 from lmforge.serving.compute import COMPUTE
 
@@ -24,7 +24,7 @@ class _Job:
     inputs: list
     future: Future
     outputs: list = field(default_factory=list)
-    taken: int = 0          # inputs handed to a batch so far
+    taken: int = 0  # inputs handed to a batch so far
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -36,8 +36,16 @@ class Batcher:
     served. ``on_batch(size)`` and ``on_queue(depth)`` report to the metrics.
     """
 
-    def __init__(self, fn: Callable[[list], list], max_batch: int = 32, max_wait_s: float = 0.005,
-                 max_queue: int = 64, name: str = "batcher", on_batch=None, on_queue=None):
+    def __init__(
+        self,
+        fn: Callable[[list], list],
+        max_batch: int = 32,
+        max_wait_s: float = 0.005,
+        max_queue: int = 64,
+        name: str = "batcher",
+        on_batch=None,
+        on_queue=None,
+    ):
         self.fn, self.max_batch, self.max_wait_s, self.max_queue = fn, max_batch, max_wait_s, max_queue
         self.on_batch, self.on_queue = on_batch or (lambda n: None), on_queue or (lambda n: None)
         self._jobs: deque[_Job] = deque()
@@ -105,14 +113,14 @@ class Batcher:
             self.on_batch(len(inputs))
             try:
                 outputs = COMPUTE.call(self.fn, inputs)
-            except BaseException as exc:       # a failed batch fails its requests, not the worker
+            except BaseException as exc:  # a failed batch fails its requests, not the worker
                 for job, _, _ in batch:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
             at = 0
             for job, start, end in batch:
-                job.outputs.extend(outputs[at:at + end - start])
+                job.outputs.extend(outputs[at : at + end - start])
                 at += end - start
                 if len(job.outputs) == len(job.inputs) and not job.future.done():
                     job.future.set_result(job.outputs)

@@ -18,8 +18,8 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -40,14 +40,16 @@ def _joinable(model) -> bool:
 
     try:
         with torch.inference_mode():
-            out = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=next(model.parameters()).device),
-                        use_cache=True)
+            out = model(
+                input_ids=torch.zeros((1, 1), dtype=torch.long, device=next(model.parameters()).device), use_cache=True
+            )
     except Exception:
         return False
     cache = out.past_key_values
     return isinstance(cache, DynamicCache) and all(
         type(layer).__name__ == "DynamicLayer" and isinstance(getattr(layer, "keys", None), torch.Tensor)
-        for layer in cache.layers)
+        for layer in cache.layers
+    )
 
 
 def _pad_front(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -81,7 +83,7 @@ class Row:
     top_p: float
     stops: list[str]
     seed: int | None
-    index: int                          # the row's place in its job (prompt x choice)
+    index: int  # the row's place in its job (prompt x choice)
     job: "Job" = None
     ids: list[int] = field(default_factory=list)
     text: str = ""
@@ -98,13 +100,24 @@ class Job:
 
 
 class GenerationEngine:
-    def __init__(self, generator, max_batch: int = 8, max_queue: int = 64, on_batch=None, on_queue=None,
-                 name: str = "generation", wait_s: float = 0.005):
+    def __init__(
+        self,
+        generator,
+        max_batch: int = 8,
+        max_queue: int = 64,
+        on_batch=None,
+        on_queue=None,
+        name: str = "generation",
+        wait_s: float = 0.005,
+    ):
         self.gen = generator
         self.model, self.tokenizer = generator.model, generator.tokenizer
         self.stop_ids = set(generator.stop_ids)
-        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
+        self.pad = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
             else (min(self.stop_ids) if self.stop_ids else 0)
+        )
         self.max_batch, self.max_queue, self.wait_s = max_batch, max_queue, wait_s
         self.joinable = not generator.seq2seq and COMPUTE.call(_joinable, self.model)
         self.on_batch, self.on_queue = on_batch or (lambda n: None), on_queue or (lambda n: None)
@@ -174,7 +187,7 @@ class GenerationEngine:
                         self._solo(row)
                 else:
                     self._decode(batch, running)
-            except Exception as exc:           # a failed batch ends its rows, not the worker
+            except Exception as exc:  # a failed batch ends its rows, not the worker
                 for row in running:
                     if row.finish is None:
                         row.finish = "error"
@@ -183,7 +196,7 @@ class GenerationEngine:
     def _prefill(self, rows: list[Row]):
         """Left-padded prompts through the model: (cache, mask, last positions, first tokens)."""
         ids, mask = left_pad([row.prompt for row in rows], self.pad, self.gen.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)                     # (B, T)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
         cache, tokens = COMPUTE.call(self._step, rows, ids, mask, positions, None)
         self.on_batch(len(rows))
         return cache, mask, positions[:, -1:], tokens
@@ -213,19 +226,20 @@ class GenerationEngine:
                     cache, mask, last, tokens = new_cache, new_mask, new_last, new_tokens
                 active = active + joining
                 running[:] = active
-                continue                       # the joiners' first tokens are taken in at the top
+                continue  # the joiners' first tokens are taken in at the top
             if not active:
                 return
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            last = last + 1                                                   # (B, 1)
+            last = last + 1  # (B, 1)
             cache, tokens = COMPUTE.call(self._step, active, tokens[:, None], mask, last, cache)
 
     @torch.inference_mode()
     def _step(self, rows, ids, mask, positions, cache):
         """One forward pass (the prefill when ``cache`` is None) and each row's next token."""
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=True)
-        return out.past_key_values, self._choose(out.logits[:, -1, :].float(), rows)      # (B,)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        return out.past_key_values, self._choose(out.logits[:, -1, :].float(), rows)  # (B,)
 
     def _choose(self, logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
         """Next token per row: greedy at temperature 0, else sampled with the row's temperature,
@@ -237,7 +251,7 @@ class GenerationEngine:
             probs = (logits[i] / row.temperature).softmax(-1).cpu()
             if row.top_p < 1:
                 sorted_p, order = probs.sort(descending=True)
-                outside = sorted_p.cumsum(0) - sorted_p > row.top_p         # keep the smallest head >= top_p
+                outside = sorted_p.cumsum(0) - sorted_p > row.top_p  # keep the smallest head >= top_p
                 sorted_p[outside] = 0
                 probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
             chosen[i] = torch.multinomial(probs, 1, generator=row.rng)[0]
@@ -253,23 +267,23 @@ class GenerationEngine:
             return self._finish(row, "stop", row.text)
         text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
         at_limit = len(row.ids) >= row.max_new
-        if text.endswith("\ufffd") and not at_limit:        # half of a multi-byte character
+        if text.endswith("\ufffd") and not at_limit:  # half of a multi-byte character
             return False
         row.text = text
         for stop in row.stops:
             if stop in text:
-                return self._finish(row, "stop", text[:text.index(stop)])
+                return self._finish(row, "stop", text[: text.index(stop)])
         if at_limit:
             return self._finish(row, "length", text.rstrip("\ufffd"))
         safe = shown_length(text, row.stops)
         if safe > row.shown:
-            row.job.emit(row.index, "text", text[row.shown:safe])
+            row.job.emit(row.index, "text", text[row.shown : safe])
             row.shown = safe
         return False
 
     def _finish(self, row: Row, reason: str, final: str) -> bool:
         if len(final) > row.shown:
-            row.job.emit(row.index, "text", final[row.shown:])
+            row.job.emit(row.index, "text", final[row.shown :])
         row.text, row.shown, row.finish = final, len(final), reason
         row.job.emit(row.index, "done", (reason, len(row.ids)))
         return True
@@ -279,10 +293,15 @@ class GenerationEngine:
         if row.job.cancelled.is_set():
             row.finish = "cancelled"
             return
-        options = GenerationOptions(max_new_tokens=row.max_new, temperature=row.temperature or None,
-                                    top_p=row.top_p if row.top_p < 1 else None, stop=row.stops,
-                                    seed=row.seed)
-        result = COMPUTE.call(self.gen.generate_ids, row.prompt, options,
-                              stream=lambda piece: row.job.emit(row.index, "text", piece))
+        options = GenerationOptions(
+            max_new_tokens=row.max_new,
+            temperature=row.temperature or None,
+            top_p=row.top_p if row.top_p < 1 else None,
+            stop=row.stops,
+            seed=row.seed,
+        )
+        result = COMPUTE.call(
+            self.gen.generate_ids, row.prompt, options, stream=lambda piece: row.job.emit(row.index, "text", piece)
+        )
         row.finish = "length" if result.stopped_by == "length" else "stop"
         row.job.emit(row.index, "done", (row.finish, result.new_tokens))

@@ -29,13 +29,22 @@ def _max_tokens(state, model, body, prompt_len: int, chat: bool) -> int:
     asked = (body.max_completion_tokens or body.max_tokens) if chat else body.max_tokens
     room = model.context - prompt_len if model.context else None
     if room is not None and room < 1:
-        raise ApiError(400, f"the prompt is {prompt_len} tokens; this model's context is {model.context}",
-                       param="messages" if chat else "prompt", code="context_length_exceeded")
+        raise ApiError(
+            400,
+            f"the prompt is {prompt_len} tokens; this model's context is {model.context}",
+            param="messages" if chat else "prompt",
+            code="context_length_exceeded",
+        )
     if asked is None:
         asked = min(state.settings.default_max_tokens, room) if room else state.settings.default_max_tokens
     if room is not None and asked > room:
-        raise ApiError(400, f"the prompt is {prompt_len} tokens and 'max_tokens' is {asked}: over this model's "
-                            f"context of {model.context} tokens", param="max_tokens", code="context_length_exceeded")
+        raise ApiError(
+            400,
+            f"the prompt is {prompt_len} tokens and 'max_tokens' is {asked}: over this model's "
+            f"context of {model.context} tokens",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
     return asked
 
 
@@ -63,23 +72,31 @@ async def completion(state, model, body, prompts, chat: bool, request, json_resp
     def emit(row, kind, value):
         try:
             loop.call_soon_threadsafe(events.put_nowait, (row, kind, value))
-        except RuntimeError:           # the loop is gone (server stopped): nobody is listening
+        except RuntimeError:  # the loop is gone (server stopped): nobody is listening
             pass
 
     job = Job(rows, emit)
     try:
         model.engine.submit(job)
     except QueueFull as exc:
-        raise ApiError(429, f"the server is busy: {exc}; retry shortly", "rate_limit_error", code="queue_full",
-                       headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            429,
+            f"the server is busy: {exc}; retry shortly",
+            "rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": "1"},
+        ) from None
     prompt_tokens = sum(len(ids) for ids in prompts)
     state.metrics.tokens_in.labels(model.name).inc(prompt_tokens)
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     created = int(time.time())
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        return stream_response(_stream(state, model, job, events, ident, created, chat, prompt_tokens, include_usage),
-                               media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return stream_response(
+            _stream(state, model, job, events, ident, created, chat, prompt_tokens, include_usage),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
     texts, finishes, tokens = [""] * len(rows), [None] * len(rows), 0
     try:
         while any(f is None for f in finishes):
@@ -92,15 +109,27 @@ async def completion(state, model, body, prompts, chat: bool, request, json_resp
             else:
                 raise RuntimeError(f"generation failed: {value}")
     finally:
-        job.cancelled.set()          # a request cancelled while waiting frees its rows
+        job.cancelled.set()  # a request cancelled while waiting frees its rows
     state.metrics.tokens_out.labels(model.name).inc(tokens)
     usage = p.Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens)
     if chat:
-        return p.ChatResponse(id=ident, created=created, model=model.name, usage=usage, choices=[
-            p.ChatChoice(index=i, message=p.AssistantMessage(content=t), finish_reason=f)
-            for i, (t, f) in enumerate(zip(texts, finishes))])
-    return p.CompletionResponse(id=ident, created=created, model=model.name, usage=usage, choices=[
-        p.CompletionChoice(index=i, text=t, finish_reason=f) for i, (t, f) in enumerate(zip(texts, finishes))])
+        return p.ChatResponse(
+            id=ident,
+            created=created,
+            model=model.name,
+            usage=usage,
+            choices=[
+                p.ChatChoice(index=i, message=p.AssistantMessage(content=t), finish_reason=f)
+                for i, (t, f) in enumerate(zip(texts, finishes))
+            ],
+        )
+    return p.CompletionResponse(
+        id=ident,
+        created=created,
+        model=model.name,
+        usage=usage,
+        choices=[p.CompletionChoice(index=i, text=t, finish_reason=f) for i, (t, f) in enumerate(zip(texts, finishes))],
+    )
 
 
 async def _stream(state, model, job, events, ident, created, chat, prompt_tokens, include_usage):
@@ -135,8 +164,10 @@ async def _stream(state, model, job, events, ident, created, chat, prompt_tokens
                 return
         state.metrics.tokens_out.labels(model.name).inc(tokens)
         if include_usage:
-            yield chunk([], {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
-                             "total_tokens": prompt_tokens + tokens})
+            yield chunk(
+                [],
+                {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens},
+            )
         yield "data: [DONE]\n\n"
     finally:
         job.cancelled.set()

@@ -19,9 +19,14 @@ def error_body(status: int, message: str, kind: str, code: str | None = None) ->
 
 
 async def send_json(send, status: int, body: bytes, headers: list | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-                + (headers or [])})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            + (headers or []),
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -35,6 +40,7 @@ def _replay(body: bytes, receive):
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
+
     return replayed
 
 
@@ -68,28 +74,55 @@ class Guard:
             state.metrics.requests.labels(route, str(status[0])).inc()
             state.metrics.latency.labels(route).observe(seconds)
             # json.dumps escapes control characters; prompts and the key are never logged.
-            log.info(json.dumps({"method": scope["method"], "route": route, "status": status[0],
-                                 "ms": round(seconds * 1000, 1), "model": scope["state"].get("model")}))
+            log.info(
+                json.dumps(
+                    {
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status[0],
+                        "ms": round(seconds * 1000, 1),
+                        "model": scope["state"].get("model"),
+                    }
+                )
+            )
 
     async def _guarded(self, scope, receive, send, path):
         state = self.state
         if path not in OPEN_ROUTES:
             if state.draining:
-                return await send_json(send, 503, error_body(503, "the server is shutting down", "unavailable"),
-                                       [(b"connection", b"close")])
+                return await send_json(
+                    send,
+                    503,
+                    error_body(503, "the server is shutting down", "unavailable"),
+                    [(b"connection", b"close")],
+                )
             if self.key is not None:
                 given = dict(scope["headers"]).get(b"authorization", b"")
                 if not hmac.compare_digest(given, self.key):
-                    return await send_json(send, 401, error_body(401, "missing or wrong API key (send "
-                                                                 "'Authorization: Bearer KEY')", "authentication_error",
-                                                                 "invalid_api_key"),
-                                           [(b"www-authenticate", b"Bearer")])
+                    return await send_json(
+                        send,
+                        401,
+                        error_body(
+                            401,
+                            "missing or wrong API key (send 'Authorization: Bearer KEY')",
+                            "authentication_error",
+                            "invalid_api_key",
+                        ),
+                        [(b"www-authenticate", b"Bearer")],
+                    )
         if scope["method"] in ("POST", "PUT", "PATCH"):
             headers = dict(scope["headers"])
             if b"json" not in headers.get(b"content-type", b""):
-                return await send_json(send, 415, error_body(415, "send the body as JSON with 'Content-Type: "
-                                                             "application/json'", "invalid_request_error",
-                                                             "unsupported_media_type"))
+                return await send_json(
+                    send,
+                    415,
+                    error_body(
+                        415,
+                        "send the body as JSON with 'Content-Type: application/json'",
+                        "invalid_request_error",
+                        "unsupported_media_type",
+                    ),
+                )
             limit = state.settings.max_body_bytes
             declared = headers.get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -110,5 +143,6 @@ class Guard:
 
     @staticmethod
     def _too_big(limit: int) -> bytes:
-        return error_body(413, f"the request body is over the limit of {limit} bytes", "invalid_request_error",
-                          "body_too_large")
+        return error_body(
+            413, f"the request body is over the limit of {limit} bytes", "invalid_request_error", "body_too_large"
+        )

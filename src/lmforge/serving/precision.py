@@ -16,10 +16,15 @@ import torch
 
 log = logging.getLogger("lmforge")
 DTYPES = ("auto", "float32", "bfloat16")
-PROBES = ["The service was quick and the staff were friendly.", "I want a refund, the parcel never arrived.",
-          "Shares fell sharply after the company cut its forecast.", "The match ended in a draw after extra time.",
-          "这家餐厅的菜很好吃，服务也很周到。", "A short one.",
-          "The new phone has a brighter screen, a faster chip and a battery that lasts two days of heavy use."]
+PROBES = [
+    "The service was quick and the staff were friendly.",
+    "I want a refund, the parcel never arrived.",
+    "Shares fell sharply after the company cut its forecast.",
+    "The match ended in a draw after extra time.",
+    "这家餐厅的菜很好吃，服务也很周到。",
+    "A short one.",
+    "The new phone has a brighter screen, a faster chip and a battery that lasts two days of heavy use.",
+]
 
 
 def bf16_native() -> bool:

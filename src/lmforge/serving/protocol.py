@@ -13,7 +13,7 @@ Texts = str | Annotated[list[str], Field(min_length=1)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)   # true is not 1, "1" is not 1
+    model_config = ConfigDict(extra="ignore", strict=True)  # true is not 1, "1" is not 1
 
 
 class ErrorDetail(BaseModel):
@@ -34,6 +34,7 @@ class Usage(BaseModel):
 
 
 # ---- classification ---------------------------------------------------------------------------
+
 
 class ClassifyRequest(_Request):
     model: str | None = Field(None, description="served model name (optional when one model classifies)")
@@ -63,6 +64,7 @@ class ClassifyResponse(BaseModel):
 
 # ---- named entities ---------------------------------------------------------------------------
 
+
 class NerRequest(_Request):
     model: str | None = Field(None, description="served model name (optional when one model tags)")
     input: Texts
@@ -90,6 +92,7 @@ class NerResponse(BaseModel):
 
 # ---- embeddings -------------------------------------------------------------------------------
 
+
 class EmbeddingsRequest(_Request):
     model: str
     input: Texts
@@ -112,6 +115,7 @@ class EmbeddingsResponse(BaseModel):
 
 
 # ---- completions ------------------------------------------------------------------------------
+
 
 class _Sampling(_Request):
     model: str
@@ -187,6 +191,7 @@ class ChatResponse(BaseModel):
 
 # ---- models and health ------------------------------------------------------------------------
 
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -195,11 +200,17 @@ class ModelCard(BaseModel):
     task: str = Field(..., description="classification, token_classification, embeddings or generation")
     routes: list[str]
     dtype: str = Field(..., description="float type the model runs in")
-    entity_bias: float | None = Field(None, description="token_classification: the bonus decoding adds to "
-                                      "the log probability of every tag but O (serve --entity-bias); "
-                                      "null for other tasks")
-    combine: str | None = Field(None, description="ensembles (NAME=RUN1+RUN2): how the members combine, "
-                                "mean (probabilities averaged) or vote (entity spans or labels); null for one model")
+    entity_bias: float | None = Field(
+        None,
+        description="token_classification: the bonus decoding adds to "
+        "the log probability of every tag but O (serve --entity-bias); "
+        "null for other tasks",
+    )
+    combine: str | None = Field(
+        None,
+        description="ensembles (NAME=RUN1+RUN2): how the members combine, "
+        "mean (probabilities averaged) or vote (entity spans or labels); null for one model",
+    )
 
 
 class ModelList(BaseModel):

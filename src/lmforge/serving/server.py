@@ -45,19 +45,31 @@ def serve(settings: ServeSettings) -> int:
     uvicorn = require("uvicorn", "lmforge[serve]", "lmforge serve")
     if settings.workers > 1:
         settings.check()
-        if settings.threads is None:           # share the cores between the workers' compute threads
+        if settings.threads is None:  # share the cores between the workers' compute threads
             from lmforge.runtime import set_threads
 
             settings.threads = max(1, set_threads(None) // settings.workers)
-        open_models(settings)                       # fail here, once, on a wrong path
+        open_models(settings)  # fail here, once, on a wrong path
         os.environ[SETTINGS_ENV] = json.dumps(settings.to_dict())
-        uvicorn.run("lmforge.serving.server:app_from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level="warning",
-                    timeout_graceful_shutdown=int(settings.drain_timeout) or None)
+        uvicorn.run(
+            "lmforge.serving.server:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level="warning",
+            timeout_graceful_shutdown=int(settings.drain_timeout) or None,
+        )
         return 0
     state, app = build(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=max(1, int(settings.drain_timeout)))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+    )
     server = DrainingServer(config, state, settings.drain_timeout)
     failed = []
 
@@ -65,9 +77,15 @@ def serve(settings: ServeSettings) -> int:
         failed.append(why)
         log.error("loading failed: %s", why)
         server.should_exit = True
+
     state.load_in_background(on_failure)
-    log.info("serving %s on http://%s:%d (%s)", ", ".join(state.models), settings.host, settings.port,
-             "API key required" if settings.api_key else "no API key")
+    log.info(
+        "serving %s on http://%s:%d (%s)",
+        ", ".join(state.models),
+        settings.host,
+        settings.port,
+        "API key required" if settings.api_key else "no API key",
+    )
     server.run()
     state.close()
     return 1 if failed else 0
@@ -81,12 +99,16 @@ def DrainingServer(config, state: ServerState, drain_timeout: float):
     class _DrainingServer(uvicorn.Server):
         def handle_exit(self, sig, frame):
             # Not uvicorn's handler: it re-raises the signal after shutdown, and the exit code must be 0.
-            if state.draining:                      # a second signal: stop now
+            if state.draining:  # a second signal: stop now
                 self.should_exit = self.force_exit = True
                 return
             state.draining = True
-            log.info("signal %s: draining (%d in flight, up to %.0f s)", signal.Signals(sig).name,
-                     state.in_flight, drain_timeout)
+            log.info(
+                "signal %s: draining (%d in flight, up to %.0f s)",
+                signal.Signals(sig).name,
+                state.in_flight,
+                drain_timeout,
+            )
             threading.Thread(target=self._drain, daemon=True).start()
 
         def _drain(self):

@@ -27,15 +27,26 @@ from lmforge.serving.settings import ServeSettings
 class ApiError(Exception):
     """A request the server refuses: HTTP status, OpenAI error type, message, offending field."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
         self.headers = headers or {}
 
 
-ROUTES = {"classification": ["/v1/classify", "/v1/embeddings"], "token_classification": ["/v1/ner", "/v1/embeddings"],
-          "embeddings": ["/v1/embeddings"], "generation": ["/v1/completions", "/v1/chat/completions"]}
+ROUTES = {
+    "classification": ["/v1/classify", "/v1/embeddings"],
+    "token_classification": ["/v1/ner", "/v1/embeddings"],
+    "embeddings": ["/v1/embeddings"],
+    "generation": ["/v1/completions", "/v1/chat/completions"],
+}
 
 
 def split_source(text: str) -> tuple[str, str]:
@@ -84,9 +95,15 @@ class ServedModel:
             self.embedder.batcher.close()
 
     def _batcher(self, fn, metrics, suffix=""):
-        return Batcher(fn, self.settings.max_batch, self.settings.batch_wait_ms / 1000, self.settings.max_queue,
-                       name=f"{self.name}{suffix}", on_batch=lambda n: metrics.batch(self.name, n),
-                       on_queue=lambda n: metrics.queue(self.name + suffix, n))
+        return Batcher(
+            fn,
+            self.settings.max_batch,
+            self.settings.batch_wait_ms / 1000,
+            self.settings.max_queue,
+            name=f"{self.name}{suffix}",
+            on_batch=lambda n: metrics.batch(self.name, n),
+            on_queue=lambda n: metrics.queue(self.name + suffix, n),
+        )
 
 
 def _texts(value, settings: ServeSettings, param: str = "input") -> list[str]:
@@ -94,8 +111,12 @@ def _texts(value, settings: ServeSettings, param: str = "input") -> list[str]:
     if not texts:
         raise ApiError(400, f"'{param}' is an empty list", param=param)
     if len(texts) > settings.max_inputs:
-        raise ApiError(413, f"'{param}' has {len(texts)} items; the limit is {settings.max_inputs} per request",
-                       param=param, code="too_many_inputs")
+        raise ApiError(
+            413,
+            f"'{param}' has {len(texts)} items; the limit is {settings.max_inputs} per request",
+            param=param,
+            code="too_many_inputs",
+        )
     return texts
 
 
@@ -107,9 +128,10 @@ def _check_lengths(counts: list[int], limit: int, truncate: bool | None) -> None
     """413 for an input over ``limit`` tokens unless ``truncate`` (None: the route cannot cut)."""
     for i, count in enumerate(counts):
         if count > limit and not truncate:
-            hint = "" if truncate is None else " (send \"truncate\": true to cut it)"
-            raise ApiError(413, f"input {i} is {count} tokens; the limit is {limit}{hint}", param="input",
-                           code="input_too_long")
+            hint = "" if truncate is None else ' (send "truncate": true to cut it)'
+            raise ApiError(
+                413, f"input {i} is {count} tokens; the limit is {limit}{hint}", param="input", code="input_too_long"
+            )
 
 
 class Embedder:
@@ -122,8 +144,9 @@ class Embedder:
 
     @torch.inference_mode()
     def _embed(self, texts: list[str]) -> list[torch.Tensor]:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt").to(self.device)
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
         out = self.model(**batch, output_hidden_states=True)
         hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
         return list(mean_pool(hidden, batch["attention_mask"]).cpu())
@@ -137,10 +160,13 @@ def embeddings_payload(vectors: list[torch.Tensor], encoding: str, dimensions: i
     for vector in vectors:
         if dimensions is not None:
             if dimensions > vector.numel():
-                raise ApiError(400, f"'dimensions' is {dimensions}; this model's embeddings have "
-                                    f"{vector.numel()}", param="dimensions")
+                raise ApiError(
+                    400,
+                    f"'dimensions' is {dimensions}; this model's embeddings have {vector.numel()}",
+                    param="dimensions",
+                )
             vector = torch.nn.functional.normalize(vector[:dimensions], dim=0)
-        if encoding == "base64":       # little-endian float32, as OpenAI sends them
+        if encoding == "base64":  # little-endian float32, as OpenAI sends them
             out.append(base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode())
         else:
             out.append(vector.tolist())
@@ -166,12 +192,23 @@ class RunModel(ServedModel):
         family = self.meta.get("model", {}).get("family", "transformer")
         if self.kind == "classification" and family == "transformer" and self.predictor.backend == "torch":
             probes = precision.probe_texts(Path(self.source))
-            self.dtype = precision.settle(self.settings.dtype, self.predictor.model,
-                                          lambda: self._classify(probes), precision.same_classes, self.name)
+            self.dtype = precision.settle(
+                self.settings.dtype,
+                self.predictor.model,
+                lambda: self._classify(probes),
+                precision.same_classes,
+                self.name,
+            )
         self.batcher = self._batcher(fn, metrics)
         if family == "transformer":
-            self.embedder = Embedder(self.predictor.model, self.predictor.tokenizer, self.predictor.max_length,
-                                     self.predictor.device, self, metrics)
+            self.embedder = Embedder(
+                self.predictor.model,
+                self.predictor.tokenizer,
+                self.predictor.max_length,
+                self.predictor.device,
+                self,
+                metrics,
+            )
         else:
             self.routes.remove("/v1/embeddings")
 
@@ -182,8 +219,9 @@ class RunModel(ServedModel):
         from lmforge.tasks.ensemble import EnsemblePredictor
         from lmforge.tasks.predictor import RunPredictor
 
-        self.predictor = EnsemblePredictor([RunPredictor(m, self.settings.checkpoint) for m in members],
-                                           self.settings.combine)
+        self.predictor = EnsemblePredictor(
+            [RunPredictor(m, self.settings.checkpoint) for m in members], self.settings.combine
+        )
         self._decoding()
         shortest = min(m.max_length for m in self.predictor.members)
         self.limit = self.settings.max_input_tokens or shortest
@@ -196,8 +234,7 @@ class RunModel(ServedModel):
             self.predictor.task.entity_bias = self.settings.entity_bias
 
     def _classify(self, texts: list[str]) -> list[dict]:
-        return self.predictor.predict(texts, batch_size=self.settings.max_batch,
-                                      top_k=len(self.predictor.labels.names))
+        return self.predictor.predict(texts, batch_size=self.settings.max_batch, top_k=len(self.predictor.labels.names))
 
     def _tag(self, texts: list[str]) -> list[dict]:
         return self.predictor.predict_entities(texts=texts, batch_size=self.settings.max_batch)
@@ -210,7 +247,7 @@ class RunModel(ServedModel):
     def _counts(tokenizer, texts: list[str]) -> list[int]:
         try:
             return _token_counts(tokenizer, texts)
-        except TypeError:           # a vocabulary that is not a Hugging Face tokenizer
+        except TypeError:  # a vocabulary that is not a Hugging Face tokenizer
             return [len(t) for t in texts]
 
 
@@ -232,15 +269,21 @@ class EncoderModel(ServedModel):
 
         folder = self.folder
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = transformers.AutoModel.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
-                                                       dtype=torch.float32).to(self.device).eval()
+        model = (
+            transformers.AutoModel.from_pretrained(
+                folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+            )
+            .to(self.device)
+            .eval()
+        )
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         length = int(self.meta.get("max_length") or min(getattr(model.config, "max_position_embeddings", 512), 512))
         self.limit = self.settings.max_input_tokens or length
         self.embedder = Embedder(model, tokenizer, length, self.device, self, metrics)
         probes = precision.probe_texts(Path(self.source) if self.meta else None)
-        self.dtype = precision.settle(self.settings.dtype, model, lambda: self.embedder._embed(probes),
-                                      precision.same_embeddings, self.name)
+        self.dtype = precision.settle(
+            self.settings.dtype, model, lambda: self.embedder._embed(probes), precision.same_embeddings, self.name
+        )
 
 
 class TextGenerator(ServedModel):
@@ -254,10 +297,15 @@ class TextGenerator(ServedModel):
 
         self.generator = Generator(self.source, self.settings.checkpoint, threads=self.settings.threads)
         self.context = self.generator.context
-        self.engine = GenerationEngine(self.generator, self.settings.max_generation_batch, self.settings.max_queue,
-                                       wait_s=self.settings.batch_wait_ms / 1000,
-                                       on_batch=lambda n: metrics.batch(self.name, n),
-                                       on_queue=lambda n: metrics.queue(self.name, n), name=self.name)
+        self.engine = GenerationEngine(
+            self.generator,
+            self.settings.max_generation_batch,
+            self.settings.max_queue,
+            wait_s=self.settings.batch_wait_ms / 1000,
+            on_batch=lambda n: metrics.batch(self.name, n),
+            on_queue=lambda n: metrics.queue(self.name, n),
+            name=self.name,
+        )
 
 
 @dataclass
@@ -276,25 +324,35 @@ def _probe(source: str, checkpoint: str) -> _Probe:
         probes = [_probe(m, checkpoint) for m in members]
         tasks = [p.meta.get("task") or "a model folder" for p in probes]
         if any(p.kind not in (Classifier, Tagger) for p in probes) or len(set(tasks)) > 1:
-            raise ModelError(f"{source}: an ensemble's members must all be classification or all "
-                             f"token_classification runs (these are: {', '.join(tasks)})")
+            raise ModelError(
+                f"{source}: an ensemble's members must all be classification or all "
+                f"token_classification runs (these are: {', '.join(tasks)})"
+            )
         labels = [sorted(p.meta.get("labels", {}).get("names", [])) for p in probes]
         for member, names in zip(members[1:], labels[1:]):
             if names != labels[0]:
-                raise ModelError(f"{member}: its labels are not those of {members[0]}; an ensemble's "
-                                 f"members predict the same labels")
+                raise ModelError(
+                    f"{member}: its labels are not those of {members[0]}; an ensemble's members predict the same labels"
+                )
         return probes[0]
     path = Path(source).expanduser()
     if (path / "lmforge.json").is_file():
         run = RunFolder(path)
         meta = run.read_meta()
         if meta.get("model", {}).get("family") == "prompt":
-            raise ModelError(f"{source}: a prompt run (lmforge prompt) has no trained model; serve its "
-                             f"model, {meta['model'].get('source')}, instead")
+            raise ModelError(
+                f"{source}: a prompt run (lmforge prompt) has no trained model; serve its "
+                f"model, {meta['model'].get('source')}, instead"
+            )
         task = meta.get("task")
         folder = run.model_dir(checkpoint)
-        kinds = {"classification": Classifier, "token_classification": Tagger, "causal_lm": TextGenerator,
-                 "seq2seq": TextGenerator, "masked_lm": EncoderModel}
+        kinds = {
+            "classification": Classifier,
+            "token_classification": Tagger,
+            "causal_lm": TextGenerator,
+            "seq2seq": TextGenerator,
+            "masked_lm": EncoderModel,
+        }
         if task not in kinds:
             raise ModelError(f"{source}: a {task} run, which the server cannot serve")
         return _Probe(kinds[task], folder, meta)
@@ -328,8 +386,10 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
     if settings.entity_bias:
         _check_entity_bias(models)
     if settings.combine != "mean" and not any(len(ensemble_members(m.source)) > 1 for m in models.values()):
-        raise ConfigError(f"serve: --combine {settings.combine} combines the members of an ensemble "
-                          f"(NAME=RUN1+RUN2); none of {', '.join(models)} is one")
+        raise ConfigError(
+            f"serve: --combine {settings.combine} combines the members of an ensemble "
+            f"(NAME=RUN1+RUN2); none of {', '.join(models)} is one"
+        )
     return models
 
 
@@ -340,10 +400,12 @@ def _check_entity_bias(models: dict[str, ServedModel]) -> None:
 
     taggers = [m for m in models.values() if m.kind == "token_classification"]
     if not taggers:
-        raise ConfigError(f"serve: --entity-bias applies to NER (token_classification) runs; none of "
-                          f"{', '.join(models)} is one")
+        raise ConfigError(
+            f"serve: --entity-bias applies to NER (token_classification) runs; none of {', '.join(models)} is one"
+        )
     for model in taggers:
         for member in ensemble_members(model.source):
             if RunFolder(Path(member).expanduser()).read_meta().get("model", {}).get("family") == "ngram":
-                raise ConfigError(f"serve: --entity-bias: the ngram family's tagger ({member}) decodes in one "
-                                  f"pass and takes no bias")
+                raise ConfigError(
+                    f"serve: --entity-bias: the ngram family's tagger ({member}) decodes in one pass and takes no bias"
+                )

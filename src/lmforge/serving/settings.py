@@ -61,10 +61,21 @@ class ServeSettings:
         if not self.sources:
             raise ConfigError("serve: give at least one run folder, bundled alias or model folder")
         if self.host not in LOOPBACK and not self.api_key and not self.allow_insecure:
-            raise ConfigError(f"serve: binding to {self.host} without an API key would expose the models to "
-                              "the network; set --api-key (or LMFORGE_API_KEY), or pass --allow-insecure")
-        for name in ("max_body_bytes", "max_inputs", "max_n", "max_stop", "default_max_tokens", "max_batch",
-                     "max_generation_batch", "max_queue", "workers"):
+            raise ConfigError(
+                f"serve: binding to {self.host} without an API key would expose the models to "
+                "the network; set --api-key (or LMFORGE_API_KEY), or pass --allow-insecure"
+            )
+        for name in (
+            "max_body_bytes",
+            "max_inputs",
+            "max_n",
+            "max_stop",
+            "default_max_tokens",
+            "max_batch",
+            "max_generation_batch",
+            "max_queue",
+            "workers",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve: {name.replace('_', '-')} must be at least 1")
         if self.batch_wait_ms < 0 or self.drain_timeout < 0:

@@ -36,8 +36,10 @@ log = logging.getLogger("lmforge")
 IGNORE = -100
 
 # The template for models without one (models built from scratch, base models).
-CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-          "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 TEMPLATES = {"chatml": CHATML}
 
 
@@ -49,15 +51,15 @@ class CausalLMTask:
     default_metric = "loss"
 
     def __init__(self):
-        self.mode = "text"            # "text" (pre-training) or "chat" (SFT)
+        self.mode = "text"  # "text" (pre-training) or "chat" (SFT)
         self.template: str | None = None
         self.train_on_prompt = False
         self.packing = True
         self.fill: dict | None = None
-        self.skip_long = False          # data.on_error: skip drops over-long conversations instead
+        self.skip_long = False  # data.on_error: skip drops over-long conversations instead
         self.stats = {"truncated": 0, "dropped": 0}
-        self.unigram: torch.Tensor | None = None    # log-probabilities of the baseline
-        self.generate_limit = 0                      # lmforge eval: score this many generated replies
+        self.unigram: torch.Tensor | None = None  # log-probabilities of the baseline
+        self.generate_limit = 0  # lmforge eval: score this many generated replies
         self.max_new_tokens = 128
 
     # -- configuration ---------------------------------------------------------------------------
@@ -69,13 +71,14 @@ class CausalLMTask:
         from lmforge.tuning.peft_methods import PROMPT_LEARNING
 
         if self.packing and self.mode == "chat" and config.tuning.method in PROMPT_LEARNING:
-            log.info("tuning.method=%s adds virtual tokens that packed rows cannot carry: packing is off",
-                     config.tuning.method)
+            log.info(
+                "tuning.method=%s adds virtual tokens that packed rows cannot carry: packing is off",
+                config.tuning.method,
+            )
             self.packing = False
 
     def meta(self) -> dict:
-        return {"head_options": {"mode": self.mode, "train_on_prompt": self.train_on_prompt,
-                                 "packing": self.packing}}
+        return {"head_options": {"mode": self.mode, "train_on_prompt": self.train_on_prompt, "packing": self.packing}}
 
     def configure_from_meta(self, meta: dict) -> None:
         options = meta.get("head_options") or {}
@@ -97,7 +100,9 @@ class CausalLMTask:
         self.fill = config.data.fill
         self.mode = detect_mode(config.data.train, config.data, problems)
         data = load_splits(config, problems, self._read)
-        data.notes.insert(0, f"causal_lm: {'SFT on conversations' if self.mode == 'chat' else 'pre-training on raw text'}")
+        data.notes.insert(
+            0, f"causal_lm: {'SFT on conversations' if self.mode == 'chat' else 'pre-training on raw text'}"
+        )
         return data
 
     def _read(self, source, data, problems) -> list:
@@ -129,10 +134,15 @@ class CausalLMTask:
                 continue
             rows.append((ids, labels))
         if self.stats["truncated"] or self.stats["dropped"]:
-            log.warning("warning: %d conversation(s) longer than train.max_length=%d were truncated; "
-                        "%d %s dropped", self.stats["truncated"], max_length, self.stats["dropped"],
-                        "over-long or without an assistant token were" if self.skip_long
-                        else "had no assistant token left and were")
+            log.warning(
+                "warning: %d conversation(s) longer than train.max_length=%d were truncated; %d %s dropped",
+                self.stats["truncated"],
+                max_length,
+                self.stats["dropped"],
+                "over-long or without an assistant token were"
+                if self.skip_long
+                else "had no assistant token left and were",
+            )
             self.stats = {"truncated": 0, "dropped": 0}
         if not rows:
             raise DataError(f"no conversation keeps an assistant token within max_length={max_length}")
@@ -163,13 +173,15 @@ class CausalLMTask:
         metrics = token_metrics(batches, score)
         metrics["count"] = len(examples)
         if self.mode == "text" and metrics["tokens"]:
-            metrics.update(character_metrics(metrics["loss"] * metrics["tokens"], target_characters(tokenizer, features)))
+            metrics.update(
+                character_metrics(metrics["loss"] * metrics["tokens"], target_characters(tokenizer, features))
+            )
         if self.unigram is not None and golds:
             gold = torch.cat(golds).clamp(max=len(self.unigram) - 1)
             metrics["unigram_perplexity"] = math.exp(-self.unigram[gold].mean().item())
         predictions = []
         if self.mode == "chat" and self.generate_limit:
-            metrics_gen, predictions = self.generation_scores(model, tokenizer, examples[:self.generate_limit])
+            metrics_gen, predictions = self.generation_scores(model, tokenizer, examples[: self.generate_limit])
             metrics.update(metrics_gen)
         return EvalResult(metrics, predictions)
 
@@ -189,8 +201,9 @@ class CausalLMTask:
         replies = greedy_batch(model, tokenizer, prompts, self.max_new_tokens)
         scores = generation_metrics(replies, references)
         scores["generated"] = len(replies)
-        rows = [{"where": c.where, "reference": r, "generated": g}
-                for c, r, g in zip(conversations, references, replies)]
+        rows = [
+            {"where": c.where, "reference": r, "generated": g} for c, r, g in zip(conversations, references, replies)
+        ]
         return scores, rows
 
 
@@ -216,8 +229,9 @@ def resolve_template(value: str | None) -> str | None:
         return path.read_text(encoding="utf-8")
     if "{%" in value or "{{" in value:
         return value
-    raise ConfigError(f"data.template: '{value}' is not a known template ({', '.join(TEMPLATES)}), "
-                      "a .jinja file, or a Jinja string")
+    raise ConfigError(
+        f"data.template: '{value}' is not a known template ({', '.join(TEMPLATES)}), a .jinja file, or a Jinja string"
+    )
 
 
 def install_template(tokenizer, template: str | None) -> None:
@@ -245,11 +259,13 @@ def assistant_regions(tokenizer, messages: list[dict], where: str = "") -> tuple
         if message["role"] != "assistant":
             continue
         before = render(tokenizer, messages[:i], add_generation_prompt=True)
-        upto = render(tokenizer, messages[:i + 1])
+        upto = render(tokenizer, messages[: i + 1])
         if not (upto.startswith(before) and full.startswith(upto)):
-            raise DataError(f"{where}: the chat template does not render this conversation turn by turn "
-                            "(a later turn changes the text of an earlier one), so assistant tokens "
-                            "cannot be found; set data.template")
+            raise DataError(
+                f"{where}: the chat template does not render this conversation turn by turn "
+                "(a later turn changes the text of an earlier one), so assistant tokens "
+                "cannot be found; set data.template"
+            )
         regions.append((len(before), len(upto)))
     return full, regions
 
@@ -257,15 +273,15 @@ def assistant_regions(tokenizer, messages: list[dict], where: str = "") -> tuple
 def encode_conversations(tokenizer, conversations: list[Conversation], train_on_prompt: bool = False):
     """Token ids and targets of each conversation (targets: assistant tokens, else IGNORE)."""
     rendered = [assistant_regions(tokenizer, c.messages, c.where) for c in conversations]
-    encoded = tokenizer([text for text, _ in rendered], add_special_tokens=False,
-                        return_offsets_mapping=True)
+    encoded = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
     out = []
     for (text, regions), ids, offsets in zip(rendered, encoded["input_ids"], encoded["offset_mapping"]):
         if train_on_prompt:
             labels = list(ids)
         else:
-            labels = [tok if any(s <= start < e for s, e in regions) else IGNORE
-                      for tok, (start, _) in zip(ids, offsets)]
+            labels = [
+                tok if any(s <= start < e for s, e in regions) else IGNORE for tok, (start, _) in zip(ids, offsets)
+            ]
         out.append((list(ids), labels))
     return out
 
@@ -277,10 +293,10 @@ def text_blocks(tokenizer, examples: list[TextExample], max_length: int) -> list
     eos = tokenizer.eos_token_id
     if eos is None:
         raise DataError("task causal_lm: the tokenizer has no end-of-text token")
-    with quiet_transformers():       # long documents are cut into blocks below, not fed whole
+    with quiet_transformers():  # long documents are cut into blocks below, not fed whole
         ids = tokenizer([ex.text for ex in examples], add_special_tokens=False)["input_ids"]
     stream = [t for row in ids for t in row + [eos]]
-    blocks = [stream[i:i + max_length] for i in range(0, len(stream), max_length)]
+    blocks = [stream[i : i + max_length] for i in range(0, len(stream), max_length)]
     return [{"input_ids": b, "labels": list(b)} for b in blocks if len(b) > 1]
 
 
@@ -300,8 +316,11 @@ def character_metrics(nll_nats: float, characters: int) -> dict:
     """Tokenizer-independent figures (bits and perplexity per character) of a total NLL."""
     from lmforge.evaluation.language_model import bits_per_char, char_perplexity
 
-    return {"bits_per_char": bits_per_char(nll_nats, characters),
-            "char_perplexity": char_perplexity(nll_nats, characters), "characters": characters}
+    return {
+        "bits_per_char": bits_per_char(nll_nats, characters),
+        "char_perplexity": char_perplexity(nll_nats, characters),
+        "characters": characters,
+    }
 
 
 def pack(rows: list[tuple[list[int], list[int]]], max_length: int) -> list[dict]:
@@ -329,8 +348,7 @@ def pack(rows: list[tuple[list[int], list[int]]], max_length: int) -> list[dict]
             # shift in causal_logits would otherwise make the previous sequence predict it.
             labels += [IGNORE] + rows[i][1][1:]
             positions += list(range(len(rows[i][0])))
-        packed.append({"input_ids": ids, "labels": labels, "position_ids": positions,
-                       "sequences": len(members)})
+        packed.append({"input_ids": ids, "labels": labels, "position_ids": positions, "sequences": len(members)})
     return packed
 
 
@@ -370,12 +388,12 @@ def causal_logits(model, batch: dict, labels: torch.Tensor) -> tuple[torch.Tenso
     the vocabulary projection. Models with virtual tokens (prompt learning) run whole. No KV cache:
     transformers only reads packed position ids as sequence boundaries when there is none."""
     targets = labels[:, 1:]
-    chosen = targets != IGNORE                                        # (B, T-1)
+    chosen = targets != IGNORE  # (B, T-1)
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     prompt_learning = getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
     head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
     if prompt_learning or head is None:
-        logits = model(**batch, use_cache=False).logits[:, -labels.shape[1]:]   # drop virtual tokens
+        logits = model(**batch, use_cache=False).logits[:, -labels.shape[1] :]  # drop virtual tokens
         return logits[:, :-1][chosen], targets[chosen]
-    hidden = inner.base_model(**batch, use_cache=False).last_hidden_state   # (B, T, H)
+    hidden = inner.base_model(**batch, use_cache=False).last_hidden_state  # (B, T, H)
     return head(hidden[:, :-1][chosen]), targets[chosen]

@@ -35,14 +35,17 @@ class ClassificationTask:
             keep, held = stratified_split(ids, data.split, config.train.seed)
             validation = [train[i] for i in held]
             train = [train[i] for i in keep]
-            notes.append(f"held out {len(validation)} of {len(train) + len(validation)} training "
-                         f"examples for validation (seed {config.train.seed}, stratified)")
+            notes.append(
+                f"held out {len(validation)} of {len(train) + len(validation)} training "
+                f"examples for validation (seed {config.train.seed}, stratified)"
+            )
         elif data.validation is not None:
             validation = _guarded(problems, self.read_labelled, data.validation, data, labels, problems)
         else:
             validation = []
-        test = _guarded(problems, self.read_labelled, data.test, data, labels, problems) \
-            if data.test is not None else []
+        test = (
+            _guarded(problems, self.read_labelled, data.test, data, labels, problems) if data.test is not None else []
+        )
         if len(labels.names) < 2 and not problems.collect:
             raise DataError(f"data.train: classification needs at least two labels, found {labels.names}")
         return TaskData(train, validation, test, labels, notes)
@@ -64,13 +67,16 @@ class ClassificationTask:
         if weights is None:
             self.class_weights = None
         elif weights == "balanced":
-            counts = torch.bincount(torch.tensor([ex.label_id for ex in train_examples]),
-                                    minlength=len(labels.names)).float()
+            counts = torch.bincount(
+                torch.tensor([ex.label_id for ex in train_examples]), minlength=len(labels.names)
+            ).float()
             self.class_weights = counts.sum() / (len(labels.names) * counts.clamp(min=1))
         else:
             if len(weights) != len(labels.names):
-                raise ConfigError(f"train.class_weights: {len(weights)} weights for "
-                                  f"{len(labels.names)} labels ({', '.join(labels.names)})")
+                raise ConfigError(
+                    f"train.class_weights: {len(weights)} weights for "
+                    f"{len(labels.names)} labels ({', '.join(labels.names)})"
+                )
             self.class_weights = torch.tensor(weights, dtype=torch.float32)
 
     # -- batches ---------------------------------------------------------------------------------
@@ -95,10 +101,9 @@ class ClassificationTask:
 
     def loss(self, model, batch: dict):
         labels = batch.pop("labels")
-        logits = model(**batch).logits                          # (B, num_labels)
+        logits = model(**batch).logits  # (B, num_labels)
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
-        return F.cross_entropy(logits.float(), labels, weight=weight,
-                               label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -115,8 +120,9 @@ class ClassificationTask:
                 out[i] = logits[row]
         return torch.stack(out) if out else torch.zeros((0, 0))
 
-    def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet,
-                 top_k: int = 3) -> EvalResult:
+    def evaluate(
+        self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet, top_k: int = 3
+    ) -> EvalResult:
         return self.result(self.logits(model, tokenizer, features, batch_size, device), examples, labels, top_k)
 
     def result(self, logits: torch.Tensor, examples, labels: LabelSet, top_k: int = 3) -> EvalResult:
@@ -154,7 +160,11 @@ def prediction_rows(probs: torch.Tensor, names: list[str], top_k: int) -> list[d
     top = probs.topk(k, dim=-1)
     rows = []
     for values, indices in zip(top.values.tolist(), top.indices.tolist()):
-        rows.append({"label": names[indices[0]], "score": round(values[0], 6),
-                     "top_k": [{"label": names[i], "score": round(v, 6)} for v, i in zip(values, indices)]})
+        rows.append(
+            {
+                "label": names[indices[0]],
+                "score": round(values[0], 6),
+                "top_k": [{"label": names[i], "score": round(v, 6)} for v, i in zip(values, indices)],
+            }
+        )
     return rows
-

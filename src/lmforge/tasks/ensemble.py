@@ -47,28 +47,35 @@ def check_members(predictors: list) -> None:
     types, in one scheme or in BIO and IOBES."""
     first = predictors[0]
     if first.meta["task"] not in TASKS:
-        raise ModelError(f"{first.run.path}: ensembles combine {' and '.join(TASKS)} runs, "
-                         f"not {first.meta['task']}")
+        raise ModelError(f"{first.run.path}: ensembles combine {' and '.join(TASKS)} runs, not {first.meta['task']}")
     tagging = first.meta["task"] == "token_classification"
     for other in predictors[1:]:
         if other.meta["task"] != first.meta["task"]:
-            raise ModelError(f"{other.run.path}: a {other.meta['task']} run cannot join an ensemble of "
-                             f"{first.meta['task']} runs")
+            raise ModelError(
+                f"{other.run.path}: a {other.meta['task']} run cannot join an ensemble of {first.meta['task']} runs"
+            )
         if tagging and _types(other) != _types(first):
-            raise ModelError(f"{other.run.path}: its entity types ({', '.join(_types(other)[:8])}) are not "
-                             f"those of {first.run.path} ({', '.join(_types(first)[:8])})")
+            raise ModelError(
+                f"{other.run.path}: its entity types ({', '.join(_types(other)[:8])}) are not "
+                f"those of {first.run.path} ({', '.join(_types(first)[:8])})"
+            )
         if not tagging and sorted(other.labels.names) != sorted(first.labels.names):
-            raise ModelError(f"{other.run.path}: its labels ({', '.join(other.labels.names[:8])}) are not "
-                             f"those of {first.run.path} ({', '.join(first.labels.names[:8])})")
+            raise ModelError(
+                f"{other.run.path}: its labels ({', '.join(other.labels.names[:8])}) are not "
+                f"those of {first.run.path} ({', '.join(first.labels.names[:8])})"
+            )
     if tagging:
         schemes = sorted({p.task.scheme for p in predictors})
         if len(schemes) > 1 and not set(schemes) <= set(MIXABLE):
-            raise ModelError(f"ensemble members tag in schemes that do not mix ({', '.join(schemes)}): "
-                             f"only BIO and IOBES members combine (an IOBES tag reads as one BIO tag)")
+            raise ModelError(
+                f"ensemble members tag in schemes that do not mix ({', '.join(schemes)}): "
+                f"only BIO and IOBES members combine (an IOBES tag reads as one BIO tag)"
+            )
         one_pass = next((p for p in predictors if p.one_pass), None)
         if one_pass is not None:
-            raise ModelError(f"{one_pass.run.path}: the ngram family's tagger gives no per-word "
-                             f"probabilities to average")
+            raise ModelError(
+                f"{one_pass.run.path}: the ngram family's tagger gives no per-word probabilities to average"
+            )
 
 
 def _types(predictor) -> list[str]:
@@ -96,11 +103,12 @@ def _as_bio(name: str) -> str:
     from lmforge.data.tagging import split_tag
 
     prefix, type_ = split_tag(name)
-    return name if type_ is None else f"{ {'S': 'B', 'E': 'I'}.get(prefix, prefix)}-{type_}"
+    return name if type_ is None else f"{ {'S': 'B', 'E': 'I'}.get(prefix, prefix) }-{type_}"
 
 
-def evaluate_ensemble(predictors: list, path: str, fields: Fields | None = None, batch_size: int = 64,
-                      limit: int | None = None) -> EvalResult:
+def evaluate_ensemble(
+    predictors: list, path: str, fields: Fields | None = None, batch_size: int = 64, limit: int | None = None
+) -> EvalResult:
     """The ensemble's metrics on a labelled file, with ``members``: each run's own headline metrics."""
     return EnsemblePredictor(predictors).evaluate(path, fields, batch_size, limit)
 
@@ -142,8 +150,7 @@ class _Member:
         self.scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
         self.target = _targets(p, names)
         self.raw = p.task.word_probabilities(p.model, self.scores)
-        self.probs = [torch.zeros(len(q), len(names), dtype=q.dtype).index_add_(1, self.target, q)
-                      for q in self.raw]
+        self.probs = [torch.zeros(len(q), len(names), dtype=q.dtype).index_add_(1, self.target, q) for q in self.raw]
         self._decoded: dict[float, tuple[list, list]] = {}
 
     def paths(self, bias: float = 0.0, idx: list[int] | None = None):
@@ -154,8 +161,9 @@ class _Member:
         from lmforge.tasks.token_classification import entity_bias_row
 
         if bias not in self._decoded:
-            paths, confidence = self.p.task.decode(self.p.model, self.scores, self.raw,
-                                                   bias=entity_bias_row(self.p.labels.names, bias))
+            paths, confidence = self.p.task.decode(
+                self.p.model, self.scores, self.raw, bias=entity_bias_row(self.p.labels.names, bias)
+            )
             self._decoded[bias] = ([[int(self.target[t]) for t in path] for path in paths], confidence)
         paths, confidence = self._decoded[bias]
         if idx is None:
@@ -189,7 +197,7 @@ def vote_paths(member_paths: list[list[list[int]]], names: list[str], scheme: st
         path = [names.index(tag) for tag in from_spans(kept, len(rows[0]), scheme)]
         share = torch.tensor([sum(row[j] == o for row in rows) / n for j in range(len(path))])
         for span in kept:
-            share[span[1]:span[2]] = votes[span] / n
+            share[span[1] : span[2]] = votes[span] / n
         paths.append(path)
         confidence.append(share)
     return paths, confidence
@@ -213,8 +221,9 @@ class EnsemblePredictor:
         self.meta, self.folder = first.meta, first.folder
         self.task, self.labels = _common_view(predictors)
 
-    def evaluate(self, path: str, fields: Fields | None = None, batch_size: int = 64,
-                 limit: int | None = None) -> EvalResult:
+    def evaluate(
+        self, path: str, fields: Fields | None = None, batch_size: int = 64, limit: int | None = None
+    ) -> EvalResult:
         """Metrics on a labelled file, with ``members``: each run's own headline metrics."""
         first = self.members[0]
         options = {"output_scheme": self.task.scheme} if hasattr(self.task, "scheme") else {}
@@ -225,13 +234,13 @@ class EnsemblePredictor:
         if first.meta["task"] == "classification":
             result, members = _classification(self.members, examples, self.combine)
         else:
-            result, members = _tagging(self.members, self.task, self.labels, examples, batch_size,
-                                       self.combine)
+            result, members = _tagging(self.members, self.task, self.labels, examples, batch_size, self.combine)
         result.metrics["members"] = members
         return result
 
-    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
-                top_k: int = 3) -> list[dict]:
+    def predict(
+        self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, top_k: int = 3
+    ) -> list[dict]:
         from lmforge.data.examples import TextExample
         from lmforge.tasks.classification import prediction_rows
 
@@ -242,8 +251,9 @@ class EnsemblePredictor:
         probs = [_class_probabilities(p, examples, names, batch_size) for p in self.members]
         return prediction_rows(combine_classes(probs, self.combine), names, top_k)
 
-    def predict_entities(self, texts: list[str] | None = None, tokens: list[list[str]] | None = None,
-                         batch_size: int = 64) -> list[dict]:
+    def predict_entities(
+        self, texts: list[str] | None = None, tokens: list[list[str]] | None = None, batch_size: int = 64
+    ) -> list[dict]:
         from lmforge.tasks.predictor import entity_examples
 
         examples = entity_examples(texts, tokens)
@@ -279,8 +289,7 @@ def _classification(predictors, examples, combine: str = "mean"):
     probs, members = [], []
     for p in predictors:
         mine = _class_probabilities(p, examples, first.labels.names)
-        members.append(_headline(p.run, first.task.result(mine.clamp_min(1e-12).log(), examples,
-                                                          first.labels).metrics))
+        members.append(_headline(p.run, first.task.result(mine.clamp_min(1e-12).log(), examples, first.labels).metrics))
         probs.append(mine)
     scores = combine_classes(probs, combine)
     result = first.task.result(scores.clamp_min(1e-12).log(), examples, first.labels)
@@ -288,8 +297,7 @@ def _classification(predictors, examples, combine: str = "mean"):
     return result, members
 
 
-def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str,
-                      bias: float = 0.0) -> list[list[int]]:
+def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str, bias: float = 0.0) -> list[list[int]]:
     """Per sentence, the valid tag path with the highest sum of log posteriors: Viterbi with zero
     learned scores and only the scheme's constraints (e.g. no I-PER after O). ``bias`` is added to
     the log posterior of every tag but O (``--entity-bias``)."""
@@ -302,8 +310,8 @@ def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str,
     logp = torch.zeros(len(mean), longest, len(names))
     mask = torch.zeros(len(mean), longest, dtype=torch.bool)
     for i, m in enumerate(mean):
-        logp[i, :len(m)] = m.clamp_min(1e-12).log()
-        mask[i, :len(m)] = True
+        logp[i, : len(m)] = m.clamp_min(1e-12).log()
+        mask[i, : len(m)] = True
     row = entity_bias_row(names, bias)
     return judge.decode(logp if row is None else logp + row, mask)
 

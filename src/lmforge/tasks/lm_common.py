@@ -11,7 +11,7 @@ def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list, str]:
     """(train, validation, note): a seeded random ``fraction`` of ``rows`` held out."""
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    held = set(order[:max(1, round(len(rows) * fraction))])
+    held = set(order[: max(1, round(len(rows) * fraction))])
     validation = [row for i, row in enumerate(rows) if i in held]
     train = [row for i, row in enumerate(rows) if i not in held]
     return train, validation, f"held out {len(validation)} of {len(rows)} rows for validation"
@@ -39,7 +39,7 @@ def load_splits(config, problems, read):
 def device_batches(collate, features: list[dict], batch_size: int, device):
     """Evaluation batches in order, collated and moved to ``device`` one at a time."""
     for start in range(0, len(features), batch_size):
-        yield {k: v.to(device) for k, v in collate(features[start:start + batch_size]).items()}
+        yield {k: v.to(device) for k, v in collate(features[start : start + batch_size]).items()}
 
 
 def token_metrics(batches, score) -> dict:
@@ -52,5 +52,9 @@ def token_metrics(batches, score) -> dict:
         correct += (logits.argmax(-1) == gold).sum().item()
         count += len(gold)
     loss = total / count if count else math.nan
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50)) if count else math.nan,
-            "accuracy": correct / count if count else math.nan, "tokens": count}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50)) if count else math.nan,
+        "accuracy": correct / count if count else math.nan,
+        "tokens": count,
+    }

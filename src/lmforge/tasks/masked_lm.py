@@ -31,7 +31,9 @@ class MaskedLMTask:
     default_metric = "loss"
 
     def load_data(self, config, problems) -> TaskData:
-        return load_splits(config, problems, lambda source, data, problems: read_text_examples(source, data, problems, False))
+        return load_splits(
+            config, problems, lambda source, data, problems: read_text_examples(source, data, problems, False)
+        )
 
     whole_word = False
     _continuation: torch.Tensor | None = None
@@ -52,13 +54,13 @@ class MaskedLMTask:
             raise DataError("task masked_lm: the model's tokenizer has no mask token")
         from lmforge.models.safe_loading import quiet_transformers
 
-        with quiet_transformers():   # long texts are cut into blocks below, not fed whole
+        with quiet_transformers():  # long texts are cut into blocks below, not fed whole
             ids = tokenizer([ex.text for ex in examples], add_special_tokens=False)["input_ids"]
         sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         cls = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         stream = [t for row in ids for t in row + [sep]]
         body = max_length - 1
-        blocks = [stream[i:i + body] for i in range(0, len(stream), body)]
+        blocks = [stream[i : i + body] for i in range(0, len(stream), body)]
         return [{"input_ids": [cls] + block} for block in blocks if len(block) > 1]
 
     def collate(self, features: list[dict], tokenizer, generator: torch.Generator | None = None) -> dict:
@@ -68,13 +70,14 @@ class MaskedLMTask:
             if self._continuation is None:
                 self._continuation = continuation_ids(tokenizer)
             words = word_ids(batch["input_ids"], self._continuation)
-        batch["input_ids"], batch["labels"] = mask_tokens(batch["input_ids"], batch["attention_mask"],
-                                                          tokenizer, generator, words)
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            batch["input_ids"], batch["attention_mask"], tokenizer, generator, words
+        )
         return batch
 
     def loss(self, model, batch: dict):
         labels = batch.pop("labels")
-        logits, gold = masked_logits(model, batch, labels)      # (N, V), (N,)
+        logits, gold = masked_logits(model, batch, labels)  # (N, V), (N,)
         return F.cross_entropy(logits.float(), gold)
 
     # -- evaluation ------------------------------------------------------------------------------
@@ -82,8 +85,7 @@ class MaskedLMTask:
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels=None) -> EvalResult:
         model.eval()
         generator = torch.Generator().manual_seed(EVAL_SEED)
-        batches = device_batches(lambda chunk: self.collate(chunk, tokenizer, generator), features,
-                                 batch_size, device)
+        batches = device_batches(lambda chunk: self.collate(chunk, tokenizer, generator), features, batch_size, device)
         metrics = token_metrics(batches, lambda batch: masked_logits(model, batch, batch.pop("labels")))
         metrics.update(count=len(features), masked_tokens=metrics.pop("tokens"))
         return EvalResult(metrics, [])
@@ -103,10 +105,12 @@ def masked_logits(model, batch: dict, labels: torch.Tensor) -> tuple[torch.Tenso
     """
     chosen = labels != IGNORE
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    head = next((getattr(inner, a) for a in HEAD_ATTRIBUTES if isinstance(getattr(inner, a, None), torch.nn.Module)), None)
+    head = next(
+        (getattr(inner, a) for a in HEAD_ATTRIBUTES if isinstance(getattr(inner, a, None), torch.nn.Module)), None
+    )
     if head is None:
         return model(**batch).logits[chosen], labels[chosen]
-    hidden = inner.base_model(**batch).last_hidden_state    # (B, T, H)
+    hidden = inner.base_model(**batch).last_hidden_state  # (B, T, H)
     return head(hidden[chosen]), labels[chosen]
 
 
@@ -127,9 +131,13 @@ def word_ids(input_ids: torch.Tensor, continuation: torch.Tensor) -> torch.Tenso
     return starts.long().cumsum(1)
 
 
-def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer,
-                generator: torch.Generator | None = None,
-                words: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    tokenizer,
+    generator: torch.Generator | None = None,
+    words: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's 80/10/10 masking of 15% of the real, non-special tokens; returns (inputs, labels).
     With ``words`` (whole-word masking), a word's pieces are chosen together: the draw is made per
     word and every piece of a chosen word is masked."""
@@ -138,7 +146,7 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer
         special |= input_ids == token_id
     candidates = attention_mask.bool() & ~special
     draw = torch.rand(input_ids.shape, generator=generator)
-    if words is not None:                       # every piece takes the draw of its word's number
+    if words is not None:  # every piece takes the draw of its word's number
         draw = draw.gather(1, (words - 1).clamp(min=0, max=input_ids.shape[1] - 1))
     chosen = candidates & (draw < MASK_RATE)
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE))

@@ -37,8 +37,10 @@ class RunPredictor:
         self.run = RunFolder(run_dir)
         self.meta = self.run.read_meta()
         if self.meta.get("model", {}).get("family") == "prompt":
-            raise ModelError(f"{run_dir}: a prompt run (lmforge prompt) has no trained model to predict with; "
-                             "`lmforge eval RUN --data FILE` re-applies its prompt")
+            raise ModelError(
+                f"{run_dir}: a prompt run (lmforge prompt) has no trained model to predict with; "
+                "`lmforge eval RUN --data FILE` re-applies its prompt"
+            )
         self.task = get_task(self.meta["task"])
         if hasattr(self.task, "configure_from_meta"):
             self.task.configure_from_meta(self.meta)
@@ -51,7 +53,7 @@ class RunPredictor:
         # torch (float), torch-int8 or onnxruntime: exported folders (lmforge export) load by their files.
         self.backend = loaded.info.get("backend", "torch")
         if self.backend != "torch":
-            self.device = torch.device("cpu")      # int8 kernels and ONNX Runtime run on the CPU
+            self.device = torch.device("cpu")  # int8 kernels and ONNX Runtime run on the CPU
         model = loaded.model
         # One-pass models (the n-gram family) are not torch modules: they predict by themselves.
         self.one_pass = is_one_pass(model)
@@ -61,8 +63,9 @@ class RunPredictor:
         self.tokenizer = loaded.tokenizer
         self.max_length = int(self.meta.get("max_length", 512))
 
-    def predict(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64,
-                top_k: int = 3) -> list[dict]:
+    def predict(
+        self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, top_k: int = 3
+    ) -> list[dict]:
         """Label, score and top-k probabilities for each text, batched by length."""
         if self.one_pass:
             return prediction_rows(self.model.probabilities(texts, pairs), self.labels.names, top_k)
@@ -71,8 +74,9 @@ class RunPredictor:
         logits = self.task.logits(self.model, self.tokenizer, features, batch_size, self.device)
         return prediction_rows(logits.softmax(-1), self.labels.names, top_k)
 
-    def predict_entities(self, texts: list[str] | None = None, tokens: list[list[str]] | None = None,
-                         batch_size: int = 64) -> list[dict]:
+    def predict_entities(
+        self, texts: list[str] | None = None, tokens: list[list[str]] | None = None, batch_size: int = 64
+    ) -> list[dict]:
         """Entities in raw texts (character offsets) or in pre-split token lists (token offsets),
         each with its label, text and a confidence score."""
         examples = entity_examples(texts, tokens)
@@ -81,14 +85,22 @@ class RunPredictor:
         if self.one_pass:
             found = self.model.predict_examples(self.task, [examples[i] for i in todo], self.labels)
         else:
-            found = self.task.predict_examples(self.model, self.tokenizer, [examples[i] for i in todo],
-                                               self.max_length, batch_size, self.device, self.labels)
+            found = self.task.predict_examples(
+                self.model,
+                self.tokenizer,
+                [examples[i] for i in todo],
+                self.max_length,
+                batch_size,
+                self.device,
+                self.labels,
+            )
         for i, row in zip(todo, found):
             rows[i] = row
         return rows
 
-    def evaluate(self, path: str, fields: Fields | None = None, batch_size: int = 64,
-                 limit: int | None = None) -> EvalResult:
+    def evaluate(
+        self, path: str, fields: Fields | None = None, batch_size: int = 64, limit: int | None = None
+    ) -> EvalResult:
         """Metrics on a labelled file; labels the run never saw are an error naming the row."""
         options = {"output_scheme": self.task.scheme} if hasattr(self.task, "scheme") else {}
         data = DataConfig(fields=fields or Fields(**self.meta.get("fields", {})), **options)
@@ -99,5 +111,4 @@ class RunPredictor:
         if self.one_pass:
             return self.model.evaluate(self.task, examples, self.labels)
         features = self.task.encode(self.tokenizer, examples, self.max_length)
-        return self.task.evaluate(self.model, self.tokenizer, features, examples, batch_size,
-                                  self.device, self.labels)
+        return self.task.evaluate(self.model, self.tokenizer, features, examples, batch_size, self.device, self.labels)

@@ -29,7 +29,7 @@ class EvalResult:
 
 class Task(Protocol):
     name: str
-    head: str                    # the model head the task needs
+    head: str  # the model head the task needs
     metric_names: tuple[str, ...]
     default_metric: str
 
@@ -37,8 +37,9 @@ class Task(Protocol):
     def encode(self, tokenizer, examples: list, max_length: int) -> list[dict]: ...
     def collate(self, features: list[dict], tokenizer) -> dict: ...
     def loss(self, model, batch: dict): ...
-    def evaluate(self, model, tokenizer, features: list[dict], examples: list, batch_size: int,
-                 device) -> EvalResult: ...
+    def evaluate(
+        self, model, tokenizer, features: list[dict], examples: list, batch_size: int, device
+    ) -> EvalResult: ...
 
 
 TASKS: dict[str, type] = {}
@@ -51,8 +52,7 @@ def register_task(cls: type) -> type:
 
 
 def get_task(name: str) -> Task:
-    from lmforge.tasks import (causal_lm, classification, masked_lm, seq2seq,  # noqa: F401  (registration)
-                               token_classification)
+    from lmforge.tasks import causal_lm, classification, masked_lm, seq2seq, token_classification  # noqa: F401  (registration)
 
     if name not in TASKS:
         raise ConfigError(f"task: unknown task '{name}' (known: {', '.join(sorted(TASKS))})")

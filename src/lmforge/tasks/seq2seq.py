@@ -28,7 +28,7 @@ class PairExample:
     where: str = ""
 
     @property
-    def text(self) -> str:        # tokenizers built from scratch learn from both sides
+    def text(self) -> str:  # tokenizers built from scratch learn from both sides
         return f"{self.source}\n{self.target}"
 
     text_pair = None
@@ -45,8 +45,9 @@ def read_pairs(source, data, problems) -> list[PairExample]:
             value = row.get(name)
             if value is None or not str(value).strip():
                 keys = ", ".join(str(k) for k in row if not isinstance(k, int)) or f"{len(row)} columns"
-                problems.report(f"{where}: missing or empty {what} field '{name}' (the row has: {keys}); "
-                                f"set data.fields.{what}")
+                problems.report(
+                    f"{where}: missing or empty {what} field '{name}' (the row has: {keys}); set data.fields.{what}"
+                )
                 break
             values.append(str(value))
         else:
@@ -89,8 +90,10 @@ class Seq2SeqTask:
         eos = tokenizer.eos_token_id
         sources = tokenizer([ex.source for ex in examples], add_special_tokens=False)["input_ids"]
         targets = tokenizer([ex.target for ex in examples], add_special_tokens=False)["input_ids"]
-        return [{"input_ids": s[:max_length - 1] + [eos], "labels": t[:self.max_target_length - 1] + [eos]}
-                for s, t in zip(sources, targets)]
+        return [
+            {"input_ids": s[: max_length - 1] + [eos], "labels": t[: self.max_target_length - 1] + [eos]}
+            for s, t in zip(sources, targets)
+        ]
 
     def collate(self, features: list[dict], tokenizer) -> dict:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -100,15 +103,15 @@ class Seq2SeqTask:
         mask = torch.zeros((len(features), width), dtype=torch.long)
         labels = torch.full((len(features), target_width), IGNORE, dtype=torch.long)
         for row, f in enumerate(features):
-            ids[row, :len(f["input_ids"])] = torch.tensor(f["input_ids"])
-            mask[row, :len(f["input_ids"])] = 1
-            labels[row, :len(f["labels"])] = torch.tensor(f["labels"])
+            ids[row, : len(f["input_ids"])] = torch.tensor(f["input_ids"])
+            mask[row, : len(f["input_ids"])] = 1
+            labels[row, : len(f["labels"])] = torch.tensor(f["labels"])
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     @staticmethod
     def _scores(model, batch: dict):
         labels = batch["labels"]
-        logits = model(**batch).logits                       # teacher forcing: decoder inputs from labels
+        logits = model(**batch).logits  # teacher forcing: decoder inputs from labels
         chosen = labels != IGNORE
         return logits[chosen], labels[chosen]
 
@@ -124,33 +127,42 @@ class Seq2SeqTask:
         metrics["count"] = len(examples)
         predictions = []
         if self.generate_limit:
-            chosen = examples[:self.generate_limit]
-            replies = generate_pairs(model, tokenizer, [f["input_ids"] for f in features[:len(chosen)]],
-                                     self.max_new_tokens, device)
+            chosen = examples[: self.generate_limit]
+            replies = generate_pairs(
+                model, tokenizer, [f["input_ids"] for f in features[: len(chosen)]], self.max_new_tokens, device
+            )
             from lmforge.evaluation.text_overlap import generation_metrics
 
             metrics.update(generation_metrics(replies, [ex.target for ex in chosen]), generated=len(replies))
-            predictions = [{"where": ex.where, "reference": ex.target, "generated": g}
-                           for ex, g in zip(chosen, replies)]
+            predictions = [
+                {"where": ex.where, "reference": ex.target, "generated": g} for ex, g in zip(chosen, replies)
+            ]
         return EvalResult(metrics, predictions)
 
 
-def generate_pairs(model, tokenizer, sources: list[list[int]], max_new_tokens: int, device, batch_size: int = 16) -> list[str]:
+def generate_pairs(
+    model, tokenizer, sources: list[list[int]], max_new_tokens: int, device, batch_size: int = 16
+) -> list[str]:
     """Greedy decoder outputs for encoded sources, in input order."""
     import transformers
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    config = transformers.GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                           eos_token_id=tokenizer.eos_token_id, pad_token_id=pad,
-                                           decoder_start_token_id=model.config.decoder_start_token_id)
+    config = transformers.GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad,
+        decoder_start_token_id=model.config.decoder_start_token_id,
+    )
     out = []
     for start in range(0, len(sources), batch_size):
-        chunk = sources[start:start + batch_size]
+        chunk = sources[start : start + batch_size]
         width = max(map(len, chunk))
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, s in enumerate(chunk):
-            ids[row, :len(s)], mask[row, :len(s)] = torch.tensor(s), 1
+            ids[row, : len(s)], mask[row, : len(s)] = torch.tensor(s), 1
         generated = model.generate(ids.to(device), attention_mask=mask.to(device), generation_config=config)
         out += tokenizer.batch_decode(generated[:, 1:], skip_special_tokens=True)
     return [text.strip() for text in out]

@@ -30,10 +30,10 @@ from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.ner import entity_metrics
 from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
-TRAIN_ENTITIES = "train_entities.json"      # in the run folder: (type, words) of the training entities
+TRAIN_ENTITIES = "train_entities.json"  # in the run folder: (type, words) of the training entities
 
 IGNORE = -100
-PARTIAL = -1000      # a label id PARTIAL - k stands for the k-th set of the task's partial tag sets
+PARTIAL = -1000  # a label id PARTIAL - k stands for the k-th set of the task's partial tag sets
 
 
 @register_task
@@ -49,7 +49,7 @@ class TokenClassificationTask:
         self.label_all_subwords = False
         self.stride = 32
         self.train_entities: set[tuple[str, tuple[str, ...]]] = set()
-        self.tag_sets = torch.zeros((0, 0), dtype=torch.bool)     # (sets, labels): partial labels
+        self.tag_sets = torch.zeros((0, 0), dtype=torch.bool)  # (sets, labels): partial labels
         # Decoding options of eval/predict (not of training): a log-space bonus for every tag but O
         # (``--entity-bias``), and whether eval tunes it by two-fold cross-validation instead.
         self.entity_bias = 0.0
@@ -66,8 +66,9 @@ class TokenClassificationTask:
         self._read_options(config)
         # (type, words) of every training entity: evaluation splits recall into entities training
         # showed and entities it never did (how well the model generalises to new names).
-        self.train_entities = {(t, tuple(ex.tokens[a:b])) for ex in train_examples if ex.tags
-                               for t, a, b in to_spans(ex.tags, self.scheme)}
+        self.train_entities = {
+            (t, tuple(ex.tokens[a:b])) for ex in train_examples if ex.tags for t, a, b in to_spans(ex.tags, self.scheme)
+        }
 
     def run_files(self) -> dict[str, str]:
         """Files the run folder keeps beside lmforge.json: the training entities, so that
@@ -83,8 +84,7 @@ class TokenClassificationTask:
 
     def meta(self) -> dict:
         """What ``lmforge.json`` records so ``predict``/``eval``/serving rebuild the same head."""
-        return {"head_options": {"crf": self.crf, "scheme": self.scheme,
-                                 "window_stride": self.stride}}
+        return {"head_options": {"crf": self.crf, "scheme": self.scheme, "window_stride": self.stride}}
 
     def configure_from_meta(self, meta: dict) -> None:
         options = meta.get("head_options") or {}
@@ -123,27 +123,40 @@ class TokenClassificationTask:
         notes = []
         if partial:
             counted = sum(1 for ex in train if ex.incomplete)
-            notes.append(f"partial labels: O tokens of {counted} training sentences may be "
-                         + "; ".join(" or ".join(kinds) for kinds in partial))
+            notes.append(
+                f"partial labels: O tokens of {counted} training sentences may be "
+                + "; ".join(" or ".join(kinds) for kinds in partial)
+            )
         if data.split is not None and partial:
-            raise ConfigError("data.split: a training source has incomplete_types, so held-out sentences "
-                              "could not be scored; give data.validation")
+            raise ConfigError(
+                "data.split: a training source has incomplete_types, so held-out sentences "
+                "could not be scored; give data.validation"
+            )
         if data.split is not None:
             keep, held = stratified_split([0] * len(train), data.split, config.train.seed)
             validation, train = [train[i] for i in held], [train[i] for i in keep]
-            notes.append(f"held out {len(validation)} of {len(train) + len(validation)} training "
-                         f"sentences for validation (seed {config.train.seed})")
+            notes.append(
+                f"held out {len(validation)} of {len(train) + len(validation)} training "
+                f"sentences for validation (seed {config.train.seed})"
+            )
         elif data.validation is not None:
             validation = _guarded(problems, self.read_labelled, data.validation, data, labels, problems, stats)
         else:
             validation = []
-        test = _guarded(problems, self.read_labelled, data.test, data, labels, problems, stats) \
-            if data.test is not None else []
-        notes.append(f"tags: {stats.scheme or self.scheme} in the files, {self.scheme} for the model; "
-                     f"{len(types)} entity types ({', '.join(types[:12])})")
+        test = (
+            _guarded(problems, self.read_labelled, data.test, data, labels, problems, stats)
+            if data.test is not None
+            else []
+        )
+        notes.append(
+            f"tags: {stats.scheme or self.scheme} in the files, {self.scheme} for the model; "
+            f"{len(types)} entity types ({', '.join(types[:12])})"
+        )
         if stats.repaired_tags:
-            notes.append(f"repaired {stats.repaired_tags} invalid tag(s) in {stats.repaired_sentences} "
-                         f"sentence(s), read the way seqeval reads them (an I- after O starts an entity)")
+            notes.append(
+                f"repaired {stats.repaired_tags} invalid tag(s) in {stats.repaired_sentences} "
+                f"sentence(s), read the way seqeval reads them (an I- after O starts an entity)"
+            )
         if not types and not problems.collect:
             raise DataError("data.train: no entity tags in the training data (every tag is O)")
         return TaskData(train, validation, test, labels, notes)
@@ -152,8 +165,10 @@ class TokenClassificationTask:
         examples = read_tagged(source, data, problems, True, stats)
         partial = next((ex for ex in examples if ex.incomplete), None)
         if partial is not None:
-            raise ConfigError(f"{partial.where}: incomplete_types applies to training data only "
-                              f"(evaluation needs every entity marked)")
+            raise ConfigError(
+                f"{partial.where}: incomplete_types applies to training data only "
+                f"(evaluation needs every entity marked)"
+            )
         _rename_types(examples, data.label_names)
         return [ex for ex in examples if self._attach_ids([ex], labels, problems)]
 
@@ -164,15 +179,18 @@ class TokenClassificationTask:
         for group in kinds:
             unknown = next((k for k in group if k not in types), None)
             if unknown is not None:
-                raise ConfigError(f"incomplete_types: '{unknown}' is not an entity type of the training "
-                                  f"data (types: {', '.join(types[:12])})")
+                raise ConfigError(
+                    f"incomplete_types: '{unknown}' is not an entity type of the training "
+                    f"data (types: {', '.join(types[:12])})"
+                )
         rows = [[name == "O" or split_tag(name)[1] in group for name in labels.names] for group in kinds]
         self.tag_sets = torch.tensor(rows, dtype=torch.bool).reshape(len(rows), len(labels.names))
         return kinds
 
     @staticmethod
-    def _attach_ids(examples: list[TaggedExample], labels: LabelSet, problems,
-                    partial: list[tuple] | None = None) -> bool:
+    def _attach_ids(
+        examples: list[TaggedExample], labels: LabelSet, problems, partial: list[tuple] | None = None
+    ) -> bool:
         """Tag ids of each sentence; with ``partial`` (the training sets), the O tokens of a sentence
         whose source has incomplete_types get the id of its tag set (PARTIAL - k)."""
         ok = True
@@ -180,8 +198,10 @@ class TokenClassificationTask:
             unknown = next((t for t in ex.tags if t not in labels.index), None)
             if unknown is not None:
                 types = sorted({n[2:] for n in labels.names if n != "O"})
-                problems.report(f"{ex.where}: tag '{unknown}' has an entity type training never saw "
-                                f"(types: {', '.join(types[:12])})")
+                problems.report(
+                    f"{ex.where}: tag '{unknown}' has an entity type training never saw "
+                    f"(types: {', '.join(types[:12])})"
+                )
                 ex.tag_ids, ok = None, False
                 continue
             ex.tag_ids = [labels.index[t] for t in ex.tags]
@@ -197,9 +217,10 @@ class TokenClassificationTask:
             return []
         from lmforge.models.safe_loading import quiet_transformers
 
-        with quiet_transformers():   # long sentences become windows below, not fed whole
-            encoded = tokenizer([ex.tokens for ex in examples], is_split_into_words=True,
-                                add_special_tokens=False, truncation=False)
+        with quiet_transformers():  # long sentences become windows below, not fed whole
+            encoded = tokenizer(
+                [ex.tokens for ex in examples], is_split_into_words=True, add_special_tokens=False, truncation=False
+            )
         before, after = _special_layout(tokenizer)
         body = max(max_length - len(before) - len(after), 1)
         features = []
@@ -208,8 +229,7 @@ class TokenClassificationTask:
             windows = _windows(word_ids, body, self.stride)
             owner = _owners(word_ids, windows)
             for w, (start, end) in enumerate(windows):
-                features.append(self._window_feature(ex, i, ids, word_ids, start, end,
-                                                     (before, after), owner, w))
+                features.append(self._window_feature(ex, i, ids, word_ids, start, end, (before, after), owner, w))
         return features
 
     def _window_feature(self, ex, index, ids, word_ids, start, end, special, owner, w) -> dict:
@@ -230,8 +250,7 @@ class TokenClassificationTask:
                 owned.append(owner.get(word) == w)
             if labels is not None and (first or self.label_all_subwords):
                 labels[prefix + pos - start] = ex.tag_ids[word]
-        feature = {"input_ids": input_ids, "heads": heads, "head_words": head_words,
-                   "owned": owned, "example": index}
+        feature = {"input_ids": input_ids, "heads": heads, "head_words": head_words, "owned": owned, "example": index}
         if labels is not None:
             feature["labels"] = labels
         return feature
@@ -240,32 +259,34 @@ class TokenClassificationTask:
         batch = pad_features([{"input_ids": f["input_ids"]} for f in features], tokenizer.pad_token_id or 0)
         width = batch["input_ids"].shape[1]
         if "labels" in features[0]:
-            batch["labels"] = torch.tensor([f["labels"] + [IGNORE] * (width - len(f["labels"]))
-                                            for f in features], dtype=torch.long)
+            batch["labels"] = torch.tensor(
+                [f["labels"] + [IGNORE] * (width - len(f["labels"])) for f in features], dtype=torch.long
+            )
         if self.crf:
             most = max(max(len(f["heads"]) for f in features), 1)
             batch["heads"] = torch.tensor([f["heads"] + [0] * (most - len(f["heads"])) for f in features])
-            batch["head_mask"] = torch.tensor([[True] * len(f["heads"]) + [False] * (most - len(f["heads"]))
-                                               for f in features])
+            batch["head_mask"] = torch.tensor(
+                [[True] * len(f["heads"]) + [False] * (most - len(f["heads"])) for f in features]
+            )
         return batch
 
     def loss(self, model, batch: dict):
         labels = batch.pop("labels")
         heads, head_mask = batch.pop("heads", None), batch.pop("head_mask", None)
-        logits = model(**batch).logits.float()                  # (B, T, L)
+        logits = model(**batch).logits.float()  # (B, T, L)
         partial = bool((labels <= PARTIAL).any())
         if not self.crf:
             if not partial:
                 return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
-            sets = self._label_sets(labels, logits.shape[-1])   # (B, T, L)
+            sets = self._label_sets(labels, logits.shape[-1])  # (B, T, L)
             nll = -torch.logsumexp(logits.log_softmax(-1).masked_fill(~sets, float("-inf")), dim=-1)
-            scored = sets.any(-1)                               # (B, T) not ignored
+            scored = sets.any(-1)  # (B, T) not ignored
             return nll[scored].sum() / scored.sum().clamp(min=1)
         from lmforge.models.crf_head import find_crf
 
         index = heads.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
-        emissions = logits.gather(1, index)                     # (B, W, L)
-        tags = labels.gather(1, heads)                          # (B, W)
+        emissions = logits.gather(1, index)  # (B, W, L)
+        tags = labels.gather(1, heads)  # (B, W)
         sets = self._label_sets(tags, logits.shape[-1]) if partial else None
         return find_crf(model)(emissions, tags.clamp(min=0), head_mask, tag_sets=sets)
 
@@ -281,16 +302,16 @@ class TokenClassificationTask:
 
     # -- inference -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def word_scores(self, model, tokenizer, features: list[dict], examples: list, batch_size: int,
-                    device) -> list[torch.Tensor]:
+    def word_scores(
+        self, model, tokenizer, features: list[dict], examples: list, batch_size: int, device
+    ) -> list[torch.Tensor]:
         """Per sentence, a (words, labels) matrix of tag scores, each word's row taken from the
         window that owns it (words the tokenizer dropped keep zeros)."""
         model.eval()
         num_labels = model.config.num_labels
         out = [torch.zeros((len(ex.tokens), num_labels)) for ex in examples]
         for idx in inference_batches([len(f["input_ids"]) for f in features], batch_size):
-            batch = pad_features([{"input_ids": features[i]["input_ids"]} for i in idx],
-                                 tokenizer.pad_token_id or 0)
+            batch = pad_features([{"input_ids": features[i]["input_ids"]} for i in idx], tokenizer.pad_token_id or 0)
             logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
             for row, i in enumerate(idx):
                 f = features[i]
@@ -300,8 +321,13 @@ class TokenClassificationTask:
                     out[f["example"]][words] = logits[row, torch.tensor([f["heads"][k] for k in keep])]
         return out
 
-    def decode(self, model, scores: list[torch.Tensor], probabilities: list[torch.Tensor] | None = None,
-               bias: torch.Tensor | None = None) -> tuple[list[list[int]], list[torch.Tensor]]:
+    def decode(
+        self,
+        model,
+        scores: list[torch.Tensor],
+        probabilities: list[torch.Tensor] | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> tuple[list[list[int]], list[torch.Tensor]]:
         """Best tag ids per sentence and the probability of each chosen tag (from ``probabilities``,
         ``word_probabilities`` of the same scores, when the caller has them already). ``bias`` (one
         value per label, see ``entity_bias_row``) moves the decision only: it is added to the CRF's
@@ -323,8 +349,9 @@ class TokenClassificationTask:
         with torch.inference_mode():
             paths = crf.decode(emissions if bias is None else emissions + bias, mask)
             marginals = crf.marginals(emissions, mask) if probabilities is None else probabilities
-        confidence = [marginals[i][torch.arange(len(p)), torch.tensor(p, dtype=torch.long)]
-                      for i, p in enumerate(paths)]
+        confidence = [
+            marginals[i][torch.arange(len(p)), torch.tensor(p, dtype=torch.long)] for i, p in enumerate(paths)
+        ]
         return paths, confidence
 
     def word_probabilities(self, model, scores: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -337,7 +364,7 @@ class TokenClassificationTask:
         emissions, mask = _pad_rows(scores)
         with torch.inference_mode():
             marginals = find_crf(model).cpu().marginals(emissions, mask)
-        return [marginals[i, :len(s)] for i, s in enumerate(scores)]
+        return [marginals[i, : len(s)] for i, s in enumerate(scores)]
 
     def _loss_of(self, model, scores, gold: list[list[int]]) -> float:
         if not scores:
@@ -351,16 +378,25 @@ class TokenClassificationTask:
         with torch.inference_mode():
             return find_crf(model).cpu()(emissions, tags.long(), mask).item()
 
-    def predict_examples(self, model, tokenizer, examples: list[TaggedExample], max_length: int,
-                         batch_size: int, device, labels: LabelSet) -> list[dict]:
+    def predict_examples(
+        self,
+        model,
+        tokenizer,
+        examples: list[TaggedExample],
+        max_length: int,
+        batch_size: int,
+        device,
+        labels: LabelSet,
+    ) -> list[dict]:
         """Entities of each sentence: character spans when it came from raw text, else word spans."""
         features = self.encode(tokenizer, examples, max_length)
         scores = self.word_scores(model, tokenizer, features, examples, batch_size, device)
         paths, confidence = self.decode(model, scores, bias=entity_bias_row(labels.names, self.entity_bias))
         return self.prediction_rows(examples, paths, confidence, labels)
 
-    def prediction_rows(self, examples: list[TaggedExample], paths: list[list[int]], confidence,
-                        labels: LabelSet) -> list[dict]:
+    def prediction_rows(
+        self, examples: list[TaggedExample], paths: list[list[int]], confidence, labels: LabelSet
+    ) -> list[dict]:
         """``predict`` rows (entities and tags) from each sentence's tag ids and their confidence."""
         rows = []
         for ex, path, conf in zip(examples, paths, confidence):
@@ -390,8 +426,9 @@ class TokenClassificationTask:
             result.metrics["entity_bias"] = record
         return result
 
-    def result(self, examples: list[TaggedExample], paths: list[list[int]], confidence, labels: LabelSet,
-               loss: float) -> EvalResult:
+    def result(
+        self, examples: list[TaggedExample], paths: list[list[int]], confidence, labels: LabelSet, loss: float
+    ) -> EvalResult:
         """Entity metrics and evaluation rows from each sentence's predicted tag ids (any model's)."""
         gold = [[labels.names[t] for t in ex.tag_ids] for ex in examples]
         pred = [[labels.names[t] for t in p] for p in paths]
@@ -401,14 +438,22 @@ class TokenClassificationTask:
             metrics.update(seen_unseen_recall(examples, gold, pred, self.scheme, self.train_entities))
         rows = []
         for ex, g, p, conf in zip(examples, gold, pred, confidence):
-            rows.append({"tokens": ex.tokens, "gold": g, "pred": p, "correct": g == p,
-                         "entities": _entities(ex, p, conf, self.scheme),
-                         "gold_entities": _entities(ex, g, None, self.scheme), "where": ex.where})
+            rows.append(
+                {
+                    "tokens": ex.tokens,
+                    "gold": g,
+                    "pred": p,
+                    "correct": g == p,
+                    "entities": _entities(ex, p, conf, self.scheme),
+                    "gold_entities": _entities(ex, g, None, self.scheme),
+                    "where": ex.where,
+                }
+            )
         return EvalResult(metrics, rows)
 
 
 # -- decoding bias --------------------------------------------------------------------------------
-BIAS_GRID = tuple(i / 4 for i in range(-4, 13))      # -1 .. 3 in steps of 0.25 (log space)
+BIAS_GRID = tuple(i / 4 for i in range(-4, 13))  # -1 .. 3 in steps of 0.25 (log space)
 
 
 def entity_bias_row(names: list[str], bias: float) -> torch.Tensor | None:
@@ -424,8 +469,9 @@ def entity_bias_row(names: list[str], bias: float) -> torch.Tensor | None:
     return torch.tensor([0.0 if n == "O" else float(bias) for n in names])
 
 
-def cross_validate_bias(decode, examples: list, names: list[str], scheme: str,
-                        grid: tuple[float, ...] = BIAS_GRID) -> tuple[list, list, dict]:
+def cross_validate_bias(
+    decode, examples: list, names: list[str], scheme: str, grid: tuple[float, ...] = BIAS_GRID
+) -> tuple[list, list, dict]:
     """Tune the entity bias without scoring on what it was tuned on: the sentences are split into
     the even- and odd-numbered ones; the bias with the best F1 on one half decodes the other half.
     Returns the paths and confidence of all sentences so decoded, and a record of both folds plus
@@ -433,8 +479,7 @@ def cross_validate_bias(decode, examples: list, names: list[str], scheme: str,
     this data is tuned, not a held-out figure). ``decode(bias, indices)`` decodes those sentences."""
     n = len(examples)
     if n < 2:
-        raise DataError("--tune-entity-bias needs at least two sentences (it tunes on one half and "
-                        "scores the other)")
+        raise DataError("--tune-entity-bias needs at least two sentences (it tunes on one half and scores the other)")
     gold = [[names[t] for t in ex.tag_ids] for ex in examples]
     halves = {"even": list(range(0, n, 2)), "odd": list(range(1, n, 2))}
     # sentences decode independently: each half once per bias, and the whole file is both halves
@@ -454,30 +499,49 @@ def cross_validate_bias(decode, examples: list, names: list[str], scheme: str,
         bias, scores = best_of((tune,))
         for i, p, c in zip(halves[held], *decoded[bias, held]):
             paths[i], confidence[i] = p, c
-        folds.append({"tuned_on": f"{tune} sentences", "bias": bias, "tuned_f1": scores[bias],
-                      "held_out_f1": f1(bias, (held,)), "held_out_f1_no_bias": f1(0.0, (held,))})
+        folds.append(
+            {
+                "tuned_on": f"{tune} sentences",
+                "bias": bias,
+                "tuned_f1": scores[bias],
+                "held_out_f1": f1(bias, (held,)),
+                "held_out_f1_no_bias": f1(0.0, (held,)),
+            }
+        )
     whole, scores = best_of(("even", "odd"))
-    return paths, confidence, {"folds": folds, "whole_data_bias": whole, "whole_data_f1": scores[whole],
-                               "no_bias_f1": scores[0.0], "grid": list(grid)}
+    return (
+        paths,
+        confidence,
+        {
+            "folds": folds,
+            "whole_data_bias": whole,
+            "whole_data_f1": scores[whole],
+            "no_bias_f1": scores[0.0],
+            "grid": list(grid),
+        },
+    )
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def seen_unseen_recall(examples, gold: list[list[str]], pred: list[list[str]], scheme: str,
-                       train_entities: set) -> dict:
+def seen_unseen_recall(
+    examples, gold: list[list[str]], pred: list[list[str]], scheme: str, train_entities: set
+) -> dict:
     """Recall of the gold entities whose (type, words) training showed as an entity, and of those it
     never did, with the unseen share: a low unseen recall means the model learnt names, not contexts."""
-    found = {True: [0, 0], False: [0, 0]}                      # seen -> [support, recalled]
+    found = {True: [0, 0], False: [0, 0]}  # seen -> [support, recalled]
     for ex, g, p in zip(examples, gold, pred):
         predicted = set(to_spans(p, scheme))
         for span in to_spans(g, scheme):
-            counts = found[(span[0], tuple(ex.tokens[span[1]:span[2]])) in train_entities]
+            counts = found[(span[0], tuple(ex.tokens[span[1] : span[2]])) in train_entities]
             counts[0] += 1
             counts[1] += span in predicted
     total = found[True][0] + found[False][0]
-    return {"seen_recall": found[True][1] / found[True][0] if found[True][0] else 0.0,
-            "unseen_recall": found[False][1] / found[False][0] if found[False][0] else 0.0,
-            "unseen_entities": found[False][0],
-            "unseen_share": found[False][0] / total if total else 0.0}
+    return {
+        "seen_recall": found[True][1] / found[True][0] if found[True][0] else 0.0,
+        "unseen_recall": found[False][1] / found[False][0] if found[False][0] else 0.0,
+        "unseen_entities": found[False][0],
+        "unseen_share": found[False][0] / total if total else 0.0,
+    }
 
 
 def _rename_types(examples: list[TaggedExample], label_names) -> None:
@@ -494,8 +558,8 @@ def _special_layout(tokenizer) -> tuple[list[int], list[int]]:
     bare = tokenizer("a", add_special_tokens=False)["input_ids"]
     full = tokenizer("a")["input_ids"]
     for i in range(len(full) - len(bare) + 1):
-        if full[i:i + len(bare)] == bare:
-            return full[:i], full[i + len(bare):]
+        if full[i : i + len(bare)] == bare:
+            return full[:i], full[i + len(bare) :]
     return [], []
 
 
@@ -520,7 +584,7 @@ def _windows(word_ids: list, body: int, stride: int) -> list[tuple[int, int]]:
             back -= 1
         if back > start:
             nxt = back
-        else:   # no word starts in the overlap: the next one after it (a word longer than a window is cut)
+        else:  # no word starts in the overlap: the next one after it (a word longer than a window is cut)
             while nxt < end and inside_word(nxt):
                 nxt += 1
         start = nxt
@@ -547,8 +611,8 @@ def _pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     padded = torch.zeros((len(rows), longest, *rows[0].shape[1:]), dtype=rows[0].dtype)
     mask = torch.zeros((len(rows), longest), dtype=torch.bool)
     for i, r in enumerate(rows):
-        padded[i, :len(r)] = r
-        mask[i, :len(r)] = True
+        padded[i, : len(r)] = r
+        mask[i, : len(r)] = True
     return padded, mask
 
 
@@ -559,8 +623,9 @@ def _entities(ex: TaggedExample, tags: list[str], confidence, scheme: str) -> li
         found = tags_to_char_spans(ex.raw_text, ex.offsets, tags, scheme)
     else:
         joiner = joiner_of(ex.tokens)
-        found = [{"start_token": s, "end_token": e, "label": t, "text": joiner.join(ex.tokens[s:e])}
-                 for t, s, e in spans]
+        found = [
+            {"start_token": s, "end_token": e, "label": t, "text": joiner.join(ex.tokens[s:e])} for t, s, e in spans
+        ]
     if confidence is not None:
         for entity, (_, s, e) in zip(found, spans):
             entity["score"] = round(float(confidence[s:e].mean()), 6)

@@ -34,8 +34,10 @@ def extend_wordpiece(tokenizer, texts: Iterable[str], min_count: int = 1) -> tup
     returns it and the characters added. Existing token ids are unchanged."""
     backend = tokenizer.backend_tokenizer
     if not isinstance(backend.model, models.WordPiece):
-        raise ModelError(f"model.extend_vocab works on WordPiece tokenizers (BERT-style); this model's "
-                         f"tokenizer is {type(backend.model).__name__}")
+        raise ModelError(
+            f"model.extend_vocab works on WordPiece tokenizers (BERT-style); this model's "
+            f"tokenizer is {type(backend.model).__name__}"
+        )
     added = unknown_characters(tokenizer, texts, min_count)
     vocab = dict(backend.get_vocab(with_added_tokens=False))
     next_id = max(vocab.values()) + 1
@@ -45,12 +47,16 @@ def extend_wordpiece(tokenizer, texts: Iterable[str], min_count: int = 1) -> tup
                 vocab[token], next_id = next_id, next_id + 1
     new = Tokenizer.from_str(backend.to_str())
     old_model = backend.model
-    new.model = models.WordPiece(vocab, unk_token=old_model.unk_token,
-                                 continuing_subword_prefix=old_model.continuing_subword_prefix,
-                                 max_input_chars_per_word=old_model.max_input_chars_per_word)
-    special = {k: getattr(tokenizer, k) for k in ("pad_token", "unk_token", "cls_token", "sep_token",
-                                                  "mask_token", "bos_token", "eos_token")
-               if getattr(tokenizer, k, None) is not None}
-    extended = PreTrainedTokenizerFast(tokenizer_object=new, model_max_length=tokenizer.model_max_length,
-                                       **special)
+    new.model = models.WordPiece(
+        vocab,
+        unk_token=old_model.unk_token,
+        continuing_subword_prefix=old_model.continuing_subword_prefix,
+        max_input_chars_per_word=old_model.max_input_chars_per_word,
+    )
+    special = {
+        k: getattr(tokenizer, k)
+        for k in ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token", "bos_token", "eos_token")
+        if getattr(tokenizer, k, None) is not None
+    }
+    extended = PreTrainedTokenizerFast(tokenizer_object=new, model_max_length=tokenizer.model_max_length, **special)
     return extended, added

@@ -17,8 +17,13 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
-           "sep_token": "[SEP]", "mask_token": "[MASK]"}
+SPECIAL = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
 
 
 def _vocabulary(words: Counter, vocab_size: int, min_frequency: int) -> list[str]:
@@ -31,15 +36,17 @@ def _vocabulary(words: Counter, vocab_size: int, min_frequency: int) -> list[str
     vocab = list(SPECIAL.values()) + [c for c, _ in sorted(chars.items(), key=by_count)]
     room = vocab_size - len(vocab)
     frequent = [w for w, n in sorted(words.items(), key=by_count) if n >= min_frequency and len(w) > 1]
-    return vocab + frequent[:max(room, 0)]
+    return vocab + frequent[: max(room, 0)]
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, lowercase: bool = True,
-                    min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def train_wordpiece(
+    texts: Iterable[str], vocab_size: int = 8000, lowercase: bool = True, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
     """A BERT-style WordPiece tokenizer for ``texts`` ([CLS] a [SEP] b [SEP] templates); the same
     texts always give the same vocabulary."""
-    normalizer = normalizers.BertNormalizer(lowercase=lowercase, handle_chinese_chars=True,
-                                            strip_accents=None, clean_text=True)
+    normalizer = normalizers.BertNormalizer(
+        lowercase=lowercase, handle_chinese_chars=True, strip_accents=None, clean_text=True
+    )
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     words: Counter = Counter()
     for text in texts:
@@ -49,7 +56,9 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, lowercase: boo
     tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     cls_id, sep_id = vocab.index("[CLS]"), vocab.index("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
     tok.decoder = decoders.WordPiece()
     return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL)

@@ -53,8 +53,12 @@ class MetricsLog:
         if self.writer is not None and "step" in row:
             prefix = row.get("split", row.get("kind", "train"))
             for key, value in row.items():
-                if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                        and math.isfinite(value):
+                if (
+                    key not in ("step", "epoch")
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                    and math.isfinite(value)
+                ):
                     self.writer.add_scalar(f"{prefix}/{key}", value, row["step"])
 
     def close(self) -> None:

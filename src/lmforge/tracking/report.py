@@ -99,8 +99,10 @@ def _safe(build, data) -> str:
 
 def _page(title: str, body: str) -> str:
     title = html.escape(title)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>\n</html>\n"
+    )
 
 
 def _is_number(value) -> bool:
@@ -161,16 +163,25 @@ def _summary_rows(meta: dict) -> list[list]:
 
     best = get("best", "metric")
     wall = get("training", "wall_time_s")
-    return [[name, value] for name, value in [
-        ("Task", get("task")), ("Model family", get("model", "family")), ("Model source", get("model", "source")),
-        ("Trainable parameters", _thousands(get("parameters", "trainable"))),
-        ("Total parameters", _thousands(get("parameters", "total"))),
-        (f"Best {best}" if best else "Best value", get("best", "value")), ("Best step", get("best", "step")),
-        ("Training steps", get("training", "steps")), ("Stopped early", get("training", "stopped_early")),
-        ("Wall time", f"{wall:.1f} s" if _is_number(wall) else wall),
-        ("Labels", ", ".join(map(str, get("labels", "names") or [])) or None),
-        ("lmforge version", get("lmforge_version")), ("Created", get("created")),
-    ] if value is not None]
+    return [
+        [name, value]
+        for name, value in [
+            ("Task", get("task")),
+            ("Model family", get("model", "family")),
+            ("Model source", get("model", "source")),
+            ("Trainable parameters", _thousands(get("parameters", "trainable"))),
+            ("Total parameters", _thousands(get("parameters", "total"))),
+            (f"Best {best}" if best else "Best value", get("best", "value")),
+            ("Best step", get("best", "step")),
+            ("Training steps", get("training", "steps")),
+            ("Stopped early", get("training", "stopped_early")),
+            ("Wall time", f"{wall:.1f} s" if _is_number(wall) else wall),
+            ("Labels", ", ".join(map(str, get("labels", "names") or [])) or None),
+            ("lmforge version", get("lmforge_version")),
+            ("Created", get("created")),
+        ]
+        if value is not None
+    ]
 
 
 def _thousands(value):
@@ -223,11 +234,11 @@ def _training_section(rows: list[dict]) -> str:
     train = [r for r in rows if r.get("kind") == "train"]
     evals = [r for r in rows if r.get("kind") == "eval" and r.get("split", "validation") == "validation"]
     plots = [
-        _line_plot("Loss", "loss", [("train", *_series(train, "loss"), "-"),
-                                    ("validation", *_series(evals, "loss"), "o-")]),
+        _line_plot(
+            "Loss", "loss", [("train", *_series(train, "loss"), "-"), ("validation", *_series(evals, "loss"), "o-")]
+        ),
         _line_plot("Learning rate", "lr", [("lr", *_series(train, "lr"), "-")]),
-        _line_plot("Validation metrics", "value",
-                   [(k, *_series(evals, k), "o-") for k in _curve_metrics(evals)]),
+        _line_plot("Validation metrics", "value", [(k, *_series(evals, k), "o-") for k in _curve_metrics(evals)]),
     ]
     body = "".join(plots) + _final_table([r for r in rows if r.get("kind") == "final"])
     return "<h2>Training</h2>\n" + body if body else ""
@@ -265,9 +276,11 @@ def _split_section(split: str, metrics: dict) -> str:
     confusions = metrics.get("confusions")
     if isinstance(confusions, list) and confusions:
         rows = [[c.get("gold", ""), c.get("pred", ""), c.get("count", "")] for c in confusions if isinstance(c, dict)]
-        parts.append('<p class="note">Most frequent entity errors: a gold span predicted with another '
-                     'type or boundary, missed (predicted O) or spurious (gold O).</p>\n'
-                     + _table(["gold", "predicted", "count"], rows))
+        parts.append(
+            '<p class="note">Most frequent entity errors: a gold span predicted with another '
+            "type or boundary, missed (predicted O) or spurious (gold O).</p>\n"
+            + _table(["gold", "predicted", "count"], rows)
+        )
     return "".join(parts) if len(parts) > 1 else ""
 
 
@@ -318,8 +331,15 @@ def _confusion_heatmap(matrix: list, labels, split: str) -> str:
     threshold = counts.max() / 2 if counts.size else 0
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{counts[i, j]:g}", ha="center", va="center",
-                    color="white" if counts[i, j] > threshold else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                f"{counts[i, j]:g}",
+                ha="center",
+                va="center",
+                color="white" if counts[i, j] > threshold else "black",
+                fontsize=9,
+            )
     ax.set_xticks(range(n))
     ax.set_yticks(range(n), names)
     _tick_labels(ax.set_xticklabels, names)
@@ -349,12 +369,23 @@ def _samples_section(predictions: list[dict]) -> str:
 
 def _generation_samples(predictions: list[dict]) -> str:
     """Generated texts beside their references (and the request, where the run kept it)."""
-    shown = [r for r in predictions if "generated" in r][:MAX_WRONG + MAX_RIGHT]
-    rows = [[r.get("split", ""), str(r.get("request", ""))[:MAX_TEXT], str(r.get("reference", ""))[:MAX_TEXT],
-             str(r.get("generated", ""))[:MAX_TEXT], r.get("where", "")] for r in shown]
+    shown = [r for r in predictions if "generated" in r][: MAX_WRONG + MAX_RIGHT]
+    rows = [
+        [
+            r.get("split", ""),
+            str(r.get("request", ""))[:MAX_TEXT],
+            str(r.get("reference", ""))[:MAX_TEXT],
+            str(r.get("generated", ""))[:MAX_TEXT],
+            r.get("where", ""),
+        ]
+        for r in shown
+    ]
     intro = f'<p class="note">The first {len(shown)} generated texts.</p>\n'
-    return "<h2>Samples</h2>\n" + intro + _table(["split", "request", "reference", "generated", "where"], rows,
-                                                 [""] * len(rows))
+    return (
+        "<h2>Samples</h2>\n"
+        + intro
+        + _table(["split", "request", "reference", "generated", "where"], rows, [""] * len(rows))
+    )
 
 
 def _entity_samples(predictions: list[dict]) -> str:
@@ -367,12 +398,23 @@ def _entity_samples(predictions: list[dict]) -> str:
     def spans(entities) -> str:
         return "; ".join(f"{e.get('text', '')} [{e.get('label', '')}]" for e in entities if isinstance(e, dict))
 
-    rows = [[r.get("split", ""), spans(r["gold_entities"]), spans(r.get("entities") or []),
-             " ".join(map(str, r.get("tokens", [])))[:MAX_TEXT], r.get("where", "")] for r in wrong + right]
+    rows = [
+        [
+            r.get("split", ""),
+            spans(r["gold_entities"]),
+            spans(r.get("entities") or []),
+            " ".join(map(str, r.get("tokens", [])))[:MAX_TEXT],
+            r.get("where", ""),
+        ]
+        for r in wrong + right
+    ]
     classes = ["wrong"] * len(wrong) + [""] * len(right)
     intro = f'<p class="note">{len(wrong)} sentences with errors and {len(right)} without.</p>\n'
-    return "<h2>Samples</h2>\n" + intro + _table(["split", "gold entities", "predicted", "sentence", "where"],
-                                                 rows, classes)
+    return (
+        "<h2>Samples</h2>\n"
+        + intro
+        + _table(["split", "gold entities", "predicted", "sentence", "where"], rows, classes)
+    )
 
 
 def _sample_row(row: dict) -> list:
@@ -381,5 +423,12 @@ def _sample_row(row: dict) -> list:
         text = text[:MAX_TEXT] + "…"
     top_k = row.get("top_k") if isinstance(row.get("top_k"), list) else []
     top = ", ".join(f"{t.get('label')} {_fmt(t.get('score'))}" for t in top_k if isinstance(t, dict))
-    return [row.get("split", ""), row.get("gold"), row.get("label"), row.get("score", ""), top, text,
-            row.get("where", "")]
+    return [
+        row.get("split", ""),
+        row.get("gold"),
+        row.get("label"),
+        row.get("score", ""),
+        top,
+        text,
+        row.get("where", ""),
+    ]

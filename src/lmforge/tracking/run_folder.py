@@ -11,9 +11,18 @@ from lmforge.errors import RunFolderError
 
 META = "lmforge.json"
 # Keys a resumed run may change: they steer when to stop, evaluate or save, not what is learnt.
-RESUMABLE_CHANGES = {"resume", "overwrite", "train.epochs", "train.max_steps", "train.early_stopping",
-                     "train.eval_every", "train.save_every", "train.keep_checkpoints", "train.log_every",
-                     "prompt"}      # lmforge prompt's settings do not change what training learns
+RESUMABLE_CHANGES = {
+    "resume",
+    "overwrite",
+    "train.epochs",
+    "train.max_steps",
+    "train.early_stopping",
+    "train.eval_every",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.log_every",
+    "prompt",
+}  # lmforge prompt's settings do not change what training learns
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -71,19 +80,25 @@ class RunFolder:
         if overwrite or not any(self.path.iterdir()):
             return
         what = "a run" if self.config.is_file() else "other files"
-        raise RunFolderError(f"output {self.path} already holds {what}; set overwrite=true to replace "
-                             f"it, resume=true to continue it, or choose another output")
+        raise RunFolderError(
+            f"output {self.path} already holds {what}; set overwrite=true to replace "
+            f"it, resume=true to continue it, or choose another output"
+        )
 
     def _check_same_config(self, config: dict) -> None:
         old = _flatten(yaml.safe_load(self.config.read_text(encoding="utf-8")) or {})
         new = _flatten(config)
-        changed = sorted(k for k in set(old) | set(new)
-                         if old.get(k) != new.get(k) and not any(k == r or k.startswith(r + ".")
-                                                                 for r in RESUMABLE_CHANGES))
+        changed = sorted(
+            k
+            for k in set(old) | set(new)
+            if old.get(k) != new.get(k) and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_CHANGES)
+        )
         if changed:
             shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:3])
-            raise RunFolderError(f"cannot resume {self.path}: the config changed ({shown}); "
-                                 "start a new run (another output, or overwrite=true)")
+            raise RunFolderError(
+                f"cannot resume {self.path}: the config changed ({shown}); "
+                "start a new run (another output, or overwrite=true)"
+            )
 
     def clear(self) -> None:
         """Remove a previous run's files (``overwrite=true``)."""

@@ -33,8 +33,10 @@ def rng_state() -> tuple[dict, dict]:
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = state
     np_state = np.random.get_state()
-    info = {"python": _jsonable(random.getstate()),
-            "numpy": [np_state[0], np_state[1].tolist(), *map(_plain, np_state[2:])]}
+    info = {
+        "python": _jsonable(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *map(_plain, np_state[2:])],
+    }
     return tensors, info
 
 
@@ -81,8 +83,9 @@ def _optimizer_state(tensors: dict, settings: dict) -> dict:
     return {"state": state, "param_groups": settings["param_groups"]}
 
 
-def save_checkpoint(folder: Path, model, optimizer, scheduler, trainer_state: dict,
-                    rng: tuple[dict, dict] | None = None, extra=None) -> Path:
+def save_checkpoint(
+    folder: Path, model, optimizer, scheduler, trainer_state: dict, rng: tuple[dict, dict] | None = None, extra=None
+) -> Path:
     """Write a complete checkpoint atomically; returns its folder. ``extra(folder)``, if given,
     writes more files into it (the weight average of ``train.ema``) before it is complete."""
     folder = Path(folder)
@@ -113,8 +116,9 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
         settings = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
         optimizer.load_state_dict(_optimizer_state(load_file(str(folder / "optimizer.safetensors")), settings))
         scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text(encoding="utf-8")))
-        set_rng_state(load_file(str(folder / "rng.safetensors")),
-                      json.loads((folder / "rng.json").read_text(encoding="utf-8")))
+        set_rng_state(
+            load_file(str(folder / "rng.safetensors")), json.loads((folder / "rng.json").read_text(encoding="utf-8"))
+        )
         return json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise RunFolderError(f"{folder}: cannot resume from this checkpoint ({str(exc).splitlines()[0]})") from None
@@ -124,9 +128,15 @@ def list_checkpoints(root: Path) -> list[Path]:
     """Complete checkpoints under ``root``, oldest first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-             and p.name[len(PREFIX):].isdigit() and (p / "trainer_state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+    found = [
+        p
+        for p in root.iterdir()
+        if p.is_dir()
+        and p.name.startswith(PREFIX)
+        and p.name[len(PREFIX) :].isdigit()
+        and (p / "trainer_state.json").is_file()
+    ]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) :]))
 
 
 def prune_checkpoints(root: Path, keep: int) -> None:

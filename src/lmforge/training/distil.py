@@ -29,13 +29,23 @@ log = logging.getLogger("lmforge")
 CACHE = "teacher_logits.safetensors"
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float, weight: torch.Tensor | None = None,
-                      label_smoothing: float = 0.0) -> torch.Tensor:
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    alpha: float,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE; logits are (B, C), labels (B,)."""
     t = temperature
-    soft = F.kl_div(F.log_softmax(student.float() / t, dim=-1), F.log_softmax(teacher.float() / t, dim=-1),
-                    reduction="batchmean", log_target=True)
+    soft = F.kl_div(
+        F.log_softmax(student.float() / t, dim=-1),
+        F.log_softmax(teacher.float() / t, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
     hard = F.cross_entropy(student.float(), labels, weight=weight, label_smoothing=label_smoothing)
     return alpha * t * t * soft + (1 - alpha) * hard
 
@@ -53,7 +63,7 @@ class DistilTask:
     def collate(self, features: list[dict], tokenizer) -> dict:
         batch = self.task.collate(features, tokenizer)
         if "teacher_logits" in features[0]:
-            batch["teacher_logits"] = torch.tensor([f["teacher_logits"] for f in features])   # (B, C)
+            batch["teacher_logits"] = torch.tensor([f["teacher_logits"] for f in features])  # (B, C)
         return batch
 
     def loss(self, model, batch: dict):
@@ -61,28 +71,37 @@ class DistilTask:
         if teacher is None:
             return self.task.loss(model, batch)
         labels = batch.pop("labels")
-        logits = model(**batch).logits                                                 # (B, C)
+        logits = model(**batch).logits  # (B, C)
         weight = self.task.class_weights
-        return distillation_loss(logits, teacher, labels, self.temperature, self.alpha,
-                                 weight.to(logits.device) if weight is not None else None,
-                                 self.task.label_smoothing)
+        return distillation_loss(
+            logits,
+            teacher,
+            labels,
+            self.temperature,
+            self.alpha,
+            weight.to(logits.device) if weight is not None else None,
+            self.task.label_smoothing,
+        )
 
 
 # -- the teacher ----------------------------------------------------------------------------------
-def teacher_logits(teacher_dir: str | Path, examples: list, label_names: list[str], batch_size: int,
-                   cache: Path | None = None) -> torch.Tensor:
+def teacher_logits(
+    teacher_dir: str | Path, examples: list, label_names: list[str], batch_size: int, cache: Path | None = None
+) -> torch.Tensor:
     """(N, C) logits of the teacher run on ``examples``, columns in the student's label order;
     read from ``cache`` when it holds the same teacher and texts."""
     from lmforge.tasks.predictor import RunPredictor
 
     predictor = RunPredictor(teacher_dir, "auto")
     if predictor.meta["task"] != "classification":
-        raise ModelError(f"{teacher_dir}: distillation needs a classification teacher; this is a "
-                         f"{predictor.meta['task']} run")
+        raise ModelError(
+            f"{teacher_dir}: distillation needs a classification teacher; this is a {predictor.meta['task']} run"
+        )
     missing = [name for name in label_names if name not in predictor.labels.names]
     if missing or len(label_names) != len(predictor.labels.names):
-        raise DataError(f"{teacher_dir}: the teacher's labels {predictor.labels.names} are not the student's "
-                        f"{label_names}")
+        raise DataError(
+            f"{teacher_dir}: the teacher's labels {predictor.labels.names} are not the student's {label_names}"
+        )
     key = _cache_key(predictor.folder, examples)
     if cache is not None and cache.is_file():
         from safetensors import safe_open
@@ -95,7 +114,7 @@ def teacher_logits(teacher_dir: str | Path, examples: list, label_names: list[st
     features = predictor.task.encode(predictor.tokenizer, examples, predictor.max_length)
     logits = predictor.task.logits(predictor.model, predictor.tokenizer, features, batch_size, predictor.device)
     order = [predictor.labels.names.index(name) for name in label_names]
-    logits = logits[:, order].contiguous()                                             # (N, C)
+    logits = logits[:, order].contiguous()  # (N, C)
     if cache is not None:
         from safetensors.torch import save_file
 
@@ -121,14 +140,19 @@ def _finished(config) -> bool:
     run = RunFolder(config.output)
     if not run.meta.is_file():
         return False
-    run.check_writable(config_to_dict(config), resume=True, overwrite=False)   # a changed config fails here
+    run.check_writable(config_to_dict(config), resume=True, overwrite=False)  # a changed config fails here
     return bool(run.read_meta().get("finished"))
 
 
 def _summary(meta: dict, config) -> dict:
-    return {"run": config.output, "alpha": config.distil.alpha, "results": meta.get("results", {}),
-            "steps": meta.get("training", {}).get("steps"), "parameters": (meta.get("parameters") or {}).get("total"),
-            "wall_time_s": meta.get("training", {}).get("wall_time_s")}
+    return {
+        "run": config.output,
+        "alpha": config.distil.alpha,
+        "results": meta.get("results", {}),
+        "steps": meta.get("training", {}).get("steps"),
+        "parameters": (meta.get("parameters") or {}).get("total"),
+        "wall_time_s": meta.get("training", {}).get("wall_time_s"),
+    }
 
 
 # -- the recipe -----------------------------------------------------------------------------------
@@ -163,8 +187,9 @@ def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool 
             continue
         job = setup(run_config)
         if run_config.distil.alpha > 0:
-            logits = teacher_logits(teacher.path, job.data.train, job.data.labels.names,
-                                    run_config.distil.teacher_batch_size, out / CACHE)
+            logits = teacher_logits(
+                teacher.path, job.data.train, job.data.labels.names, run_config.distil.teacher_batch_size, out / CACHE
+            )
             for feature, row in zip(job.features["train"], logits.tolist()):
                 feature["teacher_logits"] = row
             job.task = DistilTask(job.task, run_config.distil.temperature, run_config.distil.alpha)
@@ -174,11 +199,19 @@ def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool 
             return DistilOutcome(out, {}, stop.requested)
         cleanup(job, state)
         results[name] = _summary(job.run.read_meta(), run_config)
-    report = {"teacher": {"run": str(teacher.path), "results": teacher_meta.get("results", {}),
-                          "parameters": (teacher_meta.get("parameters") or {}).get("total")},
-              "temperature": config.distil.temperature, "alpha": config.distil.alpha,
-              "student": {"model": config.model if isinstance(config.model, str) else config.model.model_dump(),
-                          "seed": config.train.seed},
-              **results}
+    report = {
+        "teacher": {
+            "run": str(teacher.path),
+            "results": teacher_meta.get("results", {}),
+            "parameters": (teacher_meta.get("parameters") or {}).get("total"),
+        },
+        "temperature": config.distil.temperature,
+        "alpha": config.distil.alpha,
+        "student": {
+            "model": config.model if isinstance(config.model, str) else config.model.model_dump(),
+            "seed": config.train.seed,
+        },
+        **results,
+    }
     write_atomic(out / "distillation.json", json.dumps(report, indent=1, ensure_ascii=False))
     return DistilOutcome(out, report)

@@ -19,7 +19,8 @@ class EarlyStopping:
             self.bad_evals += 1
             return False
         better = self.best is None or (
-            value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta)
+            value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+        )
         if better:
             self.best, self.best_step, self.bad_evals = value, step, 0
         else:

@@ -27,8 +27,7 @@ class WeightAverage:
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.updates = 0
-        self.shadow = {name: p.detach().float().clone() for name, p in model.named_parameters()
-                       if p.requires_grad}
+        self.shadow = {name: p.detach().float().clone() for name, p in model.named_parameters() if p.requires_grad}
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -58,8 +57,7 @@ class WeightAverage:
 
     def save(self, folder: Path) -> None:
         tensors = {name: t.contiguous() for name, t in self.shadow.items()}
-        save_file(tensors, str(Path(folder) / FILE), metadata={"updates": str(self.updates),
-                                                                "decay": repr(self.decay)})
+        save_file(tensors, str(Path(folder) / FILE), metadata={"updates": str(self.updates), "decay": repr(self.decay)})
 
     def load(self, folder: Path) -> None:
         """Restore the average saved by ``save``; a checkpoint written without ``train.ema``
@@ -79,5 +77,5 @@ class WeightAverage:
         if missing:
             raise ValueError(f"the average lacks {missing[0]} (and {len(missing) - 1} more)")
         for name in self.shadow:
-            self.shadow[name] = saved[name].to(self.shadow[name].device, torch.float32)   # a GPU run resumes on the GPU
+            self.shadow[name] = saved[name].to(self.shadow[name].device, torch.float32)  # a GPU run resumes on the GPU
         self.updates = int(meta.get("updates", 0))

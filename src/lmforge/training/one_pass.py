@@ -38,8 +38,15 @@ def run_one_pass(job: Job) -> TrainState:
     elapsed = time.perf_counter() - started
     count = job.model.parameter_count()
     job.info["parameters"] = {"trainable": count, "total": count}
-    metrics.write({"kind": "train", "step": 1, "epoch": 1.0, "elapsed_s": round(elapsed, 3),
-                   "examples_per_s": len(train) / elapsed if elapsed > 0 else None})
+    metrics.write(
+        {
+            "kind": "train",
+            "step": 1,
+            "epoch": 1.0,
+            "elapsed_s": round(elapsed, 3),
+            "examples_per_s": len(train) / elapsed if elapsed > 0 else None,
+        }
+    )
     log.info("fitted in %.1f s: %s learned values", elapsed, f"{count:,}")
     save_atomic(job.model, run.model)
     results, predictions = evaluate_splits(job, run.model)
@@ -62,4 +69,3 @@ def save_atomic(model, folder: Path) -> None:
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
-

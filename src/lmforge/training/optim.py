@@ -15,8 +15,7 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> t
         if not param.requires_grad:
             continue
         (no_decay if any(key in name for key in NO_DECAY) or param.ndim < 2 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     # The fused kernel (one pass over all tensors) is several times faster than the default
     # per-parameter loop on CPU as on GPU; fall back where a device or dtype lacks it.

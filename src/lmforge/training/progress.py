@@ -12,8 +12,15 @@ class Progress:
         if not disabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="step", file=sys.stderr,
-                            dynamic_ncols=True, desc="train", smoothing=0.1)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                desc="train",
+                smoothing=0.1,
+            )
 
     def update(self, step: int, lr: float) -> None:
         if self.bar is None:

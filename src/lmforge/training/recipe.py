@@ -28,8 +28,7 @@ from lmforge.tasks import get_task
 from lmforge.tokenization.unknown import unknown_rate
 from lmforge.tracking.metrics_log import MetricsLog
 from lmforge.tracking.run_folder import RunFolder
-from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, \
-    rng_state, save_checkpoint
+from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
 from lmforge.training.early_stopping import EarlyStopping
 from lmforge.training.ema import WeightAverage
 from lmforge.training.optim import build_optimizer, build_scheduler
@@ -80,7 +79,7 @@ class Job:
 class TrainOutcome:
     run: RunFolder
     state: TrainState
-    stopped_by: str | None   # the signal that stopped the run before its end, if any
+    stopped_by: str | None  # the signal that stopped the run before its end, if any
 
 
 def train(config: JobConfig, quiet: bool = False) -> TrainOutcome:
@@ -113,37 +112,67 @@ def setup(config: JobConfig) -> Job:
     for note in data.notes:
         log.info(note)
     if problems.skipped:
-        log.warning("warning: skipped %d bad row(s) (data.on_error: skip); the first: %s",
-                    problems.skipped, problems.first_skipped)
+        log.warning(
+            "warning: skipped %d bad row(s) (data.on_error: skip); the first: %s",
+            problems.skipped,
+            problems.first_skipped,
+        )
     set_threads(config.train.threads)
     set_seed(config.train.seed)
     resuming = config.resume and bool(list_checkpoints(run.checkpoints))
-    loaded = load_model(config.model, task.head, data.labels.names, _texts(data.train),
-                        dropout=config.train.dropout,
-                        tokenizer_folder=run.model if resuming else None)
+    loaded = load_model(
+        config.model,
+        task.head,
+        data.labels.names,
+        _texts(data.train),
+        dropout=config.train.dropout,
+        tokenizer_folder=run.model if resuming else None,
+    )
     task.configure(config, data.train, data.labels)
     if is_one_pass(loaded.model):
         if config.train.ema is not None:
-            raise ConfigError(f"train.ema: the {loaded.info.get('family', 'ngram')} family learns in one pass, "
-                              "with no steps to average; remove train.ema")
+            raise ConfigError(
+                f"train.ema: the {loaded.info.get('family', 'ngram')} family learns in one pass, "
+                "with no steps to average; remove train.ema"
+            )
         # Families that learn in one pass (n-gram models) read the examples themselves: no
         # features, optimizer or accelerator; ``training/one_pass.py`` takes it from here.
-        return Job(config, task, data, run, loaded.model, loaded.tokenizer, loaded.info,
-                   {"train": data.train, "validation": data.validation, "test": data.test},
-                   tracker=tracker_for(config, task))
+        return Job(
+            config,
+            task,
+            data,
+            run,
+            loaded.model,
+            loaded.tokenizer,
+            loaded.info,
+            {"train": data.train, "validation": data.validation, "test": data.test},
+            tracker=tracker_for(config, task),
+        )
     if hasattr(task, "prepare_model"):
         loaded.model = task.prepare_model(loaded.model, data.labels)
-    features = {split: task.encode(loaded.tokenizer, examples, config.train.max_length)
-                for split, examples in (("train", data.train), ("validation", data.validation),
-                                        ("test", data.test))}
+    features = {
+        split: task.encode(loaded.tokenizer, examples, config.train.max_length)
+        for split, examples in (("train", data.train), ("validation", data.validation), ("test", data.test))
+    }
     _warn_unknown(loaded, features["train"], config)
     if hasattr(task, "fit_baseline"):
         task.fit_baseline(features["train"], len(loaded.tokenizer))
     accelerator = _accelerator(config.train)
     steps_per_epoch, total_steps = _count_steps(config.train, features["train"], accelerator)
     model = apply_tuning(loaded.model, config.tuning, config.task, total_steps)
-    job = Job(config, task, data, run, model, loaded.tokenizer, loaded.info, features, accelerator,
-              total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    job = Job(
+        config,
+        task,
+        data,
+        run,
+        model,
+        loaded.tokenizer,
+        loaded.info,
+        features,
+        accelerator,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+    )
     _prepare_optimisation(job)
     _prepare_folder(job, resolved, resuming)
     return job
@@ -157,18 +186,23 @@ def _texts(examples) -> list[str]:
 def _check_metric(config: JobConfig, task) -> None:
     early = config.train.early_stopping
     if early is not None and early.metric is not None and early.metric not in task.metric_names:
-        raise ConfigError(f"train.early_stopping.metric: '{early.metric}' is not reported for task "
-                          f"{task.name} (choose from {', '.join(task.metric_names)})")
+        raise ConfigError(
+            f"train.early_stopping.metric: '{early.metric}' is not reported for task "
+            f"{task.name} (choose from {', '.join(task.metric_names)})"
+        )
 
 
 def _warn_unknown(loaded, train_features, config) -> None:
     rate = unknown_rate(loaded.tokenizer, [f["input_ids"] for f in train_features])
     if rate > UNKNOWN_WARN:
-        log.warning("warning: %.1f%% of the training tokens are unknown to the tokenizer of model "
-                    "'%s', so the model cannot read much of this text; use a model whose vocabulary "
-                    "covers it, e.g. a from-scratch transformer with a vocabulary built from your "
-                    "data (model: {family: transformer, arch: bert, layers: 4, hidden: 256, heads: 4})",
-                    100 * rate, loaded.info.get("source", "?"))
+        log.warning(
+            "warning: %.1f%% of the training tokens are unknown to the tokenizer of model "
+            "'%s', so the model cannot read much of this text; use a model whose vocabulary "
+            "covers it, e.g. a from-scratch transformer with a vocabulary built from your "
+            "data (model: {family: transformer, arch: bert, layers: 4, hidden: 256, heads: 4})",
+            100 * rate,
+            loaded.info.get("source", "?"),
+        )
 
 
 def _accelerator(cfg):
@@ -179,8 +213,15 @@ def _accelerator(cfg):
 
 def _count_steps(cfg, train_features: list[dict], accelerator) -> tuple[int, int]:
     """(optimizer steps per epoch, total optimizer steps) of this job."""
-    batches = epoch_batches([len(f["input_ids"]) for f in train_features], cfg.batch_size, cfg.seed, 0,
-                            cfg.group_by_length, accelerator.num_processes, accelerator.process_index)
+    batches = epoch_batches(
+        [len(f["input_ids"]) for f in train_features],
+        cfg.batch_size,
+        cfg.seed,
+        0,
+        cfg.group_by_length,
+        accelerator.num_processes,
+        accelerator.process_index,
+    )
     per_epoch = math.ceil(len(batches) / cfg.grad_accum)
     total = per_epoch * cfg.epochs
     return per_epoch, min(total, cfg.max_steps) if cfg.max_steps is not None else total
@@ -196,15 +237,20 @@ def _prepare_optimisation(job: Job) -> None:
         job.ema = WeightAverage(job.accelerator.unwrap_model(job.model), cfg.ema)
     trainable, total = count_parameters(job.model)
     job.info["parameters"] = {"trainable": trainable, "total": total}
-    log.info("tuning %s: %s of %s parameters trainable (%.2f%%)", job.config.tuning.method,
-             f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+    log.info(
+        "tuning %s: %s of %s parameters trainable (%.2f%%)",
+        job.config.tuning.method,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / max(total, 1),
+    )
 
 
 def tracker_for(config: JobConfig, task) -> EarlyStopping:
     """The best-model tracker (and early stopping) on the configured or the task's main metric."""
     early = config.train.early_stopping
     metric = early.metric if early and early.metric else task.default_metric
-    mode = (early.mode if early and early.mode else ("min" if metric in ("loss", "perplexity") else "max"))
+    mode = early.mode if early and early.mode else ("min" if metric in ("loss", "perplexity") else "max")
     return EarlyStopping(metric, mode, early.patience if early else None, early.min_delta if early else 0.0)
 
 
@@ -247,8 +293,7 @@ def _meta(job: Job, finished: bool, extra: dict | None = None) -> dict:
         "fields": job.config.data.fields.model_dump(),
         "finished": finished,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "peft": peft.__version__},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
     }
     if hasattr(job.task, "meta"):
         meta.update(job.task.meta())
@@ -262,18 +307,35 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool) -> TrainState:
     state = _resume(job) if job.config.resume else TrainState()
     if state.early:
         job.tracker.load_state_dict(state.early)
-    metrics = MetricsLog(job.run.metrics, job.run.events, state.step if job.config.resume else None) \
-        if acc.is_main_process else None
+    metrics = (
+        MetricsLog(job.run.metrics, job.run.events, state.step if job.config.resume else None)
+        if acc.is_main_process
+        else None
+    )
     if metrics and not job.config.resume:
-        metrics.write({"kind": "start", "step": 0, "examples": len(job.features["train"]),
-                       "steps": job.total_steps, "parameters": job.info["parameters"]})
+        metrics.write(
+            {
+                "kind": "start",
+                "step": 0,
+                "examples": len(job.features["train"]),
+                "steps": job.total_steps,
+                "parameters": job.info["parameters"],
+            }
+        )
     lengths = [len(f["input_ids"]) for f in job.features["train"]]
     progress = Progress(job.total_steps, state.step, disabled=quiet or not acc.is_main_process)
     loop = _Loop(job, state, metrics, progress, stop)
     try:
         while state.epoch < cfg.epochs and not loop.finished:
-            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state.epoch, cfg.group_by_length,
-                                    acc.num_processes, acc.process_index)
+            batches = epoch_batches(
+                lengths,
+                cfg.batch_size,
+                cfg.seed,
+                state.epoch,
+                cfg.group_by_length,
+                acc.num_processes,
+                acc.process_index,
+            )
             loop.run_epoch(batches)
             if stop.requested:
                 break
@@ -282,13 +344,16 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool) -> TrainState:
                 if cfg.eval_every == "epoch" and not state.stopped_early:
                     loop.evaluate_and_save()
         if not stop.requested and loop.last_eval_step != state.step and not state.stopped_early:
-            loop.evaluate_and_save()   # the end of training is always evaluated
+            loop.evaluate_and_save()  # the end of training is always evaluated
     finally:
         progress.close()
     if stop.requested and not loop.saved_at_stop:
         loop.save(rng=None)
-        log.warning("stopped by %s at step %d; checkpoint saved. Continue with: lmforge train CONFIG "
-                    "resume=true", stop.requested, state.step)
+        log.warning(
+            "stopped by %s at step %d; checkpoint saved. Continue with: lmforge train CONFIG resume=true",
+            stop.requested,
+            state.step,
+        )
     if metrics:
         metrics.close()
     return state
@@ -297,8 +362,7 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool) -> TrainState:
 def _resume(job: Job) -> TrainState:
     found = list_checkpoints(job.run.checkpoints)
     if not found:
-        log.warning("resume=true but %s has no complete checkpoint: starting from the beginning",
-                    job.run.checkpoints)
+        log.warning("resume=true but %s has no complete checkpoint: starting from the beginning", job.run.checkpoints)
         return TrainState()
     saved = load_checkpoint(found[-1], job.accelerator.unwrap_model(job.model), job.optimizer, job.scheduler)
     if job.ema is not None:
@@ -306,7 +370,9 @@ def _resume(job: Job) -> TrainState:
         try:
             job.ema.load(found[-1])
         except (OSError, ValueError) as exc:
-            raise RunFolderError(f"{found[-1]}: cannot resume the weight average ({str(exc).splitlines()[0]})") from None
+            raise RunFolderError(
+                f"{found[-1]}: cannot resume the weight average ({str(exc).splitlines()[0]})"
+            ) from None
     log.info("resuming from %s (epoch %d, step %d)", found[-1].name, saved["epoch"], saved["step"])
     return TrainState(**saved)
 
@@ -317,8 +383,9 @@ class _Loop:
     def __init__(self, job: Job, state: TrainState, metrics, progress, stop):
         self.job, self.state, self.metrics, self.progress, self.stop = job, state, metrics, progress, stop
         self.cfg = job.config.train
-        self.finished = state.stopped_early or (job.config.train.max_steps is not None
-                                                and state.step >= job.total_steps)
+        self.finished = state.stopped_early or (
+            job.config.train.max_steps is not None and state.step >= job.total_steps
+        )
         self.saved_at_stop = False
         self.last_eval_step = state.step if job.config.resume else -1
         self.window_loss, self.window_n, self.window_examples = 0.0, 0, 0
@@ -331,7 +398,7 @@ class _Loop:
         job.model.train()
         position = state.batch_in_epoch
         while position < len(batches) and not self.finished:
-            group = batches[position:position + cfg.grad_accum]
+            group = batches[position : position + cfg.grad_accum]
             rng_at_start = rng_state()
             for i, idx in enumerate(group):
                 batch = job.task.collate([features[j] for j in idx], job.tokenizer)
@@ -386,11 +453,15 @@ class _Loop:
     def _log_train(self) -> None:
         now = time.perf_counter()
         elapsed = now - self.window_start
-        row = {"kind": "train", "step": self.state.step, "epoch": round(self._epoch_float(), 4),
-               "loss": self.window_loss / max(self.window_n, 1),
-               "lr": self.job.scheduler.get_last_lr()[0],
-               "examples_per_s": self.window_examples / elapsed if elapsed > 0 else None,
-               "elapsed_s": round(self.state.elapsed_s + elapsed, 3)}
+        row = {
+            "kind": "train",
+            "step": self.state.step,
+            "epoch": round(self._epoch_float(), 4),
+            "loss": self.window_loss / max(self.window_n, 1),
+            "lr": self.job.scheduler.get_last_lr()[0],
+            "examples_per_s": self.window_examples / elapsed if elapsed > 0 else None,
+            "elapsed_s": round(self.state.elapsed_s + elapsed, 3),
+        }
         if self.last_grad_norm is not None:
             row["grad_norm"] = self.last_grad_norm
         self.state.elapsed_s += elapsed
@@ -411,16 +482,28 @@ class _Loop:
         if job.features["validation"]:
             scalars = self._validation_scalars()
             if self.metrics:
-                self.metrics.write({"kind": "eval", "split": "validation", "step": state.step,
-                                    "epoch": round(self._epoch_float(), 4), **scalars})
+                self.metrics.write(
+                    {
+                        "kind": "eval",
+                        "split": "validation",
+                        "step": state.step,
+                        "epoch": round(self._epoch_float(), 4),
+                        **scalars,
+                    }
+                )
             value = scalars.get(job.tracker.metric)
             if job.tracker.update(value, state.step):
                 self._save_best()
             self.progress.note(f"{job.tracker.metric}={value:.4f}" if value is not None else "")
             if job.tracker.should_stop:
-                log.info("early stopping at step %d: %s has not improved for %d evaluations "
-                         "(best %.4f at step %d)", state.step, job.tracker.metric,
-                         job.tracker.patience, job.tracker.best, job.tracker.best_step)
+                log.info(
+                    "early stopping at step %d: %s has not improved for %d evaluations (best %.4f at step %d)",
+                    state.step,
+                    job.tracker.metric,
+                    job.tracker.patience,
+                    job.tracker.best,
+                    job.tracker.best_step,
+                )
                 state.stopped_early = True
                 self.finished = True
             job.model.train()
@@ -434,8 +517,15 @@ class _Loop:
         model = job.accelerator.unwrap_model(job.model)
 
         def scalars() -> dict:
-            result = job.task.evaluate(model, job.tokenizer, job.features["validation"], job.data.validation,
-                                       self._eval_batch(), job.accelerator.device, job.data.labels)
+            result = job.task.evaluate(
+                model,
+                job.tokenizer,
+                job.features["validation"],
+                job.data.validation,
+                self._eval_batch(),
+                job.accelerator.device,
+                job.data.labels,
+            )
             return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
         if job.ema is None:
@@ -463,8 +553,15 @@ class _Loop:
         if not job.accelerator.is_main_process:
             return
         folder = job.run.checkpoints / f"step-{state.step}"
-        save_checkpoint(folder, job.accelerator.unwrap_model(job.model), job.optimizer, job.scheduler,
-                        state.__dict__.copy(), rng, extra=job.ema.save if job.ema is not None else None)
+        save_checkpoint(
+            folder,
+            job.accelerator.unwrap_model(job.model),
+            job.optimizer,
+            job.scheduler,
+            state.__dict__.copy(),
+            rng,
+            extra=job.ema.save if job.ema is not None else None,
+        )
         prune_checkpoints(job.run.checkpoints, self.cfg.keep_checkpoints)
 
     def _non_finite(self, loss, rng_at_start) -> None:
@@ -473,10 +570,12 @@ class _Loop:
         # was when this step began, so the checkpoint resumes exactly before the bad batch.
         job.optimizer.zero_grad(set_to_none=True)
         self.save(rng=rng_at_start)
-        raise TrainingError(f"non-finite loss ({loss.item()}) at step {self.state.step + 1}, epoch "
-                            f"{self.state.epoch + 1}; the last good state is in "
-                            f"{job.run.checkpoints}/step-{self.state.step}. Lower train.lr, set "
-                            f"train.max_grad_norm, or check the data")
+        raise TrainingError(
+            f"non-finite loss ({loss.item()}) at step {self.state.step + 1}, epoch "
+            f"{self.state.epoch + 1}; the last good state is in "
+            f"{job.run.checkpoints}/step-{self.state.step}. Lower train.lr, set "
+            f"train.max_grad_norm, or check the data"
+        )
 
 
 class _nullcontext:
@@ -536,9 +635,15 @@ def evaluate_splits(job: Job, folder: Path) -> tuple[dict, list[dict]]:
     results, predictions = {}, []
     for split in ("validation", "test"):
         if job.features[split]:
-            result = evaluate_saved(folder, job.task, job.data.labels, job.features[split],
-                                    getattr(job.data, split), 2 * job.config.train.batch_size,
-                                    meta={"head": job.task.head, "model": job.info})
+            result = evaluate_saved(
+                folder,
+                job.task,
+                job.data.labels,
+                job.features[split],
+                getattr(job.data, split),
+                2 * job.config.train.batch_size,
+                meta={"head": job.task.head, "model": job.info},
+            )
             results[split] = result.metrics
             predictions += [{"split": split, **row} for row in result.predictions]
     return results, predictions
@@ -555,19 +660,36 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
     with open(run.metrics, "a", encoding="utf-8") as handle:
         for split, metrics in results.items():
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            handle.write(json.dumps({"kind": "final", "split": split, "checkpoint": which,
-                                     "step": state.step, **scalars}) + "\n")
+            handle.write(
+                json.dumps({"kind": "final", "split": split, "checkpoint": which, "step": state.step, **scalars}) + "\n"
+            )
     write_atomic(run.results, json.dumps(results, indent=1, ensure_ascii=False))
     write_predictions(run.predictions, predictions)
     tracker = job.tracker
-    run.write_meta(_meta(job, finished=True, extra={
-        "best": {"metric": tracker.metric, "value": tracker.best, "step": tracker.best_step,
-                 "checkpoint": which},
-        "training": {"steps": state.step, "epochs_completed": state.epoch, "wall_time_s": round(state.elapsed_s, 2),
-                     "stopped_early": state.stopped_early, "examples_seen": state.examples_seen},
-        "results": {split: {k: v for k, v in m.items() if isinstance(v, (int, float))}
-                    for split, m in results.items()},
-    }))
+    run.write_meta(
+        _meta(
+            job,
+            finished=True,
+            extra={
+                "best": {
+                    "metric": tracker.metric,
+                    "value": tracker.best,
+                    "step": tracker.best_step,
+                    "checkpoint": which,
+                },
+                "training": {
+                    "steps": state.step,
+                    "epochs_completed": state.epoch,
+                    "wall_time_s": round(state.elapsed_s, 2),
+                    "stopped_early": state.stopped_early,
+                    "examples_seen": state.examples_seen,
+                },
+                "results": {
+                    split: {k: v for k, v in m.items() if isinstance(v, (int, float))} for split, m in results.items()
+                },
+            },
+        )
+    )
     write_report(run.path)
     for split, metrics in results.items():
         shown = [k for k in ("accuracy", "f1", "macro_f1", "perplexity") if isinstance(metrics.get(k), (int, float))]

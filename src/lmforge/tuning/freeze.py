@@ -29,8 +29,7 @@ def head_prefixes(model: nn.Module) -> list[str]:
 def apply_freeze(model, config, task_type, **_):
     stack_name, stack = layer_stack(model)
     if config.trainable_layers > len(stack):
-        raise ConfigError(f"tuning.trainable_layers: {config.trainable_layers} but the model has "
-                          f"{len(stack)} layers")
+        raise ConfigError(f"tuning.trainable_layers: {config.trainable_layers} but the model has {len(stack)} layers")
     first = len(stack) - config.trainable_layers
     train_prefixes = head_prefixes(model) + [f"{stack_name}.{i}." for i in range(first, len(stack))]
     for name, param in model.named_parameters():

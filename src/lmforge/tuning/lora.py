@@ -4,8 +4,13 @@ from lmforge.errors import ConfigError
 from lmforge.tuning.registry import register_method
 
 # lmforge task -> peft TaskType name (decides which head modules peft keeps trainable).
-PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "token_classification": "TOKEN_CLS", "causal_lm": "CAUSAL_LM",
-                   "seq2seq": "SEQ_2_SEQ_LM", "masked_lm": None}
+PEFT_TASK_TYPES = {
+    "classification": "SEQ_CLS",
+    "token_classification": "TOKEN_CLS",
+    "causal_lm": "CAUSAL_LM",
+    "seq2seq": "SEQ_2_SEQ_LM",
+    "masked_lm": None,
+}
 
 
 def peft_task_type(method: str, task_type: str):
@@ -15,8 +20,10 @@ def peft_task_type(method: str, task_type: str):
         raise ConfigError(f"tuning.method={method} is not available for task '{task_type}' yet")
     kind = PEFT_TASK_TYPES[task_type]
     if kind is None and method in ("prefix", "prompt", "ptuning"):
-        raise ConfigError(f"tuning.method={method} needs a task peft knows (causal_lm, seq2seq, "
-                          f"classification, token_classification), not '{task_type}'")
+        raise ConfigError(
+            f"tuning.method={method} needs a task peft knows (causal_lm, seq2seq, "
+            f"classification, token_classification), not '{task_type}'"
+        )
     return getattr(peft.TaskType, kind) if kind else None
 
 
@@ -35,9 +42,13 @@ def apply_lora(model, config, task_type, **_):
 
     # "auto" lets peft choose the modules it knows for this architecture (BERT: query, value).
     target = None if config.target == "auto" else config.target
-    lora_config = peft.LoraConfig(task_type=peft_task_type("lora", task_type), r=config.r,
-                                  lora_alpha=config.alpha, lora_dropout=config.dropout,
-                                  target_modules=target)
+    lora_config = peft.LoraConfig(
+        task_type=peft_task_type("lora", task_type),
+        r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=target,
+    )
     wrapped = wrap(model, lora_config)
     # A CRF layer (head.crf) is part of the head: it starts from zero and must train.
     for name, param in wrapped.named_parameters():

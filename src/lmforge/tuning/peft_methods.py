@@ -27,44 +27,70 @@ def apply_adalora(model, config, task_type, total_steps=None, **_):
     import peft
 
     steps = max(int(total_steps or 0), 10)
-    adalora = peft.AdaLoraConfig(task_type=peft_task_type("adalora", task_type), init_r=2 * config.r,
-                                 target_r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                                 target_modules=_target(config), total_step=steps,
-                                 tinit=steps // 10, tfinal=steps // 5, deltaT=1)
+    adalora = peft.AdaLoraConfig(
+        task_type=peft_task_type("adalora", task_type),
+        init_r=2 * config.r,
+        target_r=config.r,
+        lora_alpha=config.alpha,
+        lora_dropout=config.dropout,
+        target_modules=_target(config),
+        total_step=steps,
+        tinit=steps // 10,
+        tfinal=steps // 5,
+        deltaT=1,
+    )
     return wrap(model, adalora)
 
 
 def apply_ia3(model, config, task_type, **_):
     import peft
 
-    return wrap(model, peft.IA3Config(task_type=peft_task_type("ia3", task_type),
-                                      target_modules=_target(config),
-                                      feedforward_modules=[] if config.target != "auto" else None))
+    return wrap(
+        model,
+        peft.IA3Config(
+            task_type=peft_task_type("ia3", task_type),
+            target_modules=_target(config),
+            feedforward_modules=[] if config.target != "auto" else None,
+        ),
+    )
 
 
 def apply_prefix(model, config, task_type, **_):
     import peft
 
-    return wrap(model, peft.PrefixTuningConfig(task_type=peft_task_type("prefix", task_type),
-                                               num_virtual_tokens=config.num_virtual_tokens),
-                "tuning.method=prefix")
+    return wrap(
+        model,
+        peft.PrefixTuningConfig(
+            task_type=peft_task_type("prefix", task_type), num_virtual_tokens=config.num_virtual_tokens
+        ),
+        "tuning.method=prefix",
+    )
 
 
 def apply_prompt(model, config, task_type, **_):
     import peft
 
-    return wrap(model, peft.PromptTuningConfig(task_type=peft_task_type("prompt", task_type),
-                                               num_virtual_tokens=config.num_virtual_tokens),
-                "tuning.method=prompt")
+    return wrap(
+        model,
+        peft.PromptTuningConfig(
+            task_type=peft_task_type("prompt", task_type), num_virtual_tokens=config.num_virtual_tokens
+        ),
+        "tuning.method=prompt",
+    )
 
 
 def apply_ptuning(model, config, task_type, **_):
     import peft
 
-    return wrap(model, peft.PromptEncoderConfig(task_type=peft_task_type("ptuning", task_type),
-                                                num_virtual_tokens=config.num_virtual_tokens,
-                                                encoder_hidden_size=config.encoder_hidden),
-                "tuning.method=ptuning")
+    return wrap(
+        model,
+        peft.PromptEncoderConfig(
+            task_type=peft_task_type("ptuning", task_type),
+            num_virtual_tokens=config.num_virtual_tokens,
+            encoder_hidden_size=config.encoder_hidden,
+        ),
+        "tuning.method=ptuning",
+    )
 
 
 register_method("adalora", apply_adalora)

@@ -18,14 +18,18 @@ from lmforge.models.ngram.language_model import NgramLanguageModel
 from lmforge.models.ngram.tagger import NgramTagger
 from lmforge.models.registry import LoadedModel, register_family
 
-HEADS = {"sequence_classification": NgramClassifier, "token_classification": NgramTagger,
-         "causal_lm": NgramLanguageModel}
+HEADS = {
+    "sequence_classification": NgramClassifier,
+    "token_classification": NgramTagger,
+    "causal_lm": NgramLanguageModel,
+}
 
 
 def _head_class(head: str):
     if head not in HEADS:
-        raise ModelError(f"the ngram family has no '{head}' head: it does classification, "
-                         f"token_classification and causal_lm")
+        raise ModelError(
+            f"the ngram family has no '{head}' head: it does classification, token_classification and causal_lm"
+        )
     return HEADS[head]
 
 
@@ -34,8 +38,14 @@ def _info(head: str) -> dict:
     return {"family": "ngram", "source": "scratch", "arch": kind, "one_pass": True}
 
 
-def load_ngram(spec, head: str, labels: list[str], texts: list[str], dropout: float | None = None,
-               tokenizer_folder: Path | None = None) -> LoadedModel:
+def load_ngram(
+    spec,
+    head: str,
+    labels: list[str],
+    texts: list[str],
+    dropout: float | None = None,
+    tokenizer_folder: Path | None = None,
+) -> LoadedModel:
     model_class = _head_class(head)
     if spec.path is not None:
         raise ModelError("model.path: the ngram family is always built from the data (leave path out)")

@@ -13,7 +13,7 @@ from lmforge.models.ngram.features import NgramFeatures
 from lmforge.models.ngram.nbsvm import NbSvmClassifier
 from lmforge.models.ngram.storage import load_folder, save_folder
 
-PAIR_SEPARATOR = " \n|| "        # joins a text pair into one text for the bag of n-grams
+PAIR_SEPARATOR = " \n|| "  # joins a text pair into one text for the bag of n-grams
 
 
 def joined(texts: list[str], pairs: list[str | None] | None) -> list[str]:
@@ -29,16 +29,24 @@ class NgramClassifier:
         self.settings, self.labels = dict(settings), list(labels)
         s = self.settings
         weighting = "binary" if s["classifier"] == "nbsvm" else "tfidf"
-        self.features = NgramFeatures(s["word_ngrams"], s["char_ngrams"], s["min_df"], s["max_features"],
-                                      s["lowercase"], weighting)
-        self.classifier = (NbSvmClassifier(C=s["C"]) if s["classifier"] == "nbsvm"
-                           else LogisticRegression(C=s["C"], max_iter=1000))
+        self.features = NgramFeatures(
+            s["word_ngrams"], s["char_ngrams"], s["min_df"], s["max_features"], s["lowercase"], weighting
+        )
+        self.classifier = (
+            NbSvmClassifier(C=s["C"]) if s["classifier"] == "nbsvm" else LogisticRegression(C=s["C"], max_iter=1000)
+        )
 
     @classmethod
     def from_spec(cls, spec, labels: list[str]) -> "NgramClassifier":
-        settings = {"classifier": spec.classifier, "word_ngrams": spec.word_ngrams,
-                    "char_ngrams": spec.char_ngrams, "min_df": spec.min_df,
-                    "max_features": spec.max_features, "lowercase": spec.lowercase, "C": spec.C}
+        settings = {
+            "classifier": spec.classifier,
+            "word_ngrams": spec.word_ngrams,
+            "char_ngrams": spec.char_ngrams,
+            "min_df": spec.min_df,
+            "max_features": spec.max_features,
+            "lowercase": spec.lowercase,
+            "C": spec.C,
+        }
         return cls(settings, labels)
 
     # -- training --------------------------------------------------------------------------------
@@ -60,7 +68,8 @@ class NgramClassifier:
         probs = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
         if texts:
             probs[:, self.classifier.classes_] = self.classifier.predict_proba(
-                self.features.transform(joined(texts, pairs)))
+                self.features.transform(joined(texts, pairs))
+            )
         return torch.from_numpy(probs).float()
 
     def evaluate(self, task, examples: list, labels):
@@ -72,19 +81,33 @@ class NgramClassifier:
     def save(self, folder: Path) -> None:
         settings, arrays = self.features.state()
         c = self.classifier
-        arrays.update({"coef": c.coef_.astype(np.float32), "intercept": c.intercept_.astype(np.float32),
-                       "classes": c.classes_.astype(np.int64)})
+        arrays.update(
+            {
+                "coef": c.coef_.astype(np.float32),
+                "intercept": c.intercept_.astype(np.float32),
+                "classes": c.classes_.astype(np.int64),
+            }
+        )
         if isinstance(c, NbSvmClassifier):
             arrays["r"] = c.r_.astype(np.float32)
-        config = {"head": "sequence_classification", **self.settings, "parameters": self.parameter_count(),
-                  "features": self.features.n_features}
+        config = {
+            "head": "sequence_classification",
+            **self.settings,
+            "parameters": self.parameter_count(),
+            "features": self.features.n_features,
+        }
         save_folder(folder, config, {"features": settings, "labels": self.labels}, arrays)
 
     @classmethod
     def load(cls, folder: Path) -> "NgramClassifier":
         config, state, arrays = load_folder(folder)
-        model = cls({k: config[k] for k in ("classifier", "word_ngrams", "char_ngrams", "min_df",
-                                            "max_features", "lowercase", "C")}, state["labels"])
+        model = cls(
+            {
+                k: config[k]
+                for k in ("classifier", "word_ngrams", "char_ngrams", "min_df", "max_features", "lowercase", "C")
+            },
+            state["labels"],
+        )
         model.features = NgramFeatures.from_state(state["features"], arrays)
         c = model.classifier
         c.coef_, c.intercept_ = arrays["coef"].astype(np.float64), arrays["intercept"].astype(np.float64)

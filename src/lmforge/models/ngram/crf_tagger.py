@@ -15,8 +15,7 @@ from itertools import groupby
 
 from sklearn.base import BaseEstimator
 
-_SHAPE = str.maketrans(string.ascii_uppercase + string.ascii_lowercase + string.digits,
-                       "X" * 26 + "x" * 26 + "d" * 10)
+_SHAPE = str.maketrans(string.ascii_uppercase + string.ascii_lowercase + string.digits, "X" * 26 + "x" * 26 + "d" * 10)
 
 
 def word_shape(word: str) -> str:
@@ -48,9 +47,19 @@ def sentence_features(tokens: list[str], window: int = 2) -> list[list[str]]:
     out = []
     for i, word in enumerate(tokens):
         low = lower[i]
-        feats = ["bias", f"w={word}", f"lw={low}", f"sh={word_shape(word)[:8]}", f"ssh={short[i]}",
-                 f"t={title[i]}", f"u={word.isupper()}", f"d={word.isdigit()}",
-                 f"hd={any(c.isdigit() for c in word)}", f"hy={'-' in word}", f"len={min(len(word), 8)}"]
+        feats = [
+            "bias",
+            f"w={word}",
+            f"lw={low}",
+            f"sh={word_shape(word)[:8]}",
+            f"ssh={short[i]}",
+            f"t={title[i]}",
+            f"u={word.isupper()}",
+            f"d={word.isdigit()}",
+            f"hd={any(c.isdigit() for c in word)}",
+            f"hy={'-' in word}",
+            f"len={min(len(word), 8)}",
+        ]
         feats += [f"p{k}={low[:k]}" for k in (1, 2, 3, 4) if len(low) >= k]
         feats += [f"s{k}={low[-k:]}" for k in (1, 2, 3, 4) if len(low) >= k]
         for offset in range(-window, window + 1):
@@ -71,8 +80,9 @@ class CrfTagger(BaseEstimator):
     """A linear-chain CRF over word features, following scikit-learn's estimator contract
     (``fit(sentences, tags)`` returns self; ``model_bytes_`` is what it learned)."""
 
-    def __init__(self, c1: float = 0.1, c2: float = 0.05, max_iterations: int = 100, window: int = 2,
-                 min_freq: int = 1):
+    def __init__(
+        self, c1: float = 0.1, c2: float = 0.05, max_iterations: int = 100, window: int = 2, min_freq: int = 1
+    ):
         self.c1, self.c2, self.max_iterations = c1, c2, max_iterations
         self.window, self.min_freq = window, min_freq
 
@@ -80,9 +90,15 @@ class CrfTagger(BaseEstimator):
         import pycrfsuite
 
         trainer = pycrfsuite.Trainer(algorithm="lbfgs", verbose=False)
-        trainer.set_params({"c1": self.c1, "c2": self.c2, "max_iterations": self.max_iterations,
-                            "feature.minfreq": self.min_freq,
-                            "feature.possible_transitions": True})
+        trainer.set_params(
+            {
+                "c1": self.c1,
+                "c2": self.c2,
+                "max_iterations": self.max_iterations,
+                "feature.minfreq": self.min_freq,
+                "feature.possible_transitions": True,
+            }
+        )
         for tokens, sequence in zip(sentences, tags):
             if tokens:
                 trainer.append(sentence_features(tokens, self.window), sequence)

@@ -16,15 +16,16 @@ from sklearn.preprocessing import normalize
 # (name, scikit-learn analyzer): char_wb n-grams stay inside a word (padded by spaces), as in the
 # usual strong baselines; a Chinese sentence without spaces is one "word", so nothing is lost.
 ANALYZERS = (("word", "word"), ("char", "char_wb"))
-WORD_PATTERN = r"(?u)\b\w+\b|[^\w\s]"      # words of one letter and punctuation count too
+WORD_PATTERN = r"(?u)\b\w+\b|[^\w\s]"  # words of one letter and punctuation count too
 
 
 class NgramFeatures(BaseEstimator, TransformerMixin):
     """Word and character n-gram features; ``weighting`` is ``tfidf`` (sublinear tf, smoothed idf,
     each analyzer's block L2-normalised) or ``binary`` (1 where an n-gram occurs: NB-SVM's input)."""
 
-    def __init__(self, word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=2, max_features=None,
-                 lowercase=True, weighting="tfidf"):
+    def __init__(
+        self, word_ngrams=(1, 2), char_ngrams=(2, 5), min_df=2, max_features=None, lowercase=True, weighting="tfidf"
+    ):
         self.word_ngrams, self.char_ngrams = word_ngrams, char_ngrams
         self.min_df, self.max_features = min_df, max_features
         self.lowercase, self.weighting = lowercase, weighting
@@ -34,11 +35,15 @@ class NgramFeatures(BaseEstimator, TransformerMixin):
         return [(name, analyzer, tuple(ranges[name])) for name, analyzer in ANALYZERS if ranges[name]]
 
     def _vectorizer(self, analyzer: str, ngram_range, vocabulary=None, fitting=False):
-        options = dict(analyzer=analyzer, ngram_range=ngram_range, lowercase=self.lowercase,
-                       token_pattern=WORD_PATTERN if analyzer == "word" else None, dtype=np.float32)
+        options = dict(
+            analyzer=analyzer,
+            ngram_range=ngram_range,
+            lowercase=self.lowercase,
+            token_pattern=WORD_PATTERN if analyzer == "word" else None,
+            dtype=np.float32,
+        )
         if fitting:
-            return TfidfVectorizer(min_df=self.min_df, max_features=self.max_features, sublinear_tf=True,
-                                   **options)
+            return TfidfVectorizer(min_df=self.min_df, max_features=self.max_features, sublinear_tf=True, **options)
         return CountVectorizer(vocabulary=vocabulary, **options)
 
     def fit(self, texts, y=None):
@@ -49,7 +54,7 @@ class NgramFeatures(BaseEstimator, TransformerMixin):
             vectorizer = self._vectorizer(analyzer, ngram_range, fitting=True)
             try:
                 vectorizer.fit(texts)
-            except ValueError:          # no n-gram reaches min_df (tiny data): this block is empty
+            except ValueError:  # no n-gram reaches min_df (tiny data): this block is empty
                 self.terms_[name], self.idf_[name] = [], np.zeros(0, dtype=np.float32)
                 continue
             terms = [""] * len(vectorizer.vocabulary_)
@@ -71,8 +76,12 @@ class NgramFeatures(BaseEstimator, TransformerMixin):
             self._built = []
             for name, analyzer, ngram_range in self._ranges():
                 if self.terms_[name]:
-                    self._built.append((self._vectorizer(analyzer, ngram_range, vocabulary=self.terms_[name]),
-                                        sp.diags(self.idf_[name])))
+                    self._built.append(
+                        (
+                            self._vectorizer(analyzer, ngram_range, vocabulary=self.terms_[name]),
+                            sp.diags(self.idf_[name]),
+                        )
+                    )
         return self._built
 
     def transform(self, texts) -> sp.csr_matrix:
@@ -83,7 +92,7 @@ class NgramFeatures(BaseEstimator, TransformerMixin):
                 counts.data[:] = 1.0
                 blocks.append(counts)
                 continue
-            counts.data = 1.0 + np.log(counts.data)                  # sublinear tf
+            counts.data = 1.0 + np.log(counts.data)  # sublinear tf
             blocks.append(normalize(counts @ idf))
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 

@@ -29,7 +29,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 EOS, UNK, BOS = "</s>", "<unk>", "<s>"
-FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)     # counts of counts too thin to estimate from (tiny data)
+FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # counts of counts too thin to estimate from (tiny data)
 
 
 def modified_discounts(counts_of_counts: Counter) -> tuple[float, float, float]:
@@ -58,21 +58,23 @@ class KneserNeyLM(BaseEstimator):
         if self.order < 1:
             raise ValueError(f"order must be at least 1, got {self.order}")
         frequency = Counter(token for sequence in sequences for token in sequence)
-        kept = sorted((t for t, c in frequency.items() if c >= self.min_count and t not in (EOS, UNK, BOS)),
-                      key=lambda t: (-frequency[t], t))
+        kept = sorted(
+            (t for t, c in frequency.items() if c >= self.min_count and t not in (EOS, UNK, BOS)),
+            key=lambda t: (-frequency[t], t),
+        )
         self.vocabulary_ = [EOS, UNK, *kept]
         self._index()
         raw = Counter()
         for sequence in sequences:
             ids = self.encode(sequence)
             for i in range(self.order - 1, len(ids)):
-                raw[ids[i - self.order + 1:i + 1]] += 1
+                raw[ids[i - self.order + 1 : i + 1]] += 1
         self.unigram_counts_ = self._unigram_counts(raw)
         self.set_counts(self._adjusted_counts(raw))
         return self
 
     def _index(self) -> None:
-        if len(self.vocabulary_) >= 0x110000:       # ids are characters, and BOS takes one more
+        if len(self.vocabulary_) >= 0x110000:  # ids are characters, and BOS takes one more
             raise ValueError(f"{len(self.vocabulary_):,} distinct tokens: too many to index; raise min_count")
         self.index_ = {token: i for i, token in enumerate(self.vocabulary_)}
         self.bos_ = chr(len(self.vocabulary_))
@@ -94,7 +96,7 @@ class KneserNeyLM(BaseEstimator):
         mark, continuation counts N1+(. g) otherwise."""
         adjusted = [dict() for _ in range(self.order)]
         adjusted[-1] = dict(raw)
-        for k in range(self.order - 1, 0, -1):            # from the (k+1)-grams to the k-grams
+        for k in range(self.order - 1, 0, -1):  # from the (k+1)-grams to the k-grams
             lower = adjusted[k - 1]
             for gram, c in adjusted[k].items():
                 suffix = gram[1:]
@@ -131,9 +133,9 @@ class KneserNeyLM(BaseEstimator):
         """P(token | the last order-1 ids of ``history``) (ids as in ``encode``)."""
         p = 1.0 / len(self.vocabulary_)
         for k in range(self.order):
-            context = history[len(history) - k:] if k else ""
+            context = history[len(history) - k :] if k else ""
             stats = self.stats_[k].get(context)
-            if stats is None:            # unseen context: no longer one is seen either
+            if stats is None:  # unseen context: no longer one is seen either
                 break
             total, gamma = stats
             a = self.tables_[k][context].get(token, 0)
@@ -142,14 +144,14 @@ class KneserNeyLM(BaseEstimator):
 
     def distribution(self, history: str) -> np.ndarray:
         """P(. | history) over the whole vocabulary (sums to 1)."""
-        if self._unigram is None:          # every context interpolates down to it: computed once
+        if self._unigram is None:  # every context interpolates down to it: computed once
             self._unigram = self._interpolate(np.full(len(self.vocabulary_), 1.0 / len(self.vocabulary_)), "", 0, 1)
         return self._interpolate(self._unigram.copy(), history, 1, self.order)
 
     def _interpolate(self, p: np.ndarray, history: str, first: int, stop: int) -> np.ndarray:
         """Orders first..stop-1 of the interpolation, on top of ``p`` (the lower orders' result)."""
         for k in range(first, stop):
-            context = history[len(history) - k:] if k else ""
+            context = history[len(history) - k :] if k else ""
             stats = self.stats_[k].get(context)
             if stats is None:
                 break
@@ -164,7 +166,7 @@ class KneserNeyLM(BaseEstimator):
         every token and the final ``</s>`` is scored, none of the beginning marks."""
         ids = self.encode(tokens)
         start = self.order - 1
-        total = sum(math.log(self.probability(ids[i - start:i], ord(ids[i]))) for i in range(start, len(ids)))
+        total = sum(math.log(self.probability(ids[i - start : i], ord(ids[i]))) for i in range(start, len(ids)))
         unknown = sum(1 for c in ids[start:] if ord(c) == 1)
         return total, len(ids) - start, unknown
 
@@ -176,11 +178,14 @@ class KneserNeyLM(BaseEstimator):
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         arrays = {"unigram_counts": self.unigram_counts_}
         for k, table in enumerate(self.tables_):
-            grams = np.array([[ord(c) for c in context] + [token] for context, followers in table.items()
-                              for token in followers], dtype=np.int32).reshape(-1, k + 1)
+            grams = np.array(
+                [[ord(c) for c in context] + [token] for context, followers in table.items() for token in followers],
+                dtype=np.int32,
+            ).reshape(-1, k + 1)
             arrays[f"grams.{k + 1}"] = grams
-            arrays[f"counts.{k + 1}"] = np.array([a for followers in table.values() for a in followers.values()],
-                                                 dtype=np.int64)
+            arrays[f"counts.{k + 1}"] = np.array(
+                [a for followers in table.values() for a in followers.values()], dtype=np.int64
+            )
         return {**self.get_params(), "vocabulary": self.vocabulary_}, arrays
 
     @classmethod

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.data.tagging import word_offsets
-from lmforge.evaluation.language_model import bits_per_char, char_perplexity, text_characters
 from lmforge.errors import DataError, ModelError
+from lmforge.evaluation.language_model import bits_per_char, char_perplexity, text_characters
 from lmforge.models.ngram.kneser_ney import EOS, UNK, KneserNeyLM
 from lmforge.models.ngram.storage import load_folder, save_folder
 
@@ -48,13 +48,14 @@ class NgramLanguageModel:
 
     @classmethod
     def from_spec(cls, spec, labels=None) -> "NgramLanguageModel":
-        return cls({"unit": spec.unit, "order": spec.order, "discount": spec.discount,
-                    "min_count": spec.min_count})
+        return cls({"unit": spec.unit, "order": spec.order, "discount": spec.discount, "min_count": spec.min_count})
 
     def fit(self, task, data) -> "NgramLanguageModel":
         if getattr(task, "mode", "text") != "text":
-            raise ModelError("model.family ngram: the n-gram language model trains on raw text, "
-                             "not on conversations (SFT); use a transformer for SFT")
+            raise ModelError(
+                "model.family ngram: the n-gram language model trains on raw text, "
+                "not on conversations (SFT); use a transformer for SFT"
+            )
         try:
             self.lm.fit([tokenize(ex.text, self.unit) for ex in data.train])
         except ValueError as exc:
@@ -75,7 +76,7 @@ class NgramLanguageModel:
         for ex in examples:
             words = tokenize(ex.text, self.unit)
             lp, n, unk = self.lm.log_likelihood(words)
-            ids = [ord(c) for c in self.lm.encode(words)[self.lm.order - 1:]]
+            ids = [ord(c) for c in self.lm.encode(words)[self.lm.order - 1 :]]
             log_prob, baseline = log_prob + lp, baseline + float(unigram[ids].sum())
             tokens, unknown = tokens + n, unknown + unk
         if not tokens:
@@ -83,11 +84,17 @@ class NgramLanguageModel:
         loss = -log_prob / tokens
         # Characters as causal_lm counts them: the documents', each document's end as one more.
         characters = text_characters([ex.text for ex in examples], end_marker=True)
-        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50)), "tokens": tokens,
-                   "count": len(examples), "characters": characters,
-                   "bits_per_char": bits_per_char(-log_prob, characters),
-                   "char_perplexity": char_perplexity(-log_prob, characters),
-                   "unknown_rate": unknown / tokens, "unigram_perplexity": math.exp(-baseline / tokens)}
+        metrics = {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 50)),
+            "tokens": tokens,
+            "count": len(examples),
+            "characters": characters,
+            "bits_per_char": bits_per_char(-log_prob, characters),
+            "char_perplexity": char_perplexity(-log_prob, characters),
+            "unknown_rate": unknown / tokens,
+            "unigram_perplexity": math.exp(-baseline / tokens),
+        }
         return EvalResult(metrics, [])
 
     # -- generation ------------------------------------------------------------------------------
@@ -106,26 +113,26 @@ class NgramLanguageModel:
         context = self.lm.order - 1
         pieces, stopped_by, start = [], "length", time.perf_counter()
         for _ in range(options.max_new_tokens):
-            token = self._next(history[len(history) - context:] if context else "", options, rng, history)
+            token = self._next(history[len(history) - context :] if context else "", options, rng, history)
             if token == self.lm.index_[EOS]:
                 stopped_by = "eos"
                 break
             history += chr(token)
             word = self.lm.vocabulary_[token]
-            piece = word if self.unit == "char" or not _spaced(pieces[-1] if pieces else prompt, word) \
-                else " " + word
+            piece = word if self.unit == "char" or not _spaced(pieces[-1] if pieces else prompt, word) else " " + word
             pieces.append(piece)
             if stream and not options.stop:
                 stream(piece)
         text = "".join(pieces)
         for stop in options.stop:
             if stop in text:
-                text, stopped_by = text[:text.index(stop)], "stop"
+                text, stopped_by = text[: text.index(stop)], "stop"
         if stream and options.stop:
             stream(text)
         prompt_tokens = len(history) - len(pieces) - context
-        return Generation(text, prompt_tokens, len(pieces) + (stopped_by == "eos"),
-                          time.perf_counter() - start, stopped_by)
+        return Generation(
+            text, prompt_tokens, len(pieces) + (stopped_by == "eos"), time.perf_counter() - start, stopped_by
+        )
 
     def _next(self, context: str, options, rng, history: str) -> int:
         p = self.lm.distribution(context)
@@ -139,18 +146,22 @@ class NgramLanguageModel:
         if options.temperature:
             p = np.exp(np.log(np.maximum(p, 1e-300)) / options.temperature)
         order = np.argsort(-p)
-        keep = order[:options.top_k] if options.top_k else order
+        keep = order[: options.top_k] if options.top_k else order
         if options.top_p is not None:
             mass = np.cumsum(p[keep]) / p[keep].sum()
-            keep = keep[:int(np.searchsorted(mass, options.top_p)) + 1]
+            keep = keep[: int(np.searchsorted(mass, options.top_p)) + 1]
         chosen = p[keep] / p[keep].sum()
         return int(keep[rng.choice(len(keep), p=chosen)])
 
     # -- saving ----------------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
         settings, arrays = self.lm.state()
-        config = {"head": "causal_lm", **self.settings, "parameters": self.parameter_count(),
-                  "vocabulary_size": len(self.lm.vocabulary_)}
+        config = {
+            "head": "causal_lm",
+            **self.settings,
+            "parameters": self.parameter_count(),
+            "vocabulary_size": len(self.lm.vocabulary_),
+        }
         save_folder(folder, config, {"lm": settings}, arrays)
 
     @classmethod
@@ -159,4 +170,3 @@ class NgramLanguageModel:
         model = cls({k: config[k] for k in ("unit", "order", "discount", "min_count")})
         model.lm = KneserNeyLM.from_state(state["lm"], arrays)
         return model
-

@@ -23,8 +23,16 @@ class NgramTagger:
 
     @classmethod
     def from_spec(cls, spec, labels: list[str]) -> "NgramTagger":
-        return cls({"c1": spec.c1, "c2": spec.c2, "max_iterations": spec.max_iterations,
-                    "window": spec.window, "min_freq": spec.min_df}, labels)
+        return cls(
+            {
+                "c1": spec.c1,
+                "c2": spec.c2,
+                "max_iterations": spec.max_iterations,
+                "window": spec.window,
+                "min_freq": spec.min_df,
+            },
+            labels,
+        )
 
     def fit(self, task, data) -> "NgramTagger":
         self.crf.fit([ex.tokens for ex in data.train], [ex.tags for ex in data.train])
@@ -53,8 +61,7 @@ class NgramTagger:
         return task.result(examples, paths, confidence, labels, loss)
 
     def save(self, folder: Path) -> None:
-        config = {"head": "token_classification", "kind": "crf", **self.settings,
-                  "parameters": self.parameter_count()}
+        config = {"head": "token_classification", "kind": "crf", **self.settings, "parameters": self.parameter_count()}
         save_folder(folder, config, {"labels": self.labels}, {})
         (Path(folder) / MODEL_FILE).write_bytes(self.crf.model_bytes_)
 
