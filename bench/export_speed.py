@@ -121,7 +121,7 @@ def run(args, out: Path) -> dict:
     from lmforge.config.schema import Fields
     from lmforge.export.compare import count_parameters, interleaved_timings, predict_fn
     from lmforge.selection.measure import folder_size
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.predictor import RunPredictor
 
     torch.set_num_threads(args.threads)
     dev_tsv = args.data_dir / "dev.tsv"

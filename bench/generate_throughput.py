@@ -45,7 +45,8 @@ def main(argv=None) -> int:
     new_tokens = args.max_new_tokens or (32 if args.quick else 128)
     prompts = PROMPTS[: args.prompts or (3 if args.quick else len(PROMPTS))]
 
-    from lmforge.generation import GenerationOptions, Generator
+    from lmforge.inference.generator import Generator
+    from lmforge.models.decoding import GenerationOptions
     from lmforge.runtime import quiet_libraries
 
     quiet_libraries()

@@ -135,7 +135,7 @@ async def drive(port: int, texts: list[str], clients: int) -> dict:
 
 def batch_overhead(run: Path, texts: list[str], size: int, dtype: str, repeats: int = 20) -> float:
     from lmforge.serving import precision
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.predictor import RunPredictor
 
     predictor = RunPredictor(run)
     probes = precision.probe_texts(run)

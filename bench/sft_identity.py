@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def perplexity(model_source: str, config, checkpoint: str = "model") -> dict:
     from lmforge.data.readers import Problems
-    from lmforge.generation.generator import Generator
+    from lmforge.inference.generator import Generator
     from lmforge.tasks.causal_lm import CausalLMTask
 
     generator = Generator(model_source, checkpoint)
@@ -32,7 +32,7 @@ def perplexity(model_source: str, config, checkpoint: str = "model") -> dict:
     features = task.encode(generator.tokenizer, rows, config.train.max_length)
     metrics = task.evaluate(generator.model, generator.tokenizer, features, rows, 8, generator.device).metrics
     answers = {}
-    from lmforge.generation import GenerationOptions
+    from lmforge.models.decoding import GenerationOptions
 
     for question in QUESTIONS:
         answers[question] = generator.generate(question, GenerationOptions(max_new_tokens=40)).text.strip()

@@ -89,7 +89,7 @@ def held_out_loss(model, tokenizer, held: Path, max_length: int) -> float:
 
 def run_lmforge(train_path, held, args, threads, out) -> dict:
     from lmforge.config import load_config
-    from lmforge.generation.generator import Generator
+    from lmforge.inference.generator import Generator
     from lmforge.training.recipe import train
 
     q = json.dumps

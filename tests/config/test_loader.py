@@ -68,9 +68,3 @@ def test_string_model_promoted_by_dotted_override():
 def test_every_shipped_config_loads(path):
     config = load_config(path)
     assert config.data.train is not None
-
-
-def test_readme_config_reference_is_current():
-    from lmforge.config.reference import markdown
-
-    assert markdown() in (ROOT / "README.md").read_text(encoding="utf-8")

@@ -89,7 +89,7 @@ def _eval_json(capsys, run, data) -> dict:
 
 def test_onnx_matches_pytorch_at_unseen_batch_sizes_and_lengths(runs, onnx_run):
     from lmforge.models.onnx_model import OnnxModel
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.predictor import RunPredictor
 
     torch_model = RunPredictor(runs["sentiment"]).model
     onnx = RunPredictor(onnx_run)
@@ -144,7 +144,7 @@ def test_onnx_ner_run_evaluates_with_the_same_entity_f1(capsys, runs):
 
 def test_int8_folder_loads_back_exactly_and_predicts(capsys, runs, int8_run):
     from lmforge.models.int8 import quantize_int8
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.predictor import RunPredictor
 
     loaded = RunPredictor(int8_run)
     assert loaded.backend == "torch-int8" and (int8_run / "model/model_int8.safetensors").is_file()

@@ -12,7 +12,8 @@ pytestmark = [
 
 
 def test_convert_once_then_load_from_the_cache(tmp_path, monkeypatch):
-    from lmforge.generation import GenerationOptions, Generator
+    from lmforge.inference.generator import Generator
+    from lmforge.models.decoding import GenerationOptions
     from lmforge.models.bundled import bundled_path
 
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from served import runs  # noqa: F401  (fixture)
 
-from lmforge.generation.generator import GenerationOptions
+from lmforge.models.decoding import GenerationOptions
 from lmforge.serving.engine import GenerationEngine, Job, Row
 
 PROMPTS = ["what is 1 plus 2", "what is 5 plus 5 and then what is 3 plus 4", "hello"]
@@ -16,7 +16,7 @@ PROMPTS = ["what is 1 plus 2", "what is 5 plus 5 and then what is 3 plus 4", "he
 
 @pytest.fixture(scope="module")
 def generator(runs):
-    from lmforge.generation import Generator
+    from lmforge.inference.generator import Generator
 
     return Generator(str(runs["chat"]))
 

@@ -89,8 +89,8 @@ def test_served_ensemble_answers_as_predict_ensemble_does(runs):
     from lmforge.serving.app import ServerState, create_app
     from lmforge.serving.services import open_models
     from lmforge.serving.settings import ServeSettings
-    from lmforge.tasks.ensemble import EnsemblePredictor
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.ensemble import EnsemblePredictor
+    from lmforge.inference.predictor import RunPredictor
 
     settings = ServeSettings(sources=[f"{runs['a']}+{runs['b']}", f"solo={runs['a']}"], api_key=API_KEY)
     settings.check()
@@ -135,8 +135,8 @@ def test_served_entity_bias_decodes_as_predict_does(runs):
     from lmforge.serving.app import ServerState, create_app
     from lmforge.serving.services import open_models
     from lmforge.serving.settings import ServeSettings
-    from lmforge.tasks.ensemble import EnsemblePredictor
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.ensemble import EnsemblePredictor
+    from lmforge.inference.predictor import RunPredictor
 
     texts = ["Omar lives in Lima .", "In Cape Town , Li Wei said hello to the old man .", "nothing here at all ."]
     bias = 4.0
@@ -186,8 +186,8 @@ def test_served_vote_answers_as_predict_combine_vote_does(runs):
     from lmforge.serving.app import ServerState, create_app
     from lmforge.serving.services import open_models
     from lmforge.serving.settings import ServeSettings
-    from lmforge.tasks.ensemble import EnsemblePredictor
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.ensemble import EnsemblePredictor
+    from lmforge.inference.predictor import RunPredictor
 
     texts = ["Omar lives in Lima .", "In Cape Town , Li Wei said hello to the old man ."]
     pair = [RunPredictor(str(runs["a"])), RunPredictor(str(runs["b"]))]

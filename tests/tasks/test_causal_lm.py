@@ -193,7 +193,7 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli, monkeypatch):
         except StopIteration:
             raise EOFError from None
 
-    from lmforge.generation.generator import Generator
+    from lmforge.inference.generator import Generator
 
     seen, real = [], Generator.generate
 
@@ -209,7 +209,7 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli, monkeypatch):
 
 
 def test_streamer_never_shows_a_stop_string(tokenizer):
-    from lmforge.generation.generator import _Streamer
+    from lmforge.models.decoding import Streamer as _Streamer
 
     shown = []
     streamer = _Streamer(tokenizer, shown.append, ["cat sat"])

@@ -9,7 +9,7 @@ import torch
 
 from conftest import write_jsonl
 from lmforge.data.tagging import allowed_transitions
-from lmforge.tasks.ensemble import decode_posteriors
+from lmforge.inference.ensemble import decode_posteriors
 
 NAMES = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -161,7 +161,7 @@ def test_decoding_with_the_word_probabilities_at_hand_is_decoding_without(runs, 
     from lmforge.config.schema import DataConfig, DataSource
     from lmforge.data.readers import Problems
     from lmforge.data.tagged import read_tagged
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.predictor import RunPredictor
 
     p = RunPredictor(str(runs[name]))
     examples = read_tagged(DataSource(path=str(runs["dev"])), DataConfig(), Problems(), need_tags=False)
@@ -251,8 +251,8 @@ def test_eval_tunes_the_entity_bias_and_predict_takes_one(runs, run_cli):
 
 
 def test_bio_and_iobes_members_mix_in_bio(runs, run_cli):
-    from lmforge.tasks.ensemble import EnsemblePredictor, _member_tags
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.ensemble import EnsemblePredictor, _member_tags
+    from lmforge.inference.predictor import RunPredictor
 
     both = []
     for first, second in (("crf", "iobes"), ("iobes", "crf")):
@@ -316,7 +316,7 @@ def test_schemes_that_do_not_map_word_by_word_are_refused():
 
     from lmforge.data.tagging import tag_set
     from lmforge.errors import ModelError
-    from lmforge.tasks.ensemble import check_members
+    from lmforge.inference.ensemble import check_members
 
     def member(scheme, types=("LOC", "PER")):
         names = tag_set(types, scheme)
@@ -339,7 +339,7 @@ def test_vote_keeps_the_spans_more_than_half_the_members_predict():
     from collections import Counter
 
     from lmforge.data.tagging import from_spans, to_spans
-    from lmforge.tasks.ensemble import vote_paths
+    from lmforge.inference.ensemble import vote_paths
 
     ids = {n: i for i, n in enumerate(NAMES)}
     rows = [["B-PER", "I-PER", "O", "B-LOC"], ["B-PER", "I-PER", "O", "O"], ["B-PER", "O", "O", "B-LOC"]]
@@ -373,8 +373,8 @@ def test_vote_keeps_the_spans_more_than_half_the_members_predict():
 def test_ner_ensemble_votes_on_the_members_own_entities(runs, run_cli):
     from collections import Counter
 
-    from lmforge.tasks.ensemble import EnsemblePredictor
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.ensemble import EnsemblePredictor
+    from lmforge.inference.predictor import RunPredictor
 
     order = ("crf", "softmax", "iobes")
     members = [RunPredictor(str(runs[n])) for n in order]
@@ -452,7 +452,7 @@ def test_ner_ensemble_votes_on_the_members_own_entities(runs, run_cli):
 
 
 def test_classifiers_vote_for_labels():
-    from lmforge.tasks.ensemble import combine_classes
+    from lmforge.inference.ensemble import combine_classes
 
     a = torch.tensor([[0.6, 0.4, 0.0], [0.2, 0.3, 0.5]])
     b = torch.tensor([[0.55, 0.45, 0.0], [0.1, 0.6, 0.3]])

@@ -129,7 +129,7 @@ def test_conll_train_eval_predict(ner_files, run_cli, tmp_path, crf):
         from transformers import AutoModelForTokenClassification
 
         from lmforge.models.crf_head import find_crf
-        from lmforge.tasks.predictor import RunPredictor
+        from lmforge.inference.predictor import RunPredictor
 
         plain = AutoModelForTokenClassification.from_pretrained(out / "model")  # plain transformers loads it
         assert find_crf(plain) is None

@@ -188,7 +188,7 @@ def test_kneser_ney_train_eval_generate(unit, text, tmp_path, run_cli):
     code, stdout, _ = run_cli("eval", str(out), "--data", str(corpus), "--json")
     assert code == 0 and json.loads(stdout)["perplexity"] > 1
     from lmforge.errors import ModelError
-    from lmforge.generation import Generator
+    from lmforge.inference.generator import Generator
 
     with pytest.raises(ModelError, match="n-gram language model run"):
         Generator(str(out))  # what the server loads: a clear refusal, not a traceback

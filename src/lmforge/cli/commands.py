@@ -127,7 +127,7 @@ def _decoding_options(args, predictor) -> None:
 
 
 def cmd_eval(args) -> int:
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.predictor import RunPredictor
     from lmforge.tracking.run_folder import RunFolder
 
     if RunFolder(args.run).read_meta().get("model", {}).get("family") == "prompt":
@@ -138,8 +138,7 @@ def cmd_eval(args) -> int:
         raise DataError("--combine: combines the runs of --ensemble; give --ensemble RUN2 ...")
     predictor = RunPredictor(args.run, args.checkpoint)
     _decoding_options(args, predictor)
-    if hasattr(predictor.task, "generate_limit"):
-        predictor.task.generate_limit, predictor.task.max_new_tokens = args.generate, args.max_new_tokens
+    predictor.task.set_generation(args.generate, args.max_new_tokens)
     result = predictor.evaluate(args.data, _fields(args, predictor), args.batch_size, args.limit)
     metrics = result.metrics
     if args.json:
@@ -163,8 +162,8 @@ def cmd_eval(args) -> int:
 
 
 def _eval_ensemble(args) -> int:
-    from lmforge.tasks.ensemble import EnsemblePredictor
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.ensemble import EnsemblePredictor
+    from lmforge.inference.predictor import RunPredictor
 
     predictors = [RunPredictor(run, args.checkpoint) for run in [args.run, *args.ensemble]]
     ensemble = EnsemblePredictor(predictors, args.combine)
@@ -251,8 +250,8 @@ def _print_entity_table(metrics: dict) -> int:
 
 
 def cmd_predict(args) -> int:
-    from lmforge.evaluation.runs import write_predictions
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.predictor import RunPredictor
+    from lmforge.tracking.run_folder import write_predictions
 
     if bool(args.text) == bool(args.input):
         raise DataError("predict: give --text (one or more) or --input FILE, not both")
@@ -262,7 +261,7 @@ def cmd_predict(args) -> int:
         raise DataError(f"--output {args.output}: would overwrite the input file")
     predictor = RunPredictor(args.run, args.checkpoint)
     if args.ensemble:
-        from lmforge.tasks.ensemble import EnsemblePredictor
+        from lmforge.inference.ensemble import EnsemblePredictor
 
         predictor = EnsemblePredictor(
             [predictor] + [RunPredictor(r, args.checkpoint) for r in args.ensemble], args.combine
@@ -358,7 +357,7 @@ def _predict_entities(args, predictor) -> list[dict]:
 
 
 def _generation_options(args):
-    from lmforge.generation import GenerationOptions
+    from lmforge.models.decoding import GenerationOptions
 
     return GenerationOptions(
         max_new_tokens=args.max_new_tokens,
@@ -377,7 +376,7 @@ def _with_system(system: str | None, messages: list[dict]) -> list[dict]:
 
 
 def cmd_generate(args) -> int:
-    from lmforge.generation.generator import open_generator
+    from lmforge.inference.generator import open_generator
 
     options = _generation_options(args)
     options.check()
@@ -415,7 +414,7 @@ def cmd_generate(args) -> int:
 
 def cmd_chat(args) -> int:
     """Read a line, stream the reply, keep the conversation; /reset forgets it, /exit or EOF ends."""
-    from lmforge.generation.generator import open_generator
+    from lmforge.inference.generator import open_generator
 
     options = _generation_options(args)
     options.check()

@@ -51,6 +51,18 @@ class Problems:
             self.items.append(message)
 
 
+def guarded(problems: Problems, read, *args) -> list:
+    """Read a split with ``read(*args)``; in collecting mode (``lmforge validate``) a file-level
+    error is one more problem and the other splits are still read."""
+    try:
+        return read(*args)
+    except DataError as exc:
+        if not problems.collect:
+            raise
+        problems.report(str(exc))
+        return []
+
+
 def register_reader(name: str, suffixes: tuple[str, ...] = ()):
     """Register a reader under ``name`` and the file suffixes it handles."""
 

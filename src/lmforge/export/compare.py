@@ -36,7 +36,7 @@ def evaluation_data(run_dir: Path, meta: dict, eval_data: str | None) -> EvalDat
     from lmforge.config.schema import DataConfig, DataSource, Fields
     from lmforge.data.examples import LabelSet
     from lmforge.data.readers import Problems
-    from lmforge.tasks.registry import get_task
+    from lmforge.tasks import get_task
 
     if meta.get("task") not in ENCODER_TASKS:
         return EvalData(None, None, "no evaluation for this task (sizes only)", [])
@@ -58,9 +58,8 @@ def evaluation_data(run_dir: Path, meta: dict, eval_data: str | None) -> EvalDat
     if not Path(path).exists():
         raise DataError(f"{path}: evaluation file not found (give --eval-data FILE)")
     task = get_task(meta["task"])
-    if hasattr(task, "configure_from_meta"):
-        task.configure_from_meta(meta)
-    options = {"output_scheme": task.scheme} if hasattr(task, "scheme") else {}
+    task.configure_from_meta(meta)
+    options = task.read_options()
     data = DataConfig(fields=fields or Fields(**meta.get("fields", {})), **options)
     examples = task.read_labelled(DataSource(path=str(path)), data, LabelSet.from_json(meta["labels"]), Problems())
     if not examples:
@@ -131,8 +130,8 @@ def interleaved_timings(
 
 def measure_variants(variants: list, data: EvalData) -> list[dict]:
     """Every variant's metrics, size and parameters, then their timings, interleaved."""
+    from lmforge.inference.predictor import RunPredictor
     from lmforge.selection.measure import folder_size
-    from lmforge.tasks.predictor import RunPredictor
 
     rows, predicts = [], {}
     for variant in variants:

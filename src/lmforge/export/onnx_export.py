@@ -142,8 +142,8 @@ def _quiet_logs():
 
 
 def onnx_step(current, context):
+    from lmforge.inference.predictor import RunPredictor
     from lmforge.models.onnx_model import ONNX_FILE, OnnxModel
-    from lmforge.tasks.predictor import RunPredictor
 
     predictor = RunPredictor(current.folder, current.checkpoint)
     model, tokenizer = predictor.model.eval(), predictor.tokenizer

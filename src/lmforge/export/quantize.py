@@ -65,8 +65,8 @@ def quantize_step(current, context):
 
 
 def _torch_int8_step(current, context):
+    from lmforge.inference.predictor import RunPredictor
     from lmforge.models.int8 import quantize_int8, save_int8
-    from lmforge.tasks.predictor import RunPredictor
 
     predictor = RunPredictor(current.folder, current.checkpoint)
     model, tensors, metadata = quantize_int8(predictor.model.cpu().eval())

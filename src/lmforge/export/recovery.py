@@ -51,8 +51,7 @@ def load_run_data(run_dir: str | Path, checkpoint: str = "model") -> RunData:
     folder = run.model_dir(checkpoint)
     loaded = load_saved(folder, meta)
     model = loaded.model
-    if hasattr(task, "prepare_saved"):
-        model = task.prepare_saved(model, folder, data.labels)
+    model = task.prepare_saved(model, folder, data.labels)
     length = int(meta.get("max_length", config.train.max_length))
     features = {split: task.encode(loaded.tokenizer, getattr(data, split), length) for split in ("train", "validation")}
     return RunData(config, meta, task, data, model.float(), loaded.tokenizer, features)

@@ -131,7 +131,7 @@ class PromptGenerator:
     """A causal LM, the template and the in-context examples, ready to answer requests."""
 
     def __init__(self, spec, train: list[Shot], language: str, threads: int | None = None):
-        from lmforge.generation import Generator
+        from lmforge.inference.generator import Generator
         from lmforge.prompting.selection import fixed_examples
 
         if spec.selection == "balanced":
@@ -179,7 +179,7 @@ class PromptGenerator:
         return out
 
     def replies(self, requests: list[Shot], per: list[list[int]] | None = None) -> list[str]:
-        from lmforge.generation.generator import greedy_batch
+        from lmforge.models.decoding import greedy_batch
         from lmforge.tasks.seq2seq import generate_pairs
 
         prompts = self.prompts(requests, per)
@@ -201,7 +201,7 @@ def prepare_generator(config: JobConfig):
     from lmforge.prompting.recipe import evaluation_splits, labelled_pool
     from lmforge.prompting.templates import detect_language
     from lmforge.runtime import quiet_libraries, set_seed
-    from lmforge.tasks.registry import get_task
+    from lmforge.tasks import get_task
 
     quiet_libraries()
     spec = config.prompt

@@ -26,7 +26,7 @@ class PromptTagger:
     """A causal LM, the template and the in-context examples, ready to tag sentences."""
 
     def __init__(self, spec, train: list, types: list[str], language: str, scheme: str, threads: int | None = None):
-        from lmforge.generation import Generator
+        from lmforge.inference.generator import Generator
 
         self.spec, self.train, self.scheme, self.types = spec, train, scheme, types
         self.template = EntityTemplate(types, language, spec.instruction, spec.max_chars)
@@ -76,7 +76,7 @@ class PromptTagger:
         return out
 
     def replies(self, texts: list[str]) -> list[str]:
-        from lmforge.generation.generator import greedy_batch
+        from lmforge.models.decoding import greedy_batch
 
         replies = greedy_batch(
             self.gen.model, self.gen.tokenizer, self.prompts(texts), self.spec.max_new_tokens, self.spec.batch_size
@@ -101,7 +101,7 @@ def prepare_tagger(config: JobConfig):
     from lmforge.prompting.recipe import evaluation_splits, labelled_pool
     from lmforge.prompting.templates import detect_language
     from lmforge.runtime import quiet_libraries, set_seed
-    from lmforge.tasks.registry import get_task
+    from lmforge.tasks import get_task
 
     quiet_libraries()
     spec = config.prompt

@@ -57,7 +57,7 @@ class LikelihoodClassifier:
     """A causal LM scoring each label's verbalizer after the prompt."""
 
     def __init__(self, source: str, threads: int | None = None):
-        from lmforge.generation import Generator
+        from lmforge.inference.generator import Generator
 
         self.gen = Generator(source, threads=threads)
         self.chat = self.gen.has_template
@@ -85,7 +85,7 @@ def prepare(config: JobConfig):
     verbalizers, language)."""
     from lmforge.data.readers import Problems
     from lmforge.runtime import quiet_libraries, set_seed
-    from lmforge.tasks.registry import get_task
+    from lmforge.tasks import get_task
 
     quiet_libraries()
     if config.task != "classification":

@@ -17,7 +17,7 @@ import copy
 
 import torch
 
-from lmforge.generation.generator import left_pad
+from lmforge.models.decoding import left_pad
 
 
 @torch.inference_mode()

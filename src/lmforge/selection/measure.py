@@ -53,7 +53,7 @@ def parameters(model) -> int:
 
 def measure_run(run_dir: Path, texts: list[str]) -> dict:
     """A trained run's inference cost, through ``RunPredictor``."""
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.predictor import RunPredictor
 
     predictor = RunPredictor(run_dir)
     if predictor.meta["task"] == "token_classification":

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmforge.generation.generator import GenerationOptions, left_pad, shown_length
+from lmforge.models.decoding import GenerationOptions, left_pad, shown_length
 from lmforge.serving.batching import QueueFull
 from lmforge.serving.compute import COMPUTE
 

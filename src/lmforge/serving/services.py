@@ -177,7 +177,7 @@ class RunModel(ServedModel):
     """A classification or token-classification run, through the same predictor as ``lmforge predict``."""
 
     def load(self, metrics) -> None:
-        from lmforge.tasks.predictor import RunPredictor
+        from lmforge.inference.predictor import RunPredictor
 
         members = ensemble_members(self.source)
         if len(members) > 1:
@@ -216,8 +216,8 @@ class RunModel(ServedModel):
         """Several runs as one model: the mean of their probabilities, decoded as ``lmforge predict
         --ensemble`` does. Inputs are limited by the shortest member; no embeddings route (whose
         encoder's vectors would it be?), and float32 throughout."""
-        from lmforge.tasks.ensemble import EnsemblePredictor
-        from lmforge.tasks.predictor import RunPredictor
+        from lmforge.inference.ensemble import EnsemblePredictor
+        from lmforge.inference.predictor import RunPredictor
 
         self.predictor = EnsemblePredictor(
             [RunPredictor(m, self.settings.checkpoint) for m in members], self.settings.combine
@@ -292,7 +292,7 @@ class TextGenerator(ServedModel):
     kind = "generation"
 
     def load(self, metrics) -> None:
-        from lmforge.generation.generator import Generator
+        from lmforge.inference.generator import Generator
         from lmforge.serving.engine import GenerationEngine
 
         self.generator = Generator(self.source, self.settings.checkpoint, threads=self.settings.threads)

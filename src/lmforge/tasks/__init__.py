@@ -1,5 +1,12 @@
-"""Tasks: how data, batches, losses, predictions and metrics fit each kind of job."""
+"""Tasks: how data, batches, losses, predictions and metrics fit each kind of job.
 
-from lmforge.tasks.registry import EvalResult, TaskData, get_task, register_task
+The contract is ``Task`` in ``base.py``; each task module registers itself in ``TASKS``. Importing
+this package imports the built-in tasks, so ``get_task`` finds them.
+"""
 
-__all__ = ["EvalResult", "TaskData", "get_task", "register_task"]
+from lmforge.data.task_data import TaskData
+from lmforge.evaluation.result import EvalResult
+from lmforge.tasks import causal_lm, classification, masked_lm, seq2seq, token_classification  # noqa: F401
+from lmforge.tasks.base import TASKS, Task, get_task
+
+__all__ = ["TASKS", "EvalResult", "Task", "TaskData", "get_task"]

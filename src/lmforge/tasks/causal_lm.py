@@ -28,9 +28,11 @@ import torch.nn.functional as F
 
 from lmforge.data.conversations import Conversation, is_conversation_row, read_conversations
 from lmforge.data.examples import TextExample, read_rows, read_text_examples, source_of
+from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
+from lmforge.evaluation.result import EvalResult
+from lmforge.tasks.base import TASKS, Task
 from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
-from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 log = logging.getLogger("lmforge")
 IGNORE = -100
@@ -43,12 +45,13 @@ CHATML = (
 TEMPLATES = {"chatml": CHATML}
 
 
-@register_task
-class CausalLMTask:
+@TASKS.register("causal_lm")
+class CausalLMTask(Task):
     name = "causal_lm"
     head = "causal_lm"
     metric_names = ("loss", "perplexity", "accuracy")
     default_metric = "loss"
+    generates = True
 
     def __init__(self):
         self.mode = "text"  # "text" (pre-training) or "chat" (SFT)
@@ -189,7 +192,7 @@ class CausalLMTask:
         """Greedy replies to each conversation's last prompt, scored against its last assistant turn
         (BLEU, ROUGE-1/2/L, exact match)."""
         from lmforge.evaluation.text_overlap import generation_metrics
-        from lmforge.generation.generator import greedy_batch
+        from lmforge.models.decoding import greedy_batch
 
         install_template(tokenizer, self.template)
         prompts, references = [], []

@@ -7,13 +7,16 @@ import torch.nn.functional as F
 
 from lmforge.data.batching import inference_batches, pad_features
 from lmforge.data.examples import LabelSet, TextExample, read_text_examples, stratified_split
+from lmforge.data.readers import guarded
+from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.classification import SCALAR_METRICS, classification_metrics
-from lmforge.tasks.registry import EvalResult, TaskData, register_task
+from lmforge.evaluation.result import EvalResult
+from lmforge.tasks.base import TASKS, Task
 
 
-@register_task
-class ClassificationTask:
+@TASKS.register("classification")
+class ClassificationTask(Task):
     name = "classification"
     head = "sequence_classification"
     metric_names = SCALAR_METRICS + ("loss",)
@@ -26,7 +29,7 @@ class ClassificationTask:
     # -- data ------------------------------------------------------------------------------------
     def load_data(self, config, problems) -> TaskData:
         data = config.data
-        train = _guarded(problems, read_text_examples, data.train, data, problems)
+        train = guarded(problems, read_text_examples, data.train, data, problems)
         labels = LabelSet.build([ex.label for ex in train if ex.label is not None], data.label_names)
         self._attach_ids(train, labels, problems)
         notes = []
@@ -40,12 +43,10 @@ class ClassificationTask:
                 f"examples for validation (seed {config.train.seed}, stratified)"
             )
         elif data.validation is not None:
-            validation = _guarded(problems, self.read_labelled, data.validation, data, labels, problems)
+            validation = guarded(problems, self.read_labelled, data.validation, data, labels, problems)
         else:
             validation = []
-        test = (
-            _guarded(problems, self.read_labelled, data.test, data, labels, problems) if data.test is not None else []
-        )
+        test = guarded(problems, self.read_labelled, data.test, data, labels, problems) if data.test is not None else []
         if len(labels.names) < 2 and not problems.collect:
             raise DataError(f"data.train: classification needs at least two labels, found {labels.names}")
         return TaskData(train, validation, test, labels, notes)
@@ -140,18 +141,6 @@ class ClassificationTask:
             if ex.text_pair is not None:
                 row["text_pair"] = ex.text_pair
         return EvalResult(metrics, rows)
-
-
-def _guarded(problems, read, *args) -> list:
-    """Read a split; in collecting mode (``lmforge validate``) a file-level error is one more
-    problem and the other splits are still read."""
-    try:
-        return read(*args)
-    except DataError as exc:
-        if not problems.collect:
-            raise
-        problems.report(str(exc))
-        return []
 
 
 def prediction_rows(probs: torch.Tensor, names: list[str], top_k: int) -> list[dict]:

@@ -6,6 +6,10 @@ import random
 
 import torch.nn.functional as F
 
+from lmforge.data.examples import LabelSet
+from lmforge.data.readers import guarded
+from lmforge.data.task_data import TaskData
+
 
 def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list, str]:
     """(train, validation, note): a seeded random ``fraction`` of ``rows`` held out."""
@@ -20,19 +24,15 @@ def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list, str]:
 def load_splits(config, problems, read):
     """Train, validation (a file, or ``data.split`` held out) and test rows, each read by
     ``read(source, data, problems)``; language-model tasks have no label set."""
-    from lmforge.data.examples import LabelSet
-    from lmforge.tasks.classification import _guarded
-    from lmforge.tasks.registry import TaskData
-
     data = config.data
-    train = _guarded(problems, read, data.train, data, problems)
+    train = guarded(problems, read, data.train, data, problems)
     validation, notes = [], []
     if data.split is not None:
         train, validation, note = hold_out(train, data.split, config.train.seed)
         notes.append(note)
     elif data.validation is not None:
-        validation = _guarded(problems, read, data.validation, data, problems)
-    test = _guarded(problems, read, data.test, data, problems) if data.test is not None else []
+        validation = guarded(problems, read, data.validation, data, problems)
+    test = guarded(problems, read, data.test, data, problems) if data.test is not None else []
     return TaskData(train, validation, test, LabelSet([], {}), notes)
 
 

@@ -14,17 +14,19 @@ import torch.nn.functional as F
 
 from lmforge.data.batching import pad_features
 from lmforge.data.examples import read_text_examples
+from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
+from lmforge.evaluation.result import EvalResult
+from lmforge.tasks.base import TASKS, Task
 from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
-from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 IGNORE = -100
 MASK_RATE = 0.15
 EVAL_SEED = 1234
 
 
-@register_task
-class MaskedLMTask:
+@TASKS.register("masked_lm")
+class MaskedLMTask(Task):
     name = "masked_lm"
     head = "masked_lm"
     metric_names = ("loss", "perplexity", "accuracy")

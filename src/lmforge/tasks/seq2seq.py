@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.data.examples import read_rows
+from lmforge.data.task_data import TaskData
 from lmforge.errors import DataError
+from lmforge.evaluation.result import EvalResult
+from lmforge.tasks.base import TASKS, Task
 from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
-from lmforge.tasks.registry import EvalResult, TaskData, register_task
 
 IGNORE = -100
 
@@ -57,12 +59,13 @@ def read_pairs(source, data, problems) -> list[PairExample]:
     return found
 
 
-@register_task
-class Seq2SeqTask:
+@TASKS.register("seq2seq")
+class Seq2SeqTask(Task):
     name = "seq2seq"
     head = "seq2seq"
     metric_names = ("loss", "perplexity", "accuracy")
     default_metric = "loss"
+    generates = True
 
     def __init__(self):
         self.max_target_length = 128

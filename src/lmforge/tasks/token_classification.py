@@ -24,11 +24,14 @@ import torch.nn.functional as F
 
 from lmforge.data.batching import inference_batches, pad_features
 from lmforge.data.examples import LabelSet, stratified_split
+from lmforge.data.readers import guarded
 from lmforge.data.tagged import ReadStats, TaggedExample, read_tagged
 from lmforge.data.tagging import joiner_of, normalize_scheme, split_tag, tag_set, tags_to_char_spans, to_spans
+from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.ner import entity_metrics
-from lmforge.tasks.registry import EvalResult, TaskData, register_task
+from lmforge.evaluation.result import EvalResult
+from lmforge.tasks.base import TASKS, Task
 
 TRAIN_ENTITIES = "train_entities.json"  # in the run folder: (type, words) of the training entities
 
@@ -36,8 +39,8 @@ IGNORE = -100
 PARTIAL = -1000  # a label id PARTIAL - k stands for the k-th set of the task's partial tag sets
 
 
-@register_task
-class TokenClassificationTask:
+@TASKS.register("token_classification")
+class TokenClassificationTask(Task):
     name = "token_classification"
     head = "token_classification"
     metric_names = ("f1", "precision", "recall", "macro_f1", "weighted_f1", "token_accuracy", "loss")
@@ -92,6 +95,9 @@ class TokenClassificationTask:
         self.scheme = options.get("scheme", "bio")
         self.stride = int(options.get("window_stride", 32))
 
+    def read_options(self) -> dict:
+        return {"output_scheme": self.scheme}
+
     def prepare_model(self, model, labels: LabelSet):
         """Attach the CRF (before tuning wraps the model, so checkpoints hold it)."""
         if self.crf:
@@ -109,11 +115,9 @@ class TokenClassificationTask:
 
     # -- data ------------------------------------------------------------------------------------
     def load_data(self, config, problems) -> TaskData:
-        from lmforge.tasks.classification import _guarded
-
         self._read_options(config)
         data, stats = config.data, ReadStats()
-        train = _guarded(problems, read_tagged, data.train, data, problems, True, stats)
+        train = guarded(problems, read_tagged, data.train, data, problems, True, stats)
         _rename_types(train, data.label_names)
         types = sorted({t for ex in train for t, _, _ in to_spans(ex.tags, self.scheme)})
         names = tag_set(types, self.scheme)
@@ -140,11 +144,11 @@ class TokenClassificationTask:
                 f"sentences for validation (seed {config.train.seed})"
             )
         elif data.validation is not None:
-            validation = _guarded(problems, self.read_labelled, data.validation, data, labels, problems, stats)
+            validation = guarded(problems, self.read_labelled, data.validation, data, labels, problems, stats)
         else:
             validation = []
         test = (
-            _guarded(problems, self.read_labelled, data.test, data, labels, problems, stats)
+            guarded(problems, self.read_labelled, data.test, data, labels, problems, stats)
             if data.test is not None
             else []
         )

@@ -36,6 +36,11 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    """``predictions.jsonl``: one JSON row per line."""
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
 def _flatten(data, prefix="") -> dict:
     if not isinstance(data, dict):
         return {prefix: data}

@@ -90,7 +90,7 @@ def teacher_logits(
 ) -> torch.Tensor:
     """(N, C) logits of the teacher run on ``examples``, columns in the student's label order;
     read from ``cache`` when it holds the same teacher and texts."""
-    from lmforge.tasks.predictor import RunPredictor
+    from lmforge.inference.predictor import RunPredictor
 
     predictor = RunPredictor(teacher_dir, "auto")
     if predictor.meta["task"] != "classification":

@@ -148,15 +148,13 @@ def setup(config: JobConfig) -> Job:
             {"train": data.train, "validation": data.validation, "test": data.test},
             tracker=tracker_for(config, task),
         )
-    if hasattr(task, "prepare_model"):
-        loaded.model = task.prepare_model(loaded.model, data.labels)
+    loaded.model = task.prepare_model(loaded.model, data.labels)
     features = {
         split: task.encode(loaded.tokenizer, examples, config.train.max_length)
         for split, examples in (("train", data.train), ("validation", data.validation), ("test", data.test))
     }
     _warn_unknown(loaded, features["train"], config)
-    if hasattr(task, "fit_baseline"):
-        task.fit_baseline(features["train"], len(loaded.tokenizer))
+    task.fit_baseline(features["train"], len(loaded.tokenizer))
     accelerator = _accelerator(config.train)
     steps_per_epoch, total_steps = _count_steps(config.train, features["train"], accelerator)
     model = apply_tuning(loaded.model, config.tuning, config.task, total_steps)
@@ -270,11 +268,10 @@ def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
 
 def write_task_files(job: Job) -> None:
     """Files a task keeps in the run folder for ``lmforge eval`` (NER: the training entities)."""
-    if hasattr(job.task, "run_files"):
-        from lmforge.tracking.run_folder import write_atomic
+    from lmforge.tracking.run_folder import write_atomic
 
-        for name, text in job.task.run_files().items():
-            write_atomic(job.run.path / name, text)
+    for name, text in job.task.run_files().items():
+        write_atomic(job.run.path / name, text)
 
 
 def _meta(job: Job, finished: bool, extra: dict | None = None) -> dict:
@@ -295,8 +292,7 @@ def _meta(job: Job, finished: bool, extra: dict | None = None) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
     }
-    if hasattr(job.task, "meta"):
-        meta.update(job.task.meta())
+    meta.update(job.task.meta())
     meta.update(extra or {})
     return meta
 
@@ -630,7 +626,7 @@ def cleanup(job: Job, state: TrainState) -> None:
 
 def evaluate_splits(job: Job, folder: Path) -> tuple[dict, list[dict]]:
     """Metrics per split (validation, test) and prediction rows of the model saved in ``folder``."""
-    from lmforge.evaluation.runs import evaluate_saved
+    from lmforge.inference.evaluate import evaluate_saved
 
     results, predictions = {}, []
     for split in ("validation", "test"):
@@ -652,9 +648,8 @@ def evaluate_splits(job: Job, folder: Path) -> tuple[dict, list[dict]]:
 def write_results(job: Job, state: TrainState, which: str, results: dict, predictions: list[dict]) -> None:
     """The end of a run: ``final`` metrics lines, ``eval_results.json``, ``predictions.jsonl``, the
     finished ``lmforge.json`` and ``report.html``."""
-    from lmforge.evaluation.runs import write_predictions
     from lmforge.tracking.report import write_report
-    from lmforge.tracking.run_folder import write_atomic
+    from lmforge.tracking.run_folder import write_atomic, write_predictions
 
     run = job.run
     with open(run.metrics, "a", encoding="utf-8") as handle:

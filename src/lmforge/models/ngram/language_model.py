@@ -51,7 +51,7 @@ class NgramLanguageModel:
         return cls({"unit": spec.unit, "order": spec.order, "discount": spec.discount, "min_count": spec.min_count})
 
     def fit(self, task, data) -> "NgramLanguageModel":
-        if getattr(task, "mode", "text") != "text":
+        if task.mode != "text":
             raise ModelError(
                 "model.family ngram: the n-gram language model trains on raw text, "
                 "not on conversations (SFT); use a transformer for SFT"
@@ -67,7 +67,7 @@ class NgramLanguageModel:
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, task, examples: list, labels=None):
-        from lmforge.tasks.registry import EvalResult
+        from lmforge.evaluation.result import EvalResult
 
         # The context-free baseline causal_lm reports: the add-one unigram of the training tokens.
         counts = self.lm.unigram_counts_ + 1.0
@@ -101,7 +101,7 @@ class NgramLanguageModel:
     def generate(self, prompt, options, raw: bool = False, stream=None):
         """Continue ``prompt``: greedy, or sampled (temperature, top-k, top-p; ``seed``), never
         ``<unk>``, until ``</s>``, a stop string or ``max_new_tokens``."""
-        from lmforge.generation.generator import Generation
+        from lmforge.models.decoding import Generation
 
         options.check()
         if not isinstance(prompt, str):

@@ -1,13 +1,12 @@
-"""Evaluate a saved model on encoded data, and write predictions files."""
+"""Evaluate a model saved in a run folder on encoded data (the path training's final evaluation and
+``lmforge eval`` share)."""
 
-import json
 from pathlib import Path
 
 import torch
 
 from lmforge.models import load_saved
 from lmforge.models.one_pass import is_one_pass
-from lmforge.tracking.run_folder import write_atomic
 
 
 def device() -> torch.device:
@@ -22,11 +21,6 @@ def evaluate_saved(
     model = loaded.model
     if is_one_pass(model):  # n-gram models read the examples themselves
         return model.evaluate(task, examples, labels)
-    if hasattr(task, "prepare_saved"):
-        model = task.prepare_saved(model, folder, labels)
+    model = task.prepare_saved(model, folder, labels)
     model = model.to(device())
     return task.evaluate(model, loaded.tokenizer, features, examples, batch_size, device(), labels)
-
-
-def write_predictions(path: Path, rows: list[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

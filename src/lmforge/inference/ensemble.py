@@ -35,7 +35,7 @@ from lmforge.config.schema import DataConfig, DataSource, Fields
 from lmforge.data.examples import LabelSet
 from lmforge.data.readers import Problems
 from lmforge.errors import DataError, ModelError
-from lmforge.tasks.registry import EvalResult
+from lmforge.evaluation.result import EvalResult
 
 TASKS = ("classification", "token_classification")
 COMBINE = ("mean", "vote")
@@ -226,7 +226,7 @@ class EnsemblePredictor:
     ) -> EvalResult:
         """Metrics on a labelled file, with ``members``: each run's own headline metrics."""
         first = self.members[0]
-        options = {"output_scheme": self.task.scheme} if hasattr(self.task, "scheme") else {}
+        options = self.task.read_options()
         data = DataConfig(fields=fields or Fields(**first.meta.get("fields", {})), **options)
         examples = self.task.read_labelled(DataSource(path=path, limit=limit), data, self.labels, Problems())
         if not examples:
@@ -254,7 +254,7 @@ class EnsemblePredictor:
     def predict_entities(
         self, texts: list[str] | None = None, tokens: list[list[str]] | None = None, batch_size: int = 64
     ) -> list[dict]:
-        from lmforge.tasks.predictor import entity_examples
+        from lmforge.inference.predictor import entity_examples
 
         examples = entity_examples(texts, tokens)
         rows = [{"entities": [], "tags": []} for _ in examples]

@@ -8,62 +8,24 @@ runs under ``torch.inference_mode`` with the KV cache on.
 """
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import transformers
 
 from lmforge.errors import DataError, ModelError
-
-
-@dataclass
-class GenerationOptions:
-    max_new_tokens: int = 128
-    temperature: float | None = None  # None or 0: greedy (unless top_k/top_p ask for sampling)
-    top_k: int | None = None
-    top_p: float | None = None
-    num_beams: int = 1
-    repetition_penalty: float | None = None
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-
-    def check(self) -> None:
-        if self.max_new_tokens < 1:
-            raise DataError("--max-new-tokens must be at least 1")
-        if self.temperature is not None and self.temperature < 0:
-            raise DataError("--temperature must be >= 0")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise DataError("--top-p must be in (0, 1]")
-        if self.top_k is not None and self.top_k < 1:
-            raise DataError("--top-k must be at least 1")
-        if self.num_beams < 1:
-            raise DataError("--num-beams must be at least 1")
-        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise DataError("--repetition-penalty must be > 0")
-
-    @property
-    def sampling(self) -> bool:
-        return bool(self.temperature) or self.top_k is not None or self.top_p is not None
-
-
-@dataclass
-class Generation:
-    text: str
-    prompt_tokens: int
-    new_tokens: int
-    seconds: float
-    stopped_by: str  # "eos", "stop", "length"
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+from lmforge.models import load_saved
+from lmforge.models.decoding import Generation, GenerationOptions, Streamer, stop_ids
+from lmforge.models.registry import ensure_families
+from lmforge.models.safe_loading import check_model_folder
+from lmforge.models.transformer import resolve_source
+from lmforge.runtime import set_threads
+from lmforge.tasks.causal_lm import CHATML
+from lmforge.tracking.run_folder import RunFolder
 
 
 def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, dict]:
     """A run folder, bundled alias or local folder -> (model folder, run meta or {})."""
-    from lmforge.models.transformer import resolve_source
-    from lmforge.tracking.run_folder import RunFolder
-
     path = Path(source).expanduser()
     if (path / "lmforge.json").is_file():
         run = RunFolder(path)
@@ -78,61 +40,6 @@ def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, d
     return folder, {}
 
 
-def stop_ids(model, tokenizer) -> list[int]:
-    """End-of-sequence ids: the tokenizer's, the generation config's and ChatML's end of turn."""
-    ids = set()
-    generation_config = getattr(model, "generation_config", None)
-    for value in (tokenizer.eos_token_id, getattr(generation_config, "eos_token_id", None)):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list):
-            ids.update(value)
-    end_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(end_turn, int) and end_turn != tokenizer.unk_token_id:
-        ids.add(end_turn)
-    return sorted(ids)
-
-
-def left_pad(prompts: list[list[int]], pad: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token id lists -> left-padded ids and attention mask (B, T), so every row ends at the last
-    column (where a causal LM's next token is read)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width - len(prompt) :] = 1
-    return ids.to(device), mask.to(device)
-
-
-@torch.inference_mode()
-def greedy_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    """Greedy replies to many prompts (token ids), batched with left padding, in input order."""
-    import transformers
-
-    stops = stop_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
-    config = transformers.GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops or None, pad_token_id=pad
-    )
-    device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    replies: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        ids, mask = left_pad([prompts[i] for i in chunk], pad, device)
-        width = ids.shape[1]
-        out = model.generate(ids, attention_mask=mask, generation_config=config)
-        for row, i in enumerate(chunk):
-            new = [t for t in out[row, width:].tolist()]
-            for k, token in enumerate(new):
-                if token in stops:
-                    new = new[:k]
-                    break
-            replies[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
-    return replies
-
-
 def open_generator(source: str, checkpoint: str = "auto", threads: int | None = None):
     """What generates for ``source``: a ``Generator`` over a transformers model, or, for a run whose
     model generates by itself (one-pass families: the n-gram LM), that model, which has the same
@@ -141,20 +48,12 @@ def open_generator(source: str, checkpoint: str = "auto", threads: int | None = 
     if (path / "lmforge.json").is_file():
         folder, meta = resolve_model_folder(source, checkpoint)
         if (meta.get("model") or {}).get("one_pass"):
-            from lmforge.models import load_saved
-
             return load_saved(folder, meta).model
     return Generator(source, checkpoint, threads)
 
 
 class Generator:
     def __init__(self, source: str, checkpoint: str = "auto", threads: int | None = None):
-        import transformers
-
-        from lmforge.models.registry import ensure_families
-        from lmforge.models.safe_loading import check_model_folder
-        from lmforge.runtime import set_threads
-
         set_threads(threads)
         folder, self.meta = resolve_model_folder(source, checkpoint)
         if (self.meta.get("model") or {}).get("one_pass"):
@@ -192,8 +91,6 @@ class Generator:
         has none) or a list of chat messages."""
         if isinstance(prompt, list):
             if not self.has_template:
-                from lmforge.tasks.causal_lm import CHATML
-
                 self.tokenizer.chat_template = CHATML
             text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -211,8 +108,6 @@ class Generator:
 
     def generate_ids(self, ids: list[int], options: GenerationOptions, stream=None) -> Generation:
         """Generate from prompt token ids (see ``generate``)."""
-        import transformers
-
         options.check()
         if not ids:
             raise DataError("empty prompt")
@@ -237,7 +132,7 @@ class Generator:
             else (self.stop_ids[0] if self.stop_ids else 0),
             stop_strings=options.stop or None,
         )
-        streamer = _Streamer(self.tokenizer, stream, options.stop) if stream and options.num_beams == 1 else None
+        streamer = Streamer(self.tokenizer, stream, options.stop) if stream and options.num_beams == 1 else None
         inputs = torch.tensor([ids], device=self.device)
         start = time.perf_counter()
         with torch.inference_mode():
@@ -262,49 +157,3 @@ class Generator:
         if streamer is not None:
             streamer.flush_rest(text)
         return Generation(text, len(ids), len(new) + (stopped_by == "eos"), seconds, stopped_by)
-
-
-def shown_length(text: str, stops: list[str]) -> int:
-    """How much of ``text`` may be shown while streaming: all of it but a stop string found in it
-    and any ending that could be the start of one."""
-    safe = len(text)
-    for stop in stops:
-        if stop in text:
-            safe = min(safe, text.index(stop))
-        for k in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:k]):
-                safe = min(safe, len(text) - k)
-                break
-    return safe
-
-
-class _Streamer:
-    """Feeds decoded text to a callback as tokens arrive, holding back what could be the start of a
-    stop string, so a stop string is never shown."""
-
-    def __init__(self, tokenizer, callback, stops: list[str]):
-        self.tokenizer, self.callback, self.stops = tokenizer, callback, stops
-        self.ids: list[int] = []
-        self.prompt_seen = False
-        self.shown = 0
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:  # the first call carries the prompt (seq2seq: the start token)
-            self.prompt_seen = True
-            return
-        self.ids += value.reshape(-1).tolist()
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half of a multi-byte character
-            return
-        safe = shown_length(text, self.stops)
-        if safe > self.shown:
-            self.callback(text[self.shown : safe])
-            self.shown = safe
-
-    def end(self) -> None:
-        pass
-
-    def flush_rest(self, final: str) -> None:
-        if len(final) > self.shown:
-            self.callback(final[self.shown :])
-            self.shown = len(final)

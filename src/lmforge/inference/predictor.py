@@ -9,10 +9,11 @@ from lmforge.config.schema import DataConfig, DataSource, Fields
 from lmforge.data.examples import LabelSet, TextExample
 from lmforge.data.readers import Problems
 from lmforge.errors import DataError, ModelError
+from lmforge.evaluation.result import EvalResult
 from lmforge.models import load_saved
 from lmforge.models.one_pass import is_one_pass
+from lmforge.tasks import get_task
 from lmforge.tasks.classification import prediction_rows
-from lmforge.tasks.registry import EvalResult, get_task
 from lmforge.tracking.run_folder import RunFolder
 
 
@@ -42,10 +43,8 @@ class RunPredictor:
                 "`lmforge eval RUN --data FILE` re-applies its prompt"
             )
         self.task = get_task(self.meta["task"])
-        if hasattr(self.task, "configure_from_meta"):
-            self.task.configure_from_meta(self.meta)
-        if hasattr(self.task, "read_run_files"):
-            self.task.read_run_files(self.run.path)
+        self.task.configure_from_meta(self.meta)
+        self.task.read_run_files(self.run.path)
         self.labels = LabelSet.from_json(self.meta["labels"])
         self.folder = self.run.model_dir(checkpoint)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -57,7 +56,7 @@ class RunPredictor:
         model = loaded.model
         # One-pass models (the n-gram family) are not torch modules: they predict by themselves.
         self.one_pass = is_one_pass(model)
-        if hasattr(self.task, "prepare_saved") and not self.one_pass:
+        if not self.one_pass:
             model = self.task.prepare_saved(model, self.folder, self.labels)
         self.model = model if self.one_pass else model.to(self.device).eval()
         self.tokenizer = loaded.tokenizer
@@ -102,7 +101,7 @@ class RunPredictor:
         self, path: str, fields: Fields | None = None, batch_size: int = 64, limit: int | None = None
     ) -> EvalResult:
         """Metrics on a labelled file; labels the run never saw are an error naming the row."""
-        options = {"output_scheme": self.task.scheme} if hasattr(self.task, "scheme") else {}
+        options = self.task.read_options()
         data = DataConfig(fields=fields or Fields(**self.meta.get("fields", {})), **options)
         source = DataSource(path=path, limit=limit)
         examples = self.task.read_labelled(source, data, self.labels, Problems())

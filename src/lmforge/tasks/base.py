@@ -1,0 +1,128 @@
+"""The task contract. A task is one module holding a ``Task`` subclass registered with
+``@TASKS.register(name)``, plus one import line in ``lmforge/tasks/__init__.py``.
+
+A task knows how its data is read, how a batch becomes a loss, how outputs become predictions and
+which metrics apply; the training recipe, inference, prompting, export and the CLI talk to this
+interface only. Every hook a caller may use is declared here with its default, so no caller ever
+asks ``hasattr(task, ...)``: a task overrides what it needs.
+"""
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+from lmforge.data.task_data import TaskData
+from lmforge.evaluation.result import EvalResult
+from lmforge.registry import Registry
+
+
+class Task:
+    """Base of every task. Subclasses set the four class attributes and implement the six
+    abstract methods; every other hook has a working default."""
+
+    name: ClassVar[str]  # the config's ``task:`` value
+    head: ClassVar[str]  # the model head the task needs (a model family builds it)
+    metric_names: ClassVar[tuple[str, ...]]  # scalar metrics ``evaluate`` reports
+    default_metric: ClassVar[str]  # what early stopping watches unless the config says otherwise
+    generates: ClassVar[bool] = False  # evaluation can also generate text (see ``set_generation``)
+    generate_limit: int = 0  # evaluation rows also answered by generation (tasks that generate)
+    max_new_tokens: int = 128  # the longest generated answer
+
+    # -- data: required --------------------------------------------------------------------------
+    def load_data(self, config, problems) -> TaskData:
+        """Read and check every split of ``config.data``; row problems go to ``problems``."""
+        raise NotImplementedError
+
+    def read_labelled(self, source, data, labels, problems) -> list:
+        """Read one labelled source (``lmforge eval --data``) as this task's examples, with the
+        run's ``labels``."""
+        raise NotImplementedError
+
+    def encode(self, tokenizer, examples: list, max_length: int) -> list[dict]:
+        """Examples -> model features (token ids and targets), cut to ``max_length`` tokens."""
+        raise NotImplementedError
+
+    def collate(self, features: list[dict], tokenizer) -> dict:
+        """Features -> one padded batch of tensors."""
+        raise NotImplementedError
+
+    def loss(self, model, batch: dict):
+        """The training loss (a scalar tensor) of one batch."""
+        raise NotImplementedError
+
+    def evaluate(self, model, tokenizer, features, examples, batch_size: int, device, labels=None) -> EvalResult:
+        """Metrics and prediction rows of ``model`` on encoded ``features`` of ``examples``."""
+        raise NotImplementedError
+
+    # -- configuration: optional -----------------------------------------------------------------
+    def configure(self, config, train_examples: list, labels) -> None:
+        """Read the job's options (class weights, schemes, templates) before encoding. Default: none."""
+
+    def meta(self) -> dict:
+        """Task options the run record keeps (``head_options``), so later commands rebuild the same
+        head. Default: nothing to keep."""
+        return {}
+
+    def configure_from_meta(self, meta: dict) -> None:
+        """Restore the options ``meta()`` recorded, from a finished run's record (as a dict).
+        Default: nothing to restore."""
+
+    def read_options(self) -> dict:
+        """Extra reader options for ``read_labelled`` on a run's data (NER: the output scheme).
+        Default: none."""
+        return {}
+
+    def run_files(self) -> dict[str, str]:
+        """Files (name -> text) the run folder keeps beside ``lmforge.json``. Default: none."""
+        return {}
+
+    def read_run_files(self, run_path: Path) -> None:
+        """Read back what ``run_files`` wrote. Default: nothing."""
+
+    # -- model: optional --------------------------------------------------------------------------
+    def prepare_model(self, model, labels):
+        """Change the freshly built model before tuning wraps it (NER: attach a CRF). Default: as is."""
+        return model
+
+    def prepare_saved(self, model, folder: Path, labels):
+        """Put back what ``prepare_model`` added, on a model loaded from ``folder``. Default: as is."""
+        return model
+
+    def fit_baseline(self, train_features: list[dict], vocab_size: int) -> None:
+        """Fit a context-free baseline reported beside the model's metrics (language models: a
+        unigram perplexity). Default: none."""
+
+    def set_generation(self, limit: int, max_new_tokens: int) -> None:
+        """How many evaluation rows to also answer by generation, and how long each answer may be
+        (read by tasks with ``generates``; the others never generate)."""
+        self.generate_limit, self.max_new_tokens = limit, max_new_tokens
+
+    # -- output: optional -------------------------------------------------------------------------
+    def headline(self, metrics: dict) -> str:
+        """One line summing up a split's metrics for the terminal. Default: the scalar metrics this
+        task names, in order."""
+        shown = [k for k in self.metric_names if isinstance(metrics.get(k), (int, float))]
+        return ", ".join(f"{k} {_number(metrics[k])}" for k in shown)
+
+    def report_lines(self, metrics: dict) -> list[str]:
+        """The lines ``lmforge eval`` prints for a split's metrics. Default: every scalar metric,
+        one a line."""
+        return [
+            f"  {key}: {_number(value)}"
+            for key, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+        ]
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and not math.isnan(value):
+        return f"{value:.4f}"
+    return str(value)
+
+
+TASKS: Registry[type[Task]] = Registry("task", "task")
+
+
+def get_task(name: str) -> Task:
+    """A fresh instance of the task registered as ``name`` (a new one for each job)."""
+    return TASKS.get(name)()
