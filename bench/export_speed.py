@@ -70,12 +70,12 @@ def cpu_flags() -> str:
 
 def build_variants(run: Path, out: Path, samples: list[str]) -> dict:
     """name -> Variant, made by lmforge export's own steps."""
+    from lmforge.export.base import ExportContext, Variant
     from lmforge.export.onnx_export import check_onnx, onnx_step
-    from lmforge.export.pipeline import ExportContext, Variant
     from lmforge.export.quantize import quantize_step
     from lmforge.tracking.run_folder import RunFolder
 
-    context = ExportContext(run, RunFolder(run).read_meta(), {"checkpoint": "auto", "quantize": "int8"}, out, samples)
+    context = ExportContext(run, RunFolder(run).read_record(), {"checkpoint": "auto", "quantize": "int8"}, out, samples)
     check_onnx(context)
     variants = {BASE: Variant(BASE, run, "auto", "torch")}
     started = time.perf_counter()
@@ -120,8 +120,8 @@ def model_call_p50(predictors: dict, short: list[str]) -> dict:
 def run(args, out: Path) -> dict:
     from lmforge.config.schema import Fields
     from lmforge.export.compare import count_parameters, interleaved_timings, predict_fn
-    from lmforge.selection.measure import folder_size
     from lmforge.inference.predictor import RunPredictor
+    from lmforge.selection.measure import folder_size
 
     torch.set_num_threads(args.threads)
     dev_tsv = args.data_dir / "dev.tsv"

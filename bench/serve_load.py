@@ -134,8 +134,8 @@ async def drive(port: int, texts: list[str], clients: int) -> dict:
 
 
 def batch_overhead(run: Path, texts: list[str], size: int, dtype: str, repeats: int = 20) -> float:
-    from lmforge.serving import precision
     from lmforge.inference.predictor import RunPredictor
+    from lmforge.serving import precision
 
     predictor = RunPredictor(run)
     probes = precision.probe_texts(run)

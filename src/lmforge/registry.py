@@ -54,6 +54,10 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a test or plugin undoing its own registration)."""
+        del self._items[name]
+
     def get(self, name: str) -> T:
         """The implementation registered as ``name``; an unknown name is a one-line error naming the
         config field and the known names."""

@@ -88,8 +88,8 @@ def _eval_json(capsys, run, data) -> dict:
 
 
 def test_onnx_matches_pytorch_at_unseen_batch_sizes_and_lengths(runs, onnx_run):
-    from lmforge.models.onnx_model import OnnxModel
     from lmforge.inference.predictor import RunPredictor
+    from lmforge.models.onnx_model import OnnxModel
 
     torch_model = RunPredictor(runs["sentiment"]).model
     onnx = RunPredictor(onnx_run)
@@ -143,8 +143,8 @@ def test_onnx_ner_run_evaluates_with_the_same_entity_f1(capsys, runs):
 
 
 def test_int8_folder_loads_back_exactly_and_predicts(capsys, runs, int8_run):
-    from lmforge.models.int8 import quantize_int8
     from lmforge.inference.predictor import RunPredictor
+    from lmforge.models.int8 import quantize_int8
 
     loaded = RunPredictor(int8_run)
     assert loaded.backend == "torch-int8" and (int8_run / "model/model_int8.safetensors").is_file()
@@ -224,22 +224,22 @@ def test_a_step_is_one_registration(runs, tmp_path):
     """What --prune or --gguf add: a flag, a function in the list, and a row in the table."""
     import shutil
 
-    from lmforge.export import pipeline
+    from lmforge.export import STEPS, ExportStep
 
     def copy_step(current, context):
         variant, model_dir = context.new_variant("copied", current.format, current)
         shutil.copytree(Path(current.folder) / "model", model_dir, dirs_exist_ok=True)
         return variant
 
-    step = pipeline.ExportStep(
+    step = ExportStep(
         "copy", 35, lambda p: p.add_argument("--copy", action="store_true"), lambda o: bool(o.get("copy")), copy_step
     )
-    pipeline.register_step(step)
+    STEPS.register("copy", step)
     try:
         out = tmp_path / "out"
         assert _cli("export", str(runs["sentiment"]), "--copy", "--output", str(out), "--json") == 0
     finally:
-        pipeline.STEPS.remove(step)
+        STEPS.unregister("copy")
     summary = json.loads((out / "export.json").read_text())
     assert summary["steps"] == ["copy"] and [r["model"] for r in summary["rows"]] == ["original", "copied"]
     assert summary["rows"][1]["accuracy"] == summary["rows"][0]["accuracy"]

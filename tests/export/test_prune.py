@@ -14,10 +14,10 @@ from lmforge.export.prune import (
     choose_heads,
     head_masks,
     magnitude_prune,
-    prune_run,
     slice_heads,
     sparsity,
 )
+from lmforge.export.prune_step import prune_run
 
 
 def _bert(seed=0):

@@ -9,7 +9,9 @@ import torch
 from conftest import write_jsonl
 from lmforge.config import load_config
 from lmforge.models import load_saved
-from lmforge.training.recipe import cleanup, run_loop, setup
+from lmforge.training.finish import cleanup
+from lmforge.training.job import setup
+from lmforge.training.loop import run_loop
 from lmforge.training.signals import StopRequest
 
 OWN = {

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lmforge.config.schema import ModelSpec, TuningConfig
+from lmforge.config.schema import TransformerSpec, TuningConfig
 from lmforge.errors import ConfigError
 from lmforge.models import load_model
 from lmforge.tuning import apply_tuning, count_parameters, export_model
@@ -11,7 +11,7 @@ TEXTS = ["a good film", "a bad film", "good", "bad"] * 10
 
 def tiny(layers=3):
     torch.manual_seed(0)
-    spec = ModelSpec(arch="bert", layers=layers, hidden=16, heads=2, vocab_size=100)
+    spec = TransformerSpec(arch="bert", layers=layers, hidden=16, heads=2, vocab_size=100)
     return load_model(spec, "sequence_classification", ["neg", "pos"], TEXTS)
 
 

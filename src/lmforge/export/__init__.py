@@ -1,18 +1,8 @@
-"""Exports of a run's model: merged adapters, int8, ONNX; each variant re-evaluated (``pipeline``).
+"""Exports of a run's model: merged adapters, pruning, ONNX, int8/int4, GGUF; each variant
+re-evaluated (``pipeline.py``). The step contract and registry are in ``base.py``; importing this
+package registers the built-in steps."""
 
-Nothing heavy is imported here: the CLI reads the steps' flags from ``pipeline`` when it starts.
-"""
+from lmforge.export import gguf, merge, onnx_export, prune_step, quantize  # noqa: F401  (registration)
+from lmforge.export.base import STEPS, ExportContext, ExportStep, Variant
 
-__all__ = ["merge_run", "run_export"]
-
-
-def __getattr__(name):
-    if name == "merge_run":
-        from lmforge.export.merge import merge_run
-
-        return merge_run
-    if name == "run_export":
-        from lmforge.export.pipeline import run_export
-
-        return run_export
-    raise AttributeError(name)
+__all__ = ["STEPS", "ExportContext", "ExportStep", "Variant"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import DataError
+from lmforge.tracking.run_record import RunRecord
 
 ENCODER_TASKS = ("classification", "token_classification")
 LATENCY_TEXTS, THROUGHPUT_TEXTS, ROUNDS, WARMUP = 30, 128, 3, 3
@@ -29,7 +30,7 @@ class EvalData:
     texts: list[str]
 
 
-def evaluation_data(run_dir: Path, meta: dict, eval_data: str | None) -> EvalData:
+def evaluation_data(run_dir: Path, record: RunRecord, eval_data: str | None) -> EvalData:
     """``--eval-data`` or the run's validation file (``config.yaml``), and its input texts."""
     import yaml
 
@@ -38,7 +39,7 @@ def evaluation_data(run_dir: Path, meta: dict, eval_data: str | None) -> EvalDat
     from lmforge.data.readers import Problems
     from lmforge.tasks import get_task
 
-    if meta.get("task") not in ENCODER_TASKS:
+    if record.task not in ENCODER_TASKS:
         return EvalData(None, None, "no evaluation for this task (sizes only)", [])
     fields = None
     if eval_data:
@@ -54,14 +55,14 @@ def evaluation_data(run_dir: Path, meta: dict, eval_data: str | None) -> EvalDat
             )
         path = source if isinstance(source, str) else source["path"]
         if isinstance(source, dict) and source.get("fields"):
-            fields = Fields(**{**(meta.get("fields") or {}), **source["fields"]})
+            fields = Fields(**{**record.fields, **source["fields"]})
     if not Path(path).exists():
         raise DataError(f"{path}: evaluation file not found (give --eval-data FILE)")
-    task = get_task(meta["task"])
-    task.configure_from_meta(meta)
+    task = get_task(record.task)
+    task.restore_head_options(record.options)
     options = task.read_options()
-    data = DataConfig(fields=fields or Fields(**meta.get("fields", {})), **options)
-    examples = task.read_labelled(DataSource(path=str(path)), data, LabelSet.from_json(meta["labels"]), Problems())
+    data = DataConfig(fields=fields or Fields(**record.fields), **options)
+    examples = task.read_labelled(DataSource(path=str(path)), data, LabelSet.from_json(record.labels), Problems())
     if not examples:
         raise DataError(f"{path}: no labelled rows to evaluate the export on")
     texts = [ex.text if hasattr(ex, "text") else " ".join(ex.tokens) for ex in examples]
@@ -79,7 +80,7 @@ def count_parameters(model) -> int:
 
 def predict_fn(predictor):
     """``(texts, batch_size) -> predictions`` as ``lmforge predict`` runs the predictor's task."""
-    if predictor.meta["task"] == "token_classification":
+    if predictor.record.task == "token_classification":
         return lambda batch, size: predictor.predict_entities(texts=batch, batch_size=size)
     return lambda batch, size: predictor.predict(batch, batch_size=size)
 
@@ -146,9 +147,7 @@ def measure_variants(variants: list, data: EvalData) -> list[dict]:
         if data.path is not None:
             metrics = predictor.evaluate(data.path, data.fields).metrics
             keys = (
-                ("accuracy", "macro_f1")
-                if predictor.meta["task"] == "classification"
-                else ("f1", "precision", "recall")
+                ("accuracy", "macro_f1") if predictor.record.task == "classification" else ("f1", "precision", "recall")
             )
             row.update({k: metrics[k] for k in keys})
             predicts[variant.name] = predict_fn(predictor)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.errors import MissingDependencyError, ModelError
+from lmforge.export.base import STEPS, ExportStep
 
 log = logging.getLogger("lmforge")
 TYPES = ("f32", "f16", "q8_0")
@@ -262,11 +263,11 @@ def compare_gguf(model_dir: str | Path, path: str | Path, texts: list[str] = SAM
 # -- the export pipeline's step -------------------------------------------------------------------
 def check_gguf(context) -> None:
     """Refuse ``--gguf`` before any step runs: a Llama-style causal LM in PyTorch weights only."""
-    model = context.meta.get("model", {})
-    if context.meta.get("task") != "causal_lm" or model.get("arch") != "llama":
+    model = context.record.model
+    if context.record.task != "causal_lm" or model.arch != "llama":
         raise ModelError(
             f"--gguf writes Llama-style causal LMs (arch: llama, SmolLM2); {context.run_dir} is a "
-            f"{model.get('arch') or model.get('family')} {context.meta.get('task')} run"
+            f"{model.arch or model.family} {context.record.task} run"
         )
     if context.options.get("onnx") or context.options.get("quantize"):
         raise ModelError("--gguf converts the PyTorch weights; drop --onnx/--quantize (--gguf q8_0 is GGUF's int8)")
@@ -281,7 +282,7 @@ def gguf_step(current, context):
 
     dtype = context.options.get("gguf") or "f16"
     source = RunFolder(current.folder).model_dir(current.checkpoint)
-    pre = "smollm" if context.meta.get("model", {}).get("source") == "smollm2" else "gpt-2"
+    pre = "smollm" if context.record.model.source == "smollm2" else "gpt-2"
     variant, model_dir = context.new_variant(f"gguf {dtype}", current.format, current)
     shutil.copytree(source, model_dir, dirs_exist_ok=True)
     report = write_gguf(source, variant.folder / f"model.{dtype}.gguf", dtype, name=context.run_dir.name, pre=pre)
@@ -299,3 +300,21 @@ def gguf_step(current, context):
         "max_abs_logit_difference": report["max_abs_logit_difference"],
     }
     return variant
+
+
+def add_arguments(p) -> None:
+    """The flags that ask for the gguf step."""
+    p.add_argument(
+        "--gguf",
+        nargs="?",
+        const="f16",
+        choices=["f32", "f16", "q8_0"],
+        help="Llama-style causal LMs: also write model.<type>.gguf for llama.cpp (default f16), checked "
+        "by loading it back through transformers",
+    )
+
+
+STEPS.register(
+    "gguf",
+    ExportStep("gguf", 50, add_arguments, lambda o: bool(o.get("gguf")), gguf_step, check_gguf),
+)

@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import LmforgeError, ModelError
+from lmforge.export.base import STEPS, ExportStep
+from lmforge.tracking.run_folder import RunFolder
+from lmforge.tracking.run_record import ModelRecord
 
 SAMPLES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -25,15 +28,15 @@ SAMPLES = [
 ]
 
 
-def base_folder(info: dict) -> Path:
+def base_folder(model: ModelRecord) -> Path:
     from lmforge.models.bundled import BUNDLED, bundled_path
 
-    source = info.get("source")
+    source = model.source
     if source == "scratch" or source is None:
         raise ModelError("this run's model was built from scratch: it has no base model and no adapter to merge")
     if source in BUNDLED:
         return bundled_path(source)
-    folder = Path(info.get("source_path") or source)
+    folder = Path(model.source_path or source)
     if not (folder / "config.json").is_file():
         raise ModelError(f"the run's base model {folder} is no longer there; give it back to merge")
     return folder
@@ -50,15 +53,14 @@ def merge_run(
 
     from lmforge.models.safe_loading import quiet_transformers
     from lmforge.models.transformer import HEADS
-    from lmforge.tracking.run_folder import RunFolder
 
     run = RunFolder(run_dir)
-    meta = run.read_meta()
+    record = run.read_record()
     folder = run.model_dir(checkpoint)
     adapter = folder / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise ModelError(
-            f"{folder}: no adapter to merge (tuning.method was {meta.get('tuning')}); "
+            f"{folder}: no adapter to merge (tuning.method was {record.tuning}); "
             "the model folder is already a plain model"
         )
     config = peft.PeftConfig.from_pretrained(adapter)
@@ -69,10 +71,10 @@ def merge_run(
     out = Path(output)
     if out.exists() and any(out.iterdir()):
         raise LmforgeError(f"{out}: output folder exists and is not empty")
-    head = HEADS[meta.get("head", "sequence_classification")]
+    head = HEADS[record.head]
     with quiet_transformers():
         base = head.from_pretrained(
-            base_folder(meta.get("model", {})),
+            base_folder(record.model),
             config=str(folder / "config.json"),
             use_safetensors=True,
             trust_remote_code=False,
@@ -129,3 +131,24 @@ def _auto(run_dir) -> str:
     from lmforge.tracking.run_folder import RunFolder
 
     return RunFolder(run_dir).model_dir("auto").name
+
+
+def add_arguments(p) -> None:
+    """The flags that ask for the merge step."""
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="fold the run's LoRA/AdaLoRA/IA3 adapter into the base weights (checked against the unmerged model)",
+    )
+    p.add_argument(
+        "--merge-tolerance",
+        type=float,
+        default=None,
+        help="--merge: largest logit difference from the unmerged model allowed (default 1e-4)",
+    )
+
+
+STEPS.register(
+    "merge",
+    ExportStep("merge", 10, add_arguments, lambda o: bool(o.get("merge")), merge_step),
+)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lmforge.errors import ModelError
+from lmforge.export.base import STEPS, ExportStep
 
 TOLERANCE = 1e-4
 RANDOM_SHAPES = [(1, 3), (3, 17), (7, 41), (5, 64)]  # (batch, length): export sees (2, a few tokens)
@@ -46,8 +47,7 @@ class _Graph(nn.Module):
 def check_onnx(context) -> None:
     from lmforge.export.compare import ENCODER_TASKS
 
-    meta = context.meta
-    task, family = meta.get("task"), meta.get("model", {}).get("family", "transformer")
+    task, family = context.record.task, context.record.family
     if task not in ENCODER_TASKS:
         raise ModelError(
             f"--onnx: {context.run_dir} is a {task} run; ONNX export is for encoder runs "
@@ -147,7 +147,7 @@ def onnx_step(current, context):
 
     predictor = RunPredictor(current.folder, current.checkpoint)
     model, tokenizer = predictor.model.eval(), predictor.tokenizer
-    family = predictor.meta.get("model", {}).get("family", "transformer")
+    family = predictor.record.family
     types = (
         family == "transformer"
         and getattr(model.config, "type_vocab_size", 0) > 0
@@ -189,3 +189,20 @@ def _save_crf(model, folder) -> None:
     save_file(
         {PREFIX + name: p.detach().contiguous() for name, p in crf.named_parameters()}, str(folder / "crf.safetensors")
     )
+
+
+def add_arguments(p) -> None:
+    """The flags that ask for the onnx step."""
+    p.add_argument(
+        "--onnx",
+        action="store_true",
+        help="export an encoder (classification, NER; embeddings included) to ONNX, dynamic batch and "
+        "length, checked against PyTorch (max difference <= 1e-4); predict/eval/serve run it with "
+        "ONNX Runtime",
+    )
+
+
+STEPS.register(
+    "onnx",
+    ExportStep("onnx", 30, add_arguments, lambda o: bool(o.get("onnx")), onnx_step, check_onnx),
+)

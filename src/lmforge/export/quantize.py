@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from lmforge.errors import ModelError
+from lmforge.export.base import STEPS, ExportStep
 
 BLOCK_SIZE = 32
 
@@ -26,18 +27,18 @@ def check_quantize(context) -> None:
     from lmforge.export.compare import ENCODER_TASKS
 
     kind, onnx = context.options.get("quantize"), bool(context.options.get("onnx"))
-    meta = context.meta
+    record = context.record
     if kind == "int4" and not onnx:
         raise ModelError(
             "--quantize int4 needs --onnx: PyTorch has no maintained int4 CPU path here (torchao's "
             "int4 weight-only kernels need CUDA or a matching torchao build); ONNX Runtime has one"
         )
-    if meta.get("task") not in ENCODER_TASKS:
+    if record.task not in ENCODER_TASKS:
         raise ModelError(
-            f"--quantize: {context.run_dir} is a {meta.get('task')} run; quantization is for "
+            f"--quantize: {context.run_dir} is a {record.task} run; quantization is for "
             "classification and token_classification runs"
         )
-    family = meta.get("model", {}).get("family", "transformer")
+    family = record.family
     if family != "transformer":
         raise ModelError(
             f"--quantize: the {family} family is not quantized (int8 covers the linear layers of transformer runs)"
@@ -117,3 +118,19 @@ def _onnx_step(current, context, kind: str):
             source / ONNX_FILE, model_dir / ONNX_FILE, kind, context.options.get("onnx_weight_type")
         )
     return variant
+
+
+def add_arguments(p) -> None:
+    """The flags that ask for the quantize step."""
+    p.add_argument(
+        "--quantize",
+        choices=["int8", "int4"],
+        help="int8: dynamic int8 linear layers (PyTorch, or ONNX Runtime with --onnx); int4: 4-bit "
+        "weights, ONNX Runtime only (with --onnx)",
+    )
+
+
+STEPS.register(
+    "quantize",
+    ExportStep("quantize", 40, add_arguments, lambda o: bool(o.get("quantize")), quantize_step, check_quantize),
+)

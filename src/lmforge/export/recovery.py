@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import DataError, RunFolderError
+from lmforge.export.prune import apply_masks
+from lmforge.tracking.run_record import RunRecord
 
 log = logging.getLogger("lmforge")
 
@@ -19,7 +21,7 @@ class RunData:
     """A run's saved model, tokenizer, task and encoded splits."""
 
     config: object
-    meta: dict
+    record: RunRecord
     task: object
     data: object
     model: torch.nn.Module
@@ -36,25 +38,25 @@ def load_run_data(run_dir: str | Path, checkpoint: str = "model") -> RunData:
     from lmforge.tracking.run_folder import RunFolder
 
     run = RunFolder(run_dir)
-    meta = run.read_meta()
+    record = run.read_record()
     if not run.config.is_file():
         raise RunFolderError(f"{run.path}: no config.yaml, so the run's training data is unknown")
     config = load_config(run.config)
-    task = get_task(meta["task"])
+    task = get_task(record.task)
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
     if config.data.train_limit is not None and config.data.train_limit < len(data.train):
         data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)  # as training did
-    names = (meta.get("labels") or {}).get("names")
-    if data.labels is not None and names is not None and data.labels.names != names:
+    names = record.label_names
+    if data.labels is not None and record.labels is not None and data.labels.names != names:
         raise DataError(f"{run.config}: the data's labels {data.labels.names} are not the run's {names}")
     task.configure(config, data.train, data.labels)
     folder = run.model_dir(checkpoint)
-    loaded = load_saved(folder, meta)
+    loaded = load_saved(folder, record.to_dict())
     model = loaded.model
     model = task.prepare_saved(model, folder, data.labels)
-    length = int(meta.get("max_length", config.train.max_length))
+    length = record.max_length
     features = {split: task.encode(loaded.tokenizer, getattr(data, split), length) for split in ("train", "validation")}
-    return RunData(config, meta, task, data, model.float(), loaded.tokenizer, features)
+    return RunData(config, record, task, data, model.float(), loaded.tokenizer, features)
 
 
 def evaluate(job: RunData) -> dict:
@@ -98,7 +100,6 @@ def loss_of(task):
 def recover(job: RunData, masks: dict, steps: int, lr: float | None = None) -> list[float]:
     """Fine-tune ``steps`` optimizer steps on the training data, re-applying ``masks`` after each
     step so pruned weights stay exactly zero. Returns the losses."""
-    from lmforge.export.prune import apply_masks
     from lmforge.training.optim import build_optimizer, build_scheduler
 
     cfg = job.config.train

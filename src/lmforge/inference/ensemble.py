@@ -46,13 +46,13 @@ def check_members(predictors: list) -> None:
     """Same task and labels in every member (their order may differ); for taggers the same entity
     types, in one scheme or in BIO and IOBES."""
     first = predictors[0]
-    if first.meta["task"] not in TASKS:
-        raise ModelError(f"{first.run.path}: ensembles combine {' and '.join(TASKS)} runs, not {first.meta['task']}")
-    tagging = first.meta["task"] == "token_classification"
+    if first.record.task not in TASKS:
+        raise ModelError(f"{first.run.path}: ensembles combine {' and '.join(TASKS)} runs, not {first.record.task}")
+    tagging = first.record.task == "token_classification"
     for other in predictors[1:]:
-        if other.meta["task"] != first.meta["task"]:
+        if other.record.task != first.record.task:
             raise ModelError(
-                f"{other.run.path}: a {other.meta['task']} run cannot join an ensemble of {first.meta['task']} runs"
+                f"{other.run.path}: a {other.record.task} run cannot join an ensemble of {first.record.task} runs"
             )
         if tagging and _types(other) != _types(first):
             raise ModelError(
@@ -90,7 +90,7 @@ def _common_view(predictors: list):
     from lmforge.data.tagging import tag_set
 
     first = predictors[0]
-    if first.meta["task"] != "token_classification" or len({p.task.scheme for p in predictors}) == 1:
+    if first.record.task != "token_classification" or len({p.task.scheme for p in predictors}) == 1:
         return first.task, first.labels
     task = copy.copy(first.task)
     task.scheme = "bio"
@@ -218,7 +218,7 @@ class EnsemblePredictor:
             raise ModelError(f"combine {combine!r}: expected one of {', '.join(COMBINE)}")
         self.members, self.combine = predictors, combine
         first = predictors[0]
-        self.meta, self.folder = first.meta, first.folder
+        self.record, self.folder = first.record, first.folder
         self.task, self.labels = _common_view(predictors)
 
     def evaluate(
@@ -227,11 +227,11 @@ class EnsemblePredictor:
         """Metrics on a labelled file, with ``members``: each run's own headline metrics."""
         first = self.members[0]
         options = self.task.read_options()
-        data = DataConfig(fields=fields or Fields(**first.meta.get("fields", {})), **options)
+        data = DataConfig(fields=fields or Fields(**first.record.fields), **options)
         examples = self.task.read_labelled(DataSource(path=path, limit=limit), data, self.labels, Problems())
         if not examples:
             raise DataError(f"{path}: no labelled rows to evaluate")
-        if first.meta["task"] == "classification":
+        if first.record.task == "classification":
             result, members = _classification(self.members, examples, self.combine)
         else:
             result, members = _tagging(self.members, self.task, self.labels, examples, batch_size, self.combine)

@@ -7,6 +7,7 @@ import torch
 
 from lmforge.models import load_saved
 from lmforge.models.one_pass import is_one_pass
+from lmforge.tracking.run_record import RunRecord
 
 
 def device() -> torch.device:
@@ -14,10 +15,10 @@ def device() -> torch.device:
 
 
 def evaluate_saved(
-    folder: Path, task, labels, features: list[dict], examples: list, batch_size: int, meta: dict | None = None
+    folder: Path, task, labels, features: list[dict], examples: list, batch_size: int, record: RunRecord | None = None
 ):
     """Load the model saved in ``folder`` and evaluate it (the same path ``lmforge eval`` takes)."""
-    loaded = load_saved(folder, meta or {"head": task.head})
+    loaded = load_saved(folder, record.to_dict() if record is not None else {"head": task.head})
     model = loaded.model
     if is_one_pass(model):  # n-gram models read the examples themselves
         return model.evaluate(task, examples, labels)

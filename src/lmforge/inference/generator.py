@@ -16,28 +16,28 @@ import transformers
 from lmforge.errors import DataError, ModelError
 from lmforge.models import load_saved
 from lmforge.models.decoding import Generation, GenerationOptions, Streamer, stop_ids
-from lmforge.models.registry import ensure_families
 from lmforge.models.safe_loading import check_model_folder
 from lmforge.models.transformer import resolve_source
 from lmforge.runtime import set_threads
 from lmforge.tasks.causal_lm import CHATML
 from lmforge.tracking.run_folder import RunFolder
+from lmforge.tracking.run_record import RunRecord
 
 
-def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, dict]:
-    """A run folder, bundled alias or local folder -> (model folder, run meta or {})."""
+def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, RunRecord | None]:
+    """A run folder, bundled alias or local folder -> (model folder, the run's record or None)."""
     path = Path(source).expanduser()
     if (path / "lmforge.json").is_file():
         run = RunFolder(path)
-        meta = run.read_meta()
-        if meta.get("task") not in ("causal_lm", "seq2seq"):
+        record = run.read_record()
+        if record.task not in ("causal_lm", "seq2seq"):
             raise ModelError(
-                f"{source}: a {meta.get('task')} run; generation needs a causal_lm or seq2seq "
+                f"{source}: a {record.task} run; generation needs a causal_lm or seq2seq "
                 "run (or a bundled alias such as smollm2, or a model folder)"
             )
-        return run.model_dir(checkpoint), meta
+        return run.model_dir(checkpoint), record
     folder, _ = resolve_source(source)
-    return folder, {}
+    return folder, None
 
 
 def open_generator(source: str, checkpoint: str = "auto", threads: int | None = None):
@@ -46,17 +46,17 @@ def open_generator(source: str, checkpoint: str = "auto", threads: int | None = 
     ``generate(prompt, options, raw, stream)``."""
     path = Path(source).expanduser()
     if (path / "lmforge.json").is_file():
-        folder, meta = resolve_model_folder(source, checkpoint)
-        if (meta.get("model") or {}).get("one_pass"):
-            return load_saved(folder, meta).model
+        folder, record = resolve_model_folder(source, checkpoint)
+        if record is not None and record.model.one_pass:
+            return load_saved(folder, record.to_dict()).model
     return Generator(source, checkpoint, threads)
 
 
 class Generator:
     def __init__(self, source: str, checkpoint: str = "auto", threads: int | None = None):
         set_threads(threads)
-        folder, self.meta = resolve_model_folder(source, checkpoint)
-        if (self.meta.get("model") or {}).get("one_pass"):
+        folder, self.record = resolve_model_folder(source, checkpoint)
+        if self.record is not None and self.record.model.one_pass:
             raise ModelError(
                 f"{source}: an n-gram language model run: `lmforge generate` samples from it, "
                 "but it is not a transformers model (the server does not serve it)"
@@ -64,7 +64,6 @@ class Generator:
         check_model_folder(folder, source)
         self.folder = folder
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        ensure_families()  # lmforge's own model types (the lstm LM) join the Auto classes
         config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
         self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         auto = transformers.AutoModelForSeq2SeqLM if self.seq2seq else transformers.AutoModelForCausalLM

@@ -36,19 +36,19 @@ class RunPredictor:
 
     def __init__(self, run_dir: str | Path, checkpoint: str = "auto"):
         self.run = RunFolder(run_dir)
-        self.meta = self.run.read_meta()
-        if self.meta.get("model", {}).get("family") == "prompt":
+        self.record = self.run.read_record()
+        if self.record.is_prompt_run:
             raise ModelError(
                 f"{run_dir}: a prompt run (lmforge prompt) has no trained model to predict with; "
                 "`lmforge eval RUN --data FILE` re-applies its prompt"
             )
-        self.task = get_task(self.meta["task"])
-        self.task.configure_from_meta(self.meta)
+        self.task = get_task(self.record.task)
+        self.task.restore_head_options(self.record.options)
         self.task.read_run_files(self.run.path)
-        self.labels = LabelSet.from_json(self.meta["labels"])
+        self.labels = LabelSet.from_json(self.record.labels)
         self.folder = self.run.model_dir(checkpoint)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        loaded = load_saved(self.folder, self.meta)
+        loaded = load_saved(self.folder, self.record.to_dict())
         # torch (float), torch-int8 or onnxruntime: exported folders (lmforge export) load by their files.
         self.backend = loaded.info.get("backend", "torch")
         if self.backend != "torch":
@@ -60,7 +60,12 @@ class RunPredictor:
             model = self.task.prepare_saved(model, self.folder, self.labels)
         self.model = model if self.one_pass else model.to(self.device).eval()
         self.tokenizer = loaded.tokenizer
-        self.max_length = int(self.meta.get("max_length", 512))
+        self.max_length = self.record.max_length
+
+    @property
+    def meta(self) -> dict:
+        # Transitional: the record as plain JSON for readers not yet typed. Removed once none is left.
+        return self.record.to_dict()
 
     def predict(
         self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, top_k: int = 3
@@ -102,7 +107,7 @@ class RunPredictor:
     ) -> EvalResult:
         """Metrics on a labelled file; labels the run never saw are an error naming the row."""
         options = self.task.read_options()
-        data = DataConfig(fields=fields or Fields(**self.meta.get("fields", {})), **options)
+        data = DataConfig(fields=fields or Fields(**self.record.fields), **options)
         source = DataSource(path=path, limit=limit)
         examples = self.task.read_labelled(source, data, self.labels, Problems())
         if not examples:

@@ -19,7 +19,9 @@ from lmforge.evaluation.classification import classification_metrics
 from lmforge.prompting.scoring import calibrate, label_probabilities, score_labels
 from lmforge.prompting.selection import fixed_examples, nearest_examples
 from lmforge.prompting.templates import PromptTemplate, detect_language
+from lmforge.tasks import get_task
 from lmforge.tasks.classification import prediction_rows
+from lmforge.tracking.run_record import TASK_HEADS, ModelRecord, RunRecord
 
 log = logging.getLogger("lmforge")
 CONTENT_FREE = ("N/A", "", "[MASK]")
@@ -190,19 +192,9 @@ def _prompted(config: JobConfig):
     return runner(config)
 
 
-def headline(metrics: dict) -> str:
-    """The one-line summary of a split's metrics (classification or entities)."""
-    if "rougeL" in metrics:
-        return (
-            f"ROUGE-L {metrics['rougeL']:.4f}  ROUGE-1 {metrics['rouge1']:.4f}  BLEU {metrics['bleu']:.2f}  "
-            f"exact match {metrics['exact_match']:.4f} ({metrics['count']} examples)"
-        )
-    if "per_type" in metrics:
-        return (
-            f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  "
-            f"recall {metrics['recall']:.4f} ({metrics['count']} sentences)"
-        )
-    return f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f} ({metrics['count']} examples)"
+def headline(metrics: dict, task: str) -> str:
+    """The one-line summary of a split's metrics, as the ``task`` (the config's) words it."""
+    return get_task(task).headline(metrics)
 
 
 def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
@@ -226,21 +218,22 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
     write_atomic(run.path / "eval_results.json", json.dumps(eval_results, indent=1, ensure_ascii=False))
     write_atomic(run.path / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions))
     spec = config.prompt
-    run.write_meta(
-        {
-            "task": config.task,
-            "labels": data.labels.to_json(),
-            "model": {"family": "prompt", "source": spec.model},
-            "prompt": details,
-            **meta,
-            "finished": True,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+    record = RunRecord(
+        task=config.task,
+        head=TASK_HEADS[config.task],
+        labels=data.labels.to_json(),
+        model=ModelRecord(family="prompt", source=spec.model),
+        max_length=config.train.max_length,
+        prompt=details,
+        finished=True,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **meta,  # how it prompted: method, language, verbalizers, speed (kept untyped)
     )
+    run.write_record(record)
     write_report(run.path)
     if not quiet:
         for split, metrics in eval_results.items():
-            log.info("%s: %s", split, headline(metrics))
+            log.info("%s: %s", split, headline(metrics, config.task))
     return PromptOutcome(str(run.path), eval_results)
 
 

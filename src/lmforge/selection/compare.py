@@ -25,6 +25,7 @@ import yaml
 
 from lmforge.errors import ConfigError, RunFolderError, TrainingError
 from lmforge.selection.candidates import Candidate, parse_candidates
+from lmforge.tracking.run_folder import RunFolder
 
 log = logging.getLogger("lmforge")
 BUDGET_KEYS = {
@@ -162,7 +163,7 @@ def _few_label_epochs(step: Step, min_steps: int) -> bool:
 def _checked_config(config_path: str, step: Step, task: str):
     from lmforge.config import load_config
     from lmforge.config.schema import ModelSpec
-    from lmforge.models.registry import FAMILIES, _ensure_builtin
+    from lmforge.models.family import FAMILIES
 
     try:
         config = load_config(config_path, step.overrides)
@@ -174,11 +175,10 @@ def _checked_config(config_path: str, step: Step, task: str):
             f"task '{task}' is not supported by them yet"
         )
     if step.candidate.kind == "train" and isinstance(config.model, ModelSpec):
-        _ensure_builtin()
         if config.model.family not in FAMILIES:
             raise ConfigError(
                 f"compare --models '{step.candidate.name}': model family '{config.model.family}' "
-                f"is not available (known: {', '.join(sorted(FAMILIES))})"
+                f"is not available (known: {', '.join(sorted(FAMILIES.names()))})"
             )
     return config
 
@@ -190,10 +190,10 @@ def _check_folder(step: Step, overwrite: bool) -> None:
     if not run.exists() or not any(run.iterdir()):
         return
     resolved = _comparable(config_to_dict(step.config))
-    saved_config, meta = run / "config.yaml", run / "lmforge.json"
-    if not overwrite and saved_config.is_file() and meta.is_file():
-        same = _comparable(yaml.safe_load(saved_config.read_text(encoding="utf-8")) or {}) == resolved
-        if same and json.loads(meta.read_text(encoding="utf-8")).get("finished"):
+    folder = RunFolder(run)
+    if not overwrite and folder.config.is_file() and folder.meta.is_file():
+        same = _comparable(yaml.safe_load(folder.config.read_text(encoding="utf-8")) or {}) == resolved
+        if same and folder.read_record().finished:
             step.reuse = True
             return
         if same and step.candidate.kind == "train" and _has_checkpoint(run):

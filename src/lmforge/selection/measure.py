@@ -56,7 +56,7 @@ def measure_run(run_dir: Path, texts: list[str]) -> dict:
     from lmforge.inference.predictor import RunPredictor
 
     predictor = RunPredictor(run_dir)
-    if predictor.meta["task"] == "token_classification":
+    if predictor.record.task == "token_classification":
         predict = lambda batch, size: predictor.predict_entities(texts=batch, batch_size=size)  # noqa: E731
     else:
         predict = lambda batch, size: predictor.predict(batch, batch_size=size)  # noqa: E731

@@ -16,9 +16,8 @@ METRICS = {"classification": ("macro_f1", "accuracy"), "token_classification": (
 def default_models(config, curve: bool) -> str:
     """Without ``--models``: the small families beside the config's own model (with ``--shots``:
     the config's model and zero/few-shot prompting)."""
-    from lmforge.models.registry import FAMILIES, _ensure_builtin
+    from lmforge.models.family import FAMILIES
 
-    _ensure_builtin()
     own = config.model if isinstance(config.model, str) else None
     if curve:
         return ",".join([own or "config", "prompt"])

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from lmforge.selection.compare import BUDGET_KEYS, CLOSE, Step, _prediction_rows
+from lmforge.tracking.run_folder import RunFolder
 
 COLUMNS = [
     ("candidate", "candidate"),
@@ -95,9 +96,8 @@ def _entity_quality(rows: list[dict], scheme: str) -> dict:
 
 
 def _scheme(run_dir: Path) -> str:
-    meta_path = run_dir / "lmforge.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-    return (meta.get("head_options") or {}).get("scheme", "bio")
+    folder = RunFolder(run_dir)
+    return folder.read_record().options.get("scheme", "bio") if folder.meta.is_file() else "bio"
 
 
 def _saved_quality(run_dir: Path) -> dict:
@@ -121,8 +121,8 @@ def _count(steps: list[Step]) -> int:
 
 def _costs(step: Step) -> dict:
     result = dict(step.result)
-    meta_path = step.run_dir / "lmforge.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    folder = RunFolder(step.run_dir)
+    record = folder.read_record() if folder.meta.is_file() else None
     costs = {
         k: result[k]
         for k in (
@@ -139,10 +139,10 @@ def _costs(step: Step) -> dict:
     if "size_bytes" in result:
         costs["size_mb"] = round(result["size_bytes"] / 2**20, 1)
     if step.candidate.kind == "train":
-        params = meta.get("parameters") or {}
+        params = (record.parameters if record else None) or {}
         costs["parameters_trainable"] = params.get("trainable")
         costs["parameters_total"] = params.get("total", costs.get("parameters_total"))
-        costs["train_seconds"] = (meta.get("training") or {}).get("wall_time_s")
+        costs["train_seconds"] = ((record.training if record else None) or {}).get("wall_time_s")
     else:
         costs["parameters_trainable"] = 0
         costs["train_seconds"] = 0.0

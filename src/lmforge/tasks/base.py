@@ -25,6 +25,7 @@ class Task:
     metric_names: ClassVar[tuple[str, ...]]  # scalar metrics ``evaluate`` reports
     default_metric: ClassVar[str]  # what early stopping watches unless the config says otherwise
     generates: ClassVar[bool] = False  # evaluation can also generate text (see ``set_generation``)
+    predicts: ClassVar[str] = "predictions"  # what one prediction is, in a report's words ("labels")
     generate_limit: int = 0  # evaluation rows also answered by generation (tasks that generate)
     max_new_tokens: int = 128  # the longest generated answer
 
@@ -58,14 +59,13 @@ class Task:
     def configure(self, config, train_examples: list, labels) -> None:
         """Read the job's options (class weights, schemes, templates) before encoding. Default: none."""
 
-    def meta(self) -> dict:
-        """Task options the run record keeps (``head_options``), so later commands rebuild the same
-        head. Default: nothing to keep."""
+    def head_options(self) -> dict:
+        """Task options the run record keeps (``RunRecord.head_options``), so later commands rebuild
+        the same head. Default: nothing to keep."""
         return {}
 
-    def configure_from_meta(self, meta: dict) -> None:
-        """Restore the options ``meta()`` recorded, from a finished run's record (as a dict).
-        Default: nothing to restore."""
+    def restore_head_options(self, options: dict) -> None:
+        """Restore what ``head_options()`` recorded, from a finished run's record. Default: nothing."""
 
     def read_options(self) -> dict:
         """Extra reader options for ``read_labelled`` on a run's data (NER: the output scheme).
@@ -108,16 +108,42 @@ class Task:
         """The lines ``lmforge eval`` prints for a split's metrics. Default: every scalar metric,
         one a line."""
         return [
-            f"  {key}: {_number(value)}"
+            f"  {key:<16} {_number(value)}"
             for key, value in metrics.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)
         ]
+
+    def count_phrase(self, metrics: dict) -> str:
+        """What a split's metrics were computed on, for the first line of a report. Default:
+        ``"N examples"`` from the ``count`` metric."""
+        return f"{metrics['count']} examples"
+
+    def sample_lines(self, predictions: list[dict]) -> list[str]:
+        """A few evaluation rows ``lmforge eval`` shows after ``report_lines``. Default: for tasks
+        that generate, the first three rows' reference and generated text (rows with ``where``,
+        ``reference`` and ``generated``); none for the others."""
+        lines = []
+        for row in predictions[:3] if self.generates else []:
+            lines += [
+                f"  sample: {row['where']}",
+                f"    reference: {row['reference'][:200]!r}",
+                f"    generated: {row['generated'][:200]!r}",
+            ]
+        return lines
 
 
 def _number(value: Any) -> str:
     if isinstance(value, float) and not math.isnan(value):
         return f"{value:.4f}"
     return str(value)
+
+
+def generation_headline(metrics: dict) -> str:
+    """The one-line summary of generated answers scored against references (BLEU, ROUGE, exact match)."""
+    return (
+        f"ROUGE-L {metrics['rougeL']:.4f}  ROUGE-1 {metrics['rouge1']:.4f}  BLEU {metrics['bleu']:.2f}  "
+        f"exact match {metrics['exact_match']:.4f} ({metrics['count']} examples)"
+    )
 
 
 TASKS: Registry[type[Task]] = Registry("task", "task")

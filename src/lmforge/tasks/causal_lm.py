@@ -31,7 +31,7 @@ from lmforge.data.examples import TextExample, read_rows, read_text_examples, so
 from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.result import EvalResult
-from lmforge.tasks.base import TASKS, Task
+from lmforge.tasks.base import TASKS, Task, generation_headline
 from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
 
 log = logging.getLogger("lmforge")
@@ -80,11 +80,10 @@ class CausalLMTask(Task):
             )
             self.packing = False
 
-    def meta(self) -> dict:
-        return {"head_options": {"mode": self.mode, "train_on_prompt": self.train_on_prompt, "packing": self.packing}}
+    def head_options(self) -> dict:
+        return {"mode": self.mode, "train_on_prompt": self.train_on_prompt, "packing": self.packing}
 
-    def configure_from_meta(self, meta: dict) -> None:
-        options = meta.get("head_options") or {}
+    def restore_head_options(self, options: dict) -> None:
         self.mode = options.get("mode", "text")
         self.train_on_prompt = bool(options.get("train_on_prompt", False))
         self.packing = bool(options.get("packing", True))
@@ -187,6 +186,10 @@ class CausalLMTask(Task):
             metrics_gen, predictions = self.generation_scores(model, tokenizer, examples[: self.generate_limit])
             metrics.update(metrics_gen)
         return EvalResult(metrics, predictions)
+
+    def headline(self, metrics: dict) -> str:
+        """Generated answers (``--generate``, prompt runs) are summed up by their scores; else the default."""
+        return generation_headline(metrics) if "rougeL" in metrics else super().headline(metrics)
 
     def generation_scores(self, model, tokenizer, conversations: list[Conversation]) -> tuple[dict, list[dict]]:
         """Greedy replies to each conversation's last prompt, scored against its last assistant turn

@@ -21,6 +21,7 @@ class ClassificationTask(Task):
     head = "sequence_classification"
     metric_names = SCALAR_METRICS + ("loss",)
     default_metric = "macro_f1"
+    predicts = "labels"
 
     def __init__(self):
         self.class_weights: torch.Tensor | None = None
@@ -141,6 +142,30 @@ class ClassificationTask(Task):
             if ex.text_pair is not None:
                 row["text_pair"] = ex.text_pair
         return EvalResult(metrics, rows)
+
+    # -- output ----------------------------------------------------------------------------------
+    def headline(self, metrics: dict) -> str:
+        return f"accuracy {metrics['accuracy']:.4f}  macro F1 {metrics['macro_f1']:.4f} ({metrics['count']} examples)"
+
+    def report_lines(self, metrics: dict) -> list[str]:
+        """The scalar metrics, precision/recall/F1 per class, the confusion matrix, and (prompt runs)
+        the calibrated metrics."""
+        lines = [f"  {key:<16} {metrics[key]:.4f}" for key in REPORTED if key in metrics]
+        lines.append(f"  {'label':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for name, row in metrics["per_class"].items():
+            lines.append(
+                f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}"
+            )
+        lines.append("  confusion matrix (rows: true, columns: predicted):")
+        for name, row in zip(metrics["labels"], metrics["confusion_matrix"]):
+            lines.append(f"  {name[:20]:<20} " + " ".join(f"{v:>6}" for v in row))
+        if "calibrated" in metrics:
+            lines.append("  calibrated: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["calibrated"].items()))
+        return lines
+
+
+# The scalar metrics a report lists, in order.
+REPORTED = ("accuracy", "macro_f1", "micro_f1", "weighted_f1", "macro_precision", "macro_recall", "loss")
 
 
 def prediction_rows(probs: torch.Tensor, names: list[str], top_k: int) -> list[dict]:

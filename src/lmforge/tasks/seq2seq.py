@@ -17,7 +17,7 @@ from lmforge.data.examples import read_rows
 from lmforge.data.task_data import TaskData
 from lmforge.errors import DataError
 from lmforge.evaluation.result import EvalResult
-from lmforge.tasks.base import TASKS, Task
+from lmforge.tasks.base import TASKS, Task, generation_headline
 from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
 
 IGNORE = -100
@@ -75,11 +75,11 @@ class Seq2SeqTask(Task):
     def configure(self, config, train_examples, labels) -> None:
         self.max_target_length = config.train.max_target_length
 
-    def meta(self) -> dict:
-        return {"head_options": {"max_target_length": self.max_target_length}}
+    def head_options(self) -> dict:
+        return {"max_target_length": self.max_target_length}
 
-    def configure_from_meta(self, meta: dict) -> None:
-        self.max_target_length = int((meta.get("head_options") or {}).get("max_target_length", 128))
+    def restore_head_options(self, options: dict) -> None:
+        self.max_target_length = int(options.get("max_target_length", 128))
 
     def load_data(self, config, problems) -> TaskData:
         return load_splits(config, problems, read_pairs)
@@ -141,6 +141,10 @@ class Seq2SeqTask(Task):
                 {"where": ex.where, "reference": ex.target, "generated": g} for ex, g in zip(chosen, replies)
             ]
         return EvalResult(metrics, predictions)
+
+    def headline(self, metrics: dict) -> str:
+        """Generated answers (``--generate``, prompt runs) are summed up by their scores; else the default."""
+        return generation_headline(metrics) if "rougeL" in metrics else super().headline(metrics)
 
 
 def generate_pairs(

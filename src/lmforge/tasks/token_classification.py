@@ -45,6 +45,7 @@ class TokenClassificationTask(Task):
     head = "token_classification"
     metric_names = ("f1", "precision", "recall", "macro_f1", "weighted_f1", "token_accuracy", "loss")
     default_metric = "f1"
+    predicts = "entity spans"
 
     def __init__(self):
         self.scheme = "bio"
@@ -85,12 +86,11 @@ class TokenClassificationTask(Task):
         if path.is_file():
             self.train_entities = {(t, tuple(words)) for t, words in json.loads(path.read_text(encoding="utf-8"))}
 
-    def meta(self) -> dict:
+    def head_options(self) -> dict:
         """What ``lmforge.json`` records so ``predict``/``eval``/serving rebuild the same head."""
-        return {"head_options": {"crf": self.crf, "scheme": self.scheme, "window_stride": self.stride}}
+        return {"crf": self.crf, "scheme": self.scheme, "window_stride": self.stride}
 
-    def configure_from_meta(self, meta: dict) -> None:
-        options = meta.get("head_options") or {}
+    def restore_head_options(self, options: dict) -> None:
         self.crf = bool(options.get("crf", False))
         self.scheme = options.get("scheme", "bio")
         self.stride = int(options.get("window_stride", 32))
@@ -454,6 +454,42 @@ class TokenClassificationTask(Task):
                 }
             )
         return EvalResult(metrics, rows)
+
+    # -- output ----------------------------------------------------------------------------------
+    def headline(self, metrics: dict) -> str:
+        return (
+            f"entity F1 {metrics['f1']:.4f}  precision {metrics['precision']:.4f}  "
+            f"recall {metrics['recall']:.4f} ({metrics['count']} sentences)"
+        )
+
+    def count_phrase(self, metrics: dict) -> str:
+        return f"{metrics['count']} sentences, {metrics['entities']} entities"
+
+    def report_lines(self, metrics: dict) -> list[str]:
+        """The entity-level scores, the entity bias (fixed or tuned by cross-validation), scores per
+        entity type and the most frequent errors."""
+        keys = ("f1", "precision", "recall", "macro_f1", "token_accuracy", "loss")
+        lines = [f"  {key:<16} {metrics[key]:.4f}" for key in keys if key in metrics]
+        tuning = metrics.get("entity_bias") or {}
+        for fold in tuning.get("folds", []):
+            lines.append(
+                f"  entity bias {fold['bias']:+.2f} tuned on the {fold['tuned_on']}: held-out f1 "
+                f"{fold['held_out_f1']:.4f} (no bias {fold['held_out_f1_no_bias']:.4f})"
+            )
+        if "whole_data_bias" in tuning:
+            lines.append(
+                f"  entity bias best on all of it: {tuning['whole_data_bias']:+.2f} (f1 {tuning['whole_data_f1']:.4f}, "
+                f"tuned; no bias {tuning['no_bias_f1']:.4f}); the f1 above is cross-validated"
+            )
+        lines.append(f"  {'type':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for name, row in metrics["per_type"].items():
+            lines.append(
+                f"  {name[:20]:<20} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}"
+            )
+        if metrics.get("confusions"):
+            lines.append("  most frequent errors (gold -> predicted):")
+            lines += [f"  {row['gold']:>20} -> {row['pred']:<24} {row['count']:>6}" for row in metrics["confusions"]]
+        return lines
 
 
 # -- decoding bias --------------------------------------------------------------------------------

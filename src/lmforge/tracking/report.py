@@ -22,8 +22,10 @@ import logging
 import math
 from pathlib import Path
 
+from lmforge.errors import RunFolderError
 from lmforge.tracking.metrics_log import read_metrics
 from lmforge.tracking.run_folder import write_atomic
+from lmforge.tracking.run_record import RECORD_FILE, RunRecord, read_record
 
 log = logging.getLogger("lmforge")
 
@@ -52,7 +54,7 @@ def write_report(run_dir: Path) -> Path:
     """Build ``run_dir/report.html`` from whatever the run folder holds; return its path."""
     run_dir = Path(run_dir)
     sections = [
-        _safe(_summary_section, _read_json(run_dir / "lmforge.json")),
+        _safe(_summary_section, _record_or_none(run_dir)),
         _safe(_training_section, read_metrics(run_dir / "metrics.jsonl")),
         _safe(_evaluation_section, _read_json(run_dir / "eval_results.json")),
         _safe(_samples_section, read_metrics(run_dir / "predictions.jsonl")),
@@ -65,6 +67,17 @@ def write_report(run_dir: Path) -> Path:
 
 
 # ---------------------------------------------------------------- reading inputs
+
+
+def _record_or_none(run_dir: Path) -> RunRecord | None:
+    """The run record, or None where there is none yet or it cannot be read (a report is written
+    from whatever the folder holds)."""
+    if not (run_dir / RECORD_FILE).is_file():
+        return None
+    try:
+        return read_record(run_dir)
+    except RunFolderError:
+        return None
 
 
 def _read_text(path: Path) -> str | None:
@@ -154,31 +167,25 @@ def _image(fig) -> str:
 # ---------------------------------------------------------------- summary and config
 
 
-def _summary_rows(meta: dict) -> list[list]:
-    def get(*keys):
-        value = meta
-        for key in keys:
-            value = value.get(key) if isinstance(value, dict) else None
-        return value
-
-    best = get("best", "metric")
-    wall = get("training", "wall_time_s")
+def _summary_rows(record: RunRecord) -> list[list]:
+    best, training, parameters = record.best or {}, record.training or {}, record.parameters or {}
+    wall = training.get("wall_time_s")
     return [
         [name, value]
         for name, value in [
-            ("Task", get("task")),
-            ("Model family", get("model", "family")),
-            ("Model source", get("model", "source")),
-            ("Trainable parameters", _thousands(get("parameters", "trainable"))),
-            ("Total parameters", _thousands(get("parameters", "total"))),
-            (f"Best {best}" if best else "Best value", get("best", "value")),
-            ("Best step", get("best", "step")),
-            ("Training steps", get("training", "steps")),
-            ("Stopped early", get("training", "stopped_early")),
+            ("Task", record.task),
+            ("Model family", record.model.family),
+            ("Model source", record.model.source),
+            ("Trainable parameters", _thousands(parameters.get("trainable"))),
+            ("Total parameters", _thousands(parameters.get("total"))),
+            (f"Best {best['metric']}" if best.get("metric") else "Best value", best.get("value")),
+            ("Best step", best.get("step")),
+            ("Training steps", training.get("steps")),
+            ("Stopped early", training.get("stopped_early")),
             ("Wall time", f"{wall:.1f} s" if _is_number(wall) else wall),
-            ("Labels", ", ".join(map(str, get("labels", "names") or [])) or None),
-            ("lmforge version", get("lmforge_version")),
-            ("Created", get("created")),
+            ("Labels", ", ".join(map(str, record.label_names)) or None),
+            ("lmforge version", record.lmforge_version),
+            ("Created", record.created),
         ]
         if value is not None
     ]
@@ -188,8 +195,8 @@ def _thousands(value):
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-def _summary_section(meta: dict) -> str:
-    rows = _summary_rows(meta)
+def _summary_section(record: RunRecord | None) -> str:
+    rows = _summary_rows(record) if record is not None else []
     return "<h2>Summary</h2>\n" + _table(["Field", "Value"], rows) if rows else ""
 
 

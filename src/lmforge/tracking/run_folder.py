@@ -8,8 +8,9 @@ from pathlib import Path
 import yaml
 
 from lmforge.errors import RunFolderError
+from lmforge.tracking.run_record import RECORD_FILE, RunRecord, read_record, record_text
 
-META = "lmforge.json"
+META = RECORD_FILE
 # Keys a resumed run may change: they steer when to stop, evaluate or save, not what is learnt.
 RESUMABLE_CHANGES = {
     "resume",
@@ -118,18 +119,16 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         write_atomic(self.config, yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
-    def write_meta(self, meta: dict) -> None:
-        write_atomic(self.meta, json.dumps(meta, indent=1, ensure_ascii=False))
+    def write_record(self, record: RunRecord) -> None:
+        write_atomic(self.meta, record_text(record))
+
+    def read_record(self) -> RunRecord:
+        """The run's ``lmforge.json``, typed and migrated (``tracking/run_record.py``)."""
+        return read_record(self.path)
 
     def read_meta(self) -> dict:
-        if not self.path.is_dir():
-            raise RunFolderError(f"{self.path}: no such run folder")
-        if not self.meta.is_file():
-            raise RunFolderError(f"{self.path}: not a finished lmforge run (no {META})")
-        try:
-            return json.loads(self.meta.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise RunFolderError(f"{self.meta}: unreadable ({exc.msg})") from None
+        # Transitional: the record as plain JSON for readers not yet typed. Removed once none is left.
+        return self.read_record().to_dict()
 
     def model_dir(self, which: str = "auto") -> Path:
         """The saved model to use: ``best``, ``model`` (final), or ``auto`` (best if present)."""

@@ -23,7 +23,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lmforge.config import config_to_dict
 from lmforge.errors import ConfigError, DataError, ModelError
+from lmforge.inference.predictor import RunPredictor
+from lmforge.tracking.run_folder import RunFolder, write_atomic
+from lmforge.tracking.run_record import RunRecord
+from lmforge.training.finish import cleanup
+from lmforge.training.job import setup
+from lmforge.training.loop import run_loop
+from lmforge.training.signals import StopRequest
 
 log = logging.getLogger("lmforge")
 CACHE = "teacher_logits.safetensors"
@@ -90,12 +98,11 @@ def teacher_logits(
 ) -> torch.Tensor:
     """(N, C) logits of the teacher run on ``examples``, columns in the student's label order;
     read from ``cache`` when it holds the same teacher and texts."""
-    from lmforge.inference.predictor import RunPredictor
 
     predictor = RunPredictor(teacher_dir, "auto")
-    if predictor.meta["task"] != "classification":
+    if predictor.record.task != "classification":
         raise ModelError(
-            f"{teacher_dir}: distillation needs a classification teacher; this is a {predictor.meta['task']} run"
+            f"{teacher_dir}: distillation needs a classification teacher; this is a {predictor.record.task} run"
         )
     missing = [name for name in label_names if name not in predictor.labels.names]
     if missing or len(label_names) != len(predictor.labels.names):
@@ -134,24 +141,22 @@ def _cache_key(folder: Path, examples: list) -> str:
 
 def _finished(config) -> bool:
     """A finished run of exactly this config in ``config.output`` (``resume=true`` reuses it)."""
-    from lmforge.config import config_to_dict
-    from lmforge.tracking.run_folder import RunFolder
 
     run = RunFolder(config.output)
     if not run.meta.is_file():
         return False
     run.check_writable(config_to_dict(config), resume=True, overwrite=False)  # a changed config fails here
-    return bool(run.read_meta().get("finished"))
+    return run.read_record().finished
 
 
-def _summary(meta: dict, config) -> dict:
+def _summary(record: RunRecord, config) -> dict:
     return {
         "run": config.output,
         "alpha": config.distil.alpha,
-        "results": meta.get("results", {}),
-        "steps": meta.get("training", {}).get("steps"),
-        "parameters": (meta.get("parameters") or {}).get("total"),
-        "wall_time_s": meta.get("training", {}).get("wall_time_s"),
+        "results": record.results or {},
+        "steps": (record.training or {}).get("steps"),
+        "parameters": (record.parameters or {}).get("total"),
+        "wall_time_s": (record.training or {}).get("wall_time_s"),
     }
 
 
@@ -165,14 +170,11 @@ class DistilOutcome:
 
 def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool = True) -> DistilOutcome:
     """Train the student with distillation, then (``baseline``) the same student on labels alone."""
-    from lmforge.tracking.run_folder import RunFolder, write_atomic
-    from lmforge.training.recipe import cleanup, run_loop, setup
-    from lmforge.training.signals import StopRequest
 
     if config.task != "classification":
         raise ConfigError(f"task: distillation trains classification students; the config says {config.task}")
     teacher = RunFolder(teacher_dir)
-    teacher_meta = teacher.read_meta()
+    teacher_record = teacher.read_record()
     out = Path(config.output)
     runs = {"distilled": config.model_copy(update={"output": str(out / "distilled")}, deep=True)}
     if baseline:
@@ -183,7 +185,7 @@ def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool 
     for name, run_config in runs.items():
         if run_config.resume and _finished(run_config):
             log.info("%s: %s is finished with this config; its results are reused", name, run_config.output)
-            results[name] = _summary(RunFolder(run_config.output).read_meta(), run_config)
+            results[name] = _summary(RunFolder(run_config.output).read_record(), run_config)
             continue
         job = setup(run_config)
         if run_config.distil.alpha > 0:
@@ -198,12 +200,12 @@ def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool 
         if stop.requested:
             return DistilOutcome(out, {}, stop.requested)
         cleanup(job, state)
-        results[name] = _summary(job.run.read_meta(), run_config)
+        results[name] = _summary(job.run.read_record(), run_config)
     report = {
         "teacher": {
             "run": str(teacher.path),
-            "results": teacher_meta.get("results", {}),
-            "parameters": (teacher_meta.get("parameters") or {}).get("total"),
+            "results": teacher_record.results or {},
+            "parameters": (teacher_record.parameters or {}).get("total"),
         },
         "temperature": config.distil.temperature,
         "alpha": config.distil.alpha,

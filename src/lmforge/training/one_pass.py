@@ -16,7 +16,8 @@ from pathlib import Path
 
 from lmforge.config import config_to_dict
 from lmforge.tracking.metrics_log import MetricsLog
-from lmforge.training.recipe import Job, TrainState, _meta, evaluate_splits, write_results, write_task_files
+from lmforge.training.finish import evaluate_splits, write_results
+from lmforge.training.job import Job, TrainState, run_record, write_task_files
 
 log = logging.getLogger("lmforge")
 
@@ -29,7 +30,7 @@ def run_one_pass(job: Job) -> TrainState:
         run.clear()
     run.write_config(config_to_dict(job.config))
     write_task_files(job)
-    run.write_meta(_meta(job, finished=False))
+    run.write_record(run_record(job, finished=False))
     metrics = MetricsLog(run.metrics, run.events)
     metrics.write({"kind": "start", "step": 0, "examples": len(train), "steps": 1})
     log.info("fitting %s (%s) on %d examples in one pass", job.info.get("family"), job.info.get("arch"), len(train))

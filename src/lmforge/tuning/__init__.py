@@ -1,5 +1,24 @@
-"""Tuning methods (full, freeze, LoRA via peft) and merging adapters for export."""
+"""Tuning methods (full, freeze, LoRA and the other PEFT methods via peft) and merging adapters for
+export. The contract and registry are in ``base.py``; importing this package registers the
+built-in methods."""
 
-from lmforge.tuning.registry import apply_tuning, count_parameters, export_model, is_peft
+from lmforge.tuning import freeze, full, lora, peft_methods  # noqa: F401  (registration)
+from lmforge.tuning.base import (
+    METHODS,
+    TuningMethod,
+    after_optimizer_step,
+    apply_tuning,
+    count_parameters,
+    export_model,
+    is_peft,
+)
 
-__all__ = ["apply_tuning", "count_parameters", "export_model", "is_peft"]
+__all__ = [
+    "METHODS",
+    "TuningMethod",
+    "after_optimizer_step",
+    "apply_tuning",
+    "count_parameters",
+    "export_model",
+    "is_peft",
+]

@@ -3,7 +3,7 @@
 from torch import nn
 
 from lmforge.errors import ConfigError
-from lmforge.tuning.registry import register_method
+from lmforge.tuning.base import METHODS
 
 
 def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -37,4 +37,4 @@ def apply_freeze(model, config, task_type, **_):
     return model
 
 
-register_method("freeze", apply_freeze)
+METHODS.register("freeze", apply_freeze)

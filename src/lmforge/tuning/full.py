@@ -1,6 +1,6 @@
 """Full fine-tuning: every parameter trains."""
 
-from lmforge.tuning.registry import register_method
+from lmforge.tuning.base import METHODS
 
 
 def apply_full(model, config, task_type, **_):
@@ -9,4 +9,4 @@ def apply_full(model, config, task_type, **_):
     return model
 
 
-register_method("full", apply_full)
+METHODS.register("full", apply_full)

@@ -1,7 +1,7 @@
 """LoRA through the ``peft`` library (Hu et al., 2021: W + (alpha/r) * B A, with A, B low rank)."""
 
 from lmforge.errors import ConfigError
-from lmforge.tuning.registry import register_method
+from lmforge.tuning.base import METHODS
 
 # lmforge task -> peft TaskType name (decides which head modules peft keeps trainable).
 PEFT_TASK_TYPES = {
@@ -57,4 +57,4 @@ def apply_lora(model, config, task_type, **_):
     return wrapped
 
 
-register_method("lora", apply_lora)
+METHODS.register("lora", apply_lora)

@@ -13,8 +13,8 @@ The last three add ``tuning.num_virtual_tokens`` positions to every sequence; pe
 position ids through them, so SFT packing is turned off with them (the task says so at start).
 """
 
+from lmforge.tuning.base import METHODS
 from lmforge.tuning.lora import peft_task_type, wrap
-from lmforge.tuning.registry import register_method
 
 PROMPT_LEARNING = {"prefix", "prompt", "ptuning"}
 
@@ -93,8 +93,8 @@ def apply_ptuning(model, config, task_type, **_):
     )
 
 
-register_method("adalora", apply_adalora)
-register_method("ia3", apply_ia3)
-register_method("prefix", apply_prefix)
-register_method("prompt", apply_prompt)
-register_method("ptuning", apply_ptuning)
+METHODS.register("adalora", apply_adalora)
+METHODS.register("ia3", apply_ia3)
+METHODS.register("prefix", apply_prefix)
+METHODS.register("prompt", apply_prompt)
+METHODS.register("ptuning", apply_ptuning)

@@ -1,33 +1,36 @@
-"""Tuning methods: which parameters train. One file per method, one ``register_method`` call.
+"""Tuning methods: which parameters train. A method is one module and one ``METHODS.register``
+call, plus an import line in ``lmforge/tuning/__init__.py``.
 
 A method takes the model and the tuning config and returns the model to train (possibly wrapped,
 as PEFT does). ``export_model`` gives back a plain Hugging Face model for saving.
 """
 
-from collections.abc import Callable
+import copy
+from typing import Protocol
 
 from torch import nn
 
 from lmforge.config.schema import TuningConfig
-from lmforge.errors import ConfigError
-
-Method = Callable[[nn.Module, TuningConfig, str], nn.Module]
-METHODS: dict[str, Method] = {}
+from lmforge.registry import Registry
 
 
-def register_method(name: str, fn: Method) -> None:
-    METHODS[name] = fn
+class TuningMethod(Protocol):
+    """Make ``model`` ready to train with ``config``: freeze, wrap (PEFT) or leave it; return the
+    model to train. ``task_type`` is the job's task; ``total_steps`` the length of training
+    (AdaLoRA schedules its rank budget over it)."""
+
+    def __call__(
+        self, model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None
+    ) -> nn.Module: ...
+
+
+METHODS: Registry[TuningMethod] = Registry("method", "tuning.method")
 
 
 def apply_tuning(model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None) -> nn.Module:
     """Apply the configured method; an unknown method names the known ones. ``total_steps`` is the
     length of training (AdaLoRA schedules its rank budget over it)."""
-    from lmforge.tuning import freeze, full, lora, peft_methods  # noqa: F401  (registration)
-
-    method = METHODS.get(config.method)
-    if method is None:
-        raise ConfigError(f"tuning.method: unknown method '{config.method}' (known: {', '.join(sorted(METHODS))})")
-    return method(model, config, task_type, total_steps=total_steps)
+    return METHODS.get(config.method)(model, config, task_type, total_steps=total_steps)
 
 
 def after_optimizer_step(model: nn.Module, step: int) -> None:
@@ -64,6 +67,4 @@ def export_model(model: nn.Module) -> nn.Module:
         return model
     if not hasattr(model, "merge_and_unload"):
         return model.get_base_model()
-    import copy
-
     return copy.deepcopy(model).merge_and_unload()

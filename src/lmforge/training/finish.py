@@ -1,0 +1,83 @@
+"""The end of a run: the final (or averaged) model saved, every split evaluated with the best
+checkpoint, ``eval_results.json``, ``predictions.jsonl``, the finished run record and the report."""
+
+import json
+import logging
+from pathlib import Path
+
+from lmforge.inference.evaluate import evaluate_saved
+from lmforge.tracking.report import write_report
+from lmforge.tracking.run_folder import write_atomic, write_predictions
+from lmforge.training.job import Job, TrainState, run_record
+from lmforge.training.saving import averaged, save_model_folder
+
+log = logging.getLogger("lmforge")
+
+
+# -- cleanup ------------------------------------------------------------------------------------
+def cleanup(job: Job, state: TrainState) -> None:
+    """Save the final model, evaluate the best one on validation and test, write the report."""
+    if not job.accelerator.is_main_process:
+        return
+    run = job.run
+    with averaged(job):
+        save_model_folder(job, run.model)
+    which = "best" if (run.best / "config.json").is_file() else "model"
+    results, predictions = evaluate_splits(job, run.model_dir(which))
+    write_results(job, state, which, results, predictions)
+
+
+def evaluate_splits(job: Job, folder: Path) -> tuple[dict, list[dict]]:
+    """Metrics per split (validation, test) and prediction rows of the model saved in ``folder``."""
+    results, predictions = {}, []
+    for split in ("validation", "test"):
+        if job.features[split]:
+            result = evaluate_saved(
+                folder,
+                job.task,
+                job.data.labels,
+                job.features[split],
+                getattr(job.data, split),
+                2 * job.config.train.batch_size,
+                run_record(job, finished=False),
+            )
+            results[split] = result.metrics
+            predictions += [{"split": split, **row} for row in result.predictions]
+    return results, predictions
+
+
+def write_results(job: Job, state: TrainState, which: str, results: dict, predictions: list[dict]) -> None:
+    """The end of a run: ``final`` metrics lines, ``eval_results.json``, ``predictions.jsonl``, the
+    finished ``lmforge.json`` and ``report.html``."""
+
+    run = job.run
+    with open(run.metrics, "a", encoding="utf-8") as handle:
+        for split, metrics in results.items():
+            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            handle.write(
+                json.dumps({"kind": "final", "split": split, "checkpoint": which, "step": state.step, **scalars}) + "\n"
+            )
+    write_atomic(run.results, json.dumps(results, indent=1, ensure_ascii=False))
+    write_predictions(run.predictions, predictions)
+    tracker = job.tracker
+    run.write_record(
+        run_record(
+            job,
+            finished=True,
+            best={"metric": tracker.metric, "value": tracker.best, "step": tracker.best_step, "checkpoint": which},
+            training={
+                "steps": state.step,
+                "epochs_completed": state.epoch,
+                "wall_time_s": round(state.elapsed_s, 2),
+                "stopped_early": state.stopped_early,
+                "examples_seen": state.examples_seen,
+            },
+            results={
+                split: {k: v for k, v in m.items() if isinstance(v, (int, float))} for split, m in results.items()
+            },
+        )
+    )
+    write_report(run.path)
+    for split, metrics in results.items():
+        shown = [k for k in ("accuracy", "f1", "macro_f1", "perplexity") if isinstance(metrics.get(k), (int, float))]
+        log.info("%s (%s model): %s", split, which, ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))

@@ -1,0 +1,267 @@
+"""Training set-up: everything a user can get wrong (config, data, model path, output folder) is
+checked here, before anything is written; then the job -- task, data, features, model, optimiser,
+accelerator and run folder -- is ready for the loop (``loop.py``) or the one-pass fit
+(``one_pass.py``)."""
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import peft
+import torch
+import transformers
+
+from lmforge import __version__
+from lmforge.config import JobConfig, config_to_dict
+from lmforge.data.batching import epoch_batches
+from lmforge.data.examples import limited_sample
+from lmforge.data.readers import Problems
+from lmforge.errors import ConfigError
+from lmforge.models import load_model
+from lmforge.models.one_pass import is_one_pass
+from lmforge.runtime import quiet_libraries, set_seed, set_threads
+from lmforge.tasks import get_task
+from lmforge.tokenization.unknown import unknown_rate
+from lmforge.tracking.run_folder import RunFolder, write_atomic
+from lmforge.tracking.run_record import ModelRecord, RunRecord
+from lmforge.training.checkpoint import list_checkpoints
+from lmforge.training.early_stopping import EarlyStopping
+from lmforge.training.ema import WeightAverage
+from lmforge.training.optim import build_optimizer, build_scheduler
+from lmforge.tuning import apply_tuning, count_parameters
+
+log = logging.getLogger("lmforge")
+
+UNKNOWN_WARN = 0.03
+
+
+@dataclass
+class TrainState:
+    """Where the loop is; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    examples_seen: int = 0
+    stopped_early: bool = False
+    elapsed_s: float = 0.0
+    early: dict = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """Everything ``setup`` prepared for the loop."""
+
+    config: JobConfig
+    task: object
+    data: object
+    run: RunFolder
+    model: torch.nn.Module
+    tokenizer: object
+    info: dict
+    features: dict
+    accelerator: object = None
+    optimizer: object = None
+    scheduler: object = None
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    tracker: EarlyStopping = None
+    ema: WeightAverage | None = None
+
+
+# -- setup --------------------------------------------------------------------------------------
+def setup(config: JobConfig) -> Job:
+    quiet_libraries()
+    task = get_task(config.task)
+    _check_metric(config, task)
+    run = RunFolder(config.output)
+    resolved = config_to_dict(config)
+    run.check_writable(resolved, config.resume, config.overwrite)
+    problems = Problems(skip=config.data.on_error == "skip")
+    data = task.load_data(config, problems)
+    if config.data.train_limit is not None and config.data.train_limit < len(data.train):
+        data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)
+        data.notes.append(f"data.train_limit: training on {len(data.train)} examples (seed {config.train.seed})")
+    for note in data.notes:
+        log.info(note)
+    if problems.skipped:
+        log.warning(
+            "warning: skipped %d bad row(s) (data.on_error: skip); the first: %s",
+            problems.skipped,
+            problems.first_skipped,
+        )
+    set_threads(config.train.threads)
+    set_seed(config.train.seed)
+    resuming = config.resume and bool(list_checkpoints(run.checkpoints))
+    loaded = load_model(
+        config.model,
+        task.head,
+        data.labels.names,
+        _texts(data.train),
+        dropout=config.train.dropout,
+        tokenizer_folder=run.model if resuming else None,
+    )
+    task.configure(config, data.train, data.labels)
+    if is_one_pass(loaded.model):
+        if config.train.ema is not None:
+            raise ConfigError(
+                f"train.ema: the {loaded.info.get('family', 'ngram')} family learns in one pass, "
+                "with no steps to average; remove train.ema"
+            )
+        # Families that learn in one pass (n-gram models) read the examples themselves: no
+        # features, optimizer or accelerator; ``training/one_pass.py`` takes it from here.
+        return Job(
+            config,
+            task,
+            data,
+            run,
+            loaded.model,
+            loaded.tokenizer,
+            loaded.info,
+            {"train": data.train, "validation": data.validation, "test": data.test},
+            tracker=tracker_for(config, task),
+        )
+    loaded.model = task.prepare_model(loaded.model, data.labels)
+    features = {
+        split: task.encode(loaded.tokenizer, examples, config.train.max_length)
+        for split, examples in (("train", data.train), ("validation", data.validation), ("test", data.test))
+    }
+    _warn_unknown(loaded, features["train"], config)
+    task.fit_baseline(features["train"], len(loaded.tokenizer))
+    accelerator = _accelerator(config.train)
+    steps_per_epoch, total_steps = _count_steps(config.train, features["train"], accelerator)
+    model = apply_tuning(loaded.model, config.tuning, config.task, total_steps)
+    job = Job(
+        config,
+        task,
+        data,
+        run,
+        model,
+        loaded.tokenizer,
+        loaded.info,
+        features,
+        accelerator,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+    )
+    _prepare_optimisation(job)
+    _prepare_folder(job, resolved, resuming)
+    return job
+
+
+def _texts(examples) -> list[str]:
+    texts = [ex.text for ex in examples]
+    return texts + [ex.text_pair for ex in examples if ex.text_pair]
+
+
+def _check_metric(config: JobConfig, task) -> None:
+    early = config.train.early_stopping
+    if early is not None and early.metric is not None and early.metric not in task.metric_names:
+        raise ConfigError(
+            f"train.early_stopping.metric: '{early.metric}' is not reported for task "
+            f"{task.name} (choose from {', '.join(task.metric_names)})"
+        )
+
+
+def _warn_unknown(loaded, train_features, config) -> None:
+    rate = unknown_rate(loaded.tokenizer, [f["input_ids"] for f in train_features])
+    if rate > UNKNOWN_WARN:
+        log.warning(
+            "warning: %.1f%% of the training tokens are unknown to the tokenizer of model "
+            "'%s', so the model cannot read much of this text; use a model whose vocabulary "
+            "covers it, e.g. a from-scratch transformer with a vocabulary built from your "
+            "data (model: {family: transformer, arch: bert, layers: 4, hidden: 256, heads: 4})",
+            100 * rate,
+            loaded.info.get("source", "?"),
+        )
+
+
+def _accelerator(cfg):
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def _count_steps(cfg, train_features: list[dict], accelerator) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) of this job."""
+    batches = epoch_batches(
+        [len(f["input_ids"]) for f in train_features],
+        cfg.batch_size,
+        cfg.seed,
+        0,
+        cfg.group_by_length,
+        accelerator.num_processes,
+        accelerator.process_index,
+    )
+    per_epoch = math.ceil(len(batches) / cfg.grad_accum)
+    total = per_epoch * cfg.epochs
+    return per_epoch, min(total, cfg.max_steps) if cfg.max_steps is not None else total
+
+
+def _prepare_optimisation(job: Job) -> None:
+    cfg = job.config.train
+    optimizer = build_optimizer(job.model, cfg.lr, cfg.weight_decay)
+    job.scheduler = build_scheduler(optimizer, cfg.warmup, job.total_steps, cfg.scheduler)
+    job.model, job.optimizer = job.accelerator.prepare(job.model, optimizer)
+    job.tracker = tracker_for(job.config, job.task)
+    if cfg.ema is not None:
+        job.ema = WeightAverage(job.accelerator.unwrap_model(job.model), cfg.ema)
+    trainable, total = count_parameters(job.model)
+    job.info["parameters"] = {"trainable": trainable, "total": total}
+    log.info(
+        "tuning %s: %s of %s parameters trainable (%.2f%%)",
+        job.config.tuning.method,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / max(total, 1),
+    )
+
+
+def tracker_for(config: JobConfig, task) -> EarlyStopping:
+    """The best-model tracker (and early stopping) on the configured or the task's main metric."""
+    early = config.train.early_stopping
+    metric = early.metric if early and early.metric else task.default_metric
+    mode = early.mode if early and early.mode else ("min" if metric in ("loss", "perplexity") else "max")
+    return EarlyStopping(metric, mode, early.patience if early else None, early.min_delta if early else 0.0)
+
+
+def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
+    run, main = job.run, job.accelerator.is_main_process
+    if not main:
+        return
+    if job.config.overwrite and run.path.exists() and not job.config.resume:
+        run.clear()
+    run.write_config(resolved)
+    if not resuming:
+        # The tokenizer is saved first: a resumed from-scratch run must not retrain it.
+        job.tokenizer.save_pretrained(run.model)
+    write_task_files(job)
+    run.write_record(run_record(job, finished=False))
+
+
+def write_task_files(job: Job) -> None:
+    """Files a task keeps in the run folder for ``lmforge eval`` (NER: the training entities)."""
+    for name, text in job.task.run_files().items():
+        write_atomic(job.run.path / name, text)
+
+
+def run_record(job: Job, finished: bool, **outcome) -> RunRecord:
+    """The run record of ``job``; ``outcome`` sets the fields known at the end (best, training,
+    results)."""
+    return RunRecord(
+        task=job.config.task,
+        head=job.task.head,
+        model=ModelRecord.model_validate(job.info),
+        labels=job.data.labels.to_json() if job.data.labels is not None else None,
+        max_length=job.config.train.max_length,
+        fields=job.config.data.fields.model_dump(),
+        tuning=job.config.tuning.method,
+        parameters=job.info.get("parameters"),
+        head_options=job.task.head_options() or None,
+        finished=finished,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        lmforge_version=__version__,
+        versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        **outcome,
+    )

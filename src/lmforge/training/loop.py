@@ -1,0 +1,298 @@
+"""The training loop: plain PyTorch over Accelerate -- accumulation, clipping, evaluation and early
+stopping, checkpoints, resume, EMA, SIGTERM -- from a ready ``Job`` (``job.py``) to its last step."""
+
+import logging
+import time
+from contextlib import nullcontext
+
+import torch
+
+from lmforge.data.batching import epoch_batches
+from lmforge.errors import RunFolderError, TrainingError
+from lmforge.tracking.metrics_log import MetricsLog
+from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
+from lmforge.training.ema import WeightAverage
+from lmforge.training.job import Job, TrainState
+from lmforge.training.progress import Progress
+from lmforge.training.saving import averaged, save_model_folder
+from lmforge.training.signals import StopRequest
+from lmforge.tuning import after_optimizer_step
+
+log = logging.getLogger("lmforge")
+
+
+# -- train --------------------------------------------------------------------------------------
+def run_loop(job: Job, stop: StopRequest, quiet: bool) -> TrainState:
+    cfg, acc = job.config.train, job.accelerator
+    state = _resume(job) if job.config.resume else TrainState()
+    if state.early:
+        job.tracker.load_state_dict(state.early)
+    metrics = (
+        MetricsLog(job.run.metrics, job.run.events, state.step if job.config.resume else None)
+        if acc.is_main_process
+        else None
+    )
+    if metrics and not job.config.resume:
+        metrics.write(
+            {
+                "kind": "start",
+                "step": 0,
+                "examples": len(job.features["train"]),
+                "steps": job.total_steps,
+                "parameters": job.info["parameters"],
+            }
+        )
+    lengths = [len(f["input_ids"]) for f in job.features["train"]]
+    progress = Progress(job.total_steps, state.step, disabled=quiet or not acc.is_main_process)
+    loop = _Loop(job, state, metrics, progress, stop)
+    try:
+        while state.epoch < cfg.epochs and not loop.finished:
+            batches = epoch_batches(
+                lengths,
+                cfg.batch_size,
+                cfg.seed,
+                state.epoch,
+                cfg.group_by_length,
+                acc.num_processes,
+                acc.process_index,
+            )
+            loop.run_epoch(batches)
+            if stop.requested:
+                break
+            if state.batch_in_epoch >= len(batches):
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                if cfg.eval_every == "epoch" and not state.stopped_early:
+                    loop.evaluate_and_save()
+        if not stop.requested and loop.last_eval_step != state.step and not state.stopped_early:
+            loop.evaluate_and_save()  # the end of training is always evaluated
+    finally:
+        progress.close()
+    if stop.requested and not loop.saved_at_stop:
+        loop.save(rng=None)
+        log.warning(
+            "stopped by %s at step %d; checkpoint saved. Continue with: lmforge train CONFIG resume=true",
+            stop.requested,
+            state.step,
+        )
+    if metrics:
+        metrics.close()
+    return state
+
+
+def _resume(job: Job) -> TrainState:
+    found = list_checkpoints(job.run.checkpoints)
+    if not found:
+        log.warning("resume=true but %s has no complete checkpoint: starting from the beginning", job.run.checkpoints)
+        return TrainState()
+    saved = load_checkpoint(found[-1], job.accelerator.unwrap_model(job.model), job.optimizer, job.scheduler)
+    if job.ema is not None:
+        job.ema = WeightAverage(job.accelerator.unwrap_model(job.model), job.config.train.ema)
+        try:
+            job.ema.load(found[-1])
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(
+                f"{found[-1]}: cannot resume the weight average ({str(exc).splitlines()[0]})"
+            ) from None
+    log.info("resuming from %s (epoch %d, step %d)", found[-1].name, saved["epoch"], saved["step"])
+    return TrainState(**saved)
+
+
+class _Loop:
+    """The inner loop and the things it does at step boundaries."""
+
+    def __init__(self, job: Job, state: TrainState, metrics, progress, stop):
+        self.job, self.state, self.metrics, self.progress, self.stop = job, state, metrics, progress, stop
+        self.cfg = job.config.train
+        self.finished = state.stopped_early or (
+            job.config.train.max_steps is not None and state.step >= job.total_steps
+        )
+        self.saved_at_stop = False
+        self.last_eval_step = state.step if job.config.resume else -1
+        self.window_loss, self.window_n, self.window_examples = 0.0, 0, 0
+        self.window_start = time.perf_counter()
+        self.last_grad_norm = None
+
+    def run_epoch(self, batches: list[list[int]]) -> None:
+        job, state, cfg, acc = self.job, self.state, self.cfg, self.job.accelerator
+        features = job.features["train"]
+        job.model.train()
+        position = state.batch_in_epoch
+        while position < len(batches) and not self.finished:
+            group = batches[position : position + cfg.grad_accum]
+            rng_at_start = rng_state()
+            for i, idx in enumerate(group):
+                batch = job.task.collate([features[j] for j in idx], job.tokenizer)
+                batch = {k: v.to(acc.device) for k, v in batch.items()}
+                sync = i == len(group) - 1
+                with acc.no_sync(job.model) if not sync and acc.num_processes > 1 else nullcontext():
+                    with acc.autocast():
+                        loss = job.task.loss(job.model, batch)
+                    if not torch.isfinite(loss):
+                        self._non_finite(loss, rng_at_start)
+                    acc.backward(loss / len(group))
+                self.window_loss += loss.item()
+                self.window_n += 1
+                self.window_examples += len(idx) * acc.num_processes
+            self._optimizer_step()
+            position += len(group)
+            state.batch_in_epoch = position
+            state.examples_seen += sum(len(idx) for idx in group) * acc.num_processes
+            self._after_step()
+            if self.stop.requested:
+                self.save(rng=None)
+                self.saved_at_stop = True
+                return
+
+    def _optimizer_step(self) -> None:
+        job, acc = self.job, self.job.accelerator
+        if self.cfg.max_grad_norm is not None:
+            norm = acc.clip_grad_norm_(job.model.parameters(), self.cfg.max_grad_norm)
+            self.last_grad_norm = float(norm)
+        job.optimizer.step()
+        after_optimizer_step(acc.unwrap_model(job.model), self.state.step + 1)
+        job.scheduler.step()
+        job.optimizer.zero_grad(set_to_none=True)
+        if job.ema is not None:
+            job.ema.update(acc.unwrap_model(job.model))
+        self.state.step += 1
+
+    def _after_step(self) -> None:
+        state, cfg = self.state, self.cfg
+        if state.step % cfg.log_every == 0 or state.step == self.job.total_steps:
+            self._log_train()
+        self.progress.update(state.step, self.job.scheduler.get_last_lr()[0])
+        if isinstance(cfg.eval_every, int) and state.step % cfg.eval_every == 0:
+            self.evaluate_and_save()
+        elif cfg.save_every and state.step % cfg.save_every == 0:
+            paused = time.perf_counter()
+            self.save(rng=None)
+            self.window_start += time.perf_counter() - paused
+        if state.step >= self.job.total_steps:
+            self.finished = True
+
+    def _log_train(self) -> None:
+        now = time.perf_counter()
+        elapsed = now - self.window_start
+        row = {
+            "kind": "train",
+            "step": self.state.step,
+            "epoch": round(self._epoch_float(), 4),
+            "loss": self.window_loss / max(self.window_n, 1),
+            "lr": self.job.scheduler.get_last_lr()[0],
+            "examples_per_s": self.window_examples / elapsed if elapsed > 0 else None,
+            "elapsed_s": round(self.state.elapsed_s + elapsed, 3),
+        }
+        if self.last_grad_norm is not None:
+            row["grad_norm"] = self.last_grad_norm
+        self.state.elapsed_s += elapsed
+        self.progress.show_loss(row["loss"], row["examples_per_s"])
+        if self.metrics:
+            self.metrics.write(row)
+        self.window_loss, self.window_n, self.window_examples, self.window_start = 0.0, 0, 0, now
+
+    def _epoch_float(self) -> float:
+        per_epoch = max(self.job.steps_per_epoch, 1)
+        return self.state.epoch + min(self.state.batch_in_epoch / max(per_epoch * self.cfg.grad_accum, 1), 1.0)
+
+    def evaluate_and_save(self) -> None:
+        # Evaluation and saving are not training time: the speed window skips them.
+        paused = time.perf_counter()
+        job, state = self.job, self.state
+        self.last_eval_step = state.step
+        if job.features["validation"]:
+            scalars = self._validation_scalars()
+            if self.metrics:
+                self.metrics.write(
+                    {
+                        "kind": "eval",
+                        "split": "validation",
+                        "step": state.step,
+                        "epoch": round(self._epoch_float(), 4),
+                        **scalars,
+                    }
+                )
+            value = scalars.get(job.tracker.metric)
+            if job.tracker.update(value, state.step):
+                self._save_best()
+            self.progress.note(f"{job.tracker.metric}={value:.4f}" if value is not None else "")
+            if job.tracker.should_stop:
+                log.info(
+                    "early stopping at step %d: %s has not improved for %d evaluations (best %.4f at step %d)",
+                    state.step,
+                    job.tracker.metric,
+                    job.tracker.patience,
+                    job.tracker.best,
+                    job.tracker.best_step,
+                )
+                state.stopped_early = True
+                self.finished = True
+            job.model.train()
+        self.save(rng=None)
+        self.window_start += time.perf_counter() - paused
+
+    def _validation_scalars(self) -> dict:
+        """Validation metrics of the model -- of its weight average under ``train.ema``, with the
+        main metric of the weights themselves beside them as ``raw_<metric>``."""
+        job = self.job
+        model = job.accelerator.unwrap_model(job.model)
+
+        def scalars() -> dict:
+            result = job.task.evaluate(
+                model,
+                job.tokenizer,
+                job.features["validation"],
+                job.data.validation,
+                self._eval_batch(),
+                job.accelerator.device,
+                job.data.labels,
+            )
+            return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+
+        if job.ema is None:
+            return scalars()
+        metric = job.tracker.metric
+        raw = scalars().get(metric)
+        with job.ema.applied(model):
+            averaged = scalars()
+        if raw is not None:
+            averaged[f"raw_{metric}"] = raw
+        return averaged
+
+    def _eval_batch(self) -> int:
+        return self.cfg.eval_batch_size or 2 * self.cfg.batch_size
+
+    def _save_best(self) -> None:
+        if not self.job.accelerator.is_main_process:
+            return
+        with averaged(self.job):
+            save_model_folder(self.job, self.job.run.best)
+
+    def save(self, rng) -> None:
+        job, state = self.job, self.state
+        state.early = job.tracker.state_dict()
+        if not job.accelerator.is_main_process:
+            return
+        folder = job.run.checkpoints / f"step-{state.step}"
+        save_checkpoint(
+            folder,
+            job.accelerator.unwrap_model(job.model),
+            job.optimizer,
+            job.scheduler,
+            state.__dict__.copy(),
+            rng,
+            extra=job.ema.save if job.ema is not None else None,
+        )
+        prune_checkpoints(job.run.checkpoints, self.cfg.keep_checkpoints)
+
+    def _non_finite(self, loss, rng_at_start) -> None:
+        job = self.job
+        # Parameters are still those of the last good step: checkpoint them, with the RNG as it
+        # was when this step began, so the checkpoint resumes exactly before the bad batch.
+        job.optimizer.zero_grad(set_to_none=True)
+        self.save(rng=rng_at_start)
+        raise TrainingError(
+            f"non-finite loss ({loss.item()}) at step {self.state.step + 1}, epoch "
+            f"{self.state.epoch + 1}; the last good state is in "
+            f"{job.run.checkpoints}/step-{self.state.step}. Lower train.lr, set "
+            f"train.max_grad_norm, or check the data"
+        )

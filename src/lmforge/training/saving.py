@@ -1,0 +1,35 @@
+"""Saving a model folder during and at the end of training: a plain Hugging Face model (adapters
+merged, adapters also kept), written to a temporary folder and renamed into place."""
+
+import os
+import shutil
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+from lmforge.training.job import Job
+from lmforge.tuning import export_model, is_peft
+
+
+def averaged(job: Job):
+    """The model holds its weight average inside this block (``train.ema``), else its own weights."""
+    if job.ema is None:
+        return nullcontext()
+    return job.ema.applied(job.accelerator.unwrap_model(job.model))
+
+
+def save_model_folder(job: Job, folder: Path) -> None:
+    """Save a plain Hugging Face model (adapters merged) plus tokenizer, atomically."""
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = job.accelerator.unwrap_model(job.model)
+    export_model(model).save_pretrained(tmp, safe_serialization=True)
+    job.tokenizer.save_pretrained(tmp)
+    if is_peft(model):
+        with warnings.catch_warnings():
+            # AdaLoRA prunes some matrices to rank 0 on purpose; peft mistakes that for unsaved shards.
+            warnings.filterwarnings("ignore", message=".*have invalid shape.*")
+            model.save_pretrained(tmp / "adapter", safe_serialization=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
