@@ -83,6 +83,6 @@ def test_paragraphs_reader_splits_documents_on_blank_lines(tmp_path):
 
     path = tmp_path / "docs.txt"
     path.write_text("first doc line one\nline two\n\n\n second doc\n\nthird\n")
-    rows = list(READERS["paragraphs"](path, ReadOptions(), Problems()))
+    rows = list(READERS.get("paragraphs")(path, ReadOptions(), Problems()))
     assert [r["text"] for _, r in rows] == ["first doc line one\nline two", " second doc", "third"]
     assert [w for w, _ in rows] == [f"{path}:1", f"{path}:5", f"{path}:7"]

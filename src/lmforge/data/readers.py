@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import DataError
+from lmforge.registry import Registry
 
 Row = dict
 Reader = Callable[[Path, "ReadOptions", "Problems"], Iterator[tuple[str, Row]]]
 
-READERS: dict[str, Reader] = {}
-SUFFIXES: dict[str, str] = {}
+READERS: Registry[Reader] = Registry("data format", "data.format", DataError)
+SUFFIXES: dict[str, str] = {}  # file suffix -> the reader registered for it
 
 
 @dataclass
@@ -67,7 +68,7 @@ def register_reader(name: str, suffixes: tuple[str, ...] = ()):
     """Register a reader under ``name`` and the file suffixes it handles."""
 
     def wrap(fn: Reader) -> Reader:
-        READERS[name] = decoding_guard(fn)
+        READERS.register(name, decoding_guard(fn))
         for suffix in suffixes:
             SUFFIXES[suffix] = name
         return fn
@@ -77,21 +78,19 @@ def register_reader(name: str, suffixes: tuple[str, ...] = ()):
 
 def reader_for(path: Path, fmt: str | None) -> Reader:
     """The reader for ``path``: the named format, else a folder reader, else by suffix."""
-    import lmforge.data.tagged  # noqa: F401  (registers the CoNLL and People's Daily readers)
-
     if fmt is not None:
         if fmt not in READERS:
-            raise DataError(f"{path}: unknown data format '{fmt}' (known: {', '.join(sorted(READERS))})")
-        return READERS[fmt]
+            raise DataError(f"{path}: unknown data format '{fmt}' (known: {', '.join(sorted(READERS.names()))})")
+        return READERS.get(fmt)
     if path.is_dir():
-        return READERS["folder"]
+        return READERS.get("folder")
     name = SUFFIXES.get(path.suffix.lower())
     if name is None:
         raise DataError(
             f"{path}: cannot tell the format from the suffix '{path.suffix}' "
             f"(known: {', '.join(sorted(SUFFIXES))}); set data.format"
         )
-    return READERS[name]
+    return READERS.get(name)
 
 
 def _open_text(path: Path, options: "ReadOptions"):

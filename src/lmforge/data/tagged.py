@@ -117,7 +117,7 @@ def read_peoples_daily(path: Path, options: ReadOptions, problems: Problems):
 # -- reading any source ---------------------------------------------------------------------------
 def _reader(path: Path, fmt: str | None):
     if fmt is None and path.is_file() and path.suffix.lower() in CONLL_SUFFIXES:
-        return READERS["conll"]
+        return READERS.get("conll")
     return reader_for(path, fmt)
 
 

@@ -15,7 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.config.schema import DataConfig, DataSource, Fields
+from lmforge.data.examples import LabelSet
+from lmforge.data.readers import Problems
 from lmforge.errors import DataError
+from lmforge.inference.predictor import RunPredictor
+from lmforge.models.int8 import int8_parameters
+from lmforge.models.onnx_model import OnnxModel
+from lmforge.selection.measure import folder_size
+from lmforge.tasks import get_task
+from lmforge.tracking.report import _page, _table
+from lmforge.tracking.run_folder import write_atomic
 from lmforge.tracking.run_record import RunRecord
 
 ENCODER_TASKS = ("classification", "token_classification")
@@ -33,11 +43,6 @@ class EvalData:
 def evaluation_data(run_dir: Path, record: RunRecord, eval_data: str | None) -> EvalData:
     """``--eval-data`` or the run's validation file (``config.yaml``), and its input texts."""
     import yaml
-
-    from lmforge.config.schema import DataConfig, DataSource, Fields
-    from lmforge.data.examples import LabelSet
-    from lmforge.data.readers import Problems
-    from lmforge.tasks import get_task
 
     if record.task not in ENCODER_TASKS:
         return EvalData(None, None, "no evaluation for this task (sizes only)", [])
@@ -70,8 +75,6 @@ def evaluation_data(run_dir: Path, record: RunRecord, eval_data: str | None) -> 
 
 
 def count_parameters(model) -> int:
-    from lmforge.models.int8 import int8_parameters
-    from lmforge.models.onnx_model import OnnxModel
 
     if isinstance(model, OnnxModel):
         return model.num_parameters()
@@ -131,8 +134,6 @@ def interleaved_timings(
 
 def measure_variants(variants: list, data: EvalData) -> list[dict]:
     """Every variant's metrics, size and parameters, then their timings, interleaved."""
-    from lmforge.inference.predictor import RunPredictor
-    from lmforge.selection.measure import folder_size
 
     rows, predicts = [], {}
     for variant in variants:
@@ -226,8 +227,6 @@ def markdown(rows: list[dict]) -> str:
 
 
 def write_outputs(folder: Path, summary: dict) -> None:
-    from lmforge.tracking.report import _page, _table
-    from lmforge.tracking.run_folder import write_atomic
 
     rows = summary["rows"]
     intro = (

@@ -25,6 +25,8 @@ import numpy as np
 
 from lmforge.errors import MissingDependencyError, ModelError
 from lmforge.export.base import STEPS, ExportStep
+from lmforge.models.safe_loading import quiet_transformers
+from lmforge.tracking.run_folder import RunFolder
 
 log = logging.getLogger("lmforge")
 TYPES = ("f32", "f16", "q8_0")
@@ -233,8 +235,6 @@ def compare_gguf(model_dir: str | Path, path: str | Path, texts: list[str] = SAM
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lmforge.models.safe_loading import quiet_transformers
-
     path = Path(path)
     with quiet_transformers():
         original = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True).eval()
@@ -277,8 +277,6 @@ def gguf_step(current, context):
     """``--gguf [f32|f16|q8_0]``: the model folder plus ``model.<type>.gguf``, checked by loading
     the file back through transformers (logit difference in the notes)."""
     import shutil
-
-    from lmforge.tracking.run_folder import RunFolder
 
     dtype = context.options.get("gguf") or "f16"
     source = RunFolder(current.folder).model_dir(current.checkpoint)

@@ -17,6 +17,9 @@ import torch
 
 from lmforge.errors import LmforgeError, ModelError
 from lmforge.export.base import STEPS, ExportStep
+from lmforge.models.bundled import BUNDLED, bundled_path
+from lmforge.models.safe_loading import quiet_transformers
+from lmforge.models.transformer import HEADS
 from lmforge.tracking.run_folder import RunFolder
 from lmforge.tracking.run_record import ModelRecord
 
@@ -29,7 +32,6 @@ SAMPLES = [
 
 
 def base_folder(model: ModelRecord) -> Path:
-    from lmforge.models.bundled import BUNDLED, bundled_path
 
     source = model.source
     if source == "scratch" or source is None:
@@ -50,9 +52,6 @@ def merge_run(
 ) -> dict:
     import peft
     from transformers import AutoTokenizer
-
-    from lmforge.models.safe_loading import quiet_transformers
-    from lmforge.models.transformer import HEADS
 
     run = RunFolder(run_dir)
     record = run.read_record()
@@ -128,7 +127,6 @@ def merge_step(current, context):
 
 
 def _auto(run_dir) -> str:
-    from lmforge.tracking.run_folder import RunFolder
 
     return RunFolder(run_dir).model_dir("auto").name
 

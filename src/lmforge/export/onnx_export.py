@@ -20,8 +20,13 @@ import shutil
 import torch
 from torch import nn
 
+from lmforge._optional import require
 from lmforge.errors import ModelError
 from lmforge.export.base import STEPS, ExportStep
+from lmforge.export.compare import ENCODER_TASKS
+from lmforge.inference.predictor import RunPredictor
+from lmforge.models.crf_head import PREFIX, find_crf
+from lmforge.models.onnx_model import ONNX_FILE, OnnxModel
 
 TOLERANCE = 1e-4
 RANDOM_SHAPES = [(1, 3), (3, 17), (7, 41), (5, 64)]  # (batch, length): export sees (2, a few tokens)
@@ -45,7 +50,6 @@ class _Graph(nn.Module):
 
 
 def check_onnx(context) -> None:
-    from lmforge.export.compare import ENCODER_TASKS
 
     task, family = context.record.task, context.record.family
     if task not in ENCODER_TASKS:
@@ -60,7 +64,6 @@ def check_onnx(context) -> None:
         )
     if family != "transformer":
         raise ModelError(f"--onnx: the {family} family has no ONNX export (transformer runs only)")
-    from lmforge._optional import require
 
     for module in ("onnx", "onnxruntime", "onnxscript"):
         require(module, module, "--onnx (pip install 'lmforge[export]')")
@@ -142,8 +145,6 @@ def _quiet_logs():
 
 
 def onnx_step(current, context):
-    from lmforge.inference.predictor import RunPredictor
-    from lmforge.models.onnx_model import ONNX_FILE, OnnxModel
 
     predictor = RunPredictor(current.folder, current.checkpoint)
     model, tokenizer = predictor.model.eval(), predictor.tokenizer
@@ -179,7 +180,6 @@ def onnx_step(current, context):
 
 def _save_crf(model, folder) -> None:
     """A CRF head's tensors beside the graph (the task decodes with them in PyTorch)."""
-    from lmforge.models.crf_head import PREFIX, find_crf
 
     crf = find_crf(model)
     if crf is None:

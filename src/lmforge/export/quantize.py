@@ -16,15 +16,19 @@
 import shutil
 from pathlib import Path
 
+from lmforge._optional import require
 from lmforge.errors import ModelError
 from lmforge.export.base import STEPS, ExportStep
+from lmforge.export.compare import ENCODER_TASKS
+from lmforge.export.onnx_export import _quiet_logs
+from lmforge.inference.predictor import RunPredictor
+from lmforge.models.int8 import quantize_int8, save_int8
+from lmforge.models.onnx_model import ONNX_FILE
 
 BLOCK_SIZE = 32
 
 
 def check_quantize(context) -> None:
-    from lmforge._optional import require
-    from lmforge.export.compare import ENCODER_TASKS
 
     kind, onnx = context.options.get("quantize"), bool(context.options.get("onnx"))
     record = context.record
@@ -66,8 +70,6 @@ def quantize_step(current, context):
 
 
 def _torch_int8_step(current, context):
-    from lmforge.inference.predictor import RunPredictor
-    from lmforge.models.int8 import quantize_int8, save_int8
 
     predictor = RunPredictor(current.folder, current.checkpoint)
     model, tensors, metadata = quantize_int8(predictor.model.cpu().eval())
@@ -105,8 +107,6 @@ def quantize_onnx(source: Path, target: Path, kind: str = "int8", weight_type: s
 
 
 def _onnx_step(current, context, kind: str):
-    from lmforge.export.onnx_export import _quiet_logs
-    from lmforge.models.onnx_model import ONNX_FILE
 
     variant, model_dir = context.new_variant(f"onnx {kind}", f"onnx-{kind}", current)
     source = Path(current.folder) / "model"

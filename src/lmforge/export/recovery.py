@@ -9,9 +9,17 @@ from pathlib import Path
 
 import torch
 
+from lmforge.config import load_config
+from lmforge.data.batching import epoch_batches
+from lmforge.data.examples import limited_sample
+from lmforge.data.readers import Problems
 from lmforge.errors import DataError, RunFolderError
 from lmforge.export.prune import apply_masks
+from lmforge.models import load_saved
+from lmforge.tasks import get_task
+from lmforge.tracking.run_folder import RunFolder
 from lmforge.tracking.run_record import RunRecord
+from lmforge.training.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger("lmforge")
 
@@ -30,12 +38,6 @@ class RunData:
 
 
 def load_run_data(run_dir: str | Path, checkpoint: str = "model") -> RunData:
-    from lmforge.config import load_config
-    from lmforge.data.examples import limited_sample
-    from lmforge.data.readers import Problems
-    from lmforge.models import load_saved
-    from lmforge.tasks import get_task
-    from lmforge.tracking.run_folder import RunFolder
 
     run = RunFolder(run_dir)
     record = run.read_record()
@@ -77,7 +79,6 @@ def evaluate(job: RunData) -> dict:
 
 def sample_batches(job: RunData, count: int, seed: int = 0):
     """``count`` seeded training batches (dicts of tensors), for scoring or fine-tuning."""
-    from lmforge.data.batching import epoch_batches
 
     features = job.features["train"]
     if not features:
@@ -100,7 +101,6 @@ def loss_of(task):
 def recover(job: RunData, masks: dict, steps: int, lr: float | None = None) -> list[float]:
     """Fine-tune ``steps`` optimizer steps on the training data, re-applying ``masks`` after each
     step so pruned weights stay exactly zero. Returns the losses."""
-    from lmforge.training.optim import build_optimizer, build_scheduler
 
     cfg = job.config.train
     lr = lr if lr is not None else cfg.lr

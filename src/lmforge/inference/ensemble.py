@@ -32,10 +32,15 @@ import math
 import torch
 
 from lmforge.config.schema import DataConfig, DataSource, Fields
-from lmforge.data.examples import LabelSet
+from lmforge.data.examples import LabelSet, TextExample
 from lmforge.data.readers import Problems
+from lmforge.data.tagging import allowed_transitions, from_spans, split_tag, tag_set, to_spans
 from lmforge.errors import DataError, ModelError
 from lmforge.evaluation.result import EvalResult
+from lmforge.inference.predictor import entity_examples
+from lmforge.models.crf import CRF
+from lmforge.tasks.classification import prediction_rows
+from lmforge.tasks.token_classification import entity_bias_row
 
 TASKS = ("classification", "token_classification")
 COMBINE = ("mean", "vote")
@@ -79,7 +84,6 @@ def check_members(predictors: list) -> None:
 
 
 def _types(predictor) -> list[str]:
-    from lmforge.data.tagging import split_tag
 
     return sorted({split_tag(n)[1] for n in predictor.labels.names} - {None})
 
@@ -87,7 +91,6 @@ def _types(predictor) -> list[str]:
 def _common_view(predictors: list):
     """The task and labels the ensemble reads, scores and decodes with: the first member's, or, when
     BIO and IOBES members mix, a copy of its task in BIO with BIO labels."""
-    from lmforge.data.tagging import tag_set
 
     first = predictors[0]
     if first.record.task != "token_classification" or len({p.task.scheme for p in predictors}) == 1:
@@ -100,7 +103,6 @@ def _common_view(predictors: list):
 
 def _as_bio(name: str) -> str:
     """The BIO tag an IOBES tag reads as: S-X begins an entity (B-X), E-X continues one (I-X)."""
-    from lmforge.data.tagging import split_tag
 
     prefix, type_ = split_tag(name)
     return name if type_ is None else f"{ {'S': 'B', 'E': 'I'}.get(prefix, prefix) }-{type_}"
@@ -158,7 +160,6 @@ class _Member:
         the probability of each chosen tag. Each bias is decoded once for all sentences and kept:
         scoring the member alone and voting read the same Viterbi paths, and a bias search scores
         both halves of the data from one decoding."""
-        from lmforge.tasks.token_classification import entity_bias_row
 
         if bias not in self._decoded:
             paths, confidence = self.p.task.decode(
@@ -186,8 +187,6 @@ def vote_paths(member_paths: list[list[list[int]]], names: list[str], scheme: st
     paths as ids in ``names``), and per word the share of members behind its tag: a kept span's
     votes, or for an O word the members that tag it O."""
     from collections import Counter
-
-    from lmforge.data.tagging import from_spans, to_spans
 
     n, o = len(member_paths), names.index("O")
     paths, confidence = [], []
@@ -241,8 +240,6 @@ class EnsemblePredictor:
     def predict(
         self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, top_k: int = 3
     ) -> list[dict]:
-        from lmforge.data.examples import TextExample
-        from lmforge.tasks.classification import prediction_rows
 
         examples = [TextExample(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
         if not examples:
@@ -254,7 +251,6 @@ class EnsemblePredictor:
     def predict_entities(
         self, texts: list[str] | None = None, tokens: list[list[str]] | None = None, batch_size: int = 64
     ) -> list[dict]:
-        from lmforge.inference.predictor import entity_examples
 
         examples = entity_examples(texts, tokens)
         rows = [{"entities": [], "tags": []} for _ in examples]
@@ -301,9 +297,6 @@ def decode_posteriors(mean: list[torch.Tensor], names: list[str], scheme: str, b
     """Per sentence, the valid tag path with the highest sum of log posteriors: Viterbi with zero
     learned scores and only the scheme's constraints (e.g. no I-PER after O). ``bias`` is added to
     the log posterior of every tag but O (``--entity-bias``)."""
-    from lmforge.data.tagging import allowed_transitions
-    from lmforge.models.crf import CRF
-    from lmforge.tasks.token_classification import entity_bias_row
 
     judge = CRF(len(names), allowed_transitions(names, scheme))
     longest = max(len(m) for m in mean)

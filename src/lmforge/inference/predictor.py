@@ -8,6 +8,8 @@ import torch
 from lmforge.config.schema import DataConfig, DataSource, Fields
 from lmforge.data.examples import LabelSet, TextExample
 from lmforge.data.readers import Problems
+from lmforge.data.tagged import TaggedExample
+from lmforge.data.tagging import word_offsets
 from lmforge.errors import DataError, ModelError
 from lmforge.evaluation.result import EvalResult
 from lmforge.models import load_saved
@@ -19,8 +21,6 @@ from lmforge.tracking.run_folder import RunFolder
 
 def entity_examples(texts: list[str] | None, tokens: list[list[str]] | None) -> list:
     """Sentences to tag: raw texts cut into words with character offsets, or pre-split tokens."""
-    from lmforge.data.tagged import TaggedExample
-    from lmforge.data.tagging import word_offsets
 
     if texts is None:
         return [TaggedExample(list(t)) for t in tokens]

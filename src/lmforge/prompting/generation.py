@@ -23,7 +23,18 @@ import time
 from dataclasses import dataclass
 
 from lmforge.config.schema import JobConfig
+from lmforge.data.readers import Problems
 from lmforge.errors import ConfigError, DataError
+from lmforge.evaluation.text_overlap import generation_metrics
+from lmforge.inference.generator import Generator
+from lmforge.models.decoding import greedy_batch
+from lmforge.models.embedding import SentenceEncoder
+from lmforge.prompting.selection import fixed_examples, nearest_examples
+from lmforge.prompting.splits import evaluation_splits, labelled_pool
+from lmforge.prompting.templates import detect_language
+from lmforge.runtime import quiet_libraries, set_seed
+from lmforge.tasks import get_task
+from lmforge.tasks.seq2seq import generate_pairs
 
 log = logging.getLogger("lmforge")
 
@@ -131,8 +142,6 @@ class PromptGenerator:
     """A causal LM, the template and the in-context examples, ready to answer requests."""
 
     def __init__(self, spec, train: list[Shot], language: str, threads: int | None = None):
-        from lmforge.inference.generator import Generator
-        from lmforge.prompting.selection import fixed_examples
 
         if spec.selection == "balanced":
             log.info("prompt.selection: generation examples have no classes; 'balanced' draws them at random")
@@ -145,8 +154,6 @@ class PromptGenerator:
         )
         self.encoder = None
         if spec.shots and spec.selection == "nearest":
-            from lmforge.models.embedding import SentenceEncoder
-
             self.encoder = SentenceEncoder("minilm")
             self.train_vectors = self.encoder.encode([s.request for s in train])
 
@@ -162,7 +169,6 @@ class PromptGenerator:
 
     def shown(self, requests: list[Shot]) -> list[list[int]]:
         """Indices of the training rows shown with each request (the same for all but ``nearest``)."""
-        from lmforge.prompting.selection import nearest_examples
 
         if self.encoder is None:
             return [self.fixed] * len(requests)
@@ -179,8 +185,6 @@ class PromptGenerator:
         return out
 
     def replies(self, requests: list[Shot], per: list[list[int]] | None = None) -> list[str]:
-        from lmforge.models.decoding import greedy_batch
-        from lmforge.tasks.seq2seq import generate_pairs
 
         prompts = self.prompts(requests, per)
         if self.gen.seq2seq:  # an encoder-decoder reads the document and writes the reply alone
@@ -197,11 +201,6 @@ class PromptGenerator:
 
 def prepare_generator(config: JobConfig):
     """Read the config's rows and build the generator: (generator, data, evaluation splits of shots, language)."""
-    from lmforge.data.readers import Problems
-    from lmforge.prompting.recipe import evaluation_splits, labelled_pool
-    from lmforge.prompting.templates import detect_language
-    from lmforge.runtime import quiet_libraries, set_seed
-    from lmforge.tasks import get_task
 
     quiet_libraries()
     spec = config.prompt
@@ -236,7 +235,6 @@ def prepare_generator(config: JobConfig):
 
 def generate_splits(config: JobConfig) -> tuple[dict, dict, object, str]:
     """(metrics and prediction rows per split, details of the prompt, the data, the language)."""
-    from lmforge.evaluation.text_overlap import generation_metrics
 
     generator, data, splits, language = prepare_generator(config)
     results = {}

@@ -10,9 +10,17 @@ import logging
 import time
 
 from lmforge.config.schema import JobConfig
+from lmforge.data.readers import Problems
 from lmforge.data.tagging import from_spans, joiner_of, sentence_text, to_spans
+from lmforge.inference.generator import Generator
+from lmforge.models.decoding import greedy_batch
+from lmforge.models.embedding import SentenceEncoder
 from lmforge.prompting.entities import EntityTemplate, ParseStats, parse_reply, place
 from lmforge.prompting.selection import fixed_examples, nearest_examples
+from lmforge.prompting.splits import evaluation_splits, labelled_pool
+from lmforge.prompting.templates import detect_language
+from lmforge.runtime import quiet_libraries, set_seed
+from lmforge.tasks import get_task
 
 log = logging.getLogger("lmforge")
 
@@ -26,7 +34,6 @@ class PromptTagger:
     """A causal LM, the template and the in-context examples, ready to tag sentences."""
 
     def __init__(self, spec, train: list, types: list[str], language: str, scheme: str, threads: int | None = None):
-        from lmforge.inference.generator import Generator
 
         self.spec, self.train, self.scheme, self.types = spec, train, scheme, types
         self.template = EntityTemplate(types, language, spec.instruction, spec.max_chars)
@@ -42,8 +49,6 @@ class PromptTagger:
         )
         self.encoder = None
         if spec.shots and spec.selection == "nearest":
-            from lmforge.models.embedding import SentenceEncoder
-
             self.encoder = SentenceEncoder("minilm")
             self.train_vectors = self.encoder.encode([sentence_text(ex.tokens) for ex in train])
 
@@ -76,7 +81,6 @@ class PromptTagger:
         return out
 
     def replies(self, texts: list[str]) -> list[str]:
-        from lmforge.models.decoding import greedy_batch
 
         replies = greedy_batch(
             self.gen.model, self.gen.tokenizer, self.prompts(texts), self.spec.max_new_tokens, self.spec.batch_size
@@ -97,11 +101,6 @@ class PromptTagger:
 
 def prepare_tagger(config: JobConfig):
     """Read the config's sentences and build the tagger: (tagger, task, data, evaluation splits, language)."""
-    from lmforge.data.readers import Problems
-    from lmforge.prompting.recipe import evaluation_splits, labelled_pool
-    from lmforge.prompting.templates import detect_language
-    from lmforge.runtime import quiet_libraries, set_seed
-    from lmforge.tasks import get_task
 
     quiet_libraries()
     spec = config.prompt

@@ -13,14 +13,25 @@ from datetime import datetime, timezone
 
 import torch
 
+from lmforge.config import load_config
+from lmforge.config.loader import config_to_dict
 from lmforge.config.schema import JobConfig
-from lmforge.errors import ConfigError, DataError
+from lmforge.data.readers import Problems
+from lmforge.errors import ConfigError
 from lmforge.evaluation.classification import classification_metrics
+from lmforge.inference.generator import Generator
+from lmforge.models.embedding import SentenceEncoder
+from lmforge.prompting.generation import generate_splits
+from lmforge.prompting.ner_recipe import tag_splits
 from lmforge.prompting.scoring import calibrate, label_probabilities, score_labels
 from lmforge.prompting.selection import fixed_examples, nearest_examples
+from lmforge.prompting.splits import evaluation_splits, labelled_pool
 from lmforge.prompting.templates import PromptTemplate, detect_language
+from lmforge.runtime import quiet_libraries, set_seed, set_threads
 from lmforge.tasks import get_task
 from lmforge.tasks.classification import prediction_rows
+from lmforge.tracking.report import write_report
+from lmforge.tracking.run_folder import RunFolder, write_atomic
 from lmforge.tracking.run_record import TASK_HEADS, ModelRecord, RunRecord
 
 log = logging.getLogger("lmforge")
@@ -59,7 +70,6 @@ class LikelihoodClassifier:
     """A causal LM scoring each label's verbalizer after the prompt."""
 
     def __init__(self, source: str, threads: int | None = None):
-        from lmforge.inference.generator import Generator
 
         self.gen = Generator(source, threads=threads)
         self.chat = self.gen.has_template
@@ -85,9 +95,6 @@ class LikelihoodClassifier:
 def prepare(config: JobConfig):
     """Read the config's data and build its template: (data, evaluation splits, template,
     verbalizers, language)."""
-    from lmforge.data.readers import Problems
-    from lmforge.runtime import quiet_libraries, set_seed
-    from lmforge.tasks import get_task
 
     quiet_libraries()
     if config.task != "classification":
@@ -134,8 +141,6 @@ def _classification(config: JobConfig):
 
 
 def _token_classification(config: JobConfig):
-    from lmforge.prompting.ner_recipe import tag_splits
-
     if config.prompt.method != "likelihood":
         raise ConfigError(
             "prompt.method: token_classification is prompted by generation (likelihood); "
@@ -157,8 +162,6 @@ def _token_classification(config: JobConfig):
 
 
 def _generation(config: JobConfig):
-    from lmforge.prompting.generation import generate_splits
-
     results, details, data, language = generate_splits(config)
     evaluated = sum(len(rows) for _, _, rows in results.values())
     return (
@@ -198,9 +201,6 @@ def headline(metrics: dict, task: str) -> str:
 
 
 def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
-    from lmforge.config.loader import config_to_dict
-    from lmforge.tracking.report import write_report
-    from lmforge.tracking.run_folder import RunFolder, write_atomic
 
     run = RunFolder(config.output)
     resolved = config_to_dict(config)
@@ -244,8 +244,6 @@ def evaluate_run(
     The metrics of the uncalibrated prediction, with the calibrated ones under ``calibrated``."""
     from pathlib import Path
 
-    from lmforge.config import load_config
-
     config_file = Path(run_dir) / "config.yaml"
     fields = {k: v for k, v in (("text", text_field), ("label", label_field)) if v}
     source = json.dumps({"path": str(path), "fields": fields} if fields else str(path))
@@ -256,36 +254,6 @@ def evaluate_run(
     if calibrated is not None:
         metrics["calibrated"] = {k: calibrated[k] for k in ("accuracy", "macro_f1", "micro_f1", "weighted_f1")}
     return metrics
-
-
-def labelled_pool(config: JobConfig, data) -> None:
-    """``data.train_limit``: the in-context examples are drawn from a seeded (class-balanced, where
-    rows have labels) sample of N training rows, as a trained candidate would learn from."""
-    from lmforge.data.examples import limited_sample
-
-    if config.data.train_limit is not None:
-        data.train = limited_sample(data.train, config.data.train_limit, config.prompt.seed)
-        data.notes.append(f"data.train_limit: {len(data.train)} labelled examples to draw from")
-
-
-def evaluation_splits(data, spec) -> dict:
-    """The rows ``lmforge prompt`` is scored on: validation and test, each a seeded sample of
-    ``prompt.limit`` rows when that is set (not the first rows: files are often sorted by label)."""
-    splits = {name: rows for name, rows in (("validation", data.validation), ("test", data.test)) if rows}
-    if not splits:
-        raise DataError("lmforge prompt needs evaluation data: data.validation, data.split or data.test")
-    if spec.limit:
-        splits = {name: _sample(rows, spec.limit, spec.seed) for name, rows in splits.items()}
-    return splits
-
-
-def _sample(rows: list, n: int, seed: int) -> list:
-    """``n`` rows drawn with ``seed`` (the class mix of the file kept in expectation), in file order."""
-    import random
-
-    if n >= len(rows):
-        return rows
-    return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), n))]
 
 
 def _metrics(gold: list[int], probs: torch.Tensor, names: list[str]) -> dict:
@@ -309,14 +277,11 @@ class PromptClassifier:
     (``similarity``). Used by ``lmforge prompt`` and by ``compare``'s latency measurement."""
 
     def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str], threads: int | None = None):
-        from lmforge.runtime import set_threads
 
         set_threads(threads)  # train.threads (default: every core) for the encoder too
         self.spec, self.train, self.template = spec, train, template
         self.encoder = self.scorer = None
         if spec.method == "similarity":
-            from lmforge.models.embedding import SentenceEncoder
-
             self.encoder_name = spec.model if spec.model != "smollm2" else "minilm"
             self.encoder = SentenceEncoder(self.encoder_name)
             self.label_vectors = self.encoder.encode(verbalizers)  # (L, C)
@@ -329,8 +294,6 @@ class PromptClassifier:
             else []
         )
         if spec.shots and spec.selection == "nearest":
-            from lmforge.models.embedding import SentenceEncoder
-
             self.encoder = SentenceEncoder("minilm")
             self.train_vectors = self.encoder.encode([ex.text for ex in train])
 

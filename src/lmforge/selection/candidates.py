@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.errors import ConfigError
+from lmforge.models.bundled import BUNDLED
 
 TUNING_METHODS = ("full", "freeze", "lora", "adalora", "ia3", "prefix", "prompt", "ptuning")
 PRESETS = {
@@ -100,6 +101,5 @@ def parse_candidate(name: str) -> Candidate:
 
 
 def _is_model(head: str) -> bool:
-    from lmforge.models.bundled import BUNDLED
 
     return head in BUNDLED or Path(head).expanduser().is_dir()

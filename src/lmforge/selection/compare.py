@@ -23,9 +23,14 @@ from pathlib import Path
 
 import yaml
 
+from lmforge.config import load_config
+from lmforge.config.loader import config_to_dict
+from lmforge.config.schema import ModelSpec
 from lmforge.errors import ConfigError, RunFolderError, TrainingError
+from lmforge.models.family import FAMILIES
 from lmforge.selection.candidates import Candidate, parse_candidates
-from lmforge.tracking.run_folder import RunFolder
+from lmforge.tracking.run_folder import RunFolder, write_atomic
+from lmforge.training.checkpoint import list_checkpoints
 
 log = logging.getLogger("lmforge")
 BUDGET_KEYS = {
@@ -97,7 +102,6 @@ def plan(
     min_steps: int = MIN_STEPS,
 ) -> tuple[Path, list[Step], object]:
     """Every step's config, built and checked before anything runs."""
-    from lmforge.config import load_config
 
     base = load_config(config_path, overrides)
     folder = Path(output) if output else Path(base.output) / "compare"
@@ -161,9 +165,6 @@ def _few_label_epochs(step: Step, min_steps: int) -> bool:
 
 
 def _checked_config(config_path: str, step: Step, task: str):
-    from lmforge.config import load_config
-    from lmforge.config.schema import ModelSpec
-    from lmforge.models.family import FAMILIES
 
     try:
         config = load_config(config_path, step.overrides)
@@ -184,7 +185,6 @@ def _checked_config(config_path: str, step: Step, task: str):
 
 
 def _check_folder(step: Step, overwrite: bool) -> None:
-    from lmforge.config.loader import config_to_dict
 
     run = step.run_dir
     if not run.exists() or not any(run.iterdir()):
@@ -207,7 +207,6 @@ def _check_folder(step: Step, overwrite: bool) -> None:
 
 
 def _has_checkpoint(run: Path) -> bool:
-    from lmforge.training.checkpoint import list_checkpoints
 
     return bool(list_checkpoints(run / "checkpoints")) if (run / "checkpoints").is_dir() else False
 
@@ -330,7 +329,6 @@ def _costs_path(step: Step) -> Path:
 
 
 def _save_costs(step: Step) -> None:
-    from lmforge.tracking.run_folder import write_atomic
 
     if step.run_dir.is_dir():
         write_atomic(_costs_path(step), json.dumps({k: v for k, v in step.result.items() if k != "reused"}))

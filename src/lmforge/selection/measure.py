@@ -8,6 +8,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lmforge.data.tagging import joiner_of
+from lmforge.inference.predictor import RunPredictor
+from lmforge.models.transformer import resolve_source
+from lmforge.prompting.entities import ParseStats
+from lmforge.prompting.ner_recipe import prepare_tagger
+from lmforge.prompting.recipe import PromptClassifier, prepare
+
 LATENCY_TEXTS = 30  # texts timed one by one
 THROUGHPUT_TEXTS = 128  # texts timed in batches of 32
 WARMUP = 3
@@ -53,7 +60,6 @@ def parameters(model) -> int:
 
 def measure_run(run_dir: Path, texts: list[str]) -> dict:
     """A trained run's inference cost, through ``RunPredictor``."""
-    from lmforge.inference.predictor import RunPredictor
 
     predictor = RunPredictor(run_dir)
     if predictor.record.task == "token_classification":
@@ -69,8 +75,6 @@ def measure_run(run_dir: Path, texts: list[str]) -> dict:
 def measure_prompt(config, texts: list[str]) -> dict:
     """A prompt candidate's inference cost: its template, examples and model, as ``lmforge prompt``
     scores them (no calibration: that is a fixed cost per example set)."""
-    from lmforge.models.transformer import resolve_source
-    from lmforge.prompting.recipe import PromptClassifier, prepare
 
     if config.task == "token_classification":
         return _measure_prompt_tagger(config, texts)
@@ -89,9 +93,6 @@ def measure_prompt(config, texts: list[str]) -> dict:
 def _measure_prompt_tagger(config, texts: list[str]) -> dict:
     """A prompting NER candidate: its replies generated and parsed onto the tokens, as ``lmforge
     prompt`` does (texts are the sentences' tokens joined, split back on the joiner)."""
-    from lmforge.data.tagging import joiner_of
-    from lmforge.prompting.entities import ParseStats
-    from lmforge.prompting.ner_recipe import prepare_tagger
 
     tagger = prepare_tagger(config)[0]
 

@@ -5,7 +5,9 @@ import shlex
 import sys
 from datetime import datetime, timezone
 
+from lmforge.config import load_config
 from lmforge.errors import ConfigError
+from lmforge.models.family import FAMILIES
 from lmforge.selection.compare import MIN_STEPS, execute, parse_budget, parse_shots, plan
 from lmforge.selection.results import curve_markdown, markdown, recommend, table_rows, write_outputs
 
@@ -16,7 +18,6 @@ METRICS = {"classification": ("macro_f1", "accuracy"), "token_classification": (
 def default_models(config, curve: bool) -> str:
     """Without ``--models``: the small families beside the config's own model (with ``--shots``:
     the config's model and zero/few-shot prompting)."""
-    from lmforge.models.family import FAMILIES
 
     own = config.model if isinstance(config.model, str) else None
     if curve:
@@ -39,7 +40,6 @@ def run_compare(
     quiet: bool = False,
     min_steps: int = MIN_STEPS,
 ) -> dict:
-    from lmforge.config import load_config
 
     labelled = parse_shots(shots)
     limits = parse_budget(budget)

@@ -5,8 +5,11 @@ import html
 import json
 from pathlib import Path
 
+from lmforge.evaluation.classification import classification_metrics
+from lmforge.evaluation.ner import entity_metrics
 from lmforge.selection.compare import BUDGET_KEYS, CLOSE, Step, _prediction_rows
-from lmforge.tracking.run_folder import RunFolder
+from lmforge.tracking.report import _image, _page, _pyplot, _safe, _table
+from lmforge.tracking.run_folder import RunFolder, write_atomic
 
 COLUMNS = [
     ("candidate", "candidate"),
@@ -76,7 +79,6 @@ def table_rows(steps: list[Step], task: str, metric: str) -> tuple[list[dict], i
 
 
 def _class_quality(rows: list[dict], key: str) -> dict:
-    from lmforge.evaluation.classification import classification_metrics
 
     if not rows:
         return {}
@@ -87,7 +89,6 @@ def _class_quality(rows: list[dict], key: str) -> dict:
 
 
 def _entity_quality(rows: list[dict], scheme: str) -> dict:
-    from lmforge.evaluation.ner import entity_metrics
 
     if not rows or not all("gold" in r and "pred" in r for r in rows):
         return {}
@@ -229,7 +230,6 @@ def curve_markdown(rows: list[dict], metric: str, labelled: list[str]) -> str:
 
 
 def write_outputs(folder: Path, rows: list[dict], summary: dict, metric: str, labelled: list[str] | None) -> None:
-    from lmforge.tracking.run_folder import write_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "compare.json", json.dumps({**summary, "rows": rows}, indent=1, ensure_ascii=False))
@@ -246,7 +246,6 @@ def write_outputs(folder: Path, rows: list[dict], summary: dict, metric: str, la
 
 
 def _html(rows: list[dict], summary: dict, metric: str, labelled: list[str] | None) -> str:
-    from lmforge.tracking.report import _page, _safe, _table
 
     cols = _columns(rows, metric, labelled is not None)
     body = [
@@ -275,7 +274,6 @@ def _html(rows: list[dict], summary: dict, metric: str, labelled: list[str] | No
 
 
 def _quality_latency_plot(data) -> str:
-    from lmforge.tracking.report import _image, _pyplot
 
     rows, metric = data
     points = [r for r in rows if isinstance(r.get("quality"), (int, float)) and r.get("latency_p50_ms")]
@@ -297,7 +295,6 @@ def _quality_latency_plot(data) -> str:
 
 
 def _curve_plot(data) -> str:
-    from lmforge.tracking.report import _image, _pyplot
 
     rows, metric, labelled = data
     plt = _pyplot()

@@ -13,40 +13,36 @@ import sys
 import time
 from pathlib import Path
 
+from lmforge.config import load_config
+from lmforge.errors import LmforgeError
+from lmforge.prompting.recipe import run_prompt
+from lmforge.runtime import set_threads
+from lmforge.selection.measure import measure_prompt, measure_run
+from lmforge.training.recipe import train
+
 
 def run_step(step: dict) -> dict:
-    from lmforge.config import load_config
-    from lmforge.runtime import set_threads
 
     mode = step["mode"]
     if mode == "measure_run":
-        from lmforge.selection.measure import measure_run
-
         set_threads(step.get("threads"))
         return measure_run(Path(step["run"]), step["texts"])
     config = load_config(step["config"], step["overrides"])
     if mode == "train":
-        from lmforge.training.recipe import train
-
         outcome = train(config, quiet=True)
         if outcome.stopped_by:
             raise RuntimeError(f"stopped by {outcome.stopped_by}")
         return {}
     if mode == "prompt":
-        from lmforge.prompting.recipe import run_prompt
-
         run_prompt(config, quiet=True)
         return {}
     if mode == "measure_prompt":
-        from lmforge.selection.measure import measure_prompt
-
         set_threads(config.train.threads)
         return measure_prompt(config, step["texts"])
     raise ValueError(f"unknown step mode {mode!r}")
 
 
 def main(argv: list[str]) -> int:
-    from lmforge.errors import LmforgeError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     step = json.loads(Path(argv[0]).read_text(encoding="utf-8"))

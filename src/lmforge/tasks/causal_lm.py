@@ -30,9 +30,14 @@ from lmforge.data.conversations import Conversation, is_conversation_row, read_c
 from lmforge.data.examples import TextExample, read_rows, read_text_examples, source_of
 from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
+from lmforge.evaluation.language_model import bits_per_char, char_perplexity
 from lmforge.evaluation.result import EvalResult
+from lmforge.evaluation.text_overlap import generation_metrics
+from lmforge.models.decoding import greedy_batch
+from lmforge.models.safe_loading import quiet_transformers
 from lmforge.tasks.base import TASKS, Task, generation_headline
 from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
+from lmforge.tuning.peft_methods import PROMPT_LEARNING
 
 log = logging.getLogger("lmforge")
 IGNORE = -100
@@ -71,7 +76,6 @@ class CausalLMTask(Task):
         self.template = resolve_template(data.template)
         self.train_on_prompt, self.packing = data.train_on_prompt, data.packing
         self.skip_long = data.on_error == "skip"
-        from lmforge.tuning.peft_methods import PROMPT_LEARNING
 
         if self.packing and self.mode == "chat" and config.tuning.method in PROMPT_LEARNING:
             log.info(
@@ -194,8 +198,6 @@ class CausalLMTask(Task):
     def generation_scores(self, model, tokenizer, conversations: list[Conversation]) -> tuple[dict, list[dict]]:
         """Greedy replies to each conversation's last prompt, scored against its last assistant turn
         (BLEU, ROUGE-1/2/L, exact match)."""
-        from lmforge.evaluation.text_overlap import generation_metrics
-        from lmforge.models.decoding import greedy_batch
 
         install_template(tokenizer, self.template)
         prompts, references = [], []
@@ -294,7 +296,6 @@ def encode_conversations(tokenizer, conversations: list[Conversation], train_on_
 
 def text_blocks(tokenizer, examples: list[TextExample], max_length: int) -> list[dict]:
     """Documents joined by the end-of-text token, cut into blocks of ``max_length`` tokens."""
-    from lmforge.models.safe_loading import quiet_transformers
 
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -320,7 +321,6 @@ def target_characters(tokenizer, features: list[dict]) -> int:
 
 def character_metrics(nll_nats: float, characters: int) -> dict:
     """Tokenizer-independent figures (bits and perplexity per character) of a total NLL."""
-    from lmforge.evaluation.language_model import bits_per_char, char_perplexity
 
     return {
         "bits_per_char": bits_per_char(nll_nats, characters),

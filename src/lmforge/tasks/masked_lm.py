@@ -17,6 +17,7 @@ from lmforge.data.examples import read_text_examples
 from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.result import EvalResult
+from lmforge.models.safe_loading import quiet_transformers
 from lmforge.tasks.base import TASKS, Task
 from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
 
@@ -54,7 +55,6 @@ class MaskedLMTask(Task):
             return []
         if tokenizer.mask_token_id is None:
             raise DataError("task masked_lm: the model's tokenizer has no mask token")
-        from lmforge.models.safe_loading import quiet_transformers
 
         with quiet_transformers():  # long texts are cut into blocks below, not fed whole
             ids = tokenizer([ex.text for ex in examples], add_special_tokens=False)["input_ids"]

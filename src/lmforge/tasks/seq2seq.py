@@ -17,6 +17,7 @@ from lmforge.data.examples import read_rows
 from lmforge.data.task_data import TaskData
 from lmforge.errors import DataError
 from lmforge.evaluation.result import EvalResult
+from lmforge.evaluation.text_overlap import generation_metrics
 from lmforge.tasks.base import TASKS, Task, generation_headline
 from lmforge.tasks.lm_common import device_batches, load_splits, token_metrics
 
@@ -134,7 +135,6 @@ class Seq2SeqTask(Task):
             replies = generate_pairs(
                 model, tokenizer, [f["input_ids"] for f in features[: len(chosen)]], self.max_new_tokens, device
             )
-            from lmforge.evaluation.text_overlap import generation_metrics
 
             metrics.update(generation_metrics(replies, [ex.target for ex in chosen]), generated=len(replies))
             predictions = [

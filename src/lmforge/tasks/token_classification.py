@@ -31,6 +31,8 @@ from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.ner import entity_metrics
 from lmforge.evaluation.result import EvalResult
+from lmforge.models.crf_head import attach_crf, find_crf, load_crf_weights
+from lmforge.models.safe_loading import quiet_transformers
 from lmforge.tasks.base import TASKS, Task
 
 TRAIN_ENTITIES = "train_entities.json"  # in the run folder: (type, words) of the training entities
@@ -101,15 +103,11 @@ class TokenClassificationTask(Task):
     def prepare_model(self, model, labels: LabelSet):
         """Attach the CRF (before tuning wraps the model, so checkpoints hold it)."""
         if self.crf:
-            from lmforge.models.crf_head import attach_crf
-
             attach_crf(model, labels.names, self.scheme)
         return model
 
     def prepare_saved(self, model, folder, labels: LabelSet):
         if self.crf:
-            from lmforge.models.crf_head import attach_crf, load_crf_weights
-
             load_crf_weights(attach_crf(model, labels.names, self.scheme), folder)
         return model
 
@@ -219,7 +217,6 @@ class TokenClassificationTask(Task):
         """Subword windows of every sentence, with the positions of each word's first subword."""
         if not examples:
             return []
-        from lmforge.models.safe_loading import quiet_transformers
 
         with quiet_transformers():  # long sentences become windows below, not fed whole
             encoded = tokenizer(
@@ -286,7 +283,6 @@ class TokenClassificationTask(Task):
             nll = -torch.logsumexp(logits.log_softmax(-1).masked_fill(~sets, float("-inf")), dim=-1)
             scored = sets.any(-1)  # (B, T) not ignored
             return nll[scored].sum() / scored.sum().clamp(min=1)
-        from lmforge.models.crf_head import find_crf
 
         index = heads.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
         emissions = logits.gather(1, index)  # (B, W, L)
@@ -346,7 +342,6 @@ class TokenClassificationTask(Task):
             else:
                 best = [(s.log_softmax(-1) + bias).argmax(-1) for s in scores]
             return [b.tolist() for b in best], [q.gather(1, b[:, None])[:, 0] for q, b in zip(probs, best)]
-        from lmforge.models.crf_head import find_crf
 
         crf = find_crf(model).cpu()
         emissions, mask = _pad_rows(scores)
@@ -363,7 +358,6 @@ class TokenClassificationTask(Task):
         or the softmax of the scores."""
         if not self.crf:
             return [s.softmax(-1) for s in scores]
-        from lmforge.models.crf_head import find_crf
 
         emissions, mask = _pad_rows(scores)
         with torch.inference_mode():
@@ -375,7 +369,6 @@ class TokenClassificationTask(Task):
             return math.nan
         if not self.crf:
             return F.cross_entropy(torch.cat(scores), torch.tensor([t for g in gold for t in g])).item()
-        from lmforge.models.crf_head import find_crf
 
         emissions, mask = _pad_rows(scores)
         tags, _ = _pad_rows([torch.tensor(g) for g in gold])
