@@ -4,10 +4,11 @@ invariance, a training step, and the loader building the table from the tokenize
 import pytest
 import torch
 
-from lmforge.config.schema import ModelSpec
+from lmforge.config.model_spec import LstmSpec
 from lmforge.errors import ModelError
 from lmforge.models.char_cnn import CharCNN, char_table
-from lmforge.models.lstm import LstmConfig, LstmForTokenClassification, load_lstm
+from lmforge.models.lstm import load_lstm
+from lmforge.models.lstm_encoder import LstmConfig, LstmForTokenClassification
 
 
 def test_char_table_numbers_characters_in_sorted_order():
@@ -62,7 +63,7 @@ def test_a_tagger_with_char_features_trains():
 
 
 def test_loader_builds_the_table_from_the_vocabulary():
-    spec = ModelSpec(family="lstm", hidden=8, embedding=8, layers=1, vocab_size=100, char_cnn=4, lowercase=False)
+    spec = LstmSpec(hidden=8, embedding=8, layers=1, vocab_size=100, char_cnn=4, lowercase=False)
     texts = ["Paris is big", "London rains", "Berlin is cold"] * 3
     loaded = load_lstm(spec, "token_classification", ["O", "B-LOC"], texts)
     tokens = loaded.tokenizer.convert_ids_to_tokens(list(range(len(loaded.tokenizer))))

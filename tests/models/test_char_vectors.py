@@ -6,7 +6,7 @@ import torch
 
 from lmforge.errors import ConfigError, DataError
 from lmforge.models.char_vectors import char_vector_table, read_word2vec, token_texts
-from lmforge.models.lstm import LstmConfig, LstmForTokenClassification
+from lmforge.models.lstm_encoder import LstmConfig, LstmForTokenClassification
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 TEXTS = ["北京大学在北京", "张三去上海", "上海大学很大"]
@@ -109,14 +109,15 @@ def test_vectors_are_saved_with_the_weights_and_used(tokenizer, tmp_path):
 
 
 def test_char_vectors_are_for_lstm_taggers_and_classifiers():
-    from lmforge.config.schema import ModelSpec
+    from lmforge.config import load_config
+    from lmforge.config.model_spec import LstmSpec
     from lmforge.errors import ModelError
     from lmforge.models.lstm import _char_vectors
 
-    with pytest.raises(ValueError, match="model.char_vectors applies to the lstm family only"):
-        ModelSpec(family="transformer", char_vectors="jieba")
+    with pytest.raises(ConfigError, match="model.char_vectors: not a setting of the transformer family"):
+        load_config(None, ["data.train=a.jsonl", "model={family: transformer, char_vectors: jieba}"])
     with pytest.raises(ModelError, match="the lstm language model has no fixed token vectors"):
-        _char_vectors(ModelSpec(family="lstm", char_vectors="jieba"), None, True, {})
+        _char_vectors(LstmSpec(char_vectors="jieba"), None, True, {})
 
 
 def test_table_from_a_gguf_file(tokenizer, tmp_path):
@@ -165,13 +166,13 @@ def test_table_from_a_model_folder(tokenizer, tmp_path):
 
 
 def test_two_sources_side_by_side(tokenizer, tmp_path):
-    from lmforge.config.schema import ModelSpec
+    from lmforge.config.model_spec import LstmSpec
     from lmforge.models.lstm import _char_vectors
 
     (tmp_path / "a.vec").write_text("北 1 2\n京 3 4\n", encoding="utf-8")
     (tmp_path / "b.vec").write_text("京 1 2 3\n海 4 5 6\n", encoding="utf-8")
     config = {}
-    spec = ModelSpec(family="lstm", char_vectors=[str(tmp_path / "a.vec"), str(tmp_path / "b.vec")])
+    spec = LstmSpec(char_vectors=[str(tmp_path / "a.vec"), str(tmp_path / "b.vec")])
     table, covered = _char_vectors(spec, tokenizer, False, config)
     assert config == {"char_vectors_width": 3 + 4} and table.shape == (len(tokenizer), 7)
     texts = token_texts(tokenizer)
@@ -181,7 +182,7 @@ def test_two_sources_side_by_side(tokenizer, tmp_path):
 
 def test_embedding_init_from_vectors(tokenizer, tmp_path):
     from lmforge.models.char_vectors import initialise_embeddings
-    from lmforge.models.lstm import LstmEncoder, bigram_ids
+    from lmforge.models.lstm_encoder import LstmEncoder, bigram_ids
 
     rng = torch.Generator().manual_seed(0)
     chars = "北京大学张三去上海"
@@ -220,15 +221,15 @@ def test_embedding_init_from_vectors(tokenizer, tmp_path):
 
 
 def test_embedding_init_is_for_the_lstm_family():
-    from lmforge.config.schema import ModelSpec
+    from lmforge.config import load_config
 
-    with pytest.raises(ValueError, match="model.embedding_init applies to the lstm family only"):
-        ModelSpec(family="transformer", embedding_init="jieba")
+    with pytest.raises(ConfigError, match="model.embedding_init: not a setting of the transformer family"):
+        load_config(None, ["data.train=a.jsonl", "model={family: transformer, embedding_init: jieba}"])
 
 
 def test_embedding_init_errors_name_their_key(tokenizer, tmp_path):
     from lmforge.models.char_vectors import initialise_embeddings
-    from lmforge.models.lstm import LstmEncoder
+    from lmforge.models.lstm_encoder import LstmEncoder
 
     encoder = LstmEncoder(LstmConfig(vocab_size=len(tokenizer), embedding_size=4, hidden_size=8, num_layers=1))
     with pytest.raises(ConfigError, match="^model.embedding_init: no such file"):

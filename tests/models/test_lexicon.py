@@ -6,7 +6,7 @@ import torch
 
 from lmforge.errors import ConfigError, DataError
 from lmforge.models.lexicon import MAX_WORD_TOKENS, LexiconFeatures, lexicon_file, lexicon_tensors, read_lexicon
-from lmforge.models.lstm import LstmConfig, LstmForTokenClassification
+from lmforge.models.lstm_encoder import LstmConfig, LstmForTokenClassification
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 TEXTS = ["北京大学在北京", "张三去上海", "上海大学很大"]
@@ -119,7 +119,7 @@ def test_lexicon_is_saved_with_the_weights(tokenizer, tmp_path, monkeypatch):
 
 
 def test_lexicon_is_for_the_lstm_family():
-    from lmforge.config.schema import ModelSpec
+    from lmforge.config import load_config
 
-    with pytest.raises(ValueError, match="model.lexicon applies to the lstm family only"):
-        ModelSpec(family="transformer", lexicon="jieba")
+    with pytest.raises(ConfigError, match="model.lexicon: not a setting of the transformer family"):
+        load_config(None, ["data.train=a.jsonl", "model={family: transformer, lexicon: jieba}"])

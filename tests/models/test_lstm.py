@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from lmforge.models.lstm import LstmConfig, LstmForSequenceClassification, LstmForTokenClassification, bigram_ids
+from lmforge.models.lstm_encoder import (
+    LstmConfig,
+    LstmForSequenceClassification,
+    LstmForTokenClassification,
+    bigram_ids,
+)
 
 
 @pytest.mark.parametrize("buckets", [0, 97])
@@ -44,7 +49,7 @@ def test_two_pass_cpu_path_equals_packed_sequences(layers):
     length) gives what nn.LSTM gives on packed sequences, outputs and gradients."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-    from lmforge.models.lstm import LstmEncoder, reverse_within
+    from lmforge.models.lstm_encoder import LstmEncoder, reverse_within
 
     torch.manual_seed(0)
     config = LstmConfig(vocab_size=30, embedding_size=6, hidden_size=5, num_layers=layers, dropout=0.0)

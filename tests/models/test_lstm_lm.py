@@ -10,7 +10,7 @@ import pytest
 import torch
 import transformers
 
-from lmforge.models.lstm import LstmConfig
+from lmforge.models.lstm_encoder import LstmConfig
 from lmforge.models.lstm_lm import LstmForCausalLM
 
 WORDS = "the cat sat on a mat and the dog ran to the park where a bird sang in the old tree".split()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lmforge.config.schema import ModelSpec
+from lmforge.config.model_spec import TransformerSpec
 from lmforge.errors import ModelError
 from lmforge.models import load_model, load_saved
 from lmforge.models.safe_loading import check_model_folder
@@ -12,7 +12,7 @@ TEXTS = ["the film was great", "the film was awful", "酒店很好，服务周�
 
 
 def test_scratch_bert_with_trained_tokenizer_reads_chinese_characters():
-    spec = ModelSpec(arch="bert", layers=2, hidden=16, heads=2, vocab_size=120)
+    spec = TransformerSpec(arch="bert", layers=2, hidden=16, heads=2, vocab_size=120)
     loaded = load_model(spec, "sequence_classification", ["neg", "pos"], TEXTS)
     tok = loaded.tokenizer
     ids = tok("房间很好")["input_ids"]
@@ -29,7 +29,7 @@ def test_unknown_rate_counts_only_real_tokens():
 
 
 def test_saved_model_folder_round_trip(tmp_path):
-    spec = ModelSpec(arch="bert", layers=1, hidden=16, heads=2, vocab_size=100)
+    spec = TransformerSpec(arch="bert", layers=1, hidden=16, heads=2, vocab_size=100)
     loaded = load_model(spec, "sequence_classification", ["a", "b", "c"], TEXTS)
     loaded.model.save_pretrained(tmp_path)
     loaded.tokenizer.save_pretrained(tmp_path)
@@ -46,11 +46,9 @@ def test_pickle_only_folders_are_refused(tmp_path):
         check_model_folder(tmp_path, "mine")
 
 
-def test_unknown_family_and_arch():
-    with pytest.raises(ModelError, match="unknown family 'rnn'"):
-        load_model(ModelSpec(family="rnn"), "sequence_classification", ["a", "b"], TEXTS)
+def test_unknown_arch():
     with pytest.raises(ModelError, match="cannot build 'mamba'"):
-        load_model(ModelSpec(arch="mamba"), "sequence_classification", ["a", "b"], TEXTS)
+        load_model(TransformerSpec(arch="mamba"), "sequence_classification", ["a", "b"], TEXTS)
 
 
 def test_bundled_minilm_loads_offline():
@@ -61,6 +59,6 @@ def test_bundled_minilm_loads_offline():
 
 
 def test_dropout_override_reaches_every_dropout_setting():
-    spec = ModelSpec(arch="bert", layers=1, hidden=16, heads=2, vocab_size=100)
+    spec = TransformerSpec(arch="bert", layers=1, hidden=16, heads=2, vocab_size=100)
     config = load_model(spec, "sequence_classification", ["a", "b"], TEXTS, dropout=0.3).model.config
     assert config.hidden_dropout_prob == 0.3 and config.attention_probs_dropout_prob == 0.3

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from lmforge.models.lstm import LstmConfig, LstmForTokenClassification
+from lmforge.models.lstm_encoder import LstmConfig, LstmForTokenClassification
 from lmforge.models.segmenter import (
     PLACEHOLDER,
     SETS,

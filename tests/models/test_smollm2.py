@@ -13,8 +13,8 @@ pytestmark = [
 
 def test_convert_once_then_load_from_the_cache(tmp_path, monkeypatch):
     from lmforge.inference.generator import Generator
-    from lmforge.models.decoding import GenerationOptions
     from lmforge.models.bundled import bundled_path
+    from lmforge.models.decoding import GenerationOptions
 
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
     folder = bundled_path("smollm2")

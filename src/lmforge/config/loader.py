@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from lmforge.config.model_spec import MODEL_SPECS, UNKNOWN_FAMILY
 from lmforge.config.schema import JobConfig
 from lmforge.errors import ConfigError
 
@@ -97,7 +98,17 @@ def format_validation_error(exc: ValidationError, source: str, overrides: list[s
     for err, loc in _specific_errors(exc.errors()):
         dotted = ".".join(str(p) for p in loc)
         origin = next((f"override '{item}'" for key, item in override_keys.items() if _related(dotted, key)), source)
-        if err["type"] == "extra_forbidden":
+        family = _family(err["loc"])
+        if err["type"] == UNKNOWN_FAMILY and isinstance(err["input"], dict):
+            name = err["input"].get("family")
+            messages.append(f"{origin}: model.family: unknown model family {name!r} (known: {', '.join(MODEL_SPECS)})")
+        elif err["type"] == UNKNOWN_FAMILY:
+            messages.append(
+                f"{origin}: model: a bundled alias, a folder or a spec {{family: ...}} (got {err['input']!r})"
+            )
+        elif err["type"] == "extra_forbidden" and family is not None and len(loc) == 2:
+            messages.append(f"{origin}: {dotted}: {_not_a_setting(str(loc[1]), family)}")
+        elif err["type"] == "extra_forbidden":
             hint = _suggest(loc)
             messages.append(f"{origin}: unknown key '{dotted}'{hint}")
         elif not loc:
@@ -105,9 +116,31 @@ def format_validation_error(exc: ValidationError, source: str, overrides: list[s
         else:
             got = err.get("input")
             shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-            messages.append(f"{origin}: {dotted}: {err['msg'].removeprefix('Value error, ')}{shown}")
+            message = err["msg"].removeprefix("Value error, ")
+            where = "" if message.startswith(f"{dotted}.") else f"{dotted}: "  # the message names its key
+            messages.append(f"{origin}: {where}{message}{shown}")
     unique = list(dict.fromkeys(messages))
     return "; ".join(unique[:5]) + (f"; and {len(unique) - 5} more" if len(unique) > 5 else "")
+
+
+def _family(loc: tuple) -> str | None:
+    """The model family whose spec an error is in (pydantic puts the tag after the union's name)."""
+    if len(loc) > 2 and loc[0] == "model" and str(loc[1]).startswith("tagged-union[") and loc[2] in MODEL_SPECS:
+        return loc[2]
+    return None
+
+
+def _not_a_setting(key: str, family: str) -> str:
+    """Why ``model.<key>`` is wrong for ``family``: a close key of its own, or where the key belongs."""
+    own = [name for name in MODEL_SPECS[family].model_fields if name != "family"]
+    message = f"not a setting of the {family} family (its settings: {', '.join(own)})"
+    others = [name for name, spec in MODEL_SPECS.items() if name != family and key in spec.model_fields]
+    if len(others) == 1:
+        return f"{message}; model.{key} applies to the {others[0]} family only"
+    if others:
+        return f"{message}; model.{key} applies to the {' and '.join(others)} families"
+    close = difflib.get_close_matches(key, own, n=1, cutoff=0.5)
+    return f"{message}; did you mean 'model.{close[0]}'?" if close else message
 
 
 def _related(a: str, b: str) -> bool:
@@ -132,6 +165,8 @@ def _specific_errors(errors: list[dict]) -> list[tuple[dict, tuple]]:
 def _clean_loc(loc: tuple) -> tuple:
     # pydantic puts the union member it tried into loc ("str", "DataSource", "function-after[...]").
     keep = []
+    if _family(loc):  # ("model", "tagged-union[...]", family, ...): the family is not a key
+        loc = loc[:1] + loc[3:]
     for part in loc:
         if isinstance(part, str) and (
             part[:1].isupper()
@@ -146,6 +181,8 @@ def _clean_loc(loc: tuple) -> tuple:
 
 def _section_models(annotation) -> list[type[BaseModel]]:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _section_models(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         return [m for arg in typing.get_args(annotation) for m in _section_models(arg)]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -6,13 +6,10 @@ turns pydantic's report into one line naming the file and key).
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are an error, assignments are checked."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from lmforge.config.model_spec import AnyModelSpec, LstmSpec, ModelSpec, NgramSpec, TransformerSpec, migrate_flat_spec
+from lmforge.config.section import Section
 
 
 class Fields(Section):
@@ -111,141 +108,6 @@ class DataConfig(Section):
         if self.split is not None and self.validation is not None:
             raise ValueError("give either data.validation or data.split, not both")
         return self
-
-
-class ModelSpec(Section):
-    """A model given as a spec: a family plus its settings."""
-
-    family: str = Field("transformer", description="model family: transformer | lstm | ngram")
-    path: str | None = Field(None, description="bundled alias or local folder to start from")
-    arch: str | None = Field(
-        None, description="from scratch: bert | llama | gpt2 | t5 (default: bert; llama for causal_lm; t5 for seq2seq)"
-    )
-    layers: int = Field(2, ge=1, description="from scratch: number of layers")
-    hidden: int = Field(64, ge=8, description="from scratch: hidden width (lstm: per direction)")
-    embedding: int = Field(128, ge=8, description="lstm: token embedding width")
-    bigram_buckets: int = Field(
-        0, ge=0, description="lstm: hashed embeddings of each token's left and right bigram (0: off; e.g. 200000)"
-    )
-    tie_embeddings: bool = Field(
-        True, description="lstm causal_lm: the output layer shares the input embeddings (projected if widths differ)"
-    )
-    char_cnn: int = Field(
-        0,
-        ge=0,
-        description="lstm classifiers/taggers: filters of a character CNN over each token, added to its embedding (0: off; e.g. 30)",
-    )
-    lexicon: str | None = Field(
-        None,
-        description="lstm classifiers/taggers: word list whose matches mark each character's place in a word (B/M/E/S) and the word's tag; 'jieba': jieba's dictionary",
-    )
-    segmenter: Literal["jieba", "thulac"] | list[Literal["jieba", "thulac"]] | None = Field(
-        None,
-        description="lstm classifiers/taggers: each character's place in the word a Chinese part-of-speech segmenter cuts (B/M/E/S) and the word's tag, beside its embedding: 'jieba', 'thulac' (pip install thulac), or a list of both",
-    )
-    char_vectors: str | list[str] | None = Field(
-        None,
-        description="lstm classifiers/taggers: fixed pretrained vectors beside each token's embedding (a list: side by side): a word2vec text file, a .gguf file or model folder (its input embeddings), 'gemma3-270m' (if installed), or 'jieba' (its part-of-speech HMM's character tables)",
-    )
-    embedding_init: str | None = Field(
-        None,
-        description="lstm classifiers/taggers: start the token (and bigram) embeddings from pretrained vectors, PCA-reduced to model.embedding; sources as for char_vectors",
-    )
-    heads: int = Field(2, ge=1, description="from scratch: attention heads")
-    intermediate: int | None = Field(None, ge=8, description="from scratch: feed-forward width (default 4*hidden)")
-    vocab_size: int = Field(8000, ge=100, description="from scratch: tokenizer vocabulary size to train")
-    max_position: int = Field(512, ge=16, description="from scratch: longest sequence the model accepts")
-    lowercase: bool = Field(True, description="from scratch: lowercase text in the trained tokenizer")
-    extend_vocab: bool = Field(
-        False, description="pretrained WordPiece: add the training texts' unknown characters to the vocabulary"
-    )
-    classifier: Literal["logreg", "nbsvm"] = Field(
-        "logreg", description="ngram classification: logreg (TF-IDF + logistic regression) | nbsvm (NB-SVM)"
-    )
-    word_ngrams: tuple[int, int] | None = Field(
-        (1, 2), description="ngram classification: [min, max] word n-gram lengths (null: no word n-grams)"
-    )
-    char_ngrams: tuple[int, int] | None = Field(
-        (2, 5), description="ngram classification: [min, max] character n-gram lengths, inside words (null: none)"
-    )
-    min_df: int = Field(
-        2, ge=1, description="ngram: keep n-grams found in at least N texts (CRF: features seen N times)"
-    )
-    max_features: int | None = Field(
-        None, ge=1, description="ngram classification: keep the N most frequent n-grams of each kind"
-    )
-    C: float = Field(
-        1.0, gt=0, description="ngram classification: inverse L2 regularisation strength of the linear model"
-    )
-    c1: float = Field(0.1, ge=0, description="ngram token_classification: L1 regularisation of the CRF")
-    c2: float = Field(0.05, ge=0, description="ngram token_classification: L2 regularisation of the CRF")
-    max_iterations: int = Field(100, ge=1, description="ngram token_classification: L-BFGS iterations of the CRF")
-    window: int = Field(
-        2, ge=0, le=5, description="ngram token_classification: neighbours each side that a word's features describe"
-    )
-    unit: Literal["word", "char"] = Field("word", description="ngram causal_lm: model words or characters")
-    order: int = Field(3, ge=1, le=12, description="ngram causal_lm: n-gram order (3: trigrams)")
-    discount: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="ngram causal_lm: one Kneser-Ney discount for all (null: modified KN, three per order)",
-    )
-    min_count: int = Field(1, ge=1, description="ngram causal_lm: tokens seen fewer than N times become <unk>")
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self):
-        if self.bigram_buckets and self.family != "lstm":
-            raise ValueError("model.bigram_buckets applies to the lstm family only")
-        if self.char_cnn and self.family != "lstm":
-            raise ValueError("model.char_cnn applies to the lstm family only")
-        if self.lexicon and self.family != "lstm":
-            raise ValueError("model.lexicon applies to the lstm family only")
-        if self.segmenter and self.family != "lstm":
-            raise ValueError("model.segmenter applies to the lstm family only")
-        if isinstance(self.segmenter, list) and len(set(self.segmenter)) != len(self.segmenter):
-            raise ValueError("model.segmenter: a segmenter is named twice")
-        if self.char_vectors and self.family != "lstm":
-            raise ValueError("model.char_vectors applies to the lstm family only")
-        if self.embedding_init and self.family != "lstm":
-            raise ValueError("model.embedding_init applies to the lstm family only")
-        if self.path is None and self.hidden % self.heads:
-            raise ValueError(f"model.hidden ({self.hidden}) must be a multiple of model.heads ({self.heads})")
-        return self
-
-    @model_validator(mode="after")
-    def _ngram_keys(self):
-        # A run's resolved config.yaml spells every key out; only a changed value is a mistake.
-        given = sorted(
-            k for k in NGRAM_ONLY & self.model_fields_set if getattr(self, k) != type(self).model_fields[k].default
-        )
-        if given and self.family != "ngram":
-            raise ValueError(f"model.{given[0]} applies to the ngram family only")
-        for key in ("word_ngrams", "char_ngrams"):
-            value = getattr(self, key)
-            if value is not None and not 1 <= value[0] <= value[1]:
-                raise ValueError(f"model.{key}: {list(value)} must be [min, max] with 1 <= min <= max")
-        if self.word_ngrams is None and self.char_ngrams is None:
-            raise ValueError("model.word_ngrams and model.char_ngrams cannot both be null")
-        return self
-
-
-NGRAM_ONLY = {
-    "classifier",
-    "word_ngrams",
-    "char_ngrams",
-    "min_df",
-    "max_features",
-    "C",
-    "c1",
-    "c2",
-    "max_iterations",
-    "window",
-    "unit",
-    "order",
-    "discount",
-    "min_count",
-}
 
 
 class TuningConfig(Section):
@@ -376,7 +238,9 @@ class JobConfig(Section):
         "classification", description="classification | token_classification | masked_lm | causal_lm | seq2seq"
     )
     data: DataConfig = Field(default_factory=DataConfig, description="the data")
-    model: str | ModelSpec = Field("minilm", description="bundled alias, local folder, or a spec")
+    model: str | AnyModelSpec = Field(
+        "minilm", description="bundled alias or local folder (a transformer), or a spec {family: ..., ...}"
+    )
     head: HeadConfig = Field(default_factory=HeadConfig, description="options of the task head")
     tuning: TuningConfig = Field(default_factory=TuningConfig, description="how parameters are tuned")
     train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
@@ -386,8 +250,34 @@ class JobConfig(Section):
     resume: bool = Field(False, description="continue from the newest complete checkpoint in output")
     overwrite: bool = Field(False, description="replace a different run already in output")
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _per_family_spec(cls, value):
+        return migrate_flat_spec(value)
+
     @model_validator(mode="after")
     def _needs_train(self):
         if self.data.train is None:
             raise ValueError("data.train is required")
         return self
+
+
+# The model specs are defined in model_spec.py and are part of the schema too.
+__all__ = [
+    "DataConfig",
+    "DataSource",
+    "DistilConfig",
+    "EarlyStopping",
+    "Fields",
+    "HeadConfig",
+    "JobConfig",
+    "LstmSpec",
+    "ModelSpec",
+    "NgramSpec",
+    "PromptConfig",
+    "Section",
+    "Sources",
+    "TrainConfig",
+    "TransformerSpec",
+    "TuningConfig",
+]

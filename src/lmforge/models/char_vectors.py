@@ -36,6 +36,8 @@ import torch
 
 from lmforge._optional import require
 from lmforge.errors import ConfigError, DataError
+from lmforge.models.lstm_encoder import bigram_ids
+from lmforge.models.safe_loading import check_model_folder
 
 LOG_FLOOR = 16.0  # jieba's smallest emission log-probability is -15.8: scaled log-probs lie in [0, 1]
 
@@ -170,8 +172,6 @@ def folder_embeddings(folder: Path, key: str = "model.char_vectors") -> tuple[di
     """The vocabulary and input embedding matrix of a local Hugging Face model folder."""
     from transformers import AutoModel, AutoTokenizer
 
-    from lmforge.models.safe_loading import check_model_folder
-
     check_model_folder(folder, key)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     model = AutoModel.from_pretrained(folder, trust_remote_code=False, use_safetensors=True, dtype=torch.float32)
@@ -265,8 +265,6 @@ def initialise_embeddings(encoder, source: str, tokenizer, texts: list[str], std
     two-character piece such as 北京 in a SentencePiece vocabulary), else the mean of its two
     characters'. Tokens and bigrams the source does not know keep their random start. Returns counts
     for the log."""
-    from lmforge.models.lstm import bigram_ids
-
     index, matrix, split_chars, _ = source_table(source, "model.embedding_init")
     width, size = matrix.shape[1], encoder.embeddings.embedding_dim
     tokens = lookup(index, matrix, token_texts(tokenizer), split_chars)

@@ -12,6 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from lmforge.data.tagging import allowed_transitions
+from lmforge.errors import ModelError
 from lmforge.models.crf import CRF
 
 PREFIX = "crf."
@@ -47,8 +48,6 @@ def load_crf_weights(crf: CRF, folder: Path) -> None:
                     state[key[len(PREFIX) :]] = handle.get_tensor(key)
     missing = {name for name, _ in crf.named_parameters()} - set(state)
     if missing:
-        from lmforge.errors import ModelError
-
         raise ModelError(
             f"{folder}: the run used a CRF head but the saved model has no "
             f"{', '.join(sorted(PREFIX + m for m in missing))}"

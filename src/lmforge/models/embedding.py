@@ -2,6 +2,9 @@
 L2-normalized, as sentence-transformers pools ``all-MiniLM-L6-v2`` (the bundled ``minilm``)."""
 
 import torch
+import transformers
+
+from lmforge.models.transformer import resolve_source
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -16,10 +19,6 @@ class SentenceEncoder:
     """A bundled alias or local encoder folder, loaded once, embedding texts in length-sorted batches."""
 
     def __init__(self, source: str = "minilm", max_length: int = 256):
-        import transformers
-
-        from lmforge.models.transformer import resolve_source
-
         folder, _ = resolve_source(source)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = (

@@ -1,16 +1,20 @@
-"""The registry of model families. A family is one module and one ``register_family`` call.
+"""Model families and saved-model formats: the contract of each, their registries, and the two
+entry points that build or load a model through them.
 
-A family loader takes the model spec, the task's head name, the label names and the training texts
-(for tokenizers or vocabularies built from data) and returns a ``LoadedModel``.
+A family is one module that registers a ``ModelFamily`` in ``FAMILIES`` (how to build it for
+training from its spec, how to load it from a run folder); an exported layout of its own (ONNX,
+int8) registers a ``SavedFormat`` in ``SAVED_FORMATS``. ``lmforge.models`` imports the built-in
+modules, so importing the package is enough to find them; this module imports none of them.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from lmforge.config.schema import ModelSpec
+from lmforge.config.model_spec import ModelSpec, as_spec
 from lmforge.errors import ModelError
+from lmforge.registry import Registry
 
 
 @dataclass
@@ -22,29 +26,50 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
 
 
-FamilyLoader = Callable[..., LoadedModel]
-SavedLoader = Callable[[Path, dict], LoadedModel]
-
-FAMILIES: dict[str, FamilyLoader] = {}
-SAVED_LOADERS: dict[str, SavedLoader] = {}
-# Exported folders (ONNX, int8) in a layout of their own: (name, detect(folder), loader), first match wins.
-SAVED_FORMATS: list[tuple[str, Callable[[Path], bool], SavedLoader]] = []
-
-
-def register_family(name: str, loader: FamilyLoader, saved_loader: SavedLoader) -> None:
-    """Register a family: how to build it for training, and how to load it from a run folder."""
-    FAMILIES[name] = loader
-    SAVED_LOADERS[name] = saved_loader
-
-
-def register_format(name: str, detect: Callable[[Path], bool], loader: SavedLoader) -> None:
-    """Register an exported layout: folders for which ``detect`` is true load with ``loader``."""
-    SAVED_FORMATS.append((name, detect, loader))
+class BuildModel(Protocol):
+    def __call__(
+        self,
+        spec: Any,
+        head: str,
+        labels: list[str],
+        texts: list[str],
+        dropout: float | None = None,
+        tokenizer_folder: Path | None = None,
+    ) -> LoadedModel:
+        """The family's model for the task's ``head`` from its spec (``spec`` is the family's own
+        spec class), for ``labels``; ``texts`` are the training texts (tokenizers and vocabularies
+        built from data); ``tokenizer_folder`` holds a tokenizer this run saved before (a resumed
+        run reuses it)."""
 
 
-def as_spec(model: str | ModelSpec) -> ModelSpec:
-    """A bare string is an alias or a folder of the transformer family."""
-    return ModelSpec(path=model) if isinstance(model, str) else model
+SavedLoader = Callable[[Path, dict], LoadedModel]  # (model folder, the run's lmforge.json) -> model
+
+
+def _nothing_to_check(spec: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What a model family provides. ``check`` fails early, without building anything, on what a
+    spec names that is not there (``lmforge validate``); by default there is nothing to check."""
+
+    build: BuildModel
+    load_saved: SavedLoader
+    check: Callable[[Any], None] = _nothing_to_check
+
+
+@dataclass(frozen=True)
+class SavedFormat:
+    """An exported layout: folders for which ``detect`` is true load with ``load``, whatever the family."""
+
+    detect: Callable[[Path], bool]
+    load: SavedLoader
+
+
+FAMILIES: Registry[ModelFamily] = Registry("model family", "model.family", error=ModelError)
+# Tried in registration order before the family's own loader; the first match wins.
+SAVED_FORMATS: Registry[SavedFormat] = Registry("saved-model format", "model folder", error=ModelError)
 
 
 def load_model(
@@ -57,39 +82,24 @@ def load_model(
 ) -> LoadedModel:
     """Build or load the configured model with the task's head. ``tokenizer_folder`` holds a
     tokenizer saved earlier by this run (a resumed from-scratch run reuses it)."""
-    _ensure_builtin()
     spec = as_spec(model)
-    loader = FAMILIES.get(spec.family)
-    if loader is None:
-        raise ModelError(f"model.family: unknown family '{spec.family}' (known: {', '.join(sorted(FAMILIES))})")
-    return loader(spec, head=head, labels=labels, texts=texts, dropout=dropout, tokenizer_folder=tokenizer_folder)
+    family = FAMILIES.get(spec.family)
+    return family.build(spec, head=head, labels=labels, texts=texts, dropout=dropout, tokenizer_folder=tokenizer_folder)
 
 
 def load_saved(folder: Path, meta: dict) -> LoadedModel:
-    """Load a model saved in a run folder, by the family recorded in ``lmforge.json``."""
-    _ensure_builtin()
-    for _, detect, format_loader in SAVED_FORMATS:
-        if detect(folder):
-            return format_loader(folder, meta)
-    family = meta.get("model", {}).get("family", "transformer")
-    loader = SAVED_LOADERS.get(family)
-    if loader is None:
-        raise ModelError(f"{folder}: saved with model family '{family}', which this lmforge does not know")
-    return loader(folder, meta)
+    """Load a model saved in a run folder: an exported layout first, else by the family recorded in
+    ``lmforge.json``."""
+    for saved_format in SAVED_FORMATS:
+        if saved_format.detect(folder):
+            return saved_format.load(folder, meta)
+    name = meta.get("model", {}).get("family", "transformer")
+    if name not in FAMILIES:
+        raise ModelError(f"{folder}: saved with model family '{name}', which this lmforge does not know")
+    return FAMILIES.get(name).load_saved(folder, meta)
 
 
-def ensure_families() -> None:
-    """Import the built-in families, which register themselves (the lstm family also registers its
-    model type with transformers' Auto classes, so a saved lstm folder loads like any model)."""
-    _ensure_builtin()
-
-
-def _ensure_builtin() -> None:
-    # Importing a family module registers it.
-    from lmforge.models import (  # noqa: F401
-        int8,
-        lstm,
-        ngram,  # noqa: F401
-        onnx_model,
-        transformer,
-    )
+def check_model(model: str | ModelSpec) -> None:
+    """Fail now if the configured model names something that is not there (a folder, a segmenter)."""
+    spec = as_spec(model)
+    FAMILIES.get(spec.family).check(spec)

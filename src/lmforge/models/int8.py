@@ -25,7 +25,9 @@ import torch
 from torch import nn
 
 from lmforge.errors import ModelError
-from lmforge.models.registry import LoadedModel, register_format
+from lmforge.models.family import SAVED_FORMATS, LoadedModel, SavedFormat
+from lmforge.models.safe_loading import quiet_transformers
+from lmforge.models.transformer import HEADS
 
 INT8_FILE = "model_int8.safetensors"
 HEAD_NAMES = ("classifier", "score", "lm_head")  # the task head stays float: tiny, and the most sensitive
@@ -116,9 +118,6 @@ def load_saved_int8(folder: Path, meta: dict) -> LoadedModel:
     from safetensors import safe_open
     from transformers import AutoConfig, AutoTokenizer
 
-    from lmforge.models.safe_loading import quiet_transformers
-    from lmforge.models.transformer import HEADS
-
     folder = Path(folder)
     if meta.get("model", {}).get("family", "transformer") != "transformer":
         raise ModelError(f"{folder}: int8 folders hold transformer models only")
@@ -166,4 +165,4 @@ def int8_parameters(model: nn.Module) -> int:
     return total
 
 
-register_format("int8", is_int8_folder, load_saved_int8)
+SAVED_FORMATS.register("int8", SavedFormat(is_int8_folder, load_saved_int8))

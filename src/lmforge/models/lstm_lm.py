@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import AutoModelForCausalLM, GenerationMixin
 from transformers.utils import ModelOutput
 
-from lmforge.models.lstm import HEADS, LstmConfig, LstmPreTrainedModel
+from lmforge.models.lstm_encoder import LstmConfig, LstmPreTrainedModel
 from lmforge.tokenization.bpe import train_bpe
 
 IGNORE = -100
@@ -218,5 +218,4 @@ class LstmForCausalLM(LstmPreTrainedModel, GenerationMixin):
         return LstmCausalLMOutput(loss=loss, logits=logits, cache=out.cache)
 
 
-HEADS["causal_lm"] = LstmForCausalLM
 AutoModelForCausalLM.register(LstmConfig, LstmForCausalLM, exist_ok=True)

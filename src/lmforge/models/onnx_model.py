@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmforge._optional import require
 from lmforge.errors import ModelError
-from lmforge.models.registry import LoadedModel, register_format
+from lmforge.models.family import SAVED_FORMATS, LoadedModel, SavedFormat
 
 ONNX_FILE = "model.onnx"
 EXTRA = "pip install 'lmforge[export]'"
@@ -31,8 +32,6 @@ class OnnxOutput:
 
 def session(path: Path, threads: int | None = None):
     """An ONNX Runtime CPU session with every graph optimization and ``threads`` (default: torch's)."""
-    from lmforge._optional import require
-
     ort = require("onnxruntime", "onnxruntime", f"ONNX models ({EXTRA})")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -96,4 +95,4 @@ def load_saved_onnx(folder: Path, meta: dict) -> LoadedModel:
     return LoadedModel(model, tokenizer, info)
 
 
-register_format("onnx", is_onnx_folder, load_saved_onnx)
+SAVED_FORMATS.register("onnx", SavedFormat(is_onnx_folder, load_saved_onnx))

@@ -8,12 +8,13 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoTokenizer
 
-from lmforge.config.schema import ModelSpec
+from lmforge.config.model_spec import TransformerSpec
 from lmforge.errors import ModelError
 from lmforge.models.bundled import BUNDLED, bundled_path
-from lmforge.models.registry import LoadedModel, register_family
+from lmforge.models.family import FAMILIES, LoadedModel, ModelFamily
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.tokenization.bpe import train_bpe
+from lmforge.tokenization.extend import extend_wordpiece
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 log = logging.getLogger("lmforge")
@@ -122,7 +123,7 @@ def set_dropout(config, rate: float) -> None:
 
 
 def load_transformer(
-    spec: ModelSpec,
+    spec: TransformerSpec,
     head: str,
     labels: list[str],
     texts: list[str],
@@ -154,8 +155,6 @@ def load_transformer(
 
 def _extend_vocab(model, tokenizer, texts, tokenizer_folder, info: dict):
     """Add the unknown characters of the training texts; a resumed run reuses its saved tokenizer."""
-    from lmforge.tokenization.extend import extend_wordpiece
-
     if tokenizer_folder is not None and (Path(tokenizer_folder) / "tokenizer.json").is_file():
         tokenizer, added = AutoTokenizer.from_pretrained(tokenizer_folder, trust_remote_code=False), None
     else:
@@ -174,7 +173,7 @@ def _extend_vocab(model, tokenizer, texts, tokenizer_folder, info: dict):
     return tokenizer
 
 
-def _from_scratch(spec: ModelSpec, head_class, labels, texts, dropout, tokenizer_folder) -> LoadedModel:
+def _from_scratch(spec: TransformerSpec, head_class, labels, texts, dropout, tokenizer_folder) -> LoadedModel:
     if spec.extend_vocab:
         raise ModelError(
             "model.extend_vocab extends a pretrained model's vocabulary; a model built "
@@ -235,4 +234,9 @@ def _with_prompts(model, folder: Path):
     return peft.PeftModel.from_pretrained(model, adapter, is_trainable=False)
 
 
-register_family("transformer", load_transformer, load_saved_transformer)
+def check_transformer(spec: TransformerSpec) -> None:
+    if spec.path is not None:
+        resolve_source(spec.path)
+
+
+FAMILIES.register("transformer", ModelFamily(load_transformer, load_saved_transformer, check_transformer))

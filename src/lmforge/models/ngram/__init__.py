@@ -12,11 +12,12 @@ JSON, safetensors and crfsuite's model file, never a pickle.
 
 from pathlib import Path
 
+from lmforge.config.model_spec import NgramSpec
 from lmforge.errors import ModelError
+from lmforge.models.family import FAMILIES, LoadedModel, ModelFamily
 from lmforge.models.ngram.classifier import NgramClassifier
 from lmforge.models.ngram.language_model import NgramLanguageModel
 from lmforge.models.ngram.tagger import NgramTagger
-from lmforge.models.registry import LoadedModel, register_family
 
 HEADS = {
     "sequence_classification": NgramClassifier,
@@ -39,17 +40,14 @@ def _info(head: str) -> dict:
 
 
 def load_ngram(
-    spec,
+    spec: NgramSpec,
     head: str,
     labels: list[str],
     texts: list[str],
     dropout: float | None = None,
     tokenizer_folder: Path | None = None,
 ) -> LoadedModel:
-    model_class = _head_class(head)
-    if spec.path is not None:
-        raise ModelError("model.path: the ngram family is always built from the data (leave path out)")
-    return LoadedModel(model_class.from_spec(spec, labels), None, _info(head))
+    return LoadedModel(_head_class(head).from_spec(spec, labels), None, _info(head))
 
 
 def load_saved_ngram(folder: Path, meta: dict) -> LoadedModel:
@@ -57,4 +55,4 @@ def load_saved_ngram(folder: Path, meta: dict) -> LoadedModel:
     return LoadedModel(_head_class(head).load(folder), None, dict(meta.get("model") or _info(head)))
 
 
-register_family("ngram", load_ngram, load_saved_ngram)
+FAMILIES.register("ngram", ModelFamily(load_ngram, load_saved_ngram))

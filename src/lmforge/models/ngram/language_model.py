@@ -20,6 +20,8 @@ import numpy as np
 from lmforge.data.tagging import word_offsets
 from lmforge.errors import DataError, ModelError
 from lmforge.evaluation.language_model import bits_per_char, char_perplexity, text_characters
+from lmforge.evaluation.result import EvalResult
+from lmforge.models.decoding import Generation
 from lmforge.models.ngram.kneser_ney import EOS, UNK, KneserNeyLM
 from lmforge.models.ngram.storage import load_folder, save_folder
 
@@ -67,8 +69,6 @@ class NgramLanguageModel:
 
     # -- evaluation ------------------------------------------------------------------------------
     def evaluate(self, task, examples: list, labels=None):
-        from lmforge.evaluation.result import EvalResult
-
         # The context-free baseline causal_lm reports: the add-one unigram of the training tokens.
         counts = self.lm.unigram_counts_ + 1.0
         unigram = np.log(counts / counts.sum())
@@ -101,8 +101,6 @@ class NgramLanguageModel:
     def generate(self, prompt, options, raw: bool = False, stream=None):
         """Continue ``prompt``: greedy, or sampled (temperature, top-k, top-p; ``seed``), never
         ``<unk>``, until ``</s>``, a stop string or ``max_new_tokens``."""
-        from lmforge.models.decoding import Generation
-
         options.check()
         if not isinstance(prompt, str):
             raise DataError("an n-gram language model continues plain text: give the prompt without --system")
