@@ -6,7 +6,7 @@ count what its perplexity averaged over.
 
 The split is the config's (``data.split`` with ``train.seed``), the tokenizer a byte-level BPE
 trained on the training documents as a from-scratch transformer trains it, the tokens and characters
-those ``causal_lm`` scores (blocks of ``train.max_length``; a block's first token is not a target;
+those ``causal_lm`` scores (blocks of ``data.max_length``; a block's first token is not a target;
 end-of-text counts as one character). Then bits per character = ln(perplexity) x tokens / characters
 / ln 2, the figure an n-gram run (``lmforge train examples/corpus_kneser_ney.yaml``) reports as
 ``bits_per_char``.
@@ -31,7 +31,7 @@ def main() -> None:
     config = load_config(args.config, [])
     data = get_task("causal_lm").load_data(config, Problems())
     tokenizer = train_bpe([ex.text for ex in data.train], vocab_size=config.model.vocab_size)
-    blocks = text_blocks(tokenizer, data.validation, config.train.max_length)
+    blocks = text_blocks(tokenizer, data.validation, config.data.max_length)
     tokens = sum(len(b["labels"]) - 1 for b in blocks)
     characters = target_characters(tokenizer, blocks)
     print(

@@ -29,7 +29,7 @@ def perplexity(model_source: str, config, checkpoint: str = "model") -> dict:
     task.mode = "chat"
     task.configure(config, [], None)
     rows = task.read_labelled(config.data.validation, config.data, None, Problems())
-    features = task.encode(generator.tokenizer, rows, config.train.max_length)
+    features = task.encode(generator.tokenizer, rows, config.data.max_length)
     metrics = task.evaluate(generator.model, generator.tokenizer, features, rows, 8, generator.device).metrics
     answers = {}
     from lmforge.models.decoding import GenerationOptions

@@ -107,7 +107,7 @@ def run_lmforge(train_path, held, args, threads, out) -> dict:
             f"train.epochs={args.epochs}",
             f"train.lr={args.lr}",
             f"train.batch_size={args.batch_size}",
-            f"train.max_length={args.max_length}",
+            f"data.max_length={args.max_length}",
             f"train.warmup={args.warmup}",
             f"train.weight_decay={args.weight_decay}",
             "train.max_grad_norm=1.0",

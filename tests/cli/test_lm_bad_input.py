@@ -49,23 +49,23 @@ def test_overlong_conversations_are_truncated_with_a_count(tmp_path, run_cli, ca
         _config(tmp_path),
         f"data.train={train}",
         f"model={TINY_LLAMA}",
-        "train.max_length=48",
+        "data.max_length=48",
         "train.max_steps=1",
         f"output={tmp_path / 'run'}",
     )
     assert code == 0, err
-    assert "1 conversation(s) longer than train.max_length=48 were truncated; 1 had no assistant token" in err
+    assert "1 conversation(s) longer than data.max_length=48 were truncated; 1 had no assistant token" in err
     code, _, err = run_cli(
         "train",
         _config(tmp_path),
         f"data.train={train}",
         f"model={TINY_LLAMA}",
-        "train.max_length=48",
+        "data.max_length=48",
         "train.max_steps=1",
         "data.on_error=skip",
         f"output={tmp_path / 'run2'}",
     )
-    assert code == 0 and "0 conversation(s) longer than train.max_length=48 were truncated; 1 over-long" in err
+    assert code == 0 and "0 conversation(s) longer than data.max_length=48 were truncated; 1 over-long" in err
 
 
 def test_generate_rejects_bad_options_and_non_generative_runs(tmp_path, run_cli, tiny_data):

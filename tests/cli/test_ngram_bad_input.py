@@ -12,7 +12,7 @@ import pytest
         ("{family: ngram, classifier: svm}", "classifier"),
         ("{family: ngram, char_ngrams: [5, 2]}", "model.char_ngrams"),
         ("{family: ngram, word_ngrams: null, char_ngrams: null}", "cannot both be null"),
-        ("{family: ngram, path: minilm}", "model.path: the ngram family"),
+        ("{family: ngram, path: minilm}", "model.path: not a setting of the ngram family"),
     ],
 )
 def test_bad_model_spec_is_one_line(model, named, tiny_data, tmp_path, run_cli):

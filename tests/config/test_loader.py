@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.config import load_config
+from lmforge.config import JobConfig, config_to_dict, load_config
 from lmforge.config.loader import apply_overrides
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, RunFolderError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +68,33 @@ def test_string_model_promoted_by_dotted_override():
 def test_every_shipped_config_loads(path):
     config = load_config(path)
     assert config.data.train is not None
+
+
+def test_train_max_length_is_read_as_data_max_length(caplog):
+    config = load_config(None, ["data.train=x.jsonl", "train.max_length=32"])
+    assert config.data.max_length == 32
+    assert "max_length" not in config_to_dict(config)["train"]
+    assert "deprecated" in caplog.text and "data.max_length" in caplog.text
+
+
+def test_train_and_data_max_length_that_disagree_are_refused():
+    with pytest.raises(ConfigError, match=r"train.max_length \(32\) and data.max_length \(64\) disagree"):
+        load_config(None, ["data.train=x.jsonl", "train.max_length=32", "data.max_length=64"])
+
+
+def test_a_run_folder_config_of_the_last_release_resumes(tmp_path):
+    """A config.yaml written before data.max_length and the per-family specs (flat model spec,
+    train.max_length) is the same job as its current form: resume is not refused."""
+    import yaml
+
+    from lmforge.tracking.run_folder import RunFolder
+
+    old = yaml.safe_load((Path(__file__).parents[1] / "fixtures" / "runs_v1" / "ner" / "config.yaml").read_text())
+    assert "max_length" in old["train"] and "classifier" in old["model"]
+    run = RunFolder(tmp_path / "run")
+    run.write_config(old)
+    current = config_to_dict(JobConfig.model_validate(old))
+    run.check_writable(current, resume=True, overwrite=False)  # no error
+    changed = dict(current, data={**current["data"], "max_length": 64})
+    with pytest.raises(RunFolderError, match="data.max_length: 128 -> 64"):
+        run.check_writable(changed, resume=True, overwrite=False)

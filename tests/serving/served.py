@@ -63,7 +63,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         f"data.train={write_jsonl(root / 'sft.jsonl', rows)}",
         "data.split=0.2",
         "train.epochs=2",
-        "train.max_length=64",
+        "data.max_length=64",
         f"output={root / 'chat'}",
         *common,
     )
@@ -71,9 +71,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def make_state(runs, **settings):
-    from lmforge.serving.app import ServerState
     from lmforge.serving.services import open_models
     from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
 
     options = {"sources": [str(runs["sentiment"]), str(runs["ner"]), str(runs["chat"])], "api_key": API_KEY}
     options.update(settings)

@@ -149,7 +149,7 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli, monkeypatch):
         "train.epochs=3",
         "train.batch_size=4",
         "train.lr=3e-3",
-        "train.max_length=64",
+        "data.max_length=64",
         "train.warmup=0",
         "train.log_every=1",
         f"output={out}",

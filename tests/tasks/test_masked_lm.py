@@ -53,7 +53,7 @@ def test_continue_pretraining_then_fine_tune_from_the_saved_folder(tmp_path, run
         "train.epochs=4",
         "train.batch_size=4",
         "train.lr=3e-3",
-        "train.max_length=32",
+        "data.max_length=32",
         "train.log_every=1",
         "train.warmup=0",
         f"output={out}",

@@ -32,7 +32,7 @@ def train_tiny_t5(tmp_path, run_cli, rows: list[dict]):
         f"data.train={write_jsonl(tmp_path / 't.jsonl', rows)}",
         "train.epochs=1",
         "train.batch_size=8",
-        "train.max_length=32",
+        "data.max_length=32",
         f"output={out}",
     )
     assert code == 0, err
@@ -57,7 +57,7 @@ def test_t5_from_scratch_trains_evaluates_and_generates(tmp_path, run_cli):
         "train.batch_size=8",
         "train.lr=5e-3",
         "train.warmup=0",
-        "train.max_length=32",
+        "data.max_length=32",
         "train.max_target_length=32",
         "train.log_every=1",
         f"output={out}",

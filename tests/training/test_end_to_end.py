@@ -93,7 +93,7 @@ def test_minilm_lora_saves_adapter_and_merged_model(tiny_data, tmp_path, run_cli
         "tuning.r=4",
         "train.epochs=1",
         "train.batch_size=16",
-        "train.max_length=32",
+        "data.max_length=32",
         f"output={out}",
         "--quiet",
     )
@@ -150,7 +150,7 @@ def test_unknown_token_warning_names_the_fix(tmp_path, run_cli, capsys):
         "model=minilm",
         "train.max_steps=1",
         "train.batch_size=4",
-        "train.max_length=16",
+        "data.max_length=16",
         f"output={tmp_path / 'zh'}",
     )
     assert code == 0

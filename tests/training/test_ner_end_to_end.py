@@ -128,8 +128,8 @@ def test_conll_train_eval_predict(ner_files, run_cli, tmp_path, crf):
     if crf:
         from transformers import AutoModelForTokenClassification
 
-        from lmforge.models.crf_head import find_crf
         from lmforge.inference.predictor import RunPredictor
+        from lmforge.models.crf_head import find_crf
 
         plain = AutoModelForTokenClassification.from_pretrained(out / "model")  # plain transformers loads it
         assert find_crf(plain) is None

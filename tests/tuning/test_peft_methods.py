@@ -105,7 +105,7 @@ def test_export_merge_folds_lora_into_a_plain_model(tmp_path, run_cli):
         "tuning.target=all-linear",
         "train.max_steps=3",
         "train.lr=0.01",
-        "train.max_length=64",
+        "data.max_length=64",
         f"output={run}",
     )
     assert code == 0, err

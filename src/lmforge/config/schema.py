@@ -4,6 +4,7 @@ Defaults live here; YAML only overrides them. Unknown keys and wrong types are e
 turns pydantic's report into one line naming the file and key).
 """
 
+import logging
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -11,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from lmforge.config.model_spec import AnyModelSpec, LstmSpec, ModelSpec, NgramSpec, TransformerSpec, migrate_flat_spec
 from lmforge.config.section import Section
 
+log = logging.getLogger("lmforge")
 
 class Fields(Section):
     """Which column or key of the user's data holds what (a name, or a 0-based column index)."""
@@ -59,6 +61,12 @@ class DataConfig(Section):
         None, gt=0, lt=1, description="hold out this fraction of train as validation (seeded, stratified)"
     )
     fields: Fields = Field(default_factory=Fields, description="column names, for every file")
+    max_length: int = Field(
+        128,
+        ge=4,
+        description="cut inputs to this many tokens, in training and at inference (the run records it; "
+        "train.max_length, its old place, is still read)",
+    )
     train_limit: int | None = Field(
         None, ge=1, description="train on N examples only: seeded, class-balanced when examples have labels (few-shot)"
     )
@@ -155,7 +163,6 @@ class TrainConfig(Section):
     scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="decay after warm-up")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases and norms)")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm (null: no clipping)")
-    max_length: int = Field(128, ge=4, description="truncate inputs to this many tokens")
     max_target_length: int = Field(128, ge=2, description="seq2seq: truncate targets to this many tokens")
     dropout: float | None = Field(None, ge=0, lt=1, description="override every dropout rate of the model")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
@@ -254,6 +261,24 @@ class JobConfig(Section):
     @classmethod
     def _per_family_spec(cls, value):
         return migrate_flat_spec(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _max_length_moved(cls, data):
+        """``train.max_length`` was the input length's place before 0.2: inference cuts inputs the same
+        way, so it is ``data.max_length`` now. The old key is still read, with a note."""
+        if not isinstance(data, dict) or not isinstance(data.get("train"), dict) or "max_length" not in data["train"]:
+            return data
+        train = dict(data["train"])
+        old = train.pop("max_length")
+        section = data.get("data") if isinstance(data.get("data"), dict) else {}
+        if "max_length" in section and section["max_length"] != old:
+            raise ValueError(
+                f"train.max_length ({old}) and data.max_length ({section['max_length']}) disagree: "
+                "train.max_length is the old name of data.max_length; keep data.max_length only"
+            )
+        log.warning("train.max_length is deprecated: it is data.max_length now (the same setting)")
+        return {**data, "train": train, "data": {**section, "max_length": old}}
 
     @model_validator(mode="after")
     def _needs_train(self):

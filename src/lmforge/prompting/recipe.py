@@ -223,7 +223,7 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
         head=TASK_HEADS[config.task],
         labels=data.labels.to_json(),
         model=ModelRecord(family="prompt", source=spec.model),
-        max_length=config.train.max_length,
+        max_length=config.data.max_length,
         prompt=details,
         finished=True,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

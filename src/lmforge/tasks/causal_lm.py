@@ -2,7 +2,7 @@
 
 The data decides the mode. Raw text (``.txt`` one document a line, ``.jsonl``/``.csv`` with a text
 field) is pre-training: documents are joined with the end-of-text token and cut into blocks of
-``train.max_length`` tokens, and every token is a target. Instruction data (alpaca, messages or
+``data.max_length`` tokens, and every token is a target. Instruction data (alpaca, messages or
 ShareGPT rows, see ``lmforge.data.conversations``) is SFT: each conversation is rendered with the
 chat template (the tokenizer's own, or ``data.template``), and only the assistant turns -- every
 one of them, each up to and including its end-of-turn marker -- are targets, unless
@@ -141,7 +141,7 @@ class CausalLMTask(Task):
             rows.append((ids, labels))
         if self.stats["truncated"] or self.stats["dropped"]:
             log.warning(
-                "warning: %d conversation(s) longer than train.max_length=%d were truncated; %d %s dropped",
+                "warning: %d conversation(s) longer than data.max_length=%d were truncated; %d %s dropped",
                 self.stats["truncated"],
                 max_length,
                 self.stats["dropped"],

@@ -1,7 +1,7 @@
 """Masked-LM (BERT-style) pre-training and continued pre-training on raw text.
 
 Texts (``.txt`` one document a line, ``.jsonl``/``.csv`` with a text field) are tokenized, joined
-with the separator token and cut into blocks of ``train.max_length`` tokens, so no compute goes to
+with the separator token and cut into blocks of ``data.max_length`` tokens, so no compute goes to
 padding. Each batch masks 15% of the non-special tokens (Devlin et al., 2019): 80% of those become
 ``[MASK]``, 10% a random token, 10% stay, and the loss is the cross-entropy on them. Validation uses
 a fixed masking seed, so its loss is comparable across evaluations. The saved model is a plain

@@ -1,7 +1,7 @@
 """Sequence-to-sequence (T5/BART-style encoder-decoder): summarization, translation, rewriting.
 
 Rows carry a ``source`` and a ``target`` text (``data.fields.source``/``target``). The encoder reads
-the source (cut at ``train.max_length`` tokens, with the end-of-sequence token), the decoder learns
+the source (cut at ``data.max_length`` tokens, with the end-of-sequence token), the decoder learns
 the target (cut at ``train.max_target_length``) by teacher forcing; the loss is the cross-entropy on
 target tokens. Validation during training reports loss and perplexity; ``lmforge eval`` also
 generates for the first ``--generate`` rows and scores them with BLEU, ROUGE and exact match.

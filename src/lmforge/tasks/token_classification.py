@@ -2,7 +2,7 @@
 
 Words are split into subwords by the model's tokenizer; the label of a word sits on its first
 subword and the other subwords are ignored by the loss (``data.label_all_subwords: true`` labels
-them too). A sentence longer than ``train.max_length`` becomes overlapping windows
+them too). A sentence longer than ``data.max_length`` becomes overlapping windows
 (``data.window_stride`` subwords of overlap, windows start on word boundaries); each word's scores
 are taken from the window where it has the most context on both sides, so no word is dropped and
 none is counted twice. With ``head.crf`` a CRF scores whole tag sequences and Viterbi decoding over

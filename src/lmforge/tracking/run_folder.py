@@ -6,7 +6,9 @@ import shutil
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
+from lmforge.config import JobConfig, config_to_dict
 from lmforge.errors import RunFolderError
 from lmforge.tracking.run_record import RECORD_FILE, RunRecord, read_record, record_text
 
@@ -40,6 +42,15 @@ def write_atomic(path: Path, text: str) -> None:
 def write_predictions(path: Path, rows: list[dict]) -> None:
     """``predictions.jsonl``: one JSON row per line."""
     write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def _current_form(resolved: dict) -> dict:
+    """A resolved config as this release writes it: one saved by an earlier release (a flat model
+    spec, ``train.max_length``) goes through the schema's migrations, so only real changes count."""
+    try:
+        return config_to_dict(JobConfig.model_validate(resolved))
+    except ValidationError:
+        return resolved
 
 
 def _flatten(data, prefix="") -> dict:
@@ -92,8 +103,8 @@ class RunFolder:
         )
 
     def _check_same_config(self, config: dict) -> None:
-        old = _flatten(yaml.safe_load(self.config.read_text(encoding="utf-8")) or {})
-        new = _flatten(config)
+        old = _flatten(_current_form(yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}))
+        new = _flatten(_current_form(config))
         changed = sorted(
             k
             for k in set(old) | set(new)

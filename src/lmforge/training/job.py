@@ -124,7 +124,7 @@ def setup(config: JobConfig) -> Job:
         )
     loaded.model = task.prepare_model(loaded.model, data.labels)
     features = {
-        split: task.encode(loaded.tokenizer, examples, config.train.max_length)
+        split: task.encode(loaded.tokenizer, examples, config.data.max_length)
         for split, examples in (("train", data.train), ("validation", data.validation), ("test", data.test))
     }
     _warn_unknown(loaded, features["train"], config)
@@ -254,7 +254,7 @@ def run_record(job: Job, finished: bool, **outcome) -> RunRecord:
         head=job.task.head,
         model=ModelRecord.model_validate(job.info),
         labels=job.data.labels.to_json() if job.data.labels is not None else None,
-        max_length=job.config.train.max_length,
+        max_length=job.config.data.max_length,
         fields=job.config.data.fields.model_dump(),
         tuning=job.config.tuning.method,
         parameters=job.info.get("parameters"),
