@@ -129,9 +129,10 @@ def test_every_route_but_health_needs_the_key(client, state):
 def test_health_is_503_while_loading(runs):
     from fastapi.testclient import TestClient
 
-    from lmforge.serving.app import ServerState, create_app
+    from lmforge.serving.app import create_app
     from lmforge.serving.services import open_models
     from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
 
     settings = ServeSettings(sources=[str(runs["sentiment"])])
     loading = ServerState(settings, open_models(settings))  # not loaded yet

@@ -86,11 +86,12 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def test_served_ensemble_answers_as_predict_ensemble_does(runs):
     from fastapi.testclient import TestClient
 
-    from lmforge.serving.app import ServerState, create_app
-    from lmforge.serving.services import open_models
-    from lmforge.serving.settings import ServeSettings
     from lmforge.inference.ensemble import EnsemblePredictor
     from lmforge.inference.predictor import RunPredictor
+    from lmforge.serving.app import create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
 
     settings = ServeSettings(sources=[f"{runs['a']}+{runs['b']}", f"solo={runs['a']}"], api_key=API_KEY)
     settings.check()
@@ -132,11 +133,12 @@ def test_served_entity_bias_decodes_as_predict_does(runs):
     an ensemble; classification models beside them are untouched."""
     from fastapi.testclient import TestClient
 
-    from lmforge.serving.app import ServerState, create_app
-    from lmforge.serving.services import open_models
-    from lmforge.serving.settings import ServeSettings
     from lmforge.inference.ensemble import EnsemblePredictor
     from lmforge.inference.predictor import RunPredictor
+    from lmforge.serving.app import create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
 
     texts = ["Omar lives in Lima .", "In Cape Town , Li Wei said hello to the old man .", "nothing here at all ."]
     bias = 4.0
@@ -183,11 +185,12 @@ def test_entity_bias_without_a_tagger_or_not_finite_fails_in_one_line(runs, run_
 def test_served_vote_answers_as_predict_combine_vote_does(runs):
     from fastapi.testclient import TestClient
 
-    from lmforge.serving.app import ServerState, create_app
-    from lmforge.serving.services import open_models
-    from lmforge.serving.settings import ServeSettings
     from lmforge.inference.ensemble import EnsemblePredictor
     from lmforge.inference.predictor import RunPredictor
+    from lmforge.serving.app import create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
 
     texts = ["Omar lives in Lima .", "In Cape Town , Li Wei said hello to the old man ."]
     pair = [RunPredictor(str(runs["a"])), RunPredictor(str(runs["b"]))]

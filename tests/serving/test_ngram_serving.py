@@ -19,9 +19,10 @@ def client(tmp_path_factory):
     from fastapi.testclient import TestClient
     from test_ner_end_to_end import ner_sentences, write_conll
 
-    from lmforge.serving.app import ServerState, create_app
+    from lmforge.serving.app import create_app
     from lmforge.serving.services import open_models
     from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
 
     root = tmp_path_factory.mktemp("ngram_served")
     config = root / "cls.yaml"

@@ -13,9 +13,10 @@ from test_seq2seq import _rows, train_tiny_t5  # noqa: E402
 def test_t5_run_serves_completions_like_generate(tmp_path, run_cli):
     from fastapi.testclient import TestClient
 
-    from lmforge.serving.app import ServerState, create_app
+    from lmforge.serving.app import create_app
     from lmforge.serving.services import open_models
     from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
 
     out = train_tiny_t5(tmp_path, run_cli, _rows(32, 0))
     code, stdout, err = run_cli("generate", str(out), "red cat", "--max-new-tokens", "5", "--json")

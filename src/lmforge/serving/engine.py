@@ -26,53 +26,7 @@ import torch
 from lmforge.models.decoding import GenerationOptions, left_pad, shown_length
 from lmforge.serving.batching import QueueFull
 from lmforge.serving.compute import COMPUTE
-
-
-@torch.inference_mode()
-def _select_rows(cache, index: torch.Tensor) -> None:
-    cache.batch_select_indices(index)
-
-
-def _joinable(model) -> bool:
-    """Rows can join a running batch when the model's cache is a plain per-layer key/value cache
-    (no sliding window, no recurrent state): probed with a one-token forward pass."""
-    from transformers import DynamicCache
-
-    try:
-        with torch.inference_mode():
-            out = model(
-                input_ids=torch.zeros((1, 1), dtype=torch.long, device=next(model.parameters()).device), use_cache=True
-            )
-    except Exception:
-        return False
-    cache = out.past_key_values
-    return isinstance(cache, DynamicCache) and all(
-        type(layer).__name__ == "DynamicLayer" and isinstance(getattr(layer, "keys", None), torch.Tensor)
-        for layer in cache.layers
-    )
-
-
-def _pad_front(x: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    missing = length - x.shape[dim]
-    if missing == 0:
-        return x
-    shape = list(x.shape)
-    shape[dim] = missing
-    return torch.cat([x.new_zeros(shape), x], dim=dim)
-
-
-@torch.inference_mode()
-def _merge_caches(cache, joining) -> None:
-    """Append ``joining``'s rows to ``cache``: keys/values (B, H, T, D) left-padded to one length."""
-    for layer, new in zip(cache.layers, joining.layers):
-        length = max(layer.keys.shape[2], new.keys.shape[2])
-        layer.keys = torch.cat([_pad_front(layer.keys, length, 2), _pad_front(new.keys, length, 2)])
-        layer.values = torch.cat([_pad_front(layer.values, length, 2), _pad_front(new.values, length, 2)])
-
-
-def _merge_masks(mask: torch.Tensor, joining: torch.Tensor) -> torch.Tensor:
-    length = max(mask.shape[1], joining.shape[1])
-    return torch.cat([_pad_front(mask, length, 1), _pad_front(joining, length, 1)])
+from lmforge.serving.kv_cache import joinable, merge_caches, merge_masks, select_rows
 
 
 @dataclass
@@ -119,7 +73,7 @@ class GenerationEngine:
             else (min(self.stop_ids) if self.stop_ids else 0)
         )
         self.max_batch, self.max_queue, self.wait_s = max_batch, max_queue, wait_s
-        self.joinable = not generator.seq2seq and COMPUTE.call(_joinable, self.model)
+        self.joinable = not generator.seq2seq and COMPUTE.call(joinable, self.model)
         self.on_batch, self.on_queue = on_batch or (lambda n: None), on_queue or (lambda n: None)
         self._rows: deque[Row] = deque()
         self._jobs_waiting = 0
@@ -212,15 +166,15 @@ class GenerationEngine:
             if len(keep) < len(active):
                 index = torch.tensor(keep, device=mask.device, dtype=torch.long)
                 if keep:
-                    COMPUTE.call(_select_rows, cache, index)
+                    COMPUTE.call(select_rows, cache, index)
                 mask, last, tokens = mask[index], last[index], tokens[index]
                 active = [active[i] for i in keep]
             joining = self._take(self.max_batch - len(active), wait=False) if self.joinable else []
             if joining:
                 new_cache, new_mask, new_last, new_tokens = self._prefill(joining)
                 if active:
-                    COMPUTE.call(_merge_caches, cache, new_cache)
-                    mask = _merge_masks(mask, new_mask)
+                    COMPUTE.call(merge_caches, cache, new_cache)
+                    mask = merge_masks(mask, new_mask)
                     last, tokens = torch.cat([last, new_last]), torch.cat([tokens, new_tokens])
                 else:
                     cache, mask, last, tokens = new_cache, new_mask, new_last, new_tokens

@@ -1,5 +1,6 @@
-"""The ASGI middleware every request passes: one log line and the metrics, drain (503), the API key
-(401) and the body limit (413), in that order, before FastAPI routes it.
+"""The ASGI middleware every request passes, outermost first: ``Observe`` (one log line and the
+metrics), ``Drain`` (503 while shutting down), ``ApiKey`` (401) and ``JsonBody`` (415, 413), before
+FastAPI routes it. ``Drain`` and ``ApiKey`` let the open paths (``/health``) through.
 
 Written as plain ASGI rather than ``BaseHTTPMiddleware`` so a streamed response is not buffered and
 a client's disconnect reaches the route.
@@ -11,10 +12,10 @@ import logging
 import time
 
 log = logging.getLogger("lmforge.serve")
-OPEN_ROUTES = ("/health",)
+OPEN_PATHS = ("/health",)
 
 
-def error_body(status: int, message: str, kind: str, code: str | None = None) -> bytes:
+def error_body(message: str, kind: str, code: str | None = None) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
 
 
@@ -30,6 +31,121 @@ async def send_json(send, status: int, body: bytes, headers: list | None = None)
     await send({"type": "http.response.body", "body": body})
 
 
+class Observe:
+    """Counts requests in flight, and for each one observes its route, status and latency in the
+    metrics and writes one JSON log line (never the body or the key). The served model's name is
+    what a route put in ``request.state.model``."""
+
+    def __init__(self, app, state, routes: set[str]):
+        self.app, self.state, self.routes = app, state, routes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state, metrics = self.state, self.state.metrics
+        route = scope["path"] if scope["path"] in self.routes else "other"
+        started, status = time.perf_counter(), [500]
+        scope.setdefault("state", {})
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        state.in_flight += 1
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            state.in_flight -= 1
+            metrics.in_flight.dec()
+            seconds = time.perf_counter() - started
+            metrics.requests.labels(route, str(status[0])).inc()
+            metrics.latency.labels(route).observe(seconds)
+            # json.dumps escapes control characters; prompts and the key are never logged.
+            line = {
+                "method": scope["method"],
+                "route": route,
+                "status": status[0],
+                "ms": round(seconds * 1000, 1),
+                "model": scope["state"].get("model"),
+            }
+            log.info(json.dumps(line))
+
+
+class Drain:
+    """503 with ``Connection: close`` for every request but the open paths once draining starts."""
+
+    def __init__(self, app, state):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.state.draining and scope["path"] not in OPEN_PATHS:
+            body = error_body("the server is shutting down", "unavailable")
+            return await send_json(send, 503, body, [(b"connection", b"close")])
+        await self.app(scope, receive, send)
+
+
+class ApiKey:
+    """401 unless the request sends ``Authorization: Bearer KEY`` (no check when ``key`` is None)."""
+
+    def __init__(self, app, key: str | None):
+        self.app = app
+        self.expected = f"Bearer {key}".encode() if key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.expected is not None and scope["path"] not in OPEN_PATHS:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = error_body(
+                    "missing or wrong API key (send 'Authorization: Bearer KEY')",
+                    "authentication_error",
+                    "invalid_api_key",
+                )
+                return await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+        await self.app(scope, receive, send)
+
+
+class JsonBody:
+    """A body sent with POST, PUT or PATCH must be JSON (415) and at most ``limit`` bytes (413, told
+    by its Content-Length or found while reading it); the app gets the body already read."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if b"json" not in headers.get(b"content-type", b""):
+            body = error_body(
+                "send the body as JSON with 'Content-Type: application/json'",
+                "invalid_request_error",
+                "unsupported_media_type",
+            )
+            return await send_json(send, 415, body)
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await send_json(send, 413, self._too_big())
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await send_json(send, 413, self._too_big())
+            if not message.get("more_body"):
+                break
+        await self.app(scope, _replay(b"".join(chunks), receive), send)
+
+    def _too_big(self) -> bytes:
+        return error_body(
+            f"the request body is over the limit of {self.limit} bytes", "invalid_request_error", "body_too_large"
+        )
+
+
 def _replay(body: bytes, receive):
     """A ``receive`` that hands the app the body already read, then waits for the disconnect."""
     sent = False
@@ -42,107 +158,3 @@ def _replay(body: bytes, receive):
         return await receive()
 
     return replayed
-
-
-class Guard:
-    def __init__(self, app, state):
-        self.app, self.state = app, state
-        key = state.settings.api_key
-        self.key = f"Bearer {key}".encode() if key else None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        state, path = self.state, scope["path"]
-        route = path if path in state.known_routes else "other"
-        started, status = time.perf_counter(), [500]
-        scope.setdefault("state", {})
-
-        async def send_status(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        state.in_flight += 1
-        state.metrics.in_flight.inc()
-        try:
-            await self._guarded(scope, receive, send_status, path)
-        finally:
-            state.in_flight -= 1
-            state.metrics.in_flight.dec()
-            seconds = time.perf_counter() - started
-            state.metrics.requests.labels(route, str(status[0])).inc()
-            state.metrics.latency.labels(route).observe(seconds)
-            # json.dumps escapes control characters; prompts and the key are never logged.
-            log.info(
-                json.dumps(
-                    {
-                        "method": scope["method"],
-                        "route": route,
-                        "status": status[0],
-                        "ms": round(seconds * 1000, 1),
-                        "model": scope["state"].get("model"),
-                    }
-                )
-            )
-
-    async def _guarded(self, scope, receive, send, path):
-        state = self.state
-        if path not in OPEN_ROUTES:
-            if state.draining:
-                return await send_json(
-                    send,
-                    503,
-                    error_body(503, "the server is shutting down", "unavailable"),
-                    [(b"connection", b"close")],
-                )
-            if self.key is not None:
-                given = dict(scope["headers"]).get(b"authorization", b"")
-                if not hmac.compare_digest(given, self.key):
-                    return await send_json(
-                        send,
-                        401,
-                        error_body(
-                            401,
-                            "missing or wrong API key (send 'Authorization: Bearer KEY')",
-                            "authentication_error",
-                            "invalid_api_key",
-                        ),
-                        [(b"www-authenticate", b"Bearer")],
-                    )
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            headers = dict(scope["headers"])
-            if b"json" not in headers.get(b"content-type", b""):
-                return await send_json(
-                    send,
-                    415,
-                    error_body(
-                        415,
-                        "send the body as JSON with 'Content-Type: application/json'",
-                        "invalid_request_error",
-                        "unsupported_media_type",
-                    ),
-                )
-            limit = state.settings.max_body_bytes
-            declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                return await send_json(send, 413, self._too_big(limit))
-            chunks, size = [], 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunks.append(message.get("body", b""))
-                size += len(chunks[-1])
-                if size > limit:
-                    return await send_json(send, 413, self._too_big(limit))
-                if not message.get("more_body"):
-                    break
-            receive = _replay(b"".join(chunks), receive)
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    def _too_big(limit: int) -> bytes:
-        return error_body(
-            413, f"the request body is over the limit of {limit} bytes", "invalid_request_error", "body_too_large"
-        )

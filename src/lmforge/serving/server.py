@@ -15,55 +15,47 @@ import threading
 import time
 
 from lmforge._optional import require
-from lmforge.serving.app import ServerState, create_app
-from lmforge.serving.services import open_models
+from lmforge.runtime import quiet_libraries, set_threads, setup_logging
 from lmforge.serving.settings import ServeSettings
+
+# The serve extra, named before anything imports it.
+uvicorn = require("uvicorn", "lmforge[serve]", "lmforge serve")
+require("fastapi", "lmforge[serve]", "lmforge serve")
+
+from lmforge.serving.app import create_app  # noqa: E402
+from lmforge.serving.services import open_models  # noqa: E402
+from lmforge.serving.state import ServerState  # noqa: E402
 
 log = logging.getLogger("lmforge")
 SETTINGS_ENV = "LMFORGE_SERVE_SETTINGS"
 
 
-def build(settings: ServeSettings) -> tuple[ServerState, object]:
-    settings.check()
-    state = ServerState(settings, open_models(settings))
-    return state, create_app(state)
-
-
 def app_from_env():
-    """uvicorn factory for worker processes: settings come from the environment, models load in a thread."""
-    from lmforge.runtime import quiet_libraries, setup_logging
-
+    """uvicorn factory for worker processes: settings come from the environment, models load at start-up."""
     quiet_libraries()
     setup_logging()
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_ENV]))
-    state, app = build(settings)
-    state.load_in_background(on_failure=lambda why: (log.error("loading failed: %s", why), os._exit(1)))
-    return app
+
+    def on_failure(why: str) -> None:
+        log.error("loading failed: %s", why)
+        os._exit(1)
+
+    return create_app(ServerState.open(settings), on_failure)
 
 
 def serve(settings: ServeSettings) -> int:
-    uvicorn = require("uvicorn", "lmforge[serve]", "lmforge serve")
     if settings.workers > 1:
-        settings.check()
-        if settings.threads is None:  # share the cores between the workers' compute threads
-            from lmforge.runtime import set_threads
+        return _serve_workers(settings)
+    state = ServerState.open(settings)
+    failed = []
 
-            settings.threads = max(1, set_threads(None) // settings.workers)
-        open_models(settings)  # fail here, once, on a wrong path
-        os.environ[SETTINGS_ENV] = json.dumps(settings.to_dict())
-        uvicorn.run(
-            "lmforge.serving.server:app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level="warning",
-            timeout_graceful_shutdown=int(settings.drain_timeout) or None,
-        )
-        return 0
-    state, app = build(settings)
+    def on_failure(why: str) -> None:
+        failed.append(why)
+        log.error("loading failed: %s", why)
+        server.should_exit = True
+
     config = uvicorn.Config(
-        app,
+        create_app(state, on_failure),
         host=settings.host,
         port=settings.port,
         log_level="warning",
@@ -71,14 +63,6 @@ def serve(settings: ServeSettings) -> int:
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
     )
     server = DrainingServer(config, state, settings.drain_timeout)
-    failed = []
-
-    def on_failure(why):
-        failed.append(why)
-        log.error("loading failed: %s", why)
-        server.should_exit = True
-
-    state.load_in_background(on_failure)
     log.info(
         "serving %s on http://%s:%d (%s)",
         ", ".join(state.models),
@@ -86,35 +70,51 @@ def serve(settings: ServeSettings) -> int:
         settings.port,
         "API key required" if settings.api_key else "no API key",
     )
-    server.run()
-    state.close()
+    server.run()  # the app loads the models at start-up and closes them at shutdown
     return 1 if failed else 0
 
 
-def DrainingServer(config, state: ServerState, drain_timeout: float):
-    """A uvicorn server whose first SIGTERM/SIGINT drains before it stops (uvicorn is imported
-    lazily, so the subclass is made here)."""
-    import uvicorn
+def _serve_workers(settings: ServeSettings) -> int:
+    settings.check()
+    if settings.threads is None:  # share the cores between the workers' compute threads
+        settings.threads = max(1, set_threads(None) // settings.workers)
+    open_models(settings)  # fail here, once, on a wrong path
+    os.environ[SETTINGS_ENV] = json.dumps(settings.to_dict())
+    uvicorn.run(
+        "lmforge.serving.server:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.drain_timeout) or None,
+    )
+    return 0
 
-    class _DrainingServer(uvicorn.Server):
-        def handle_exit(self, sig, frame):
-            # Not uvicorn's handler: it re-raises the signal after shutdown, and the exit code must be 0.
-            if state.draining:  # a second signal: stop now
-                self.should_exit = self.force_exit = True
-                return
-            state.draining = True
-            log.info(
-                "signal %s: draining (%d in flight, up to %.0f s)",
-                signal.Signals(sig).name,
-                state.in_flight,
-                drain_timeout,
-            )
-            threading.Thread(target=self._drain, daemon=True).start()
 
-        def _drain(self):
-            deadline = time.monotonic() + drain_timeout
-            while state.in_flight > 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            self.should_exit = True
+class DrainingServer(uvicorn.Server):
+    """A uvicorn server whose first SIGTERM/SIGINT drains before it stops; a second stops at once."""
 
-    return _DrainingServer(config)
+    def __init__(self, config: uvicorn.Config, state: ServerState, drain_timeout: float):
+        super().__init__(config)
+        self.state, self.drain_timeout = state, drain_timeout
+
+    def handle_exit(self, sig, frame):
+        # Not uvicorn's handler: it re-raises the signal after shutdown, and the exit code must be 0.
+        if self.state.draining:  # a second signal: stop now
+            self.should_exit = self.force_exit = True
+            return
+        self.state.draining = True
+        log.info(
+            "signal %s: draining (%d in flight, up to %.0f s)",
+            signal.Signals(sig).name,
+            self.state.in_flight,
+            self.drain_timeout,
+        )
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self):
+        deadline = time.monotonic() + self.drain_timeout
+        while self.state.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.should_exit = True

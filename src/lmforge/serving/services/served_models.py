@@ -1,45 +1,28 @@
-"""The served models and what each route asks of them, with no HTTP in here.
+"""The served models: one class per kind (classifier, tagger, encoder, text generator), each loading
+its weights and starting the worker that batches its requests.
 
-A source (run folder, bundled alias or model folder) becomes one ``ServedModel`` of a kind chosen
-by what it is: a classification run classifies, a token-classification run tags entities, a
-causal or seq2seq LM generates, and an encoder (``minilm``, a masked-LM run, a transformer
-classification or NER run) embeds. ``open_models`` checks every source at once (so a wrong path
-fails before the server starts); ``load`` does the slow part and starts the worker threads.
-
-Limits that depend on the model (input length, ``max_tokens`` against the context) are checked
-here and raised as ``ApiError`` with the HTTP status the route answers.
+``open_models`` checks every source at once (so a wrong path fails before the server starts);
+``load`` does the slow part, at start-up.
 """
 
-import base64
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
 
 from lmforge.errors import ConfigError, LmforgeError, ModelError
-from lmforge.models.embedding import mean_pool
-from lmforge.serving import precision
+from lmforge.inference.ensemble import EnsemblePredictor
+from lmforge.inference.generator import Generator
+from lmforge.inference.predictor import RunPredictor
+from lmforge.serving import precision, protocol
 from lmforge.serving.batching import Batcher
+from lmforge.serving.engine import GenerationEngine
+from lmforge.serving.services.embedder import Embedder
+from lmforge.serving.services.inputs import token_counts
+from lmforge.serving.services.sources import ensemble_members, probe, split_source
 from lmforge.serving.settings import ServeSettings
-
-
-class ApiError(Exception):
-    """A request the server refuses: HTTP status, OpenAI error type, message, offending field."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        kind: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
-        self.headers = headers or {}
-
+from lmforge.tracking.run_folder import RunFolder
 
 ROUTES = {
     "classification": ["/v1/classify", "/v1/embeddings"],
@@ -49,52 +32,44 @@ ROUTES = {
 }
 
 
-def split_source(text: str) -> tuple[str, str]:
-    """``name=source`` or ``source`` (named after the folder or alias; an ensemble ``RUN1+RUN2``
-    after its members' folders, joined by ``+``)."""
-    if "=" in text and not Path(text).exists():
-        name, source = text.split("=", 1)
-        if name and source:
-            return name, source
-    members = ensemble_members(text)
-    if len(members) > 1:
-        return "+".join(Path(m.rstrip("/")).name for m in members), text
-    return Path(text.rstrip("/")).name or text, text
-
-
-def ensemble_members(source: str) -> list[str]:
-    """The runs of an ensemble source ``RUN1+RUN2[+...]`` (one served model whose probabilities are
-    the members' mean, as ``lmforge predict RUN1 --ensemble RUN2``); ``[source]`` for anything else,
-    including a folder whose name holds a ``+``."""
-    if "+" not in source or Path(source).exists():
-        return [source]
-    members = source.split("+")
-    if not all(members):
-        raise ModelError(f"{source}: an ensemble is RUN1+RUN2[+...], with no empty member")
-    return members
-
-
 class ServedModel:
+    """A model under a name, with the routes it serves; ``load`` fills in what the routes use."""
+
     kind = ""
 
-    def __init__(self, name: str, source: str, settings: ServeSettings, meta: dict | None = None):
-        self.name, self.source, self.settings, self.meta = name, source, settings, meta or {}
+    def __init__(self, name: str, source: str, settings: ServeSettings, meta: dict, folder: Path | None):
+        self.name, self.source, self.settings, self.meta, self.folder = name, source, settings, meta, folder
         self.created = int(time.time())
         self.routes = list(ROUTES[self.kind])
-        self.embedder = None
         self.dtype = "float32"
+        self.combine: str | None = None  # an ensemble's way of combining its members
+        self.batcher: Batcher | None = None
+        self.embedder: Embedder | None = None
 
     def load(self, metrics) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
-        for worker in ("batcher", "engine"):
-            if getattr(self, worker, None) is not None:
-                getattr(self, worker).close()
-        if self.embedder is not None:
-            self.embedder.batcher.close()
+        for batcher in (self.batcher, self.embedder and self.embedder.batcher):
+            if batcher is not None:
+                batcher.close()
 
-    def _batcher(self, fn, metrics, suffix=""):
+    def entity_bias(self) -> float | None:
+        """The bias a tagger decodes with (None for other kinds)."""
+        return None
+
+    def card(self) -> protocol.ModelCard:
+        return protocol.ModelCard(
+            id=self.name,
+            created=self.created,
+            task=self.kind,
+            routes=self.routes,
+            dtype=self.dtype,
+            entity_bias=self.entity_bias(),
+            combine=self.combine,
+        )
+
+    def batcher_for(self, fn, metrics, suffix: str = "") -> Batcher:
         return Batcher(
             fn,
             self.settings.max_batch,
@@ -106,109 +81,36 @@ class ServedModel:
         )
 
 
-def _texts(value, settings: ServeSettings, param: str = "input") -> list[str]:
-    texts = [value] if isinstance(value, str) else list(value)
-    if not texts:
-        raise ApiError(400, f"'{param}' is an empty list", param=param)
-    if len(texts) > settings.max_inputs:
-        raise ApiError(
-            413,
-            f"'{param}' has {len(texts)} items; the limit is {settings.max_inputs} per request",
-            param=param,
-            code="too_many_inputs",
-        )
-    return texts
-
-
-def _token_counts(tokenizer, texts: list[str]) -> list[int]:
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
-
-
-def _check_lengths(counts: list[int], limit: int, truncate: bool | None) -> None:
-    """413 for an input over ``limit`` tokens unless ``truncate`` (None: the route cannot cut)."""
-    for i, count in enumerate(counts):
-        if count > limit and not truncate:
-            hint = "" if truncate is None else ' (send "truncate": true to cut it)'
-            raise ApiError(
-                413, f"input {i} is {count} tokens; the limit is {limit}{hint}", param="input", code="input_too_long"
-            )
-
-
-class Embedder:
-    """Mean-pooled, L2-normalized last hidden states of an encoder (as sentence-transformers pools
-    ``all-MiniLM-L6-v2``), batched dynamically."""
-
-    def __init__(self, model, tokenizer, max_length: int, device, owner: ServedModel, metrics):
-        self.model, self.tokenizer, self.max_length, self.device = model, tokenizer, max_length, device
-        self.batcher = owner._batcher(self._embed, metrics, suffix=":embeddings")
-
-    @torch.inference_mode()
-    def _embed(self, texts: list[str]) -> list[torch.Tensor]:
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device)
-        out = self.model(**batch, output_hidden_states=True)
-        hidden = out.hidden_states[-1] if getattr(out, "hidden_states", None) else out.last_hidden_state
-        return list(mean_pool(hidden, batch["attention_mask"]).cpu())
-
-    def counts(self, texts):
-        return _token_counts(self.tokenizer, texts)
-
-
-def embeddings_payload(vectors: list[torch.Tensor], encoding: str, dimensions: int | None) -> list:
-    out = []
-    for vector in vectors:
-        if dimensions is not None:
-            if dimensions > vector.numel():
-                raise ApiError(
-                    400,
-                    f"'dimensions' is {dimensions}; this model's embeddings have {vector.numel()}",
-                    param="dimensions",
-                )
-            vector = torch.nn.functional.normalize(vector[:dimensions], dim=0)
-        if encoding == "base64":  # little-endian float32, as OpenAI sends them
-            out.append(base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode())
-        else:
-            out.append(vector.tolist())
-    return out
-
-
 class RunModel(ServedModel):
-    """A classification or token-classification run, through the same predictor as ``lmforge predict``."""
+    """A classification or token-classification run (or an ensemble of them), through the same
+    predictor as ``lmforge predict``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.predictor: RunPredictor | EnsemblePredictor | None = None
+        self.tokenizers: list = []
 
     def load(self, metrics) -> None:
-        from lmforge.inference.predictor import RunPredictor
-
         members = ensemble_members(self.source)
         if len(members) > 1:
             self._load_ensemble(members, metrics)
             return
         self.predictor = RunPredictor(self.source, self.settings.checkpoint)
+        self.tokenizers = [self.predictor.tokenizer]
         self._decoding()
         self.limit = self.settings.max_input_tokens or self.predictor.max_length
         # NER reads a long text in overlapping windows, so its limit is a multiple of the window.
         self.ner_limit = self.settings.max_input_tokens or 16 * self.predictor.max_length
-        fn = self._classify if self.kind == "classification" else self._tag
         family = self.meta.get("model", {}).get("family", "transformer")
         if self.kind == "classification" and family == "transformer" and self.predictor.backend == "torch":
             probes = precision.probe_texts(Path(self.source))
             self.dtype = precision.settle(
-                self.settings.dtype,
-                self.predictor.model,
-                lambda: self._classify(probes),
-                precision.same_classes,
-                self.name,
+                self.settings.dtype, self.predictor.model, lambda: self.run(probes), precision.same_classes, self.name
             )
-        self.batcher = self._batcher(fn, metrics)
+        self.batcher = self.batcher_for(self.run, metrics)
         if family == "transformer":
-            self.embedder = Embedder(
-                self.predictor.model,
-                self.predictor.tokenizer,
-                self.predictor.max_length,
-                self.predictor.device,
-                self,
-                metrics,
-            )
+            p = self.predictor
+            self.embedder = Embedder(p.model, p.tokenizer, p.max_length, p.device, self, metrics)
         else:
             self.routes.remove("/v1/embeddings")
 
@@ -216,37 +118,32 @@ class RunModel(ServedModel):
         """Several runs as one model: the mean of their probabilities, decoded as ``lmforge predict
         --ensemble`` does. Inputs are limited by the shortest member; no embeddings route (whose
         encoder's vectors would it be?), and float32 throughout."""
-        from lmforge.inference.ensemble import EnsemblePredictor
-        from lmforge.inference.predictor import RunPredictor
-
-        self.predictor = EnsemblePredictor(
-            [RunPredictor(m, self.settings.checkpoint) for m in members], self.settings.combine
-        )
+        predictors = [RunPredictor(m, self.settings.checkpoint) for m in members]
+        self.predictor = EnsemblePredictor(predictors, self.settings.combine)
+        self.combine = self.predictor.combine
+        self.tokenizers = [m.tokenizer for m in predictors]
         self._decoding()
-        shortest = min(m.max_length for m in self.predictor.members)
+        shortest = min(m.max_length for m in predictors)
         self.limit = self.settings.max_input_tokens or shortest
         self.ner_limit = self.settings.max_input_tokens or 16 * shortest
-        self.batcher = self._batcher(self._classify if self.kind == "classification" else self._tag, metrics)
+        self.batcher = self.batcher_for(self.run, metrics)
         self.routes.remove("/v1/embeddings")
 
     def _decoding(self) -> None:
-        if self.kind == "token_classification" and self.settings.entity_bias:
-            self.predictor.task.entity_bias = self.settings.entity_bias
+        pass
 
-    def _classify(self, texts: list[str]) -> list[dict]:
-        return self.predictor.predict(texts, batch_size=self.settings.max_batch, top_k=len(self.predictor.labels.names))
-
-    def _tag(self, texts: list[str]) -> list[dict]:
-        return self.predictor.predict_entities(texts=texts, batch_size=self.settings.max_batch)
+    def run(self, texts: list[str]) -> list[dict]:
+        """The model on one batch (on the compute thread)."""
+        raise NotImplementedError
 
     def counts(self, texts: list[str]) -> list[int]:
-        members = getattr(self.predictor, "members", [self.predictor])
-        return [max(row) for row in zip(*(self._counts(m.tokenizer, texts) for m in members))]
+        """Tokens per text: the most any member's tokenizer makes of it."""
+        return [max(row) for row in zip(*(self._counts(tokenizer, texts) for tokenizer in self.tokenizers))]
 
     @staticmethod
     def _counts(tokenizer, texts: list[str]) -> list[int]:
         try:
-            return _token_counts(tokenizer, texts)
+            return token_counts(tokenizer, texts)
         except TypeError:  # a vocabulary that is not a Hugging Face tokenizer
             return [len(t) for t in texts]
 
@@ -254,9 +151,24 @@ class RunModel(ServedModel):
 class Classifier(RunModel):
     kind = "classification"
 
+    def run(self, texts: list[str]) -> list[dict]:
+        return self.predictor.predict(texts, batch_size=self.settings.max_batch, top_k=len(self.predictor.labels.names))
+
 
 class Tagger(RunModel):
     kind = "token_classification"
+
+    def run(self, texts: list[str]) -> list[dict]:
+        return self.predictor.predict_entities(texts=texts, batch_size=self.settings.max_batch)
+
+    def _decoding(self) -> None:
+        if self.settings.entity_bias:
+            self.predictor.task.entity_bias = self.settings.entity_bias
+
+    def entity_bias(self) -> float | None:
+        if self.predictor is None:  # not loaded yet
+            return self.settings.entity_bias
+        return float(self.predictor.task.entity_bias)
 
 
 class EncoderModel(ServedModel):
@@ -265,24 +177,18 @@ class EncoderModel(ServedModel):
     kind = "embeddings"
 
     def load(self, metrics) -> None:
-        import transformers
-
-        folder = self.folder
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = (
-            transformers.AutoModel.from_pretrained(
-                folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
-            )
-            .to(self.device)
-            .eval()
+        model = transformers.AutoModel.from_pretrained(
+            self.folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
         )
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        model = model.to(self.device).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(self.folder, trust_remote_code=False)
         length = int(self.meta.get("max_length") or min(getattr(model.config, "max_position_embeddings", 512), 512))
         self.limit = self.settings.max_input_tokens or length
         self.embedder = Embedder(model, tokenizer, length, self.device, self, metrics)
         probes = precision.probe_texts(Path(self.source) if self.meta else None)
         self.dtype = precision.settle(
-            self.settings.dtype, model, lambda: self.embedder._embed(probes), precision.same_embeddings, self.name
+            self.settings.dtype, model, lambda: self.embedder.embed(probes), precision.same_embeddings, self.name
         )
 
 
@@ -291,10 +197,13 @@ class TextGenerator(ServedModel):
 
     kind = "generation"
 
-    def load(self, metrics) -> None:
-        from lmforge.inference.generator import Generator
-        from lmforge.serving.engine import GenerationEngine
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.engine: GenerationEngine | None = None
 
+    def load(self, metrics) -> None:
+        # The server set its threads at start-up; passing the same count keeps the generator from
+        # resetting them to every core.
         self.generator = Generator(self.source, self.settings.checkpoint, threads=self.settings.threads)
         self.context = self.generator.context
         self.engine = GenerationEngine(
@@ -307,64 +216,13 @@ class TextGenerator(ServedModel):
             name=self.name,
         )
 
-
-@dataclass
-class _Probe:
-    kind: type
-    folder: Path | None
-    meta: dict
+    def close(self) -> None:
+        super().close()
+        if self.engine is not None:
+            self.engine.close()
 
 
-def _probe(source: str, checkpoint: str) -> _Probe:
-    """What a source is, from its files alone (no weights loaded)."""
-    from lmforge.tracking.run_folder import RunFolder
-
-    members = ensemble_members(source)
-    if len(members) > 1:
-        probes = [_probe(m, checkpoint) for m in members]
-        tasks = [p.meta.get("task") or "a model folder" for p in probes]
-        if any(p.kind not in (Classifier, Tagger) for p in probes) or len(set(tasks)) > 1:
-            raise ModelError(
-                f"{source}: an ensemble's members must all be classification or all "
-                f"token_classification runs (these are: {', '.join(tasks)})"
-            )
-        labels = [sorted(p.meta.get("labels", {}).get("names", [])) for p in probes]
-        for member, names in zip(members[1:], labels[1:]):
-            if names != labels[0]:
-                raise ModelError(
-                    f"{member}: its labels are not those of {members[0]}; an ensemble's members predict the same labels"
-                )
-        return probes[0]
-    path = Path(source).expanduser()
-    if (path / "lmforge.json").is_file():
-        run = RunFolder(path)
-        meta = run.read_meta()
-        if meta.get("model", {}).get("family") == "prompt":
-            raise ModelError(
-                f"{source}: a prompt run (lmforge prompt) has no trained model; serve its "
-                f"model, {meta['model'].get('source')}, instead"
-            )
-        task = meta.get("task")
-        folder = run.model_dir(checkpoint)
-        kinds = {
-            "classification": Classifier,
-            "token_classification": Tagger,
-            "causal_lm": TextGenerator,
-            "seq2seq": TextGenerator,
-            "masked_lm": EncoderModel,
-        }
-        if task not in kinds:
-            raise ModelError(f"{source}: a {task} run, which the server cannot serve")
-        return _Probe(kinds[task], folder, meta)
-    import json
-
-    from lmforge.models.transformer import resolve_source
-
-    folder, _ = resolve_source(source)
-    config = json.loads((folder / "config.json").read_text())
-    architectures = " ".join(config.get("architectures") or [])
-    generative = config.get("is_encoder_decoder") or "CausalLM" in architectures or "LMHead" in architectures
-    return _Probe(TextGenerator if generative else EncoderModel, folder, {})
+KINDS: dict[str, type[ServedModel]] = {cls.kind: cls for cls in (Classifier, Tagger, EncoderModel, TextGenerator)}
 
 
 def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
@@ -375,14 +233,12 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
         if name in models:
             raise ModelError(f"serve: two models are named '{name}'; name them: NAME=PATH")
         try:
-            probe = _probe(source, settings.checkpoint)
+            found = probe(source, settings.checkpoint)
         except LmforgeError:
             raise
         except (OSError, ValueError) as exc:
             raise ModelError(f"{source}: cannot serve it ({exc})") from None
-        model = probe.kind(name, source, settings, probe.meta)
-        model.folder = probe.folder
-        models[name] = model
+        models[name] = KINDS[found.kind](name, source, settings, found.meta, found.folder)
     if settings.entity_bias:
         _check_entity_bias(models)
     if settings.combine != "mean" and not any(len(ensemble_members(m.source)) > 1 for m in models.values()):
@@ -396,8 +252,6 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
 def _check_entity_bias(models: dict[str, ServedModel]) -> None:
     """``--entity-bias`` needs an NER model to act on, and every NER model it acts on must decode with
     Viterbi (the ngram family's tagger decodes in one pass and takes no bias)."""
-    from lmforge.tracking.run_folder import RunFolder
-
     taggers = [m for m in models.values() if m.kind == "token_classification"]
     if not taggers:
         raise ConfigError(

@@ -1,0 +1,66 @@
+"""The app's routes are exactly the expected ones, each in its group's router, and with a key set
+every route but /health (and any unknown path) answers 401 without it. No model is needed: the
+state serves none."""
+
+import pytest
+
+from lmforge.serving.app import create_app
+from lmforge.serving.routers import admin, openai, tasks
+from lmforge.serving.settings import ServeSettings
+from lmforge.serving.state import ServerState
+
+KEY = "route-test-key-0123456789"
+GROUPS = {
+    admin: {("GET", "/health"), ("GET", "/metrics")},
+    openai: {("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions")},
+    tasks: {("POST", "/v1/classify"), ("POST", "/v1/ner"), ("POST", "/v1/embeddings")},
+}
+DOCS = {("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}
+
+
+def pairs(routes) -> set[tuple[str, str]]:
+    # Starlette answers HEAD wherever it answers GET: not a route of its own.
+    return {(method, route.path) for route in routes for method in route.methods - {"HEAD"}}
+
+
+def app_with(key: str | None):
+    state = ServerState(ServeSettings(sources=["none"], api_key=key), {})
+    state.ready = True  # nothing to load
+    return create_app(state)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from fastapi.testclient import TestClient
+
+    return TestClient(app_with(KEY))
+
+
+def test_the_routes_are_exactly_the_groups_and_the_docs():
+    app = app_with(KEY)
+    assert pairs(app.routes) == set().union(*GROUPS.values()) | DOCS
+    for group, expected in GROUPS.items():
+        assert pairs(group.router.routes) == expected, group.__name__
+
+
+@pytest.mark.parametrize("method,path", sorted(set().union(*GROUPS.values()) | DOCS | {("GET", "/nowhere")}))
+def test_every_route_but_health_needs_the_key(client, method, path):
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"bearer {KEY}"}):
+        response = client.request(method, path, headers=headers, json={})
+        if path == "/health":
+            assert response.status_code == 200
+            continue
+        assert response.status_code == 401, (method, path, headers)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["type"] == "authentication_error"
+    with_key = client.request(method, path, headers={"Authorization": f"Bearer {KEY}"}, json={})
+    assert with_key.status_code != 401 and with_key.status_code < 500, with_key.text
+
+
+def test_without_a_key_no_route_asks_for_one():
+    from fastapi.testclient import TestClient
+
+    open_client = TestClient(app_with(None))
+    for method, path in sorted(set().union(*GROUPS.values()) | DOCS):
+        response = open_client.request(method, path, json={})
+        assert response.status_code != 401 and response.status_code < 500, (method, path, response.text)
