@@ -7,7 +7,9 @@ import torch
 
 from lmforge.data.examples import LabelSet
 from lmforge.data.tagged import TaggedExample
-from lmforge.tasks.token_classification import IGNORE, TokenClassificationTask, _owners, _windows
+from lmforge.tasks.ner_windows import owners as _owners
+from lmforge.tasks.ner_windows import windows as _windows
+from lmforge.tasks.token_classification import IGNORE, TokenClassificationTask
 from lmforge.tokenization.wordpiece import train_wordpiece
 
 WORDS = [
@@ -121,7 +123,7 @@ def test_long_sentence_splits_into_windows_and_merges_every_word(tokenizer, crf)
 
 def test_recall_of_seen_and_unseen_entities():
     from lmforge.data.tagged import TaggedExample
-    from lmforge.tasks.token_classification import seen_unseen_recall
+    from lmforge.tasks.ner_decoding import seen_unseen_recall
 
     train = {("PER", ("张", "三")), ("LOC", ("北", "京"))}
     examples = [TaggedExample(tokens=list("张三去北京")), TaggedExample(tokens=list("李四在上海"))]

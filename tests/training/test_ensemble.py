@@ -172,7 +172,7 @@ def test_decoding_with_the_word_probabilities_at_hand_is_decoding_without(runs, 
     assert again == paths
     assert all(torch.allclose(a, b) for a, b in zip(confidence, at_hand))
     # a bias moves the decision, not the confidence: that stays the model's own tag probability
-    from lmforge.tasks.token_classification import entity_bias_row
+    from lmforge.tasks.ner_decoding import entity_bias_row
 
     probs = p.task.word_probabilities(p.model, scores)
     biased, conf = p.task.decode(p.model, scores, bias=entity_bias_row(p.labels.names, 8.0))
@@ -190,7 +190,7 @@ def test_an_entity_bias_turns_a_close_o_into_an_entity():
 
 def test_cross_validated_bias_scores_each_half_with_the_bias_of_the_other():
     from lmforge.data.tagged import TaggedExample
-    from lmforge.tasks.token_classification import cross_validate_bias
+    from lmforge.tasks.ner_decoding import cross_validate_bias
 
     # even sentences need a bias to find their entity; odd ones would lose theirs to a large one
     names = NAMES
@@ -321,7 +321,7 @@ def test_schemes_that_do_not_map_word_by_word_are_refused():
     def member(scheme, types=("LOC", "PER")):
         names = tag_set(types, scheme)
         return SimpleNamespace(
-            meta={"task": "token_classification"},
+            record=SimpleNamespace(task="token_classification"),
             one_pass=False,
             labels=SimpleNamespace(names=names),
             task=SimpleNamespace(scheme=scheme),

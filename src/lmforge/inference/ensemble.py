@@ -40,7 +40,7 @@ from lmforge.evaluation.result import EvalResult
 from lmforge.inference.predictor import entity_examples
 from lmforge.models.crf import CRF
 from lmforge.tasks.classification import prediction_rows
-from lmforge.tasks.token_classification import entity_bias_row
+from lmforge.tasks.ner_decoding import entity_bias_row
 
 TASKS = ("classification", "token_classification")
 COMBINE = ("mean", "vote")

@@ -26,14 +26,22 @@ from lmforge.data.batching import inference_batches, pad_features
 from lmforge.data.examples import LabelSet, stratified_split
 from lmforge.data.readers import guarded
 from lmforge.data.tagged import ReadStats, TaggedExample, read_tagged
-from lmforge.data.tagging import joiner_of, normalize_scheme, split_tag, tag_set, tags_to_char_spans, to_spans
+from lmforge.data.tagging import normalize_scheme, split_tag, tag_set, to_spans
 from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.ner import entity_metrics
 from lmforge.evaluation.result import EvalResult
 from lmforge.models.crf_head import attach_crf, find_crf, load_crf_weights
 from lmforge.models.safe_loading import quiet_transformers
+from lmforge.tasks import ner_windows
 from lmforge.tasks.base import TASKS, Task
+from lmforge.tasks.ner_decoding import (
+    cross_validate_bias,
+    entities_of,
+    entity_bias_row,
+    pad_rows,
+    seen_unseen_recall,
+)
 
 TRAIN_ENTITIES = "train_entities.json"  # in the run folder: (type, words) of the training entities
 
@@ -222,13 +230,13 @@ class TokenClassificationTask(Task):
             encoded = tokenizer(
                 [ex.tokens for ex in examples], is_split_into_words=True, add_special_tokens=False, truncation=False
             )
-        before, after = _special_layout(tokenizer)
+        before, after = ner_windows.special_layout(tokenizer)
         body = max(max_length - len(before) - len(after), 1)
         features = []
         for i, ex in enumerate(examples):
             ids, word_ids = encoded["input_ids"][i], encoded.word_ids(i)
-            windows = _windows(word_ids, body, self.stride)
-            owner = _owners(word_ids, windows)
+            windows = ner_windows.windows(word_ids, body, self.stride)
+            owner = ner_windows.owners(word_ids, windows)
             for w, (start, end) in enumerate(windows):
                 features.append(self._window_feature(ex, i, ids, word_ids, start, end, (before, after), owner, w))
         return features
@@ -344,7 +352,7 @@ class TokenClassificationTask(Task):
             return [b.tolist() for b in best], [q.gather(1, b[:, None])[:, 0] for q, b in zip(probs, best)]
 
         crf = find_crf(model).cpu()
-        emissions, mask = _pad_rows(scores)
+        emissions, mask = pad_rows(scores)
         with torch.inference_mode():
             paths = crf.decode(emissions if bias is None else emissions + bias, mask)
             marginals = crf.marginals(emissions, mask) if probabilities is None else probabilities
@@ -359,7 +367,7 @@ class TokenClassificationTask(Task):
         if not self.crf:
             return [s.softmax(-1) for s in scores]
 
-        emissions, mask = _pad_rows(scores)
+        emissions, mask = pad_rows(scores)
         with torch.inference_mode():
             marginals = find_crf(model).cpu().marginals(emissions, mask)
         return [marginals[i, : len(s)] for i, s in enumerate(scores)]
@@ -370,8 +378,8 @@ class TokenClassificationTask(Task):
         if not self.crf:
             return F.cross_entropy(torch.cat(scores), torch.tensor([t for g in gold for t in g])).item()
 
-        emissions, mask = _pad_rows(scores)
-        tags, _ = _pad_rows([torch.tensor(g) for g in gold])
+        emissions, mask = pad_rows(scores)
+        tags, _ = pad_rows([torch.tensor(g) for g in gold])
         with torch.inference_mode():
             return find_crf(model).cpu()(emissions, tags.long(), mask).item()
 
@@ -398,7 +406,7 @@ class TokenClassificationTask(Task):
         rows = []
         for ex, path, conf in zip(examples, paths, confidence):
             tags = [labels.names[t] for t in path]
-            rows.append({"entities": _entities(ex, tags, conf, self.scheme), "tags": tags})
+            rows.append({"entities": entities_of(ex, tags, conf, self.scheme), "tags": tags})
         return rows
 
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet) -> EvalResult:
@@ -441,8 +449,8 @@ class TokenClassificationTask(Task):
                     "gold": g,
                     "pred": p,
                     "correct": g == p,
-                    "entities": _entities(ex, p, conf, self.scheme),
-                    "gold_entities": _entities(ex, g, None, self.scheme),
+                    "entities": entities_of(ex, p, conf, self.scheme),
+                    "gold_entities": entities_of(ex, g, None, self.scheme),
                     "where": ex.where,
                 }
             )
@@ -485,98 +493,6 @@ class TokenClassificationTask(Task):
         return lines
 
 
-# -- decoding bias --------------------------------------------------------------------------------
-BIAS_GRID = tuple(i / 4 for i in range(-4, 13))  # -1 .. 3 in steps of 0.25 (log space)
-
-
-def entity_bias_row(names: list[str], bias: float) -> torch.Tensor | None:
-    """A value per label to add to log-scores: ``bias`` for every entity tag, 0 for O (None for no
-    bias). A positive bias trades precision for recall: each entity tag's probability is multiplied
-    by e**bias against O's before decoding."""
-    if not bias:
-        return None
-    if not math.isfinite(bias):
-        raise ConfigError(f"entity bias: {bias} is not a finite number")
-    if "O" not in names:
-        raise ConfigError("entity bias: the label set has no O tag to weigh the entity tags against")
-    return torch.tensor([0.0 if n == "O" else float(bias) for n in names])
-
-
-def cross_validate_bias(
-    decode, examples: list, names: list[str], scheme: str, grid: tuple[float, ...] = BIAS_GRID
-) -> tuple[list, list, dict]:
-    """Tune the entity bias without scoring on what it was tuned on: the sentences are split into
-    the even- and odd-numbered ones; the bias with the best F1 on one half decodes the other half.
-    Returns the paths and confidence of all sentences so decoded, and a record of both folds plus
-    the bias best on the whole data (the one to pass to ``predict --entity-bias``, whose own F1 on
-    this data is tuned, not a held-out figure). ``decode(bias, indices)`` decodes those sentences."""
-    n = len(examples)
-    if n < 2:
-        raise DataError("--tune-entity-bias needs at least two sentences (it tunes on one half and scores the other)")
-    gold = [[names[t] for t in ex.tag_ids] for ex in examples]
-    halves = {"even": list(range(0, n, 2)), "odd": list(range(1, n, 2))}
-    # sentences decode independently: each half once per bias, and the whole file is both halves
-    decoded = {(b, h): decode(b, idx) for b in grid for h, idx in halves.items()}
-
-    def f1(b, which: tuple[str, ...]) -> float:
-        idx = [i for h in which for i in halves[h]]
-        paths = [p for h in which for p in decoded[b, h][0]]
-        return entity_metrics([gold[i] for i in idx], [[names[t] for t in p] for p in paths], scheme)["f1"]
-
-    def best_of(which: tuple[str, ...]) -> tuple[float, dict]:
-        scores = {b: f1(b, which) for b in grid}
-        return max(grid, key=lambda b: (scores[b], -abs(b))), scores
-
-    paths, confidence, folds = [None] * n, [None] * n, []
-    for tune, held in (("even", "odd"), ("odd", "even")):
-        bias, scores = best_of((tune,))
-        for i, p, c in zip(halves[held], *decoded[bias, held]):
-            paths[i], confidence[i] = p, c
-        folds.append(
-            {
-                "tuned_on": f"{tune} sentences",
-                "bias": bias,
-                "tuned_f1": scores[bias],
-                "held_out_f1": f1(bias, (held,)),
-                "held_out_f1_no_bias": f1(0.0, (held,)),
-            }
-        )
-    whole, scores = best_of(("even", "odd"))
-    return (
-        paths,
-        confidence,
-        {
-            "folds": folds,
-            "whole_data_bias": whole,
-            "whole_data_f1": scores[whole],
-            "no_bias_f1": scores[0.0],
-            "grid": list(grid),
-        },
-    )
-
-
-# -- helpers --------------------------------------------------------------------------------------
-def seen_unseen_recall(
-    examples, gold: list[list[str]], pred: list[list[str]], scheme: str, train_entities: set
-) -> dict:
-    """Recall of the gold entities whose (type, words) training showed as an entity, and of those it
-    never did, with the unseen share: a low unseen recall means the model learnt names, not contexts."""
-    found = {True: [0, 0], False: [0, 0]}  # seen -> [support, recalled]
-    for ex, g, p in zip(examples, gold, pred):
-        predicted = set(to_spans(p, scheme))
-        for span in to_spans(g, scheme):
-            counts = found[(span[0], tuple(ex.tokens[span[1] : span[2]])) in train_entities]
-            counts[0] += 1
-            counts[1] += span in predicted
-    total = found[True][0] + found[False][0]
-    return {
-        "seen_recall": found[True][1] / found[True][0] if found[True][0] else 0.0,
-        "unseen_recall": found[False][1] / found[False][0] if found[False][0] else 0.0,
-        "unseen_entities": found[False][0],
-        "unseen_share": found[False][0] / total if total else 0.0,
-    }
-
-
 def _rename_types(examples: list[TaggedExample], label_names) -> None:
     """``data.label_names: {raw type: name}`` renames entity types (nr -> PER)."""
     if not isinstance(label_names, dict):
@@ -584,82 +500,3 @@ def _rename_types(examples: list[TaggedExample], label_names) -> None:
     mapping = {str(k): str(v) for k, v in label_names.items()}
     for ex in examples:
         ex.tags = [t if t == "O" or t[2:] not in mapping else t[:2] + mapping[t[2:]] for t in ex.tags]
-
-
-def _special_layout(tokenizer) -> tuple[list[int], list[int]]:
-    """The special token ids the tokenizer puts (before, after) one sequence ([CLS] / [SEP])."""
-    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    for i in range(len(full) - len(bare) + 1):
-        if full[i : i + len(bare)] == bare:
-            return full[:i], full[i + len(bare) :]
-    return [], []
-
-
-def _windows(word_ids: list, body: int, stride: int) -> list[tuple[int, int]]:
-    """[start, end) subword windows of at most ``body`` subwords, overlapping by about ``stride``,
-    each starting at the first subword of a word."""
-    n = len(word_ids)
-    if n <= body:
-        return [(0, n)]
-
-    def inside_word(p: int) -> bool:
-        return word_ids[p] is not None and word_ids[p] == word_ids[p - 1]
-
-    windows, start = [], 0
-    while True:
-        end = min(start + body, n)
-        windows.append((start, end))
-        if end == n:
-            return windows
-        nxt = back = max(end - stride, start + 1)
-        while back > start and inside_word(back):
-            back -= 1
-        if back > start:
-            nxt = back
-        else:  # no word starts in the overlap: the next one after it (a word longer than a window is cut)
-            while nxt < end and inside_word(nxt):
-                nxt += 1
-        start = nxt
-
-
-def _owners(word_ids: list, windows: list[tuple[int, int]]) -> dict[int, int]:
-    """For each word, the window whose edges are farthest from its first subword."""
-    first: dict[int, int] = {}
-    for pos, word in enumerate(word_ids):
-        if word is not None and word not in first:
-            first[word] = pos
-    owner = {}
-    for word, pos in first.items():
-        best, margin = None, -1
-        for w, (start, end) in enumerate(windows):
-            if start <= pos < end and min(pos - start, end - 1 - pos) > margin:
-                best, margin = w, min(pos - start, end - 1 - pos)
-        owner[word] = best
-    return owner
-
-
-def _pad_rows(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    longest = max(max(len(r) for r in rows), 1)
-    padded = torch.zeros((len(rows), longest, *rows[0].shape[1:]), dtype=rows[0].dtype)
-    mask = torch.zeros((len(rows), longest), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        padded[i, : len(r)] = r
-        mask[i, : len(r)] = True
-    return padded, mask
-
-
-def _entities(ex: TaggedExample, tags: list[str], confidence, scheme: str) -> list[dict]:
-    """Predicted entities: character spans (with text) for raw text, word spans otherwise."""
-    spans = to_spans(tags, scheme)
-    if ex.raw_text is not None and ex.offsets is not None:
-        found = tags_to_char_spans(ex.raw_text, ex.offsets, tags, scheme)
-    else:
-        joiner = joiner_of(ex.tokens)
-        found = [
-            {"start_token": s, "end_token": e, "label": t, "text": joiner.join(ex.tokens[s:e])} for t, s, e in spans
-        ]
-    if confidence is not None:
-        for entity, (_, s, e) in zip(found, spans):
-            entity["score"] = round(float(confidence[s:e].mean()), 6)
-    return found
