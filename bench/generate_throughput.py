@@ -47,10 +47,11 @@ def main(argv=None) -> int:
 
     from lmforge.inference.generator import Generator
     from lmforge.models.decoding import GenerationOptions
-    from lmforge.runtime import quiet_libraries
+    from lmforge.runtime import quiet_libraries, set_threads
 
     quiet_libraries()
-    lmforge = Generator("smollm2", threads=args.threads)
+    set_threads(args.threads)
+    lmforge = Generator("smollm2")
     threads = torch.get_num_threads()
     import transformers
 

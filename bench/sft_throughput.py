@@ -90,6 +90,7 @@ def held_out_loss(model, tokenizer, held: Path, max_length: int) -> float:
 def run_lmforge(train_path, held, args, threads, out) -> dict:
     from lmforge.config import load_config
     from lmforge.inference.generator import Generator
+    from lmforge.runtime import set_threads
     from lmforge.training.recipe import train
 
     q = json.dumps
@@ -122,7 +123,8 @@ def run_lmforge(train_path, held, args, threads, out) -> dict:
     outcome = train(config, quiet=True)
     total = time.perf_counter() - start
     meta = json.loads((outcome.run.path / "lmforge.json").read_text(encoding="utf-8"))
-    generator = Generator(str(outcome.run.path), "model", threads)
+    set_threads(threads)
+    generator = Generator(str(outcome.run.path), "model")
     tokens = sum(len(ids) for ids, _ in encoded(generator.tokenizer, train_path, args.max_length)) * args.epochs
     loop = meta["training"]["wall_time_s"]
     return {

@@ -4,6 +4,7 @@ cache; it generates with its chat template."""
 import pytest
 
 from lmforge.paths import package_dir
+from lmforge.runtime import set_threads
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,7 +24,8 @@ def test_convert_once_then_load_from_the_cache(tmp_path, monkeypatch):
     assert bundled_path("smollm2") == folder
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp, "converted twice"
     assert not list(tmp_path.glob("models/.tmp-*")), "a temporary folder was left behind"
-    generator = Generator("smollm2", threads=2)
+    set_threads(2)
+    generator = Generator("smollm2")
     assert generator.has_template and generator.model.config.num_hidden_layers == 30
     result = generator.generate("What is the capital of France? One word.", GenerationOptions(max_new_tokens=8))
     assert "paris" in result.text.lower()

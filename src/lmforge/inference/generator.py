@@ -18,7 +18,6 @@ from lmforge.models import load_saved
 from lmforge.models.decoding import Generation, GenerationOptions, Streamer, stop_ids
 from lmforge.models.safe_loading import check_model_folder
 from lmforge.models.transformer import resolve_source
-from lmforge.runtime import set_threads
 from lmforge.tasks.causal_lm import CHATML
 from lmforge.tracking.run_folder import RunFolder
 from lmforge.tracking.run_record import RunRecord
@@ -40,7 +39,7 @@ def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, R
     return folder, None
 
 
-def open_generator(source: str, checkpoint: str = "auto", threads: int | None = None):
+def open_generator(source: str, checkpoint: str = "auto"):
     """What generates for ``source``: a ``Generator`` over a transformers model, or, for a run whose
     model generates by itself (one-pass families: the n-gram LM), that model, which has the same
     ``generate(prompt, options, raw, stream)``."""
@@ -49,12 +48,11 @@ def open_generator(source: str, checkpoint: str = "auto", threads: int | None = 
         folder, record = resolve_model_folder(source, checkpoint)
         if record is not None and record.model.one_pass:
             return load_saved(folder, record.to_dict()).model
-    return Generator(source, checkpoint, threads)
+    return Generator(source, checkpoint)
 
 
 class Generator:
-    def __init__(self, source: str, checkpoint: str = "auto", threads: int | None = None):
-        set_threads(threads)
+    def __init__(self, source: str, checkpoint: str = "auto"):
         folder, self.record = resolve_model_folder(source, checkpoint)
         if self.record is not None and self.record.model.one_pass:
             raise ModelError(

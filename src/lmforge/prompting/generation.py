@@ -32,7 +32,7 @@ from lmforge.models.embedding import SentenceEncoder
 from lmforge.prompting.selection import fixed_examples, nearest_examples
 from lmforge.prompting.splits import evaluation_splits, labelled_pool
 from lmforge.prompting.templates import detect_language
-from lmforge.runtime import quiet_libraries, set_seed
+from lmforge.runtime import quiet_libraries, set_seed, set_threads
 from lmforge.tasks import get_task
 from lmforge.tasks.seq2seq import generate_pairs
 
@@ -141,13 +141,13 @@ class GenerationTemplate:
 class PromptGenerator:
     """A causal LM, the template and the in-context examples, ready to answer requests."""
 
-    def __init__(self, spec, train: list[Shot], language: str, threads: int | None = None):
+    def __init__(self, spec, train: list[Shot], language: str):
 
         if spec.selection == "balanced":
             log.info("prompt.selection: generation examples have no classes; 'balanced' draws them at random")
         self.spec, self.train = spec, train
         self.template = GenerationTemplate(language, spec.instruction, spec.text_format, spec.max_chars)
-        self.gen = Generator(spec.model, threads=threads)
+        self.gen = Generator(spec.model)
         self.chat = self.gen.has_template and not self.gen.seq2seq
         self.fixed = (
             fixed_examples([0] * len(train), spec.shots, "random", spec.seed) if spec.selection != "nearest" else []
@@ -203,6 +203,7 @@ def prepare_generator(config: JobConfig):
     """Read the config's rows and build the generator: (generator, data, evaluation splits of shots, language)."""
 
     quiet_libraries()
+    set_threads(config.train.threads)  # once, for the whole job (the model and any encoder)
     spec = config.prompt
     if spec.method != "likelihood":
         raise ConfigError(
@@ -229,7 +230,7 @@ def prepare_generator(config: JobConfig):
         if spec.language != "auto"
         else detect_language([s.request for s in train] or [shot_of(ex).request for ex in next(iter(splits.values()))])
     )
-    generator = PromptGenerator(spec, train, language, config.train.threads)
+    generator = PromptGenerator(spec, train, language)
     return generator, data, {name: [shot_of(ex) for ex in rows] for name, rows in splits.items()}, language
 
 

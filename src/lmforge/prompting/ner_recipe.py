@@ -19,7 +19,7 @@ from lmforge.prompting.entities import EntityTemplate, ParseStats, parse_reply, 
 from lmforge.prompting.selection import fixed_examples, nearest_examples
 from lmforge.prompting.splits import evaluation_splits, labelled_pool
 from lmforge.prompting.templates import detect_language
-from lmforge.runtime import quiet_libraries, set_seed
+from lmforge.runtime import quiet_libraries, set_seed, set_threads
 from lmforge.tasks import get_task
 
 log = logging.getLogger("lmforge")
@@ -33,11 +33,11 @@ def gold_entities(ex, scheme: str) -> list[tuple[str, str]]:
 class PromptTagger:
     """A causal LM, the template and the in-context examples, ready to tag sentences."""
 
-    def __init__(self, spec, train: list, types: list[str], language: str, scheme: str, threads: int | None = None):
+    def __init__(self, spec, train: list, types: list[str], language: str, scheme: str):
 
         self.spec, self.train, self.scheme, self.types = spec, train, scheme, types
         self.template = EntityTemplate(types, language, spec.instruction, spec.max_chars)
-        self.gen = Generator(spec.model, threads=threads)
+        self.gen = Generator(spec.model)
         self.chat = self.gen.has_template
         main_type = [(to_spans(ex.tags, scheme) or [("none", 0, 0)])[0][0] for ex in train]
         ids = {t: i for i, t in enumerate(sorted(set(main_type)))}
@@ -103,6 +103,7 @@ def prepare_tagger(config: JobConfig):
     """Read the config's sentences and build the tagger: (tagger, task, data, evaluation splits, language)."""
 
     quiet_libraries()
+    set_threads(config.train.threads)  # once, for the whole job (the model and any encoder)
     spec = config.prompt
     task = get_task("token_classification")
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
@@ -114,7 +115,7 @@ def prepare_tagger(config: JobConfig):
     types = sorted({n.split("-", 1)[1] for n in data.labels.names if n != "O"})
     texts = [sentence_text(ex.tokens) for ex in data.train]
     language = spec.language if spec.language != "auto" else detect_language(texts)
-    tagger = PromptTagger(spec, data.train, types, language, task.scheme, config.train.threads)
+    tagger = PromptTagger(spec, data.train, types, language, task.scheme)
     return tagger, task, data, splits, language
 
 

@@ -69,9 +69,9 @@ def verbalizers_of(config: JobConfig, names: list[str]) -> list[str]:
 class LikelihoodClassifier:
     """A causal LM scoring each label's verbalizer after the prompt."""
 
-    def __init__(self, source: str, threads: int | None = None):
+    def __init__(self, source: str):
 
-        self.gen = Generator(source, threads=threads)
+        self.gen = Generator(source)
         self.chat = self.gen.has_template
         tok = self.gen.tokenizer
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else (self.gen.stop_ids or [0])[0]
@@ -97,6 +97,7 @@ def prepare(config: JobConfig):
     verbalizers, language)."""
 
     quiet_libraries()
+    set_threads(config.train.threads)  # once, for the whole job (the model and any encoder)
     if config.task != "classification":
         raise ConfigError(f"task: lmforge prompt classifies; '{config.task}' is not supported by it yet")
     spec = config.prompt
@@ -118,7 +119,7 @@ def classify(config: JobConfig):
     data, language, verbalizers, seconds)."""
     data, splits, template, verbalizers, language = prepare(config)
     started = time.perf_counter()
-    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers, config.train.threads)
+    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers)
     results = classifier.classify_splits(splits, data.labels.names)
     return results, classifier.details(), data, language, verbalizers, time.perf_counter() - started
 
@@ -276,9 +277,8 @@ class PromptClassifier:
     and in-context examples (``likelihood``), or the encoder with its label vectors
     (``similarity``). Used by ``lmforge prompt`` and by ``compare``'s latency measurement."""
 
-    def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str], threads: int | None = None):
+    def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str]):
 
-        set_threads(threads)  # train.threads (default: every core) for the encoder too
         self.spec, self.train, self.template = spec, train, template
         self.encoder = self.scorer = None
         if spec.method == "similarity":
@@ -286,7 +286,7 @@ class PromptClassifier:
             self.encoder = SentenceEncoder(self.encoder_name)
             self.label_vectors = self.encoder.encode(verbalizers)  # (L, C)
             return
-        self.scorer = LikelihoodClassifier(spec.model, threads)
+        self.scorer = LikelihoodClassifier(spec.model)
         self.answers = self.scorer.answer_ids(template)
         self.fixed = (
             fixed_examples([ex.label_id for ex in train], spec.shots, spec.selection, spec.seed)

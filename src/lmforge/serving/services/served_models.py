@@ -202,9 +202,7 @@ class TextGenerator(ServedModel):
         self.engine: GenerationEngine | None = None
 
     def load(self, metrics) -> None:
-        # The server set its threads at start-up; passing the same count keeps the generator from
-        # resetting them to every core.
-        self.generator = Generator(self.source, self.settings.checkpoint, threads=self.settings.threads)
+        self.generator = Generator(self.source, self.settings.checkpoint)  # threads: set once at start-up
         self.context = self.generator.context
         self.engine = GenerationEngine(
             self.generator,
