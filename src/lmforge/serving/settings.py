@@ -1,4 +1,5 @@
-"""Server settings: every limit the server enforces, with its default."""
+"""Server settings: every limit the server enforces, with its default. Each field is also a flag of
+``lmforge serve`` (``cli/flags.py``): ``metadata`` holds its help and choices."""
 
 import math
 from dataclasses import asdict, dataclass, field
@@ -8,43 +9,83 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 @dataclass
 class ServeSettings:
-    sources: list[str] = field(default_factory=list)
+    sources: list[str] = field(
+        default_factory=list,
+        metadata={
+            "positional": True,
+            "metavar": "MODEL",
+            "help": "run folder, bundled alias (minilm, smollm2) or model folder; NAME=PATH names it; "
+            "RUN1+RUN2[+...] serves classification or NER runs as one ensemble",
+        },
+    )
     """What to serve: run folders, bundled aliases or model folders, each optionally ``name=source``."""
-    host: str = "127.0.0.1"
+    host: str = field(
+        default="127.0.0.1", metadata={"help": "address to bind (default %(default)s; others need --api-key)"}
+    )
     port: int = 8000
-    api_key: str | None = None
+    api_key: str | None = field(
+        default=None,
+        metadata={"help": "require 'Authorization: Bearer KEY' on every route but /health (default: $LMFORGE_API_KEY)"},
+    )
     """Bearer key every route but ``/health`` requires (None: no key, loopback only)."""
-    allow_insecure: bool = False
+    allow_insecure: bool = field(default=False, metadata={"help": "allow a non-loopback host without a key"})
     """Allow a non-loopback host without an API key."""
-    workers: int = 1
+    workers: int = field(default=1, metadata={"help": "server processes, each with the models"})
     max_body_bytes: int = 2 * 1024 * 1024
-    max_inputs: int = 64
+    max_inputs: int = field(default=64, metadata={"help": "texts or prompts per request"})
     """Texts per classify/ner/embeddings request and prompts per completion request."""
-    max_input_tokens: int | None = None
+    max_input_tokens: int | None = field(
+        default=None, metadata={"help": "longest encoder input (default: the model's)"}
+    )
     """Longest input in tokens for the encoder routes (default: each model's own maximum)."""
-    max_n: int = 4
-    max_stop: int = 4
-    default_max_tokens: int = 256
+    max_n: int = field(default=4, metadata={"help": "most completions per prompt"})
+    max_stop: int = field(default=4, metadata={"help": "most stop strings per request"})
+    default_max_tokens: int = field(
+        default=256, metadata={"help": "chat reply length when the request gives no max_tokens"}
+    )
     """Chat replies without ``max_tokens`` stop here (or at the context's end, if sooner)."""
-    max_batch: int | None = None
+    max_batch: int | None = field(
+        default=None, metadata={"help": "encoder routes: inputs per batch (default: 8 on CPU, 32 on GPU)"}
+    )
     """Encoder routes: most inputs run as one padded batch (default: 32 on a GPU, 8 on a CPU, where a
     bigger batch saves little per input and smaller ones let HTTP work overlap the model's)."""
-    batch_wait_ms: float = 5.0
+    batch_wait_ms: float = field(default=5.0, metadata={"help": "encoder routes: how long a batch waits to fill"})
     """Encoder routes: how long the first request of a batch waits for others to join it."""
-    max_generation_batch: int = 8
+    max_generation_batch: int = field(default=8, metadata={"help": "sequences decoded together"})
     """Generation: most sequences decoded together step by step."""
-    max_queue: int = 64
+    max_queue: int = field(default=64, metadata={"help": "waiting requests per model before 429"})
     """Requests waiting per model beyond which the server answers 429 at once."""
-    drain_timeout: float = 30.0
+    drain_timeout: float = field(default=30.0, metadata={"help": "seconds to finish in-flight requests on SIGTERM"})
     """Seconds to finish in-flight requests after SIGTERM."""
-    threads: int | None = None
-    checkpoint: str = "auto"
-    dtype: str = "auto"
+    threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all cores)"})
+    checkpoint: str = field(default="auto", metadata={"choices": ("auto", "best", "model")})
+    dtype: str = field(
+        default="auto",
+        metadata={
+            "choices": ("auto", "float32", "bfloat16"),
+            "help": "encoder routes: auto = bfloat16 where the hardware has it and the model answers the same",
+        },
+    )
     """Encoder routes: float32, bfloat16, or auto (bf16 where native and checked to answer the same)."""
-    entity_bias: float = 0.0
+    entity_bias: float = field(
+        default=0.0,
+        metadata={
+            "metavar": "B",
+            "help": "NER models: add B to the log-score of every tag but O before decoding, as predict "
+            "--entity-bias does",
+        },
+    )
     """NER models: added to the log-score of every tag but O before decoding, as ``lmforge predict
     --entity-bias`` does (e.g. the ``whole_data_bias`` that ``eval --tune-entity-bias`` reports)."""
-    combine: str = "mean"
+    combine: str = field(
+        default="mean",
+        metadata={
+            "choices": ("mean", "vote"),
+            "help": "ensembles (RUN1+RUN2): mean (average their probabilities; default) or vote (NER: "
+            "the entity spans more than half the members predict; classification: the label most "
+            "members choose)",
+        },
+    )
     """Ensembles (``NAME=RUN1+RUN2``): ``mean`` averages the members' probabilities; ``vote`` keeps the
     entity spans more than half the members predict (NER) or the label most members choose
     (classification), as ``predict --combine vote`` does."""

@@ -1,0 +1,81 @@
+"""Arguments and helpers several commands share: config overrides, run folders, NER decoding options."""
+
+import argparse
+import math
+
+from lmforge.config.schema import Fields
+from lmforge.errors import DataError
+
+OVERRIDES_HELP = "config overrides, e.g. train.lr=3e-5 tuning.method=lora"
+CHECKPOINTS = ("auto", "best", "model")
+COMBINE_HELP = (
+    "how --ensemble members combine: mean (average their probabilities; default) or "
+    "vote (NER: keep the entity spans more than half the members predict; classification: "
+    "the label most members choose)"
+)
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The command's ``key=value`` overrides, with ``--resume`` / ``--overwrite`` as overrides too."""
+    extra = list(args.overrides)
+    if getattr(args, "resume", False):
+        extra.append("resume=true")
+    if getattr(args, "overwrite", False):
+        extra.append("overwrite=true")
+    return extra
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """A finished run to read (``eval``, ``predict``): the folder, its checkpoint and data fields."""
+    p.add_argument("run", help="a run folder written by lmforge train")
+    p.add_argument(
+        "--checkpoint",
+        choices=list(CHECKPOINTS),
+        default="auto",
+        help="best checkpoint, final model, or auto (best if present)",
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--text-field", help="column with the text (default: the run's data.fields.text)")
+    p.add_argument("--text-pair-field", dest="text_pair_field", help="column with the second text")
+
+
+def add_ensemble_arguments(p: argparse.ArgumentParser, ensemble_help: str) -> None:
+    p.add_argument("--ensemble", nargs="+", metavar="RUN", help=ensemble_help)
+    p.add_argument("--combine", choices=("mean", "vote"), default="mean", help=COMBINE_HELP)
+
+
+def check_combine(args: argparse.Namespace) -> None:
+    if args.combine != "mean" and not args.ensemble:
+        raise DataError("--combine: combines the runs of --ensemble; give --ensemble RUN2 ...")
+
+
+def fields_of(args: argparse.Namespace, predictor) -> Fields:
+    """The run's data fields, with ``--text-field`` (and the like) given on the command line."""
+    fields = dict(predictor.record.fields or {})
+    for key in ("text", "text_pair", "label"):
+        value = getattr(args, f"{key}_field", None)
+        if value is not None:
+            fields[key] = value
+    return Fields(**fields)
+
+
+def set_entity_bias(args: argparse.Namespace, predictor) -> None:
+    """``--entity-bias`` / ``--tune-entity-bias`` onto the task that decodes (NER runs only)."""
+    bias, tune = getattr(args, "entity_bias", 0.0), getattr(args, "tune_entity_bias", False)
+    if not bias and not tune:
+        return
+    flag = "--tune-entity-bias" if tune else "--entity-bias"
+    if bias and tune:
+        raise DataError("give --entity-bias B or --tune-entity-bias, not both (tuning chooses B)")
+    if not math.isfinite(bias):
+        raise DataError(f"--entity-bias {bias}: give a finite number (e.g. 0.5)")
+    task = predictor.record.task
+    if task != "token_classification":
+        raise DataError(f"{flag}: only token_classification runs decode tags; {args.run} is a {task} run")
+    members = getattr(predictor, "members", [predictor])
+    one_pass = next((m for m in members if m.one_pass), None)
+    if one_pass is not None:
+        raise DataError(
+            f"{flag}: the ngram family's tagger ({one_pass.run.path}) decodes in one pass and takes no bias"
+        )
+    predictor.task.entity_bias, predictor.task.tune_entity_bias = bias, tune

@@ -1,0 +1,39 @@
+"""``lmforge train CONFIG [key=value ...]``: fine-tune or pre-train a model into a run folder."""
+
+import argparse
+import shlex
+import sys
+
+from lmforge.cli.common import OVERRIDES_HELP, config_overrides
+from lmforge.config import load_config
+from lmforge.training.recipe import train
+
+
+def add_arguments(p: argparse.ArgumentParser, config: bool = True) -> None:
+    if config:
+        p.add_argument("config", help="the job's YAML config")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, config_overrides(args))
+    outcome = train(config, quiet=args.quiet)
+    if outcome.stopped_by:
+        print(
+            f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; "
+            f"continue with: lmforge train {_again(args.config, args.overrides)} resume=true",
+            file=sys.stderr,
+        )
+        return 130 if outcome.stopped_by == "SIGINT" else 0
+    print(f"run folder: {outcome.run.path}\nreport: {outcome.run.report}")
+    return 0
+
+
+def _again(config: str, overrides: list[str]) -> str:
+    """The config and the overrides it ran with (not resume/overwrite), quoted for a shell: the
+    same run again, e.g. to resume it into the same output folder."""
+    kept = [o for o in overrides if not o.startswith(("resume=", "overwrite="))]
+    return " ".join(shlex.quote(part) for part in [config, *kept])
