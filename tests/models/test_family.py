@@ -12,6 +12,7 @@ from lmforge.config.model_spec import MODEL_SPECS, ModelSpec
 from lmforge.errors import ModelError
 from lmforge.models import load_model, load_saved
 from lmforge.models.family import FAMILIES, SAVED_FORMATS, ModelFamily, SavedFormat, check_model
+from lmforge.tracking.run_record import ModelRecord, RunRecord
 
 MODELS = Path(__file__).resolve().parents[2] / "src" / "lmforge" / "models"
 
@@ -39,7 +40,9 @@ def test_unknown_family_names_the_known_ones():
 
 def test_a_run_saved_by_an_unknown_family_names_the_folder(tmp_path):
     with pytest.raises(ModelError, match=f"^{tmp_path}: saved with model family 'rnn'"):
-        load_saved(tmp_path, {"model": {"family": "rnn"}})
+        load_saved(
+            tmp_path, RunRecord(task="classification", head="sequence_classification", model=ModelRecord(family="rnn"))
+        )
 
 
 def test_registering_a_name_twice_fails_and_keeps_the_first():

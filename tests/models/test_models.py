@@ -7,6 +7,7 @@ from lmforge.models import load_model, load_saved
 from lmforge.models.safe_loading import check_model_folder
 from lmforge.tokenization.unknown import unknown_rate
 from lmforge.tokenization.wordpiece import train_wordpiece
+from lmforge.tracking.run_record import RunRecord
 
 TEXTS = ["the film was great", "the film was awful", "酒店很好，服务周到", "房间太小了"] * 5
 
@@ -33,7 +34,7 @@ def test_saved_model_folder_round_trip(tmp_path):
     loaded = load_model(spec, "sequence_classification", ["a", "b", "c"], TEXTS)
     loaded.model.save_pretrained(tmp_path)
     loaded.tokenizer.save_pretrained(tmp_path)
-    again = load_saved(tmp_path, {"head": "sequence_classification", "model": {"family": "transformer"}})
+    again = load_saved(tmp_path, RunRecord(task="classification", head="sequence_classification"))
     batch = loaded.tokenizer(["the film"], return_tensors="pt")
     loaded.model.eval()
     torch.testing.assert_close(again.model(**batch).logits, loaded.model(**batch).logits)

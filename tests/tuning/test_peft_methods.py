@@ -9,6 +9,7 @@ import torch
 from conftest import write_jsonl
 from lmforge.config import load_config
 from lmforge.models import load_saved
+from lmforge.tracking.run_record import read_record
 from lmforge.training.finish import cleanup
 from lmforge.training.job import setup
 from lmforge.training.loop import run_loop
@@ -60,8 +61,7 @@ def test_only_the_methods_parameters_change(tmp_path, method):
     # The saved model (merged, or base + prompts) computes what the trained model computes.
     cleanup(job, state)
     run = tmp_path / "run"
-    meta = json.loads((run / "lmforge.json").read_text())
-    saved = load_saved(run / "model", meta).model.eval()
+    saved = load_saved(run / "model", read_record(run)).model.eval()
     model = job.accelerator.unwrap_model(job.model).eval()
     ids = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.no_grad():

@@ -53,7 +53,7 @@ def load_run_data(run_dir: str | Path, checkpoint: str = "model") -> RunData:
         raise DataError(f"{run.config}: the data's labels {data.labels.names} are not the run's {names}")
     task.configure(config, data.train, data.labels)
     folder = run.model_dir(checkpoint)
-    loaded = load_saved(folder, record.to_dict())
+    loaded = load_saved(folder, record)
     model = loaded.model
     model = task.prepare_saved(model, folder, data.labels)
     length = record.max_length

@@ -28,6 +28,7 @@ Each member is also scored alone, decoded its own way, so the report shows what 
 
 import copy
 import math
+from typing import cast
 
 import torch
 
@@ -85,7 +86,7 @@ def check_members(predictors: list) -> None:
 
 def _types(predictor) -> list[str]:
 
-    return sorted({split_tag(n)[1] for n in predictor.labels.names} - {None})
+    return sorted({kind for kind in (split_tag(n)[1] for n in predictor.labels.names) if kind is not None})
 
 
 def _common_view(predictors: list):
@@ -253,7 +254,7 @@ class EnsemblePredictor:
     ) -> list[dict]:
 
         examples = entity_examples(texts, tokens)
-        rows = [{"entities": [], "tags": []} for _ in examples]
+        rows: list[dict] = [{"entities": [], "tags": []} for _ in examples]
         todo = [i for i, ex in enumerate(examples) if ex.tokens]
         if todo:
             chosen, names = [examples[i] for i in todo], self.labels.names
@@ -273,10 +274,12 @@ class EnsemblePredictor:
 def combine_classes(probs: list[torch.Tensor], combine: str = "mean") -> torch.Tensor:
     """(N, labels) ensemble scores from each member's (N, labels) probabilities: their mean, or for
     ``vote`` the smoothed vote share (module docstring). Rows sum to one either way."""
-    mean = sum(probs) / len(probs)
+    mean = cast(torch.Tensor, sum(probs)) / len(probs)  # a tensor: ``probs`` is never empty
     if combine != "vote":
         return mean
-    votes = sum(torch.nn.functional.one_hot(q.argmax(-1), q.shape[-1]).to(mean.dtype) for q in probs)
+    votes = cast(
+        torch.Tensor, sum(torch.nn.functional.one_hot(q.argmax(-1), q.shape[-1]).to(mean.dtype) for q in probs)
+    )
     return (votes + mean / 2) / (len(probs) + 0.5)
 
 

@@ -15,10 +15,10 @@ def device() -> torch.device:
 
 
 def evaluate_saved(
-    folder: Path, task, labels, features: list[dict], examples: list, batch_size: int, record: RunRecord | None = None
+    folder: Path, task, labels, features: list[dict], examples: list, batch_size: int, record: RunRecord
 ):
     """Load the model saved in ``folder`` and evaluate it (the same path ``lmforge eval`` takes)."""
-    loaded = load_saved(folder, record.to_dict() if record is not None else {"head": task.head})
+    loaded = load_saved(folder, record)
     model = loaded.model
     if is_one_pass(model):  # n-gram models read the examples themselves
         return model.evaluate(task, examples, labels)

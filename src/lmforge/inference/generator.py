@@ -47,7 +47,7 @@ def open_generator(source: str, checkpoint: str = "auto"):
     if (path / "lmforge.json").is_file():
         folder, record = resolve_model_folder(source, checkpoint)
         if record is not None and record.model.one_pass:
-            return load_saved(folder, record.to_dict()).model
+            return load_saved(folder, record).model
     return Generator(source, checkpoint)
 
 
@@ -71,7 +71,7 @@ class Generator:
             )
         except ValueError as exc:
             raise ModelError(f"{source}: not a generative language model ({str(exc).splitlines()[0]})") from None
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps hides Module.to's signature
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
         self.stop_ids = self._stop_ids()
@@ -146,6 +146,7 @@ class Generator:
         if new and new[-1] in self.stop_ids:
             new, stopped_by = new[:-1], "eos"
         text = self.tokenizer.decode(new, skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence decodes to one string
         if stopped_by == "length":
             text = text.rstrip("\ufffd")  # a character cut in half by the token limit
         for stop in options.stop:

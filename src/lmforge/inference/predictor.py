@@ -2,6 +2,7 @@
 later, the server)."""
 
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -15,7 +16,7 @@ from lmforge.evaluation.result import EvalResult
 from lmforge.models import load_saved
 from lmforge.models.one_pass import is_one_pass
 from lmforge.tasks import get_task
-from lmforge.tasks.classification import prediction_rows
+from lmforge.tasks.classification import ClassificationTask, prediction_rows
 from lmforge.tracking.run_folder import RunFolder
 
 
@@ -23,6 +24,7 @@ def entity_examples(texts: list[str] | None, tokens: list[list[str]] | None) -> 
     """Sentences to tag: raw texts cut into words with character offsets, or pre-split tokens."""
 
     if texts is None:
+        assert tokens is not None, "texts or tokens"
         return [TaggedExample(list(t)) for t in tokens]
     examples = []
     for text in texts:
@@ -45,10 +47,11 @@ class RunPredictor:
         self.task = get_task(self.record.task)
         self.task.restore_head_options(self.record.options)
         self.task.read_run_files(self.run.path)
+        assert self.record.labels is not None, "every trained run records its labels (language models: none)"
         self.labels = LabelSet.from_json(self.record.labels)
         self.folder = self.run.model_dir(checkpoint)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        loaded = load_saved(self.folder, self.record.to_dict())
+        loaded = load_saved(self.folder, self.record)
         # torch (float), torch-int8 or onnxruntime: exported folders (lmforge export) load by their files.
         self.backend = loaded.info.get("backend", "torch")
         if self.backend != "torch":
@@ -62,11 +65,6 @@ class RunPredictor:
         self.tokenizer = loaded.tokenizer
         self.max_length = self.record.max_length
 
-    @property
-    def meta(self) -> dict:
-        # Transitional: the record as plain JSON for readers not yet typed. Removed once none is left.
-        return self.record.to_dict()
-
     def predict(
         self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 64, top_k: int = 3
     ) -> list[dict]:
@@ -74,8 +72,9 @@ class RunPredictor:
         if self.one_pass:
             return prediction_rows(self.model.probabilities(texts, pairs), self.labels.names, top_k)
         examples = [TextExample(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
-        features = self.task.encode(self.tokenizer, examples, self.max_length)
-        logits = self.task.logits(self.model, self.tokenizer, features, batch_size, self.device)
+        task = cast(ClassificationTask, self.task)  # labels and scores: a classification run
+        features = task.encode(self.tokenizer, examples, self.max_length)
+        logits = task.logits(self.model, self.tokenizer, features, batch_size, self.device)
         return prediction_rows(logits.softmax(-1), self.labels.names, top_k)
 
     def predict_entities(
@@ -84,12 +83,12 @@ class RunPredictor:
         """Entities in raw texts (character offsets) or in pre-split token lists (token offsets),
         each with its label, text and a confidence score."""
         examples = entity_examples(texts, tokens)
-        rows = [{"entities": [], "tags": []} for _ in examples]
+        rows: list[dict] = [{"entities": [], "tags": []} for _ in examples]
         todo = [i for i, ex in enumerate(examples) if ex.tokens]
         if self.one_pass:
             found = self.model.predict_examples(self.task, [examples[i] for i in todo], self.labels)
         else:
-            found = self.task.predict_examples(
+            found = cast(Any, self.task).predict_examples(  # the token_classification task's
                 self.model,
                 self.tokenizer,
                 [examples[i] for i in todo],

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from lmforge.config.model_spec import ModelSpec, as_spec
 from lmforge.errors import ModelError
 from lmforge.registry import Registry
+from lmforge.tracking.run_record import RunRecord
 
 
 @dataclass
@@ -42,7 +43,7 @@ class BuildModel(Protocol):
         run reuses it)."""
 
 
-SavedLoader = Callable[[Path, dict], LoadedModel]  # (model folder, the run's lmforge.json) -> model
+SavedLoader = Callable[[Path, RunRecord], LoadedModel]  # (model folder, the run's record) -> model
 
 
 def _nothing_to_check(spec: Any) -> None:
@@ -87,16 +88,16 @@ def load_model(
     return family.build(spec, head=head, labels=labels, texts=texts, dropout=dropout, tokenizer_folder=tokenizer_folder)
 
 
-def load_saved(folder: Path, meta: dict) -> LoadedModel:
+def load_saved(folder: Path, record: RunRecord) -> LoadedModel:
     """Load a model saved in a run folder: an exported layout first, else by the family recorded in
     ``lmforge.json``."""
     for saved_format in SAVED_FORMATS:
         if saved_format.detect(folder):
-            return saved_format.load(folder, meta)
-    name = meta.get("model", {}).get("family", "transformer")
+            return saved_format.load(folder, record)
+    name = record.family
     if name not in FAMILIES:
         raise ModelError(f"{folder}: saved with model family '{name}', which this lmforge does not know")
-    return FAMILIES.get(name).load_saved(folder, meta)
+    return FAMILIES.get(name).load_saved(folder, record)
 
 
 def check_model(model: str | ModelSpec) -> None:

@@ -28,6 +28,7 @@ from lmforge.errors import ModelError
 from lmforge.models.family import SAVED_FORMATS, LoadedModel, SavedFormat
 from lmforge.models.safe_loading import quiet_transformers
 from lmforge.models.transformer import HEADS
+from lmforge.tracking.run_record import RunRecord
 
 INT8_FILE = "model_int8.safetensors"
 HEAD_NAMES = ("classifier", "score", "lm_head")  # the task head stays float: tiny, and the most sensitive
@@ -114,12 +115,12 @@ def is_int8_folder(folder: Path) -> bool:
     return (Path(folder) / INT8_FILE).is_file()
 
 
-def load_saved_int8(folder: Path, meta: dict) -> LoadedModel:
+def load_saved_int8(folder: Path, record: RunRecord) -> LoadedModel:
     from safetensors import safe_open
     from transformers import AutoConfig, AutoTokenizer
 
     folder = Path(folder)
-    if meta.get("model", {}).get("family", "transformer") != "transformer":
+    if record.family != "transformer":
         raise ModelError(f"{folder}: int8 folders hold transformer models only")
     with safe_open(str(folder / INT8_FILE), framework="pt") as handle:
         info = handle.metadata() or {}
@@ -129,7 +130,7 @@ def load_saved_int8(folder: Path, meta: dict) -> LoadedModel:
     linears, embeddings = json.loads(info["linear"]), json.loads(info["embedding"])
     config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     with quiet_transformers():
-        model = HEADS[meta.get("head", "sequence_classification")].from_config(config)
+        model = HEADS[record.head].from_config(config)
     state = {k: v for k, v in tensors.items() if not k.endswith((".int8", ".scale", ".zero_point"))}
     for name in embeddings:
         state[f"{name}.weight"] = tensors[f"{name}.weight.int8"].float() * tensors[f"{name}.weight.scale"][:, None]
@@ -148,7 +149,7 @@ def load_saved_int8(folder: Path, meta: dict) -> LoadedModel:
         )
         model.get_submodule(name).set_weight_bias(weight, tensors.get(f"{name}.bias"))
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    out = dict(meta.get("model", {}))
+    out = record.model.to_dict()
     out["backend"] = "torch-int8"
     return LoadedModel(model, tokenizer, out)
 

@@ -25,6 +25,7 @@ from lmforge.models.lstm_encoder import LstmConfig, LstmForSequenceClassificatio
 from lmforge.models.lstm_lm import LstmForCausalLM
 from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.models.segmenter import check_segmenters, segmenter_names, segmenter_tags, token_codepoints
+from lmforge.tracking.run_record import RunRecord
 
 log = logging.getLogger("lmforge")
 CHAR_MAX_LENGTH = 20  # characters of a token the character CNN reads (longer tokens are cut)
@@ -201,15 +202,15 @@ def _char_vectors(spec, tokenizer, generative: bool, config_kwargs: dict):
     return table, ", ".join(str(c) for _, c in tables)
 
 
-def load_saved_lstm(folder: Path, meta: dict) -> LoadedModel:
+def load_saved_lstm(folder: Path, record: RunRecord) -> LoadedModel:
     check_model_folder(folder, str(folder))
-    head_class = _head_class(meta.get("head", "token_classification"))
+    head_class = _head_class(record.head)
     # Quiet: a CRF's tensors are restored by the task, and transformers does not know the model
     # type when it reads the tokenizer's folder.
     with quiet_transformers():
         model = head_class.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    return LoadedModel(model, tokenizer, dict(meta.get("model", {})))
+    return LoadedModel(model, tokenizer, record.model.to_dict())
 
 
 def check_lstm(spec: LstmSpec) -> None:

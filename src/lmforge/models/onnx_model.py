@@ -18,6 +18,7 @@ from torch import nn
 from lmforge._optional import require
 from lmforge.errors import ModelError
 from lmforge.models.family import SAVED_FORMATS, LoadedModel, SavedFormat
+from lmforge.tracking.run_record import RunRecord
 
 ONNX_FILE = "model.onnx"
 EXTRA = "pip install 'lmforge[export]'"
@@ -82,7 +83,7 @@ def is_onnx_folder(folder: Path) -> bool:
     return (Path(folder) / ONNX_FILE).is_file()
 
 
-def load_saved_onnx(folder: Path, meta: dict) -> LoadedModel:
+def load_saved_onnx(folder: Path, record: RunRecord) -> LoadedModel:
     from transformers import AutoTokenizer, PretrainedConfig
 
     folder = Path(folder)
@@ -90,7 +91,7 @@ def load_saved_onnx(folder: Path, meta: dict) -> LoadedModel:
     config = PretrainedConfig.from_json_file(str(folder / "config.json"))
     model = OnnxModel(folder / ONNX_FILE, config)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    info = dict(meta.get("model", {}))
+    info = record.model.to_dict()
     info["backend"] = "onnxruntime"
     return LoadedModel(model, tokenizer, info)
 

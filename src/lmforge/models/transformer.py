@@ -16,6 +16,7 @@ from lmforge.models.safe_loading import check_model_folder, quiet_transformers
 from lmforge.tokenization.bpe import train_bpe
 from lmforge.tokenization.extend import extend_wordpiece
 from lmforge.tokenization.wordpiece import train_wordpiece
+from lmforge.tracking.run_record import RunRecord
 
 log = logging.getLogger("lmforge")
 
@@ -211,14 +212,14 @@ def _from_scratch(spec: TransformerSpec, head_class, labels, texts, dropout, tok
     return LoadedModel(model, tokenizer, info)
 
 
-def load_saved_transformer(folder: Path, meta: dict) -> LoadedModel:
+def load_saved_transformer(folder: Path, record: RunRecord) -> LoadedModel:
     """Load a model a run saved (plain ``save_pretrained`` layout)."""
     check_model_folder(folder, str(folder))
-    head_class = _head_class(meta.get("head", "sequence_classification"))
+    head_class = _head_class(record.head)
     with quiet_transformers():  # a CRF's tensors are restored by the task, not by transformers
         model = head_class.from_pretrained(folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    return LoadedModel(_with_prompts(model, folder), tokenizer, dict(meta.get("model", {})))
+    return LoadedModel(_with_prompts(model, folder), tokenizer, record.model.to_dict())
 
 
 def _with_prompts(model, folder: Path):

@@ -137,10 +137,6 @@ class RunFolder:
         """The run's ``lmforge.json``, typed and migrated (``tracking/run_record.py``)."""
         return read_record(self.path)
 
-    def read_meta(self) -> dict:
-        # Transitional: the record as plain JSON for readers not yet typed. Removed once none is left.
-        return self.read_record().to_dict()
-
     def model_dir(self, which: str = "auto") -> Path:
         """The saved model to use: ``best``, ``model`` (final), or ``auto`` (best if present)."""
         if which == "auto":

@@ -18,6 +18,7 @@ from lmforge.models.family import FAMILIES, LoadedModel, ModelFamily
 from lmforge.models.ngram.classifier import NgramClassifier
 from lmforge.models.ngram.language_model import NgramLanguageModel
 from lmforge.models.ngram.tagger import NgramTagger
+from lmforge.tracking.run_record import RunRecord
 
 HEADS = {
     "sequence_classification": NgramClassifier,
@@ -50,9 +51,8 @@ def load_ngram(
     return LoadedModel(_head_class(head).from_spec(spec, labels), None, _info(head))
 
 
-def load_saved_ngram(folder: Path, meta: dict) -> LoadedModel:
-    head = meta.get("head", "sequence_classification")
-    return LoadedModel(_head_class(head).load(folder), None, dict(meta.get("model") or _info(head)))
+def load_saved_ngram(folder: Path, record: RunRecord) -> LoadedModel:
+    return LoadedModel(_head_class(record.head).load(folder), None, record.model.to_dict() or _info(record.head))
 
 
 FAMILIES.register("ngram", ModelFamily(load_ngram, load_saved_ngram))

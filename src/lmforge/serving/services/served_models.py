@@ -23,6 +23,7 @@ from lmforge.serving.services.inputs import token_counts
 from lmforge.serving.services.sources import ensemble_members, probe, split_source
 from lmforge.serving.settings import ServeSettings
 from lmforge.tracking.run_folder import RunFolder
+from lmforge.tracking.run_record import RunRecord
 
 ROUTES = {
     "classification": ["/v1/classify", "/v1/embeddings"],
@@ -37,8 +38,8 @@ class ServedModel:
 
     kind = ""
 
-    def __init__(self, name: str, source: str, settings: ServeSettings, meta: dict, folder: Path | None):
-        self.name, self.source, self.settings, self.meta, self.folder = name, source, settings, meta, folder
+    def __init__(self, name: str, source: str, settings: ServeSettings, record: RunRecord | None, folder: Path | None):
+        self.name, self.source, self.settings, self.record, self.folder = name, source, settings, record, folder
         self.created = int(time.time())
         self.routes = list(ROUTES[self.kind])
         self.dtype = "float32"
@@ -101,7 +102,7 @@ class RunModel(ServedModel):
         self.limit = self.settings.max_input_tokens or self.predictor.max_length
         # NER reads a long text in overlapping windows, so its limit is a multiple of the window.
         self.ner_limit = self.settings.max_input_tokens or 16 * self.predictor.max_length
-        family = self.meta.get("model", {}).get("family", "transformer")
+        family = self.predictor.record.family
         if self.kind == "classification" and family == "transformer" and self.predictor.backend == "torch":
             probes = precision.probe_texts(Path(self.source))
             self.dtype = precision.settle(
@@ -183,10 +184,12 @@ class EncoderModel(ServedModel):
         )
         model = model.to(self.device).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(self.folder, trust_remote_code=False)
-        length = int(self.meta.get("max_length") or min(getattr(model.config, "max_position_embeddings", 512), 512))
+        length = (
+            self.record.max_length if self.record else min(getattr(model.config, "max_position_embeddings", 512), 512)
+        )
         self.limit = self.settings.max_input_tokens or length
         self.embedder = Embedder(model, tokenizer, length, self.device, self, metrics)
-        probes = precision.probe_texts(Path(self.source) if self.meta else None)
+        probes = precision.probe_texts(Path(self.source) if self.record else None)
         self.dtype = precision.settle(
             self.settings.dtype, model, lambda: self.embedder.embed(probes), precision.same_embeddings, self.name
         )
@@ -236,7 +239,7 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
             raise
         except (OSError, ValueError) as exc:
             raise ModelError(f"{source}: cannot serve it ({exc})") from None
-        models[name] = KINDS[found.kind](name, source, settings, found.meta, found.folder)
+        models[name] = KINDS[found.kind](name, source, settings, found.record, found.folder)
     if settings.entity_bias:
         _check_entity_bias(models)
     if settings.combine != "mean" and not any(len(ensemble_members(m.source)) > 1 for m in models.values()):
@@ -257,7 +260,7 @@ def _check_entity_bias(models: dict[str, ServedModel]) -> None:
         )
     for model in taggers:
         for member in ensemble_members(model.source):
-            if RunFolder(Path(member).expanduser()).read_meta().get("model", {}).get("family") == "ngram":
+            if RunFolder(Path(member).expanduser()).read_record().family == "ngram":
                 raise ConfigError(
                     f"serve: --entity-bias: the ngram family's tagger ({member}) decodes in one pass and takes no bias"
                 )

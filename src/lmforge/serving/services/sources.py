@@ -13,6 +13,7 @@ from pathlib import Path
 from lmforge.errors import ModelError
 from lmforge.models.transformer import resolve_source
 from lmforge.tracking.run_folder import RunFolder
+from lmforge.tracking.run_record import RunRecord
 
 KIND_OF_TASK = {
     "classification": "classification",
@@ -28,8 +29,8 @@ class Source:
     kind: str
     """classification, token_classification, generation or embeddings"""
     folder: Path | None
-    meta: dict
-    """the run's ``lmforge.json`` ({} for a model folder or alias)"""
+    record: RunRecord | None
+    """the run's record (``lmforge.json``); None for a model folder or alias"""
 
 
 def split_source(text: str) -> tuple[str, str]:
@@ -65,33 +66,32 @@ def probe(source: str, checkpoint: str) -> Source:
     path = Path(source).expanduser()
     if (path / "lmforge.json").is_file():
         run = RunFolder(path)
-        meta = run.read_meta()
-        if meta.get("model", {}).get("family") == "prompt":
+        record = run.read_record()
+        if record.is_prompt_run:
             raise ModelError(
                 f"{source}: a prompt run (lmforge prompt) has no trained model; serve its "
-                f"model, {meta['model'].get('source')}, instead"
+                f"model, {record.model.source}, instead"
             )
-        task = meta.get("task")
-        if task not in KIND_OF_TASK:
-            raise ModelError(f"{source}: a {task} run, which the server cannot serve")
-        return Source(KIND_OF_TASK[task], run.model_dir(checkpoint), meta)
+        if record.task not in KIND_OF_TASK:
+            raise ModelError(f"{source}: a {record.task} run, which the server cannot serve")
+        return Source(KIND_OF_TASK[record.task], run.model_dir(checkpoint), record)
     folder, _ = resolve_source(source)
     config = json.loads((folder / "config.json").read_text())
     architectures = " ".join(config.get("architectures") or [])
     generative = config.get("is_encoder_decoder") or "CausalLM" in architectures or "LMHead" in architectures
-    return Source("generation" if generative else "embeddings", folder, {})
+    return Source("generation" if generative else "embeddings", folder, None)
 
 
 def _probe_ensemble(source: str, members: list[str], checkpoint: str) -> Source:
     """Members must all classify or all tag, with the same labels; the ensemble serves as the first."""
     probes = [probe(m, checkpoint) for m in members]
-    tasks = [p.meta.get("task") or "a model folder" for p in probes]
+    tasks = [p.record.task if p.record else "a model folder" for p in probes]
     if any(p.kind not in ("classification", "token_classification") for p in probes) or len(set(tasks)) > 1:
         raise ModelError(
             f"{source}: an ensemble's members must all be classification or all "
             f"token_classification runs (these are: {', '.join(tasks)})"
         )
-    labels = [sorted(p.meta.get("labels", {}).get("names", [])) for p in probes]
+    labels = [sorted(p.record.label_names if p.record else []) for p in probes]
     for member, names in zip(members[1:], labels[1:]):
         if names != labels[0]:
             raise ModelError(
