@@ -4,6 +4,8 @@
 import math
 from dataclasses import asdict, dataclass, field
 
+from lmforge.errors import ConfigError
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -97,8 +99,6 @@ class ServeSettings:
             self.max_batch = 32 if torch.cuda.is_available() else 8
 
     def check(self) -> None:
-        from lmforge.errors import ConfigError
-
         if not self.sources:
             raise ConfigError("serve: give at least one run folder, bundled alias or model folder")
         if self.host not in LOOPBACK and not self.api_key and not self.allow_insecure:
