@@ -6,9 +6,6 @@ import random
 import sys
 import warnings
 
-import numpy as np
-import torch
-
 log = logging.getLogger("lmforge")
 
 
@@ -47,11 +44,16 @@ def set_threads(threads: int | None) -> int:
             threads = len(os.sched_getaffinity(0))
         except AttributeError:
             threads = os.cpu_count() or 1
+    import torch  # here, not at the top: `lmforge --help` sets up logging and must not load torch
+
     torch.set_num_threads(threads)
     return threads
 
 
 def set_seed(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -112,3 +112,28 @@ def test_an_old_tagger_evaluates_and_predicts_as_it_did(old_runs, run_cli):
     row = json.loads(out)
     assert [(e["text"], e["label"]) for e in row["entities"]] == [("met", "LOC"), ("Bob", "LOC"), ("Paris", "LOC")]
     assert row["entities"][2]["score"] == pytest.approx(0.535981, abs=1e-6)
+
+
+def test_old_runs_serve_as_they_predicted(old_runs):
+    from fastapi.testclient import TestClient
+
+    from lmforge.serving.app import create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
+
+    settings = ServeSettings(sources=[str(old_runs / "sentiment"), str(old_runs / "ner")])
+    settings.check()
+    state = ServerState(settings, open_models(settings))
+    state.load()
+    try:
+        with TestClient(create_app(state)) as client:
+            reply = client.post("/v1/classify", json={"model": "sentiment", "input": ["the cast is wonderful"]})
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["data"][0]["score"] == pytest.approx(0.516197, abs=1e-6)
+            reply = client.post("/v1/ner", json={"model": "ner", "input": ["Alice met Bob in Paris ."]})
+            assert reply.status_code == 200, reply.text
+            entities = reply.json()["data"][0]["entities"]
+            assert [(e["text"], e["label"]) for e in entities] == [("met", "LOC"), ("Bob", "LOC"), ("Paris", "LOC")]
+    finally:
+        state.close()

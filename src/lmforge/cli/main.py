@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from lmforge.errors import LmforgeError
+from lmforge.runtime import quiet_libraries, setup_logging
 
 # command -> (module in lmforge.cli, one-line help). A command's module is imported only when that
 # command is given: start-up time -- `lmforge --help` needs no torch, and a command loads only the
@@ -62,11 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
         args = build_parser(command if command in COMMANDS else None).parse_args(argv)
-        # Loaded by name once the arguments are good, as the commands are: lmforge.runtime imports
-        # torch, which `lmforge --help` does not need.
-        runtime = importlib.import_module("lmforge.runtime")
-        runtime.quiet_libraries()
-        runtime.setup_logging(getattr(args, "quiet", False) or getattr(args, "json", False))
+        quiet_libraries()
+        setup_logging(getattr(args, "quiet", False) or getattr(args, "json", False))
         return args.handler(args)
     except LmforgeError as exc:  # a missing extra (serve: fastapi) is one too
         print(f"lmforge: error: {exc}", file=sys.stderr)
