@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from lmforge.config.model_spec import MODEL_SPECS, UNKNOWN_FAMILY
 from lmforge.config.schema import JobConfig
@@ -147,11 +148,11 @@ def _related(a: str, b: str) -> bool:
     return a == b or a.startswith(b + ".") or b.startswith(a + ".")
 
 
-def _specific_errors(errors: list[dict]) -> list[tuple[dict, tuple]]:
+def _specific_errors(errors: list[ErrorDetails]) -> list[tuple[ErrorDetails, tuple]]:
     # A value that fits no member of a union gets one error per member; "should be a string" beside
     # a more specific error at the same place (or inside it) is noise.
     located = [(err, _clean_loc(err["loc"])) for err in errors]
-    kept = []
+    kept: list[tuple[ErrorDetails, tuple]] = []
     for err, loc in located:
         others = [o for o, ol in located if o is not err and ol[: len(loc)] == loc]
         if err["type"].endswith("_type") and others and not all(o["type"].endswith("_type") for o in others):

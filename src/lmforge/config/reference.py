@@ -22,7 +22,7 @@ def rows(model: type[BaseModel] = JobConfig, prefix: str = "") -> list[tuple[str
         if field.default is PydanticUndefined and field.default_factory is None:
             default = "required"
         elif field.default_factory is not None:
-            value = field.default_factory()
+            value = field.get_default(call_default_factory=True)
             default = "see below" if sections else (json.dumps(value) if isinstance(value, (list, dict)) else "—")
         else:
             default = json.dumps(field.default)
@@ -51,6 +51,7 @@ def markdown() -> str:
     lines += [f"| `{k}` | `{d}` | {_cell(m)} |" for k, d, m in rows(Fields)]
     for family, spec in MODEL_SPECS.items():
         what = spec.model_fields["family"].description
+        assert what is not None  # every family documents its ``family`` field
         if family == DEFAULT_FAMILY:
             what += f"; `model: ALIAS_OR_FOLDER` is `{{family: {family}, path: ALIAS_OR_FOLDER}}`"
         lines += [

@@ -14,6 +14,7 @@ from lmforge.config.section import Section
 
 log = logging.getLogger("lmforge")
 
+
 class Fields(Section):
     """Which column or key of the user's data holds what (a name, or a 0-based column index)."""
 

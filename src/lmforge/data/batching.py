@@ -80,7 +80,9 @@ def inference_batches(
     padding (once it has ``min_rows``): on CPU a forward pass costs about its padded tokens, so
     mixed lengths cost ~20% less than plain sorted chunks. The caller puts results back in input order."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches, current, real = [], [], 0
+    batches: list[list[int]] = []
+    current: list[int] = []
+    real = 0
     for i in order:
         if current:
             padded = lengths[current[0]] * (len(current) + 1)

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from lmforge.errors import DataError
 from lmforge.registry import Registry
@@ -37,7 +38,8 @@ class Problems:
     skipped and counted (``data.on_error: skip``)."""
 
     def __init__(self, collect: bool = False, limit: int = 50, skip: bool = False):
-        self.collect, self.skip, self.limit, self.items = collect, skip, limit, []
+        self.collect, self.skip, self.limit = collect, skip, limit
+        self.items: list[str] = []
         self.skipped = 0
         self.first_skipped: str | None = None
 
@@ -167,7 +169,7 @@ def read_json(path: Path, options: ReadOptions, problems: Problems) -> Iterator[
 
 
 def _read_delimited(
-    path: Path, options: ReadOptions, problems: Problems, delimiter: str, quoting: int
+    path: Path, options: ReadOptions, problems: Problems, delimiter: str, quoting: Literal[0, 1, 2, 3]
 ) -> Iterator[tuple[str, Row]]:
     with _open_text(path, options) as handle:
         reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)

@@ -65,7 +65,8 @@ def _columns(line: str) -> list[str]:
 def read_conll(path: Path, options: ReadOptions, problems: Problems):
     """Yield ``(where, {"columns": [[...], ...]})`` per sentence: one token per line, columns
     separated by tabs or spaces, a blank line between sentences, ``-DOCSTART-`` lines skipped."""
-    width, rows, start = None, [], None
+    rows: list[list[str]] = []
+    width, start = None, None
     with _open_text(path, options) as handle:
         for number, line in enumerate(handle, 1):
             cells = _columns(line)
@@ -98,7 +99,8 @@ def read_peoples_daily(path: Path, options: ReadOptions, problems: Problems):
     (PER/LOC/ORG); adjacent words of one type are one entity (a surname and a given name)."""
     with _open_text(path, options) as handle:
         for number, line in enumerate(handle, 1):
-            rows, previous = [], None
+            rows: list[list[str]] = []
+            previous = None
             for item in line.split():
                 word, slash, pos = item.rpartition("/")
                 if not slash or not word:
@@ -150,7 +152,7 @@ def _from_columns(row: dict, fields, where: str, problems: Problems) -> tuple[li
     return [c[fields.token_column] for c in columns], [c[fields.tag_column] for c in columns]
 
 
-def _from_lists(row: dict, fields, where: str, problems: Problems) -> tuple[list, list] | None:
+def _from_lists(row: dict, fields, where: str, problems: Problems) -> tuple[list, list | None] | None:
     tokens, tags = row.get(fields.tokens), row.get(fields.tags)
     if not isinstance(tokens, list) or (tags is not None and not isinstance(tags, list)):
         problems.report(f"{where}: '{fields.tokens}' and '{fields.tags}' must be lists")
@@ -183,8 +185,8 @@ def _sentence(row: dict, fields, where: str, problems: Problems, need_tags: bool
         got = _from_columns(row, fields, where, problems)
         return None if got is None else (*got, None, None, None)
     if fields.tokens in row:
-        got = _from_lists(row, fields, where, problems)
-        return None if got is None else (*got, None, None, None)
+        listed = _from_lists(row, fields, where, problems)
+        return None if listed is None else (*listed, None, None, None)
     if fields.text in row:
         if need_tags and fields.entities not in row:
             problems.report(

@@ -83,13 +83,15 @@ def to_spans(tags: list[str], scheme: str = "bio") -> list[Span]:
     """
     normalize_scheme(scheme)
     spans: list[Span] = []
-    start, open_type, prev_prefix = None, None, "O"
+    start: int | None = None
+    open_type, prev_prefix = "", "O"  # open_type: the open entity's (read only while one is open)
     for i, tag in enumerate(tags):
         prefix, type_ = split_tag(tag)
         if start is not None and _ends_before(prev_prefix, prefix, open_type, type_):
             spans.append((open_type, start, i))
             start = None
         if start is None and prefix != "O":
+            assert type_ is not None  # every tag but "O" has a type (split_tag)
             start, open_type = i, type_
         prev_prefix = prefix
     if start is not None:
@@ -357,13 +359,14 @@ def char_spans_to_tags(
     offsets = word_offsets(text)
     starts, ends = [s for s, _ in offsets], [e for _, e in offsets]
     spans: list[Span] = []
-    prev = None
+    prev: tuple[int, int, int] | None = None
     for k, start, end, label in _checked_entities(text, entities):
         # Words are sorted and disjoint: those overlapping [start, end) are a contiguous run.
         first, stop = bisect.bisect_right(ends, start), bisect.bisect_left(starts, end)
         if first >= stop:
             raise ValueError(f"entity {k} [{start}, {end}) covers no word, only whitespace")
         if spans and first < spans[-1][2]:
+            assert prev is not None  # the entity of spans[-1]
             k0, s0, e0 = prev
             ws, we = offsets[first]
             raise ValueError(

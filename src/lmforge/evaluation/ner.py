@@ -73,9 +73,9 @@ def entity_metrics(gold: list[list[str]], pred: list[list[str]], scheme: str = "
         raise ValueError(f"top_confusions must be >= 0, got {top_confusions}")
     if len(gold) != len(pred):
         raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted")
-    for i, (g, p) in enumerate(zip(gold, pred)):
-        if len(g) != len(p):
-            raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted")
+    for i, (gold_tags, pred_tags) in enumerate(zip(gold, pred)):
+        if len(gold_tags) != len(pred_tags):
+            raise ValueError(f"sentence {i}: {len(gold_tags)} gold tags but {len(pred_tags)} predicted")
     gold_spans = [to_spans(tags, scheme) for tags in gold]
     pred_spans = [to_spans(tags, scheme) for tags in pred]
 

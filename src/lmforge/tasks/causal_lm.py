@@ -185,7 +185,7 @@ class CausalLMTask(Task):
         if self.unigram is not None and golds:
             gold = torch.cat(golds).clamp(max=len(self.unigram) - 1)
             metrics["unigram_perplexity"] = math.exp(-self.unigram[gold].mean().item())
-        predictions = []
+        predictions: list[dict] = []
         if self.mode == "chat" and self.generate_limit:
             metrics_gen, predictions = self.generation_scores(model, tokenizer, examples[: self.generate_limit])
             metrics.update(metrics_gen)

@@ -1,6 +1,7 @@
 """Text (and text-pair) classification: cross-entropy over a sequence-classification head."""
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -112,7 +113,7 @@ class ClassificationTask(Task):
     def logits(self, model, tokenizer, features: list[dict], batch_size: int, device) -> torch.Tensor:
         """Logits for every feature, in input order (batches are formed by length)."""
         model.eval()
-        out = [None] * len(features)
+        out: list[torch.Tensor | None] = [None] * len(features)
         for idx in inference_batches([len(f["input_ids"]) for f in features], batch_size):
             batch = self.collate([features[i] for i in idx], tokenizer)
             batch.pop("labels", None)
@@ -120,11 +121,20 @@ class ClassificationTask(Task):
             logits = model(**batch).logits.float().cpu()
             for row, i in enumerate(idx):
                 out[i] = logits[row]
-        return torch.stack(out) if out else torch.zeros((0, 0))
+        return torch.stack(cast(list[torch.Tensor], out)) if out else torch.zeros((0, 0))  # every slot is filled
 
     def evaluate(
-        self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet, top_k: int = 3
+        self,
+        model,
+        tokenizer,
+        features,
+        examples,
+        batch_size: int,
+        device,
+        labels: LabelSet | None = None,
+        top_k: int = 3,
     ) -> EvalResult:
+        assert labels is not None, "classification is evaluated with the run's labels"
         return self.result(self.logits(model, tokenizer, features, batch_size, device), examples, labels, top_k)
 
     def result(self, logits: torch.Tensor, examples, labels: LabelSet, top_k: int = 3) -> EvalResult:

@@ -428,7 +428,8 @@ def _sample_row(row: dict) -> list:
     text = str(row.get("text", ""))
     if len(text) > MAX_TEXT:
         text = text[:MAX_TEXT] + "…"
-    top_k = row.get("top_k") if isinstance(row.get("top_k"), list) else []
+    given = row.get("top_k")
+    top_k = given if isinstance(given, list) else []
     top = ", ".join(f"{t.get('label')} {_fmt(t.get('score'))}" for t in top_k if isinstance(t, dict))
     return [
         row.get("split", ""),

@@ -33,6 +33,7 @@ def rng_state() -> tuple[dict, dict]:
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = state
     np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # the legacy form (the default): ("MT19937", keys, pos, ...)
     info = {
         "python": _jsonable(random.getstate()),
         "numpy": [np_state[0], np_state[1].tolist(), *map(_plain, np_state[2:])],

@@ -19,6 +19,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,8 @@ import torch.nn.functional as F
 from lmforge.config import config_to_dict
 from lmforge.errors import ConfigError, DataError, ModelError
 from lmforge.inference.predictor import RunPredictor
+from lmforge.tasks import Task
+from lmforge.tasks.classification import ClassificationTask
 from lmforge.tracking.run_folder import RunFolder, write_atomic
 from lmforge.tracking.run_record import RunRecord
 from lmforge.training.finish import cleanup
@@ -118,8 +121,10 @@ def teacher_logits(
                 log.info("teacher logits: read from %s", cache)
                 return handle.get_tensor("logits")
     log.info("teacher logits: running %s on %d training texts (once)", predictor.folder, len(examples))
-    features = predictor.task.encode(predictor.tokenizer, examples, predictor.max_length)
-    logits = predictor.task.logits(predictor.model, predictor.tokenizer, features, batch_size, predictor.device)
+    task = predictor.task
+    assert isinstance(task, ClassificationTask)  # the record's task is classification (checked above)
+    features = task.encode(predictor.tokenizer, examples, predictor.max_length)
+    logits = task.logits(predictor.model, predictor.tokenizer, features, batch_size, predictor.device)
     order = [predictor.labels.names.index(name) for name in label_names]
     logits = logits[:, order].contiguous()  # (N, C)
     if cache is not None:
@@ -194,7 +199,8 @@ def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool 
             )
             for feature, row in zip(job.features["train"], logits.tolist()):
                 feature["teacher_logits"] = row
-            job.task = DistilTask(job.task, run_config.distil.temperature, run_config.distil.alpha)
+            # DistilTask stands in for the Task it wraps (every other attribute is the wrapped task's).
+            job.task = cast(Task, DistilTask(job.task, run_config.distil.temperature, run_config.distil.alpha))
         with StopRequest() as stop:
             state = run_loop(job, stop, quiet)
         if stop.requested:

@@ -13,8 +13,8 @@ class EarlyStopping:
         self.best_step: int | None = None
         self.bad_evals = 0
 
-    def update(self, value: float, step: int) -> bool:
-        """Record an evaluation; True if it is a new best."""
+    def update(self, value: float | None, step: int) -> bool:
+        """Record an evaluation (None: the metric is missing); True if it is a new best."""
         if value is None or math.isnan(value):
             self.bad_evals += 1
             return False

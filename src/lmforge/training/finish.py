@@ -17,6 +17,7 @@ log = logging.getLogger("lmforge")
 # -- cleanup ------------------------------------------------------------------------------------
 def cleanup(job: Job, state: TrainState) -> None:
     """Save the final model, evaluate the best one on validation and test, write the report."""
+    assert job.accelerator is not None, "setup() creates the accelerator"
     if not job.accelerator.is_main_process:
         return
     run = job.run
@@ -60,6 +61,7 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
     write_atomic(run.results, json.dumps(results, indent=1, ensure_ascii=False))
     write_predictions(run.predictions, predictions)
     tracker = job.tracker
+    assert tracker is not None, "setup() creates the tracker"
     run.write_record(
         run_record(
             job,

@@ -7,6 +7,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 import peft
 import torch
@@ -17,11 +18,12 @@ from lmforge.config import JobConfig, config_to_dict
 from lmforge.data.batching import epoch_batches
 from lmforge.data.examples import limited_sample
 from lmforge.data.readers import Problems
+from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError
 from lmforge.models import load_model
 from lmforge.models.one_pass import is_one_pass
 from lmforge.runtime import quiet_libraries, set_seed, set_threads
-from lmforge.tasks import get_task
+from lmforge.tasks import Task, get_task
 from lmforge.tokenization.unknown import unknown_rate
 from lmforge.tracking.run_folder import RunFolder, write_atomic
 from lmforge.tracking.run_record import ModelRecord, RunRecord
@@ -30,6 +32,9 @@ from lmforge.training.early_stopping import EarlyStopping
 from lmforge.training.ema import WeightAverage
 from lmforge.training.optim import build_optimizer, build_scheduler
 from lmforge.tuning import apply_tuning, count_parameters
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 log = logging.getLogger("lmforge")
 
@@ -54,19 +59,21 @@ class Job:
     """Everything ``setup`` prepared for the loop."""
 
     config: JobConfig
-    task: object
-    data: object
+    task: Task
+    data: TaskData
     run: RunFolder
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: Any  # a Hugging Face tokenizer, or a model family's own
     info: dict
     features: dict
-    accelerator: object = None
-    optimizer: object = None
-    scheduler: object = None
+    # The four below are set by ``setup`` for every job that reaches the loop; a one-pass job
+    # (n-gram models) has only a tracker.
+    accelerator: "Accelerator | None" = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     total_steps: int = 0
     steps_per_epoch: int = 0
-    tracker: EarlyStopping = None
+    tracker: EarlyStopping | None = None
     ema: WeightAverage | None = None
 
 
@@ -200,13 +207,14 @@ def _count_steps(cfg, train_features: list[dict], accelerator) -> tuple[int, int
 
 
 def _prepare_optimisation(job: Job) -> None:
-    cfg = job.config.train
+    cfg, accelerator = job.config.train, job.accelerator
+    assert accelerator is not None, "setup() creates the accelerator first"
     optimizer = build_optimizer(job.model, cfg.lr, cfg.weight_decay)
     job.scheduler = build_scheduler(optimizer, cfg.warmup, job.total_steps, cfg.scheduler)
-    job.model, job.optimizer = job.accelerator.prepare(job.model, optimizer)
+    job.model, job.optimizer = accelerator.prepare(job.model, optimizer)
     job.tracker = tracker_for(job.config, job.task)
     if cfg.ema is not None:
-        job.ema = WeightAverage(job.accelerator.unwrap_model(job.model), cfg.ema)
+        job.ema = WeightAverage(accelerator.unwrap_model(job.model), cfg.ema)
     trainable, total = count_parameters(job.model)
     job.info["parameters"] = {"trainable": trainable, "total": total}
     log.info(
@@ -227,6 +235,7 @@ def tracker_for(config: JobConfig, task) -> EarlyStopping:
 
 
 def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
+    assert job.accelerator is not None, "setup() creates the accelerator first"
     run, main = job.run, job.accelerator.is_main_process
     if not main:
         return

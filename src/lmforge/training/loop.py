@@ -23,10 +23,11 @@ log = logging.getLogger("lmforge")
 
 # -- train --------------------------------------------------------------------------------------
 def run_loop(job: Job, stop: StopRequest, quiet: bool) -> TrainState:
-    cfg, acc = job.config.train, job.accelerator
+    cfg, acc, tracker = job.config.train, job.accelerator, job.tracker
+    assert acc is not None and tracker is not None, "setup() prepares the accelerator and the tracker"
     state = _resume(job) if job.config.resume else TrainState()
     if state.early:
-        job.tracker.load_state_dict(state.early)
+        tracker.load_state_dict(state.early)
     metrics = (
         MetricsLog(job.run.metrics, job.run.events, state.step if job.config.resume else None)
         if acc.is_main_process
@@ -84,9 +85,12 @@ def _resume(job: Job) -> TrainState:
     if not found:
         log.warning("resume=true but %s has no complete checkpoint: starting from the beginning", job.run.checkpoints)
         return TrainState()
-    saved = load_checkpoint(found[-1], job.accelerator.unwrap_model(job.model), job.optimizer, job.scheduler)
+    acc, ema_decay = job.accelerator, job.config.train.ema
+    assert acc is not None, "setup() creates the accelerator"
+    saved = load_checkpoint(found[-1], acc.unwrap_model(job.model), job.optimizer, job.scheduler)
     if job.ema is not None:
-        job.ema = WeightAverage(job.accelerator.unwrap_model(job.model), job.config.train.ema)
+        assert ema_decay is not None, "a weight average exists only under train.ema"
+        job.ema = WeightAverage(acc.unwrap_model(job.model), ema_decay)
         try:
             job.ema.load(found[-1])
         except (OSError, ValueError) as exc:
@@ -103,6 +107,11 @@ class _Loop:
     def __init__(self, job: Job, state: TrainState, metrics, progress, stop):
         self.job, self.state, self.metrics, self.progress, self.stop = job, state, metrics, progress, stop
         self.cfg = job.config.train
+        # ``setup`` prepared these for every job that reaches the loop (one-pass jobs never do).
+        assert job.accelerator is not None and job.optimizer is not None and job.scheduler is not None
+        assert job.tracker is not None
+        self.acc, self.optimizer, self.scheduler = job.accelerator, job.optimizer, job.scheduler
+        self.tracker = job.tracker
         self.finished = state.stopped_early or (
             job.config.train.max_steps is not None and state.step >= job.total_steps
         )
@@ -110,10 +119,10 @@ class _Loop:
         self.last_eval_step = state.step if job.config.resume else -1
         self.window_loss, self.window_n, self.window_examples = 0.0, 0, 0
         self.window_start = time.perf_counter()
-        self.last_grad_norm = None
+        self.last_grad_norm: float | None = None
 
     def run_epoch(self, batches: list[list[int]]) -> None:
-        job, state, cfg, acc = self.job, self.state, self.cfg, self.job.accelerator
+        job, state, cfg, acc = self.job, self.state, self.cfg, self.acc
         features = job.features["train"]
         job.model.train()
         position = state.batch_in_epoch
@@ -144,14 +153,14 @@ class _Loop:
                 return
 
     def _optimizer_step(self) -> None:
-        job, acc = self.job, self.job.accelerator
+        job, acc = self.job, self.acc
         if self.cfg.max_grad_norm is not None:
             norm = acc.clip_grad_norm_(job.model.parameters(), self.cfg.max_grad_norm)
             self.last_grad_norm = float(norm)
-        job.optimizer.step()
+        self.optimizer.step()
         after_optimizer_step(acc.unwrap_model(job.model), self.state.step + 1)
-        job.scheduler.step()
-        job.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
         if job.ema is not None:
             job.ema.update(acc.unwrap_model(job.model))
         self.state.step += 1
@@ -160,7 +169,7 @@ class _Loop:
         state, cfg = self.state, self.cfg
         if state.step % cfg.log_every == 0 or state.step == self.job.total_steps:
             self._log_train()
-        self.progress.update(state.step, self.job.scheduler.get_last_lr()[0])
+        self.progress.update(state.step, self.scheduler.get_last_lr()[0])
         if isinstance(cfg.eval_every, int) and state.step % cfg.eval_every == 0:
             self.evaluate_and_save()
         elif cfg.save_every and state.step % cfg.save_every == 0:
@@ -178,7 +187,7 @@ class _Loop:
             "step": self.state.step,
             "epoch": round(self._epoch_float(), 4),
             "loss": self.window_loss / max(self.window_n, 1),
-            "lr": self.job.scheduler.get_last_lr()[0],
+            "lr": self.scheduler.get_last_lr()[0],
             "examples_per_s": self.window_examples / elapsed if elapsed > 0 else None,
             "elapsed_s": round(self.state.elapsed_s + elapsed, 3),
         }
@@ -197,7 +206,7 @@ class _Loop:
     def evaluate_and_save(self) -> None:
         # Evaluation and saving are not training time: the speed window skips them.
         paused = time.perf_counter()
-        job, state = self.job, self.state
+        job, state, tracker = self.job, self.state, self.tracker
         self.last_eval_step = state.step
         if job.features["validation"]:
             scalars = self._validation_scalars()
@@ -211,18 +220,18 @@ class _Loop:
                         **scalars,
                     }
                 )
-            value = scalars.get(job.tracker.metric)
-            if job.tracker.update(value, state.step):
+            value = scalars.get(tracker.metric)
+            if tracker.update(value, state.step):
                 self._save_best()
-            self.progress.note(f"{job.tracker.metric}={value:.4f}" if value is not None else "")
-            if job.tracker.should_stop:
+            self.progress.note(f"{tracker.metric}={value:.4f}" if value is not None else "")
+            if tracker.should_stop:
                 log.info(
                     "early stopping at step %d: %s has not improved for %d evaluations (best %.4f at step %d)",
                     state.step,
-                    job.tracker.metric,
-                    job.tracker.patience,
-                    job.tracker.best,
-                    job.tracker.best_step,
+                    tracker.metric,
+                    tracker.patience,
+                    tracker.best,
+                    tracker.best_step,
                 )
                 state.stopped_early = True
                 self.finished = True
@@ -234,7 +243,7 @@ class _Loop:
         """Validation metrics of the model -- of its weight average under ``train.ema``, with the
         main metric of the weights themselves beside them as ``raw_<metric>``."""
         job = self.job
-        model = job.accelerator.unwrap_model(job.model)
+        model = self.acc.unwrap_model(job.model)
 
         def scalars() -> dict:
             result = job.task.evaluate(
@@ -243,14 +252,14 @@ class _Loop:
                 job.features["validation"],
                 job.data.validation,
                 self._eval_batch(),
-                job.accelerator.device,
+                self.acc.device,
                 job.data.labels,
             )
             return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
         if job.ema is None:
             return scalars()
-        metric = job.tracker.metric
+        metric = self.tracker.metric
         raw = scalars().get(metric)
         with job.ema.applied(model):
             averaged = scalars()
@@ -262,22 +271,22 @@ class _Loop:
         return self.cfg.eval_batch_size or 2 * self.cfg.batch_size
 
     def _save_best(self) -> None:
-        if not self.job.accelerator.is_main_process:
+        if not self.acc.is_main_process:
             return
         with averaged(self.job):
             save_model_folder(self.job, self.job.run.best)
 
     def save(self, rng) -> None:
         job, state = self.job, self.state
-        state.early = job.tracker.state_dict()
-        if not job.accelerator.is_main_process:
+        state.early = self.tracker.state_dict()
+        if not self.acc.is_main_process:
             return
         folder = job.run.checkpoints / f"step-{state.step}"
         save_checkpoint(
             folder,
-            job.accelerator.unwrap_model(job.model),
-            job.optimizer,
-            job.scheduler,
+            self.acc.unwrap_model(job.model),
+            self.optimizer,
+            self.scheduler,
             state.__dict__.copy(),
             rng,
             extra=job.ema.save if job.ema is not None else None,
@@ -288,7 +297,7 @@ class _Loop:
         job = self.job
         # Parameters are still those of the last good step: checkpoint them, with the RNG as it
         # was when this step began, so the checkpoint resumes exactly before the bad batch.
-        job.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         self.save(rng=rng_at_start)
         raise TrainingError(
             f"non-finite loss ({loss.item()}) at step {self.state.step + 1}, epoch "

@@ -13,8 +13,10 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import cast
 
 from lmforge.config import config_to_dict
+from lmforge.models.one_pass import OnePassModel
 from lmforge.tracking.metrics_log import MetricsLog
 from lmforge.training.finish import evaluate_splits, write_results
 from lmforge.training.job import Job, TrainState, run_record, write_task_files
@@ -24,6 +26,7 @@ log = logging.getLogger("lmforge")
 
 def run_one_pass(job: Job) -> TrainState:
     run, train = job.run, job.data.train
+    model = cast(OnePassModel, job.model)  # ``setup`` sends only one-pass models (is_one_pass) here
     if run.path.exists():
         # ``setup`` let through only an empty folder, overwrite=true or resume=true of the same
         # config; with nothing to resume, each of them starts afresh.
@@ -35,9 +38,9 @@ def run_one_pass(job: Job) -> TrainState:
     metrics.write({"kind": "start", "step": 0, "examples": len(train), "steps": 1})
     log.info("fitting %s (%s) on %d examples in one pass", job.info.get("family"), job.info.get("arch"), len(train))
     started = time.perf_counter()
-    job.model.fit(job.task, job.data)
+    model.fit(job.task, job.data)
     elapsed = time.perf_counter() - started
-    count = job.model.parameter_count()
+    count = model.parameter_count()
     job.info["parameters"] = {"trainable": count, "total": count}
     metrics.write(
         {
@@ -49,12 +52,13 @@ def run_one_pass(job: Job) -> TrainState:
         }
     )
     log.info("fitted in %.1f s: %s learned values", elapsed, f"{count:,}")
-    save_atomic(job.model, run.model)
+    save_atomic(model, run.model)
     results, predictions = evaluate_splits(job, run.model)
     for split, result in results.items():
         scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
         metrics.write({"kind": "eval", "split": split, "step": 1, "epoch": 1.0, **scalars})
         if split == "validation":
+            assert job.tracker is not None, "setup() creates the tracker"
             job.tracker.update(scalars.get(job.tracker.metric), 1)
     metrics.close()
     state = TrainState(step=1, epoch=1, examples_seen=len(train), elapsed_s=round(elapsed, 3))

@@ -15,6 +15,7 @@ def averaged(job: Job):
     """The model holds its weight average inside this block (``train.ema``), else its own weights."""
     if job.ema is None:
         return nullcontext()
+    assert job.accelerator is not None, "setup() creates the accelerator"
     return job.ema.applied(job.accelerator.unwrap_model(job.model))
 
 
@@ -22,6 +23,7 @@ def save_model_folder(job: Job, folder: Path) -> None:
     """Save a plain Hugging Face model (adapters merged) plus tokenizer, atomically."""
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    assert job.accelerator is not None, "setup() creates the accelerator"
     model = job.accelerator.unwrap_model(job.model)
     export_model(model).save_pretrained(tmp, safe_serialization=True)
     job.tokenizer.save_pretrained(tmp)

@@ -6,12 +6,15 @@ as PEFT does). ``export_model`` gives back a plain Hugging Face model for saving
 """
 
 import copy
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from torch import nn
 
 from lmforge.config.schema import TuningConfig
 from lmforge.registry import Registry
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 class TuningMethod(Protocol):
@@ -36,7 +39,7 @@ def apply_tuning(model: nn.Module, config: TuningConfig, task_type: str, total_s
 def after_optimizer_step(model: nn.Module, step: int) -> None:
     """Per-step work of a method, after the gradients and before they are cleared (AdaLoRA
     re-allocates its ranks here)."""
-    inner = getattr(model, "base_model", None)
+    inner: Any = getattr(model, "base_model", None)
     if is_peft(model) and hasattr(inner, "update_and_allocate"):
         inner.update_and_allocate(step)
 
@@ -57,14 +60,15 @@ def is_peft(model: nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
-def export_model(model: nn.Module) -> nn.Module:
+def export_model(model: nn.Module) -> "PreTrainedModel":
     """A plain ``transformers`` model with adapters folded in (a copy; ``model`` keeps training).
 
     Virtual-token methods (prefix, prompt, P-tuning) cannot be folded into weights: the export is
     the frozen base model, and the run folder keeps the trained prompts in ``adapter/``, which
     ``load_saved`` puts back."""
     if not is_peft(model):
-        return model
-    if not hasattr(model, "merge_and_unload"):
-        return model.get_base_model()
-    return copy.deepcopy(model).merge_and_unload()
+        return cast("PreTrainedModel", model)  # every trained family's model is a Hugging Face one
+    wrapped = cast(Any, model)  # a peft wrapper (is_peft): its methods are not nn.Module's
+    if not hasattr(wrapped, "merge_and_unload"):
+        return wrapped.get_base_model()
+    return copy.deepcopy(wrapped).merge_and_unload()

@@ -1,20 +1,23 @@
 """Freeze tuning: the task head plus the top ``trainable_layers`` encoder layers train."""
 
+from typing import Any
+
 from torch import nn
 
+from lmforge.config.schema import TuningConfig
 from lmforge.errors import ConfigError
 from lmforge.tuning.base import METHODS
 
 
 def layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The longest ``ModuleList`` of the model: its stack of transformer blocks."""
-    best = ("", None)
+    best_name, best = "", None
     for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and (best[1] is None or len(module) > len(best[1])):
-            best = (name, module)
-    if best[1] is None:
+        if isinstance(module, nn.ModuleList) and (best is None or len(module) > len(best)):
+            best_name, best = name, module
+    if best is None:
         raise ConfigError("tuning.method=freeze: this model has no stack of layers to freeze")
-    return best
+    return best_name, best
 
 
 def head_prefixes(model: nn.Module) -> list[str]:
@@ -26,7 +29,9 @@ def head_prefixes(model: nn.Module) -> list[str]:
     return prefixes
 
 
-def apply_freeze(model, config, task_type, **_):
+def apply_freeze(
+    model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None, **_: Any
+) -> nn.Module:
     stack_name, stack = layer_stack(model)
     if config.trainable_layers > len(stack):
         raise ConfigError(f"tuning.trainable_layers: {config.trainable_layers} but the model has {len(stack)} layers")

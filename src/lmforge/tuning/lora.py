@@ -1,5 +1,10 @@
 """LoRA through the ``peft`` library (Hu et al., 2021: W + (alpha/r) * B A, with A, B low rank)."""
 
+from typing import Any
+
+from torch import nn
+
+from lmforge.config.schema import TuningConfig
 from lmforge.errors import ConfigError
 from lmforge.tuning.base import METHODS
 
@@ -37,7 +42,9 @@ def wrap(model, peft_config, what: str = "tuning.target"):
         raise ConfigError(f"{what}: {str(exc).splitlines()[0]}") from None
 
 
-def apply_lora(model, config, task_type, **_):
+def apply_lora(
+    model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None, **_: Any
+) -> nn.Module:
     import peft
 
     # "auto" lets peft choose the modules it knows for this architecture (BERT: query, value).
@@ -45,7 +52,7 @@ def apply_lora(model, config, task_type, **_):
     lora_config = peft.LoraConfig(
         task_type=peft_task_type("lora", task_type),
         r=config.r,
-        lora_alpha=config.alpha,
+        lora_alpha=config.alpha,  # type: ignore[arg-type]  # peft annotates int; a float scales as well
         lora_dropout=config.dropout,
         target_modules=target,
     )

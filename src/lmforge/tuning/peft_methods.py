@@ -13,6 +13,11 @@ The last three add ``tuning.num_virtual_tokens`` positions to every sequence; pe
 position ids through them, so SFT packing is turned off with them (the task says so at start).
 """
 
+from typing import Any
+
+from torch import nn
+
+from lmforge.config.schema import TuningConfig
 from lmforge.tuning.base import METHODS
 from lmforge.tuning.lora import peft_task_type, wrap
 
@@ -23,7 +28,9 @@ def _target(config):
     return None if config.target == "auto" else config.target
 
 
-def apply_adalora(model, config, task_type, total_steps=None, **_):
+def apply_adalora(
+    model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None, **_: Any
+) -> nn.Module:
     import peft
 
     steps = max(int(total_steps or 0), 10)
@@ -31,7 +38,7 @@ def apply_adalora(model, config, task_type, total_steps=None, **_):
         task_type=peft_task_type("adalora", task_type),
         init_r=2 * config.r,
         target_r=config.r,
-        lora_alpha=config.alpha,
+        lora_alpha=config.alpha,  # type: ignore[arg-type]  # peft annotates int; a float scales as well
         lora_dropout=config.dropout,
         target_modules=_target(config),
         total_step=steps,
@@ -42,7 +49,9 @@ def apply_adalora(model, config, task_type, total_steps=None, **_):
     return wrap(model, adalora)
 
 
-def apply_ia3(model, config, task_type, **_):
+def apply_ia3(
+    model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None, **_: Any
+) -> nn.Module:
     import peft
 
     return wrap(
@@ -55,7 +64,9 @@ def apply_ia3(model, config, task_type, **_):
     )
 
 
-def apply_prefix(model, config, task_type, **_):
+def apply_prefix(
+    model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None, **_: Any
+) -> nn.Module:
     import peft
 
     return wrap(
@@ -67,7 +78,9 @@ def apply_prefix(model, config, task_type, **_):
     )
 
 
-def apply_prompt(model, config, task_type, **_):
+def apply_prompt(
+    model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None, **_: Any
+) -> nn.Module:
     import peft
 
     return wrap(
@@ -79,7 +92,9 @@ def apply_prompt(model, config, task_type, **_):
     )
 
 
-def apply_ptuning(model, config, task_type, **_):
+def apply_ptuning(
+    model: nn.Module, config: TuningConfig, task_type: str, total_steps: int | None = None, **_: Any
+) -> nn.Module:
     import peft
 
     return wrap(
