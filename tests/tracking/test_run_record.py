@@ -74,8 +74,11 @@ def test_a_record_from_a_newer_lmforge_is_refused(tmp_path):
         ("{not json", "unreadable"),
         ("[1, 2]", "not a JSON object"),
         ('{"model": {}}', "no task recorded"),
-        ('{"task": "classification", "head": "x", "labels": {"names": []}, "max_length": {"a": 1}, '
-         '"record_version": 2, "model": []}', "not a valid run record"),
+        (
+            '{"task": "classification", "head": "x", "labels": {"names": []}, "max_length": {"a": 1}, '
+            '"record_version": 2, "model": []}',
+            "not a valid run record",
+        ),
     ],
 )
 def test_a_damaged_record_is_one_clear_error(tmp_path, text, message):

@@ -36,6 +36,14 @@ def find_crf(model: nn.Module) -> CRF | None:
     return None
 
 
+def crf_of(model: nn.Module) -> CRF:
+    """The CRF of a model that was built with one (``head.crf``)."""
+    crf = find_crf(model)
+    if crf is None:
+        raise ValueError("this model has no CRF (head.crf was off when it was trained)")
+    return crf
+
+
 def load_crf_weights(crf: CRF, folder: Path) -> None:
     """Fill ``crf`` from the ``crf.*`` tensors of the safetensors files in ``folder``."""
     from safetensors import safe_open

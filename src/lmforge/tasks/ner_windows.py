@@ -40,7 +40,7 @@ def windows(word_ids: list, body: int, stride: int) -> list[tuple[int, int]]:
         start = nxt
 
 
-def owners(word_ids: list, windows: list[tuple[int, int]]) -> dict[int, int]:
+def owners(word_ids: list, windows: list[tuple[int, int]]) -> dict[int, int | None]:
     """For each word, the window whose edges are farthest from its first subword."""
     first: dict[int, int] = {}
     for pos, word in enumerate(word_ids):

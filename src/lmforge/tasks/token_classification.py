@@ -31,7 +31,7 @@ from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.ner import entity_metrics
 from lmforge.evaluation.result import EvalResult
-from lmforge.models.crf_head import attach_crf, find_crf, load_crf_weights
+from lmforge.models.crf_head import attach_crf, crf_of, load_crf_weights
 from lmforge.models.safe_loading import quiet_transformers
 from lmforge.tasks import ner_windows
 from lmforge.tasks.base import TASKS, Task
@@ -205,6 +205,7 @@ class TokenClassificationTask(Task):
         whose source has incomplete_types get the id of its tag set (PARTIAL - k)."""
         ok = True
         for ex in examples:
+            assert ex.tags is not None  # labelled data: the readers refuse a sentence without tags
             unknown = next((t for t in ex.tags if t not in labels.index), None)
             if unknown is not None:
                 types = sorted({n[2:] for n in labels.names if n != "O"})
@@ -214,10 +215,11 @@ class TokenClassificationTask(Task):
                 )
                 ex.tag_ids, ok = None, False
                 continue
-            ex.tag_ids = [labels.index[t] for t in ex.tags]
+            ids = [labels.index[t] for t in ex.tags]
             if partial and ex.incomplete:
                 code = PARTIAL - partial.index(ex.incomplete)
-                ex.tag_ids = [code if t == "O" else i for t, i in zip(ex.tags, ex.tag_ids)]
+                ids = [code if t == "O" else i for t, i in zip(ex.tags, ids)]
+            ex.tag_ids = ids
         return ok
 
     # -- batches ---------------------------------------------------------------------------------
@@ -295,8 +297,8 @@ class TokenClassificationTask(Task):
         index = heads.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
         emissions = logits.gather(1, index)  # (B, W, L)
         tags = labels.gather(1, heads)  # (B, W)
-        sets = self._label_sets(tags, logits.shape[-1]) if partial else None
-        return find_crf(model)(emissions, tags.clamp(min=0), head_mask, tag_sets=sets)
+        crf_sets = self._label_sets(tags, logits.shape[-1]) if partial else None
+        return crf_of(model)(emissions, tags.clamp(min=0), head_mask, tag_sets=crf_sets)
 
     def _label_sets(self, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
         """Label ids (...) -> the tags each may be, (..., L) bool: one tag for an exact label, the
@@ -351,7 +353,7 @@ class TokenClassificationTask(Task):
                 best = [(s.log_softmax(-1) + bias).argmax(-1) for s in scores]
             return [b.tolist() for b in best], [q.gather(1, b[:, None])[:, 0] for q, b in zip(probs, best)]
 
-        crf = find_crf(model).cpu()
+        crf = crf_of(model).cpu()
         emissions, mask = pad_rows(scores)
         with torch.inference_mode():
             paths = crf.decode(emissions if bias is None else emissions + bias, mask)
@@ -369,7 +371,7 @@ class TokenClassificationTask(Task):
 
         emissions, mask = pad_rows(scores)
         with torch.inference_mode():
-            marginals = find_crf(model).cpu().marginals(emissions, mask)
+            marginals = crf_of(model).cpu().marginals(emissions, mask)
         return [marginals[i, : len(s)] for i, s in enumerate(scores)]
 
     def _loss_of(self, model, scores, gold: list[list[int]]) -> float:
@@ -381,7 +383,7 @@ class TokenClassificationTask(Task):
         emissions, mask = pad_rows(scores)
         tags, _ = pad_rows([torch.tensor(g) for g in gold])
         with torch.inference_mode():
-            return find_crf(model).cpu()(emissions, tags.long(), mask).item()
+            return crf_of(model).cpu()(emissions, tags.long(), mask).item()
 
     def predict_examples(
         self,
@@ -409,7 +411,10 @@ class TokenClassificationTask(Task):
             rows.append({"entities": entities_of(ex, tags, conf, self.scheme), "tags": tags})
         return rows
 
-    def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels: LabelSet) -> EvalResult:
+    def evaluate(
+        self, model, tokenizer, features, examples, batch_size: int, device, labels: LabelSet | None = None
+    ) -> EvalResult:
+        assert labels is not None  # a tagger is always evaluated with its tag set
         scores = self.word_scores(model, tokenizer, features, examples, batch_size, device)
         loss = self._loss_of(model, scores, [ex.tag_ids for ex in examples])
 
@@ -421,6 +426,7 @@ class TokenClassificationTask(Task):
     def decoded_result(self, decode, examples: list[TaggedExample], labels: LabelSet, loss: float) -> EvalResult:
         """``result`` of the paths ``decode(bias, indices)`` gives under this task's decoding options:
         the fixed ``entity_bias``, or the bias tuned by ``cross_validate_bias`` (with its record)."""
+        record: dict | None
         if self.tune_entity_bias:
             paths, confidence, record = cross_validate_bias(decode, examples, labels.names, self.scheme)
         else:
@@ -435,7 +441,7 @@ class TokenClassificationTask(Task):
         self, examples: list[TaggedExample], paths: list[list[int]], confidence, labels: LabelSet, loss: float
     ) -> EvalResult:
         """Entity metrics and evaluation rows from each sentence's predicted tag ids (any model's)."""
-        gold = [[labels.names[t] for t in ex.tag_ids] for ex in examples]
+        gold = [[labels.names[t] for t in ex.tag_ids or []] for ex in examples]
         pred = [[labels.names[t] for t in p] for p in paths]
         metrics = entity_metrics(gold, pred, self.scheme)
         metrics["loss"] = loss
@@ -499,4 +505,4 @@ def _rename_types(examples: list[TaggedExample], label_names) -> None:
         return
     mapping = {str(k): str(v) for k, v in label_names.items()}
     for ex in examples:
-        ex.tags = [t if t == "O" or t[2:] not in mapping else t[:2] + mapping[t[2:]] for t in ex.tags]
+        ex.tags = [t if t == "O" or t[2:] not in mapping else t[:2] + mapping[t[2:]] for t in ex.tags or []]
