@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     if not (args.data_dir / "dev.tsv").is_file():
         print(f"error: SST-2 not found in {args.data_dir} (give the folder with --data-dir)", file=sys.stderr)
         return 2
-    from lmforge.prompting.recipe import LikelihoodClassifier
+    from lmforge.prompting.prompt_run import LikelihoodClassifier
     from lmforge.prompting.scoring import score_labels, score_labels_naive
     from lmforge.prompting.selection import fixed_examples
     from lmforge.prompting.templates import PromptTemplate

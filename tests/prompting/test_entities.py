@@ -107,7 +107,7 @@ def test_ner_prompt_run_is_scored_and_read_back_by_eval(tmp_path, run_cli, runs)
 
 @pytest.mark.slow
 def test_gold_replies_score_f1_one_through_the_whole_path(tmp_path, run_cli, runs, monkeypatch):
-    from lmforge.prompting import ner_recipe
+    from lmforge.prompting import ner_run
 
     gold = {" ".join(tokens): tags for tokens, tags in ner_sentences(12, 1)}
 
@@ -120,7 +120,7 @@ def test_gold_replies_score_f1_one_through_the_whole_path(tmp_path, run_cli, run
             out.append(self.template.answer([(t, " ".join(tokens[s:e])) for t, s, e in to_spans(tags)]))
         return out
 
-    monkeypatch.setattr(ner_recipe.PromptTagger, "replies", replies)
+    monkeypatch.setattr(ner_run.PromptTagger, "replies", replies)
     config = _ner_config(tmp_path, runs["chat"])
     code, _, err = run_cli("prompt", str(config), f"output={tmp_path / 'gold'}", "--quiet")
     assert code == 0, err

@@ -3,7 +3,7 @@
 import argparse
 
 from lmforge.cli.common import OVERRIDES_HELP
-from lmforge.selection.recipe import run_compare
+from lmforge.selection.compare_run import run_compare
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import json
 from lmforge.cli.common import add_ensemble_arguments, add_run_arguments, check_combine, fields_of, set_entity_bias
 from lmforge.inference.ensemble import EnsemblePredictor
 from lmforge.inference.predictor import RunPredictor
-from lmforge.prompting.recipe import evaluate_run
+from lmforge.prompting.prompt_run import evaluate_run
 from lmforge.tasks import Task, get_task
 from lmforge.tracking.run_folder import RunFolder
 

@@ -4,7 +4,7 @@ import argparse
 
 from lmforge.cli.common import OVERRIDES_HELP
 from lmforge.config import load_config
-from lmforge.prompting.recipe import headline, run_prompt
+from lmforge.prompting.prompt_run import headline, run_prompt
 
 # flag -> the prompt.* setting it overrides
 PROMPT_FLAGS = {

@@ -12,8 +12,8 @@ from lmforge.data.tagging import joiner_of
 from lmforge.inference.predictor import RunPredictor
 from lmforge.models.transformer import resolve_source
 from lmforge.prompting.entities import ParseStats
-from lmforge.prompting.ner_recipe import prepare_tagger
-from lmforge.prompting.recipe import PromptClassifier, prepare
+from lmforge.prompting.ner_run import prepare_tagger
+from lmforge.prompting.prompt_run import PromptClassifier, prepare
 
 LATENCY_TEXTS = 30  # texts timed one by one
 THROUGHPUT_TEXTS = 128  # texts timed in batches of 32

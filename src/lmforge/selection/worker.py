@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lmforge.config import load_config
 from lmforge.errors import LmforgeError
-from lmforge.prompting.recipe import run_prompt
+from lmforge.prompting.prompt_run import run_prompt
 from lmforge.runtime import set_threads
 from lmforge.selection.measure import measure_prompt, measure_run
 from lmforge.training.recipe import train

@@ -22,7 +22,7 @@ from lmforge.evaluation.classification import classification_metrics
 from lmforge.inference.generator import Generator
 from lmforge.models.embedding import SentenceEncoder
 from lmforge.prompting.generation import generate_splits
-from lmforge.prompting.ner_recipe import tag_splits
+from lmforge.prompting.ner_run import tag_splits
 from lmforge.prompting.scoring import calibrate, label_probabilities, score_labels
 from lmforge.prompting.selection import fixed_examples, nearest_examples
 from lmforge.prompting.splits import evaluation_splits, labelled_pool
