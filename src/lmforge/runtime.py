@@ -1,10 +1,14 @@
-"""Process-wide settings: logging, CPU threads, seeds, library noise."""
+"""Process-wide settings: logging, CPU threads, seeds, the device, library noise."""
 
+import json
 import logging
 import os
 import random
 import sys
+import time
 import warnings
+
+from lmforge.errors import ConfigError
 
 log = logging.getLogger("lmforge")
 
@@ -18,7 +22,19 @@ def setup_logging(quiet: bool = False) -> None:
     handler.setFormatter(logging.Formatter("lmforge: %(message)s"))
     log.addHandler(handler)
     log.propagate = False
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    # Under torchrun every process runs this: the main one speaks, the others only on errors.
+    level = logging.WARNING if quiet else logging.INFO
+    log.setLevel(level if process_rank() == 0 else logging.ERROR)
+
+
+def process_rank() -> int:
+    """This process's rank among the processes of a distributed job (0 alone)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def local_processes() -> int:
+    """How many processes of this job run on this machine (1 alone)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
 
 
 def quiet_libraries() -> None:
@@ -38,12 +54,14 @@ def quiet_libraries() -> None:
 
 
 def set_threads(threads: int | None) -> int:
-    """Use the cores this process may run on (or ``threads``); returns the count."""
+    """Use the cores this process may run on (or ``threads``), shared out between the processes of
+    a distributed job on this machine; returns the count."""
     if threads is None:
         try:
-            threads = len(os.sched_getaffinity(0))
+            cores = len(os.sched_getaffinity(0))
         except AttributeError:
-            threads = os.cpu_count() or 1
+            cores = os.cpu_count() or 1
+        threads = max(1, cores // local_processes())
     import torch  # here, not at the top: `lmforge --help` sets up logging and must not load torch
 
     torch.set_num_threads(threads)
@@ -57,3 +75,38 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def record_error(message: str) -> None:
+    """Under a torch launcher (torchrun, ``lmforge train --processes``), leave this process's
+    one-line error where the launcher reads it: it names the process that failed first, with this
+    message."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({"message": message, "timestamp": str(int(time.time()))}, handle)
+    except OSError:
+        pass
+
+
+def resolve_device(spec: str = "auto"):
+    """The torch device of ``spec`` (``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``): the one place that
+    decides where models run. ``auto`` is CUDA where there is one; under ``torchrun`` a CUDA process
+    takes its local rank's GPU."""
+    import torch
+
+    if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device: '{spec}' asks for CUDA, and torch sees no CUDA device here (use device=cpu)")
+    if spec in ("auto", "cuda"):
+        index = (
+            int(os.environ.get("LOCAL_RANK", "0") or 0) if "LOCAL_RANK" in os.environ else torch.cuda.current_device()
+        )
+        return torch.device("cuda", index)
+    index = int(spec.split(":", 1)[1])
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device: '{spec}': torch sees {torch.cuda.device_count()} CUDA device(s) (0-based)")
+    return torch.device("cuda", index)

@@ -5,10 +5,11 @@ Each command is one module of this package with ``add_arguments(parser)`` and ``
 
 import argparse
 import importlib
+import os
 import sys
 
 from lmforge.errors import LmforgeError
-from lmforge.runtime import quiet_libraries, setup_logging
+from lmforge.runtime import process_rank, quiet_libraries, record_error, setup_logging
 
 # command -> (module in lmforge.cli, one-line help). A command's module is imported only when that
 # command is given: start-up time -- `lmforge --help` needs no torch, and a command loads only the
@@ -68,10 +69,23 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except LmforgeError as exc:  # a missing extra (serve: fastapi) is one too
         print(f"lmforge: error: {exc}", file=sys.stderr)
+        record_error(str(exc))  # under torchrun: the launcher reports this process's message
         return exc.exit_code
+    except Exception as exc:
+        if "LOCAL_RANK" not in os.environ or not _peer_failed(exc):
+            raise
+        # Another process of this distributed job failed first: the launcher reports its message.
+        print(f"lmforge: process {process_rank()} stopped: another process failed", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+
+
+def _peer_failed(exc: Exception) -> bool:
+    """Whether ``exc`` is a collective operation broken by another process's exit."""
+    text = str(exc)
+    return type(exc).__name__ in ("DistBackendError", "DistNetworkError") or "closed by peer" in text
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import sys
 
 from lmforge.cli.common import OVERRIDES_HELP, config_overrides
 from lmforge.config import load_config
+from lmforge.errors import ConfigError
+from lmforge.training.distributed import launch, world_size
 from lmforge.training.recipe import train
 
 
@@ -16,11 +18,27 @@ def add_arguments(p: argparse.ArgumentParser, config: bool = True) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    if config:
+        p.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            metavar="N",
+            help="train data-parallel in N local processes (gloo on CPU, NCCL on GPU); the same as "
+            "torchrun --standalone --nproc_per_node N -m lmforge train ...",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, config_overrides(args))
+    config = load_config(args.config, config_overrides(args))  # a bad config fails here, once
+    processes = getattr(args, "processes", 1)
+    if processes < 1:
+        raise ConfigError(f"--processes: {processes}; give 1 or more")
+    if processes > 1 and world_size() == 1:
+        return launch(processes, _argv_again(args))
     outcome = train(config, quiet=args.quiet)
+    if not outcome.main:
+        return 0
     if outcome.stopped_by:
         print(
             f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; "
@@ -30,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
         return 130 if outcome.stopped_by == "SIGINT" else 0
     print(f"run folder: {outcome.run.path}\nreport: {outcome.run.report}")
     return 0
+
+
+def _argv_again(args: argparse.Namespace) -> list[str]:
+    """This command line without ``--processes``: what each launched process runs."""
+    flags = [f"--{name}" for name in ("resume", "overwrite", "quiet") if getattr(args, name)]
+    return ["train", args.config, *args.overrides, *flags]
 
 
 def _again(config: str, overrides: list[str]) -> str:

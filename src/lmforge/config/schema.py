@@ -196,6 +196,23 @@ class TrainConfig(Section):
         return value
 
 
+class DistributedConfig(Section):
+    """Training over several processes (``torchrun``, ``accelerate launch`` or ``lmforge train
+    --processes N``), handed to Hugging Face Accelerate; a single process ignores it."""
+
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field(
+        "ddp",
+        description="ddp (a full copy per process) | fsdp (shard weights, gradients, optimizer) | deepspeed (ZeRO)",
+    )
+    zero_stage: Literal[2, 3] = Field(
+        2, description="deepspeed: ZeRO stage (2 shards gradients and optimizer, 3 also weights)"
+    )
+    offload: bool = Field(False, description="fsdp, deepspeed: keep parameters/optimizer state in CPU memory")
+    min_params: int = Field(
+        100_000, ge=1, description="fsdp: wrap each submodule with at least this many parameters as one shard unit"
+    )
+
+
 class PromptConfig(Section):
     """``lmforge prompt``: classify without training, by a causal LM's label likelihoods (zero- or
     few-shot) or by an encoder's similarity to label descriptions; tag entities by asking a causal
@@ -254,6 +271,14 @@ class JobConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="lmforge prompt: zero/few-shot, no training")
     distil: DistilConfig = Field(default_factory=DistilConfig, description="lmforge distil: knowledge distillation")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="several processes: strategy (ddp | fsdp | deepspeed)"
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="auto (CUDA when there is one) | cpu | cuda | cuda:N",
+    )
     output: str = Field("runs/run", description="the run folder")
     resume: bool = Field(False, description="continue from the newest complete checkpoint in output")
     overwrite: bool = Field(False, description="replace a different run already in output")

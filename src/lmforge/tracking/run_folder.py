@@ -24,6 +24,11 @@ RESUMABLE_CHANGES = {
     "train.save_every",
     "train.keep_checkpoints",
     "train.log_every",
+    "train.threads",
+    "train.batch_size",  # per process: with another process count (checked at resume)
+    "train.eval_batch_size",
+    "distributed",  # a checkpoint taken with N processes resumes with M
+    "device",
     "prompt",
 }  # lmforge prompt's settings do not change what training learns
 

@@ -28,6 +28,7 @@ from lmforge.tokenization.unknown import unknown_rate
 from lmforge.tracking.run_folder import RunFolder, write_atomic
 from lmforge.tracking.run_record import ModelRecord, RunRecord
 from lmforge.training.checkpoint import list_checkpoints
+from lmforge.training.distributed import log_global_batch, make_accelerator
 from lmforge.training.early_stopping import EarlyStopping
 from lmforge.training.ema import WeightAverage
 from lmforge.training.optim import build_optimizer, build_scheduler
@@ -52,6 +53,9 @@ class TrainState:
     stopped_early: bool = False
     elapsed_s: float = 0.0
     early: dict = field(default_factory=dict)
+    # train.batch_size x processes when the state was saved (0: a checkpoint from before 0.2): a
+    # resumed run must cut the epoch into the same batches, however many processes it runs in.
+    micro_batch: int = 0
 
 
 @dataclass
@@ -136,7 +140,8 @@ def setup(config: JobConfig) -> Job:
     }
     _warn_unknown(loaded, features["train"], config)
     task.fit_baseline(features["train"], len(loaded.tokenizer))
-    accelerator = _accelerator(config.train)
+    accelerator = make_accelerator(config)
+    log_global_batch(config, accelerator.num_processes)
     steps_per_epoch, total_steps = _count_steps(config.train, features["train"], accelerator)
     model = apply_tuning(loaded.model, config.tuning, config.task, total_steps)
     job = Job(
@@ -182,12 +187,6 @@ def _warn_unknown(loaded, train_features, config) -> None:
             100 * rate,
             loaded.info.get("source", "?"),
         )
-
-
-def _accelerator(cfg):
-    from accelerate import Accelerator
-
-    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
 
 
 def _count_steps(cfg, train_features: list[dict], accelerator) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from lmforge.data.batching import epoch_batches
 from lmforge.errors import RunFolderError, TrainingError
 from lmforge.tracking.metrics_log import MetricsLog
 from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
+from lmforge.training.distributed import from_main, mean_over_processes
 from lmforge.training.ema import WeightAverage
 from lmforge.training.job import Job, TrainState
 from lmforge.training.progress import Progress
@@ -98,7 +99,21 @@ def _resume(job: Job) -> TrainState:
                 f"{found[-1]}: cannot resume the weight average ({str(exc).splitlines()[0]})"
             ) from None
     log.info("resuming from %s (epoch %d, step %d)", found[-1].name, saved["epoch"], saved["step"])
-    return TrainState(**saved)
+    state = TrainState(**saved)
+    _check_batches(state, job.config.train.batch_size, acc.num_processes)
+    return state
+
+
+def _check_batches(state: TrainState, batch_size: int, processes: int) -> None:
+    """A checkpoint taken with N processes resumes with M when each step still takes the same
+    examples: train.batch_size x processes must be what it was."""
+    now = batch_size * processes
+    if state.micro_batch and state.micro_batch != now:
+        raise RunFolderError(
+            f"cannot resume: the checkpoint was taken with {state.micro_batch} examples per batch over all "
+            f"processes, and train.batch_size {batch_size} x {processes} process(es) is {now}: set "
+            f"train.batch_size so that train.batch_size x processes is {state.micro_batch} again"
+        )
 
 
 class _Loop:
@@ -186,7 +201,7 @@ class _Loop:
             "kind": "train",
             "step": self.state.step,
             "epoch": round(self._epoch_float(), 4),
-            "loss": self.window_loss / max(self.window_n, 1),
+            "loss": mean_over_processes(self.acc, self.window_loss, self.window_n),
             "lr": self.scheduler.get_last_lr()[0],
             "examples_per_s": self.window_examples / elapsed if elapsed > 0 else None,
             "elapsed_s": round(self.state.elapsed_s + elapsed, 3),
@@ -242,6 +257,12 @@ class _Loop:
     def _validation_scalars(self) -> dict:
         """Validation metrics of the model -- of its weight average under ``train.ema``, with the
         main metric of the weights themselves beside them as ``raw_<metric>``."""
+        # Every row once: the main process evaluates, the others wait for its numbers. Sharded
+        # weights (fsdp, deepspeed) need every process in each forward pass: all evaluate there.
+        everyone = self.acc.num_processes == 1 or self.job.config.distributed.strategy != "ddp"
+        return from_main(self.acc, self._evaluate_here() if everyone or self.acc.is_main_process else None)
+
+    def _evaluate_here(self) -> dict:
         job = self.job
         model = self.acc.unwrap_model(job.model)
 
@@ -279,6 +300,7 @@ class _Loop:
     def save(self, rng) -> None:
         job, state = self.job, self.state
         state.early = self.tracker.state_dict()
+        state.micro_batch = self.cfg.batch_size * self.acc.num_processes
         if not self.acc.is_main_process:
             return
         folder = job.run.checkpoints / f"step-{state.step}"

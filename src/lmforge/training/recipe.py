@@ -22,6 +22,7 @@ class TrainOutcome:
     run: RunFolder
     state: TrainState
     stopped_by: str | None  # the signal that stopped the run before its end, if any
+    main: bool = True  # False in the other processes of a distributed job: they report nothing
 
 
 def train(config: JobConfig, quiet: bool = False) -> TrainOutcome:
@@ -33,4 +34,5 @@ def train(config: JobConfig, quiet: bool = False) -> TrainOutcome:
         state = run_loop(job, stop, quiet)
     if not stop.requested:
         cleanup(job, state)
-    return TrainOutcome(job.run, state, stop.requested)
+    assert job.accelerator is not None, "setup() creates the accelerator"
+    return TrainOutcome(job.run, state, stop.requested, job.accelerator.is_main_process)

@@ -1,0 +1,164 @@
+"""Several processes, on the engines the field uses: Accelerate builds the process group and wraps
+the model (DDP, FSDP, DeepSpeed); ``torchrun``'s launcher starts local processes for ``lmforge train
+--processes N``. lmforge adds the semantics a user relies on:
+
+- the global batch is ``train.batch_size`` x processes x ``train.grad_accum``, logged at the start;
+  each global batch is the one a single process would take with the same global batch, split between
+  the processes (``data/batching.py``), so N processes reproduce one process's steps;
+- evaluation runs once, on the main process (every row once, none dropped), and its metrics are
+  broadcast so every process takes the same early-stopping and best-model decisions;
+- only the main process writes the run folder, logs and checkpoints;
+- an error in one process stops all, and the launcher reports that process's message.
+"""
+
+import json
+import logging
+import os
+import sys
+import uuid
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from lmforge.config import JobConfig
+from lmforge.errors import ConfigError
+from lmforge.runtime import resolve_device
+
+log = logging.getLogger("lmforge")
+
+
+def world_size() -> int:
+    """How many processes this job runs in (1 when it was not started by a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def make_accelerator(config: JobConfig) -> Accelerator:
+    """The Accelerator of a training job: device from ``device``, mixed precision from
+    ``train.mixed_precision``, the distributed strategy from ``distributed``."""
+    device = resolve_device(config.device)
+    kwargs: dict = {}
+    if world_size() > 1:
+        kwargs = _strategy_plugin(config, device)
+    if device.type == "cuda" and "LOCAL_RANK" not in os.environ:
+        torch.cuda.set_device(device)  # device: cuda:N in one process
+    return Accelerator(mixed_precision=config.train.mixed_precision, cpu=device.type == "cpu", **kwargs)
+
+
+def _strategy_plugin(config: JobConfig, device: torch.device) -> dict:
+    dist = config.distributed
+    if dist.strategy == "fsdp":
+        from accelerate import FullyShardedDataParallelPlugin
+
+        return {
+            "fsdp_plugin": FullyShardedDataParallelPlugin(
+                fsdp_version=2,
+                auto_wrap_policy="size_based_wrap",
+                min_num_params=dist.min_params,
+                cpu_offload=dist.offload,
+                state_dict_type="FULL_STATE_DICT",
+                reshard_after_forward=True,
+            )
+        }
+    if dist.strategy == "deepspeed":
+        if device.type != "cuda":
+            raise ConfigError("distributed.strategy: deepspeed runs on CUDA devices only; use ddp or fsdp on CPU")
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "distributed.strategy: deepspeed needs the deepspeed package (pip install deepspeed)"
+            ) from None
+        from accelerate import DeepSpeedPlugin
+
+        offload = "cpu" if dist.offload else "none"
+        return {
+            "deepspeed_plugin": DeepSpeedPlugin(
+                zero_stage=dist.zero_stage,
+                gradient_accumulation_steps=config.train.grad_accum,
+                gradient_clipping=config.train.max_grad_norm or 0.0,
+                offload_optimizer_device=offload,
+                offload_param_device=offload if dist.zero_stage == 3 else "none",
+            )
+        }
+    return {}
+
+
+def log_global_batch(config: JobConfig, processes: int) -> int:
+    """Log and return the global batch: per-process batch x processes x accumulation."""
+    cfg = config.train
+    total = cfg.batch_size * processes * cfg.grad_accum
+    log.info(
+        "global batch %d = %d per process x %d process%s x %d accumulation step%s",
+        total,
+        cfg.batch_size,
+        processes,
+        "" if processes == 1 else "es",
+        cfg.grad_accum,
+        "" if cfg.grad_accum == 1 else "s",
+    )
+    return total
+
+
+def from_main(accelerator: Accelerator, value):
+    """``value`` as the main process has it, on every process (any picklable lmforge-made object)."""
+    if accelerator.num_processes == 1:
+        return value
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
+
+
+def mean_over_processes(accelerator: Accelerator, total: float, count: int) -> float:
+    """``sum(total) / sum(count)`` over all processes (a logged loss)."""
+    if accelerator.num_processes == 1:
+        return total / max(count, 1)
+    pair = torch.tensor([total, float(count)], dtype=torch.float64, device=accelerator.device)
+    pair = accelerator.reduce(pair, reduction="sum")
+    return float(pair[0] / pair[1].clamp(min=1))
+
+
+# -- the launcher -------------------------------------------------------------------------------
+def launch(processes: int, argv: list[str]) -> int:
+    """Run ``python -m lmforge ARGV`` in ``processes`` local processes with torch's elastic launcher
+    (what ``torchrun --standalone --nproc_per_node N`` does); returns the exit code. When one process
+    fails the launcher stops the others, and this prints the first failure's own message."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if "OMP_NUM_THREADS" not in os.environ:  # each process's share of the cores, as torchrun sets it
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.2,
+    )
+    try:
+        elastic_launch(config, sys.executable)("-m", "lmforge", *argv)
+    except ChildFailedError as exc:
+        rank, failure = _first_failure(exc)
+        message = failure.message if isinstance(failure.message, str) else json.dumps(failure.message)
+        if failure.error_file_data.get("message"):
+            print(f"lmforge: error: (process {rank} of {processes}) {message}", file=sys.stderr)
+        else:
+            print(
+                f"lmforge: error: process {rank} of {processes} failed (exit code {failure.exitcode})", file=sys.stderr
+            )
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
+
+
+def _first_failure(exc):
+    """The failure to report: the earliest that left an lmforge message, else the launcher's pick."""
+    recorded = [(f.timestamp, rank, f) for rank, f in exc.failures.items() if f.error_file_data.get("message")]
+    if recorded:
+        _, rank, failure = min(recorded, key=lambda t: (t[0], t[1]))
+        return rank, failure
+    return exc.get_first_failure()

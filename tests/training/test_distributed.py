@@ -1,0 +1,171 @@
+"""Data parallel on CPU (gloo): two processes reproduce one process with the same global batch; a
+checkpoint taken with two processes resumes in one; a failure in one process stops both and is
+reported with that process's message."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import sentiment_rows, write_jsonl
+
+HERE = Path(__file__).parent
+TINY = "{family: transformer, arch: bert, layers: 2, hidden: 32, heads: 2, vocab_size: 200}"
+
+
+def _job(tmp_path: Path) -> Path:
+    write_jsonl(tmp_path / "train.jsonl", sentiment_rows(64, 0))  # 4 global batches of 16
+    write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(20, 1))
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"task: classification\ndata: {{train: {tmp_path}/train.jsonl, validation: {tmp_path}/dev.jsonl}}\n"
+        f"model: {TINY}\n"
+        # dropout off: each process draws its own masks, so only a dropout-free run can match exactly
+        "train: {epochs: 2, lr: 3.0e-3, warmup: 0, dropout: 0.0, threads: 1, log_every: 1, eval_every: 2}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+def _lmforge(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lmforge", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lmforge", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _rows(run: Path, kind: str) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def _weights(folder: Path) -> dict:
+    return load_file(next(folder.glob("*.safetensors")))
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+@pytest.mark.slow
+def test_two_processes_reproduce_one(tmp_path):
+    config = _job(tmp_path)
+    one = _lmforge("train", str(config), f"output={tmp_path}/one", "train.batch_size=16", "--quiet")
+    assert one.returncode == 0, one.stderr
+    two = _torchrun("train", str(config), f"output={tmp_path}/two", "train.batch_size=8")
+    assert two.returncode == 0, two.stderr
+    # one report, from the main process only
+    assert two.stdout.count("run folder:") == 1
+    assert "global batch 16 = 8 per process x 2 processes x 1 accumulation step" in two.stderr
+
+    losses = [[r["loss"] for r in _rows(tmp_path / run, "train")] for run in ("one", "two")]
+    assert len(losses[0]) == len(losses[1]) == 8
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    evals = [[(r["step"], r["loss"], r["accuracy"]) for r in _rows(tmp_path / run, "eval")] for run in ("one", "two")]
+    assert [e[:1] for e in evals[0]] == [e[:1] for e in evals[1]]
+    assert [e[1:] for e in evals[0]] == pytest.approx([e[1:] for e in evals[1]], abs=1e-5)
+    assert _max_diff(_weights(tmp_path / "one" / "model"), _weights(tmp_path / "two" / "model")) < 1e-5
+    finals = [json.loads((tmp_path / run / "eval_results.json").read_text())["validation"] for run in ("one", "two")]
+    assert finals[0]["accuracy"] == finals[1]["accuracy"]
+    assert finals[0]["loss"] == pytest.approx(finals[1]["loss"], abs=1e-5)
+    predictions = (tmp_path / "two" / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 20  # every validation row once
+
+
+@pytest.mark.slow
+def test_checkpoint_of_two_processes_resumes_in_one(tmp_path):
+    config = _job(tmp_path)
+    whole = _lmforge(
+        "train", str(config), f"output={tmp_path}/whole", "train.batch_size=16", "train.save_every=3", "--quiet"
+    )
+    assert whole.returncode == 0, whole.stderr
+    # two processes checkpoint at step 3 of 8; the run is cut back to that checkpoint ...
+    first = _lmforge(
+        "train",
+        str(config),
+        f"output={tmp_path}/split",
+        "train.batch_size=8",
+        "train.save_every=3",
+        "train.keep_checkpoints=10",
+        "--processes",
+        "2",
+    )
+    assert first.returncode == 0, first.stderr
+    checkpoints = tmp_path / "split" / "checkpoints"
+    for later in [c for c in checkpoints.iterdir() if c.name != "step-3"]:
+        shutil.rmtree(later)
+    # ... a wrong per-process batch for one process is refused, naming the fix ...
+    wrong = _lmforge("train", str(config), f"output={tmp_path}/split", "train.batch_size=8", "resume=true")
+    assert wrong.returncode != 0
+    assert "train.batch_size x processes is 16" in wrong.stderr
+    # ... and one process with the same global batch finishes the run where one process would have.
+    second = _lmforge(
+        "train",
+        str(config),
+        f"output={tmp_path}/split",
+        "train.batch_size=16",
+        "train.save_every=3",
+        "train.keep_checkpoints=10",
+        "resume=true",
+        "--quiet",
+    )
+    assert second.returncode == 0, second.stderr
+    assert _max_diff(_weights(tmp_path / "whole" / "model"), _weights(tmp_path / "split" / "model")) < 1e-5
+
+
+@pytest.mark.slow
+def test_a_failure_in_one_process_stops_both(tmp_path):
+    config = _job(tmp_path)
+    env = {"PYTHONPATH": os.pathsep.join([str(HERE / "fail_rank"), os.environ.get("PYTHONPATH", "")])}
+    done = _lmforge(
+        "train",
+        str(config),
+        f"output={tmp_path}/run",
+        "train.batch_size=8",
+        "--processes",
+        "2",
+        "--quiet",
+        env={**env, "LMFORGE_TEST_FAIL_STEP": "3"},
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "lmforge: error: (process 1 of 2) rank 1 fails on purpose at step 3"
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "eval_results.json").exists()  # the run did not finish
+
+
+def test_a_bad_process_count_is_one_line(tmp_path, run_cli):
+    config = _job(tmp_path)
+    code, _, err = run_cli("train", str(config), f"output={tmp_path}/run", "--processes", "0")
+    assert code == 2
+    assert err.strip() == "lmforge: error: --processes: 0; give 1 or more"
+    assert not (tmp_path / "run").exists()
+
+
+def test_no_cuda_here_is_one_line(tmp_path, run_cli):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    config = _job(tmp_path)
+    code, _, err = run_cli("train", str(config), f"output={tmp_path}/run", "device=cuda")
+    assert code == 2
+    assert "device: 'cuda' asks for CUDA" in err
+    assert not (tmp_path / "run").exists()
