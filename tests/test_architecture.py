@@ -17,7 +17,7 @@ LAYERS = [
     ["models"],
     ["tuning", "tasks"],
     ["inference", "training"],
-    ["prompting", "selection", "export"],
+    ["prompting", "selection", "export", "search"],
     ["serving", "ui"],
     ["cli", "__main__"],
 ]
@@ -41,6 +41,7 @@ CORE = {
     "tqdm",
     "matplotlib",
     "tensorboard",
+    "optuna",
 }
 
 

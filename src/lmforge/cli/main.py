@@ -16,6 +16,7 @@ from lmforge.runtime import process_rank, quiet_libraries, record_error, setup_l
 # libraries it uses.
 COMMANDS = {
     "train": ("train", "fine-tune or pre-train a model from a YAML config"),
+    "tune": ("tune", "search hyperparameters with Optuna over the config's tune.space; best.yaml in the study folder"),
     "demo": ("demo", "fine-tune MiniLM on BBC News (bundled) into runs/demo"),
     "eval": ("eval", "metrics of a run on a labelled file"),
     "predict": ("predict", "predict with a run: --text or --input FILE"),

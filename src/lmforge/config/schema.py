@@ -213,6 +213,42 @@ class DistributedConfig(Section):
     )
 
 
+class SearchRange(Section):
+    """A numeric range of ``tune.space``: integers when ``low`` and ``high`` are both integers."""
+
+    low: int | float = Field(description="smallest value")
+    high: int | float = Field(description="largest value")
+    log: bool = Field(False, description="sample on a log scale (learning rates)")
+    step: float | None = Field(None, gt=0, description="only multiples of step above low")
+
+
+class TuneConfig(Section):
+    """``lmforge tune``: a hyperparameter search with Optuna over any config keys."""
+
+    space: dict[str, SearchRange | list] = Field(
+        default_factory=dict,
+        description="config key -> {low, high, log, step} or a list of choices, e.g. train.lr: {low: 1.0e-5, high: 1.0e-3, log: true}",
+    )
+    metric: str | None = Field(None, description="validation metric to optimise (default: the task's main metric)")
+    direction: Literal["maximize", "minimize"] | None = Field(
+        None, description="default: minimize for loss and perplexity, else maximize"
+    )
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = Field("tpe", description="how trials choose values")
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median", description="stop unpromising trials at their evaluations (train.eval_every)"
+    )
+    command: Literal["train", "prompt"] = Field(
+        "train", description="what a trial runs: train, or prompt (no training)"
+    )
+    output: str | None = Field(None, description="the study folder (default: output + '-tune')")
+    storage: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the study (default: study.db in the study folder); "
+        "or set LMFORGE_TUNE_STORAGE, which keeps a password off the command line",
+    )
+    seed: int = Field(0, description="seed of the sampler")
+
+
 class PromptConfig(Section):
     """``lmforge prompt``: classify without training, by a causal LM's label likelihoods (zero- or
     few-shot) or by an encoder's similarity to label descriptions; tag entities by asking a causal
@@ -271,6 +307,7 @@ class JobConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="lmforge prompt: zero/few-shot, no training")
     distil: DistilConfig = Field(default_factory=DistilConfig, description="lmforge distil: knowledge distillation")
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="lmforge tune: the search space and study")
     distributed: DistributedConfig = Field(
         default_factory=DistributedConfig, description="several processes: strategy (ddp | fsdp | deepspeed)"
     )

@@ -29,6 +29,7 @@ RESUMABLE_CHANGES = {
     "train.eval_batch_size",
     "distributed",  # a checkpoint taken with N processes resumes with M
     "device",
+    "tune",
     "prompt",
 }  # lmforge prompt's settings do not change what training learns
 

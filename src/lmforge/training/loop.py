@@ -3,6 +3,7 @@ stopping, checkpoints, resume, EMA, SIGTERM -- from a ready ``Job`` (``job.py``)
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -21,9 +22,13 @@ from lmforge.tuning import after_optimizer_step
 
 log = logging.getLogger("lmforge")
 
+OnEvaluation = Callable[[int, dict], None]
+
 
 # -- train --------------------------------------------------------------------------------------
-def run_loop(job: Job, stop: StopRequest, quiet: bool) -> TrainState:
+def run_loop(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvaluation | None = None) -> TrainState:
+    """Train ``job`` to its end (or a stop request); ``on_evaluation(step, metrics)`` is called after
+    each validation (a search's pruner listens there, and may stop the run by raising)."""
     cfg, acc, tracker = job.config.train, job.accelerator, job.tracker
     assert acc is not None and tracker is not None, "setup() prepares the accelerator and the tracker"
     state = _resume(job) if job.config.resume else TrainState()
@@ -46,7 +51,7 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool) -> TrainState:
         )
     lengths = [len(f["input_ids"]) for f in job.features["train"]]
     progress = Progress(job.total_steps, state.step, disabled=quiet or not acc.is_main_process)
-    loop = _Loop(job, state, metrics, progress, stop)
+    loop = _Loop(job, state, metrics, progress, stop, on_evaluation)
     try:
         while state.epoch < cfg.epochs and not loop.finished:
             batches = epoch_batches(
@@ -119,8 +124,9 @@ def _check_batches(state: TrainState, batch_size: int, processes: int) -> None:
 class _Loop:
     """The inner loop and the things it does at step boundaries."""
 
-    def __init__(self, job: Job, state: TrainState, metrics, progress, stop):
+    def __init__(self, job: Job, state: TrainState, metrics, progress, stop, on_evaluation=None):
         self.job, self.state, self.metrics, self.progress, self.stop = job, state, metrics, progress, stop
+        self.on_evaluation = on_evaluation
         self.cfg = job.config.train
         # ``setup`` prepared these for every job that reaches the loop (one-pass jobs never do).
         assert job.accelerator is not None and job.optimizer is not None and job.scheduler is not None
@@ -238,6 +244,8 @@ class _Loop:
             value = scalars.get(tracker.metric)
             if tracker.update(value, state.step):
                 self._save_best()
+            if self.on_evaluation is not None:
+                self.on_evaluation(state.step, scalars)
             self.progress.note(f"{tracker.metric}={value:.4f}" if value is not None else "")
             if tracker.should_stop:
                 log.info(

@@ -12,7 +12,7 @@ from lmforge.models.one_pass import is_one_pass
 from lmforge.tracking.run_folder import RunFolder
 from lmforge.training.finish import cleanup
 from lmforge.training.job import TrainState, setup
-from lmforge.training.loop import run_loop
+from lmforge.training.loop import OnEvaluation, run_loop
 from lmforge.training.one_pass import run_one_pass
 from lmforge.training.signals import StopRequest
 
@@ -25,13 +25,13 @@ class TrainOutcome:
     main: bool = True  # False in the other processes of a distributed job: they report nothing
 
 
-def train(config: JobConfig, quiet: bool = False) -> TrainOutcome:
-    """Run a training job end to end."""
+def train(config: JobConfig, quiet: bool = False, on_evaluation: OnEvaluation | None = None) -> TrainOutcome:
+    """Run a training job end to end; ``on_evaluation(step, metrics)`` hears each validation."""
     job = setup(config)
     if is_one_pass(job.model):
         return TrainOutcome(job.run, run_one_pass(job), None)
     with StopRequest() as stop:
-        state = run_loop(job, stop, quiet)
+        state = run_loop(job, stop, quiet, on_evaluation)
     if not stop.requested:
         cleanup(job, state)
     assert job.accelerator is not None, "setup() creates the accelerator"

@@ -1,0 +1,66 @@
+"""``lmforge tune CONFIG --trials N [--timeout S] [--jobs J]``: a hyperparameter search (Optuna) over
+the config's ``tune.space``; each trial is a run folder in the study folder, the best config is
+written as ``best.yaml``."""
+
+import argparse
+import sys
+
+from lmforge.cli.common import OVERRIDES_HELP, config_overrides
+from lmforge.errors import ConfigError
+from lmforge.search.study import ended, finish, open_study, prepare, run_trials, run_workers, shown, trials_table
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a train (or prompt) config with a tune: {space: ...} section")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+    p.add_argument("--trials", type=int, default=20, help="trials the study should hold in all (default 20)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--jobs", type=int, default=1, help="run trials in J processes, the cores split between them")
+    p.add_argument("--quiet", action="store_true", help="warnings only")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs J processes
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.trials < 1:
+        raise ConfigError(f"--trials: {args.trials}; give 1 or more")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: {args.jobs}; give 1 or more")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError(f"--timeout: {args.timeout}; give a number of seconds above 0")
+    overrides = config_overrides(args)
+    search = prepare(args.config, overrides)  # every error a user can make, before any trial
+    if args.worker:
+        run_trials(search, args.trials, args.timeout)
+        return 0
+    search.folder.mkdir(parents=True, exist_ok=True)
+    study = open_study(search)
+    done = ended(study)
+    if done:
+        print(f"study {search.folder}: {done} trial(s) already ended; running up to {args.trials} in all")
+    if args.jobs > 1:
+        run_workers(search, [args.config, *overrides], args.trials, args.timeout, args.jobs)
+    else:
+        study = run_trials(search, args.trials, args.timeout, quiet=True)
+    study = open_study(search)
+    summary = finish(search, study)
+    _print(study, summary, search)
+    return 0
+
+
+def _print(study, summary: dict, search) -> None:
+    rows = trials_table(study)
+    keys = [d.key for d in search.dims]
+    print(f"{'trial':>5}  {'state':<8} {search.metric:>10}  " + "  ".join(keys))
+    for row in rows:
+        value = f"{row['value']:.4f}" if isinstance(row["value"], float) else "-"
+        params = "  ".join(shown(row[k]) if k in row else "-" for k in keys)
+        print(f"{row['trial']:>5}  {row['state']:<8} {value:>10}  {params}")
+    counts = ", ".join(f"{n} {state}" for state, n in summary["trials"].items() if n)
+    print(f"study: {summary['study']} ({counts})")
+    if "best_trial" in summary:
+        print(
+            f"best: trial {summary['best_trial']}, validation {search.metric} {summary['best_value']:.4f}; "
+            f"config: {search.folder / 'best.yaml'}\nreport: {search.folder / 'report.html'}"
+        )
+    else:
+        print("no trial completed: see the trials' run folders for why", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Hyperparameter search on Optuna: the space a config names, studies of ordinary runs."""

@@ -1,0 +1,307 @@
+"""``lmforge tune``: a hyperparameter search on Optuna, where every trial is an ordinary run.
+
+The study folder holds:
+
+- ``study.db`` -- Optuna's own SQLite storage (unless ``tune.storage`` or ``LMFORGE_TUNE_STORAGE``
+  names another database): run the command again and an interrupted study continues; point workers
+  on several machines at one database URL and they share the study;
+- ``trials/trial-NNN/`` -- each trial's run folder (config, metrics, report), as ``lmforge train``
+  or ``lmforge prompt`` writes it; a pruned trial keeps its metrics, not its checkpoints;
+- ``best.yaml`` -- the best trial's config, which ``lmforge train`` takes as it is;
+- ``trials.csv`` and ``report.html`` -- the trials table and Optuna's plots.
+
+Trials report each validation to Optuna's pruner, which stops those behind the others. ``--jobs J``
+runs J worker processes on the same study, the cores shared out between them.
+"""
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from lmforge._optional import require
+from lmforge.config import JobConfig, apply_overrides, config_to_dict, load_config
+from lmforge.errors import ConfigError, LmforgeError
+from lmforge.prompting.prompt_run import run_prompt
+from lmforge.search.report import write_study_report
+from lmforge.search.space import Dimension, override, read_space
+from lmforge.tasks import get_task
+from lmforge.tracking.run_folder import RunFolder
+from lmforge.training.recipe import train
+
+# The study speaks on its own logger, at INFO, while each trial's run is quiet (warnings only).
+log = logging.getLogger("lmforge.tune")
+log.setLevel(logging.INFO)
+
+STORAGE_ENV = "LMFORGE_TUNE_STORAGE"
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass
+class Search:
+    """A study to run: the user's config, its space and where everything goes."""
+
+    config: JobConfig
+    base: dict  # the config as the user wrote it (YAML + overrides), each trial's starting point
+    dims: list[Dimension]
+    folder: Path
+    metric: str
+    direction: str
+
+    @property
+    def storage_url(self) -> str:
+        return self.config.tune.storage or os.environ.get(STORAGE_ENV) or f"sqlite:///{self.folder / 'study.db'}"
+
+    @property
+    def name(self) -> str:
+        return self.folder.resolve().name
+
+
+def prepare(config_path: str, overrides: list[str]) -> Search:
+    """Read and check everything a search needs; writes nothing."""
+    base: dict = yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) if config_path else {}
+    config = load_config(config_path, overrides)  # one-line errors naming the file and key
+    apply_overrides(base, overrides)
+    dims = read_space(config, base)
+    task = get_task(config.task)
+    metric = config.tune.metric or (
+        "accuracy" if config.tune.command == "prompt" and config.task == "classification" else task.default_metric
+    )
+    if config.tune.command == "train" and metric not in task.metric_names:
+        raise ConfigError(
+            f"tune.metric: '{metric}' is not reported for task {task.name} (choose from {', '.join(task.metric_names)})"
+        )
+    if config.data.validation is None:
+        raise ConfigError("tune needs data.validation: trials are compared on the validation split")
+    direction = config.tune.direction or ("minimize" if metric in ("loss", "perplexity") else "maximize")
+    folder = Path(config.tune.output or f"{config.output.rstrip('/')}-tune")
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"tune.output: {folder} exists and is not a folder")
+    return Search(config, base, dims, folder, metric, direction)
+
+
+def open_study(search: Search) -> optuna.Study:
+    """The study in its storage, created on first use and loaded after."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    tune = search.config.tune
+    try:
+        storage = RDBStorage(
+            search.storage_url,
+            heartbeat_interval=30,
+            grace_period=120,  # a trial whose worker died is failed, then retried once
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        )
+    except Exception as exc:  # SQLAlchemy: a bad URL, an unreachable server, a missing driver
+        shown = search.storage_url if search.storage_url.startswith("sqlite") else "the storage URL"
+        raise ConfigError(f"tune.storage: cannot open {shown}: {str(exc).splitlines()[0]}") from None
+    study = optuna.create_study(
+        storage=storage,
+        study_name=search.name,
+        direction=search.direction,
+        sampler=_sampler(tune.sampler, tune.seed, search.dims),
+        pruner=_pruner(tune.pruner),
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != search.direction:
+        raise ConfigError(
+            f"tune.direction: the study in {search.folder} was made to {study.direction.name.lower()}; "
+            f"this config asks to {search.direction} (use another tune.output)"
+        )
+    return study
+
+
+def _sampler(name: str, seed: int, dims: list[Dimension]) -> optuna.samplers.BaseSampler:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler({d.key: list(d.choices or ()) for d in dims}, seed=seed)
+    if name == "cmaes":
+        require("cmaes", purpose="tune.sampler: cmaes")
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def ended(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=ENDED))
+
+
+# -- trials -------------------------------------------------------------------------------------
+def run_trials(search: Search, trials: int, timeout: float | None, quiet: bool = True) -> optuna.Study:
+    """Run trials in this process until the study holds ``trials`` ended ones (or ``timeout`` s)."""
+    study = open_study(search)
+    if ended(study) >= trials:
+        return study
+    study.optimize(
+        lambda trial: _objective(search, trial, quiet),
+        timeout=timeout,
+        catch=(LmforgeError,),  # a trial that diverges or runs out of memory fails; the study goes on
+        callbacks=[MaxTrialsCallback(trials, states=ENDED)],
+        gc_after_trial=True,
+    )
+    return study
+
+
+def _objective(search: Search, trial: optuna.Trial, quiet: bool) -> float:
+    values = {dim.key: dim.suggest(trial) for dim in search.dims}
+    folder = search.folder / "trials" / f"trial-{trial.number:03d}"
+    trial.set_user_attr("run", str(folder))
+    overrides = [override(k, v) for k, v in values.items()]
+    overrides += [override("output", str(folder)), "overwrite=true", "resume=false"]
+    config = load_config(None, overrides, base=search.base)
+    log.info("trial %d: %s", trial.number, ", ".join(f"{k}={shown(v)}" for k, v in values.items()))
+    started = time.perf_counter()
+    with _quiet_runs():
+        results = _run_trial(search, trial, config, folder, quiet)
+    trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+    value = results.get("validation", {}).get(search.metric)
+    if not isinstance(value, (int, float)):
+        raise ConfigError(f"tune.metric: trial {trial.number} reported no validation {search.metric}")
+    log.info("trial %d: %s %.4f (%.0f s)", trial.number, search.metric, value, time.perf_counter() - started)
+    return float(value)
+
+
+def shown(value: Any) -> str:
+    """A sampled value as a person reads it (4 significant digits)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@contextmanager
+def _quiet_runs():
+    runs = logging.getLogger("lmforge")
+    level = runs.level
+    runs.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        runs.setLevel(level)
+
+
+def _run_trial(search: Search, trial: optuna.Trial, config: JobConfig, folder: Path, quiet: bool) -> dict:
+    started = time.perf_counter()
+    if search.config.tune.command == "prompt":
+        return run_prompt(config, quiet=True).results
+
+    def report(step: int, metrics: dict) -> None:
+        value = metrics.get(search.metric)
+        if value is None or not math.isfinite(value):
+            return
+        trial.report(value, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"{search.metric} {value:.4f} at step {step}")
+
+    try:
+        train(config, quiet=quiet, on_evaluation=report)
+    except optuna.TrialPruned as pruned:
+        shutil.rmtree(RunFolder(folder).checkpoints, ignore_errors=True)  # lmforge wrote them
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+        log.info("trial %d pruned: %s", trial.number, pruned)
+        raise
+    return _results(folder)
+
+
+def _results(folder: Path) -> dict:
+    return json.loads((folder / "eval_results.json").read_text(encoding="utf-8"))
+
+
+# -- workers ------------------------------------------------------------------------------------
+def run_workers(search: Search, argv: list[str], trials: int, timeout: float | None, jobs: int) -> None:
+    """``--jobs J``: J processes of ``lmforge tune ... --worker`` on the same study, each with its
+    share of the cores; the first worker's failure is reported once the others stop."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // jobs)
+    command = [sys.executable, "-m", "lmforge", "tune", *argv, override("train.threads", threads)]
+    command += ["--worker", "--quiet", "--trials", str(trials)]
+    if timeout is not None:
+        command += ["--timeout", str(timeout)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    workers = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(jobs)]
+    errors = []
+    for worker in workers:
+        _, err = worker.communicate()
+        if worker.returncode != 0:
+            errors.append(err.strip().splitlines()[-1] if err.strip() else f"exit code {worker.returncode}")
+    if errors:
+        raise LmforgeError(f"a tune worker failed: {errors[0]}")
+
+
+# -- the result ---------------------------------------------------------------------------------
+def finish(search: Search, study: optuna.Study) -> dict:
+    """``best.yaml``, ``trials.csv`` and ``report.html`` in the study folder; returns the summary."""
+    search.folder.mkdir(parents=True, exist_ok=True)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    summary: dict[str, Any] = {
+        "study": str(search.folder),
+        "metric": search.metric,
+        "direction": search.direction,
+        "trials": {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in ENDED},
+    }
+    if complete:
+        best = study.best_trial
+        best_config = load_config(
+            None,
+            [override(k, v) for k, v in best.params.items()]
+            + [override("output", str(search.folder / "best")), "overwrite=false", "resume=false"],
+            base=search.base,
+        )
+        data = config_to_dict(best_config)
+        data.pop("tune", None)
+        header = (
+            f"# the best of {len(complete)} trial(s) of {search.folder}: trial {best.number}, "
+            f"validation {search.metric} {best.value:.6g}\n# lmforge train {search.folder / 'best.yaml'}\n"
+        )
+        text = header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        (search.folder / "best.yaml").write_text(text, encoding="utf-8")
+        summary.update(best_trial=best.number, best_value=best.value, best_params=best.params)
+    rows = trials_table(study)
+    _write_csv(search.folder / "trials.csv", rows)
+    write_study_report(search.folder / "report.html", study, rows, summary, [d.key for d in search.dims])
+    return summary
+
+
+def trials_table(study: optuna.Study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name.lower(),
+                "value": t.value,
+                "last_step": t.last_step,
+                "seconds": t.user_attrs.get("seconds"),
+                **t.params,
+            }
+        )
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,114 @@
+"""``lmforge tune``: a small study on a tiny model -- trials as run folders, pruning, resumption by
+running the command again, a best.yaml that trains, and a bad space refused before any trial."""
+
+import csv
+import json
+
+import optuna
+import pytest
+import yaml
+
+from conftest import TINY_MODEL, sentiment_rows, write_jsonl
+from lmforge.search.study import open_study, prepare, run_trials
+
+
+def _config(tmp_path, space: str, extra: str = "") -> str:
+    write_jsonl(tmp_path / "train.jsonl", sentiment_rows(48, 0))
+    write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(16, 1))
+    path = tmp_path / "tune.yaml"
+    path.write_text(
+        f"task: classification\ndata: {{train: {tmp_path}/train.jsonl, validation: {tmp_path}/dev.jsonl}}\n"
+        f"model: {TINY_MODEL}\n"
+        "train: {epochs: 3, batch_size: 8, lr: 3.0e-3, warmup: 0, eval_every: 2, threads: 1}\n"
+        f"output: {tmp_path}/run\n"
+        f"tune: {{space: {space}{extra}}}\n",
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+SPACE = "{train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}, train.batch_size: [8, 16]}"
+
+
+@pytest.mark.slow
+def test_a_study_runs_resumes_and_its_best_config_trains(tmp_path, run_cli):
+    config = _config(tmp_path, SPACE, ", metric: loss, pruner: none")
+    code, out, err = run_cli("tune", config, "--trials", "2", "--quiet")
+    assert code == 0, err
+    study = tmp_path / "run-tune"
+    assert sorted(p.name for p in (study / "trials").iterdir()) == ["trial-000", "trial-001"]
+    for trial in (study / "trials").iterdir():  # each trial is an ordinary run folder
+        assert (trial / "lmforge.json").is_file() and (trial / "eval_results.json").is_file()
+
+    # run again with more trials: the study continues where it was
+    code, out, err = run_cli("tune", config, "--trials", "3", "--quiet")
+    assert code == 0, err
+    assert "2 trial(s) already ended" in out
+    rows = list(csv.DictReader((study / "trials.csv").open()))
+    assert [r["trial"] for r in rows] == ["0", "1", "2"]
+    assert all(r["state"] == "complete" for r in rows)
+    values = {int(r["trial"]): float(r["value"]) for r in rows}
+    # the value of each trial is its run's validation loss (the best checkpoint's)
+    for n, value in values.items():
+        results = json.loads((study / "trials" / f"trial-{n:03d}" / "eval_results.json").read_text())
+        assert results["validation"]["loss"] == pytest.approx(value)
+    best = min(values, key=values.get)
+    assert f"best: trial {best}, validation loss" in out
+    best_yaml = yaml.safe_load((study / "best.yaml").read_text())
+    assert "tune" not in best_yaml
+    assert best_yaml["train"]["lr"] == pytest.approx(float(rows[best]["train.lr"]))
+    assert best_yaml["train"]["batch_size"] == int(rows[best]["train.batch_size"])
+    assert (study / "report.html").read_text().count("<img") >= 2
+
+    # best.yaml trains as it is
+    code, out, err = run_cli("train", str(study / "best.yaml"), "train.epochs=1", "--quiet")
+    assert code == 0, err
+    assert (study / "best" / "eval_results.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_trial_behind_the_others_is_pruned(tmp_path):
+    config = _config(tmp_path, "{train.lr: [3.0e-3, 1.0e-7]}", ", metric: loss, pruner: median")
+    search = prepare(config, [])
+    search.folder.mkdir(parents=True)
+    study = open_study(search)
+    for lr in (3.0e-3, 3.0e-3, 1.0e-7):  # two good trials, then one that barely learns
+        study.enqueue_trial({"train.lr": lr})
+    study = run_trials(search, 3, None)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+    pruned = study.get_trials()[2]
+    assert pruned.intermediate_values  # it reported its evaluations before the pruner stopped it
+    run = search.folder / "trials" / "trial-002"
+    assert (run / "metrics.jsonl").is_file() and not (run / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ("{train.lrr: [1, 2]}", "tune.space.train.lrr: the value 1 does not fit (config: unknown key 'train.lrr'"),
+        ("{train.lr: {low: 1.0e-3, high: 1.0e-5}}", "tune.space.train.lr: low (0.001) is above high (1e-05)"),
+        ("{train.batch_size: []}", "tune.space.train.batch_size: the list of choices is empty"),
+        ("{train.batch_size: [8, big]}", "tune.space.train.batch_size: the value 'big' does not fit"),
+        ("{train.lr: {low: 0, high: 1.0e-3, log: true}}", "tune.space.train.lr: a log range needs low > 0"),
+        ("{output: [a, b]}", "tune.space.output: this key is not searchable"),
+        ("{train.lr: {low: 1.0e-3, high: 1.0e-3}}", "tune.space.train.lr: the range is empty"),
+    ],
+)
+def test_a_bad_space_is_one_line_before_any_trial(tmp_path, run_cli, space, message):
+    config = _config(tmp_path, space)
+    code, out, err = run_cli("tune", config, "--trials", "2")
+    assert code == 2
+    assert err.startswith(f"lmforge: error: {message}"), err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run-tune").exists()
+
+
+def test_grid_needs_lists_and_the_metric_must_exist(tmp_path, run_cli):
+    config = _config(tmp_path, SPACE, ", sampler: grid")
+    code, _, err = run_cli("tune", config)
+    assert code == 2 and "tune.space.train.lr: the grid sampler needs a list" in err
+    config = _config(tmp_path, SPACE, ", metric: bleu")
+    code, _, err = run_cli("tune", config)
+    assert code == 2 and "tune.metric: 'bleu' is not reported for task classification" in err
+    assert not (tmp_path / "run-tune").exists()
