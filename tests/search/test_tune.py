@@ -76,7 +76,11 @@ def test_a_trial_behind_the_others_is_pruned(tmp_path):
         study.enqueue_trial({"train.lr": lr})
     study = run_trials(search, 3, None)
     states = [t.state for t in study.get_trials()]
-    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+    assert states == [
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+    ]
     pruned = study.get_trials()[2]
     assert pruned.intermediate_values  # it reported its evaluations before the pruner stopped it
     run = search.folder / "trials" / "trial-002"
