@@ -1,0 +1,170 @@
+"""Data-parallel scaling: training samples/s of one process against two, on the same work.
+
+Both sides fine-tune the same model (the bundled MiniLM-L6 by default) on exactly the same SST-2 rows
+-- ``--steps`` global batches of ``--batch-size`` rows, one epoch -- with the same hyperparameters,
+seed and global batch, one CPU thread per process:
+
+* 1 process: ``lmforge train ... train.batch_size=B train.threads=1``;
+* 2 processes: ``lmforge train ... --processes 2 train.batch_size=B/2 train.threads=1`` (torch's
+  elastic launcher, gloo on CPU, NCCL on GPU), so each optimizer step takes the same B rows.
+
+Samples/s is ``training.examples_seen / training.wall_time_s`` from the run's ``lmforge.json``: the
+training loop alone, gradient all-reduce included (no start-up, data reading, tokenisation, model
+loading, evaluation or saving). The end-to-end time of each ``lmforge train`` command is printed too,
+for information, with the machine's load (``uptime``) before and after each side, since the two
+processes compete for the same cores as anything else running.
+
+    python bench/distributed_scaling.py                   # 40 steps of 32 rows a side, ~6 minutes on 2 cores
+    python bench/distributed_scaling.py --device cuda     # two GPUs, one a process
+
+The last line printed is ``ratio: X.XX`` = samples/s with 2 processes / samples/s with 1.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from _common import run_and_report, select_rows
+from classification_throughput import read_tsv, write_tsv
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
+SIDES = {"1 process": 1, "2 processes": 2}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="folder with SST-2 train.tsv and dev.tsv (default: %(default)s)",
+    )
+    parser.add_argument("--device", default="cpu", help="the config's device: cpu | cuda (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps a side (default: %(default)s)")
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="global batch: split between the processes (default: %(default)s)"
+    )
+    parser.add_argument("--model", default="minilm", help="the config's model (default: %(default)s)")
+    parser.add_argument("--dev-rows", type=int, default=200, help="dev rows evaluated at the end (not timed)")
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where the runs go (default: a temporary folder, removed at the end)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    args = parser.parse_args(argv)
+    if args.batch_size % 2:
+        parser.error(f"--batch-size {args.batch_size}: give an even number (it is split between 2 processes)")
+    if args.device.startswith("cuda") and torch.cuda.device_count() < 2:
+        parser.error(f"--device {args.device}: 2 processes need 2 GPUs, torch sees {torch.cuda.device_count()}")
+    return args
+
+
+def load() -> str:
+    """The machine's load averages, as ``uptime`` prints them."""
+    line = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return line.split("load average:")[-1].strip() if "load average" in line else line
+
+
+def write_config(args, out: Path) -> Path:
+    """The job both sides run: everything but the per-process batch and the output folder."""
+    q = json.dumps  # JSON strings are YAML strings: paths with any character survive
+    config = out / "job.yaml"
+    config.write_text(
+        "task: classification\n"
+        f"data: {{train: {q(str(out / 'train.tsv'))}, validation: {q(str(out / 'dev.tsv'))},\n"
+        f"       fields: {{text: sentence, label: label}}, max_length: {args.max_length}}}\n"
+        f"model: {args.model}\n"
+        f"train: {{epochs: 1, max_steps: {args.steps}, lr: {args.lr}, seed: {args.seed}, eval_every: epoch, threads: 1}}\n"
+        f"device: {args.device}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+def run_side(args, processes: int, config: Path, out: Path) -> dict:
+    command = [sys.executable, "-m", "lmforge", "train", str(config), "overwrite=true"]
+    command += [f"train.batch_size={args.batch_size // processes}", f"output={json.dumps(str(out))}", "--quiet"]
+    if processes > 1:
+        command += ["--processes", str(processes)]
+    before = load()
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    total = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"error: {processes} process(es): lmforge train failed:\n{done.stderr.strip()}")
+    meta = json.loads((out / "lmforge.json").read_text(encoding="utf-8"))
+    training = meta["training"]
+    return {
+        "processes": processes,
+        "batch_per_process": args.batch_size // processes,
+        "samples_per_s": training["examples_seen"] / training["wall_time_s"],
+        "loop_s": training["wall_time_s"],
+        "total_s": total,
+        "examples_seen": training["examples_seen"],
+        "steps": training["steps"],
+        "accuracy": meta["results"]["validation"]["accuracy"],
+        "load_before": before,
+        "load_after": load(),
+    }
+
+
+def run(args, out: Path) -> dict:
+    train_rows = select_rows(read_tsv(args.data_dir / "train.tsv"), args.steps * args.batch_size, args.seed)
+    dev_rows = select_rows(read_tsv(args.data_dir / "dev.tsv"), args.dev_rows, args.seed)
+    write_tsv(train_rows, out / "train.tsv", "sentence")
+    write_tsv(dev_rows, out / "dev.tsv", "sentence")
+    config = write_config(args, out)
+    print(
+        f"SST-2: {len(train_rows):,} train rows ({args.steps} steps of a global batch of {args.batch_size}), "
+        f"{len(dev_rows)} dev rows; model {args.model}, device {args.device}, 1 thread a process; "
+        f"{os.cpu_count()} cores; load before: {load()}",
+        flush=True,
+    )
+    results = {}
+    for name, processes in SIDES.items():
+        results[name] = run_side(args, processes, config, out / f"run-{processes}")
+        print(f"{name} done: {results[name]['loop_s']:.1f} s training loop", flush=True)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    return {"settings": settings, "results": results}
+
+
+def scaling(results: dict) -> float:
+    return results["2 processes"]["samples_per_s"] / results["1 process"]["samples_per_s"]
+
+
+def report(results: dict) -> list[str]:
+    lines = [
+        "| side | batch per process | train samples/s | train loop time (s) | dev accuracy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['batch_per_process']} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {r['accuracy']:.4f} |"
+        )
+    lines.append("")
+    for name, r in results.items():
+        lines.append(
+            f"{name}: {r['steps']} steps, {r['examples_seen']:,} training examples; end-to-end {r['total_s']:.1f} s "
+            f"(start-up, load, tokenise, train, evaluate); load average before {r['load_before']}, "
+            f"after {r['load_after']}"
+        )
+    return lines + [f"ratio: {scaling(results):.2f}"]
+
+
+def main(argv=None) -> int:
+    return run_and_report(parse_args(argv), "SST-2", ("train.tsv", "dev.tsv"), run, report, scaling)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
