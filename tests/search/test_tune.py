@@ -116,3 +116,53 @@ def test_grid_needs_lists_and_the_metric_must_exist(tmp_path, run_cli):
     code, _, err = run_cli("tune", config)
     assert code == 2 and "tune.metric: 'bleu' is not reported for task classification" in err
     assert not (tmp_path / "run-tune").exists()
+
+
+@pytest.mark.slow
+def test_two_jobs_run_exactly_the_trials_asked_with_their_own_draws_then_retrain(tmp_path, run_cli):
+    config = _config(tmp_path, SPACE, ", metric: loss, pruner: none, sampler: random")
+    code, out, err = run_cli("tune", config, "--trials", "3", "--jobs", "2", "--retrain", "--quiet")
+    assert code == 0, err
+    study = tmp_path / "run-tune"
+    rows = list(csv.DictReader((study / "trials.csv").open()))
+    assert len(rows) == 3 and all(r["state"] == "complete" for r in rows)  # not one more
+    assert len({r["train.lr"] for r in rows}) == 3  # each worker draws its own values
+    # the best config, trained again on train + validation and measured on what is left
+    retrained = study / "retrained"
+    kept = yaml.safe_load((retrained / "config.yaml").read_text())
+    assert kept["data"]["validation"] is None and len(kept["data"]["train"]) == 2
+    assert json.loads((retrained / "lmforge.json").read_text())["finished"] is True
+    assert f"retrained on train + validation: {retrained}" in out
+
+
+def test_an_ngram_model_is_tuned(tmp_path, run_cli):
+    config = _config(tmp_path, "{model.C: {low: 0.1, high: 10.0, log: true}, model.classifier: [logreg, nbsvm]}")
+    text = (tmp_path / "tune.yaml").read_text().replace(f"model: {TINY_MODEL}", "model: {family: ngram}")
+    (tmp_path / "tune.yaml").write_text(text)
+    code, out, err = run_cli("tune", config, "--trials", "3", "--quiet")
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "run-tune" / "trials.csv").open()))
+    assert len(rows) == 3 and all(r["state"] == "complete" for r in rows)
+    assert {"model.C", "model.classifier"} <= set(rows[0])
+    best = yaml.safe_load((tmp_path / "run-tune" / "best.yaml").read_text())
+    assert best["model"]["family"] == "ngram" and best["model"]["classifier"] in ("logreg", "nbsvm")
+
+
+def test_prompting_settings_are_tuned(tmp_path, run_cli):
+    config = _config(tmp_path, "{prompt.shots: [0, 2], prompt.selection: [random, balanced]}", ", sampler: grid")
+    text = (tmp_path / "tune.yaml").read_text()
+    text = text.replace("tune: {", "prompt: {model: minilm, method: similarity}\ntune: {command: prompt, ")
+    text = text.replace("task: classification\n", "task: classification\n")
+    (tmp_path / "tune.yaml").write_text(text)
+    code, out, err = run_cli("tune", config, "--trials", "4", "--quiet")
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "run-tune" / "trials.csv").open()))
+    assert sorted((r["prompt.shots"], r["prompt.selection"]) for r in rows) == [
+        ("0", "balanced"),
+        ("0", "random"),
+        ("2", "balanced"),
+        ("2", "random"),
+    ]
+    for n in range(4):
+        meta = json.loads((tmp_path / "run-tune" / "trials" / f"trial-{n:03d}" / "lmforge.json").read_text())
+        assert meta["model"]["family"] == "prompt"

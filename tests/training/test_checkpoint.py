@@ -62,3 +62,27 @@ def test_damaged_weights_give_a_one_line_error(tmp_path):
     (folder / "model.safetensors").write_text("garbage")
     with pytest.raises(RunFolderError, match="step-1: cannot resume from this checkpoint"):
         load_checkpoint(folder, *make())
+
+
+def test_flattened_rnn_weights_are_saved_and_loaded_back(tmp_path):
+    """cuDNN keeps an LSTM's weights as views of one block; safetensors refuses such views, so
+    lmforge saves copies (simulated here on CPU: the same views, made by hand)."""
+    from lmforge.training.checkpoint import has_flattened_rnn, independent_state
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LSTM(4, 6, batch_first=True))
+    lstm = model[1]
+    flat = torch.cat([p.detach().flatten() for p in lstm.parameters()])
+    offset = 0
+    for p in lstm.parameters():
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+    assert has_flattened_rnn(model)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = build_optimizer(model, 1e-3, 0.0)
+    sched = build_scheduler(opt, 0, 10, "linear")
+    folder = save_checkpoint(tmp_path / "step-1", model, opt, sched, {"step": 1})
+    fresh = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.LSTM(4, 6, batch_first=True))
+    load_checkpoint(folder, fresh, build_optimizer(fresh, 1e-3, 0.0), sched)
+    assert all(torch.equal(fresh.state_dict()[k], expected[k]) for k in expected)
+    assert not has_flattened_rnn(torch.nn.LSTM(4, 6))

@@ -153,6 +153,17 @@ def test_a_failure_in_one_process_stops_both(tmp_path):
     assert not (tmp_path / "run" / "eval_results.json").exists()  # the run did not finish
 
 
+@pytest.mark.slow
+def test_a_one_pass_family_refuses_several_processes(tmp_path):
+    config = _job(tmp_path)
+    done = _lmforge(
+        "train", str(config), f"output={tmp_path}/run", "model={family: ngram}", "--processes", "2", "--quiet"
+    )
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "learns in one pass in one process; train it without --processes" in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run" / "lmforge.json").exists()
+
+
 def test_a_bad_process_count_is_one_line(tmp_path, run_cli):
     config = _job(tmp_path)
     code, _, err = run_cli("train", str(config), f"output={tmp_path}/run", "--processes", "0")

@@ -7,7 +7,18 @@ import sys
 
 from lmforge.cli.common import OVERRIDES_HELP, config_overrides
 from lmforge.errors import ConfigError
-from lmforge.search.study import ended, finish, open_study, prepare, run_trials, run_workers, shown, trials_table
+from lmforge.search.study import (
+    ended,
+    finish,
+    open_study,
+    prepare,
+    retrain_best,
+    run_trials,
+    run_workers,
+    shown,
+    trials_table,
+)
+from lmforge.tracking.run_folder import RunFolder
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,8 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=20, help="trials the study should hold in all (default 20)")
     p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     p.add_argument("--jobs", type=int, default=1, help="run trials in J processes, the cores split between them")
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="then train the best config on train + validation (STUDY/retrained), measured on data.test",
+    )
     p.add_argument("--quiet", action="store_true", help="warnings only")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --jobs J processes
+    # one of the --jobs J processes: INDEX:TRIALS (its sampler seed offset and its share of the trials)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = config_overrides(args)
     search = prepare(args.config, overrides)  # every error a user can make, before any trial
     if args.worker:
-        run_trials(search, args.trials, args.timeout)
+        index, share = (int(part) for part in args.worker.split(":"))
+        search.worker = index
+        run_trials(search, args.trials, args.timeout, more=share)
         return 0
     search.folder.mkdir(parents=True, exist_ok=True)
     study = open_study(search)
@@ -44,6 +63,13 @@ def run(args: argparse.Namespace) -> int:
     study = open_study(search)
     summary = finish(search, study)
     _print(study, summary, search)
+    if args.retrain:
+        folder = retrain_best(search, study, quiet=args.quiet)
+        results = RunFolder(folder).read_record().results or {}
+        shown_results = ", ".join(
+            f"{split} {search.metric} {m[search.metric]:.4f}" for split, m in results.items() if search.metric in m
+        )
+        print(f"retrained on train + validation: {folder}" + (f" ({shown_results})" if shown_results else ""))
     return 0
 
 

@@ -185,8 +185,33 @@ class TrainConfig(Section):
     early_stopping: EarlyStopping | None = Field(None, description="stop when a metric stops improving")
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")
     log_every: int = Field(10, ge=1, description="log the training loss every N steps")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="autocast dtype (GPU or bf16 CPUs)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="auto (bf16 or fp16 autocast where the hardware computes it natively and a measured step is "
+        "faster, else fp32) | fp32 | bf16 | fp16 (CUDA, with loss scaling)",
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, about a third more time"
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads (default: the machine's cores)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mixed_precision_renamed(cls, data):
+        """``train.mixed_precision`` (no | bf16 | fp16) was the setting's name before 0.3; it is still
+        read, with a note."""
+        if not isinstance(data, dict) or "mixed_precision" not in data:
+            return data
+        data = dict(data)
+        old = data.pop("mixed_precision")
+        value = {"no": "fp32"}.get(old, old)
+        if "precision" in data and data["precision"] != value:
+            raise ValueError(
+                f"train.mixed_precision ({old}) and train.precision ({data['precision']}) disagree: "
+                "mixed_precision is the old name of precision; keep train.precision only"
+            )
+        log.warning("train.mixed_precision is deprecated: it is train.precision now (no -> fp32)")
+        return {**data, "precision": value}
 
     @field_validator("eval_every")
     @classmethod

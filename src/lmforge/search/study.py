@@ -14,6 +14,7 @@ Trials report each validation to Optuna's pruner, which stops those behind the o
 runs J worker processes on the same study, the cores shared out between them.
 """
 
+import copy
 import csv
 import json
 import logging
@@ -63,6 +64,7 @@ class Search:
     folder: Path
     metric: str
     direction: str
+    worker: int = 0  # the worker's index under --jobs J: its sampler draws its own sequence
 
     @property
     def storage_url(self) -> str:
@@ -115,7 +117,7 @@ def open_study(search: Search) -> optuna.Study:
         storage=storage,
         study_name=search.name,
         direction=search.direction,
-        sampler=_sampler(tune.sampler, tune.seed, search.dims),
+        sampler=_sampler(tune.sampler, tune.seed + search.worker, search.dims),
         pruner=_pruner(tune.pruner),
         load_if_exists=True,
     )
@@ -151,13 +153,15 @@ def ended(study: optuna.Study) -> int:
 
 
 # -- trials -------------------------------------------------------------------------------------
-def run_trials(search: Search, trials: int, timeout: float | None, quiet: bool = True) -> optuna.Study:
-    """Run trials in this process until the study holds ``trials`` ended ones (or ``timeout`` s)."""
+def run_trials(search: Search, trials: int, timeout: float | None, quiet: bool = True, more: int | None = None):
+    """Run trials in this process until the study holds ``trials`` ended ones (or ``timeout`` s);
+    ``more``: run at most that many here (a worker's share under ``--jobs``)."""
     study = open_study(search)
-    if ended(study) >= trials:
+    if ended(study) >= trials or more == 0:
         return study
     study.optimize(
         lambda trial: _objective(search, trial, quiet),
+        n_trials=more,
         timeout=timeout,
         catch=(LmforgeError,),  # a trial that diverges or runs out of memory fails; the study goes on
         callbacks=[MaxTrialsCallback(trials, states=ENDED)],
@@ -231,15 +235,22 @@ def _results(folder: Path) -> dict:
 # -- workers ------------------------------------------------------------------------------------
 def run_workers(search: Search, argv: list[str], trials: int, timeout: float | None, jobs: int) -> None:
     """``--jobs J``: J processes of ``lmforge tune ... --worker`` on the same study, each with its
-    share of the cores; the first worker's failure is reported once the others stop."""
+    share of the cores and of the trials still to run, and its own sampler seed; the first worker's
+    failure is reported once the others stop."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // jobs)
+    left = max(0, trials - ended(open_study(search)))
+    shares = [left // jobs + (1 if i < left % jobs else 0) for i in range(jobs)]
     command = [sys.executable, "-m", "lmforge", "tune", *argv, override("train.threads", threads)]
-    command += ["--worker", "--quiet", "--trials", str(trials)]
+    command += ["--quiet", "--trials", str(trials)]
     if timeout is not None:
         command += ["--timeout", str(timeout)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    workers = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) for _ in range(jobs)]
+    workers = [
+        subprocess.Popen(command + ["--worker", f"{i}:{share}"], env=env, stderr=subprocess.PIPE, text=True)
+        for i, share in enumerate(shares)
+        if share
+    ]
     errors = []
     for worker in workers:
         _, err = worker.communicate()
@@ -281,6 +292,37 @@ def finish(search: Search, study: optuna.Study) -> dict:
     _write_csv(search.folder / "trials.csv", rows)
     write_study_report(search.folder / "report.html", study, rows, summary, [d.key for d in search.dims])
     return summary
+
+
+def retrain_best(search: Search, study: optuna.Study, quiet: bool = True) -> Path:
+    """Train the best trial's config once more on train + validation (``STUDY/retrained``): the
+    values were chosen on validation, and the final model learns from it too. With no validation
+    left, it trains the configured epochs (no early stopping) and is measured on ``data.test``."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise ConfigError("--retrain: no trial completed, so there is no best config to retrain")
+    if search.config.tune.command != "train":
+        raise ConfigError("--retrain: tune.command is prompt; there is nothing to train")
+    base = copy.deepcopy(search.base)
+    base.pop("tune", None)
+    data = base.setdefault("data", {})
+    if not data.get("split"):  # with data.split, train already holds the validation rows
+        data["train"] = _sources(data.get("train")) + _sources(data.get("validation"))
+    data["split"] = None
+    data["validation"] = None
+    base.setdefault("train", {})["early_stopping"] = None
+    folder = search.folder / "retrained"
+    overrides = [override(k, v) for k, v in study.best_trial.params.items()]
+    overrides += [override("output", str(folder)), "resume=false", f"overwrite={str(folder.exists()).lower()}"]
+    config = load_config(None, overrides, base=base)
+    log.info("retraining the best config (trial %d) on train + validation in %s", study.best_trial.number, folder)
+    train(config, quiet=quiet)
+    return folder
+
+
+def _sources(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
 
 
 def trials_table(study: optuna.Study) -> list[dict]:

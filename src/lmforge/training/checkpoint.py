@@ -84,6 +84,21 @@ def _optimizer_state(tensors: dict, settings: dict) -> dict:
     return {"state": state, "param_groups": settings["param_groups"]}
 
 
+def has_flattened_rnn(model) -> bool:
+    """Whether ``model`` holds an RNN whose weights cuDNN flattened into one buffer (on CUDA): each
+    weight is then a view of a larger block, which safetensors refuses to save as it is."""
+    return any(isinstance(m, torch.nn.RNNBase) and _is_view(m.weight_ih_l0) for m in model.modules())
+
+
+def _is_view(t: torch.Tensor) -> bool:
+    return t.untyped_storage().nbytes() > t.numel() * t.element_size()
+
+
+def independent_state(model) -> dict:
+    """The state dict with each tensor copied to its own CPU storage (for a flattened RNN)."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(
     folder: Path, model, optimizer, scheduler, trainer_state: dict, rng: tuple[dict, dict] | None = None, extra=None
 ) -> Path:
@@ -93,7 +108,10 @@ def save_checkpoint(
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
+    if has_flattened_rnn(model):
+        save_file(independent_state(model), str(tmp / "model.safetensors"))
+    else:
+        save_model(model, str(tmp / "model.safetensors"))  # tied weights stored once
     opt_tensors, opt_settings = _optimizer_parts(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     _write_json(tmp / "optimizer.json", opt_settings)

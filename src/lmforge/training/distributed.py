@@ -11,6 +11,7 @@ the model (DDP, FSDP, DeepSpeed); ``torchrun``'s launcher starts local processes
 - an error in one process stops all, and the launcher reports that process's message.
 """
 
+import importlib.util
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import sys
 import uuid
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import broadcast_object_list
 
 from lmforge.config import JobConfig
@@ -33,20 +34,46 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
 
 
-def make_accelerator(config: JobConfig) -> Accelerator:
-    """The Accelerator of a training job: device from ``device``, mixed precision from
-    ``train.mixed_precision``, the distributed strategy from ``distributed``."""
+def start_processes(config: JobConfig) -> PartialState:
+    """Join the job's processes (the process group, when a launcher started several) on the device of
+    ``device``, before the model is built: the precision is chosen on the built model, and
+    Accelerate fixes it when the Accelerator is made (``make_accelerator``)."""
+    device = resolve_device(config.device)
+    if device.type == "cuda" and "LOCAL_RANK" not in os.environ:
+        torch.cuda.set_device(device)  # device: cuda:N in one process
+    if world_size() > 1 and config.distributed.strategy == "fsdp":
+        # Accelerate picks the process group's backends from these (a gloo group beside NCCL for
+        # full state dicts); the plugin made in make_accelerator sets the same values.
+        os.environ["ACCELERATE_USE_FSDP"] = "true"
+        os.environ["FSDP_STATE_DICT_TYPE"] = "FULL_STATE_DICT"
+        os.environ["FSDP_OFFLOAD_PARAMS"] = str(config.distributed.offload).lower()
+    if (
+        world_size() > 1
+        and config.distributed.strategy == "deepspeed"
+        and device.type == "cuda"
+        and importlib.util.find_spec("deepspeed") is not None
+    ):
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # else make_accelerator says what is missing
+    return PartialState(cpu=device.type == "cpu")
+
+
+def make_accelerator(config: JobConfig, precision: str = "no") -> Accelerator:
+    """The Accelerator of a training job, after ``start_processes``: mixed precision ``precision``
+    (Accelerate's name: no | bf16 | fp16), the distributed strategy from ``distributed``."""
     device = resolve_device(config.device)
     kwargs: dict = {}
     if world_size() > 1:
         kwargs = _strategy_plugin(config, device)
-    if device.type == "cuda" and "LOCAL_RANK" not in os.environ:
-        torch.cuda.set_device(device)  # device: cuda:N in one process
-    return Accelerator(mixed_precision=config.train.mixed_precision, cpu=device.type == "cpu", **kwargs)
+    return Accelerator(mixed_precision=precision, cpu=device.type == "cpu", **kwargs)
 
 
 def _strategy_plugin(config: JobConfig, device: torch.device) -> dict:
     dist = config.distributed
+    if dist.strategy == "fsdp" and device.type != "cuda":
+        log.warning(
+            "warning: distributed.strategy: fsdp shards on CUDA devices only; on CPU Accelerate "
+            "runs it as ddp (a full copy of the model per process)"
+        )
     if dist.strategy == "fsdp":
         from accelerate import FullyShardedDataParallelPlugin
 
@@ -72,15 +99,17 @@ def _strategy_plugin(config: JobConfig, device: torch.device) -> dict:
         from accelerate import DeepSpeedPlugin
 
         offload = "cpu" if dist.offload else "none"
-        return {
-            "deepspeed_plugin": DeepSpeedPlugin(
-                zero_stage=dist.zero_stage,
-                gradient_accumulation_steps=config.train.grad_accum,
-                gradient_clipping=config.train.max_grad_norm or 0.0,
-                offload_optimizer_device=offload,
-                offload_param_device=offload if dist.zero_stage == 3 else "none",
-            )
-        }
+        plugin = DeepSpeedPlugin(
+            zero_stage=dist.zero_stage,
+            gradient_accumulation_steps=config.train.grad_accum,
+            gradient_clipping=config.train.max_grad_norm or 0.0,
+            offload_optimizer_device=offload,
+            offload_param_device=offload if dist.zero_stage == 3 else "none",
+        )
+        # lmforge batches the data itself (no DataLoader reaches Accelerate), so DeepSpeed cannot
+        # infer its per-GPU batch: it is train.batch_size.
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.train.batch_size
+        return {"deepspeed_plugin": plugin}
     return {}
 
 
@@ -100,7 +129,7 @@ def log_global_batch(config: JobConfig, processes: int) -> int:
     return total
 
 
-def from_main(accelerator: Accelerator, value):
+def from_main(accelerator: Accelerator | PartialState, value):
     """``value`` as the main process has it, on every process (any picklable lmforge-made object)."""
     if accelerator.num_processes == 1:
         return value

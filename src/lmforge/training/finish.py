@@ -9,6 +9,7 @@ from lmforge.inference.evaluate import evaluate_saved
 from lmforge.tracking.report import write_report
 from lmforge.tracking.run_folder import write_atomic, write_predictions
 from lmforge.training.job import Job, TrainState, run_record
+from lmforge.training.memory import peak_memory
 from lmforge.training.saving import averaged, save_model_folder
 
 log = logging.getLogger("lmforge")
@@ -73,6 +74,8 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
                 "wall_time_s": round(state.elapsed_s, 2),
                 "stopped_early": state.stopped_early,
                 "examples_seen": state.examples_seen,
+                "precision": job.precision,
+                **peak_memory(job.accelerator.device if job.accelerator is not None else None),
             },
             results={
                 split: {k: v for k, v in m.items() if isinstance(v, (int, float))} for split, m in results.items()

@@ -28,10 +28,12 @@ from lmforge.tokenization.unknown import unknown_rate
 from lmforge.tracking.run_folder import RunFolder, write_atomic
 from lmforge.tracking.run_record import ModelRecord, RunRecord
 from lmforge.training.checkpoint import list_checkpoints
-from lmforge.training.distributed import log_global_batch, make_accelerator
+from lmforge.training.distributed import from_main, log_global_batch, make_accelerator, start_processes, world_size
 from lmforge.training.early_stopping import EarlyStopping
 from lmforge.training.ema import WeightAverage
+from lmforge.training.memory import enable_gradient_checkpointing
 from lmforge.training.optim import build_optimizer, build_scheduler
+from lmforge.training.precision import PrecisionChoice, choose_precision, native_candidate
 from lmforge.tuning import apply_tuning, count_parameters
 
 if TYPE_CHECKING:
@@ -79,6 +81,7 @@ class Job:
     steps_per_epoch: int = 0
     tracker: EarlyStopping | None = None
     ema: WeightAverage | None = None
+    precision: dict | None = None  # PrecisionChoice.to_json(): what the steps computed in, and why
 
 
 # -- setup --------------------------------------------------------------------------------------
@@ -115,6 +118,11 @@ def setup(config: JobConfig) -> Job:
     )
     task.configure(config, data.train, data.labels)
     if is_one_pass(loaded.model):
+        if world_size() > 1:
+            raise ConfigError(
+                f"the {loaded.info.get('family', 'ngram')} family learns in one pass in one process; "
+                "train it without --processes or torchrun"
+            )
         if config.train.ema is not None:
             raise ConfigError(
                 f"train.ema: the {loaded.info.get('family', 'ngram')} family learns in one pass, "
@@ -140,10 +148,14 @@ def setup(config: JobConfig) -> Job:
     }
     _warn_unknown(loaded, features["train"], config)
     task.fit_baseline(features["train"], len(loaded.tokenizer))
-    accelerator = make_accelerator(config)
-    log_global_batch(config, accelerator.num_processes)
-    steps_per_epoch, total_steps = _count_steps(config.train, features["train"], accelerator)
+    processes = start_processes(config)
+    log_global_batch(config, processes.num_processes)
+    steps_per_epoch, total_steps = _count_steps(config.train, features["train"], processes)
+    if config.train.gradient_checkpointing:
+        enable_gradient_checkpointing(loaded.model, loaded.info.get("family", "?"))
     model = apply_tuning(loaded.model, config.tuning, config.task, total_steps)
+    precision = _choose_precision(config, task, model, loaded.tokenizer, features["train"], processes)
+    accelerator = make_accelerator(config, precision.accelerate_name)
     job = Job(
         config,
         task,
@@ -157,9 +169,30 @@ def setup(config: JobConfig) -> Job:
         total_steps=total_steps,
         steps_per_epoch=steps_per_epoch,
     )
+    job.precision = precision.to_json()
     _prepare_optimisation(job)
     _prepare_folder(job, resolved, resuming)
     return job
+
+
+def _choose_precision(config: JobConfig, task, model, tokenizer, train_features, processes) -> PrecisionChoice:
+    """``train.precision`` resolved on the main process (``auto`` times a step of the first training
+    batch) and shared with the others, then logged."""
+    device = processes.device
+
+    def loss_of_batch(m):
+        batch = task.collate(train_features[: config.train.batch_size], tokenizer)
+        return task.loss(m, {k: v.to(device) for k, v in batch.items()})
+
+    choice = None
+    if processes.is_main_process:
+        needs_model = config.train.precision == "auto" and native_candidate(device)[0] is not None
+        if needs_model:
+            model.to(device)
+        choice = choose_precision(config.train.precision, device, model, loss_of_batch)
+    choice = from_main(processes, choice)
+    log.info("precision %s (%s)", choice.used, choice.reason)
+    return choice
 
 
 def _texts(examples) -> list[str]:

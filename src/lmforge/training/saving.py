@@ -7,6 +7,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
+from lmforge.training.checkpoint import has_flattened_rnn, independent_state
 from lmforge.training.job import Job
 from lmforge.tuning import export_model, is_peft
 
@@ -25,7 +26,10 @@ def save_model_folder(job: Job, folder: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     assert job.accelerator is not None, "setup() creates the accelerator"
     model = job.accelerator.unwrap_model(job.model)
-    export_model(model).save_pretrained(tmp, safe_serialization=True)
+    exported = export_model(model)
+    # cuDNN's flattened LSTM weights share one buffer: saved from independent copies
+    state = independent_state(exported) if has_flattened_rnn(exported) else None
+    exported.save_pretrained(tmp, safe_serialization=True, state_dict=state)
     job.tokenizer.save_pretrained(tmp)
     if is_peft(model):
         with warnings.catch_warnings():

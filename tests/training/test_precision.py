@@ -1,0 +1,119 @@
+"""train.precision (auto measures, explicit values checked against the device), gradient
+checkpointing (same losses, refused where a family has none) and the peak memory in the summary."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from lmforge.config import JobConfig
+from lmforge.errors import ConfigError
+from lmforge.training.precision import MIN_GAIN, choose_precision, decide, native_candidate
+
+CPU = torch.device("cpu")
+
+
+def test_auto_keeps_a_reduced_precision_only_when_it_is_faster():
+    assert decide("bf16", fp32_s=0.010, reduced_s=0.005).used == "bf16"
+    slower = decide("bf16", fp32_s=0.010, reduced_s=0.087)  # the 8.7x slowdown seen on an H200
+    assert slower.used == "fp32" and "0.11x" in slower.reason
+    assert decide("fp16", fp32_s=0.010, reduced_s=0.010 / (MIN_GAIN - 0.05)).used == "fp32"
+    assert decide("bf16", fp32_s=0.010, reduced_s=0.001).timings_ms == {"fp32": 10.0, "bf16": 1.0}
+
+
+def _model_and_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Dropout(0.5), torch.nn.Linear(32, 2))
+    x, y = torch.randn(8, 16), torch.tensor([0, 1] * 4)
+    return model, lambda m: torch.nn.functional.cross_entropy(m(x).float(), y)
+
+
+def test_measuring_leaves_weights_gradients_and_random_state_as_they_were():
+    model, loss_of_batch = _model_and_loss()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(7)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(7)
+    choice = choose_precision("auto", CPU, model, loss_of_batch, candidate="bf16")
+    assert choice.used in ("fp32", "bf16") and set(choice.timings_ms) == {"fp32", "bf16"}
+    assert choice.reason.startswith("auto: ")
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert torch.equal(torch.rand(3), expected_draw)  # dropout's draws were given back
+
+
+def test_explicit_precisions_are_checked_against_the_device(monkeypatch):
+    model, loss_of_batch = _model_and_loss()
+    with pytest.raises(ConfigError, match="train.precision: fp16 .* CUDA only"):
+        choose_precision("fp16", CPU, model, loss_of_batch)
+    assert choose_precision("fp32", CPU, model, loss_of_batch).used == "fp32"
+    monkeypatch.setattr("lmforge.training.precision.cpu_has_native_bf16", lambda: False)
+    assert native_candidate(CPU)[0] is None
+    assert choose_precision("auto", CPU, model, loss_of_batch).used == "fp32"  # nothing to measure
+    assert choose_precision("bf16", CPU, model, loss_of_batch).used == "bf16"  # asked for: runs, warned
+
+
+def test_the_old_mixed_precision_key_is_read():
+    base = {"task": "classification", "data": {"train": "t.jsonl"}}
+    assert JobConfig.model_validate({**base, "train": {"mixed_precision": "no"}}).train.precision == "fp32"
+    assert JobConfig.model_validate({**base, "train": {"mixed_precision": "bf16"}}).train.precision == "bf16"
+    with pytest.raises(ValueError, match="disagree"):
+        JobConfig.model_validate({**base, "train": {"mixed_precision": "bf16", "precision": "fp32"}})
+
+
+@pytest.fixture
+def job(tiny_data):
+    path = tiny_data["dir"] / "job.yaml"
+    path.write_text("task: classification\n", encoding="utf-8")
+    return str(path)
+
+
+def _rows(run, kind):
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tiny_data, job, tmp_path, run_cli):
+    runs = {}
+    for name, extra in (("plain", ()), ("checkpointed", ("train.gradient_checkpointing=true",))):
+        out = tmp_path / name
+        code, _, err = run_cli(
+            "train",
+            "--quiet",
+            job,
+            *tiny_overrides(tiny_data, out, "train.log_every=1", "train.epochs=1", *extra),
+        )
+        assert code == 0, err
+        runs[name] = [r["loss"] for r in _rows(out, "train")]
+    assert len(runs["plain"]) == 6
+    assert runs["checkpointed"] == pytest.approx(runs["plain"], abs=1e-5)
+    summary = json.loads((tmp_path / "plain" / "lmforge.json").read_text())["training"]
+    assert summary["precision"]["used"] == "fp32" and summary["precision"]["reason"]
+    assert summary["peak_rss_mb"] > 50  # torch alone takes more
+
+
+def test_fp16_on_cpu_and_checkpointing_an_lstm_are_one_line_errors(tiny_data, job, tmp_path, run_cli):
+    code, _, err = run_cli("train", job, *tiny_overrides(tiny_data, tmp_path / "a", "train.precision=fp16"))
+    assert code != 0 and "train.precision: fp16" in err and "Traceback" not in err
+    code, _, err = run_cli(
+        "train",
+        job,
+        *tiny_overrides(tiny_data, tmp_path / "b", "train.gradient_checkpointing=true"),
+        "model={family: lstm, layers: 1, hidden: 16, embedding: 16}",
+    )
+    assert code != 0 and "train.gradient_checkpointing: the lstm family" in err and "Traceback" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_checkpointing_is_switched_on_inside_a_wrapped_transformer():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from lmforge.training.memory import enable_gradient_checkpointing
+
+    bert = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    )
+    wrapper = torch.nn.ModuleDict({"inner": bert})  # as a task's head or an adapter wraps it
+    assert not getattr(bert, "is_activation_checkpointing", bert.is_gradient_checkpointing)
+    enable_gradient_checkpointing(wrapper, "transformer")
+    assert getattr(bert, "is_activation_checkpointing", bert.is_gradient_checkpointing)
