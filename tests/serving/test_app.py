@@ -239,10 +239,10 @@ def test_auto_precision_keeps_float32_unless_native_and_answers_agree(monkeypatc
     from lmforge.serving import precision
 
     model = torch.nn.Linear(4, 2)
-    monkeypatch.setattr(precision, "bf16_native", lambda: False)
+    monkeypatch.setattr(precision, "bf16_native", lambda device: False)
     assert precision.settle("auto", model, lambda: 0, lambda a, b: True, "m") == "float32"
     assert model.weight.dtype == torch.float32
-    monkeypatch.setattr(precision, "bf16_native", lambda: True)
+    monkeypatch.setattr(precision, "bf16_native", lambda device: True)
     assert precision.settle("auto", model, lambda: 0, lambda a, b: False, "m") == "float32"
     assert model.weight.dtype == torch.float32  # put back after the check failed
     assert precision.settle("auto", model, lambda: 0, lambda a, b: True, "m") == "bfloat16"

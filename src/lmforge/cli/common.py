@@ -8,6 +8,7 @@ from lmforge.errors import DataError
 
 OVERRIDES_HELP = "config overrides, e.g. train.lr=3e-5 tuning.method=lora"
 CHECKPOINTS = ("auto", "best", "model")
+DEVICE_HELP = "auto | cpu | cuda | cuda:N"
 COMBINE_HELP = (
     "how --ensemble members combine: mean (average their probabilities; default) or "
     "vote (NER: keep the entity spans more than half the members predict; classification: "
@@ -37,6 +38,20 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--text-field", help="column with the text (default: the run's data.fields.text)")
     p.add_argument("--text-pair-field", dest="text_pair_field", help="column with the second text")
+    add_device_argument(p)
+
+
+def add_device_argument(p: argparse.ArgumentParser, from_config: bool = False) -> None:
+    """``--device``: where the models run. A command that takes a config defaults to its ``device``
+    key (None here: no override); one that reads a run folder runs where this machine can (auto), not
+    where the run was trained. The value is checked by ``resolve_device``: one line, not a usage error."""
+    default = "the config's `device`, else auto" if from_config else "auto: CUDA when there is one"
+    p.add_argument(
+        "--device",
+        default=None if from_config else "auto",
+        metavar="DEVICE",
+        help=f"{DEVICE_HELP} (default: {default})",
+    )
 
 
 def add_ensemble_arguments(p: argparse.ArgumentParser, ensemble_help: str) -> None:

@@ -2,7 +2,8 @@
 
 import argparse
 
-from lmforge.cli.common import OVERRIDES_HELP
+from lmforge.cli.common import OVERRIDES_HELP, add_device_argument
+from lmforge.runtime import resolve_device
 from lmforge.selection.compare_run import run_compare
 
 
@@ -33,13 +34,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--output", help="folder for the comparison (default: the config's output/compare)")
     p.add_argument("--overwrite", action="store_true", help="redo candidates whose runs already exist")
+    add_device_argument(p, from_config=True)
     p.add_argument("--quiet", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
+    overrides = list(args.overrides)
+    if args.device is not None:  # every candidate trains, prompts and is timed there
+        resolve_device(args.device)
+        overrides.append(f"device={args.device}")
     summary = run_compare(
         args.config,
-        list(args.overrides),
+        overrides,
         args.models,
         args.shots,
         args.budget,

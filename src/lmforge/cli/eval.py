@@ -8,6 +8,7 @@ from lmforge.cli.common import add_ensemble_arguments, add_run_arguments, check_
 from lmforge.inference.ensemble import EnsemblePredictor
 from lmforge.inference.predictor import RunPredictor
 from lmforge.prompting.prompt_run import evaluate_run
+from lmforge.runtime import resolve_device
 from lmforge.tasks import Task, get_task
 from lmforge.tracking.run_folder import RunFolder
 
@@ -48,13 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_device(args.device)  # a wrong --device is one line before anything loads
     record = RunFolder(args.run).read_record()
     if record.is_prompt_run:
         return _prompt_run(args, get_task(record.task))
     if args.ensemble:
         return _ensemble(args)
     check_combine(args)
-    predictor = RunPredictor(args.run, args.checkpoint)
+    predictor = RunPredictor(args.run, args.checkpoint, args.device)
     set_entity_bias(args, predictor)
     predictor.task.set_generation(args.generate, args.max_new_tokens)
     result = predictor.evaluate(args.data, fields_of(args, predictor), args.batch_size, args.limit)
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    predictors = [RunPredictor(run, args.checkpoint) for run in [args.run, *args.ensemble]]
+    predictors = [RunPredictor(run, args.checkpoint, args.device) for run in [args.run, *args.ensemble]]
     ensemble = EnsemblePredictor(predictors, args.combine)
     set_entity_bias(args, ensemble)
     metrics = ensemble.evaluate(args.data, fields_of(args, predictors[0]), args.batch_size, args.limit).metrics
@@ -82,7 +84,7 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 
 def _prompt_run(args: argparse.Namespace, task: Task) -> int:
-    metrics = evaluate_run(args.run, args.data, args.limit, args.text_field, args.label_field)
+    metrics = evaluate_run(args.run, args.data, args.limit, args.text_field, args.label_field, args.device)
     if args.json:
         return _print_json(metrics)
     print(f"{args.data}: {task.count_phrase(metrics)}, prompted (no training) from {args.run}")

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from lmforge.cli.common import CHECKPOINTS
+from lmforge.cli.common import CHECKPOINTS, add_device_argument
 from lmforge.export.compare import markdown
 from lmforge.export.pipeline import add_step_arguments, run_export
 
@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="best checkpoint, final model, or auto (best if present)",
     )
     p.add_argument("--threads", type=int, help="CPU threads for every variant's timings (default: all cores)")
+    add_device_argument(p)  # the PyTorch variants' evaluation and timings; ONNX and int8 run on the CPU
     p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
 
 

@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 
-from lmforge.cli.common import CHECKPOINTS
+from lmforge.cli.common import CHECKPOINTS, add_device_argument
 from lmforge.cli.flags import add_dataclass_arguments, dataclass_from_args
 from lmforge.inference.generator import open_generator
 from lmforge.models.decoding import GenerationOptions
@@ -41,6 +41,7 @@ def add_generation_arguments(p: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(p, GenerationOptions, defaults={"max_new_tokens": 256}, helps=GENERATION_HELP)
     p.add_argument("--system", help="system message (chat template models)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    add_device_argument(p)
 
 
 def generation_options(args: argparse.Namespace) -> GenerationOptions:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     options = generation_options(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     set_threads(args.threads)
-    generator = open_generator(args.model, args.checkpoint)
+    generator = open_generator(args.model, args.checkpoint, args.device)
     if args.system and not args.raw:
         prompt = with_system(args.system, [{"role": "user", "content": prompt}])
     stream = None if (args.no_stream or args.json) else (lambda piece: print(piece, end="", flush=True))

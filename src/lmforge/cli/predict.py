@@ -52,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("predict: --input-format reads --input FILE; --text needs no reader")
     if args.input and args.output and Path(args.input).resolve() == Path(args.output).resolve():
         raise DataError(f"--output {args.output}: would overwrite the input file")
-    predictor = RunPredictor(args.run, args.checkpoint)
+    predictor = RunPredictor(args.run, args.checkpoint, args.device)
     check_combine(args)
     if args.ensemble:
         predictor = EnsemblePredictor(
-            [predictor] + [RunPredictor(r, args.checkpoint) for r in args.ensemble], args.combine
+            [predictor] + [RunPredictor(r, args.checkpoint, args.device) for r in args.ensemble], args.combine
         )
     set_entity_bias(args, predictor)
     task = predictor.record.task

@@ -2,9 +2,10 @@
 
 import argparse
 
-from lmforge.cli.common import OVERRIDES_HELP
+from lmforge.cli.common import OVERRIDES_HELP, add_device_argument
 from lmforge.config import load_config
 from lmforge.prompting.prompt_run import headline, run_prompt
+from lmforge.runtime import resolve_device
 
 # flag -> the prompt.* setting it overrides
 PROMPT_FLAGS = {
@@ -29,11 +30,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["likelihood", "similarity"], help="prompt.method")
     p.add_argument("--limit", type=int, help="prompt on a seeded sample of N evaluation rows (prompt.limit)")
     p.add_argument("--overwrite", action="store_true", help="replace a run in the output folder")
+    add_device_argument(p, from_config=True)
     p.add_argument("--quiet", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     extra = list(args.overrides)
+    if args.device is not None:
+        resolve_device(args.device)  # one line naming the accepted values, before the config loads
+        extra.append(f"device={args.device}")
     for flag, key in PROMPT_FLAGS.items():
         if getattr(args, flag) is not None:
             extra.append(f"{key}={getattr(args, flag)}")

@@ -132,12 +132,13 @@ def interleaved_timings(
     return out
 
 
-def measure_variants(variants: list, data: EvalData) -> list[dict]:
-    """Every variant's metrics, size and parameters, then their timings, interleaved."""
+def measure_variants(variants: list, data: EvalData, device: str = "auto") -> list[dict]:
+    """Every variant's metrics, size and parameters, then their timings, interleaved; PyTorch float
+    variants run on ``device`` (int8 and ONNX ones on the CPU, where their kernels are)."""
 
     rows, predicts = [], {}
     for variant in variants:
-        predictor = RunPredictor(variant.folder, variant.checkpoint)
+        predictor = RunPredictor(variant.folder, variant.checkpoint, device)
         row = {
             "model": variant.name,
             "format": variant.format,

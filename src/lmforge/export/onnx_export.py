@@ -146,7 +146,8 @@ def _quiet_logs():
 
 def onnx_step(current, context):
 
-    predictor = RunPredictor(current.folder, current.checkpoint)
+    # On the CPU: the graph is traced with CPU inputs and checked against ONNX Runtime's CPU session.
+    predictor = RunPredictor(current.folder, current.checkpoint, "cpu")
     model, tokenizer = predictor.model.eval(), predictor.tokenizer
     family = predictor.record.family
     types = (

@@ -21,6 +21,7 @@ from pathlib import Path
 from lmforge.errors import LmforgeError
 from lmforge.export.base import ExportContext, Variant, ordered_steps
 from lmforge.export.compare import evaluation_data, measure_variants, write_outputs
+from lmforge.runtime import resolve_device
 from lmforge.tracking.run_folder import RunFolder
 
 
@@ -41,7 +42,10 @@ def check_output(output: Path) -> None:
 
 
 def run_export(run_dir: str | Path, options: dict, log=print) -> dict:
-    """Run the steps ``options`` ask for, evaluate every variant, write the output folder."""
+    """Run the steps ``options`` ask for, evaluate every variant (on ``options["device"]``, default
+    auto), write the output folder."""
+    device = options.get("device") or "auto"
+    resolve_device(device)  # a wrong device fails here, before any work
     run = RunFolder(run_dir)
     record = run.read_record()
     output = Path(options.get("output") or default_output(run.path))
@@ -71,7 +75,7 @@ def run_export(run_dir: str | Path, options: dict, log=print) -> dict:
             context.steps_done.append(current.name)
             variants.append(current)
         log(f"export: evaluating {len(variants)} models on {data.label} ({len(data.texts)} texts) ...")
-        rows = measure_variants(variants, data)
+        rows = measure_variants(variants, data, device)
         os.replace(current.folder, output)
         summary = {
             "run": str(run.path),

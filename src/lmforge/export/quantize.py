@@ -71,8 +71,8 @@ def quantize_step(current, context):
 
 def _torch_int8_step(current, context):
 
-    predictor = RunPredictor(current.folder, current.checkpoint)
-    model, tensors, metadata = quantize_int8(predictor.model.cpu().eval())
+    predictor = RunPredictor(current.folder, current.checkpoint, "cpu")  # int8 kernels are CPU kernels
+    model, tensors, metadata = quantize_int8(predictor.model.eval())
     variant, model_dir = context.new_variant("torch int8", "torch-int8", current)
     model.config.to_json_file(str(model_dir / "config.json"))
     predictor.tokenizer.save_pretrained(model_dir)

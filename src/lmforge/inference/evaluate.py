@@ -3,25 +3,29 @@
 
 from pathlib import Path
 
-import torch
-
 from lmforge.models import load_saved
 from lmforge.models.one_pass import is_one_pass
+from lmforge.runtime import resolve_device
 from lmforge.tracking.run_record import RunRecord
 
 
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def evaluate_saved(
-    folder: Path, task, labels, features: list[dict], examples: list, batch_size: int, record: RunRecord
+    folder: Path,
+    task,
+    labels,
+    features: list[dict],
+    examples: list,
+    batch_size: int,
+    record: RunRecord,
+    device: str = "auto",
 ):
-    """Load the model saved in ``folder`` and evaluate it (the same path ``lmforge eval`` takes)."""
+    """Load the model saved in ``folder`` and evaluate it on ``device`` (a spec: ``auto`` | ``cpu`` |
+    ``cuda`` | ``cuda:N``), the same path ``lmforge eval`` takes."""
+    where = resolve_device(device)
     loaded = load_saved(folder, record)
     model = loaded.model
     if is_one_pass(model):  # n-gram models read the examples themselves
         return model.evaluate(task, examples, labels)
     model = task.prepare_saved(model, folder, labels)
-    model = model.to(device())
-    return task.evaluate(model, loaded.tokenizer, features, examples, batch_size, device(), labels)
+    model = model.to(where)
+    return task.evaluate(model, loaded.tokenizer, features, examples, batch_size, where, labels)

@@ -18,6 +18,7 @@ from lmforge.models import load_saved
 from lmforge.models.decoding import Generation, GenerationOptions, Streamer, stop_ids
 from lmforge.models.safe_loading import check_model_folder
 from lmforge.models.transformer import resolve_source
+from lmforge.runtime import resolve_device
 from lmforge.tasks.causal_lm import CHATML
 from lmforge.tracking.run_folder import RunFolder
 from lmforge.tracking.run_record import RunRecord
@@ -39,20 +40,22 @@ def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, R
     return folder, None
 
 
-def open_generator(source: str, checkpoint: str = "auto"):
-    """What generates for ``source``: a ``Generator`` over a transformers model, or, for a run whose
-    model generates by itself (one-pass families: the n-gram LM), that model, which has the same
-    ``generate(prompt, options, raw, stream)``."""
+def open_generator(source: str, checkpoint: str = "auto", device: str = "auto"):
+    """What generates for ``source``: a ``Generator`` over a transformers model on ``device``, or, for
+    a run whose model generates by itself (one-pass families: the n-gram LM, on the CPU), that model,
+    which has the same ``generate(prompt, options, raw, stream)``."""
+    resolve_device(device)  # a wrong device fails before anything loads, whichever model it is
     path = Path(source).expanduser()
     if (path / "lmforge.json").is_file():
         folder, record = resolve_model_folder(source, checkpoint)
         if record is not None and record.model.one_pass:
             return load_saved(folder, record).model
-    return Generator(source, checkpoint)
+    return Generator(source, checkpoint, device)
 
 
 class Generator:
-    def __init__(self, source: str, checkpoint: str = "auto"):
+    def __init__(self, source: str, checkpoint: str = "auto", device: str = "auto"):
+        self.device = resolve_device(device)  # ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``
         folder, self.record = resolve_model_folder(source, checkpoint)
         if self.record is not None and self.record.model.one_pass:
             raise ModelError(
@@ -61,7 +64,6 @@ class Generator:
             )
         check_model_folder(folder, source)
         self.folder = folder
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
         self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
         auto = transformers.AutoModelForSeq2SeqLM if self.seq2seq else transformers.AutoModelForCausalLM

@@ -15,6 +15,7 @@ from lmforge.errors import DataError, ModelError
 from lmforge.evaluation.result import EvalResult
 from lmforge.models import load_saved
 from lmforge.models.one_pass import is_one_pass
+from lmforge.runtime import resolve_device
 from lmforge.tasks import get_task
 from lmforge.tasks.classification import ClassificationTask, prediction_rows
 from lmforge.tracking.run_folder import RunFolder
@@ -34,9 +35,11 @@ def entity_examples(texts: list[str] | None, tokens: list[list[str]] | None) -> 
 
 
 class RunPredictor:
-    """A run's saved model, tokenizer, task and labels, loaded for inference."""
+    """A run's saved model, tokenizer, task and labels, loaded for inference on ``device`` (``auto`` |
+    ``cpu`` | ``cuda`` | ``cuda:N``)."""
 
-    def __init__(self, run_dir: str | Path, checkpoint: str = "auto"):
+    def __init__(self, run_dir: str | Path, checkpoint: str = "auto", device: str = "auto"):
+        self.device = resolve_device(device)  # first: a wrong device fails before anything loads
         self.run = RunFolder(run_dir)
         self.record = self.run.read_record()
         if self.record.is_prompt_run:
@@ -50,7 +53,6 @@ class RunPredictor:
         assert self.record.labels is not None, "every trained run records its labels (language models: none)"
         self.labels = LabelSet.from_json(self.record.labels)
         self.folder = self.run.model_dir(checkpoint)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         loaded = load_saved(self.folder, self.record)
         # torch (float), torch-int8 or onnxruntime: exported folders (lmforge export) load by their files.
         self.backend = loaded.info.get("backend", "torch")

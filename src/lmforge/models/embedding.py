@@ -5,6 +5,7 @@ import torch
 import transformers
 
 from lmforge.models.transformer import resolve_source
+from lmforge.runtime import resolve_device
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -16,11 +17,12 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 class SentenceEncoder:
-    """A bundled alias or local encoder folder, loaded once, embedding texts in length-sorted batches."""
+    """A bundled alias or local encoder folder, loaded once on ``device`` (``auto`` | ``cpu`` | ``cuda`` |
+    ``cuda:N``), embedding texts in length-sorted batches."""
 
-    def __init__(self, source: str = "minilm", max_length: int = 256):
+    def __init__(self, source: str = "minilm", max_length: int = 256, device: str = "auto"):
+        self.device = resolve_device(device)
         folder, _ = resolve_source(source)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = (
             transformers.AutoModel.from_pretrained(
                 folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32

@@ -141,20 +141,20 @@ class GenerationTemplate:
 class PromptGenerator:
     """A causal LM, the template and the in-context examples, ready to answer requests."""
 
-    def __init__(self, spec, train: list[Shot], language: str):
+    def __init__(self, spec, train: list[Shot], language: str, *, device: str = "auto"):
 
         if spec.selection == "balanced":
             log.info("prompt.selection: generation examples have no classes; 'balanced' draws them at random")
         self.spec, self.train = spec, train
         self.template = GenerationTemplate(language, spec.instruction, spec.text_format, spec.max_chars)
-        self.gen = Generator(spec.model)
+        self.gen = Generator(spec.model, device=device)
         self.chat = self.gen.has_template and not self.gen.seq2seq
         self.fixed = (
             fixed_examples([0] * len(train), spec.shots, "random", spec.seed) if spec.selection != "nearest" else []
         )
         self.encoder = None
         if spec.shots and spec.selection == "nearest":
-            self.encoder = SentenceEncoder("minilm")
+            self.encoder = SentenceEncoder("minilm", device=device)
             self.train_vectors = self.encoder.encode([s.request for s in train])
 
     def details(self) -> dict:
@@ -230,7 +230,7 @@ def prepare_generator(config: JobConfig):
         if spec.language != "auto"
         else detect_language([s.request for s in train] or [shot_of(ex).request for ex in next(iter(splits.values()))])
     )
-    generator = PromptGenerator(spec, train, language)
+    generator = PromptGenerator(spec, train, language, device=config.device)
     return generator, data, {name: [shot_of(ex) for ex in rows] for name, rows in splits.items()}, language
 
 

@@ -33,11 +33,11 @@ def gold_entities(ex, scheme: str) -> list[tuple[str, str]]:
 class PromptTagger:
     """A causal LM, the template and the in-context examples, ready to tag sentences."""
 
-    def __init__(self, spec, train: list, types: list[str], language: str, scheme: str):
+    def __init__(self, spec, train: list, types: list[str], language: str, scheme: str, *, device: str = "auto"):
 
         self.spec, self.train, self.scheme, self.types = spec, train, scheme, types
         self.template = EntityTemplate(types, language, spec.instruction, spec.max_chars)
-        self.gen = Generator(spec.model)
+        self.gen = Generator(spec.model, device=device)
         self.chat = self.gen.has_template
         main_type = [(to_spans(ex.tags, scheme) or [("none", 0, 0)])[0][0] for ex in train]
         ids = {t: i for i, t in enumerate(sorted(set(main_type)))}
@@ -49,7 +49,7 @@ class PromptTagger:
         )
         self.encoder = None
         if spec.shots and spec.selection == "nearest":
-            self.encoder = SentenceEncoder("minilm")
+            self.encoder = SentenceEncoder("minilm", device=device)
             self.train_vectors = self.encoder.encode([sentence_text(ex.tokens) for ex in train])
 
     def details(self) -> dict:
@@ -115,7 +115,7 @@ def prepare_tagger(config: JobConfig):
     types = sorted({n.split("-", 1)[1] for n in data.labels.names if n != "O"})
     texts = [sentence_text(ex.tokens) for ex in data.train]
     language = spec.language if spec.language != "auto" else detect_language(texts)
-    tagger = PromptTagger(spec, data.train, types, language, task.scheme)
+    tagger = PromptTagger(spec, data.train, types, language, task.scheme, device=config.device)
     return tagger, task, data, splits, language
 
 

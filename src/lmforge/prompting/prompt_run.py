@@ -69,9 +69,9 @@ def verbalizers_of(config: JobConfig, names: list[str]) -> list[str]:
 class LikelihoodClassifier:
     """A causal LM scoring each label's verbalizer after the prompt."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, device: str = "auto"):
 
-        self.gen = Generator(source)
+        self.gen = Generator(source, device=device)
         self.chat = self.gen.has_template
         tok = self.gen.tokenizer
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else (self.gen.stop_ids or [0])[0]
@@ -119,7 +119,7 @@ def classify(config: JobConfig):
     data, language, verbalizers, seconds)."""
     data, splits, template, verbalizers, language = prepare(config)
     started = time.perf_counter()
-    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers)
+    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers, device=config.device)
     results = classifier.classify_splits(splits, data.labels.names)
     return results, classifier.details(), data, language, verbalizers, time.perf_counter() - started
 
@@ -239,16 +239,23 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
 
 
 def evaluate_run(
-    run_dir: str, path: str, limit: int | None = None, text_field: str | None = None, label_field: str | None = None
+    run_dir: str,
+    path: str,
+    limit: int | None = None,
+    text_field: str | None = None,
+    label_field: str | None = None,
+    device: str = "auto",
 ) -> dict:
-    """``lmforge eval`` on a prompt run: the run's own prompt settings on another labelled file.
-    The metrics of the uncalibrated prediction, with the calibrated ones under ``calibrated``."""
+    """``lmforge eval`` on a prompt run: the run's own prompt settings on another labelled file, on
+    ``device`` (not the run's). The metrics of the uncalibrated prediction, with the calibrated ones
+    under ``calibrated``."""
     from pathlib import Path
 
     config_file = Path(run_dir) / "config.yaml"
     fields = {k: v for k, v in (("text", text_field), ("label", label_field)) if v}
     source = json.dumps({"path": str(path), "fields": fields} if fields else str(path))
     overrides = [f"data.validation={source}", "data.split=null", "data.test=null", f"prompt.limit={limit or 'null'}"]
+    overrides.append(f"device={device}")
     config = load_config(str(config_file), overrides)
     results, *_ = _prompted(config)
     metrics, calibrated, _ = results["validation"]
@@ -277,16 +284,16 @@ class PromptClassifier:
     and in-context examples (``likelihood``), or the encoder with its label vectors
     (``similarity``). Used by ``lmforge prompt`` and by ``compare``'s latency measurement."""
 
-    def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str]):
+    def __init__(self, spec, train: list, template: PromptTemplate, verbalizers: list[str], *, device: str = "auto"):
 
         self.spec, self.train, self.template = spec, train, template
         self.encoder = self.scorer = None
         if spec.method == "similarity":
             self.encoder_name = spec.model if spec.model != "smollm2" else "minilm"
-            self.encoder = SentenceEncoder(self.encoder_name)
+            self.encoder = SentenceEncoder(self.encoder_name, device=device)
             self.label_vectors = self.encoder.encode(verbalizers)  # (L, C)
             return
-        self.scorer = LikelihoodClassifier(spec.model)
+        self.scorer = LikelihoodClassifier(spec.model, device)
         self.answers = self.scorer.answer_ids(template)
         self.fixed = (
             fixed_examples([ex.label_id for ex in train], spec.shots, spec.selection, spec.seed)
@@ -294,7 +301,7 @@ class PromptClassifier:
             else []
         )
         if spec.shots and spec.selection == "nearest":
-            self.encoder = SentenceEncoder("minilm")
+            self.encoder = SentenceEncoder("minilm", device=device)
             self.train_vectors = self.encoder.encode([ex.text for ex in train])
 
     def details(self) -> dict:

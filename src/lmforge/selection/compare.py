@@ -305,6 +305,7 @@ def execute(folder: Path, steps: list[Step], config_path: str, quiet: bool = Fal
                 "run": str(step.run_dir),
                 "texts": texts,
                 "threads": step.config.train.threads,
+                "device": step.config.device,
             }
         else:
             spec = {

@@ -58,10 +58,10 @@ def parameters(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def measure_run(run_dir: Path, texts: list[str]) -> dict:
-    """A trained run's inference cost, through ``RunPredictor``."""
+def measure_run(run_dir: Path, texts: list[str], device: str = "auto") -> dict:
+    """A trained run's inference cost on ``device``, through ``RunPredictor``."""
 
-    predictor = RunPredictor(run_dir)
+    predictor = RunPredictor(run_dir, device=device)
     if predictor.record.task == "token_classification":
         predict = lambda batch, size: predictor.predict_entities(texts=batch, batch_size=size)  # noqa: E731
     else:
@@ -79,7 +79,7 @@ def measure_prompt(config, texts: list[str]) -> dict:
     if config.task == "token_classification":
         return _measure_prompt_tagger(config, texts)
     data, _, template, verbalizers, _ = prepare(config)
-    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers, config.train.threads)
+    classifier = PromptClassifier(config.prompt, data.train, template, verbalizers, device=config.device)
     result = time_predictions(lambda batch, size: classifier.probabilities(batch, batch_size=size), texts)
     model = classifier.scorer.gen.model if classifier.scorer is not None else classifier.encoder.model
     result["parameters_total"] = parameters(model)

@@ -26,7 +26,7 @@ def run_step(step: dict) -> dict:
     mode = step["mode"]
     if mode == "measure_run":
         set_threads(step.get("threads"))
-        return measure_run(Path(step["run"]), step["texts"])
+        return measure_run(Path(step["run"]), step["texts"], step.get("device", "auto"))
     config = load_config(step["config"], step["overrides"])
     if mode == "train":
         outcome = train(config, quiet=True)

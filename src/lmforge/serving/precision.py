@@ -27,9 +27,12 @@ PROBES = [
 ]
 
 
-def bf16_native() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` (the one the model runs on, not whatever GPU the machine has) computes in
+    bfloat16 natively."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported()
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
@@ -52,7 +55,7 @@ def probe_texts(run_dir: Path | None, limit: int = 32) -> list[str]:
 def settle(requested: str, model, outputs, agree, label: str) -> str:
     """Put ``model`` in the dtype asked for (``auto``: bf16 if native and ``agree(fp32, bf16)``
     on ``outputs()``); returns the dtype it runs in."""
-    if requested == "float32" or (requested == "auto" and not bf16_native()):
+    if requested == "float32" or (requested == "auto" and not bf16_native(next(model.parameters()).device)):
         return "float32"
     before = outputs() if requested == "auto" else None
     model.to(torch.bfloat16)

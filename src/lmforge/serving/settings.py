@@ -5,6 +5,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from lmforge.errors import ConfigError
+from lmforge.runtime import resolve_device
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -60,6 +61,11 @@ class ServeSettings:
     drain_timeout: float = field(default=30.0, metadata={"help": "seconds to finish in-flight requests on SIGTERM"})
     """Seconds to finish in-flight requests after SIGTERM."""
     threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all cores)"})
+    device: str = field(
+        default="auto",
+        metadata={"help": "auto | cpu | cuda | cuda:N: where every model runs (default: auto: CUDA when there is one)"},
+    )
+    """Where the models run: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
     checkpoint: str = field(default="auto", metadata={"choices": ("auto", "best", "model")})
     dtype: str = field(
         default="auto",
@@ -93,10 +99,8 @@ class ServeSettings:
     (classification), as ``predict --combine vote`` does."""
 
     def __post_init__(self):
-        if self.max_batch is None:
-            import torch
-
-            self.max_batch = 32 if torch.cuda.is_available() else 8
+        if self.max_batch is None:  # a wrong device is a ConfigError here, before any model loads
+            self.max_batch = 32 if resolve_device(self.device).type == "cuda" else 8
 
     def check(self) -> None:
         if not self.sources:
@@ -129,6 +133,7 @@ class ServeSettings:
             raise ConfigError(f"serve: combine '{self.combine}' is not one of mean, vote")
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
             raise ConfigError("serve: max-input-tokens must be at least 1")
+        resolve_device(self.device)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -97,12 +97,17 @@ class DistilTask:
 
 # -- the teacher ----------------------------------------------------------------------------------
 def teacher_logits(
-    teacher_dir: str | Path, examples: list, label_names: list[str], batch_size: int, cache: Path | None = None
+    teacher_dir: str | Path,
+    examples: list,
+    label_names: list[str],
+    batch_size: int,
+    cache: Path | None = None,
+    device: str = "auto",
 ) -> torch.Tensor:
-    """(N, C) logits of the teacher run on ``examples``, columns in the student's label order;
-    read from ``cache`` when it holds the same teacher and texts."""
+    """(N, C) logits of the teacher run on ``examples`` (run on ``device``, the student's), columns in
+    the student's label order; read from ``cache`` when it holds the same teacher and texts."""
 
-    predictor = RunPredictor(teacher_dir, "auto")
+    predictor = RunPredictor(teacher_dir, "auto", device)
     if predictor.record.task != "classification":
         raise ModelError(
             f"{teacher_dir}: distillation needs a classification teacher; this is a {predictor.record.task} run"
@@ -195,7 +200,12 @@ def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool 
         job = setup(run_config)
         if run_config.distil.alpha > 0:
             logits = teacher_logits(
-                teacher.path, job.data.train, job.data.labels.names, run_config.distil.teacher_batch_size, out / CACHE
+                teacher.path,
+                job.data.train,
+                job.data.labels.names,
+                run_config.distil.teacher_batch_size,
+                out / CACHE,
+                run_config.device,
             )
             for feature, row in zip(job.features["train"], logits.tolist()):
                 feature["teacher_logits"] = row

@@ -15,6 +15,7 @@ from lmforge.errors import ConfigError, LmforgeError, ModelError
 from lmforge.inference.ensemble import EnsemblePredictor
 from lmforge.inference.generator import Generator
 from lmforge.inference.predictor import RunPredictor
+from lmforge.runtime import resolve_device
 from lmforge.serving import precision, protocol
 from lmforge.serving.batching import Batcher
 from lmforge.serving.engine import GenerationEngine
@@ -96,7 +97,7 @@ class RunModel(ServedModel):
         if len(members) > 1:
             self._load_ensemble(members, metrics)
             return
-        self.predictor = RunPredictor(self.source, self.settings.checkpoint)
+        self.predictor = RunPredictor(self.source, self.settings.checkpoint, self.settings.device)
         self.tokenizers = [self.predictor.tokenizer]
         self._decoding()
         self.limit = self.settings.max_input_tokens or self.predictor.max_length
@@ -119,7 +120,7 @@ class RunModel(ServedModel):
         """Several runs as one model: the mean of their probabilities, decoded as ``lmforge predict
         --ensemble`` does. Inputs are limited by the shortest member; no embeddings route (whose
         encoder's vectors would it be?), and float32 throughout."""
-        predictors = [RunPredictor(m, self.settings.checkpoint) for m in members]
+        predictors = [RunPredictor(m, self.settings.checkpoint, self.settings.device) for m in members]
         self.predictor = EnsemblePredictor(predictors, self.settings.combine)
         self.combine = self.predictor.combine
         self.tokenizers = [m.tokenizer for m in predictors]
@@ -178,7 +179,7 @@ class EncoderModel(ServedModel):
     kind = "embeddings"
 
     def load(self, metrics) -> None:
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(self.settings.device)
         model = transformers.AutoModel.from_pretrained(
             self.folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
         )
@@ -205,7 +206,8 @@ class TextGenerator(ServedModel):
         self.engine: GenerationEngine | None = None
 
     def load(self, metrics) -> None:
-        self.generator = Generator(self.source, self.settings.checkpoint)  # threads: set once at start-up
+        # threads: set once at start-up
+        self.generator = Generator(self.source, self.settings.checkpoint, self.settings.device)
         self.context = self.generator.context
         self.engine = GenerationEngine(
             self.generator,
