@@ -39,7 +39,7 @@ BUDGET_KEYS = {
     "memory_mb": "memory_mb",
     "size_mb": "size_mb",
 }
-IGNORED_KEYS = ("overwrite", "resume")
+IGNORED_KEYS = ("overwrite", "resume", "device")  # where a candidate ran does not change what it learned
 CLOSE = 0.01  # "within 1 point" of the best, on metrics in [0, 1]
 MIN_STEPS = 50  # learning curve: fewest optimizer steps a training candidate takes
 

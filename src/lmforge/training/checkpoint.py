@@ -87,7 +87,7 @@ def _optimizer_state(tensors: dict, settings: dict) -> dict:
 def has_flattened_rnn(model) -> bool:
     """Whether ``model`` holds an RNN whose weights cuDNN flattened into one buffer (on CUDA): each
     weight is then a view of a larger block, which safetensors refuses to save as it is."""
-    return any(isinstance(m, torch.nn.RNNBase) and _is_view(m.weight_ih_l0) for m in model.modules())
+    return any(isinstance(m, torch.nn.RNNBase) and _is_view(m.get_parameter("weight_ih_l0")) for m in model.modules())
 
 
 def _is_view(t: torch.Tensor) -> bool:

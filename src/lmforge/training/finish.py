@@ -42,6 +42,7 @@ def evaluate_splits(job: Job, folder: Path) -> tuple[dict, list[dict]]:
                 getattr(job.data, split),
                 2 * job.config.train.batch_size,
                 run_record(job, finished=False),
+                device=job.config.device,
             )
             results[split] = result.metrics
             predictions += [{"split": split, **row} for row in result.predictions]

@@ -46,7 +46,7 @@ class PrecisionChoice:
         return ACCELERATE_NAMES[self.used]
 
     def to_json(self) -> dict:
-        out = {"used": self.used, "reason": self.reason}
+        out: dict = {"used": self.used, "reason": self.reason}
         if self.timings_ms:
             out["step_ms"] = self.timings_ms
         return out
