@@ -1,7 +1,8 @@
-"""What every benchmark script shares: seeded row selection, the baseline's ``TrainingArguments``,
-the headline ratio, and the run-then-report main routine."""
+"""What every benchmark script shares: the ``--device`` option, seeded row selection, the baseline's
+``TrainingArguments``, the headline ratio, and the run-then-report main routine."""
 
 import json
+import os
 import random
 import sys
 import tempfile
@@ -9,7 +10,71 @@ from pathlib import Path
 
 import torch
 
+from lmforge.runtime import DEVICE_SPEC
+
 HF_NAME = "HF Trainer (padding=max_length)"
+
+
+def add_device_arg(parser, cpu_only: str | None = None) -> None:
+    """``--device auto | cpu | cuda | cuda:N``, default ``cpu`` (the device of the published figures).
+    ``cpu_only``: why this script's comparison runs on the CPU only (``resolve_device`` refuses CUDA)."""
+    where = f"cpu only here: {cpu_only}" if cpu_only else "where both sides run"
+    parser.add_argument(
+        "--device", default="cpu", metavar="DEVICE", help=f"auto | cpu | cuda | cuda:N: {where} (default: %(default)s)"
+    )
+
+
+def _refuse(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def resolve_device(spec: str, cpu_only: str | None = None) -> tuple[str, str]:
+    """The device both sides run on, as torch and lmforge's ``device`` spell it (``cpu`` or ``cuda:0``),
+    and how the results' header names it; a one-line error (exit 2) when it cannot be had.
+
+    A GPU is made the only one this process sees (``CUDA_VISIBLE_DEVICES``, set before CUDA starts;
+    servers a bench starts inherit it): the HF Trainer takes ``cuda:0`` and spreads over every GPU it
+    sees (``DataParallel``), so that is how it and lmforge end up on the same single GPU. ``auto`` is
+    the first visible GPU, or the CPU where there is none (and always where ``cpu_only``)."""
+    if not DEVICE_SPEC.fullmatch(spec or ""):
+        _refuse(f"--device {spec!r}: give auto, cpu, cuda or cuda:N (N: a GPU's 0-based index)")
+    if spec == "cpu" or (spec == "auto" and cpu_only):
+        return "cpu", "cpu"
+    if cpu_only:
+        _refuse(f"--device {spec}: {cpu_only}; run it with --device cpu")
+    index = int(spec.split(":", 1)[1]) if ":" in spec else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    entries = [e.strip() for e in visible.split(",") if e.strip()] if visible is not None else None
+    if entries is not None and index >= len(entries):
+        _refuse(f"--device {spec}: CUDA_VISIBLE_DEVICES={visible} shows {len(entries)} GPU(s) (0-based)")
+    previous = visible
+    os.environ["CUDA_VISIBLE_DEVICES"] = entries[index] if entries is not None else str(index)
+    if not torch.cuda.is_available():
+        if previous is None:
+            del os.environ["CUDA_VISIBLE_DEVICES"]
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = previous
+        if spec == "auto":
+            return "cpu", "cpu (auto: no CUDA device)"
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        _refuse(f"--device {spec}: torch ({torch.__version__}, {build}) sees no such CUDA device; use --device cpu")
+    if torch.cuda.device_count() != 1:  # CUDA had started before: the narrowing came too late
+        _refuse(f"--device {spec}: CUDA started before the bench could keep to one GPU; set CUDA_VISIBLE_DEVICES")
+    gpu = f"{torch.cuda.get_device_name(0)}, CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}"
+    return "cuda:0", f"{spec} ({gpu})"
+
+
+def lmforge_device(device: str) -> list[str]:
+    """lmforge's config overrides for a resolved ``device``: the device, and on a GPU ``fp32`` (its
+    ``train.precision: auto`` would take bf16 autocast there, and the Trainer baseline trains in fp32)."""
+    return [f"device={device}"] + (["train.precision=fp32"] if device != "cpu" else [])
+
+
+def synchronize(device: str) -> None:
+    """Wait for the GPU's queued work (before reading a clock); nothing on the CPU."""
+    if device != "cpu":
+        torch.cuda.synchronize()
 
 
 def add_training_args(parser, lr: float, batch_size: int) -> None:
@@ -29,6 +94,7 @@ def add_training_args(parser, lr: float, batch_size: int) -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     parser.add_argument("--skip-hf", action="store_true", help="debugging: run lmforge only")
+    add_device_arg(parser)
 
 
 def select_rows(rows: list, n: int | None, seed: int) -> list:
@@ -39,7 +105,8 @@ def select_rows(rows: list, n: int | None, seed: int) -> list:
 
 
 def training_arguments(args, out: Path):
-    """The baseline's settings: the same optimisation as lmforge, every other Trainer default."""
+    """The baseline's settings: the same optimisation and device (``args.device``, resolved) as
+    lmforge, every other Trainer default (fp32 included)."""
     from transformers import TrainingArguments
 
     # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a fraction).
@@ -62,7 +129,7 @@ def training_arguments(args, out: Path):
         eval_strategy="no",
         logging_steps=10**9,
         disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=args.device == "cpu",  # else CUDA: the one GPU resolve_device left visible
         dataloader_num_workers=0,
         **warmup,
     )

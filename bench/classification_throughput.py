@@ -2,7 +2,9 @@
 
 Both sides fine-tune the same bundled model (MiniLM-L6, 22.7M parameters) on exactly the same SST-2
 rows with the same hyperparameters (AdamW, lr, batch size, epochs, linear schedule with the same
-warm-up fraction, weight decay, gradient clipping at 1.0, seed, CPU threads), then report
+warm-up fraction, weight decay, gradient clipping at 1.0, seed, CPU threads) on the same device
+(``--device``, default cpu: lmforge's ``device``, the Trainer's ``use_cpu`` or its one visible GPU;
+on a GPU both train in fp32), then report
 
 * train samples/s -- training examples / time of the pure training loop. For lmforge that is
   ``training.wall_time_s`` from the run's ``lmforge.json`` (the loop only: no data reading,
@@ -26,6 +28,7 @@ example its fused AdamW).
 
     python bench/classification_throughput.py --quick            # 3,000 train rows, a few minutes
     python bench/classification_throughput.py --json results.json  # full train set (67,349 rows)
+    python bench/classification_throughput.py --quick --device cuda  # both sides on the GPU
 
 The last line printed is ``ratio: X.XX`` = lmforge samples/s / baseline samples/s.
 """
@@ -39,7 +42,16 @@ from pathlib import Path
 
 import torch
 
-from _common import HF_NAME, add_training_args, ratio, run_and_report, select_rows, training_arguments
+from _common import (
+    HF_NAME,
+    add_training_args,
+    lmforge_device,
+    ratio,
+    resolve_device,
+    run_and_report,
+    select_rows,
+    training_arguments,
+)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
 QUICK_TRAIN_ROWS = 3000
@@ -63,6 +75,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick and args.train_rows is None:
         args.train_rows = QUICK_TRAIN_ROWS
+    args.device, args.device_label = resolve_device(args.device)
     return args
 
 
@@ -109,6 +122,7 @@ def run_lmforge(train_tsv: Path, dev_tsv: Path, args, threads: int, out: Path) -
         f"train.threads={threads}",
         f"output={q(str(out))}",
         "overwrite=true",
+        *lmforge_device(args.device),
     ]
     config = load_config(None, overrides)
     start = time.perf_counter()
@@ -241,7 +255,7 @@ def run(args, out: Path) -> dict:
         f"SST-2: {len(train_rows):,} train rows, {len(dev_rows):,} dev rows, mean "
         f"{mean_tokens(train_rows, args.max_length):.1f} tokens per training text "
         f"(max_length {args.max_length}); {args.epochs} epoch(s), lr {args.lr}, batch "
-        f"{args.batch_size}, seed {args.seed}, {threads} torch threads",
+        f"{args.batch_size}, seed {args.seed}, {threads} torch threads; device {args.device_label}",
         flush=True,
     )
     results = {"lmforge": run_lmforge(train_tsv, args.data_dir / "dev.tsv", args, threads, out / "lmforge-run")}
@@ -260,6 +274,7 @@ def run(args, out: Path) -> dict:
             "weight_decay": args.weight_decay,
             "seed": args.seed,
             "threads": threads,
+            "device": args.device_label,
         },
         "results": results,
     }

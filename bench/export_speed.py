@@ -17,6 +17,10 @@ machine are shared with other jobs, and one thread per side keeps the comparison
 teams of two under a full machine made PyTorch 5-20x slower in our runs while ONNX Runtime suffered
 less, which would flatter ONNX).
 
+Every variant runs on the CPU: ONNX Runtime (lmforge's ``onnxruntime``, CPU provider) and the int8
+kernels have no GPU path, so ``--device`` takes ``cpu`` (the default) or ``auto`` (the CPU here) and
+refuses CUDA rather than time PyTorch on a GPU against the baseline on the CPU.
+
     python bench/export_speed.py --quick        # ~5 min: 100 latency sentences, 128 throughput sentences
     python bench/export_speed.py --json results.json
 
@@ -32,12 +36,13 @@ from pathlib import Path
 
 import torch
 
-from _common import run_and_report
+from _common import add_device_arg, resolve_device, run_and_report
 
 DEFAULT_RUN = Path("/work/runs/sst2_minilm")
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
 BASE = "PyTorch fp32"
 ONNX = "ONNX fp32"
+CPU_ONLY = "the ONNX Runtime and int8 variants run on the CPU only (lmforge loads them there)"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,7 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", type=Path, default=None, help="keep the exported folders here")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    add_device_arg(parser, cpu_only=CPU_ONLY)
     args = parser.parse_args(argv)
+    args.device, args.device_label = resolve_device(args.device, cpu_only=CPU_ONLY)
     if args.quick:
         args.latency_texts, args.throughput_texts = 100, 128
     return args
@@ -129,10 +136,11 @@ def run(args, out: Path) -> dict:
     started = time.perf_counter()
     variants = build_variants(args.run, out, texts[:64])
     print(
-        f"variants built in {time.perf_counter() - started:.1f} s; CPU: {cpu_flags()}; {args.threads} thread(s)",
+        f"variants built in {time.perf_counter() - started:.1f} s; device {args.device_label}; CPU: {cpu_flags()}; "
+        f"{args.threads} thread(s)",
         flush=True,
     )
-    predictors = {name: RunPredictor(v.folder, v.checkpoint) for name, v in variants.items()}
+    predictors = {name: RunPredictor(v.folder, v.checkpoint, args.device) for name, v in variants.items()}
     tokenizer = predictors[BASE].tokenizer
     rng = random.Random(args.seed)
     short = [t for t in texts if len(tokenizer(t)["input_ids"]) <= 32]
@@ -164,6 +172,7 @@ def run(args, out: Path) -> dict:
     return {
         "results": results,
         "cpu": cpu_flags(),
+        "device": args.device_label,
         "threads": args.threads,
         "latency_texts": len(short),
         "throughput_texts": len(batch),

@@ -1,7 +1,9 @@
 """Decoding speed at batch 1: ``lmforge generate`` vs plain ``model.generate()``, in one run.
 
 Both sides load the bundled SmolLM2-135M-Instruct (float32), render the same alpaca instructions with
-its chat template, and decode greedily up to ``--max-new-tokens`` with the same threads; each prompt
+its chat template, and decode greedily up to ``--max-new-tokens`` with the same threads on the same
+device (``--device``, default cpu: ``Generator(..., device)`` and the baseline's ``.to(device)``; on a
+GPU each side first decodes one untimed prompt, so CUDA's start-up falls on neither); each prompt
 is decoded once by each side, alternating sides so neither gets a warmer cache. lmforge's path is
 ``Generator.generate`` (``torch.inference_mode``, KV cache, stop ids from tokenizer and generation
 config); the baseline is the two-liner a user would write: ``tokenizer.apply_chat_template`` then
@@ -10,6 +12,7 @@ decoding for each side, and whether the greedy texts are identical (they must be
 
     python bench/generate_throughput.py --quick     # 3 prompts x 32 tokens
     python bench/generate_throughput.py             # 8 prompts x 128 tokens
+    python bench/generate_throughput.py --device cuda
 
 The last line printed is ``ratio: X.XX`` = lmforge tokens/s / baseline tokens/s.
 """
@@ -21,6 +24,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from _common import add_device_arg, resolve_device, synchronize
 
 PROMPTS = [
     "Give three tips for staying healthy.",
@@ -41,7 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    add_device_arg(parser)
     args = parser.parse_args(argv)
+    device, device_label = resolve_device(args.device)
     new_tokens = args.max_new_tokens or (32 if args.quick else 128)
     prompts = PROMPTS[: args.prompts or (3 if args.quick else len(PROMPTS))]
 
@@ -51,28 +58,38 @@ def main(argv=None) -> int:
 
     quiet_libraries()
     set_threads(args.threads)
-    lmforge = Generator("smollm2")
+    lmforge = Generator("smollm2", device=device)
     threads = torch.get_num_threads()
     import transformers
 
-    baseline = transformers.AutoModelForCausalLM.from_pretrained(lmforge.folder, dtype=torch.float32).eval()
+    baseline = transformers.AutoModelForCausalLM.from_pretrained(lmforge.folder, dtype=torch.float32)
+    baseline = baseline.to(device).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(lmforge.folder)
     print(
         f"SmolLM2-135M-Instruct fp32, {len(prompts)} prompts, up to {new_tokens} new tokens, greedy, "
-        f"batch 1, {threads} threads",
+        f"batch 1, {threads} threads, device {device_label}",
         flush=True,
     )
+
+    def chat_ids(prompt: str) -> torch.Tensor:
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"].to(device)
+
+    if device != "cpu":  # untimed: CUDA's kernels and cuBLAS start on this, not on the first side timed
+        lmforge.generate(PROMPTS[0], GenerationOptions(max_new_tokens=8))
+        baseline.generate(chat_ids(PROMPTS[0]), max_new_tokens=8, do_sample=False)
     totals = {"lmforge": [0, 0.0], "model.generate()": [0, 0.0]}
     same = 0
     for prompt in prompts:
         result = lmforge.generate(prompt, GenerationOptions(max_new_tokens=new_tokens))
         totals["lmforge"][0] += result.new_tokens
         totals["lmforge"][1] += result.seconds
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )["input_ids"]
+        ids = chat_ids(prompt)
+        synchronize(device)
         start = time.perf_counter()
         out = baseline.generate(ids, max_new_tokens=new_tokens, do_sample=False)
+        synchronize(device)
         seconds = time.perf_counter() - start
         new = out[0, ids.shape[1] :]
         totals["model.generate()"][0] += len(new)
@@ -87,7 +104,14 @@ def main(argv=None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"totals": totals, "tokens_per_s": rates, "identical": same, "threads": threads, "ratio": ratio},
+                {
+                    "totals": totals,
+                    "tokens_per_s": rates,
+                    "identical": same,
+                    "threads": threads,
+                    "device": device_label,
+                    "ratio": ratio,
+                },
                 indent=1,
             )
         )

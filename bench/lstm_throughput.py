@@ -9,6 +9,10 @@ one-direction passes over the padded batch, the backward one over each sentence 
 own length. The two compute the same function: the losses of the first step are printed and must
 agree to float precision.
 
+Both sides stay on the CPU: ``--device`` takes ``cpu`` (the default) or ``auto`` (the CPU here) and
+refuses CUDA, because on a GPU lmforge's encoder runs packed sequences (cuDNN) itself, so the two
+sides would be the same code.
+
     python bench/lstm_throughput.py --quick     # 40 steps a side
     python bench/lstm_throughput.py             # 200 steps a side
 
@@ -22,7 +26,10 @@ from pathlib import Path
 
 import torch
 
+from _common import add_device_arg, resolve_device
+
 ROOT = Path(__file__).resolve().parents[1]
+CPU_ONLY = "on CUDA lmforge's LSTM encoder runs packed sequences (cuDNN) itself, the baseline's code"
 TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
 
 
@@ -97,7 +104,9 @@ def main(argv=None) -> int:
         help="random batches (train.group_by_length: false) instead of length-grouped ones",
     )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "msra_ner" / "train.txt")
+    add_device_arg(parser, cpu_only=CPU_ONLY)
     args = parser.parse_args(argv)
+    _, device_label = resolve_device(args.device, cpu_only=CPU_ONLY)
     if not args.data.is_file():
         print(f"error: MSRA train not found at {args.data} (give it with --data)", file=sys.stderr)
         return 2
@@ -127,7 +136,8 @@ def main(argv=None) -> int:
     print(
         f"BiLSTM-CRF (1x2x256, embeddings 128, vocabulary {len(vocab) + 2}) on {len(rows):,} MSRA sentences "
         f"(mean length {mean_length:.1f}), {steps} steps of {args.batch_size}, "
-        f"{'random' if args.no_group_by_length else 'length-grouped'} batches, {torch.get_num_threads()} thread(s)"
+        f"{'random' if args.no_group_by_length else 'length-grouped'} batches, {torch.get_num_threads()} thread(s), "
+        f"device {device_label}"
     )
     print("| side | sentences/s | seconds | first-step loss |\n|---|---:|---:|---:|")
     for side, name in (("packed", "nn.LSTM on packed sequences"), ("lmforge", "lmforge (two padded passes)")):

@@ -3,8 +3,9 @@
 Both sides fine-tune the same bundled model (MiniLM-L6, 22.7M parameters) with a token
 classification head on exactly the same CoNLL-2003 English sentences with the same hyperparameters
 (AdamW, lr, batch size, epochs, linear schedule with the same warm-up fraction, weight decay,
-gradient clipping at 1.0, seed, CPU threads) and the same label order (``tag_set(types, "bio")``,
-types sorted), then report
+gradient clipping at 1.0, seed, CPU threads), on the same device (``--device``, default cpu:
+lmforge's ``device``, the Trainer's ``use_cpu`` or its one visible GPU; on a GPU both train in fp32)
+and with the same label order (``tag_set(types, "bio")``, types sorted), then report
 
 * train sentences/s -- training sentences x epochs / time of the pure training loop. For lmforge
   the time is ``training.wall_time_s`` from the run's ``lmforge.json`` (the loop only: no data
@@ -36,6 +37,7 @@ best epoch (chosen on validation) and the baseline that of its last one: compare
 
     python bench/ner_throughput.py --quick                # 2,000 train sentences, full validation set
     python bench/ner_throughput.py --json results.json    # full train set (14,041 sentences)
+    python bench/ner_throughput.py --quick --device cuda  # both sides on the GPU
 
 The last line printed is ``ratio: X.XX`` = lmforge sentences/s / baseline sentences/s.
 """
@@ -48,7 +50,16 @@ from pathlib import Path
 
 import torch
 
-from _common import HF_NAME, add_training_args, ratio, run_and_report, select_rows, training_arguments
+from _common import (
+    HF_NAME,
+    add_training_args,
+    lmforge_device,
+    ratio,
+    resolve_device,
+    run_and_report,
+    select_rows,
+    training_arguments,
+)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/conll2003"
 QUICK_TRAIN_ROWS = 2000
@@ -90,6 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.train_rows = QUICK_TRAIN_ROWS
     if args.quick and args.eval_rows is None:
         args.eval_rows = QUICK_EVAL_ROWS
+    args.device, args.device_label = resolve_device(args.device)
     return args
 
 
@@ -152,6 +164,7 @@ def run_lmforge(train_file: Path, valid_file: Path, n_train: int, args, threads:
         f"train.threads={threads}",
         f"output={q(str(out))}",
         "overwrite=true",
+        *lmforge_device(args.device),
     ]
     config = load_config(None, overrides)
     start = time.perf_counter()
@@ -331,7 +344,7 @@ def run(args, out: Path) -> dict:
         f"CoNLL-2003: {len(train):,} train sentences, {len(valid):,} validation sentences, mean "
         f"{mean:.1f} subwords per training sentence ({long} over max_length {args.max_length}); "
         f"{args.epochs} epoch(s), lr {args.lr}, batch {args.batch_size}, seed {args.seed}, "
-        f"{threads} torch threads",
+        f"{threads} torch threads; device {args.device_label}",
         flush=True,
     )
     results = {"lmforge": run_lmforge(train_file, valid_file, len(train), args, threads, out / "lmforge-run")}
@@ -352,6 +365,7 @@ def run(args, out: Path) -> dict:
             "weight_decay": args.weight_decay,
             "seed": args.seed,
             "threads": threads,
+            "device": args.device_label,
             "labels": names,
         },
         "results": results,

@@ -6,11 +6,14 @@ verbalizers "negative"/"positive"). lmforge runs the prefix every prompt shares 
 examples) once, the rest of each prompt once (batched, left-padded, on a copy of the shared KV
 cache), and scores every verbalizer from it (continuations on a copy of the prompt's cache); the
 baseline is the loop a user would write: one forward pass of prompt + verbalizer per (text,
-label). Reported: texts per second and whether the two pick the same labels (they must; the
-log-likelihoods agree to float precision).
+label). Both run the same model on the same device (``--device``, default cpu: the scorer's
+``LikelihoodClassifier(..., device)``; both scoring functions return their scores on the CPU, so the
+clock stops after the GPU's work). Reported: texts per second and whether the two pick the same
+labels (they must; the log-likelihoods agree to float precision).
 
     python bench/prompt_throughput.py --quick     # 24 sentences, 4-shot
     python bench/prompt_throughput.py             # 96 sentences, 4-shot
+    python bench/prompt_throughput.py --device cuda
 
 The last line printed is ``ratio: X.XX`` = lmforge texts/s / naive texts/s.
 """
@@ -20,6 +23,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+from _common import add_device_arg, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +46,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
     parser.add_argument("--json", type=Path)
+    add_device_arg(parser)
     args = parser.parse_args(argv)
+    device, device_label = resolve_device(args.device)
     if not (args.data_dir / "dev.tsv").is_file():
         print(f"error: SST-2 not found in {args.data_dir} (give the folder with --data-dir)", file=sys.stderr)
         return 2
@@ -59,7 +66,7 @@ def main(argv=None) -> int:
         "Is the sentiment of this movie review negative or positive? Answer with one of: {answers}.",
         "Review: {text}",
     )
-    scorer = LikelihoodClassifier("smollm2")
+    scorer = LikelihoodClassifier("smollm2", device)
     shots = [train[i] for i in fixed_examples([label for _, label in train], args.shots, "balanced", 0)]
     prompts = [scorer.prompt_ids(template, text, shots) for text, _ in dev]
     answers = scorer.answer_ids(template)
@@ -82,6 +89,7 @@ def main(argv=None) -> int:
         "same_labels": same,
         "max_abs_loglik_gap": gap,
         "accuracy": accuracy,
+        "device": device_label,
     }
     ratio = results["lmforge_texts_per_s"] / results["naive_texts_per_s"]
     results["ratio"] = ratio
@@ -89,7 +97,7 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(results, indent=1))
     print(
         f"{len(dev)} SST-2 dev texts, {args.shots}-shot, {results['prompt_tokens_mean']:.0f} prompt tokens on "
-        f"average, smollm2 (float32)"
+        f"average, smollm2 (float32), device {device_label}"
     )
     print("| side | texts/s | seconds |")
     print("|---|---:|---:|")

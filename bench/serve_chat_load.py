@@ -4,10 +4,11 @@ same prompts sent one at a time and then all at once, against one ``lmforge serv
 Concurrent chat requests are decoded together a step at a time (one forward pass for the whole
 batch), so the server's generated tokens per second should grow with the clients while each reply
 stays what it is alone (greedy: the same text; reported). Baseline: the same server, one request at
-a time.
+a time, so it runs on the server's ``--device`` too (this script's ``--device``, default cpu).
 
     python bench/serve_chat_load.py --quick     # 4 prompts x 32 tokens
     python bench/serve_chat_load.py             # 8 prompts x 64 tokens
+    python bench/serve_chat_load.py --device cuda
 
 The last line printed is ``ratio: X.XX`` = generated tokens/s with all clients at once / one at a time.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import add_device_arg, resolve_device  # noqa: E402
 from generate_throughput import PROMPTS  # noqa: E402
 from serve_load import Connection, free_port, start_server  # noqa: E402
 
@@ -59,12 +61,14 @@ def main(argv=None) -> int:
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--json", type=Path)
+    add_device_arg(parser)
     args = parser.parse_args(argv)
+    device, device_label = resolve_device(args.device)
     args.prompts = args.prompts or (4 if args.quick else 8)
     max_tokens = args.max_tokens or (32 if args.quick else 64)
     prompts = (PROMPTS * 4)[: args.prompts]
     port = free_port()
-    server = start_server([args.model, "--max-generation-batch", str(args.prompts)], port)
+    server = start_server([args.model, "--max-generation-batch", str(args.prompts), "--device", device], port)
     name = Path(args.model).name
     try:
         asyncio.run(ask(port, "Hello", 4, name))  # warm up
@@ -88,8 +92,12 @@ def main(argv=None) -> int:
     same = sum(a == b for a, b in zip(results["one at a time"]["texts"], results["all at once"]["texts"]))
     ratio = results["all at once"]["tokens_per_s"] / results["one at a time"]["tokens_per_s"]
     if args.json:
-        args.json.write_text(json.dumps({"results": results, "same_texts": same, "ratio": ratio}, indent=1))
-    print(f"{args.prompts} chat requests x up to {max_tokens} tokens, greedy, model {args.model}")
+        args.json.write_text(
+            json.dumps({"results": results, "same_texts": same, "device": device_label, "ratio": ratio}, indent=1)
+        )
+    print(
+        f"{args.prompts} chat requests x up to {max_tokens} tokens, greedy, model {args.model}, device {device_label}"
+    )
     print("| side | generated tokens | seconds | tokens/s | p50 request s | errors |")
     print("|---|---:|---:|---:|---:|---:|")
     for side, r in results.items():

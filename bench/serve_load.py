@@ -9,8 +9,12 @@ concurrent side lets the server's dynamic batching merge requests. ``batch overh
 time for a batch of N sentences over its time for one (measured in-process, same threads), so the
 latency target reads: p95 at N clients <= 2 x single-request p50 x batch overhead.
 
+``--device`` (default cpu) is the server's ``--device``, the in-process batch-overhead model's and
+the 4-step training run's: both sides are the same server, so the baseline follows it.
+
     python bench/serve_load.py --quick          # 200 requests per side, 16 clients
     python bench/serve_load.py                  # 1,000 requests per side
+    python bench/serve_load.py --device cuda
 
 The last line printed is ``ratio: X.XX`` = throughput at N clients / throughput at 1.
 """
@@ -26,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import add_device_arg, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key"
@@ -43,7 +49,7 @@ def sentences(data_dir: Path, n: int) -> list[str]:
     return [rows[i % len(rows)] for i in range(n)]
 
 
-def train_run(folder: Path) -> Path:
+def train_run(folder: Path, device: str) -> Path:
     demo = ROOT / "src" / "lmforge" / "configs" / "demo.yaml"
     code = subprocess.call(
         [
@@ -56,6 +62,7 @@ def train_run(folder: Path) -> Path:
             "train.max_steps=4",
             "train.epochs=1",
             f"output={folder / 'run'}",
+            f"device={device}",
         ]
     )
     if code != 0:
@@ -133,11 +140,11 @@ async def drive(port: int, texts: list[str], clients: int) -> dict:
     }
 
 
-def batch_overhead(run: Path, texts: list[str], size: int, dtype: str, repeats: int = 20) -> float:
+def batch_overhead(run: Path, texts: list[str], size: int, dtype: str, device: str, repeats: int = 20) -> float:
     from lmforge.inference.predictor import RunPredictor
     from lmforge.serving import precision
 
-    predictor = RunPredictor(run)
+    predictor = RunPredictor(run, device=device)
     probes = precision.probe_texts(run)
     precision.settle(dtype, predictor.model, lambda: predictor.predict(probes), precision.same_classes, "bench")
 
@@ -173,6 +180,7 @@ def start_server(options: list[str], port: int, wait_s: float = 300) -> subproce
 
 def serve(run: Path, port: int, args) -> subprocess.Popen:
     options = [str(run), "--max-queue", "512", "--batch-wait-ms", str(args.batch_wait_ms), "--dtype", args.dtype]
+    options += ["--device", args.device]
     options += (["--threads", str(args.threads)] if args.threads else []) + (
         ["--max-batch", str(args.max_batch)] if args.max_batch else []
     )
@@ -182,7 +190,7 @@ def serve(run: Path, port: int, args) -> subprocess.Popen:
 def measure(args, run: Path) -> dict:
     count = args.requests or (200 if args.quick else 1000)
     texts = sentences(args.data_dir, count)
-    overhead = batch_overhead(run, texts, args.clients, args.dtype)
+    overhead = batch_overhead(run, texts, args.clients, args.dtype, args.device)
     port = free_port()
     server = serve(run, port, args)
     try:
@@ -217,17 +225,21 @@ def main(argv=None) -> int:
         help="the server's --dtype (default: its default, auto)",
     )
     parser.add_argument("--json", type=Path)
+    add_device_arg(parser)
     args = parser.parse_args(argv)
+    args.device, device_label = resolve_device(args.device)
     if args.run is not None:
         results = measure(args, args.run)
     else:
         with tempfile.TemporaryDirectory(prefix="lmforge-bench-") as tmp:
-            results = measure(args, train_run(Path(tmp)))
+            results = measure(args, train_run(Path(tmp), args.device))
     single, many = results["single"], results["concurrent"]
     ratio = many["requests_per_s"] / single["requests_per_s"]
     results["ratio"] = round(ratio, 2)
+    results["device"] = device_label
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    print(f"/v1/classify, {single['requests']} requests a side, 1 and {args.clients} clients; device {device_label}")
     print("| clients | requests | req/s | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---|---|---|---|---|---|")
     for row in (single, many):

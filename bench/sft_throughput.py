@@ -3,8 +3,9 @@
 Both sides LoRA-tune the bundled SmolLM2-135M-Instruct (r 16, alpha 32, dropout 0.05, every linear
 layer) on the same alpaca conversations, rendered by the same chat template with the same
 assistant-only targets (lmforge's own encoding feeds both, so the data are token-for-token equal),
-with the same AdamW, learning rate, linear schedule, warm-up, clipping, seed and threads -- and the
-same number of optimizer steps over the same tokens:
+with the same AdamW, learning rate, linear schedule, warm-up, clipping, seed and threads, on the same
+device (``--device``, default cpu: lmforge's ``device``, the Trainer's ``use_cpu`` or its one visible
+GPU; on a GPU both train in fp32) -- and the same number of optimizer steps over the same tokens:
 
 * lmforge packs the conversations into rows of ``--max-length`` tokens (position ids restart at
   each conversation, so none attends to another), batches ``--batch-size`` rows, and projects onto
@@ -19,6 +20,7 @@ conversations (the same evaluation code for both) -- the loss curves match when 
 
     python bench/sft_throughput.py --quick      # 32 conversations, ~4.5 minutes on 2 cores
     python bench/sft_throughput.py              # 800 conversations
+    python bench/sft_throughput.py --device cuda   # both sides on the GPU
 
 The last line printed is ``ratio: X.XX`` = lmforge tokens/s / baseline tokens/s.
 """
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from _common import add_training_args, ratio, run_and_report, training_arguments
+from _common import add_training_args, lmforge_device, ratio, resolve_device, run_and_report, training_arguments
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/instructions"
 HF_SFT = "HF Trainer + peft (pad to longest)"
@@ -52,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.train_rows is None:
         args.train_rows = QUICK_ROWS if args.quick else FULL_ROWS
+    args.device, args.device_label = resolve_device(args.device)
     return args
 
 
@@ -74,7 +77,7 @@ def encoded(tokenizer, path: Path, max_length: int) -> list[tuple[list[int], lis
     return [(ids[:max_length], labels[:max_length]) for ids, labels in rows]
 
 
-def held_out_loss(model, tokenizer, held: Path, max_length: int) -> float:
+def held_out_loss(model, tokenizer, held: Path, max_length: int, device: str) -> float:
     from lmforge.config.schema import DataConfig
     from lmforge.data.conversations import read_conversations
     from lmforge.data.readers import Problems
@@ -84,7 +87,7 @@ def held_out_loss(model, tokenizer, held: Path, max_length: int) -> float:
     task.mode, task.packing = "chat", False
     rows = read_conversations(str(held), DataConfig(), Problems())
     features = task.encode(tokenizer, rows, max_length)
-    return task.evaluate(model.eval(), tokenizer, features, rows, 8, torch.device("cpu")).metrics["loss"]
+    return task.evaluate(model.eval(), tokenizer, features, rows, 8, torch.device(device)).metrics["loss"]
 
 
 def run_lmforge(train_path, held, args, threads, out) -> dict:
@@ -117,6 +120,7 @@ def run_lmforge(train_path, held, args, threads, out) -> dict:
             f"train.threads={threads}",
             f"output={q(str(out))}",
             "overwrite=true",
+            *lmforge_device(args.device),
         ],
     )
     start = time.perf_counter()
@@ -124,7 +128,7 @@ def run_lmforge(train_path, held, args, threads, out) -> dict:
     total = time.perf_counter() - start
     meta = json.loads((outcome.run.path / "lmforge.json").read_text(encoding="utf-8"))
     set_threads(threads)
-    generator = Generator(str(outcome.run.path), "model")
+    generator = Generator(str(outcome.run.path), "model", args.device)
     tokens = sum(len(ids) for ids, _ in encoded(generator.tokenizer, train_path, args.max_length)) * args.epochs
     loop = meta["training"]["wall_time_s"]
     return {
@@ -133,7 +137,7 @@ def run_lmforge(train_path, held, args, threads, out) -> dict:
         "total_s": total,
         "tokens": tokens,
         "steps": meta["training"]["steps"],
-        "held_out_loss": held_out_loss(generator.model, generator.tokenizer, held, args.max_length),
+        "held_out_loss": held_out_loss(generator.model, generator.tokenizer, held, args.max_length, args.device),
     }
 
 
@@ -174,7 +178,7 @@ def run_hf(train_path, held, args, threads, steps: int, out) -> dict:
         "tokens": tokens,
         "steps": trainer.state.global_step,
         "batch_size": per_step,
-        "held_out_loss": held_out_loss(trainer.model, tokenizer, held, args.max_length),
+        "held_out_loss": held_out_loss(trainer.model, tokenizer, held, args.max_length, args.device),
     }
 
 
@@ -203,7 +207,7 @@ def run(args, out: Path) -> dict:
     print(
         f"alpaca_en_demo: {args.train_rows} training conversations, {HELD_OUT} held out; max_length "
         f"{args.max_length}, {args.epochs} epoch(s), lr {args.lr}, batch {args.batch_size} packed rows, "
-        f"seed {args.seed}, {threads} torch threads",
+        f"seed {args.seed}, {threads} torch threads; device {args.device_label}",
         flush=True,
     )
     results = {"lmforge": run_lmforge(train_path, held, args, threads, out / "lmforge-run")}
