@@ -21,7 +21,9 @@ evaluation on the full SST-2 dev set (872 sentences):
   ``group_by_length=True``, the same ``max_length``, no checkpoints saved, ``model_init`` loading
   the model per trial, the pruner passed through ``hyperparameter_search(..., pruner=...)`` (its
   Optuna backend hands extra arguments to ``optuna.create_study``);
-* the same number of torch threads on both sides (--threads, default: torch's).
+* the same number of torch threads (--threads, default: torch's) and the same device (--device,
+  default cpu: lmforge's ``device``, the Trainer's ``use_cpu`` or its one visible GPU; on a GPU both
+  train in fp32) on both sides.
 
 Reported for each side: the wall time of the whole search (lmforge: the ``lmforge tune`` command,
 start-up and ``report.html`` included; the baseline: tokenising, building the ``Trainer`` and
@@ -34,6 +36,7 @@ with the default config (lr 5e-5, batch 32, the same epochs), untuned. lmforge o
 
     python bench/tune_speed.py --trials 2 --train-rows 200     # smoke run, a few minutes
     python bench/tune_speed.py                                 # 12 trials on 2,000 rows a side
+    python bench/tune_speed.py --device cuda                   # both sides on the GPU
 
 The last line printed is ``ratio: X.XX`` = baseline wall time / lmforge wall time.
 """
@@ -51,7 +54,7 @@ from pathlib import Path
 import optuna
 import torch
 
-from _common import run_and_report, select_rows
+from _common import add_device_arg, lmforge_device, resolve_device, run_and_report, select_rows
 from classification_throughput import read_tsv, write_tsv
 from distributed_scaling import load
 
@@ -70,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=DEFAULT_DATA,
         help="folder with SST-2 train.tsv and dev.tsv (default: %(default)s)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu | cuda (default: %(default)s)")
+    add_device_arg(parser)
     parser.add_argument("--trials", type=int, default=12, help="trials a side (default: %(default)s)")
     parser.add_argument(
         "--train-rows", type=int, default=2000, help="training rows, seeded sample (default: %(default)s)"
@@ -91,6 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.trials < 1 or args.train_rows < max(BATCH_SIZES):
         parser.error(f"--trials must be >= 1 and --train-rows >= {max(BATCH_SIZES)}")
+    args.device, args.device_label = resolve_device(args.device)
     return args
 
 
@@ -142,7 +146,6 @@ def write_config(args, out: Path) -> Path:
         f"  max_length: {args.max_length}\n"
         "model: minilm\n"
         f"train: {{epochs: {args.epochs}, eval_every: {eval_steps(args.train_rows)}, threads: {args.threads}}}\n"
-        f"device: {args.device}\n"
         f"output: {q(str(out / 'default'))}\n"
         "tune:\n"
         f"  space: {{train.lr: {{low: {args.lr_low:.3e}, high: {args.lr_high:.3e}, log: true}}, "
@@ -168,8 +171,8 @@ def lmforge(*argv: str) -> tuple[float, str, str]:
     return seconds, before, load()
 
 
-def run_default(config: Path, out: Path) -> dict:
-    seconds, before, after = lmforge("train", str(config), "overwrite=true", "--quiet")
+def run_default(args, config: Path, out: Path) -> dict:
+    seconds, before, after = lmforge("train", str(config), *lmforge_device(args.device), "overwrite=true", "--quiet")
     meta = json.loads((out / "default" / "lmforge.json").read_text(encoding="utf-8"))
     return {
         "wall_s": seconds,
@@ -180,7 +183,9 @@ def run_default(config: Path, out: Path) -> dict:
 
 
 def run_lmforge(args, config: Path, out: Path) -> dict:
-    seconds, before, after = lmforge("tune", str(config), "--trials", str(args.trials), "--quiet")
+    seconds, before, after = lmforge(
+        "tune", str(config), *lmforge_device(args.device), "--trials", str(args.trials), "--quiet"
+    )
     study = optuna.load_study(study_name="study", storage=f"sqlite:///{out / 'study' / 'study.db'}")
     return {"wall_s": seconds, "load_before": before, "load_after": after, **study_figures(study)}
 
@@ -350,12 +355,13 @@ def run(args, out: Path) -> dict:
     print(
         f"SST-2: {len(train_rows):,} train rows, {len(dev_rows)} dev rows; minilm, {args.epochs} epochs, "
         f"lr log-uniform [{args.lr_low:g}, {args.lr_high:g}], batch {BATCH_SIZES}, evaluation every "
-        f"{eval_steps(args.train_rows)} steps; {args.trials} trials a side; device {args.device}, "
+        f"{eval_steps(args.train_rows)} steps; {args.trials} trials a side; device {args.device_label}, "
         f"{args.threads} torch threads; {os.cpu_count()} cores; load {load()}",
         flush=True,
     )
-    print(f"lmforge: lmforge train {config} && lmforge tune {config} --trials {args.trials}", flush=True)
-    results = {"default config": run_default(config, out)}
+    device = " ".join(lmforge_device(args.device))
+    print(f"lmforge: lmforge train {config} {device}; lmforge tune {config} {device} --trials {args.trials}")
+    results = {"default config": run_default(args, config, out)}
     print(f"default config done: {results['default config']['wall_s']:.0f} s", flush=True)
     results["lmforge tune"] = run_lmforge(args, config, out)
     print(f"lmforge tune done: {results['lmforge tune']['wall_s']:.0f} s", flush=True)
