@@ -91,6 +91,55 @@ def test_two_processes_reproduce_one(tmp_path):
     assert len(predictions) == 20  # every validation row once
 
 
+def _token_job(tmp_path: Path, task: str) -> Path:
+    """A token-level task whose rows differ in length: the global batch's mean is over its tokens,
+    however they fall between the processes."""
+    sys.path.insert(0, str(HERE))
+    from test_ner_end_to_end import ner_sentences, write_conll
+
+    if task == "causal_lm":
+        rows = [{"text": " ".join(r["text"] for r in sentiment_rows(1 + i % 4, i))} for i in range(32)]
+        write_jsonl(tmp_path / "train.jsonl", rows)
+        write_jsonl(tmp_path / "dev.jsonl", rows[:8])
+        files, model = (
+            ("train.jsonl", "dev.jsonl"),
+            "{family: transformer, arch: llama, layers: 2, hidden: 32, heads: 2, vocab_size: 200}",
+        )
+        extra = "tuning: {method: lora, r: 4, dropout: 0.0}\n"
+    else:
+        write_conll(tmp_path / "train.conll", ner_sentences(32, 0))
+        write_conll(tmp_path / "dev.conll", ner_sentences(8, 1))
+        files, model, extra = ("train.conll", "dev.conll"), TINY, ""
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        f"task: {task}\ndata: {{train: {tmp_path / files[0]}, validation: {tmp_path / files[1]}}}\n"
+        f"model: {model}\n{extra}"
+        "train: {epochs: 1, lr: 3.0e-3, warmup: 0, dropout: 0.0, threads: 1, log_every: 1, group_by_length: false}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["causal_lm", "token_classification"])
+def test_token_level_tasks_in_two_processes_reproduce_one(tmp_path, task):
+    config = _token_job(tmp_path, task)
+    one = _lmforge("train", str(config), f"output={tmp_path}/one", "train.batch_size=8", "--quiet")
+    assert one.returncode == 0, one.stderr
+    two = _torchrun("train", str(config), f"output={tmp_path}/two", "train.batch_size=4")
+    assert two.returncode == 0, two.stderr
+    losses = [[r["loss"] for r in _rows(tmp_path / run, "train")] for run in ("one", "two")]
+    assert len(losses[0]) == len(losses[1]) >= 3
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert _max_diff(_weights(tmp_path / "one" / "model"), _weights(tmp_path / "two" / "model")) < 1e-5
+    # and accumulating two micro batches of 4 in one process takes the same steps
+    acc = _lmforge(
+        "train", str(config), f"output={tmp_path}/acc", "train.batch_size=4", "train.grad_accum=2", "--quiet"
+    )
+    assert acc.returncode == 0, acc.stderr
+    assert [r["loss"] for r in _rows(tmp_path / "acc", "train")] == pytest.approx(losses[0], abs=1e-5)
+
+
 @pytest.mark.slow
 def test_checkpoint_of_two_processes_resumes_in_one(tmp_path):
     config = _job(tmp_path)

@@ -29,7 +29,8 @@ def epoch_batches(
     With ``group_by_length``, indices are shuffled, cut into mega-batches of 8 batches, each sorted
     by length and cut into batches, and the batch order is shuffled again: batches hold texts of
     similar length (little padding) while the epoch stays random. Every process gets the same number
-    of batches; the last global batches are dropped if they cannot be shared evenly.
+    of batches; a short global batch is shared unevenly between the processes (the training loop
+    weights each part by its loss units), and dropped only when it has fewer rows than processes.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
@@ -45,8 +46,8 @@ def epoch_batches(
     batches = [order[s : s + global_batch] for s in range(0, len(order), global_batch)]
     if group_by_length:
         rng.shuffle(batches)
-    if world_size > 1:
-        batches = [b for b in batches if len(b) == global_batch] or batches[:1]
+    if world_size > 1:  # a short last batch is shared unevenly (the loop weights it exactly)
+        batches = [b for b in batches if len(b) >= world_size] or batches[:1]
     return [b[rank::world_size] for b in batches]
 
 

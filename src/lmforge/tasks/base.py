@@ -48,8 +48,15 @@ class Task:
         raise NotImplementedError
 
     def loss(self, model, batch: dict):
-        """The training loss (a scalar tensor) of one batch."""
+        """The training loss (a scalar tensor) of one batch: a mean over its ``loss_units``."""
         raise NotImplementedError
+
+    def loss_units(self, batch: dict) -> int:
+        """How many things ``loss`` of ``batch`` is a mean over (read before ``loss``, which may
+        consume the batch). The loop weights each micro batch by it, so accumulated and
+        data-parallel steps average over the global batch's units, as one big batch would.
+        Default: its examples; token-level losses count their scored tokens."""
+        return int(next(iter(batch.values())).shape[0])
 
     def evaluate(self, model, tokenizer, features, examples, batch_size: int, device, labels=None) -> EvalResult:
         """Metrics and prediction rows of ``model`` on encoded ``features`` of ``examples``."""

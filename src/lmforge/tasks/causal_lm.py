@@ -164,6 +164,9 @@ class CausalLMTask(Task):
         logits, gold = causal_logits(model, batch, labels)
         return F.cross_entropy(logits.float(), gold)
 
+    def loss_units(self, batch: dict) -> int:
+        return int((batch["labels"][:, 1:] != IGNORE).sum())  # the targets causal_logits scores
+
     # -- evaluation ------------------------------------------------------------------------------
     @torch.inference_mode()
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels=None) -> EvalResult:

@@ -82,6 +82,9 @@ class MaskedLMTask(Task):
         logits, gold = masked_logits(model, batch, labels)  # (N, V), (N,)
         return F.cross_entropy(logits.float(), gold)
 
+    def loss_units(self, batch: dict) -> int:
+        return int((batch["labels"] != IGNORE).sum())  # the masked positions
+
     # -- evaluation ------------------------------------------------------------------------------
     @torch.inference_mode()
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels=None) -> EvalResult:

@@ -123,6 +123,9 @@ class Seq2SeqTask(Task):
         logits, gold = self._scores(model, batch)
         return F.cross_entropy(logits.float(), gold)
 
+    def loss_units(self, batch: dict) -> int:
+        return int((batch["labels"] != IGNORE).sum())  # the target tokens
+
     @torch.inference_mode()
     def evaluate(self, model, tokenizer, features, examples, batch_size, device, labels=None) -> EvalResult:
         model.eval()

@@ -300,6 +300,11 @@ class TokenClassificationTask(Task):
         crf_sets = self._label_sets(tags, logits.shape[-1]) if partial else None
         return crf_of(model)(emissions, tags.clamp(min=0), head_mask, tag_sets=crf_sets)
 
+    def loss_units(self, batch: dict) -> int:
+        if self.crf:  # the CRF's mean is over the sentences with at least one word
+            return int((batch["head_mask"].sum(1) > 0).sum())
+        return int((batch["labels"] != IGNORE).sum())  # the scored tokens
+
     def _label_sets(self, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
         """Label ids (...) -> the tags each may be, (..., L) bool: one tag for an exact label, the
         partial set for PARTIAL - k, none for IGNORE."""

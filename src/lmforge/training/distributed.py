@@ -138,6 +138,14 @@ def from_main(accelerator: Accelerator | PartialState, value):
     return box[0]
 
 
+def sum_over_processes(accelerator: Accelerator, value: int) -> int:
+    """``value`` summed over all processes (the loss units of a global batch)."""
+    if accelerator.num_processes == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
+    return int(accelerator.reduce(total, reduction="sum").item())
+
+
 def mean_over_processes(accelerator: Accelerator, total: float, count: int) -> float:
     """``sum(total) / sum(count)`` over all processes (a logged loss)."""
     if accelerator.num_processes == 1:

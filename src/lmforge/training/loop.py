@@ -7,12 +7,13 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
+from accelerate.utils import DistributedType
 
 from lmforge.data.batching import epoch_batches
 from lmforge.errors import RunFolderError, TrainingError
 from lmforge.tracking.metrics_log import MetricsLog
 from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
-from lmforge.training.distributed import from_main, mean_over_processes
+from lmforge.training.distributed import from_main, mean_over_processes, sum_over_processes
 from lmforge.training.ema import WeightAverage
 from lmforge.training.job import Job, TrainState
 from lmforge.training.progress import Progress
@@ -141,6 +142,8 @@ class _Loop:
         self.window_loss, self.window_n, self.window_examples = 0.0, 0, 0
         self.window_start = time.perf_counter()
         self.last_grad_norm: float | None = None
+        # DeepSpeed's engine divides each loss by the accumulation steps itself
+        self.loss_scale = self.cfg.grad_accum if self.acc.distributed_type == DistributedType.DEEPSPEED else 1
 
     def run_epoch(self, batches: list[list[int]]) -> None:
         job, state, cfg, acc = self.job, self.state, self.cfg, self.acc
@@ -150,8 +153,13 @@ class _Loop:
         while position < len(batches) and not self.finished:
             group = batches[position : position + cfg.grad_accum]
             rng_at_start = rng_state()
-            for i, idx in enumerate(group):
-                batch = job.task.collate([features[j] for j in idx], job.tokenizer)
+            # Each micro batch's mean loss is weighted by its units (examples, or scored tokens)
+            # over the units of the whole global batch, on every process: accumulated and
+            # data-parallel steps then take the gradient one big batch would.
+            micro = [job.task.collate([features[j] for j in idx], job.tokenizer) for idx in group]
+            units = [job.task.loss_units(batch) for batch in micro]
+            scale = acc.num_processes * self.loss_scale / max(sum_over_processes(acc, sum(units)), 1)
+            for i, (idx, batch) in enumerate(zip(group, micro)):
                 batch = {k: v.to(acc.device) for k, v in batch.items()}
                 sync = i == len(group) - 1
                 with acc.no_sync(job.model) if not sync and acc.num_processes > 1 else nullcontext():
@@ -159,9 +167,9 @@ class _Loop:
                         loss = job.task.loss(job.model, batch)
                     if not torch.isfinite(loss):
                         self._non_finite(loss, rng_at_start)
-                    acc.backward(loss / len(group))
-                self.window_loss += loss.item()
-                self.window_n += 1
+                    acc.backward(loss * (units[i] * scale))
+                self.window_loss += loss.item() * units[i]
+                self.window_n += units[i]
                 self.window_examples += len(idx) * acc.num_processes
             self._optimizer_step()
             position += len(group)
