@@ -34,8 +34,9 @@ with the default config (lr 5e-5, batch 32, the same epochs), untuned. lmforge o
 ``tune.metric: accuracy``, the baseline's objective. The machine's load
 (``uptime``) is printed before and after each side, since absolute times move with it.
 
-    python bench/tune_speed.py --trials 2 --train-rows 200     # smoke run, a few minutes
+    python bench/tune_speed.py --trials 2 --train-rows 200     # smoke run
     python bench/tune_speed.py                                 # 12 trials on 2,000 rows a side
+    python bench/tune_speed.py --train-rows 400 --threads 1    # docs/benchmarks.md (2026-12-05): 40 min, shared 2 cores
     python bench/tune_speed.py --device cuda                   # both sides on the GPU
 
 The last line printed is ``ratio: X.XX`` = baseline wall time / lmforge wall time.
