@@ -166,3 +166,66 @@ def test_prompting_settings_are_tuned(tmp_path, run_cli):
     for n in range(4):
         meta = json.loads((tmp_path / "run-tune" / "trials" / f"trial-{n:03d}" / "lmforge.json").read_text())
         assert meta["model"]["family"] == "prompt"
+
+
+def test_the_last_evaluation_of_a_trial_never_prunes_it(tmp_path):
+    # One evaluation a trial (at its end): what it reports is its result, so even a trial far behind
+    # the others completes instead of being pruned after all its training was done.
+    config = _config(tmp_path, "{train.lr: [3.0e-3, 1.0e-7]}", ", metric: loss, pruner: median")
+    search = prepare(config, ["train.epochs=1", "train.eval_every=epoch"])
+    search.folder.mkdir(parents=True)
+    study = open_study(search)
+    for lr in (3.0e-3, 3.0e-3, 1.0e-7):
+        study.enqueue_trial({"train.lr": lr})
+    study = run_trials(search, 3, None)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.COMPLETE] * 3
+
+
+def test_a_stopped_trial_does_not_count_and_the_command_continues_the_study(tmp_path, run_cli, monkeypatch):
+    from lmforge.search import study as study_module
+
+    config = _config(tmp_path, SPACE, ", metric: loss, pruner: none")
+    real_train, calls = study_module.train, []
+
+    def train_then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second trial loads its model
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "train", train_then_ctrl_c)
+    code, out, err = run_cli("tune", config, "--trials", "3", "--quiet")
+    assert code == 130
+    assert "stopped by SIGINT with 1 of 3 trial(s) ended" in err and "Continue with the same command" in err
+    study = tmp_path / "run-tune"
+    rows = list(csv.DictReader((study / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["complete", "stopped"]
+    assert (study / "best.yaml").is_file()  # what the study had found is written
+
+    monkeypatch.setattr(study_module, "train", real_train)
+    code, out, err = run_cli("tune", config, "--trials", "3", "--quiet")
+    assert code == 0, err
+    assert "1 trial(s) already ended" in out
+    rows = list(csv.DictReader((study / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["complete", "stopped", "complete", "complete"]
+
+
+def test_a_run_stopped_by_a_signal_stops_the_study(tmp_path, monkeypatch):
+    from lmforge.search import study as study_module
+
+    config = _config(tmp_path, SPACE, ", metric: loss, pruner: none")
+    search = prepare(config, [])
+    search.folder.mkdir(parents=True)
+    real_train = study_module.train
+
+    def stopped_run(*args, **kwargs):
+        outcome = real_train(*args, **kwargs)
+        outcome.stopped_by = "SIGTERM"  # as when SIGTERM arrives during the loop: checkpointed, unfinished
+        return outcome
+
+    monkeypatch.setattr(study_module, "train", stopped_run)
+    with pytest.raises(study_module.StudyStopped):
+        run_trials(search, 2, None)
+    study = open_study(search)
+    assert study_module.ended(study) == 0
+    assert study.get_trials()[0].user_attrs["stopped"] == "SIGTERM"

@@ -8,6 +8,8 @@ import sys
 from lmforge.cli.common import OVERRIDES_HELP, config_overrides
 from lmforge.errors import ConfigError
 from lmforge.search.study import (
+    STOPPED_EXIT,
+    StudyStopped,
     ended,
     finish,
     open_study,
@@ -49,20 +51,34 @@ def run(args: argparse.Namespace) -> int:
     if args.worker:
         index, share = (int(part) for part in args.worker.split(":"))
         search.worker = index
-        run_trials(search, args.trials, args.timeout, more=share)
+        try:
+            run_trials(search, args.trials, args.timeout, more=share)
+        except StudyStopped:
+            return STOPPED_EXIT
         return 0
     search.folder.mkdir(parents=True, exist_ok=True)
     study = open_study(search)
     done = ended(study)
     if done:
         print(f"study {search.folder}: {done} trial(s) already ended; running up to {args.trials} in all")
-    if args.jobs > 1:
-        run_workers(search, [args.config, *overrides], args.trials, args.timeout, args.jobs)
-    else:
-        study = run_trials(search, args.trials, args.timeout, quiet=True)
+    stopped_by = None
+    try:
+        if args.jobs > 1:
+            run_workers(search, [args.config, *overrides], args.trials, args.timeout, args.jobs)
+        else:
+            run_trials(search, args.trials, args.timeout, quiet=True)
+    except StudyStopped as stop:
+        stopped_by = stop.signal
     study = open_study(search)
     summary = finish(search, study)
     _print(study, summary, search)
+    if stopped_by:
+        print(
+            f"stopped by {stopped_by} with {ended(study)} of {args.trials} trial(s) ended; the trial it cut "
+            f"short does not count. Continue with the same command",
+            file=sys.stderr,
+        )
+        return STOPPED_EXIT
     if args.retrain:
         folder = retrain_best(search, study, quiet=args.quiet)
         results = RunFolder(folder).read_record().results or {}

@@ -14,6 +14,7 @@ Trials report each validation to Optuna's pruner, which stops those behind the o
 runs J worker processes on the same study, the cores shared out between them.
 """
 
+import contextlib
 import copy
 import csv
 import json
@@ -21,8 +22,10 @@ import logging
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from contextlib import contextmanager
@@ -33,7 +36,6 @@ from typing import Any
 import optuna
 import yaml
 from optuna.storages import RDBStorage, RetryFailedTrialCallback
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from lmforge._optional import require
@@ -45,6 +47,7 @@ from lmforge.search.space import Dimension, override, read_space
 from lmforge.tasks import get_task
 from lmforge.tracking.run_folder import RunFolder
 from lmforge.training.recipe import train
+from lmforge.training.signals import StopRequest
 
 # The study speaks on its own logger, at INFO, while each trial's run is quiet (warnings only).
 log = logging.getLogger("lmforge.tune")
@@ -148,8 +151,61 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+STOPPED_EXIT = 130  # a tune process a stop request ended (128 + SIGINT, as shells report Ctrl-C)
+
+
+class StudyStopped(Exception):
+    """Ctrl-C or SIGTERM stopped a trial before its end. Not an ``LmforgeError``: Optuna records the
+    trial as failed and ends ``optimize``; the trial is marked ``stopped`` and does not count among
+    the study's trials, so rerunning the command runs it again."""
+
+    def __init__(self, signal: str):
+        super().__init__(signal)
+        self.signal = signal
+
+
+class _StoppedTrialWarnings(logging.Filter):
+    """Drops Optuna's "Trial N failed" warnings (a traceback, then the value) for the trials a stop
+    request cut short: the command says what happened in one line."""
+
+    def __init__(self):
+        super().__init__()
+        self.numbers: set[int] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(message.startswith(f"Trial {n} failed") for n in self.numbers)
+
+
+_STOPPED_WARNINGS = _StoppedTrialWarnings()
+logging.getLogger("optuna.study._optimize").addFilter(_STOPPED_WARNINGS)
+
+
+def _stop(trial: optuna.Trial, signal_name: str) -> StudyStopped:
+    """Mark ``trial`` as cut short by ``signal_name``; the exception that ends the study's loop."""
+    trial.set_user_attr("stopped", signal_name)
+    _STOPPED_WARNINGS.numbers.add(trial.number)
+    return StudyStopped(signal_name)
+
+
+def stopped(trial: optuna.trial.FrozenTrial) -> bool:
+    return "stopped" in trial.user_attrs
+
+
 def ended(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=ENDED))
+    """The study's ended trials (complete, pruned or failed), not counting those a stop cut short."""
+    return sum(not stopped(t) for t in study.get_trials(deepcopy=False, states=ENDED))
+
+
+def _enough(trials: int):
+    """An ``optimize`` callback that stops the study once it holds ``trials`` ended trials (every
+    worker on the storage counts)."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if ended(study) >= trials:
+            study.stop()
+
+    return callback
 
 
 # -- trials -------------------------------------------------------------------------------------
@@ -164,7 +220,7 @@ def run_trials(search: Search, trials: int, timeout: float | None, quiet: bool =
         n_trials=more,
         timeout=timeout,
         catch=(LmforgeError,),  # a trial that diverges or runs out of memory fails; the study goes on
-        callbacks=[MaxTrialsCallback(trials, states=ENDED)],
+        callbacks=[_enough(trials)],
         gc_after_trial=True,
     )
     return study
@@ -179,8 +235,11 @@ def _objective(search: Search, trial: optuna.Trial, quiet: bool) -> float:
     config = load_config(None, overrides, base=search.base)
     log.info("trial %d: %s", trial.number, ", ".join(f"{k}={shown(v)}" for k, v in values.items()))
     started = time.perf_counter()
-    with _quiet_runs():
-        results = _run_trial(search, trial, config, folder, quiet)
+    try:
+        with _quiet_runs():
+            results = _run_trial(search, trial, config, folder, quiet)
+    except KeyboardInterrupt:  # Ctrl-C before the loop listened for it (loading), a prompt run, a second one
+        raise _stop(trial, "SIGINT") from None
     trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
     value = results.get("validation", {}).get(search.metric)
     if not isinstance(value, (int, float)):
@@ -210,21 +269,24 @@ def _run_trial(search: Search, trial: optuna.Trial, config: JobConfig, folder: P
     if search.config.tune.command == "prompt":
         return run_prompt(config, quiet=True).results
 
-    def report(step: int, metrics: dict) -> None:
+    def report(step: int, metrics: dict, final: bool) -> None:
         value = metrics.get(search.metric)
         if value is None or not math.isfinite(value):
             return
         trial.report(value, step)
-        if trial.should_prune():
+        # The last evaluation is the trial's result: a fully trained trial is complete, not pruned.
+        if not final and trial.should_prune():
             raise optuna.TrialPruned(f"{search.metric} {value:.4f} at step {step}")
 
     try:
-        train(config, quiet=quiet, on_evaluation=report)
+        outcome = train(config, quiet=quiet, on_evaluation=report)
     except optuna.TrialPruned as pruned:
         shutil.rmtree(RunFolder(folder).checkpoints, ignore_errors=True)  # lmforge wrote them
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
         log.info("trial %d pruned: %s", trial.number, pruned)
         raise
+    if outcome.stopped_by:
+        raise _stop(trial, outcome.stopped_by)
     return _results(folder)
 
 
@@ -236,7 +298,9 @@ def _results(folder: Path) -> dict:
 def run_workers(search: Search, argv: list[str], trials: int, timeout: float | None, jobs: int) -> None:
     """``--jobs J``: J processes of ``lmforge tune ... --worker`` on the same study, each with its
     share of the cores and of the trials still to run, and its own sampler seed; the first worker's
-    failure is reported once the others stop."""
+    failure is reported once the others stop. Ctrl-C or SIGTERM here is passed to each worker once
+    (they run in their own session, so a terminal's Ctrl-C reaches this process only): each finishes
+    its step, checkpoints and stops, and ``StudyStopped`` is raised once all have."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // jobs)
     left = max(0, trials - ended(open_study(search)))
@@ -246,18 +310,37 @@ def run_workers(search: Search, argv: list[str], trials: int, timeout: float | N
     if timeout is not None:
         command += ["--timeout", str(timeout)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    workers = [
-        subprocess.Popen(command + ["--worker", f"{i}:{share}"], env=env, stderr=subprocess.PIPE, text=True)
-        for i, share in enumerate(shares)
-        if share
-    ]
-    errors = []
-    for worker in workers:
-        _, err = worker.communicate()
-        if worker.returncode != 0:
-            errors.append(err.strip().splitlines()[-1] if err.strip() else f"exit code {worker.returncode}")
+    with contextlib.ExitStack() as stack:
+        workers = []
+        for i, share in enumerate(shares):
+            if not share:
+                continue
+            err = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
+            process = subprocess.Popen(
+                command + ["--worker", f"{i}:{share}"], env=env, stderr=err, text=True, start_new_session=True
+            )
+            workers.append((process, err))
+        with StopRequest() as stop:
+            forwarded = False
+            while any(process.poll() is None for process, _ in workers):
+                if stop.requested and not forwarded:
+                    sig = signal.SIGINT if stop.requested == "SIGINT" else signal.SIGTERM
+                    for process, _ in workers:
+                        if process.poll() is None:
+                            process.send_signal(sig)
+                    forwarded = True
+                time.sleep(0.2)
+        errors = []
+        for process, err in workers:
+            if process.returncode in (0, STOPPED_EXIT):
+                continue
+            err.seek(0)
+            lines = err.read().strip().splitlines()
+            errors.append(lines[-1] if lines else f"exit code {process.returncode}")
     if errors:
         raise LmforgeError(f"a tune worker failed: {errors[0]}")
+    if stop.requested:
+        raise StudyStopped(stop.requested)
 
 
 # -- the result ---------------------------------------------------------------------------------
@@ -269,8 +352,13 @@ def finish(search: Search, study: optuna.Study) -> dict:
         "study": str(search.folder),
         "metric": search.metric,
         "direction": search.direction,
-        "trials": {s.name.lower(): len(study.get_trials(deepcopy=False, states=(s,))) for s in ENDED},
+        "trials": {
+            s.name.lower(): sum(not stopped(t) for t in study.get_trials(deepcopy=False, states=(s,))) for s in ENDED
+        },
     }
+    cut_short = sum(stopped(t) for t in study.get_trials(deepcopy=False))
+    if cut_short:
+        summary["trials"]["stopped"] = cut_short
     if complete:
         best = study.best_trial
         best_config = load_config(
@@ -331,7 +419,7 @@ def trials_table(study: optuna.Study) -> list[dict]:
         rows.append(
             {
                 "trial": t.number,
-                "state": t.state.name.lower(),
+                "state": "stopped" if stopped(t) else t.state.name.lower(),
                 "value": t.value,
                 "last_step": t.last_step,
                 "seconds": t.user_attrs.get("seconds"),

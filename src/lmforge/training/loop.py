@@ -23,13 +23,15 @@ from lmforge.tuning import after_optimizer_step
 
 log = logging.getLogger("lmforge")
 
-OnEvaluation = Callable[[int, dict], None]
+# (step, validation metrics, final): final is True at the run's last evaluation (its end, or early
+# stopping), whose metrics are the run's result.
+OnEvaluation = Callable[[int, dict, bool], None]
 
 
 # -- train --------------------------------------------------------------------------------------
 def run_loop(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvaluation | None = None) -> TrainState:
-    """Train ``job`` to its end (or a stop request); ``on_evaluation(step, metrics)`` is called after
-    each validation (a search's pruner listens there, and may stop the run by raising)."""
+    """Train ``job`` to its end (or a stop request); ``on_evaluation(step, metrics, final)`` is called
+    after each validation (a search's pruner listens there, and may stop the run by raising)."""
     cfg, acc, tracker = job.config.train, job.accelerator, job.tracker
     assert acc is not None and tracker is not None, "setup() prepares the accelerator and the tracker"
     state = _resume(job) if job.config.resume else TrainState()
@@ -253,7 +255,8 @@ class _Loop:
             if tracker.update(value, state.step):
                 self._save_best()
             if self.on_evaluation is not None:
-                self.on_evaluation(state.step, scalars)
+                final = state.step >= job.total_steps or tracker.should_stop
+                self.on_evaluation(state.step, scalars, final)
             self.progress.note(f"{tracker.metric}={value:.4f}" if value is not None else "")
             if tracker.should_stop:
                 log.info(

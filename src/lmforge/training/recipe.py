@@ -26,7 +26,7 @@ class TrainOutcome:
 
 
 def train(config: JobConfig, quiet: bool = False, on_evaluation: OnEvaluation | None = None) -> TrainOutcome:
-    """Run a training job end to end; ``on_evaluation(step, metrics)`` hears each validation."""
+    """Run a training job end to end; ``on_evaluation(step, metrics, final)`` hears each validation."""
     job = setup(config)
     if is_one_pass(job.model):
         return TrainOutcome(job.run, run_one_pass(job), None)
