@@ -1,6 +1,8 @@
 import random
 
-from lmforge.data.batching import epoch_batches, inference_batches, pad_features
+import pytest
+
+from lmforge.data.batching import epoch_batches, inference_batches, pad_features, padding_share
 
 
 def lengths(n=1000, seed=0):
@@ -52,3 +54,10 @@ def test_inference_batches_cut_where_padding_would_dominate():
     assert batches == [[0, 2, 1, 3, 4], [9, 7, 5, 8], [6]]  # the short rows apart
     assert inference_batches(lengths, 32, max_waste=1.0) == [sorted(range(10), key=lambda i: -lengths[i])]
     assert inference_batches([5, 5, 5, 5, 5], 2) == [[0, 1], [2, 3], [4]]  # the batch size still holds
+
+
+def test_padding_share_counts_the_tokens_padding_adds():
+    assert padding_share([2, 4, 3, 3], [[0, 1], [2, 3]]) == pytest.approx(2 / 12)
+    lens = lengths()
+    share = padding_share(lens, epoch_batches(lens, 32, 0, 0))
+    assert share == pytest.approx(padding(lens, epoch_batches(lens, 32, 0, 0)) / sum(lens))

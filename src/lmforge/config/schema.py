@@ -184,6 +184,11 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1, description="how many checkpoints to keep")
     early_stopping: EarlyStopping | None = Field(None, description="stop when a metric stops improving")
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")
+    padding_free: Literal["auto"] | bool = Field(
+        "auto",
+        description="train on packed rows, no padding (BERT-style encoders, classification and NER); auto: "
+        "where the model takes them and they pay, true: always (refuse a model that cannot), false: never",
+    )
     log_every: int = Field(10, ge=1, description="log the training loss every N steps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",

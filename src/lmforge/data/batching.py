@@ -51,6 +51,13 @@ def epoch_batches(
     return [b[rank::world_size] for b in batches]
 
 
+def padding_share(lengths: list[int], batches: list[list[int]]) -> float:
+    """The tokens padding adds to ``batches`` (each padded to its longest), as a share of the real ones."""
+    real = sum(lengths[i] for batch in batches for i in batch)
+    padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches if batch)
+    return padded / real - 1 if real else 0.0
+
+
 def pad_features(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad a list of encoded examples to the longest one: ``input_ids``, ``attention_mask``, the
     optional ``token_type_ids`` and ``labels`` (a scalar per example)."""

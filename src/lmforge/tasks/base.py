@@ -91,6 +91,13 @@ class Task:
         """Change the freshly built model before tuning wraps it (NER: attach a CRF). Default: as is."""
         return model
 
+    def prepare_training(self, model, config, padding: float) -> str | None:
+        """Called once the model is ready to train (tuning applied): choose how training batches are
+        built for it (classification, NER: packed rows where the model takes them and ``padding``,
+        the share of tokens padding would add to the first epoch's batches, makes them pay). Returns
+        a line for the run log, or None. Default: nothing to choose."""
+        return None
+
     def prepare_saved(self, model, folder: Path, labels):
         """Put back what ``prepare_model`` added, on a model loaded from ``folder``. Default: as is."""
         return model

@@ -1,6 +1,7 @@
 """Text (and text-pair) classification: cross-entropy over a sequence-classification head."""
 
 import math
+from contextlib import nullcontext
 from typing import cast
 
 import torch
@@ -13,6 +14,7 @@ from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.classification import SCALAR_METRICS, classification_metrics
 from lmforge.evaluation.result import EvalResult
+from lmforge.models.unpadded import PACK_KEY, choose_padding_free, pack_features, packed_forward
 from lmforge.tasks.base import TASKS, Task
 
 
@@ -27,6 +29,7 @@ class ClassificationTask(Task):
     def __init__(self):
         self.class_weights: torch.Tensor | None = None
         self.label_smoothing = 0.0
+        self.packed = False  # training batches as packed rows (prepare_training)
 
     # -- data ------------------------------------------------------------------------------------
     def load_data(self, config, problems) -> TaskData:
@@ -99,12 +102,25 @@ class ClassificationTask(Task):
             features.append(feature)
         return features
 
+    def prepare_training(self, model, config, padding: float) -> str | None:
+        self.packed, line = choose_padding_free(config.train.padding_free, model, padding)
+        return line
+
     def collate(self, features: list[dict], tokenizer) -> dict:
-        return pad_features(features, tokenizer.pad_token_id or 0)
+        if not self.packed:
+            return pad_features(features, tokenizer.pad_token_id or 0)
+        batch = pack_features(features)  # (1, N) rows of real tokens
+        if "label" in features[0]:
+            batch["labels"] = torch.tensor([f["label"] for f in features], dtype=torch.long)
+        return batch
+
+    def loss_units(self, batch: dict) -> int:
+        return int(batch["labels"].shape[0])  # the examples (a packed batch is one row of tokens)
 
     def loss(self, model, batch: dict):
         labels = batch.pop("labels")
-        logits = model(**batch).logits  # (B, num_labels)
+        with packed_forward(model) if PACK_KEY in batch else nullcontext():
+            logits = model(**batch).logits  # (B, num_labels)
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
         return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
 
@@ -115,7 +131,7 @@ class ClassificationTask(Task):
         model.eval()
         out: list[torch.Tensor | None] = [None] * len(features)
         for idx in inference_batches([len(f["input_ids"]) for f in features], batch_size):
-            batch = self.collate([features[i] for i in idx], tokenizer)
+            batch = pad_features([features[i] for i in idx], tokenizer.pad_token_id or 0)
             batch.pop("labels", None)
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(**batch).logits.float().cpu()

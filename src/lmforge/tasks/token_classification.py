@@ -17,6 +17,7 @@ through the sets (CRF). Its labelled entities stay exact, and evaluation data mu
 
 import json
 import math
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from lmforge.evaluation.ner import entity_metrics
 from lmforge.evaluation.result import EvalResult
 from lmforge.models.crf_head import attach_crf, crf_of, load_crf_weights
 from lmforge.models.safe_loading import quiet_transformers
+from lmforge.models.unpadded import PACK_KEY, choose_padding_free, pack_features, packed_forward
 from lmforge.tasks import ner_windows
 from lmforge.tasks.base import TASKS, Task
 from lmforge.tasks.ner_decoding import (
@@ -60,6 +62,7 @@ class TokenClassificationTask(Task):
     def __init__(self):
         self.scheme = "bio"
         self.crf = False
+        self.packed = False  # training batches as packed rows (prepare_training)
         self.label_all_subwords = False
         self.stride = 32
         self.train_entities: set[tuple[str, tuple[str, ...]]] = set()
@@ -266,9 +269,18 @@ class TokenClassificationTask(Task):
             feature["labels"] = labels
         return feature
 
+    def prepare_training(self, model, config, padding: float) -> str | None:
+        self.packed, line = choose_padding_free(config.train.padding_free, model, padding)
+        return line
+
     def collate(self, features: list[dict], tokenizer) -> dict:
-        batch = pad_features([{"input_ids": f["input_ids"]} for f in features], tokenizer.pad_token_id or 0)
-        width = batch["input_ids"].shape[1]
+        ids = [{"input_ids": f["input_ids"]} for f in features]
+        if self.packed:  # (1, N) rows of real tokens; labels stay (B, T): the model restores that shape
+            batch = pack_features(ids)
+            width = max(len(f["input_ids"]) for f in features)
+        else:
+            batch = pad_features(ids, tokenizer.pad_token_id or 0)
+            width = batch["input_ids"].shape[1]
         if "labels" in features[0]:
             batch["labels"] = torch.tensor(
                 [f["labels"] + [IGNORE] * (width - len(f["labels"])) for f in features], dtype=torch.long
@@ -284,7 +296,8 @@ class TokenClassificationTask(Task):
     def loss(self, model, batch: dict):
         labels = batch.pop("labels")
         heads, head_mask = batch.pop("heads", None), batch.pop("head_mask", None)
-        logits = model(**batch).logits.float()  # (B, T, L)
+        with packed_forward(model) if PACK_KEY in batch else nullcontext():
+            logits = model(**batch).logits.float()  # (B, T, L)
         partial = bool((labels <= PARTIAL).any())
         if not self.crf:
             if not partial:

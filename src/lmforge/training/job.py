@@ -15,7 +15,7 @@ import transformers
 
 from lmforge import __version__
 from lmforge.config import JobConfig, config_to_dict
-from lmforge.data.batching import epoch_batches
+from lmforge.data.batching import epoch_batches, padding_share
 from lmforge.data.examples import limited_sample
 from lmforge.data.readers import Problems
 from lmforge.data.task_data import TaskData
@@ -154,6 +154,10 @@ def setup(config: JobConfig) -> Job:
     if config.train.gradient_checkpointing:
         enable_gradient_checkpointing(loaded.model, loaded.info.get("family", "?"))
     model = apply_tuning(loaded.model, config.tuning, config.task, total_steps)
+    padding = _padding(config, features["train"], processes.num_processes)
+    batches = task.prepare_training(model, config, padding)
+    if batches:
+        log.info(batches)
     precision = _choose_precision(config, task, model, loaded.tokenizer, features["train"], processes)
     accelerator = make_accelerator(config, precision.accelerate_name)
     job = Job(
@@ -173,6 +177,16 @@ def setup(config: JobConfig) -> Job:
     _prepare_optimisation(job)
     _prepare_folder(job, resolved, resuming)
     return job
+
+
+def _padding(config: JobConfig, train_features: list[dict], processes: int) -> float:
+    """The share of tokens padding adds to the first epoch's batches (the first process's: the same
+    figure, and so the same choice, on every process)."""
+    lengths = [len(f["input_ids"]) for f in train_features]
+    cfg = config.train
+    return padding_share(
+        lengths, epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, cfg.group_by_length, processes, 0)
+    )
 
 
 def _choose_precision(config: JobConfig, task, model, tokenizer, train_features, processes) -> PrecisionChoice:
