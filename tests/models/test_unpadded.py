@@ -22,7 +22,6 @@ from lmforge.models.unpadded import (
     choose_padding_free,
     enable_unpadded,
     pack_features,
-    packed_forward,
     unpadded_reason,
 )
 
@@ -58,11 +57,8 @@ def _both(model, features):
     results = []
     for packed in (False, True):
         model.zero_grad()
-        if packed:
-            with packed_forward(model):
-                logits = model(**pack_features(features)).logits
-        else:
-            logits = model(**pad_features(features, 0)).logits
+        batch = pack_features(features) if packed else pad_features(features, 0)
+        logits = model(**batch).logits
         scored = logits if logits.dim() == 2 else logits[_real(logits)]  # tokens: the real ones only
         scored.float().pow(2).sum().backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -79,8 +75,10 @@ def _real(logits):
 def test_a_packed_row_gives_the_padded_classifier_logits_and_gradients(with_types):
     torch.manual_seed(0)
     model = BertForSequenceClassification(_config(num_labels=3))
+    before = model(**pad_features(_features(with_types), 0)).logits.detach()
     enable_unpadded(model)
     (padded, grads_padded), (packed, grads_packed) = _both(model, _features(with_types))
+    torch.testing.assert_close(padded, before)  # padded batches (evaluation) are computed as before
     assert packed.shape == padded.shape == (len(LENGTHS), 3)
     torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-5)
     assert grads_packed.keys() == grads_padded.keys()
@@ -166,3 +164,41 @@ def test_auto_packs_only_batches_that_padding_would_grow_enough():
         "training batches: packed rows without padding (padding would add 30% tokens)",
     )
     assert choose_padding_free(True, model, 0.0)[0] and not choose_padding_free(False, model, 0.9)[0]
+
+
+@pytest.mark.parametrize(
+    "extra", [[], ["head.crf=true"], ["train.gradient_checkpointing=true"]], ids=["ner", "crf", "checkpointed"]
+)
+def test_ner_trains_the_same_on_packed_and_padded_batches(tmp_path, run_cli, extra):
+    from training.test_ner_end_to_end import ner_overrides, ner_sentences, write_conll
+
+    train = write_conll(tmp_path / "train.conll", ner_sentences(24, 0))
+    dev = write_conll(tmp_path / "dev.conll", ner_sentences(8, 1))
+    runs = {}
+    for setting in ("true", "false"):
+        out = tmp_path / setting
+        overrides = ner_overrides(train, dev, out, "train.epochs=2", "train.dropout=0", "train.log_every=1", *extra)
+        code, _, err = run_cli("train", "--quiet", *overrides, f"train.padding_free={setting}")
+        assert code == 0, err
+        runs[setting] = _train_rows(out)
+    assert len(runs["true"]) == len(runs["false"]) > 2
+    for a, b in zip(runs["true"], runs["false"]):
+        for key in ("loss", "f1"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-4), (key, a, b)
+
+
+def test_padding_free_bad_values_are_one_line(tmp_path, tiny_data, run_cli):
+    job = tiny_data["dir"] / "job.yaml"
+    job.write_text("task: classification\n", encoding="utf-8")
+    code, _, err = run_cli(
+        "train", str(job), *tiny_overrides(tiny_data, tmp_path / "a"), "train.padding_free=sometimes"
+    )
+    assert code == 2 and "train.padding_free" in err and len(err.strip().splitlines()) == 1
+    lstm = "model={family: lstm, layers: 1, hidden: 16, embedding: 16, vocab_size: 200}"
+    code, _, err = run_cli(
+        "train", "--quiet", str(job), *tiny_overrides(tiny_data, tmp_path / "b"), lstm, "train.padding_free=true"
+    )
+    assert code == 2, err
+    assert err.startswith("lmforge: error: train.padding_free: true, but this model cannot train on packed rows")
+    assert not (tmp_path / "b").exists()

@@ -1,7 +1,6 @@
 """Text (and text-pair) classification: cross-entropy over a sequence-classification head."""
 
 import math
-from contextlib import nullcontext
 from typing import cast
 
 import torch
@@ -14,7 +13,7 @@ from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.classification import SCALAR_METRICS, classification_metrics
 from lmforge.evaluation.result import EvalResult
-from lmforge.models.unpadded import PACK_KEY, choose_padding_free, pack_features, packed_forward
+from lmforge.models.unpadded import choose_padding_free, pack_features
 from lmforge.tasks.base import TASKS, Task
 
 
@@ -119,8 +118,7 @@ class ClassificationTask(Task):
 
     def loss(self, model, batch: dict):
         labels = batch.pop("labels")
-        with packed_forward(model) if PACK_KEY in batch else nullcontext():
-            logits = model(**batch).logits  # (B, num_labels)
+        logits = model(**batch).logits  # (B, num_labels)
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
         return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
 

@@ -17,7 +17,6 @@ through the sets (CRF). Its labelled entities stay exact, and evaluation data mu
 
 import json
 import math
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -34,7 +33,7 @@ from lmforge.evaluation.ner import entity_metrics
 from lmforge.evaluation.result import EvalResult
 from lmforge.models.crf_head import attach_crf, crf_of, load_crf_weights
 from lmforge.models.safe_loading import quiet_transformers
-from lmforge.models.unpadded import PACK_KEY, choose_padding_free, pack_features, packed_forward
+from lmforge.models.unpadded import choose_padding_free, pack_features
 from lmforge.tasks import ner_windows
 from lmforge.tasks.base import TASKS, Task
 from lmforge.tasks.ner_decoding import (
@@ -296,8 +295,7 @@ class TokenClassificationTask(Task):
     def loss(self, model, batch: dict):
         labels = batch.pop("labels")
         heads, head_mask = batch.pop("heads", None), batch.pop("head_mask", None)
-        with packed_forward(model) if PACK_KEY in batch else nullcontext():
-            logits = model(**batch).logits.float()  # (B, T, L)
+        logits = model(**batch).logits.float()  # (B, T, L); a packed batch comes back in this shape too
         partial = bool((labels <= PARTIAL).any())
         if not self.crf:
             if not partial:

@@ -17,7 +17,6 @@ on the labels alone (alpha = 0); both are normal run folders under the output fo
 import hashlib
 import json
 import logging
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -28,7 +27,6 @@ import torch.nn.functional as F
 from lmforge.config import config_to_dict
 from lmforge.errors import ConfigError, DataError, ModelError
 from lmforge.inference.predictor import RunPredictor
-from lmforge.models.unpadded import PACK_KEY, packed_forward
 from lmforge.tasks import Task
 from lmforge.tasks.classification import ClassificationTask
 from lmforge.tracking.run_folder import RunFolder, write_atomic
@@ -84,8 +82,7 @@ class DistilTask:
         if teacher is None:
             return self.task.loss(model, batch)
         labels = batch.pop("labels")
-        with packed_forward(model) if PACK_KEY in batch else nullcontext():
-            logits = model(**batch).logits  # (B, C)
+        logits = model(**batch).logits  # (B, C)
         weight = self.task.class_weights
         return distillation_loss(
             logits,
