@@ -20,6 +20,7 @@ import uuid
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 from accelerate.utils import broadcast_object_list
 
 from lmforge.config import JobConfig
@@ -64,7 +65,17 @@ def make_accelerator(config: JobConfig, precision: str = "no") -> Accelerator:
     kwargs: dict = {}
     if world_size() > 1:
         kwargs = _strategy_plugin(config, device)
+    _forget_other_precision(precision)
     return Accelerator(mixed_precision=precision, cpu=device.type == "cpu", **kwargs)
+
+
+def _forget_other_precision(precision: str) -> None:
+    """Accelerate keeps one mixed-precision setting per process and refuses an Accelerator with
+    another: a second job in the same process (``tune`` trials, the web UI, tests) may choose
+    differently, so the setting of a finished job is dropped (the process group is kept)."""
+    chosen = AcceleratorState._shared_state.get("_mixed_precision")
+    if chosen is not None and chosen != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _strategy_plugin(config: JobConfig, device: torch.device) -> dict:

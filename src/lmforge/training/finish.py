@@ -25,24 +25,40 @@ def cleanup(job: Job, state: TrainState) -> None:
     with averaged(job):
         save_model_folder(job, run.model)
     which = "best" if (run.best / "config.json").is_file() else "model"
-    results, predictions = evaluate_splits(job, run.model_dir(which))
+    results, predictions = evaluate_splits(job, run.model_dir(which), final_validation(job, state, which))
     write_results(job, state, which, results, predictions)
 
 
-def evaluate_splits(job: Job, folder: Path) -> tuple[dict, list[dict]]:
-    """Metrics per split (validation, test) and prediction rows of the model saved in ``folder``."""
+def final_validation(job: Job, state: TrainState, which: str):
+    """The loop's evaluation of the last step (full precision) when the ``best`` checkpoint holds
+    exactly those weights: the validation result of the saved model without a second pass."""
+    done = job.final_validation
+    tracker = job.tracker
+    if done is None or which != "best" or tracker is None:
+        return None
+    step, result = done
+    return result if step == state.step == tracker.best_step else None
+
+
+def evaluate_splits(job: Job, folder: Path, validation=None) -> tuple[dict, list[dict]]:
+    """Metrics per split (validation, test) and prediction rows of the model saved in ``folder``;
+    ``validation``: that split's EvalResult already computed on the same weights."""
     results, predictions = {}, []
     for split in ("validation", "test"):
         if job.features[split]:
-            result = evaluate_saved(
-                folder,
-                job.task,
-                job.data.labels,
-                job.features[split],
-                getattr(job.data, split),
-                2 * job.config.train.batch_size,
-                run_record(job, finished=False),
-                device=job.config.device,
+            result = (
+                validation
+                if split == "validation" and validation is not None
+                else evaluate_saved(
+                    folder,
+                    job.task,
+                    job.data.labels,
+                    job.features[split],
+                    getattr(job.data, split),
+                    job.config.train.eval_batch_size or 2 * job.config.train.batch_size,
+                    run_record(job, finished=False),
+                    device=job.config.device,
+                )
             )
             results[split] = result.metrics
             predictions += [{"split": split, **row} for row in result.predictions]

@@ -82,6 +82,9 @@ class Job:
     tracker: EarlyStopping | None = None
     ema: WeightAverage | None = None
     precision: dict | None = None  # PrecisionChoice.to_json(): what the steps computed in, and why
+    # (step, EvalResult) of the validation evaluation at the last step, in full precision, by the
+    # only process: the end of the run reuses it when that step is the best (no second pass)
+    final_validation: tuple[int, Any] | None = None
 
 
 # -- setup --------------------------------------------------------------------------------------

@@ -16,10 +16,11 @@ from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune
 from lmforge.training.distributed import from_main, mean_over_processes, sum_over_processes
 from lmforge.training.ema import WeightAverage
 from lmforge.training.job import Job, TrainState
+from lmforge.training.precision import full_precision
 from lmforge.training.progress import Progress
 from lmforge.training.saving import averaged, save_model_folder
 from lmforge.training.signals import StopRequest
-from lmforge.tuning import after_optimizer_step
+from lmforge.tuning import after_optimizer_step, is_peft
 
 log = logging.getLogger("lmforge")
 
@@ -284,17 +285,24 @@ class _Loop:
     def _evaluate_here(self) -> dict:
         job = self.job
         model = self.acc.unwrap_model(job.model)
+        # The evaluation at the last step, in one process, of weights saved as they are (no adapter
+        # to merge) is the one the saved model would get in full precision (no autocast): the end
+        # of the run reuses it when this step is the best.
+        final = self.acc.num_processes == 1 and self.state.step >= job.total_steps and not is_peft(model)
 
         def scalars() -> dict:
-            result = job.task.evaluate(
-                model,
-                job.tokenizer,
-                job.features["validation"],
-                job.data.validation,
-                self._eval_batch(),
-                self.acc.device,
-                job.data.labels,
-            )
+            with full_precision(model) if final else nullcontext():
+                result = job.task.evaluate(
+                    model,
+                    job.tokenizer,
+                    job.features["validation"],
+                    job.data.validation,
+                    self._eval_batch(),
+                    self.acc.device,
+                    job.data.labels,
+                )
+            if final:  # under train.ema the last call is the averaged weights', the ones saved
+                job.final_validation = (self.state.step, result)
             return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
 
         if job.ema is None:

@@ -16,7 +16,7 @@ and restores the random state, so a run that measured takes exactly the steps of
 import logging
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,3 +169,19 @@ def _set_rng_state(state, device: torch.device) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
+
+
+@contextmanager
+def full_precision(model: torch.nn.Module):
+    """Calls of ``model`` inside this block skip the autocast that Accelerate wrapped its forward in
+    (bf16/fp16 training): they compute as the model loaded from its saved folder does."""
+    original = model.__dict__.get("_original_forward")
+    if original is None:
+        yield model
+        return
+    wrapped = model.__dict__["forward"]
+    model.forward = original
+    try:
+        yield model
+    finally:
+        model.forward = wrapped

@@ -1,0 +1,72 @@
+"""The end of a run reuses the loop's last validation evaluation when it is the best checkpoint's,
+and the result equals what ``lmforge eval`` computes on the saved model (also after bf16 steps)."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import tiny_overrides
+from lmforge.inference import evaluate as evaluate_module
+from lmforge.training import finish
+from lmforge.training.finish import final_validation
+
+
+def _train(run_cli, tiny_data, out, *extra: str) -> None:
+    (tiny_data["dir"] / "job.yaml").write_text("task: classification\n")
+    code, _, err = run_cli(
+        "train",
+        "--quiet",
+        str(tiny_data["dir"] / "job.yaml"),
+        *tiny_overrides(tiny_data, out, "train.epochs=1", *extra),
+    )
+    assert code == 0, err
+
+
+@pytest.fixture
+def saved_evaluations(monkeypatch):
+    """Counts the reloads of a saved model for evaluation at the end of a run."""
+    calls = []
+    real = evaluate_module.evaluate_saved
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finish, "evaluate_saved", counting)
+    return calls
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_last_step_evaluation_is_reused_and_matches_lmforge_eval(
+    precision, tiny_data, tmp_path, run_cli, saved_evaluations
+):
+    out = tmp_path / precision
+    _train(run_cli, tiny_data, out, f"train.precision={precision}")
+    assert saved_evaluations == []  # the one evaluation of the last (= best) step was reused
+    saved = json.loads((out / "eval_results.json").read_text())["validation"]
+    code, stdout, err = run_cli("eval", str(out), "--data", str(tiny_data["dev"]), "--json")
+    assert code == 0, err
+    fresh = json.loads(stdout)
+    for key in ("accuracy", "macro_f1", "loss"):
+        assert saved[key] == pytest.approx(fresh[key], abs=1e-5), key
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 16 and {row["split"] for row in rows} == {"validation"}
+
+
+def test_merged_adapters_are_evaluated_again_from_the_saved_folder(tiny_data, tmp_path, run_cli, saved_evaluations):
+    _train(run_cli, tiny_data, tmp_path / "lora", "tuning.method=lora")
+    assert len(saved_evaluations) == 1  # merging changes the arithmetic: the saved model is evaluated
+
+
+def test_reused_only_when_the_last_step_is_the_best():
+    result = object()
+    job = SimpleNamespace(final_validation=(40, result), tracker=SimpleNamespace(best_step=40))
+    assert final_validation(job, SimpleNamespace(step=40), "best") is result
+    assert final_validation(job, SimpleNamespace(step=40), "model") is None  # no best/ folder
+    job.tracker.best_step = 20  # an earlier epoch was better: best/ holds other weights
+    assert final_validation(job, SimpleNamespace(step=40), "best") is None
+    job.tracker.best_step, job.final_validation = 48, (40, result)  # stopped before the last step
+    assert final_validation(job, SimpleNamespace(step=48), "best") is None
+    job.final_validation = None
+    assert final_validation(job, SimpleNamespace(step=40), "best") is None
