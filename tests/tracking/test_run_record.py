@@ -125,7 +125,8 @@ def test_old_runs_serve_as_they_predicted(old_runs):
     from lmforge.serving.settings import ServeSettings
     from lmforge.serving.state import ServerState
 
-    settings = ServeSettings(sources=[str(old_runs / "sentiment"), str(old_runs / "ner")])
+    # float32: the scores predict gave (dtype auto serves in bf16 where the CPU computes it natively)
+    settings = ServeSettings(sources=[str(old_runs / "sentiment"), str(old_runs / "ner")], dtype="float32")
     settings.check()
     state = ServerState(settings, open_models(settings))
     state.load()
