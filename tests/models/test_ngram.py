@@ -147,6 +147,16 @@ def test_tfidf_features_match_scikit_learn_and_round_trip():
     assert np.allclose(again.transform(texts).toarray(), ours)
 
 
+@pytest.mark.parametrize("weighting", ["tfidf", "binary"])
+def test_fitting_returns_the_features_transform_gives(weighting):
+    texts = ["the cat sat", "the dog sat down", "a cat", "the cat and the dog", "dogs and cats"]
+    fitted = NgramFeatures(word_ngrams=(1, 2), char_ngrams=(2, 4), min_df=2, weighting=weighting)
+    x = fitted.fit_transform(texts)  # counts each text once
+    assert x.format == "csr" and x.dtype == np.float32
+    assert np.array_equal(x.toarray(), fitted.transform(texts).toarray())
+    assert fitted.n_features == x.shape[1] and (weighting == "tfidf" or set(x.data) == {1.0})
+
+
 def test_character_ngrams_read_chinese():
     texts = ["这家酒店很好", "房间很干净", "服务太差了", "非常差的体验"]
     features = NgramFeatures(word_ngrams=None, char_ngrams=(1, 2), min_df=1).fit(texts)

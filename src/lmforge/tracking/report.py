@@ -221,9 +221,10 @@ def _curve_metrics(evals: list[dict]) -> list[str]:
 
 
 def _line_plot(title: str, ylabel: str, lines: list[tuple[str, list, list, str]]) -> str:
-    """One figure with a line per ``(label, xs, ys, style)`` that has points; "" if none has."""
+    """One figure with a line per ``(label, xs, ys, style)`` that has points; "" if no line has two
+    (one point is no curve: the final table holds it, and drawing costs a second)."""
     lines = [line for line in lines if line[1]]
-    if not lines:
+    if not any(len(xs) > 1 for _, xs, _, _ in lines):
         return ""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))

@@ -47,13 +47,20 @@ class NgramFeatures(BaseEstimator, TransformerMixin):
         return CountVectorizer(vocabulary=vocabulary, **options)
 
     def fit(self, texts, y=None):
+        self.fit_transform(texts)
+        return self
+
+    def fit_transform(self, texts, y=None) -> sp.csr_matrix:
+        """Learn the vocabularies and idf, and return the features of ``texts``, counting each text
+        once (``transform`` after ``fit`` would count them twice: the n-gram counting is the cost)."""
         if not self._ranges():
             raise ValueError("at least one of word_ngrams and char_ngrams must be set")
         self.terms_, self.idf_, self._built = {}, {}, None
+        blocks = []
         for name, analyzer, ngram_range in self._ranges():
             vectorizer = self._vectorizer(analyzer, ngram_range, fitting=True)
             try:
-                vectorizer.fit(texts)
+                block = vectorizer.fit_transform(texts)  # sublinear tf x idf, L2 rows: transform's own
             except ValueError:  # no n-gram reaches min_df (tiny data): this block is empty
                 self.terms_[name], self.idf_[name] = [], np.zeros(0, dtype=np.float32)
                 continue
@@ -61,9 +68,12 @@ class NgramFeatures(BaseEstimator, TransformerMixin):
             for term, index in vectorizer.vocabulary_.items():
                 terms[index] = term
             self.terms_[name], self.idf_[name] = terms, vectorizer.idf_.astype(np.float32)
+            if self.weighting == "binary":
+                block.data[:] = 1.0  # every counted n-gram has a positive weight
+            blocks.append(block)
         if not any(self.terms_.values()):
             raise ValueError(f"no n-gram occurs in at least min_df={self.min_df} texts")
-        return self
+        return sp.hstack(blocks, format="csr", dtype=np.float32)
 
     @property
     def n_features(self) -> int:
