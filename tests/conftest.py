@@ -83,3 +83,19 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+def tiny_bert_config(**extra):
+    """A 2-layer, width-32 BERT config without dropout (outputs compare exactly)."""
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **extra,
+    )

@@ -14,7 +14,7 @@ from transformers import (
     LlamaForSequenceClassification,
 )
 
-from conftest import tiny_overrides
+from conftest import tiny_bert_config, tiny_overrides
 from lmforge.data.batching import pad_features
 from lmforge.errors import ConfigError
 from lmforge.models.unpadded import (
@@ -29,16 +29,7 @@ LENGTHS = [5, 11, 3, 8]
 
 
 def _config(**extra) -> BertConfig:
-    return BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        **extra,
-    )
+    return tiny_bert_config(**extra)
 
 
 def _features(with_types: bool = False) -> list[dict]:

@@ -13,6 +13,7 @@ from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.classification import SCALAR_METRICS, classification_metrics
 from lmforge.evaluation.result import EvalResult
+from lmforge.models.first_token import enable_first_token
 from lmforge.models.unpadded import choose_padding_free, pack_features
 from lmforge.tasks.base import TASKS, Task
 
@@ -103,6 +104,8 @@ class ClassificationTask(Task):
 
     def prepare_training(self, model, config, padding: float) -> str | None:
         self.packed, line = choose_padding_free(config.train.padding_free, model, padding)
+        if enable_first_token(model):
+            line += "; last layer: the first token only (what the classifier reads)"
         return line
 
     def collate(self, features: list[dict], tokenizer) -> dict:
