@@ -6,6 +6,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -17,6 +18,9 @@ from lmforge.runtime import DEVICE_SPEC
 # lengths, its fused AdamW): the headline ratio is always against the stronger of the two.
 HF_PADDED = "HF Trainer (padding=max_length)"
 HF_STRONG = "HF Trainer (dynamic padding, group_by_length)"
+# The same, in bf16 autocast: run where lmforge's ``train.precision: auto`` may train in bf16 (a CPU with
+# AMX or AVX512-BF16), so that a gain from bf16 is never counted as lmforge's own.
+HF_STRONG_BF16 = "HF Trainer (dynamic padding, group_by_length, bf16)"
 
 
 def add_device_arg(parser, cpu_only: str | None = None) -> None:
@@ -90,6 +94,32 @@ def add_training_args(parser, lr: float, batch_size: int) -> None:
     parser.add_argument("--warmup", type=float, default=0.06, help="warm-up fraction of the steps")
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=42)
+    add_output_args(parser)
+    parser.add_argument("--skip-hf", action="store_true", help="debugging: run lmforge only")
+    add_device_arg(parser)
+
+
+def add_data_dir(parser, default: Path, holds: str) -> None:
+    """``--data-dir``: the folder that ``holds`` the benchmark's files."""
+    parser.add_argument("--data-dir", type=Path, default=default, help=f"folder with {holds} (default: %(default)s)")
+
+
+def closing_lines(sides: dict, quality: str, difference: str, key: str = "samples_per_s") -> list[str]:
+    """The strongest baseline, the quality difference against it (``difference``: the formatted
+    lmforge - baseline value of ``quality``), the end-to-end ratio and, last, ``ratio: X``."""
+    best = strongest(sides, key)
+    if best is None:
+        return ["ratio: n/a (baseline skipped)"]
+    return [
+        f"strongest baseline: {best}",
+        f"{quality} difference (lmforge - strongest baseline): {difference}",
+        f"end-to-end ratio: {end_to_end_ratio(sides, best):.2f}",
+        f"ratio: {ratio(sides, key, best):.2f}",
+    ]
+
+
+def add_output_args(parser) -> None:
+    """``--output-dir`` (keep the runs) and ``--json`` (write the results), for every benchmark."""
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -97,8 +127,6 @@ def add_training_args(parser, lr: float, batch_size: int) -> None:
         help="where the runs go (default: a temporary folder, removed at the end)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
-    parser.add_argument("--skip-hf", action="store_true", help="debugging: run lmforge only")
-    add_device_arg(parser)
 
 
 def select_rows(rows: list, n: int | None, seed: int) -> list:
@@ -108,19 +136,68 @@ def select_rows(rows: list, n: int | None, seed: int) -> list:
     return rows[:n] if n is not None else rows
 
 
-def training_arguments(args, out: Path, group_by_length: bool = False):
+def reduced_precision(device: str) -> str | None:
+    """``bf16`` where lmforge's ``train.precision: auto`` may choose it for the bench's lmforge side
+    (the CPU computes bf16 natively; on a GPU the bench keeps lmforge in fp32), else None."""
+    from lmforge.training.precision import cpu_has_native_bf16
+
+    return "bf16" if device == "cpu" and cpu_has_native_bf16() else None
+
+
+def training_overrides(args, threads: int, out: Path) -> list[str]:
+    """lmforge's side of the hyperparameters every training benchmark shares with its baseline."""
+    return [
+        f"train.epochs={args.epochs}",
+        f"train.lr={args.lr}",
+        f"train.batch_size={args.batch_size}",
+        f"data.max_length={args.max_length}",
+        f"train.warmup={args.warmup}",
+        f"train.weight_decay={args.weight_decay}",
+        "train.max_grad_norm=1.0",
+        "train.scheduler=linear",
+        f"train.seed={args.seed}",
+        f"train.threads={threads}",
+        f"output={json.dumps(str(out))}",  # a JSON string is a YAML string: any path survives
+        "overwrite=true",
+        *lmforge_device(args.device),
+    ]
+
+
+def train_lmforge(overrides: list[str]) -> tuple[Path, float, dict]:
+    """Run ``lmforge train`` in this process with these config overrides: (run folder, seconds the
+    whole call took -- reading, training, evaluating, writing --, the run's ``lmforge.json``)."""
+    from lmforge.config import load_config
+    from lmforge.training.recipe import train
+
+    config = load_config(None, overrides)
+    start = time.perf_counter()
+    outcome = train(config, quiet=True)
+    total = time.perf_counter() - start
+    return outcome.run.path, total, json.loads((outcome.run.path / "lmforge.json").read_text(encoding="utf-8"))
+
+
+def run_precision(run_folder: Path) -> str:
+    """What a finished lmforge run trained in (``fp32`` | ``bf16`` | ``fp16``), from its record."""
+    meta = json.loads((run_folder / "lmforge.json").read_text(encoding="utf-8"))
+    return (meta["training"].get("precision") or {}).get("used", "fp32")
+
+
+def training_arguments(args, out: Path, group_by_length: bool = False, bf16: bool = False, kind=None, **extra):
     """The baseline's settings: the same optimisation and device (``args.device``, resolved) as
-    lmforge, every other Trainer default (fp32 included; its AdamW is the fused ``adamw_torch_fused``
-    by default). ``group_by_length``: draw batches of similar lengths (``LengthGroupedSampler``)."""
+    lmforge, every other Trainer default (fp32 unless ``bf16``: then bf16 autocast; its AdamW is the
+    fused ``adamw_torch_fused``). ``group_by_length``: draw batches of similar lengths
+    (``LengthGroupedSampler``). ``kind``: the arguments class (default ``TrainingArguments``; TRL's
+    ``SFTConfig`` extends it), ``extra``: its own settings."""
     from transformers import TrainingArguments
 
+    kind = kind or TrainingArguments
     # transformers 5 folds warmup_ratio into warmup_steps (a float < 1 is a fraction).
     warmup = (
         {"warmup_ratio": args.warmup}
         if "warmup_ratio" in TrainingArguments.__dataclass_fields__
         else {"warmup_steps": args.warmup}
     )
-    return TrainingArguments(
+    return kind(
         output_dir=str(out),
         learning_rate=args.lr,
         per_device_train_batch_size=args.batch_size,
@@ -137,8 +214,10 @@ def training_arguments(args, out: Path, group_by_length: bool = False):
         use_cpu=args.device == "cpu",  # else CUDA: the one GPU resolve_device left visible
         dataloader_num_workers=0,
         optim="adamw_torch_fused",
+        bf16=bf16,
         **({"train_sampling_strategy": "group_by_length"} if group_by_length else {}),
         **warmup,
+        **extra,
     )
 
 
@@ -175,14 +254,14 @@ def end_to_end_ratio(results: dict, baseline: str | None = None) -> float | None
 
 
 # -- hardware efficiency ------------------------------------------------------------------------
-def matmul_ceiling(device: str, seconds: float = 3.0, size: int = 1024) -> float:
-    """FLOP/s of fp32 matrix multiplication on ``device`` with the current torch threads: the best of
-    repeated ``size`` x ``size`` products for about ``seconds`` (the ceiling a training step can
-    approach; measured, not a datasheet figure)."""
+def matmul_ceiling(device: str, seconds: float = 3.0, size: int = 1024, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of ``dtype`` matrix multiplication on ``device`` with the current torch threads: the
+    best of repeated ``size`` x ``size`` products for about ``seconds`` (the ceiling a training step
+    can approach; measured, not a datasheet figure)."""
     import time
 
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     synchronize(device)
@@ -206,13 +285,26 @@ def encoder_training_flops(config, tokens: int, mean_length: float) -> float:
     return tokens * (6 * layers * per_layer + 12 * layers * hidden * mean_length)
 
 
-def efficiency_lines(results: dict, flops: float, ceiling: float) -> list[str]:
-    """Achieved model FLOP/s of each side's training loop and its share of the measured ceiling."""
-    lines = [f"matmul ceiling (fp32, measured in this run): {ceiling / 1e9:.1f} GFLOP/s"]
+def ceilings(device: str, results: dict) -> dict[str, float]:
+    """The measured matmul ceiling of each precision the sides trained in (``fp32`` always)."""
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    used = {"fp32"} | {r.get("precision", "fp32") for name, r in results.items() if not name.startswith("_")}
+    return {name: matmul_ceiling(device, dtype=dtypes[name]) for name in sorted(used)}
+
+
+def efficiency_lines(results: dict, flops: float, ceiling: dict[str, float]) -> list[str]:
+    """Achieved model FLOP/s of each side's training loop and its share of the measured ceiling of
+    the precision it trained in."""
+    lines = [
+        "matmul ceiling (measured in this run): "
+        + ", ".join(f"{name} {value / 1e9:.1f} GFLOP/s" for name, value in ceiling.items())
+    ]
     for name, r in results.items():
         achieved = flops / r["loop_s"]
+        precision = r.get("precision", "fp32")
+        share = 100 * achieved / ceiling[precision]
         lines.append(
-            f"{name}: {achieved / 1e9:.1f} GFLOP/s of model FLOPs, {100 * achieved / ceiling:.1f}% of the ceiling"
+            f"{name} ({precision}): {achieved / 1e9:.1f} GFLOP/s of model FLOPs, {share:.1f}% of the {precision} ceiling"
         )
     return lines
 

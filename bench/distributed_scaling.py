@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from _common import run_and_report, select_rows
+from _common import add_data_dir, run_and_report, select_rows
 from classification_throughput import read_tsv, write_tsv
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
@@ -39,12 +39,7 @@ SIDES = {"1 process": 1, "2 processes": 2}
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA,
-        help="folder with SST-2 train.tsv and dev.tsv (default: %(default)s)",
-    )
+    add_data_dir(parser, DEFAULT_DATA, "SST-2 train.tsv and dev.tsv")
     parser.add_argument("--device", default="cpu", help="the config's device: cpu | cuda (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps a side (default: %(default)s)")
     parser.add_argument(

@@ -29,11 +29,14 @@ What differs is how batches are built, which is the point of the comparison:
   ``tokenizer(words, is_split_into_words=True, truncation=True, max_length=128)``, the label on
   each word's first subword and -100 elsewhere, ``DataCollatorForTokenClassification`` (each batch
   padded to its longest sentence), ``train_sampling_strategy="group_by_length"``, the fused AdamW;
+  where lmforge's ``train.precision: auto`` may train in bf16 (a CPU with AMX or AVX512-BF16) that
+  Trainer runs a second time in bf16 autocast (``bf16=True``), and the ratio is against the faster;
 * with ``--padded-baseline`` the same with ``pad_to_max_length`` and random batches is timed too,
   for context (it is never the ratio's denominator unless it is the faster).
 
 Each side's achieved model FLOP/s (6 per weight per real token plus attention; padding not counted)
-is printed with its share of the fp32 matrix-multiply rate measured in the same run.
+is printed with its share of the matrix-multiply rate of the precision it trained in, measured in the
+same run.
 
 CoNLL-2003 sentences are short (about 18 subwords on average). With more than one epoch lmforge reports the validation F1 of its
 best epoch (chosen on validation) and the baseline that of its last one: compare F1 at 1 epoch.
@@ -57,19 +60,24 @@ import torch
 from _common import (
     HF_PADDED,
     HF_STRONG,
+    HF_STRONG_BF16,
     add_baseline_args,
+    add_data_dir,
     add_training_args,
+    ceilings,
     efficiency_lines,
     encoder_training_flops,
     end_to_end_ratio,
-    lmforge_device,
-    matmul_ceiling,
     ratio,
+    reduced_precision,
     resolve_device,
     run_and_report,
+    run_precision,
     select_rows,
     strongest,
+    train_lmforge,
     training_arguments,
+    training_overrides,
 )
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/conll2003"
@@ -83,12 +91,7 @@ Sentence = list[tuple[str, str]]  # (word, BIO tag) per word
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA,
-        help="folder with CoNLL-2003 train.txt and valid.txt (default: %(default)s)",
-    )
+    add_data_dir(parser, DEFAULT_DATA, "CoNLL-2003 train.txt and valid.txt")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -152,9 +155,6 @@ def label_names(train: list[Sentence]) -> list[str]:
 
 # -- lmforge ------------------------------------------------------------------------------------
 def run_lmforge(train_file: Path, valid_file: Path, n_train: int, args, threads: int, out: Path) -> dict:
-    from lmforge.config import load_config
-    from lmforge.training.recipe import train
-
     q = json.dumps  # JSON strings are YAML strings: paths with any character survive
     overrides = [
         "task=token_classification",
@@ -163,26 +163,10 @@ def run_lmforge(train_file: Path, valid_file: Path, n_train: int, args, threads:
         f"data.validation={q(str(valid_file))}",
         "data.tag_scheme=bio",
         "data.output_scheme=bio",
-        f"train.epochs={args.epochs}",
-        f"train.lr={args.lr}",
-        f"train.batch_size={args.batch_size}",
-        f"data.max_length={args.max_length}",
-        f"train.warmup={args.warmup}",
-        f"train.weight_decay={args.weight_decay}",
-        "train.max_grad_norm=1.0",
-        "train.scheduler=linear",
-        f"train.seed={args.seed}",
         "train.eval_every=epoch",
-        f"train.threads={threads}",
-        f"output={q(str(out))}",
-        "overwrite=true",
-        *lmforge_device(args.device),
+        *training_overrides(args, threads, out),
     ]
-    config = load_config(None, overrides)
-    start = time.perf_counter()
-    outcome = train(config, quiet=True)
-    total = time.perf_counter() - start
-    meta = json.loads((outcome.run.path / "lmforge.json").read_text(encoding="utf-8"))
+    path, total, meta = train_lmforge(overrides)
     loop = meta["training"]["wall_time_s"]
     seen = n_train * args.epochs  # sentences, not windows (see the module docstring)
     return {
@@ -193,6 +177,7 @@ def run_lmforge(train_file: Path, valid_file: Path, n_train: int, args, threads:
         "windows_seen": meta["training"]["examples_seen"],
         "f1": meta["results"]["validation"]["f1"],
         "labels": meta["labels"]["names"],
+        "precision": run_precision(path),
     }
 
 
@@ -255,10 +240,18 @@ def predict_tags(
 
 
 def run_hf(
-    train: list[Sentence], valid: list[Sentence], names: list[str], args, threads: int, out: Path, strong: bool
+    train: list[Sentence],
+    valid: list[Sentence],
+    names: list[str],
+    args,
+    threads: int,
+    out: Path,
+    strong: bool,
+    bf16: bool = False,
 ) -> dict:
     """The Trainer baseline: ``strong`` = dynamic padding and length-grouped batches, else every
-    sentence padded to max_length and random batches (the example's ``pad_to_max_length``)."""
+    sentence padded to max_length and random batches (the example's ``pad_to_max_length``);
+    ``bf16``: bf16 autocast."""
     import transformers
     from transformers import AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification, Trainer
     from transformers.trainer_callback import PrinterCallback
@@ -287,7 +280,7 @@ def run_hf(
     valid_set = encode(tokenizer, valid, index, args.max_length)  # cut to each batch's longest below
     trainer = Trainer(
         model=model,
-        args=training_arguments(args, out, group_by_length=strong),
+        args=training_arguments(args, out, group_by_length=strong, bf16=bf16),
         train_dataset=train_set,
         processing_class=tokenizer,
         data_collator=DataCollatorForTokenClassification(tokenizer),
@@ -305,6 +298,7 @@ def run_hf(
         "total_s": time.perf_counter() - start_total,
         "examples_seen": seen,
         "f1": entity_metrics(gold, pred, "bio")["f1"],
+        "precision": "bf16" if bf16 else "fp32",
     }
 
 
@@ -325,11 +319,13 @@ def subword_stats(sentences: list[Sentence], max_length: int) -> tuple[float, in
 def report(results: dict) -> list[str]:
     sides = {name: r for name, r in results.items() if not name.startswith("_")}
     lines = [
-        "| side | train sentences/s | train loop time (s) | end-to-end (s) | validation entity F1 |",
-        "|---|---:|---:|---:|---:|",
+        "| side | precision | train sentences/s | train loop time (s) | end-to-end (s) | validation entity F1 |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for name, r in sides.items():
-        lines.append(f"| {name} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {r['total_s']:.1f} | {r['f1']:.4f} |")
+        lines.append(
+            f"| {name} | {r['precision']} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {r['total_s']:.1f} | {r['f1']:.4f} |"
+        )
     lm = sides["lmforge"]
     lines.append(
         f"({lm['examples_seen']:,} training sentences a side, {lm['windows_seen']:,} subword windows for lmforge; "
@@ -380,6 +376,11 @@ def run(args, out: Path) -> dict:
     if not args.skip_hf:
         results[HF_STRONG] = run_hf(train, valid, names, args, threads, out / "hf-trainer", strong=True)
         print(f"{HF_STRONG} done: {results[HF_STRONG]['loop_s']:.1f} s training loop", flush=True)
+        if reduced_precision(args.device) == "bf16":
+            results[HF_STRONG_BF16] = run_hf(
+                train, valid, names, args, threads, out / "hf-bf16", strong=True, bf16=True
+            )
+            print(f"{HF_STRONG_BF16} done: {results[HF_STRONG_BF16]['loop_s']:.1f} s training loop", flush=True)
         if args.padded_baseline:
             results[HF_PADDED] = run_hf(train, valid, names, args, threads, out / "hf-padded", strong=False)
     from transformers import AutoConfig
@@ -388,7 +389,10 @@ def run(args, out: Path) -> dict:
 
     tokens = round(mean * len(train)) * args.epochs  # real subwords (untruncated: ~1 in 14,000 is cut)
     config = AutoConfig.from_pretrained(bundled_path("minilm"))
-    results["_work"] = {"flops": encoder_training_flops(config, tokens, mean), "ceiling": matmul_ceiling(args.device)}
+    results["_work"] = {
+        "flops": encoder_training_flops(config, tokens, mean),
+        "ceiling": ceilings(args.device, results),
+    }
     return {
         "settings": {
             "train_rows": len(train),

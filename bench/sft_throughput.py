@@ -5,24 +5,31 @@ layer) on the same alpaca conversations, rendered by the same chat template with
 assistant-only targets (lmforge's own encoding feeds both, so the data are token-for-token equal),
 with the same AdamW, learning rate, linear schedule, warm-up, clipping, seed and threads, on the same
 device (``--device``, default cpu: lmforge's ``device``, the Trainer's ``use_cpu`` or its one visible
-GPU; on a GPU both train in fp32) -- and the same number of optimizer steps over the same tokens:
+GPU) -- and the same number of optimizer steps over the same tokens:
 
 * lmforge packs the conversations into rows of ``--max-length`` tokens (position ids restart at
   each conversation, so none attends to another), batches ``--batch-size`` rows, and projects onto
   the 49k-token vocabulary only at the positions that have a target (the assistant's tokens);
-* the baseline batches conversations padded to the longest in the batch (``DataCollatorForSeq2Seq``,
-  the usual SFT recipe), with as many conversations per batch as make its step count equal
-  lmforge's, and computes logits at every position.
+* the Trainer + peft baseline batches conversations padded to the longest in the batch
+  (``DataCollatorForSeq2Seq``, the usual SFT recipe), with as many conversations per batch as make
+  its step count equal lmforge's, and computes logits at every position;
+* TRL's ``SFTTrainer`` (where ``trl`` is installed: ``pip install trl``) packs the same encoded
+  conversations best-fit-decreasing into rows of ``--max-length`` tokens without padding, position
+  ids restarting per conversation -- the strongest SFT recipe of the Hugging Face stack on CPU.
+
+Each baseline runs in fp32 and, where the CPU computes bf16 natively (AVX512-BF16 or AMX), also with
+``bf16=True``; lmforge runs with ``train.precision: auto`` (it measures both and keeps the faster);
+on a GPU every side trains in fp32. The ratio is taken against the fastest baseline.
 
 Reported: real (non-pad) tokens per second of the training loop alone (lmforge: the run's
 ``training.wall_time_s``; baseline: ``trainer.train()``), and both models' loss on held-out
 conversations (the same evaluation code for both) -- the loss curves match when these agree.
 
-    python bench/sft_throughput.py --quick      # 32 conversations, ~4.5 minutes on 2 cores
+    python bench/sft_throughput.py --quick      # 32 conversations, ~10 minutes on 2 cores
     python bench/sft_throughput.py              # 800 conversations
     python bench/sft_throughput.py --device cuda   # both sides on the GPU
 
-The last line printed is ``ratio: X.XX`` = lmforge tokens/s / baseline tokens/s.
+The last line printed is ``ratio: X.XX`` = lmforge tokens/s / strongest baseline tokens/s.
 """
 
 import argparse
@@ -30,15 +37,27 @@ import json
 import math
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from _common import add_training_args, lmforge_device, ratio, resolve_device, run_and_report, training_arguments
+from _common import (
+    add_training_args,
+    closing_lines,
+    ratio,
+    reduced_precision,
+    resolve_device,
+    run_and_report,
+    run_precision,
+    strongest,
+    train_lmforge,
+    training_arguments,
+    training_overrides,
+)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/instructions"
 HF_SFT = "HF Trainer + peft (pad to longest)"
+TRL_SFT = "TRL SFTTrainer + peft (packed, padding-free)"
 QUICK_ROWS, FULL_ROWS, HELD_OUT = 32, 800, 48
 
 
@@ -91,44 +110,24 @@ def held_out_loss(model, tokenizer, held: Path, max_length: int, device: str) ->
 
 
 def run_lmforge(train_path, held, args, threads, out) -> dict:
-    from lmforge.config import load_config
     from lmforge.inference.generator import Generator
     from lmforge.runtime import set_threads
-    from lmforge.training.recipe import train
 
-    q = json.dumps
-    config = load_config(
-        None,
+    path, total, meta = train_lmforge(
         [
             "task=causal_lm",
             "model=smollm2",
-            f"data.train={q(str(train_path))}",
+            f"data.train={json.dumps(str(train_path))}",
             "tuning.method=lora",
             "tuning.r=16",
             "tuning.alpha=32",
             "tuning.dropout=0.05",
             "tuning.target=all-linear",
-            f"train.epochs={args.epochs}",
-            f"train.lr={args.lr}",
-            f"train.batch_size={args.batch_size}",
-            f"data.max_length={args.max_length}",
-            f"train.warmup={args.warmup}",
-            f"train.weight_decay={args.weight_decay}",
-            "train.max_grad_norm=1.0",
-            "train.scheduler=linear",
-            f"train.seed={args.seed}",
-            f"train.threads={threads}",
-            f"output={q(str(out))}",
-            "overwrite=true",
-            *lmforge_device(args.device),
-        ],
+            *training_overrides(args, threads, out),
+        ]
     )
-    start = time.perf_counter()
-    outcome = train(config, quiet=True)
-    total = time.perf_counter() - start
-    meta = json.loads((outcome.run.path / "lmforge.json").read_text(encoding="utf-8"))
     set_threads(threads)
-    generator = Generator(str(outcome.run.path), "model", args.device)
+    generator = Generator(str(path), "model", args.device)
     tokens = sum(len(ids) for ids, _ in encoded(generator.tokenizer, train_path, args.max_length)) * args.epochs
     loop = meta["training"]["wall_time_s"]
     return {
@@ -138,67 +137,130 @@ def run_lmforge(train_path, held, args, threads, out) -> dict:
         "tokens": tokens,
         "steps": meta["training"]["steps"],
         "held_out_loss": held_out_loss(generator.model, generator.tokenizer, held, args.max_length, args.device),
+        "precision": run_precision(path),
     }
 
 
-def run_hf(train_path, held, args, threads, steps: int, out) -> dict:
+def lora_config():
     import peft
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer
-    from transformers.trainer_callback import PrinterCallback
+
+    return peft.LoraConfig(
+        task_type=peft.TaskType.CAUSAL_LM, r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear"
+    )
+
+
+def smollm2(args, threads: int):
+    """The baselines' tokenizer and fp32 model, after setting their threads and seed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lmforge.models.bundled import bundled_path
 
-    start_total = time.perf_counter()
     torch.set_num_threads(threads)
     torch.manual_seed(args.seed)
     folder = bundled_path("smollm2")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    model = peft.get_peft_model(
-        model,
-        peft.LoraConfig(
-            task_type=peft.TaskType.CAUSAL_LM, r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear"
-        ),
-    )
+    return AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+
+
+def run_hf(train_path, held, args, threads, steps: int, out, bf16: bool = False) -> dict:
+    import peft
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    start_total = time.perf_counter()
+    tokenizer, model = smollm2(args, threads)
+    model = peft.get_peft_model(model, lora_config())
     rows = encoded(tokenizer, train_path, args.max_length)
     dataset = [{"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels} for ids, labels in rows]
     per_step = max(1, math.ceil(len(dataset) / max(steps // args.epochs, 1)))
-    hf_args = training_arguments(argparse.Namespace(**{**vars(args), "batch_size": per_step}), out)
+    hf_args = training_arguments(argparse.Namespace(**{**vars(args), "batch_size": per_step}), out, bf16=bf16)
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
     trainer = Trainer(model=model, args=hf_args, train_dataset=dataset, data_collator=collator)
+    return {**timed(trainer, tokenizer, rows, held, args, start_total, bf16), "batch_size": per_step}
+
+
+def timed(trainer, tokenizer, rows, held, args, start_total: float, bf16: bool) -> dict:
+    """Train with a baseline's ``trainer`` (printing nothing) and measure it as lmforge is measured."""
+    from transformers.trainer_callback import PrinterCallback
+
     trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
     trainer.train()
     loop = time.perf_counter() - start
-    tokens = sum(len(r["input_ids"]) for r in dataset) * args.epochs
+    tokens = sum(len(ids) for ids, _ in rows) * args.epochs
     return {
         "tokens_per_s": tokens / loop,
         "loop_s": loop,
         "total_s": time.perf_counter() - start_total,
         "tokens": tokens,
         "steps": trainer.state.global_step,
-        "batch_size": per_step,
         "held_out_loss": held_out_loss(trainer.model, tokenizer, held, args.max_length, args.device),
+        "precision": "bf16" if bf16 else "fp32",
     }
 
 
+def trl_missing() -> str | None:
+    """Why TRL cannot run here (None when it can)."""
+    try:
+        import datasets  # noqa: F401
+        import trl  # noqa: F401
+    except ImportError as error:
+        return f"{error.name} is not installed (pip install trl)"
+    return None
+
+
+def run_trl(train_path, held, args, threads, out, bf16: bool = False) -> dict:
+    """TRL's ``SFTTrainer`` at its fastest on these data: the same encoded conversations (ids and
+    assistant-only labels), packed best-fit-decreasing into rows of ``--max-length`` tokens without
+    padding (``packing_strategy="bfd"``: position ids restart at each conversation, and transformers
+    builds the block-diagonal mask from them), ``--batch-size`` rows a step, no gradient checkpointing."""
+    import datasets
+    import trl
+
+    start_total = time.perf_counter()
+    tokenizer, model = smollm2(args, threads)
+    rows = encoded(tokenizer, train_path, args.max_length)
+    dataset = datasets.Dataset.from_list([{"input_ids": ids, "labels": labels} for ids, labels in rows])
+    config = training_arguments(
+        args,
+        out,
+        bf16=bf16,
+        kind=trl.SFTConfig,
+        max_length=args.max_length,
+        packing=True,
+        packing_strategy="bfd",
+        gradient_checkpointing=False,
+    )
+    trainer = trl.SFTTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config()
+    )
+    return timed(trainer, tokenizer, rows, held, args, start_total, bf16)
+
+
 def report(results: dict) -> list[str]:
-    lines = ["| side | real tokens/s | train loop (s) | optimizer steps | held-out loss |", "|---|---:|---:|---:|---:|"]
-    for name, r in results.items():
+    sides = {name: r for name, r in results.items() if not name.startswith("_")}
+    lines = [
+        "| side | precision | real tokens/s | train loop (s) | optimizer steps | held-out loss |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, r in sides.items():
         lines.append(
-            f"| {name} | {r['tokens_per_s']:.1f} | {r['loop_s']:.1f} | {r['steps']} | {r['held_out_loss']:.4f} |"
+            f"| {name} | {r['precision']} | {r['tokens_per_s']:.1f} | {r['loop_s']:.1f} | {r['steps']} "
+            f"| {r['held_out_loss']:.4f} |"
         )
     lines.append("")
-    for name, r in results.items():
+    for name, r in sides.items():
         lines.append(f"{name}: end-to-end {r['total_s']:.1f} s, {r['tokens']:,} real training tokens")
-    if HF_SFT not in results:
-        return lines + ["ratio: n/a (baseline skipped)"]
-    lm, hf = results["lmforge"], results[HF_SFT]
-    lines.append(f"held-out loss difference (lmforge - HF): {lm['held_out_loss'] - hf['held_out_loss']:+.4f}")
-    return lines + [f"ratio: {sft_ratio(results):.2f}"]
+    if results.get("_trl_missing"):
+        lines.append(f"TRL not measured: {results['_trl_missing']}")
+    best = strongest(sides, "tokens_per_s")
+    if best:
+        lines.append(f"strongest baseline precision: {sides[best]['precision']}")
+    loss = sides["lmforge"]["held_out_loss"] - sides[best]["held_out_loss"] if best else 0.0
+    return lines + closing_lines(sides, "held-out loss", f"{loss:+.4f}", key="tokens_per_s")
 
 
-sft_ratio = partial(ratio, key="tokens_per_s", baseline=HF_SFT)
+def sft_ratio(results: dict) -> float | None:
+    """lmforge's tokens/s over the strongest baseline's."""
+    return ratio({k: v for k, v in results.items() if not k.startswith("_")}, key="tokens_per_s")
 
 
 def run(args, out: Path) -> dict:
@@ -216,7 +278,19 @@ def run(args, out: Path) -> dict:
         flush=True,
     )
     if not args.skip_hf:
-        results[HF_SFT] = run_hf(train_path, held, args, threads, results["lmforge"]["steps"], out / "hf")
+        steps = results["lmforge"]["steps"]
+        precisions = [False] + ([True] if reduced_precision(args.device) == "bf16" else [])
+        for bf16 in precisions:
+            name = HF_SFT + (" bf16" if bf16 else "")
+            results[name] = run_hf(train_path, held, args, threads, steps, out / f"hf{'-bf16' * bf16}", bf16)
+            print(f"{name} done: {results[name]['loop_s']:.1f} s training loop", flush=True)
+        missing = trl_missing()
+        if missing:
+            results["_trl_missing"] = missing
+        for bf16 in precisions if not missing else []:
+            name = TRL_SFT + (" bf16" if bf16 else "")
+            results[name] = run_trl(train_path, held, args, threads, out / f"trl{'-bf16' * bf16}", bf16)
+            print(f"{name} done: {results[name]['loop_s']:.1f} s training loop", flush=True)
     return {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "results": results}
 
 

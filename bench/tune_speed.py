@@ -55,7 +55,14 @@ from pathlib import Path
 import optuna
 import torch
 
-from _common import add_device_arg, lmforge_device, resolve_device, run_and_report, select_rows
+from _common import (
+    add_data_dir,
+    add_device_arg,
+    lmforge_device,
+    resolve_device,
+    run_and_report,
+    select_rows,
+)
 from classification_throughput import read_tsv, write_tsv
 from distributed_scaling import load
 
@@ -68,12 +75,7 @@ SAMPLER_SEED, TRAIN_SEED = 0, 42  # tune.seed and train.seed defaults
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_DATA,
-        help="folder with SST-2 train.tsv and dev.tsv (default: %(default)s)",
-    )
+    add_data_dir(parser, DEFAULT_DATA, "SST-2 train.tsv and dev.tsv")
     add_device_arg(parser)
     parser.add_argument("--trials", type=int, default=12, help="trials a side (default: %(default)s)")
     parser.add_argument(
