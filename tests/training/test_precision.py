@@ -9,7 +9,7 @@ import torch
 from conftest import tiny_overrides
 from lmforge.config import JobConfig
 from lmforge.errors import ConfigError
-from lmforge.training.precision import MIN_GAIN, choose_precision, decide, native_candidate
+from lmforge.training.precision import MIN_GAIN, choose_precision, decide, decided_early, native_candidate
 
 CPU = torch.device("cpu")
 
@@ -20,6 +20,13 @@ def test_auto_keeps_a_reduced_precision_only_when_it_is_faster():
     assert slower.used == "fp32" and "0.11x" in slower.reason
     assert decide("fp16", fp32_s=0.010, reduced_s=0.010 / (MIN_GAIN - 0.05)).used == "fp32"
     assert decide("bf16", fp32_s=0.010, reduced_s=0.001).timings_ms == {"fp32": 10.0, "bf16": 1.0}
+
+
+def test_one_pass_each_decides_only_long_passes_far_from_the_threshold():
+    assert decided_early(fp32_s=6.0, reduced_s=3.5)  # 1.7x: bf16, without more passes
+    assert decided_early(fp32_s=1.0, reduced_s=8.7)  # 0.11x: fp32
+    assert not decided_early(fp32_s=6.0, reduced_s=6.0 / MIN_GAIN)  # at the threshold: measure more
+    assert not decided_early(fp32_s=0.06, reduced_s=0.02)  # short passes: timer noise, measure more
 
 
 def _model_and_loss():
