@@ -31,7 +31,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 import yaml
@@ -66,7 +66,7 @@ class Search:
     dims: list[Dimension]
     folder: Path
     metric: str
-    direction: str
+    direction: Literal["maximize", "minimize"]
     worker: int = 0  # the worker's index under --jobs J: its sampler draws its own sequence
 
     @property
@@ -94,7 +94,9 @@ def prepare(config_path: str, overrides: list[str]) -> Search:
         )
     if config.data.validation is None:
         raise ConfigError("tune needs data.validation: trials are compared on the validation split")
-    direction = config.tune.direction or ("minimize" if metric in ("loss", "perplexity") else "maximize")
+    direction: Literal["maximize", "minimize"] = config.tune.direction or (
+        "minimize" if metric in ("loss", "perplexity") else "maximize"
+    )
     folder = Path(config.tune.output or f"{config.output.rstrip('/')}-tune")
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"tune.output: {folder} exists and is not a folder")
