@@ -26,7 +26,19 @@ def test_one_pass_each_decides_only_long_passes_far_from_the_threshold():
     assert decided_early(fp32_s=6.0, reduced_s=3.5)  # 1.7x: bf16, without more passes
     assert decided_early(fp32_s=1.0, reduced_s=8.7)  # 0.11x: fp32
     assert not decided_early(fp32_s=6.0, reduced_s=6.0 / MIN_GAIN)  # at the threshold: measure more
+    assert decided_early(fp32_s=6.0, reduced_s=6.0 / 1.25) and not decided_early(fp32_s=6.0, reduced_s=6.0 / 1.15)
     assert not decided_early(fp32_s=0.06, reduced_s=0.02)  # short passes: timer noise, measure more
+
+
+def test_auto_times_the_first_rows_up_to_a_token_budget():
+    from lmforge.training.job import MEASURED_TOKENS, measured_rows
+
+    long = [{"input_ids": [1] * MEASURED_TOKENS} for _ in range(2)]
+    assert measured_rows(long) == long[:1]  # SFT: one packed row of 512 tokens, not the batch
+    short = [{"input_ids": [1] * 13} for _ in range(32)]
+    assert measured_rows(short) == short  # an encoder batch of short texts: all of it
+    assert measured_rows([{"input_ids": [1] * 4000}]) == [{"input_ids": [1] * 4000}]  # always one row
+    assert len(measured_rows([{"input_ids": [1] * 100} for _ in range(8)])) == 5
 
 
 def _model_and_loss():

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
 log = logging.getLogger("lmforge")
+MEASURED_TOKENS = 512  # see measured_rows
 
 UNKNOWN_WARN = 0.03
 
@@ -192,13 +193,30 @@ def _padding(config: JobConfig, train_features: list[dict], processes: int) -> f
     )
 
 
+def measured_rows(batch: list[dict]) -> list[dict]:
+    """The rows of the first training batch that ``auto`` times: from the first, while they hold
+    at most ``MEASURED_TOKENS`` tokens (always one). Whole batches of long rows made the measurement
+    cost as much as the training of a short run (SmolLM2 SFT, 2 rows of 512 tokens: 26 s for 8
+    steps' 35 s); the speed ratio of the arithmetic is the same on fewer rows of the same length."""
+    rows: list[dict] = []
+    tokens = 0
+    for row in batch:
+        tokens += len(row.get("input_ids", ()))
+        if rows and tokens > MEASURED_TOKENS:
+            break
+        rows.append(row)
+    return rows
+
+
 def _choose_precision(config: JobConfig, task, model, tokenizer, train_features, processes) -> PrecisionChoice:
     """``train.precision`` resolved on the main process (``auto`` times a step of the first training
     batch) and shared with the others, then logged."""
     device = processes.device
 
+    rows = measured_rows(train_features[: config.train.batch_size])
+
     def loss_of_batch(m):
-        batch = task.collate(train_features[: config.train.batch_size], tokenizer)
+        batch = task.collate(rows, tokenizer)
         return task.loss(m, {k: v.to(device) for k, v in batch.items()})
 
     choice = None
