@@ -50,6 +50,9 @@ def test_last_step_evaluation_is_reused_and_matches_lmforge_eval(
     fresh = json.loads(stdout)
     for key in ("accuracy", "macro_f1", "loss"):
         assert saved[key] == pytest.approx(fresh[key], abs=1e-5), key
+    training = json.loads((out / "lmforge.json").read_text())["training"]
+    assert training["batches"].startswith("training batches: ")  # padded or packed, and why, on record
+    assert "first token only" in training["batches"]
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and {row["split"] for row in rows} == {"validation"}
 

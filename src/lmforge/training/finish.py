@@ -92,6 +92,7 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
                 "stopped_early": state.stopped_early,
                 "examples_seen": state.examples_seen,
                 "precision": job.precision,
+                "batches": job.batches,
                 **peak_memory(job.accelerator.device if job.accelerator is not None else None),
             },
             results={

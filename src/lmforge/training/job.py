@@ -83,6 +83,7 @@ class Job:
     tracker: EarlyStopping | None = None
     ema: WeightAverage | None = None
     precision: dict | None = None  # PrecisionChoice.to_json(): what the steps computed in, and why
+    batches: str | None = None  # the task's line on its training batches (padded or packed, and why)
     # (step, EvalResult) of the validation evaluation at the last step, in full precision, by the
     # only process: the end of the run reuses it when that step is the best (no second pass)
     final_validation: tuple[int, Any] | None = None
@@ -178,6 +179,7 @@ def setup(config: JobConfig) -> Job:
         steps_per_epoch=steps_per_epoch,
     )
     job.precision = precision.to_json()
+    job.batches = batches
     _prepare_optimisation(job)
     _prepare_folder(job, resolved, resuming)
     return job
