@@ -78,6 +78,32 @@ def test_openai_client_embeddings_and_models(openai_client):
     assert {m.id for m in openai_client.models.list()} == {"sentiment", "ner", "chat"}
 
 
+def test_openai_client_logprobs_echo_token_ids_tools_and_one_model(openai_client):
+    scored = openai_client.completions.create(
+        model="chat", prompt="what is 2 plus 2", max_tokens=0, echo=True, logprobs=1, temperature=0
+    )
+    logprobs = scored.choices[0].logprobs
+    assert scored.choices[0].text == "what is 2 plus 2" and logprobs.token_logprobs[0] is None
+    assert all(lp <= 0 for lp in logprobs.token_logprobs[1:]) and len(logprobs.top_logprobs) == len(logprobs.tokens)
+    by_ids = openai_client.completions.create(model="chat", prompt=[[5, 6, 7]], max_tokens=2, temperature=0)
+    assert by_ids.choices[0].finish_reason in ("stop", "length")
+    messages = [
+        {"role": "user", "content": "add 2 and 2"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "4"},
+    ]
+    reply = openai_client.chat.completions.create(
+        model="chat", messages=messages, max_tokens=4, temperature=None, logprobs=True, top_logprobs=2
+    )
+    content = reply.choices[0].logprobs.content
+    assert reply.choices[0].message.refusal is None and all(len(t.top_logprobs) == 2 for t in content)
+    assert openai_client.models.retrieve("chat").id == "chat"
+
+
 def test_openai_client_sees_a_wrong_key_and_bad_requests_as_errors(live):
     import openai
 
@@ -86,6 +112,10 @@ def test_openai_client_sees_a_wrong_key_and_bad_requests_as_errors(live):
     with pytest.raises(openai.NotFoundError):
         openai.OpenAI(base_url=f"{live}/v1", api_key=API_KEY, max_retries=0).completions.create(
             model="missing", prompt="x"
+        )
+    with pytest.raises(openai.BadRequestError, match="response_format"):
+        openai.OpenAI(base_url=f"{live}/v1", api_key=API_KEY, max_retries=0).chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
         )
 
 

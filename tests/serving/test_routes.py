@@ -12,7 +12,12 @@ from lmforge.serving.state import ServerState
 KEY = "route-test-key-0123456789"
 GROUPS = {
     admin: {("GET", "/health"), ("GET", "/metrics")},
-    openai: {("GET", "/v1/models"), ("POST", "/v1/completions"), ("POST", "/v1/chat/completions")},
+    openai: {
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/{model_id}"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/chat/completions"),
+    },
     tasks: {("POST", "/v1/classify"), ("POST", "/v1/ner"), ("POST", "/v1/embeddings")},
 }
 DOCS = {("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc")}

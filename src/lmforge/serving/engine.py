@@ -12,14 +12,24 @@ key/value cache (sliding windows, recurrent state) and encoder-decoders run with
 
 Each row reports through its job's ``emit(row, kind, value)``: ``("text", piece)`` as text becomes
 safe to show (a possible stop string is held back) and ``("done", (finish_reason, tokens))`` once.
+A row that asks for log-probabilities also gets ``("prompt", [Scored, ...])`` after its prefill
+(``echo``: every prompt token but the first) and ``("token", Scored)`` for each token it takes, before
+the text that token adds. Log-probabilities are the model's own (log-softmax of its logits), before
+the row's logit bias, penalties, temperature and top-p, so they score text whatever the sampling.
+
+Sampling follows OpenAI's definitions: ``logit_bias`` is added to the logits, and each token already
+generated lowers its logit by ``frequency_penalty`` per occurrence plus ``presence_penalty`` once;
+greedy decoding (temperature 0) picks the highest adjusted logit.
 """
 
+import inspect
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -27,6 +37,14 @@ from lmforge.models.decoding import GenerationOptions, left_pad, shown_length
 from lmforge.serving.batching import QueueFull
 from lmforge.serving.compute import COMPUTE
 from lmforge.serving.kv_cache import joinable, merge_caches, merge_masks, select_rows
+
+
+class Scored(NamedTuple):
+    """A token, its log-probability under the model and the most likely alternatives there."""
+
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
 
 
 @dataclass
@@ -38,12 +56,24 @@ class Row:
     stops: list[str]
     seed: int | None
     index: int  # the row's place in its job (prompt x choice)
+    logprobs: int | None = None  # alternatives per token to report; None: no log-probabilities
+    echo: bool = False  # report the prompt's log-probabilities too
+    presence: float = 0.0
+    frequency: float = 0.0
+    bias: dict[int, float] | None = None
     job: "Job" = None
     ids: list[int] = field(default_factory=list)
     text: str = ""
     shown: int = 0
     finish: str | None = None
     rng: torch.Generator | None = None
+    counts: Counter = field(default_factory=Counter)  # generated tokens, for the penalties
+    scored: Scored | None = None  # the log-probability of the token _choose picked
+    logprob_sum: float = 0.0  # of the tokens taken (stop tokens excluded)
+
+    @property
+    def adjusts(self) -> bool:
+        return bool(self.bias) or (bool(self.counts) and bool(self.presence or self.frequency))
 
 
 @dataclass
@@ -74,6 +104,8 @@ class GenerationEngine:
         )
         self.max_batch, self.max_queue, self.wait_s = max_batch, max_queue, wait_s
         self.joinable = not generator.seq2seq and COMPUTE.call(joinable, self.model)
+        # prefill computes the logits of the last position only, unless a row asks for the prompt's
+        self.keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.on_batch, self.on_queue = on_batch or (lambda n: None), on_queue or (lambda n: None)
         self._rows: deque[Row] = deque()
         self._jobs_waiting = 0
@@ -190,14 +222,33 @@ class GenerationEngine:
     @torch.inference_mode()
     def _step(self, rows, ids, mask, positions, cache):
         """One forward pass (the prefill when ``cache`` is None) and each row's next token."""
+        echo = cache is None and any(row.echo for row in rows)
+        keep = {"logits_to_keep": 1} if self.keeps_logits and not echo else {}
         out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **keep
         )
+        if echo:
+            for i, row in enumerate(rows):
+                if row.echo:
+                    row.job.emit(row.index, "prompt", _prompt_scores(out.logits[i], row.prompt, row.logprobs or 0))
         return out.past_key_values, self._choose(out.logits[:, -1, :].float(), rows)  # (B,)
 
     def _choose(self, logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
         """Next token per row: greedy at temperature 0, else sampled with the row's temperature,
-        nucleus (top-p) and its own random generator (so a seed reproduces a row in any batch)."""
+        nucleus (top-p) and its own random generator (so a seed reproduces a row in any batch);
+        the row's logit bias and penalties first. Rows that report log-probabilities keep the
+        model's own for the token picked (``row.scored``)."""
+        raw = logits
+        if any(row.adjusts for row in rows):
+            logits = logits.clone()
+            for i, row in enumerate(rows):
+                if row.bias:
+                    ids = torch.tensor(list(row.bias), device=logits.device)
+                    logits[i, ids] += torch.tensor(list(row.bias.values()), device=logits.device)
+                if row.counts and (row.presence or row.frequency):
+                    ids = torch.tensor(list(row.counts), device=logits.device)
+                    seen = torch.tensor(list(row.counts.values()), device=logits.device, dtype=logits.dtype)
+                    logits[i, ids] -= seen * row.frequency + row.presence
         chosen = logits.argmax(-1).cpu()
         for i, row in enumerate(rows):
             if row.temperature == 0:
@@ -209,6 +260,11 @@ class GenerationEngine:
                 sorted_p[outside] = 0
                 probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
             chosen[i] = torch.multinomial(probs, 1, generator=row.rng)[0]
+        if any(row.logprobs is not None for row in rows):
+            logprobs = raw.log_softmax(-1)
+            for i, row in enumerate(rows):
+                if row.logprobs is not None:
+                    row.scored = _scored(logprobs[i], int(chosen[i]), row.logprobs)
         return chosen.to(logits.device)
 
     def _add(self, row: Row, token: int) -> bool:
@@ -216,9 +272,16 @@ class GenerationEngine:
         if row.job.cancelled.is_set():
             row.finish = "cancelled"
             return True
+        if row.max_new == 0:  # the prompt's log-probabilities only (echo)
+            return self._finish(row, "length", "")
         row.ids.append(token)
         if token in self.stop_ids:
             return self._finish(row, "stop", row.text)
+        row.counts[token] += 1
+        if row.scored is not None:
+            row.logprob_sum += row.scored.logprob
+            row.job.emit(row.index, "token", row.scored)
+            row.scored = None
         text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
         at_limit = len(row.ids) >= row.max_new
         if text.endswith("\ufffd") and not at_limit:  # half of a multi-byte character
@@ -259,3 +322,20 @@ class GenerationEngine:
         )
         row.finish = "length" if result.stopped_by == "length" else "stop"
         row.job.emit(row.index, "done", (row.finish, result.new_tokens))
+
+
+def _scored(logprobs: torch.Tensor, token: int, top: int) -> Scored:
+    """``token``'s log-probability in ``logprobs`` (V,) and the ``top`` most likely tokens."""
+    alternatives: list[tuple[int, float]] = []
+    if top:
+        values, ids = logprobs.topk(top)
+        alternatives = list(zip(ids.tolist(), values.tolist()))
+    return Scored(token, float(logprobs[token]), alternatives)
+
+
+def _prompt_scores(logits: torch.Tensor, prompt: list[int], top: int) -> list[Scored]:
+    """Each prompt token's log-probability given the ones before it (the first has none: it is
+    left out). ``logits`` (T, V) is the row's, left-padded: the prompt fills the last columns."""
+    length = len(prompt)
+    logprobs = logits[logits.shape[0] - length : -1].float().log_softmax(-1)  # (length - 1, V)
+    return [_scored(logprobs[k], prompt[k + 1], top) for k in range(length - 1)]

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Texts = str | Annotated[list[str], Field(min_length=1)]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
 class _Request(BaseModel):
@@ -95,7 +96,9 @@ class NerResponse(BaseModel):
 
 class EmbeddingsRequest(_Request):
     model: str
-    input: Texts
+    input: Texts | TokenIds | Annotated[list[TokenIds], Field(min_length=1)] = Field(
+        ..., description="a text, a list of texts, a list of token ids or a list of those"
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     truncate: bool = Field(False, description="cut inputs over the length limit instead of answering 413")
@@ -116,29 +119,79 @@ class EmbeddingsResponse(BaseModel):
 
 # ---- completions ------------------------------------------------------------------------------
 
+Prompt = str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+
+# OpenAI parameters this server does not implement: a request that sets one (to anything but null
+# or the value that means "off") is answered 400 naming it, never served as if it were not there.
+UNSUPPORTED: dict[str, tuple] = {
+    "response_format": (None, {"type": "text"}),
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "modalities": (None, ["text"]),
+    "audio": (None,),
+    "prediction": (None,),
+    "web_search_options": (None,),
+    "reasoning_effort": (None,),
+    "store": (None, False),
+}
+
 
 class _Sampling(_Request):
+    """What completions and chat share. ``null`` is accepted wherever OpenAI allows it and means
+    the default."""
+
     model: str
     max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1)
-    stream: bool = False
+    temperature: float | None = Field(None, ge=0, le=2, description="default 1")
+    top_p: float | None = Field(None, gt=0, le=1, description="default 1")
+    n: int | None = Field(None, ge=1, description="default 1")
+    stream: bool | None = None
     stop: str | list[str] | None = None
     seed: int | None = None
     stream_options: dict | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = Field(
+        None, description="token id (as a string) -> bias added to its logit, -100 to 100"
+    )
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    parallel_tool_calls: bool | None = None
+    service_tier: str | None = None
+
+    def unsupported(self) -> str | None:
+        """The first parameter this server does not implement that the request sets."""
+        extra = self.model_extra or {}
+        for name, off in UNSUPPORTED.items():
+            if name in extra and extra[name] not in off:
+                return name
+        return None
 
 
 class CompletionRequest(_Sampling):
-    prompt: Texts
-    max_tokens: int | None = Field(16, ge=1)
+    model_config = ConfigDict(extra="allow", strict=True)
+    prompt: Prompt = Field(..., description="a string, a list of strings, a list of token ids or a list of those")
+    max_tokens: int | None = Field(16, ge=0, description="0 with echo: the prompt's log-probabilities only")
+    logprobs: int | None = Field(None, ge=0, le=20, description="log-probabilities of the top tokens per position")
+    echo: bool | None = Field(None, description="the prompt before the completion (and its logprobs)")
+    suffix: str | None = Field(None, description="text after the completion: models with fill-in-the-middle tokens")
+    best_of: int | None = Field(None, ge=1, description="rows generated per prompt; the n most likely are returned")
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
 
 
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: Literal["stop", "length"] | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -150,34 +203,87 @@ class CompletionResponse(BaseModel):
     usage: Usage | None = None
 
 
-class TextPart(BaseModel):
+class TextPart(_Request):
     type: Literal["text"]
     text: str
 
 
+class FunctionCall(_Request):
+    name: str
+    arguments: str
+
+
+class ToolCall(_Request):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Request):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    def for_template(self) -> dict:
+        """The message as chat templates read it (Hugging Face's message format)."""
+        message: dict = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.function.name, "arguments": c.function.arguments},
+                }
+                for c in self.tool_calls
+            ]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            message["name"] = self.name
+        return message
 
 
 class ChatRequest(_Sampling):
+    model_config = ConfigDict(extra="allow", strict=True)
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = Field(None, description="log-probabilities of the reply's tokens")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="alternatives per token (needs logprobs)")
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    refusal: str | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatResponse(BaseModel):

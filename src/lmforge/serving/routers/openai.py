@@ -1,5 +1,5 @@
 """OpenAI-compatible routes: ``/v1/completions`` and ``/v1/chat/completions`` (one JSON body, or
-server-sent events with ``"stream": true``) and ``/v1/models``."""
+server-sent events with ``"stream": true``), ``/v1/models`` and ``/v1/models/{id}``."""
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
@@ -16,6 +16,11 @@ async def models(state: State):
     return p.ModelList(data=[model.card() for model in state.models.values()])
 
 
+@router.get("/v1/models/{model_id}", response_model=p.ModelCard, responses={401: ERRORS[401], 404: ERRORS[404]})
+async def model(model_id: str, state: State):
+    return state.find(model_id, "/v1/models").card()
+
+
 @router.post("/v1/completions", response_model=p.CompletionResponse, responses=ERRORS)
 async def completions(body: p.CompletionRequest, request: Request, state: State):
     model = pick_model(request, state, body.model, "/v1/completions")
@@ -28,7 +33,7 @@ async def chat(body: p.ChatRequest, request: Request, state: State):
     return await _answer(service.start_chat(model, body, state.settings, state.metrics), body.stream)
 
 
-async def _answer(run: service.Running, stream: bool):
+async def _answer(run: service.Running, stream: bool | None):
     if stream:
         return StreamingResponse(
             service.stream(run), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -5,8 +5,8 @@ from lmforge.serving.errors import InvalidRequest, TooLarge
 from lmforge.serving.settings import ServeSettings
 
 
-def texts_of(value: str | list[str], settings: ServeSettings, param: str = "input") -> list[str]:
-    """One text or a list of them, at most ``max_inputs``."""
+def texts_of(value: str | list, settings: ServeSettings, param: str = "input") -> list:
+    """One input or a list of them (texts, or token-id lists), at most ``max_inputs``."""
     texts = [value] if isinstance(value, str) else list(value)
     if not texts:
         raise InvalidRequest(f"'{param}' is an empty list", param=param)

@@ -22,6 +22,7 @@ from lmforge.serving.engine import GenerationEngine
 from lmforge.serving.services.embedder import Embedder
 from lmforge.serving.services.inputs import token_counts
 from lmforge.serving.services.sources import ensemble_members, probe, split_source
+from lmforge.serving.services.token_text import TokenText
 from lmforge.serving.settings import ServeSettings
 from lmforge.tracking.run_folder import RunFolder
 from lmforge.tracking.run_record import RunRecord
@@ -200,6 +201,8 @@ class TextGenerator(ServedModel):
     """A causal or seq2seq LM: completions and chat, batched by the generation engine."""
 
     kind = "generation"
+    vocab: int  # token ids 0 .. vocab - 1 (prompts as ids, logit_bias)
+    names: TokenText  # tokens as the API shows them (logprobs)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -209,6 +212,8 @@ class TextGenerator(ServedModel):
         # threads: set once at start-up
         self.generator = Generator(self.source, self.settings.checkpoint, self.settings.device)
         self.context = self.generator.context
+        self.vocab = int(self.generator.model.get_input_embeddings().weight.shape[0])
+        self.names = TokenText(self.generator.tokenizer)
         self.engine = GenerationEngine(
             self.generator,
             self.settings.max_generation_batch,

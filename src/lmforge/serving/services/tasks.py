@@ -58,7 +58,13 @@ async def tag(model: ServedModel, body: p.NerRequest, settings: ServeSettings, m
 async def embed(
     model: ServedModel, body: p.EmbeddingsRequest, settings: ServeSettings, metrics: Metrics
 ) -> p.EmbeddingsResponse:
-    texts = texts_of(body.input, settings)
+    value = body.input
+    if isinstance(value, list) and isinstance(value[0], int):
+        value = [value]  # one input of token ids
+    texts = texts_of(value, settings)  # type: ignore[arg-type]  # texts or token-id lists
+    for i, item in enumerate(texts):
+        if not isinstance(item, str) and max(item) >= model.embedder.vocab:
+            raise InvalidRequest(f"input {i}: token id {max(item)} is not in this model's vocabulary", param="input")
     counts = model.embedder.counts(texts)
     check_lengths(counts, model.limit, body.truncate)
     vectors = await run_batch(model.embedder.batcher, texts)
