@@ -56,7 +56,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     rows = [{"instruction": f"what is {a} plus {b}", "output": f"{a + b}"} for a in range(6) for b in range(6)]
     config = root / "sft.yaml"
     config.write_text(
-        "task: causal_lm\nmodel: {family: transformer, arch: llama, layers: 2, hidden: 32, heads: 2, vocab_size: 300}\n"
+        "task: causal_lm\nmodel: {family: transformer, arch: llama, layers: 2, hidden: 32, heads: 2, vocab_size: 300, "
+        "max_position: 1024}\n"
     )
     _train(
         str(config),

@@ -104,6 +104,56 @@ def test_openai_client_logprobs_echo_token_ids_tools_and_one_model(openai_client
     assert openai_client.models.retrieve("chat").id == "chat"
 
 
+def test_openai_client_parses_structured_output_into_a_pydantic_model(openai_client):
+    from pydantic import BaseModel, Field
+
+    class Answer(BaseModel):
+        total: int = Field(ge=0, le=20)
+        unit: str = Field(max_length=8)
+
+    reply = openai_client.chat.completions.parse(
+        model="chat",
+        messages=[{"role": "user", "content": "what is 2 plus 3"}],
+        response_format=Answer,
+        max_tokens=40,
+        temperature=0,
+    )
+    assert reply.choices[0].finish_reason == "stop" and isinstance(reply.choices[0].message.parsed, Answer)
+
+
+def test_openai_client_forced_tool_call_whole_and_streamed(openai_client):
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer", "maximum": 9}, "b": {"type": "integer", "maximum": 9}},
+                "required": ["a", "b"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    common = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "add 2 and 3"}],
+        "tools": [tool],
+        "tool_choice": {"type": "function", "function": {"name": "add"}},
+        "parallel_tool_calls": False,
+        "max_tokens": 200,
+        "temperature": 0,
+    }
+    reply = openai_client.chat.completions.create(**common)
+    (call,) = reply.choices[0].message.tool_calls
+    assert reply.choices[0].finish_reason == "tool_calls" and set(json.loads(call.function.arguments)) == {"a", "b"}
+    streamed = [
+        d
+        for chunk in openai_client.chat.completions.create(**common, stream=True)
+        for d in chunk.choices[0].delta.tool_calls or []
+    ]
+    assert [(d.function.name, d.function.arguments) for d in streamed] == [("add", call.function.arguments)]
+
+
 def test_openai_client_sees_a_wrong_key_and_bad_requests_as_errors(live):
     import openai
 
@@ -113,9 +163,9 @@ def test_openai_client_sees_a_wrong_key_and_bad_requests_as_errors(live):
         openai.OpenAI(base_url=f"{live}/v1", api_key=API_KEY, max_retries=0).completions.create(
             model="missing", prompt="x"
         )
-    with pytest.raises(openai.BadRequestError, match="response_format"):
+    with pytest.raises(openai.BadRequestError, match="audio"):
         openai.OpenAI(base_url=f"{live}/v1", api_key=API_KEY, max_retries=0).chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "x"}], response_format={"type": "json_object"}
+            model="chat", messages=[{"role": "user", "content": "x"}], audio={"voice": "alloy", "format": "wav"}
         )
 
 

@@ -221,8 +221,6 @@ def test_tool_messages_and_assistant_tool_calls_are_read(client):
 @pytest.mark.parametrize(
     "route,extra,param",
     [
-        ("/v1/chat/completions", {"response_format": {"type": "json_object"}}, "response_format"),
-        ("/v1/chat/completions", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ("/v1/chat/completions", {"tool_choice": "required"}, "tool_choice"),
         ("/v1/chat/completions", {"audio": {"voice": "x"}}, "audio"),
         ("/v1/completions", {"suffix": "and that is all"}, "suffix"),  # the tiny model has no FIM tokens
@@ -257,3 +255,159 @@ def test_embeddings_of_token_ids_are_those_of_the_text(client, state):
     assert len(one) == 1
     bad = client.post("/v1/embeddings", json={"model": "sentiment", "input": [10**7]})
     assert refused(bad, "input")
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "integer", "minimum": 0, "maximum": 99},
+        "words": {"type": "array", "items": {"type": "string", "enum": ["yes", "no"]}, "maxItems": 3},
+        "sure": {"type": "boolean"},
+    },
+    "required": ["answer", "words", "sure"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("temperature,seed", [(0, None), (1.0, 1), (1.0, 2), (1.5, 3)])
+def test_json_schema_replies_always_parse_and_validate(client, temperature, seed):
+    """A tiny model that never saw JSON still answers JSON that validates, greedy or sampled."""
+    jsonschema = pytest.importorskip("jsonschema")
+    body = {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "what is 2 plus 2"}],
+        "max_tokens": 60,
+        "temperature": temperature,
+        "seed": seed,
+        "n": 2,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "sum", "schema": SCHEMA, "strict": True}},
+    }
+    for choice in ok(client.post("/v1/chat/completions", json=body))["choices"]:
+        assert choice["finish_reason"] == "stop", choice  # the grammar ends the reply where the JSON ends
+        jsonschema.validate(json.loads(choice["message"]["content"]), SCHEMA)
+
+
+def test_json_object_streams_json(client):
+    body = {
+        "route": "/v1/chat/completions",
+        "model": "chat",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 40,
+        "temperature": 1.0,
+        "seed": 5,
+        "stream": True,
+        "response_format": {"type": "json_object"},
+    }
+    chunks = _events(client, body)
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    if chunks[-1]["choices"][0]["finish_reason"] == "stop":
+        assert isinstance(json.loads(text), dict)
+    else:  # cut by max_tokens inside the object: still a prefix of one
+        assert text.startswith("{")
+
+
+def test_a_schema_that_does_not_compile_is_a_400(client):
+    form = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}}
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "response_format": form}
+    assert "nonsense" in refused(client.post("/v1/chat/completions", json=body), "response_format")
+    body["response_format"] = {"type": "json_schema"}
+    refused(client.post("/v1/chat/completions", json=body), "response_format")
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["C", "F"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer", "maximum": 99}},
+            "required": ["a"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def _tool_request(**extra) -> dict:
+    return {
+        "model": "chat",
+        "messages": [{"role": "user", "content": "weather in Paris"}],
+        "tools": [WEATHER, ADD],
+        "max_tokens": 200,
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("temperature,seed", [(0, None), (1.0, 7)])
+def test_a_forced_call_parses_and_follows_the_function_schema(client, temperature, seed):
+    jsonschema = pytest.importorskip("jsonschema")
+    choice_of = {"type": "function", "function": {"name": "weather"}}
+    body = _tool_request(tool_choice=choice_of, temperature=temperature, seed=seed, parallel_tool_calls=False)
+    choice = ok(client.post("/v1/chat/completions", json=body))["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None, choice
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"]["name"] == "weather"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER["function"]["parameters"])
+
+
+def test_required_calls_one_of_the_tools_and_streams_the_calls(client):
+    body = _tool_request(tool_choice="required", temperature=1.0, seed=3, parallel_tool_calls=False)
+    whole = ok(client.post("/v1/chat/completions", json=body))["choices"][0]
+    assert [c["function"]["name"] in ("weather", "add") for c in whole["message"]["tool_calls"]] == [True]
+    chunks = _events(client, {**body, "route": "/v1/chat/completions", "stream": True})
+    calls = [c for chunk in chunks for c in chunk["choices"][0]["delta"].get("tool_calls") or []] if chunks else []
+    assert [c["function"] for c in calls] == [c["function"] for c in whole["message"]["tool_calls"]]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    assert not any(chunk["choices"][0]["delta"].get("content") for chunk in chunks)
+
+
+def test_tools_reach_the_prompt_and_none_leaves_the_reply_as_text(client):
+    plain = ok(client.post("/v1/chat/completions", json=_tool_request(tools=None, temperature=0)))
+    offered = ok(client.post("/v1/chat/completions", json=_tool_request(tool_choice="none", temperature=0)))
+    assert offered["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 40  # the tools' system text
+    message = offered["choices"][0]["message"]
+    assert message["tool_calls"] is None and isinstance(message["content"], str)
+
+
+@pytest.mark.parametrize(
+    "extra,param",
+    [
+        ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+        ({"tools": None, "tool_choice": "required"}, "tool_choice"),
+        ({"tools": [ADD, ADD]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools.0.function.name"),
+        ({"tool_choice": "required", "response_format": {"type": "json_object"}}, "response_format"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+    ],
+)
+def test_bad_tool_requests_are_400(client, extra, param):
+    refused(client.post("/v1/chat/completions", json=_tool_request(**extra)), param)
+
+
+def test_calls_are_read_from_blocks_or_a_bare_object():
+    from lmforge.serving.tools import could_be_call, parse_calls
+
+    names = {"add", "get_weather"}
+    text = 'sure\n<tool_call>\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>\n<tool_call>\n'
+    text += '{"name": "get_weather", "arguments": "{\\"city\\": \\"Oslo\\"}"}\n</tool_call>'
+    content, calls = parse_calls(text, names)
+    assert content == "sure" and [c.name for c in calls] == ["add", "get_weather"]
+    assert [json.loads(c.arguments) for c in calls] == [{"a": 1, "b": 2}, {"city": "Oslo"}]
+    assert parse_calls('{"name": "add", "parameters": {"a": 1}}', names)[1][0].arguments == '{"a": 1}'
+    assert parse_calls('<tool_call>{"name": "rm", "arguments": {}}</tool_call>', names)[1] == []  # not offered
+    assert parse_calls("<tool_call>not json</tool_call>", names)[1] == []
+    assert parse_calls("4", names) == ("4", [])
+    assert could_be_call(" <tool_") and could_be_call("<tool_call>{") and not could_be_call("The answer")

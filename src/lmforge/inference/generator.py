@@ -85,13 +85,22 @@ class Generator:
     def _stop_ids(self) -> list[int]:
         return stop_ids(self.model, self.tokenizer)
 
-    def encode(self, prompt: str | list[dict], raw: bool = False) -> list[int]:
+    @property
+    def template_takes_tools(self) -> bool:
+        return self.has_template and "tools" in str(self.tokenizer.chat_template)
+
+    def encode(self, prompt: str | list[dict], raw: bool = False, tools: list[dict] | None = None) -> list[int]:
         """Token ids of a prompt: a string (through the chat template unless ``raw`` or the model
-        has none) or a list of chat messages."""
+        has none) or a list of chat messages (with ``tools`` for a template that takes them)."""
         if isinstance(prompt, list):
             if not self.has_template:
                 self.tokenizer.chat_template = CHATML
-            text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+            text = self.tokenizer.apply_chat_template(
+                prompt,
+                tools=tools or None,  # type: ignore[arg-type]  # JSON schemas; it also takes functions
+                tokenize=False,
+                add_generation_prompt=True,
+            )
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
         if self.has_template and not raw:
             return self.encode([{"role": "user", "content": prompt}])

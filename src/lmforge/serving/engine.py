@@ -19,7 +19,8 @@ the row's logit bias, penalties, temperature and top-p, so they score text whate
 
 Sampling follows OpenAI's definitions: ``logit_bias`` is added to the logits, and each token already
 generated lowers its logit by ``frequency_penalty`` per occurrence plus ``presence_penalty`` once;
-greedy decoding (temperature 0) picks the highest adjusted logit.
+greedy decoding (temperature 0) picks the highest adjusted logit. A row with a ``constraint``
+(structured output, ``structured.py``) may only take the tokens its grammar allows next.
 """
 
 import inspect
@@ -37,6 +38,7 @@ from lmforge.models.decoding import GenerationOptions, left_pad, shown_length
 from lmforge.serving.batching import QueueFull
 from lmforge.serving.compute import COMPUTE
 from lmforge.serving.kv_cache import joinable, merge_caches, merge_masks, select_rows
+from lmforge.serving.structured import Constraint
 
 
 class Scored(NamedTuple):
@@ -61,6 +63,7 @@ class Row:
     presence: float = 0.0
     frequency: float = 0.0
     bias: dict[int, float] | None = None
+    constraint: Constraint | None = None  # a grammar the reply must follow (structured output)
     job: "Job" = None
     ids: list[int] = field(default_factory=list)
     text: str = ""
@@ -73,7 +76,11 @@ class Row:
 
     @property
     def adjusts(self) -> bool:
-        return bool(self.bias) or (bool(self.counts) and bool(self.presence or self.frequency))
+        return (
+            bool(self.bias)
+            or (bool(self.counts) and bool(self.presence or self.frequency))
+            or self.constraint is not None
+        )
 
 
 @dataclass
@@ -249,6 +256,8 @@ class GenerationEngine:
                     ids = torch.tensor(list(row.counts), device=logits.device)
                     seen = torch.tensor(list(row.counts.values()), device=logits.device, dtype=logits.dtype)
                     logits[i, ids] -= seen * row.frequency + row.presence
+                if row.constraint is not None:
+                    self._constrain(logits[i], row.constraint)
         chosen = logits.argmax(-1).cpu()
         for i, row in enumerate(rows):
             if row.temperature == 0:
@@ -267,6 +276,17 @@ class GenerationEngine:
                     row.scored = _scored(logprobs[i], int(chosen[i]), row.logprobs)
         return chosen.to(logits.device)
 
+    def _constrain(self, logits: torch.Tensor, constraint: Constraint) -> None:
+        """Rule out (in place) the tokens the row's grammar does not allow next; a grammar that has
+        failed allows the end of the reply only."""
+        allowed = constraint.allowed()
+        if allowed is None or not allowed.any():
+            allowed = torch.zeros(logits.shape[-1], dtype=torch.bool)
+            allowed[sorted(self.stop_ids) or [0]] = True
+        width = min(allowed.shape[0], logits.shape[-1])
+        logits[:width].masked_fill_(~allowed[:width].to(logits.device), float("-inf"))
+        logits[width:] = float("-inf")
+
     def _add(self, row: Row, token: int) -> bool:
         """Take one token into a row; True when the row is finished."""
         if row.job.cancelled.is_set():
@@ -278,6 +298,8 @@ class GenerationEngine:
         if token in self.stop_ids:
             return self._finish(row, "stop", row.text)
         row.counts[token] += 1
+        if row.constraint is not None:
+            row.constraint.take(token)
         if row.scored is not None:
             row.logprob_sum += row.scored.logprob
             row.job.emit(row.index, "token", row.scored)

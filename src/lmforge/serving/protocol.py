@@ -124,9 +124,6 @@ Prompt = str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[
 # OpenAI parameters this server does not implement: a request that sets one (to anything but null
 # or the value that means "off") is answered 400 naming it, never served as if it were not there.
 UNSUPPORTED: dict[str, tuple] = {
-    "response_format": (None, {"type": "text"}),
-    "tools": (None, []),
-    "tool_choice": (None, "none"),
     "functions": (None, []),
     "function_call": (None, "none"),
     "modalities": (None, ["text"]),
@@ -250,8 +247,48 @@ class ChatMessage(_Request):
         return message
 
 
+class JsonSchemaFormat(_Request):
+    name: str = Field(..., max_length=64)
+    description: str | None = None
+    schema_: dict | None = Field(None, alias="schema", description="a JSON schema; absent: any JSON")
+    strict: bool | None = Field(None, description="the reply always follows the schema, strict or not")
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class FunctionSpec(_Request):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict | None = Field(None, description="JSON schema of the arguments (an object)")
+    strict: bool | None = Field(None, description="forced calls always follow the schema, strict or not")
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class FunctionName(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: FunctionName
+
+
 class ChatRequest(_Sampling):
     model_config = ConfigDict(extra="allow", strict=True)
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="default: auto with tools, none without"
+    )
+    response_format: ResponseFormat | None = Field(
+        None, description="json_object or json_schema: the reply is JSON that parses (and validates)"
+    )
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = Field(None, description="log-probabilities of the reply's tokens")
@@ -277,12 +314,13 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: ChatLogprobs | None = None
 
 

@@ -33,6 +33,8 @@ from lmforge.serving.services.inputs import texts_of
 from lmforge.serving.services.served_models import TextGenerator
 from lmforge.serving.services.token_text import TokenText
 from lmforge.serving.settings import ServeSettings
+from lmforge.serving.structured import GrammarError, json_schema_grammar, lark_grammar
+from lmforge.serving.tools import could_be_call, forced_lark, parse_calls, with_tools
 
 
 def _stops(value, limit: int) -> list[str]:
@@ -90,8 +92,37 @@ def _per_prompt(body, n: int, settings: ServeSettings) -> int:
     return best_of
 
 
+def _grammar(model: TextGenerator, body) -> str | None:
+    """The grammar a chat reply must follow (``response_format``), compiled once to check it."""
+    form = getattr(body, "response_format", None)
+    if form is None or form.type == "text":
+        return None
+    if model.grammars is None:
+        raise InvalidRequest("'response_format' is not available for an encoder-decoder model", param="response_format")
+    if form.type == "json_object":
+        schema: dict = {"type": "object"}
+    elif form.json_schema is None:
+        raise InvalidRequest("'response_format': json_schema needs its 'json_schema'", param="response_format")
+    else:
+        schema = form.json_schema.schema_ if form.json_schema.schema_ is not None else {}
+    try:
+        grammar = json_schema_grammar(schema)
+        model.grammars.compile(grammar)
+    except GrammarError as exc:
+        raise InvalidRequest(
+            f"'response_format': the schema does not compile: {exc}", param="response_format"
+        ) from None
+    return grammar
+
+
 def _rows(
-    settings: ServeSettings, model: TextGenerator, body, prompts: list[list[int]], chat: bool, top: int | None
+    settings: ServeSettings,
+    model: TextGenerator,
+    body,
+    prompts: list[list[int]],
+    chat: bool,
+    top: int | None,
+    grammar: str | None = None,
 ) -> list[Row]:
     n = 1 if body.n is None else body.n
     if n > settings.max_n:
@@ -104,6 +135,7 @@ def _rows(
     top_p = 1.0 if body.top_p is None else body.top_p
     bias = _logit_bias(body, model.vocab)
     echo = bool(getattr(body, "echo", False))
+    grammar = grammar or _grammar(model, body)
     if model.generator.seq2seq:
         asked = [name for name, on in (("logprobs", top is not None), ("echo", echo)) if on]
         asked += [name for name in ("presence_penalty", "frequency_penalty", "logit_bias") if getattr(body, name)]
@@ -119,6 +151,8 @@ def _rows(
             seed = None if body.seed is None else body.seed + index
             row = Row(ids, max_new, temperature, top_p, stops, seed, index, top, echo)
             row.presence, row.frequency, row.bias = body.presence_penalty or 0.0, body.frequency_penalty or 0.0, bias
+            if grammar is not None and model.grammars is not None:
+                row.constraint = model.grammars.compile(grammar)
             rows.append(row)
     return rows
 
@@ -140,6 +174,7 @@ class Running:
     logprobs: int | None = None  # alternatives per token shown; None: no logprobs in the answer
     prompts: list[str] | None = None  # completions: the prompts' texts
     echo: bool = False  # put each prompt before its completions
+    tool_names: set[str] | None = None  # chat: functions whose calls are parsed from the replies
     created: int = field(default_factory=lambda: int(time.time()))
     ident: str = field(init=False)
 
@@ -214,20 +249,60 @@ def start_completion(
     return run
 
 
+def _tool_choice(body: p.ChatRequest) -> tuple[list[dict], str | None, list[dict]]:
+    """(the tools offered, how they may be called, the tools a forced call may use): ``auto``,
+    ``required``, or a function's name forced; None: calls are not parsed."""
+    offered = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
+    choice = body.tool_choice if body.tool_choice is not None else ("auto" if offered else "none")
+    if choice != "none" and not offered:
+        raise InvalidRequest("'tool_choice' needs 'tools'", param="tool_choice")
+    names = [tool["function"]["name"] for tool in offered]
+    if len(set(names)) < len(names):
+        raise InvalidRequest("'tools': two functions have the same name", param="tools")
+    if isinstance(choice, p.NamedToolChoice):
+        name = choice.function.name
+        if name not in names:
+            raise InvalidRequest(f"'tool_choice': function '{name}' is not in 'tools'", param="tool_choice")
+        return offered, name, [tool for tool in offered if tool["function"]["name"] == name]
+    return offered, None if choice == "none" else choice, offered if choice == "required" else []
+
+
+def _forced_grammar(model: TextGenerator, body: p.ChatRequest, forced: list[dict]) -> str:
+    if body.response_format is not None and body.response_format.type != "text":
+        raise InvalidRequest("'response_format' cannot be used with a forced tool call", param="response_format")
+    if model.grammars is None:
+        raise InvalidRequest("'tool_choice' is not available for an encoder-decoder model", param="tool_choice")
+    try:
+        grammar = lark_grammar(forced_lark(forced, body.parallel_tool_calls is not False))
+        model.grammars.compile(grammar)
+    except GrammarError as exc:
+        raise InvalidRequest(f"'tools': a parameter schema does not compile: {exc}", param="tools") from None
+    return grammar
+
+
 def start_chat(model: TextGenerator, body: p.ChatRequest, settings: ServeSettings, metrics: Metrics) -> Running:
-    """``/v1/chat/completions``: the messages through the model's chat template."""
+    """``/v1/chat/completions``: the messages (and tools) through the model's chat template."""
     _refuse_unsupported(body)
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
     top = (body.top_logprobs or 0) if body.logprobs else None
+    offered, choice, forced = _tool_choice(body)
+    grammar = _forced_grammar(model, body, forced) if forced else None
+    messages = [m.for_template() for m in body.messages]
+    generator = model.generator
+    if offered and not generator.template_takes_tools:
+        messages = with_tools(messages, offered)
     try:
-        prompt = model.generator.encode([m.for_template() for m in body.messages])
+        prompt = generator.encode(messages, tools=offered if generator.template_takes_tools else None)
     except (TemplateError, ValueError, TypeError) as exc:  # the chat template refuses the conversation
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidRequest(
             f"'messages': this model's chat template refuses them ({reason})", param="messages"
         ) from None
-    return _start(model, body, [prompt], True, settings, metrics, top)
+    run = _start(model, body, [prompt], True, settings, metrics, top, grammar)
+    if choice is not None:
+        run.tool_names = {tool["function"]["name"] for tool in offered}
+    return run
 
 
 def _start(
@@ -238,8 +313,9 @@ def _start(
     settings: ServeSettings,
     metrics: Metrics,
     top: int | None,
+    grammar: str | None = None,
 ) -> Running:
-    rows = _rows(settings, model, body, prompts, chat, top)
+    rows = _rows(settings, model, body, prompts, chat, top, grammar)
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
 
@@ -349,21 +425,21 @@ async def collect(run: Running) -> p.ChatResponse | p.CompletionResponse:
     usage = p.Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens)
     order = _best(run, scored)
     if run.chat:
-        return p.ChatResponse(
-            id=run.ident,
-            created=run.created,
-            model=run.model,
-            usage=usage,
-            choices=[
+        chat_choices = []
+        for i, r in enumerate(order):
+            content, calls = parse_calls(texts[r], run.tool_names) if run.tool_names else (texts[r], [])
+            message = p.AssistantMessage(
+                content=content, tool_calls=[p.ToolCall.model_validate(c.as_dict()) for c in calls] or None
+            )
+            chat_choices.append(
                 p.ChatChoice(
                     index=i,
-                    message=p.AssistantMessage(content=texts[r]),
-                    finish_reason=finishes[r],
+                    message=message,
+                    finish_reason="tool_calls" if calls else finishes[r],
                     logprobs=None if run.logprobs is None else _Scores(run, r).chat(scored[r]),
                 )
-                for i, r in enumerate(order)
-            ],
-        )
+            )
+        return p.ChatResponse(id=run.ident, created=run.created, model=run.model, usage=usage, choices=chat_choices)
     choices = []
     for i, r in enumerate(order):
         logprobs = None
@@ -403,6 +479,19 @@ async def stream(run: Running) -> AsyncIterator[str]:
             return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
 
+    # Replies that may be tool calls are held back while they may be (tools.could_be_call), then
+    # sent as calls or as text once the row is done (or as soon as they cannot be calls).
+    held: list[str | None] = [("" if run.tool_names else None) for _ in job.rows]
+
+    def calls_chunk(index: int, text: str) -> str | None:
+        content, calls = parse_calls(text, run.tool_names or set())
+        if not calls:
+            return None
+        delta: dict = {"tool_calls": [{"index": k, **c.as_dict()} for k, c in enumerate(calls)]}
+        if content:
+            delta["content"] = content
+        return chunk([{"index": index, "delta": delta, "finish_reason": "tool_calls", "logprobs": logprobs_of(index)}])
+
     left, tokens = len(job.rows), 0
     try:
         if chat:
@@ -415,10 +504,24 @@ async def stream(run: Running) -> AsyncIterator[str]:
                 pending[row] = list(value)
                 yield chunk([choice(row, run.echo_text(row), first=job.rows[row].prompt[0])])
             elif kind == "text":
-                yield chunk([choice(row, value)])
+                so_far = held[row]
+                if so_far is None:
+                    yield chunk([choice(row, value)])
+                elif could_be_call(so_far + value):
+                    held[row] = so_far + value
+                else:
+                    held[row] = None
+                    yield chunk([choice(row, so_far + value)])
             elif kind == "done":
                 left -= 1
                 tokens += value[1]
+                so_far = held[row]
+                calls = calls_chunk(row, so_far) if so_far else None
+                if calls is not None:
+                    yield calls
+                    continue
+                if so_far:
+                    yield chunk([choice(row, so_far)])
                 yield chunk([choice(row, finish=value[0])])
             else:
                 yield f"data: {json.dumps({'error': {'message': 'generation failed', 'type': 'server_error'}})}\n\n"

@@ -24,6 +24,7 @@ from lmforge.serving.services.inputs import token_counts
 from lmforge.serving.services.sources import ensemble_members, probe, split_source
 from lmforge.serving.services.token_text import TokenText
 from lmforge.serving.settings import ServeSettings
+from lmforge.serving.structured import Grammars
 from lmforge.tracking.run_folder import RunFolder
 from lmforge.tracking.run_record import RunRecord
 
@@ -203,6 +204,7 @@ class TextGenerator(ServedModel):
     kind = "generation"
     vocab: int  # token ids 0 .. vocab - 1 (prompts as ids, logit_bias)
     names: TokenText  # tokens as the API shows them (logprobs)
+    grammars: Grammars | None  # structured output (None: encoder-decoders)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -214,6 +216,9 @@ class TextGenerator(ServedModel):
         self.context = self.generator.context
         self.vocab = int(self.generator.model.get_input_embeddings().weight.shape[0])
         self.names = TokenText(self.generator.tokenizer)
+        self.grammars = (
+            None if self.generator.seq2seq else Grammars(self.generator.tokenizer, self.vocab, self.generator.stop_ids)
+        )
         self.engine = GenerationEngine(
             self.generator,
             self.settings.max_generation_batch,
