@@ -69,3 +69,29 @@ def test_without_a_key_no_route_asks_for_one():
     for method, path in sorted(set().union(*GROUPS.values()) | DOCS):
         response = open_client.request(method, path, json={})
         assert response.status_code != 401 and response.status_code < 500, (method, path, response.text)
+
+
+def test_cors_is_off_unless_origins_are_given_and_a_preflight_needs_no_key():
+    from fastapi.testclient import TestClient
+
+    preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+    closed = TestClient(app_with(KEY)).options("/v1/chat/completions", headers=preflight)
+    assert "access-control-allow-origin" not in closed.headers
+    state = ServerState(ServeSettings(sources=["none"], api_key=KEY, cors_origins=["https://app.example.com"]), {})
+    state.ready = True
+    client = TestClient(create_app(state))
+    opened = client.options(
+        "/v1/chat/completions", headers={**preflight, "Access-Control-Request-Headers": "authorization,content-type"}
+    )
+    assert opened.status_code == 200 and opened.headers["access-control-allow-origin"] == "https://app.example.com"
+    other = client.options("/v1/models", headers={**preflight, "Origin": "https://evil.example.com"})
+    assert other.headers.get("access-control-allow-origin") != "https://evil.example.com"
+    answered = client.get("/v1/models", headers={"Origin": "https://app.example.com"})
+    assert answered.status_code == 401 and answered.headers["access-control-allow-origin"] == "https://app.example.com"
+
+
+def test_a_cors_origin_must_be_an_origin():
+    from lmforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cors-origins"):
+        ServeSettings(sources=["x"], cors_origins=["app.example.com/path"]).check()

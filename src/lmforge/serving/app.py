@@ -1,6 +1,7 @@
 """``create_app(state)``: the FastAPI app, wired from its parts and nothing else: the routers (task
 endpoints, OpenAI-compatible, admin), the error handlers, the middleware (metrics and log, drain,
-API key, JSON body limits) and a lifespan that loads the models at start-up.
+API key, JSON body limits, and CORS when ``--cors-origins`` allows web pages to call it) and a
+lifespan that loads the models at start-up.
 
 Every refusal is an OpenAI-style error body with a 4xx status: validation errors and malformed
 JSON are 400, an unknown model 404, an over-limit request 413 (or 400 for sampling parameters, as
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from lmforge.serving.http_errors import add_error_handlers
 from lmforge.serving.middleware import ApiKey, Drain, JsonBody, Observe
@@ -52,4 +54,12 @@ def create_app(state: ServerState, on_load_failure: Callable[[str], None] | None
     app.add_middleware(ApiKey, key=state.settings.api_key)
     app.add_middleware(Drain, state=state)
     app.add_middleware(Observe, state=state, routes={route.path for route in app.routes})
+    if state.settings.cors_origins:  # outermost: a browser's preflight carries no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=state.settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     return app

@@ -2,6 +2,7 @@
 ``lmforge serve`` (``cli/flags.py``): ``metadata`` holds its help and choices."""
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from lmforge.errors import ConfigError
@@ -33,6 +34,15 @@ class ServeSettings:
     """Bearer key every route but ``/health`` requires (None: no key, loopback only)."""
     allow_insecure: bool = field(default=False, metadata={"help": "allow a non-loopback host without a key"})
     """Allow a non-loopback host without an API key."""
+    cors_origins: list[str] = field(
+        default_factory=list,
+        metadata={
+            "metavar": "ORIGIN",
+            "help": "let web pages from ORIGIN (https://host[:port], or * for any) call the API from a "
+            "browser; repeat for more (default: none)",
+        },
+    )
+    """Origins whose web pages may call the API from a browser (CORS); none by default."""
     workers: int = field(default=1, metadata={"help": "server processes, each with the models"})
     max_body_bytes: int = 2 * 1024 * 1024
     max_inputs: int = field(default=64, metadata={"help": "texts or prompts per request"})
@@ -131,6 +141,11 @@ class ServeSettings:
             raise ConfigError(f"serve: entity-bias {self.entity_bias}: give a finite number (e.g. 0.5)")
         if self.combine not in ("mean", "vote"):
             raise ConfigError(f"serve: combine '{self.combine}' is not one of mean, vote")
+        for origin in self.cors_origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ConfigError(
+                    f"serve: cors-origins '{origin}': give an origin such as https://app.example.com, or *"
+                )
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
             raise ConfigError("serve: max-input-tokens must be at least 1")
         resolve_device(self.device)
