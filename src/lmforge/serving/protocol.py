@@ -7,7 +7,7 @@ ranges of the ones they use; the limits that are settings (inputs per request, `
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 Texts = str | Annotated[list[str], Field(min_length=1)]
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
@@ -314,7 +314,14 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="left out when the reply calls no tool")
+
+    @model_serializer(mode="wrap")
+    def _without_empty_calls(self, handler):
+        data = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)  # OpenAI's schema: an array when present
+        return data
 
 
 class ChatChoice(BaseModel):
