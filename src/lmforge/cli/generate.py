@@ -12,6 +12,7 @@ import sys
 from lmforge.cli.common import CHECKPOINTS, add_device_argument
 from lmforge.cli.flags import add_dataclass_arguments, dataclass_from_args
 from lmforge.inference.generator import open_generator
+from lmforge.inference.llama_cpp import ENGINES
 from lmforge.models.decoding import GenerationOptions
 from lmforge.runtime import set_threads
 
@@ -41,6 +42,13 @@ def add_generation_arguments(p: argparse.ArgumentParser) -> None:
     add_dataclass_arguments(p, GenerationOptions, defaults={"max_new_tokens": 256}, helps=GENERATION_HELP)
     p.add_argument("--system", help="system message (chat template models)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="auto",
+        help="auto (default): llama.cpp for GGUF models (the bundled smollm2, export --gguf output) when "
+        "installed, else PyTorch",
+    )
     add_device_argument(p)
 
 
@@ -66,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     options = generation_options(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     set_threads(args.threads)
-    generator = open_generator(args.model, args.checkpoint, args.device)
+    generator = open_generator(args.model, args.checkpoint, args.device, args.engine)
     if args.system and not args.raw:
         prompt = with_system(args.system, [{"role": "user", "content": prompt}])
     stream = None if (args.no_stream or args.json) else (lambda piece: print(piece, end="", flush=True))

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from lmforge.errors import DataError, ModelError
+from lmforge.errors import ConfigError, DataError, ModelError
 from lmforge.models import load_saved
 from lmforge.models.decoding import Generation, GenerationOptions, Streamer, stop_ids
 from lmforge.models.safe_loading import check_model_folder
@@ -40,50 +40,37 @@ def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, R
     return folder, None
 
 
-def open_generator(source: str, checkpoint: str = "auto", device: str = "auto"):
-    """What generates for ``source``: a ``Generator`` over a transformers model on ``device``, or, for
-    a run whose model generates by itself (one-pass families: the n-gram LM, on the CPU), that model,
+def open_generator(source: str, checkpoint: str = "auto", device: str = "auto", engine: str = "torch"):
+    """What generates for ``source``: a ``Generator`` over a transformers model on ``device``, a
+    ``LlamaCppGenerator`` over a GGUF model (``engine``: ``inference/llama_cpp.py``), or, for a run
+    whose model generates by itself (one-pass families: the n-gram LM, on the CPU), that model,
     which has the same ``generate(prompt, options, raw, stream)``."""
+    from lmforge.inference.llama_cpp import LlamaCppGenerator, pick_engine
+
     resolve_device(device)  # a wrong device fails before anything loads, whichever model it is
     path = Path(source).expanduser()
     if (path / "lmforge.json").is_file():
         folder, record = resolve_model_folder(source, checkpoint)
         if record is not None and record.model.one_pass:
             return load_saved(folder, record).model
+    if pick_engine(source, engine) == "llama_cpp":
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"--device {device}: the llama_cpp engine runs on the CPU (use --engine torch)")
+        return LlamaCppGenerator(source)
     return Generator(source, checkpoint, device)
 
 
-class Generator:
-    def __init__(self, source: str, checkpoint: str = "auto", device: str = "auto"):
-        self.device = resolve_device(device)  # ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``
-        folder, self.record = resolve_model_folder(source, checkpoint)
-        if self.record is not None and self.record.model.one_pass:
-            raise ModelError(
-                f"{source}: an n-gram language model run: `lmforge generate` samples from it, "
-                "but it is not a transformers model (the server does not serve it)"
-            )
-        check_model_folder(folder, source)
-        self.folder = folder
-        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
-        self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        auto = transformers.AutoModelForSeq2SeqLM if self.seq2seq else transformers.AutoModelForCausalLM
-        try:
-            self.model = auto.from_pretrained(
-                folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
-            )
-        except ValueError as exc:
-            raise ModelError(f"{source}: not a generative language model ({str(exc).splitlines()[0]})") from None
-        self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps hides Module.to's signature
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
-        self.stop_ids = self._stop_ids()
+class Prompting:
+    """Prompts as token ids, through the chat template when the model has one: what every engine
+    (``Generator`` on PyTorch, ``LlamaCppGenerator`` on llama.cpp) shares. Needs ``tokenizer``
+    and ``seq2seq``."""
+
+    tokenizer: transformers.PreTrainedTokenizerBase
+    seq2seq: bool
 
     @property
     def has_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None)) and not self.seq2seq
-
-    def _stop_ids(self) -> list[int]:
-        return stop_ids(self.model, self.tokenizer)
 
     @property
     def template_takes_tools(self) -> bool:
@@ -115,15 +102,62 @@ class Generator:
         return self.generate_ids(self.encode(prompt, raw), options, stream)
 
     def generate_ids(self, ids: list[int], options: GenerationOptions, stream=None) -> Generation:
-        """Generate from prompt token ids (see ``generate``)."""
+        raise NotImplementedError
+
+    def _check_prompt(self, ids: list[int], options: GenerationOptions, context: int | None) -> None:
         options.check()
         if not ids:
             raise DataError("empty prompt")
-        if self.context and not self.seq2seq and len(ids) + options.max_new_tokens > self.context:
+        if context and len(ids) + options.max_new_tokens > context:
             raise DataError(
                 f"the prompt is {len(ids)} tokens; with --max-new-tokens {options.max_new_tokens} "
-                f"that is over the model's context of {self.context} tokens"
+                f"that is over the model's context of {context} tokens"
             )
+
+    def _reply(self, new: list[int], stopped_by: str, options: GenerationOptions) -> tuple[str, str]:
+        """The text of the new tokens (end-of-sequence left out) and why it stopped: a character cut
+        in half by the token limit is dropped, and the text ends before the first stop string."""
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence decodes to one string
+        if stopped_by == "length":
+            text = text.rstrip("\ufffd")
+        for stop in options.stop:
+            if stop in text:
+                text, stopped_by = text[: text.index(stop)], "stop"
+        return text, stopped_by
+
+
+class Generator(Prompting):
+    engine = "torch"
+
+    def __init__(self, source: str, checkpoint: str = "auto", device: str = "auto"):
+        self.device = resolve_device(device)  # ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``
+        folder, self.record = resolve_model_folder(source, checkpoint)
+        if self.record is not None and self.record.model.one_pass:
+            raise ModelError(
+                f"{source}: an n-gram language model run: `lmforge generate` samples from it, "
+                "but it is not a transformers model (the server does not serve it)"
+            )
+        check_model_folder(folder, source)
+        self.folder = folder
+        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=False)
+        self.seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        auto = transformers.AutoModelForSeq2SeqLM if self.seq2seq else transformers.AutoModelForCausalLM
+        try:
+            self.model = auto.from_pretrained(
+                folder, use_safetensors=True, trust_remote_code=False, dtype=torch.float32
+            )
+        except ValueError as exc:
+            raise ModelError(f"{source}: not a generative language model ({str(exc).splitlines()[0]})") from None
+        self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps hides Module.to's signature
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
+        self.stop_ids = stop_ids(self.model, self.tokenizer)
+        self.vocab = int(getattr(self.model.get_input_embeddings(), "num_embeddings"))  # ids 0 .. vocab - 1
+
+    def generate_ids(self, ids: list[int], options: GenerationOptions, stream=None) -> Generation:
+        """Generate from prompt token ids (see ``generate``)."""
+        self._check_prompt(ids, options, None if self.seq2seq else self.context)
         if options.seed is not None:
             torch.manual_seed(options.seed)
         config = transformers.GenerationConfig(
@@ -156,13 +190,7 @@ class Generator:
         stopped_by = "length"
         if new and new[-1] in self.stop_ids:
             new, stopped_by = new[:-1], "eos"
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        assert isinstance(text, str)  # one sequence decodes to one string
-        if stopped_by == "length":
-            text = text.rstrip("\ufffd")  # a character cut in half by the token limit
-        for stop in options.stop:
-            if stop in text:
-                text, stopped_by = text[: text.index(stop)], "stop"
+        text, stopped_by = self._reply(new, stopped_by, options)
         if streamer is not None:
             streamer.flush_rest(text)
         return Generation(text, len(ids), len(new) + (stopped_by == "eos"), seconds, stopped_by)

@@ -56,6 +56,29 @@ class Generation:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+def sample_next(logits: torch.Tensor, options: GenerationOptions, previous: list[int], rng=None) -> int:
+    """The next token from one position's logits (V,), as transformers' ``generate`` picks it:
+    the repetition penalty on the tokens so far, then greedy, or sampling with temperature, top-k
+    and top-p (``rng``: a seeded ``torch.Generator``)."""
+    logits = logits.float().clone()
+    if options.repetition_penalty and previous:
+        seen = torch.tensor(sorted(set(previous)))
+        values = logits[seen]
+        penalty = options.repetition_penalty
+        logits[seen] = torch.where(values < 0, values * penalty, values / penalty)
+    if not options.sampling:
+        return int(logits.argmax())
+    logits /= options.temperature or 1.0
+    if options.top_k is not None and options.top_k < logits.numel():
+        logits[logits < logits.topk(options.top_k).values[-1]] = float("-inf")
+    probs = logits.softmax(-1)
+    if options.top_p is not None and options.top_p < 1:
+        ordered, order = probs.sort(descending=True)
+        ordered[ordered.cumsum(0) - ordered > options.top_p] = 0  # the smallest head holding top_p
+        probs = torch.zeros_like(probs).scatter(0, order, ordered)
+    return int(torch.multinomial(probs, 1, generator=rng)[0])
+
+
 def stop_ids(model, tokenizer) -> list[int]:
     """End-of-sequence ids: the tokenizer's, the generation config's and ChatML's end of turn."""
     ids = set()

@@ -102,7 +102,7 @@ class GenerationEngine:
         wait_s: float = 0.005,
     ):
         self.gen = generator
-        self.model, self.tokenizer = generator.model, generator.tokenizer
+        self.tokenizer = generator.tokenizer
         self.stop_ids = set(generator.stop_ids)
         self.pad = (
             self.tokenizer.pad_token_id
@@ -110,15 +110,21 @@ class GenerationEngine:
             else (min(self.stop_ids) if self.stop_ids else 0)
         )
         self.max_batch, self.max_queue, self.wait_s = max_batch, max_queue, wait_s
-        self.joinable = not generator.seq2seq and COMPUTE.call(joinable, self.model)
-        # prefill computes the logits of the last position only, unless a row asks for the prompt's
-        self.keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._prepare()
         self.on_batch, self.on_queue = on_batch or (lambda n: None), on_queue or (lambda n: None)
         self._rows: deque[Row] = deque()
         self._jobs_waiting = 0
         self._cond = threading.Condition()
         self._closed = False
         threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def _prepare(self) -> None:
+        """What the engine needs of the model: whether rows can join a running batch, and whether
+        the prefill can compute the last position's logits only."""
+        self.model = self.gen.model
+        self.joinable = not self.gen.seq2seq and COMPUTE.call(joinable, self.model)
+        # prefill computes the logits of the last position only, unless a row asks for the prompt's
+        self.keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
 
     # ---- the caller's side ----
 
@@ -237,7 +243,8 @@ class GenerationEngine:
         if echo:
             for i, row in enumerate(rows):
                 if row.echo:
-                    row.job.emit(row.index, "prompt", _prompt_scores(out.logits[i], row.prompt, row.logprobs or 0))
+                    before = out.logits[i, out.logits.shape[1] - len(row.prompt) : -1]  # left-padded rows
+                    row.job.emit(row.index, "prompt", _prompt_scores(before, row.prompt, row.logprobs or 0))
         return out.past_key_values, self._choose(out.logits[:, -1, :].float(), rows)  # (B,)
 
     def _choose(self, logits: torch.Tensor, rows: list[Row]) -> torch.Tensor:
@@ -355,9 +362,35 @@ def _scored(logprobs: torch.Tensor, token: int, top: int) -> Scored:
     return Scored(token, float(logprobs[token]), alternatives)
 
 
-def _prompt_scores(logits: torch.Tensor, prompt: list[int], top: int) -> list[Scored]:
+def _prompt_scores(before: torch.Tensor, prompt: list[int], top: int) -> list[Scored]:
     """Each prompt token's log-probability given the ones before it (the first has none: it is
-    left out). ``logits`` (T, V) is the row's, left-padded: the prompt fills the last columns."""
-    length = len(prompt)
-    logprobs = logits[logits.shape[0] - length : -1].float().log_softmax(-1)  # (length - 1, V)
-    return [_scored(logprobs[k], prompt[k + 1], top) for k in range(length - 1)]
+    left out); ``before`` (len(prompt) - 1, V) holds the logits that predict tokens 1, 2, ..."""
+    logprobs = before.float().log_softmax(-1)
+    return [_scored(logprobs[k], prompt[k + 1], top) for k in range(len(prompt) - 1)]
+
+
+class LlamaCppEngine(GenerationEngine):
+    """The same rows, sampling, logprobs and grammars over a ``LlamaCppGenerator``: llama.cpp
+    computes each step's logits, one sequence at a time (rows that arrive wait for the running one;
+    the prompt prefix shared with the previous sequence stays in llama.cpp's cache)."""
+
+    def _prepare(self) -> None:
+        self.joinable = False
+
+    def _decode(self, rows: list[Row], running: list[Row]) -> None:
+        for row in rows:
+            running[:] = [row]
+            if row.finish is None:
+                self._sequence(row)
+
+    def _sequence(self, row: Row) -> None:
+        self.on_batch(1)
+        if row.echo:
+            logits = self.gen.prompt_logits(row.prompt)
+            row.job.emit(row.index, "prompt", _prompt_scores(logits, row.prompt, row.logprobs or 0))
+        logits = self.gen.prefill(row.prompt)
+        while True:
+            token = int(self._choose(logits[None].float(), [row])[0])
+            if self._add(row, token):
+                return
+            logits = self.gen.step(token)

@@ -76,6 +76,15 @@ class ServeSettings:
         metadata={"help": "auto | cpu | cuda | cuda:N: where every model runs (default: auto: CUDA when there is one)"},
     )
     """Where the models run: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
+    engine: str = field(
+        default="auto",
+        metadata={
+            "choices": ("auto", "torch", "llama_cpp"),
+            "help": "generation: auto = llama.cpp for GGUF models (when installed), else PyTorch",
+        },
+    )
+    """Generation: ``llama_cpp`` runs GGUF models on llama.cpp, ``torch`` on PyTorch; ``auto`` picks
+    llama.cpp for a GGUF model when llama-cpp-python is installed."""
     checkpoint: str = field(default="auto", metadata={"choices": ("auto", "best", "model")})
     dtype: str = field(
         default="auto",
@@ -139,6 +148,8 @@ class ServeSettings:
             raise ConfigError(f"serve: dtype '{self.dtype}' is not one of auto, float32, bfloat16")
         if not math.isfinite(self.entity_bias):
             raise ConfigError(f"serve: entity-bias {self.entity_bias}: give a finite number (e.g. 0.5)")
+        if self.engine not in ("auto", "torch", "llama_cpp"):
+            raise ConfigError(f"serve: engine '{self.engine}' is not one of auto, torch, llama_cpp")
         if self.combine not in ("mean", "vote"):
             raise ConfigError(f"serve: combine '{self.combine}' is not one of mean, vote")
         for origin in self.cors_origins:

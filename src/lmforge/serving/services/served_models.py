@@ -13,12 +13,13 @@ import transformers
 
 from lmforge.errors import ConfigError, LmforgeError, ModelError
 from lmforge.inference.ensemble import EnsemblePredictor
-from lmforge.inference.generator import Generator
+from lmforge.inference.generator import Generator, open_generator
+from lmforge.inference.llama_cpp import LlamaCppGenerator
 from lmforge.inference.predictor import RunPredictor
 from lmforge.runtime import resolve_device
 from lmforge.serving import precision, protocol
 from lmforge.serving.batching import Batcher
-from lmforge.serving.engine import GenerationEngine
+from lmforge.serving.engine import GenerationEngine, LlamaCppEngine
 from lmforge.serving.services.embedder import Embedder
 from lmforge.serving.services.inputs import token_counts
 from lmforge.serving.services.sources import ensemble_members, probe, split_source
@@ -212,14 +213,21 @@ class TextGenerator(ServedModel):
 
     def load(self, metrics) -> None:
         # threads: set once at start-up
-        self.generator = Generator(self.source, self.settings.checkpoint, self.settings.device)
+        self.generator = open_generator(
+            self.source, self.settings.checkpoint, self.settings.device, self.settings.engine
+        )
+        if not isinstance(self.generator, Generator | LlamaCppGenerator):  # an n-gram LM run
+            raise ModelError(f"{self.source}: an n-gram language model run; the server serves transformers models")
         self.context = self.generator.context
-        self.vocab = int(self.generator.model.get_input_embeddings().weight.shape[0])
+        self.vocab = self.generator.vocab
         self.names = TokenText(self.generator.tokenizer)
         self.grammars = (
             None if self.generator.seq2seq else Grammars(self.generator.tokenizer, self.vocab, self.generator.stop_ids)
         )
-        self.engine = GenerationEngine(
+        if isinstance(self.generator, LlamaCppGenerator):
+            self.dtype = self.generator.weights
+        engine = LlamaCppEngine if isinstance(self.generator, LlamaCppGenerator) else GenerationEngine
+        self.engine = engine(
             self.generator,
             self.settings.max_generation_batch,
             self.settings.max_queue,

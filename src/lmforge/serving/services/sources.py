@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import ModelError
+from lmforge.inference.llama_cpp import find_gguf
 from lmforge.models.transformer import resolve_source
 from lmforge.tracking.run_folder import RunFolder
 from lmforge.tracking.run_record import RunRecord
@@ -75,6 +76,9 @@ def probe(source: str, checkpoint: str) -> Source:
         if record.task not in KIND_OF_TASK:
             raise ModelError(f"{source}: a {record.task} run, which the server cannot serve")
         return Source(KIND_OF_TASK[record.task], run.model_dir(checkpoint), record)
+    gguf = find_gguf(source)
+    if gguf is not None:  # served by llama.cpp, or by PyTorch from the weights transformers reads from it
+        return Source("generation", gguf.parent, None)
     folder, _ = resolve_source(source)
     config = json.loads((folder / "config.json").read_text())
     architectures = " ".join(config.get("architectures") or [])

@@ -1,0 +1,125 @@
+"""The llama.cpp engine on a run exported with ``lmforge export --gguf f32``: the same logits, greedy
+replies and log-probabilities as the PyTorch engine on the run itself, and the server's features
+(logprobs, echo, structured output, stop strings) on it."""
+
+import json
+
+import pytest
+import torch
+from served import runs  # noqa: F401  (fixture)
+
+from lmforge.cli.main import main
+from lmforge.models.decoding import GenerationOptions
+
+pytest.importorskip("llama_cpp")
+
+PROMPTS = ["what is 1 plus 2", "what is 5 plus 5 and then what is 3 plus 4", "hello"]
+
+
+@pytest.fixture(scope="module")
+def exported(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gguf") / "chat-f32"
+    assert main(["export", str(runs["chat"]), "--gguf", "f32", "--output", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def engines(runs, exported):
+    from lmforge.inference.generator import Generator, open_generator
+    from lmforge.inference.llama_cpp import LlamaCppGenerator
+
+    fast = open_generator(str(exported), engine="auto")
+    assert isinstance(fast, LlamaCppGenerator) and fast.weights == "gguf f32"
+    return Generator(str(runs["chat"])), fast
+
+
+def test_llama_cpp_computes_the_logits_pytorch_does(engines):
+    torch_gen, fast = engines
+    for prompt in PROMPTS:
+        ids = torch_gen.encode(prompt)
+        assert fast.encode(prompt) == ids
+        with torch.inference_mode():
+            want = torch_gen.model(torch.tensor([ids])).logits[0].float()
+        assert torch.allclose(fast.prefill(ids), want[-1], atol=2e-3)
+        assert torch.allclose(fast.prompt_logits(ids), want[:-1], atol=2e-3)
+
+
+def test_greedy_and_seeded_replies_are_the_same_on_both_engines(engines):
+    torch_gen, fast = engines
+    for prompt in PROMPTS:
+        options = GenerationOptions(max_new_tokens=12)
+        assert fast.generate(prompt, options).text == torch_gen.generate(prompt, options).text
+    seeded = GenerationOptions(max_new_tokens=24, temperature=1.0, top_k=50, seed=4)
+    whole = fast.generate("hello", seeded)
+    assert fast.generate("hello", seeded).text == whole.text  # a seed reproduces
+    at = next(k for k in range(1, len(whole.text)) if whole.text.index(whole.text[k]) == k)
+    cut = GenerationOptions(max_new_tokens=24, temperature=1.0, top_k=50, seed=4, stop=[whole.text[at]])
+    stopped = fast.generate("hello", cut)
+    assert (stopped.text, stopped.stopped_by) == (whole.text[:at], "stop")
+    with pytest.raises(Exception, match="num-beams"):
+        fast.generate("hello", GenerationOptions(num_beams=2))
+
+
+def test_generate_cli_takes_the_engine(exported, runs, run_cli):
+    replies = {}
+    for engine in ("llama_cpp", "torch"):
+        code, out, err = run_cli(
+            "generate", str(exported), "what is 2 plus 2", "--engine", engine, "--json", "--max-new-tokens", "8"
+        )
+        assert code == 0, err
+        replies[engine] = json.loads(out)["text"]
+    assert replies["llama_cpp"] == replies["torch"]
+    code, _, err = run_cli("generate", str(runs["chat"]), "hi", "--engine", "llama_cpp")
+    assert code != 0 and "GGUF" in err
+
+
+@pytest.fixture(scope="module")
+def served(exported, runs):
+    from fastapi.testclient import TestClient
+
+    from lmforge.serving.app import create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
+
+    config = ServeSettings(sources=[f"fast={exported}", f"slow={runs['chat']}"], engine="auto")
+    config.check()
+    state = ServerState(config, open_models(config))
+    state.load()
+    with TestClient(create_app(state)) as client:
+        yield client
+    state.close()
+
+
+def test_the_server_answers_the_same_on_llama_cpp(served):
+    cards = {card["id"]: card for card in served.get("/v1/models").json()["data"]}
+    assert cards["fast"]["dtype"] == "gguf f32" and cards["slow"]["dtype"] == "float32"
+    body = {"prompt": "what is 3 plus 3", "max_tokens": 8, "temperature": 0, "logprobs": 2, "echo": True}
+    fast = served.post("/v1/completions", json={**body, "model": "fast"}).json()["choices"][0]
+    slow = served.post("/v1/completions", json={**body, "model": "slow"}).json()["choices"][0]
+    assert fast["text"] == slow["text"]
+    assert fast["logprobs"]["tokens"] == slow["logprobs"]["tokens"]
+    assert fast["logprobs"]["token_logprobs"][1:] == pytest.approx(slow["logprobs"]["token_logprobs"][1:], abs=2e-3)
+
+
+def test_structured_output_and_streaming_on_llama_cpp(served):
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "maximum": 50}, "ok": {"type": "boolean"}},
+        "required": ["n", "ok"],
+        "additionalProperties": False,
+    }
+    body = {
+        "model": "fast",
+        "messages": [{"role": "user", "content": "what is 2 plus 2"}],
+        "max_tokens": 60,
+        "temperature": 1.0,
+        "seed": 2,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": schema}},
+    }
+    choice = served.post("/v1/chat/completions", json=body).json()["choices"][0]
+    assert choice["finish_reason"] == "stop" and set(json.loads(choice["message"]["content"])) == {"n", "ok"}
+    with served.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    assert text == choice["message"]["content"]  # the same seed, streamed
