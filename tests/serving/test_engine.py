@@ -116,25 +116,34 @@ def test_rows_that_arrive_mid_batch_join_it_and_decode_as_alone(generator):
     results, finished, batches, order = {k: "" for k in range(3)}, set(), [], []
     engine.on_batch = batches.append
 
+    tokens = {k: [] for k in range(3)}
+
     def emitter(k):
         def emit(row, kind, value):
             order.append((k, kind))
             if kind == "text":
                 results[k] += value
                 started.set()
+            elif kind == "token":
+                tokens[k].append(value.token)
             elif kind == "done":
                 finished.add(k)
+                tokens[k].append(value[1])
                 if len(finished) == len(prompts):
                     done.set()
 
         return emit
 
-    engine.submit(Job([Row(prompts[0], 20, 0.0, 1.0, [], None, 0)], emitter(0)))
+    engine.submit(Job([Row(prompts[0], 20, 0.0, 1.0, [], None, 0, 0)], emitter(0)))
     assert started.wait(30)  # the first row is decoding; the others arrive now
     for k in (1, 2):
-        engine.submit(Job([Row(prompts[k], 20, 0.0, 1.0, [], None, 0)], emitter(k)))
+        engine.submit(Job([Row(prompts[k], 20, 0.0, 1.0, [], None, 0, 0)], emitter(k)))
     assert done.wait(60)
     assert [results[k] for k in range(3)] == alone
+    for k, ids in enumerate(prompts):  # every row took each of its tokens once, joins or not
+        want = generator.generate_ids(ids, GenerationOptions(max_new_tokens=20))
+        *taken, count = tokens[k]
+        assert count == want.new_tokens and len(taken) == count - (want.stopped_by == "eos")
     assert batches[0] == 1 and sum(batches) == 3  # prefilled apart ...
     first_joiner = min(i for i, (k, _) in enumerate(order) if k != 0)
     assert first_joiner < order.index((0, "done"))  # ... and decoded together

@@ -64,6 +64,7 @@ class Row:
     frequency: float = 0.0
     bias: dict[int, float] | None = None
     constraint: Constraint | None = None  # a grammar the reply must follow (structured output)
+    adapter: str | None = None  # the LoRA adapter it decodes with (serve --adapters); None: the base
     job: "Job" = None
     ids: list[int] = field(default_factory=list)
     text: str = ""
@@ -124,7 +125,7 @@ class GenerationEngine:
         self.model = self.gen.model
         self.joinable = not self.gen.seq2seq and COMPUTE.call(joinable, self.model)
         # prefill computes the logits of the last position only, unless a row asks for the prompt's
-        self.keeps_logits = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self.keeps_logits = "logits_to_keep" in inspect.signature(type(self.model).forward).parameters
 
     # ---- the caller's side ----
 
@@ -205,38 +206,49 @@ class GenerationEngine:
         allows it, waiting rows join between steps (continuous batching). ``running`` is kept
         equal to the rows in the batch, for the caller's error handling."""
         cache, mask, last, tokens = self._prefill(rows)
-        active = rows
+        active, cache, mask, last, tokens = self._taken(rows, cache, mask, last, tokens)
+        running[:] = active
         while True:
-            keep = [i for i, (row, t) in enumerate(zip(active, tokens.tolist())) if not self._add(row, t)]
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=mask.device, dtype=torch.long)
-                if keep:
-                    COMPUTE.call(select_rows, cache, index)
-                mask, last, tokens = mask[index], last[index], tokens[index]
-                active = [active[i] for i in keep]
             joining = self._take(self.max_batch - len(active), wait=False) if self.joinable else []
             if joining:
-                new_cache, new_mask, new_last, new_tokens = self._prefill(joining)
-                if active:
+                new = self._prefill(joining)
+                joining, new_cache, new_mask, new_last, new_tokens = self._taken(joining, *new)
+                if joining and active:
                     COMPUTE.call(merge_caches, cache, new_cache)
                     mask = merge_masks(mask, new_mask)
                     last, tokens = torch.cat([last, new_last]), torch.cat([tokens, new_tokens])
-                else:
+                elif joining:
                     cache, mask, last, tokens = new_cache, new_mask, new_last, new_tokens
                 active = active + joining
                 running[:] = active
-                continue  # the joiners' first tokens are taken in at the top
+                continue  # others may be waiting too
             if not active:
                 return
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             last = last + 1  # (B, 1)
             cache, tokens = COMPUTE.call(self._step, active, tokens[:, None], mask, last, cache)
+            active, cache, mask, last, tokens = self._taken(active, cache, mask, last, tokens)
+            running[:] = active
+
+    def _taken(self, rows: list[Row], cache, mask, last, tokens):
+        """Each row takes in the token just chosen for it (once: a row's token is taken right
+        after the forward pass that chose it); finished rows leave, with their cache rows."""
+        keep = [i for i, (row, t) in enumerate(zip(rows, tokens.tolist())) if not self._add(row, t)]
+        if len(keep) < len(rows):
+            index = torch.tensor(keep, device=mask.device, dtype=torch.long)
+            if keep:
+                COMPUTE.call(select_rows, cache, index)
+            mask, last, tokens = mask[index], last[index], tokens[index]
+            rows = [rows[i] for i in keep]
+        return rows, cache, mask, last, tokens
 
     @torch.inference_mode()
     def _step(self, rows, ids, mask, positions, cache):
         """One forward pass (the prefill when ``cache`` is None) and each row's next token."""
         echo = cache is None and any(row.echo for row in rows)
-        keep = {"logits_to_keep": 1} if self.keeps_logits and not echo else {}
+        keep: dict = {"logits_to_keep": 1} if self.keeps_logits and not echo else {}
+        if hasattr(self.model, "peft_config"):  # adapters loaded: each row through its own (peft's mixed batch)
+            keep["adapter_names"] = [row.adapter or "__base__" for row in rows]
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, **keep
         )

@@ -362,6 +362,7 @@ class ModelCard(BaseModel):
         description="ensembles (NAME=RUN1+RUN2): how the members combine, "
         "mean (probabilities averaged) or vote (entity spans or labels); null for one model",
     )
+    base: str | None = Field(None, description="LoRA adapters (serve --adapters): the served model they adapt")
 
 
 class ModelList(BaseModel):

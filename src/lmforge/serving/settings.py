@@ -34,6 +34,16 @@ class ServeSettings:
     """Bearer key every route but ``/health`` requires (None: no key, loopback only)."""
     allow_insecure: bool = field(default=False, metadata={"help": "allow a non-loopback host without a key"})
     """Allow a non-loopback host without an API key."""
+    adapters: list[str] = field(
+        default_factory=list,
+        metadata={
+            "metavar": "NAME=RUN",
+            "help": "serve a LoRA run as model NAME on the base model it was trained from, which must be "
+            "served too: one copy of the base for all its adapters, requests for different adapters "
+            "decoded in one batch; repeat for more",
+        },
+    )
+    """LoRA runs served on their base model (``NAME=RUN``; a bare ``RUN`` is named after its folder)."""
     cors_origins: list[str] = field(
         default_factory=list,
         metadata={

@@ -30,7 +30,7 @@ from lmforge.serving.engine import Job, Row, Scored
 from lmforge.serving.errors import Busy, InvalidRequest
 from lmforge.serving.metrics import Metrics
 from lmforge.serving.services.inputs import texts_of
-from lmforge.serving.services.served_models import TextGenerator
+from lmforge.serving.services.served_models import AdapterModel, TextGenerator
 from lmforge.serving.services.token_text import TokenText
 from lmforge.serving.settings import ServeSettings
 from lmforge.serving.structured import GrammarError, json_schema_grammar, lark_grammar
@@ -153,6 +153,7 @@ def _rows(
             row.presence, row.frequency, row.bias = body.presence_penalty or 0.0, body.frequency_penalty or 0.0, bias
             if grammar is not None and model.grammars is not None:
                 row.constraint = model.grammars.compile(grammar)
+            row.adapter = model.name if isinstance(model, AdapterModel) else None
             rows.append(row)
     return rows
 

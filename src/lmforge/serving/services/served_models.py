@@ -210,12 +210,12 @@ class TextGenerator(ServedModel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.engine: GenerationEngine | None = None
+        self.torch_only = False  # LoRA adapters are served on it (peft, on PyTorch)
 
     def load(self, metrics) -> None:
         # threads: set once at start-up
-        self.generator = open_generator(
-            self.source, self.settings.checkpoint, self.settings.device, self.settings.engine
-        )
+        engine = "torch" if self.torch_only else self.settings.engine
+        self.generator = open_generator(self.source, self.settings.checkpoint, self.settings.device, engine)
         if not isinstance(self.generator, Generator | LlamaCppGenerator):  # an n-gram LM run
             raise ModelError(f"{self.source}: an n-gram language model run; the server serves transformers models")
         self.context = self.generator.context
@@ -226,8 +226,8 @@ class TextGenerator(ServedModel):
         )
         if isinstance(self.generator, LlamaCppGenerator):
             self.dtype = self.generator.weights
-        engine = LlamaCppEngine if isinstance(self.generator, LlamaCppGenerator) else GenerationEngine
-        self.engine = engine(
+        engine_type = LlamaCppEngine if isinstance(self.generator, LlamaCppGenerator) else GenerationEngine
+        self.engine = engine_type(
             self.generator,
             self.settings.max_generation_batch,
             self.settings.max_queue,
@@ -241,6 +241,42 @@ class TextGenerator(ServedModel):
         super().close()
         if self.engine is not None:
             self.engine.close()
+
+    def add_adapter(self, name: str, folder: Path) -> None:
+        """Load a LoRA adapter beside the others on this model's weights (on the compute thread, so
+        between two decoding steps); requests name it through their ``model``."""
+        import peft
+
+        model = self.generator.model
+        if isinstance(model, peft.PeftModel):
+            model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
+        else:
+            self.generator.model = peft.PeftModel.from_pretrained(
+                model, str(folder), adapter_name=name, is_trainable=False
+            )
+            self.generator.model.eval()
+            assert self.engine is not None, "load() starts the engine"
+            self.engine.model = self.generator.model
+
+
+class AdapterModel(ServedModel):
+    """A LoRA run served on its base model's ``TextGenerator``: the same engine and weights, its own
+    adapter matrices; its rows decode in the same batches as the base's and other adapters'."""
+
+    kind = "generation"
+
+    def __init__(self, name: str, run: Path, base: TextGenerator, settings: ServeSettings, record: RunRecord):
+        super().__init__(name, str(run), settings, record, RunFolder(run).model_dir(settings.checkpoint))
+        self.base = base
+
+    def load(self, metrics) -> None:
+        self.base.add_adapter(self.name, self.folder / "adapter")
+        for attribute in ("generator", "engine", "context", "vocab", "names", "grammars"):
+            setattr(self, attribute, getattr(self.base, attribute))
+        self.dtype = self.base.dtype
+
+    def card(self) -> protocol.ModelCard:
+        return super().card().model_copy(update={"base": self.base.name})
 
 
 KINDS: dict[str, type[ServedModel]] = {cls.kind: cls for cls in (Classifier, Tagger, EncoderModel, TextGenerator)}
@@ -260,6 +296,12 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
         except (OSError, ValueError) as exc:
             raise ModelError(f"{source}: cannot serve it ({exc})") from None
         models[name] = KINDS[found.kind](name, source, settings, found.record, found.folder)
+    for text in settings.adapters:
+        name, source = split_source(text)
+        if name in models:
+            raise ModelError(f"serve: two models are named '{name}'; name them: NAME=RUN")
+        run, record, base = _adapter_base(source, models, settings)
+        models[name] = AdapterModel(name, run, base, settings, record)
     if settings.entity_bias:
         _check_entity_bias(models)
     if settings.combine != "mean" and not any(len(ensemble_members(m.source)) > 1 for m in models.values()):
@@ -268,6 +310,39 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
             f"(NAME=RUN1+RUN2); none of {', '.join(models)} is one"
         )
     return models
+
+
+def _adapter_base(source: str, models: dict[str, ServedModel], settings: ServeSettings):
+    """(run folder, record, the served model it adapts) for a LoRA run; a ``ConfigError`` naming
+    what is wrong otherwise."""
+    run = Path(source).expanduser()
+    if not (run / "lmforge.json").is_file():
+        raise ConfigError(f"serve --adapters {source}: not a run folder")
+    record = RunFolder(run).read_record()
+    adapter = RunFolder(run).model_dir(settings.checkpoint) / "adapter"
+    if record.tuning not in ("lora", "adalora") or not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(f"serve --adapters {source}: a {record.tuning or 'full'}-tuned run; adapters are LoRA runs")
+    if record.task != "causal_lm":
+        raise ConfigError(f"serve --adapters {source}: a {record.task} run; adapters are causal_lm runs")
+    for model in models.values():
+        if isinstance(model, TextGenerator) and _same_model(record, model):
+            if settings.engine == "llama_cpp":
+                raise ConfigError(f"serve --adapters {source}: adapters run on PyTorch (--engine auto or torch)")
+            model.torch_only = True  # peft's adapters, on the base's PyTorch weights
+            return run, record, model
+    raise ConfigError(f"serve --adapters {source}: its base model ({record.model.source}) is not served; serve it too")
+
+
+def _same_model(record: RunRecord, model: "TextGenerator") -> bool:
+    """Whether the LoRA run of ``record`` was trained on the weights ``model`` serves: the same
+    alias or folder as given, or the same resolved folder."""
+    if record.model.source is not None and record.model.source == model.source:
+        return True
+    folders = {model.folder, model.record.model.source_path if model.record is not None else None}
+    if model.record is not None:
+        folders.add(RunFolder(Path(model.source).expanduser()).model_dir(model.settings.checkpoint))
+    wanted = record.model.source_path
+    return wanted is not None and Path(wanted).resolve() in {Path(f).resolve() for f in folders if f is not None}
 
 
 def _check_entity_bias(models: dict[str, ServedModel]) -> None:
