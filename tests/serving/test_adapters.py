@@ -135,3 +135,50 @@ def test_adapters_that_cannot_be_served_are_refused(runs, adapters, tmp_path):
         _state(runs, {"full": runs["chat"]})
     with pytest.raises(ConfigError, match="PyTorch"):
         _state(runs, adapters, engine="llama_cpp")
+
+
+ADMIN = "admin-key-0123456789"
+
+
+def test_adapters_load_and_unload_at_run_time_with_the_admin_key(runs, adapters):
+    from fastapi.testclient import TestClient
+
+    from lmforge.inference.generator import Generator
+    from lmforge.models.decoding import GenerationOptions
+    from lmforge.serving.app import create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
+
+    config = ServeSettings(sources=[f"chat={runs['chat'] / 'model'}"], api_key="api-key-0123456789", admin_key=ADMIN)
+    config.check()
+    state = ServerState(config, open_models(config))
+    state.load()
+    api = {"Authorization": "Bearer api-key-0123456789"}
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    body = {"name": "yes", "run": str(adapters["yes"])}
+    with TestClient(create_app(state)) as client:
+        assert client.post("/v1/admin/adapters", json=body).status_code == 401
+        assert client.post("/v1/admin/adapters", json=body, headers=api).status_code == 401  # the API key is not enough
+        card = client.post("/v1/admin/adapters", json=body, headers=admin)
+        assert card.status_code == 200 and card.json()["base"] == "chat", card.text
+        client.headers.update(api)
+        merged = Generator(str(adapters["yes"]))
+        assert (
+            _reply(client, "yes", PROMPTS[0]) == merged.generate(PROMPTS[0], GenerationOptions(max_new_tokens=6)).text
+        )
+        again = client.post("/v1/admin/adapters", json=body, headers=admin)
+        assert again.status_code == 400 and "two models" in again.json()["error"]["message"]
+        full = client.post("/v1/admin/adapters", json={"name": "f", "run": str(runs["chat"])}, headers=admin)
+        assert full.status_code == 400 and "LoRA" in full.json()["error"]["message"]
+        assert client.delete("/v1/admin/adapters/yes", headers=admin).status_code == 200
+        gone = client.post(
+            "/v1/chat/completions", json={"model": "yes", "messages": [{"role": "user", "content": "x"}]}
+        )
+        assert gone.status_code == 404
+        assert client.delete("/v1/admin/adapters/yes", headers=admin).status_code == 404
+        assert (
+            _reply(client, "chat", PROMPTS[0])
+            == Generator(str(runs["chat"] / "model")).generate(PROMPTS[0], GenerationOptions(max_new_tokens=6)).text
+        )
+    state.close()

@@ -11,7 +11,12 @@ from lmforge.serving.state import ServerState
 
 KEY = "route-test-key-0123456789"
 GROUPS = {
-    admin: {("GET", "/health"), ("GET", "/metrics")},
+    admin: {
+        ("GET", "/health"),
+        ("GET", "/metrics"),
+        ("POST", "/v1/admin/adapters"),
+        ("DELETE", "/v1/admin/adapters/{name}"),
+    },
     openai: {
         ("GET", "/v1/models"),
         ("GET", "/v1/models/{model_id}"),
@@ -54,6 +59,9 @@ def test_every_route_but_health_needs_the_key(client, method, path):
         response = client.request(method, path, headers=headers, json={})
         if path == "/health":
             assert response.status_code == 200
+            continue
+        if path.startswith("/v1/admin/"):  # the admin key guards these; without one they do not exist
+            assert response.status_code == 404, (method, path, headers)
             continue
         assert response.status_code == 401, (method, path, headers)
         assert response.headers["www-authenticate"] == "Bearer"

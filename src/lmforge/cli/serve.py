@@ -10,9 +10,10 @@ from lmforge.serving.settings import ServeSettings
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(p, ServeSettings)
+    add_dataclass_arguments(p, ServeSettings, exclude=("admin_key",))
 
 
 def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("LMFORGE_API_KEY") or None
-    return serve(dataclass_from_args(ServeSettings, args, api_key=api_key))
+    admin_key = os.environ.get("LMFORGE_ADMIN_KEY") or None  # the environment only: argv is public
+    return serve(dataclass_from_args(ServeSettings, args, api_key=api_key, admin_key=admin_key))

@@ -117,6 +117,7 @@ class GenerationEngine:
         self._jobs_waiting = 0
         self._cond = threading.Condition()
         self._closed = False
+        self.running: list[Row] = []  # the batch decoding now
         threading.Thread(target=self._loop, name=name, daemon=True).start()
 
     def _prepare(self) -> None:
@@ -143,6 +144,12 @@ class GenerationEngine:
             self._jobs_waiting += 1
             self.on_queue(self._jobs_waiting)
             self._cond.notify()
+
+    def uses(self, adapter: str) -> bool:
+        """Whether a row waiting or decoding uses ``adapter``."""
+        with self._cond:
+            rows = [*self._rows, *self.running]
+        return any(row.adapter == adapter and row.finish is None for row in rows)
 
     def close(self) -> None:
         with self._cond:
@@ -179,7 +186,7 @@ class GenerationEngine:
                 if self._closed:
                     return
                 continue
-            running = list(batch)
+            running = self.running = list(batch)
             try:
                 if self.gen.seq2seq:
                     self.on_batch(len(batch))

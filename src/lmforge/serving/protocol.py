@@ -365,6 +365,11 @@ class ModelCard(BaseModel):
     base: str | None = Field(None, description="LoRA adapters (serve --adapters): the served model they adapt")
 
 
+class AdapterRequest(_Request):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the model name requests will use")
+    run: str = Field(..., min_length=1, description="a LoRA run folder on the server, trained from a served model")
+
+
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]

@@ -44,6 +44,10 @@ class ServeSettings:
         },
     )
     """LoRA runs served on their base model (``NAME=RUN``; a bare ``RUN`` is named after its folder)."""
+    admin_key: str | None = None
+    """Key of the admin routes (``/v1/admin/...``: adapters loaded and unloaded at run time); read
+    from ``$LMFORGE_ADMIN_KEY`` only, never a flag (argv is visible to other users). None: no admin
+    routes."""
     cors_origins: list[str] = field(
         default_factory=list,
         metadata={

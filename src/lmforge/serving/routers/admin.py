@@ -1,10 +1,19 @@
-"""Admin routes: ``/health`` (open: no key needed; 503 unless ready) and Prometheus ``/metrics``."""
+"""Admin routes: ``/health`` (open: no key needed; 503 unless ready), Prometheus ``/metrics``, and
+LoRA adapters loaded and unloaded at run time (``/v1/admin/adapters``: only with an admin key,
+``$LMFORGE_ADMIN_KEY``, sent as ``Authorization: Bearer KEY``; 404 on a server without one)."""
 
-from fastapi import APIRouter
+import asyncio
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
 
 from lmforge.serving import protocol as p
-from lmforge.serving.routers.dependencies import ERRORS, State
+from lmforge.serving.routers.dependencies import ERRORS, State, server_state
+from lmforge.serving.services import adapters
+from lmforge.serving.state import ServerState
 
 router = APIRouter(tags=["admin"])
 
@@ -20,3 +29,36 @@ async def health(state: State):
 async def metrics(state: State):
     data, content_type = state.metrics.render()
     return PlainTextResponse(data, media_type=content_type)
+
+
+def admin(request: Request, state: Annotated[ServerState, Depends(server_state)]) -> None:
+    """404 without an admin key (no admin routes), 401 unless the request sends it."""
+    key = state.settings.admin_key
+    if not key:
+        raise HTTPException(404, "not found")
+    given = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(given, f"Bearer {key}".encode()):
+        raise HTTPException(401, "missing or wrong admin key", headers={"WWW-Authenticate": "Bearer"})
+
+
+Admin = Annotated[None, Depends(admin)]
+
+
+@router.post("/v1/admin/adapters", response_model=p.ModelCard, responses=ERRORS)
+async def load_adapter(body: p.AdapterRequest, state: State, _: Admin):
+    """Load a LoRA run beside its base model; requests can name it once this answers."""
+    if not state.ready:
+        raise HTTPException(503, "the models are still loading")
+    adapter = await asyncio.to_thread(adapters.load_adapter, state, body.name, body.run)
+    state.models[body.name] = adapter  # here, on the event loop: no request iterates the dict meanwhile
+    return adapter.card()
+
+
+@router.delete("/v1/admin/adapters/{name}", responses=ERRORS)
+async def unload_adapter(name: str, state: State, _: Admin):
+    """Stop serving an adapter: new requests for it get 404 at once; it unloads when those running
+    have finished."""
+    adapter = adapters.adapter_named(state, name)
+    del state.models[name]
+    await asyncio.to_thread(adapters.unload_adapter, state, adapter)
+    return {"id": name, "object": "model", "deleted": True}

@@ -242,6 +242,18 @@ class TextGenerator(ServedModel):
         if self.engine is not None:
             self.engine.close()
 
+    def remove_adapter(self, name: str) -> None:
+        """Unload an adapter no row uses any more (on the compute thread); with the last one gone
+        the base model is itself again (peft's layers removed, nothing merged)."""
+        model = self.generator.model
+        model.delete_adapter(name)
+        if not model.peft_config:
+            self.generator.model = model.unload()
+            assert self.engine is not None, "load() starts the engine"
+            self.engine.model = self.generator.model
+        elif model.active_adapter not in model.peft_config:
+            model.set_adapter(next(iter(model.peft_config)))
+
     def add_adapter(self, name: str, folder: Path) -> None:
         """Load a LoRA adapter beside the others on this model's weights (on the compute thread, so
         between two decoding steps); requests name it through their ``model``."""
@@ -298,10 +310,7 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
         models[name] = KINDS[found.kind](name, source, settings, found.record, found.folder)
     for text in settings.adapters:
         name, source = split_source(text)
-        if name in models:
-            raise ModelError(f"serve: two models are named '{name}'; name them: NAME=RUN")
-        run, record, base = _adapter_base(source, models, settings)
-        models[name] = AdapterModel(name, run, base, settings, record)
+        models[name] = open_adapter(name, source, models, settings)
     if settings.entity_bias:
         _check_entity_bias(models)
     if settings.combine != "mean" and not any(len(ensemble_members(m.source)) > 1 for m in models.values()):
@@ -310,6 +319,14 @@ def open_models(settings: ServeSettings) -> dict[str, ServedModel]:
             f"(NAME=RUN1+RUN2); none of {', '.join(models)} is one"
         )
     return models
+
+
+def open_adapter(name: str, source: str, models: dict[str, ServedModel], settings: ServeSettings) -> AdapterModel:
+    """An adapter to serve as ``name`` (checked, not loaded), for start-up or the admin route."""
+    if name in models:
+        raise ConfigError(f"serve: two models are named '{name}'; name them: NAME=RUN")
+    run, record, base = _adapter_base(source, models, settings)
+    return AdapterModel(name, run, base, settings, record)
 
 
 def _adapter_base(source: str, models: dict[str, ServedModel], settings: ServeSettings):
