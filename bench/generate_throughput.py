@@ -193,7 +193,9 @@ def main(argv=None) -> int:
         return logits_of
 
     def llama_logits(side):
-        return lambda sequence: torch.cat([side.prompt_logits(sequence), side.prefill(sequence)[None]])
+        return lambda sequence: torch.cat(
+            [side.prompt_logits(sequence), torch.from_numpy(side.prefill(sequence))[None]]
+        )
 
     quality = {"model.generate() fp32": mean_loglik(torch_logits(baseline), replies)}
     for name, side in sides.items():

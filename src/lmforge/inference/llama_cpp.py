@@ -16,18 +16,22 @@ sequences.
 """
 
 import atexit
+import logging
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 
 from lmforge.errors import ConfigError, DataError, ModelError
-from lmforge.inference.generator import Prompting
+from lmforge.inference.prompting import Prompting
+from lmforge.models.bundled import BUNDLED, cache_root
 from lmforge.models.decoding import Generation, GenerationOptions, Streamer, sample_next, stop_ids
 from lmforge.paths import package_dir
 
+log = logging.getLogger("lmforge")
 ENGINES = ("auto", "torch", "llama_cpp")
 # llama.cpp's file types (general.file_type) of the weights lmforge writes or ships
 GGUF_TYPES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 15: "q4_k_m", 17: "q5_k_m", 18: "q6_k", 32: "bf16"}
@@ -42,8 +46,6 @@ def llama_cpp_available() -> bool:
 def find_gguf(source: str) -> Path | None:
     """The GGUF file a source names: a ``.gguf`` path, a folder (a run or export folder) holding
     exactly one ``*.gguf``, or a bundled model shipped as GGUF; None otherwise."""
-    from lmforge.models.bundled import BUNDLED
-
     entry = BUNDLED.get(source)
     if entry is not None and entry.gguf is not None:
         root = package_dir(entry.package)
@@ -78,8 +80,6 @@ def pick_engine(source: str, engine: str) -> str:
 def _tokenizer_folder(source: str, gguf: Path) -> Path | None:
     """A Hugging Face tokenizer saved beside the GGUF's model: the run's ``model/``, or the bundled
     model's converted folder when it exists."""
-    from lmforge.models.bundled import BUNDLED, cache_root
-
     if source in BUNDLED:
         folder = cache_root() / "models" / source
         return folder if (folder / "tokenizer.json").is_file() else None
@@ -100,7 +100,6 @@ class LlamaCppGenerator(Prompting):
 
     def __init__(self, source: str, threads: int | None = None):
         import llama_cpp
-        import transformers
 
         gguf = find_gguf(source)
         if gguf is None:
@@ -121,6 +120,12 @@ class LlamaCppGenerator(Prompting):
             )
         except ValueError as exc:
             raise ModelError(f"{gguf}: llama.cpp cannot load it ({exc})") from None
+        if "OPENMP = 1" in llama_cpp.llama_print_system_info().decode(errors="replace"):
+            log.warning(
+                "llama.cpp was built with OpenMP: PyTorch's OpenMP threads in the same process slow it by "
+                "about a third; rebuild it: CMAKE_ARGS=-DGGML_OPENMP=OFF pip install --force-reinstall "
+                "--no-cache-dir --no-deps llama-cpp-python"
+            )
         atexit.register(self.llm.close)  # before the interpreter tears down what its destructor calls
         header = self.llm.metadata
         self.weights = f"gguf {GGUF_TYPES.get(int(header.get('general.file_type', -1)), 'mixed')}"
@@ -139,13 +144,15 @@ class LlamaCppGenerator(Prompting):
 
     # ---- the steps the engines drive ----
 
-    def _logits(self) -> torch.Tensor:
+    def _logits(self) -> np.ndarray:
+        """The last position's logits (V,), copied out of llama.cpp's buffer. NumPy: see
+        ``sample_next`` on why the per-token work stays out of PyTorch."""
         import llama_cpp
 
         pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.vocab,)).copy())
+        return np.ctypeslib.as_array(pointer, shape=(self.vocab,)).copy()
 
-    def prefill(self, ids: list[int]) -> torch.Tensor:
+    def prefill(self, ids: list[int]) -> np.ndarray:
         """Logits after ``ids`` (V,), reusing the KV cache of the longest prefix already in it."""
         cached = self.llm.n_tokens
         common = 0
@@ -157,7 +164,7 @@ class LlamaCppGenerator(Prompting):
         self.llm.eval(ids[common:])
         return self._logits()
 
-    def step(self, token: int) -> torch.Tensor:
+    def step(self, token: int) -> np.ndarray:
         if self.llm.n_tokens >= self.context:
             raise DataError(f"the context of {self.context} tokens is full")
         self.llm.eval([token])
@@ -171,7 +178,7 @@ class LlamaCppGenerator(Prompting):
         for token in ids[:-1]:
             self.llm.eval([token])
             rows.append(self._logits())
-        return torch.stack(rows)
+        return torch.from_numpy(np.stack(rows))
 
     # ---- Generator's interface (``generate`` is Prompting's) ----
 
@@ -179,7 +186,7 @@ class LlamaCppGenerator(Prompting):
         if options.num_beams > 1:
             raise DataError("--num-beams: the llama_cpp engine decodes one beam (use --engine torch)")
         self._check_prompt(ids, options, self.context)
-        rng = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
+        rng = np.random.default_rng(options.seed)
         streamer = Streamer(self.tokenizer, stream, options.stop) if stream else None
         if streamer is not None:
             streamer.put(torch.tensor(ids))  # the prompt, which the streamer skips

@@ -8,6 +8,7 @@ prompting use them directly.
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from lmforge.errors import DataError
@@ -56,27 +57,32 @@ class Generation:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def sample_next(logits: torch.Tensor, options: GenerationOptions, previous: list[int], rng=None) -> int:
-    """The next token from one position's logits (V,), as transformers' ``generate`` picks it:
-    the repetition penalty on the tokens so far, then greedy, or sampling with temperature, top-k
-    and top-p (``rng``: a seeded ``torch.Generator``)."""
-    logits = logits.float().clone()
+def sample_next(logits: np.ndarray, options: GenerationOptions, previous: list[int], rng: np.random.Generator) -> int:
+    """The next token from one position's logits (V,), as transformers' ``generate`` picks it: the
+    repetition penalty on the tokens so far, then greedy, or sampling with temperature, top-k and
+    top-p. NumPy, not PyTorch: a PyTorch op per token wakes its OpenMP threads, which then compete
+    with llama.cpp's for the cores (measured: decoding 2.7x slower on 2 cores)."""
+    logits = logits.astype(np.float64)
     if options.repetition_penalty and previous:
-        seen = torch.tensor(sorted(set(previous)))
+        seen = np.array(sorted(set(previous)))
         values = logits[seen]
         penalty = options.repetition_penalty
-        logits[seen] = torch.where(values < 0, values * penalty, values / penalty)
+        logits[seen] = np.where(values < 0, values * penalty, values / penalty)
     if not options.sampling:
         return int(logits.argmax())
     logits /= options.temperature or 1.0
-    if options.top_k is not None and options.top_k < logits.numel():
-        logits[logits < logits.topk(options.top_k).values[-1]] = float("-inf")
-    probs = logits.softmax(-1)
+    if options.top_k is not None and options.top_k < logits.size:
+        logits[logits < np.partition(logits, -options.top_k)[-options.top_k]] = -np.inf
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
     if options.top_p is not None and options.top_p < 1:
-        ordered, order = probs.sort(descending=True)
-        ordered[ordered.cumsum(0) - ordered > options.top_p] = 0  # the smallest head holding top_p
-        probs = torch.zeros_like(probs).scatter(0, order, ordered)
-    return int(torch.multinomial(probs, 1, generator=rng)[0])
+        order = np.argsort(-probs, kind="stable")
+        ordered = probs[order]
+        ordered[np.cumsum(ordered) - ordered > options.top_p] = 0  # the smallest head holding top_p
+        probs = np.zeros_like(probs)
+        probs[order] = ordered
+        probs /= probs.sum()
+    return int(rng.choice(probs.size, p=probs))
 
 
 def stop_ids(model, tokenizer) -> list[int]:

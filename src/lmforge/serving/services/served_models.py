@@ -8,6 +8,7 @@ its weights and starting the worker that batches its requests.
 import time
 from pathlib import Path
 
+import peft
 import torch
 import transformers
 
@@ -257,8 +258,6 @@ class TextGenerator(ServedModel):
     def add_adapter(self, name: str, folder: Path) -> None:
         """Load a LoRA adapter beside the others on this model's weights (on the compute thread, so
         between two decoding steps); requests name it through their ``model``."""
-        import peft
-
         model = self.generator.model
         if isinstance(model, peft.PeftModel):
             model.load_adapter(str(folder), adapter_name=name, is_trainable=False)
