@@ -114,7 +114,9 @@ def _token_job(tmp_path: Path, task: str) -> Path:
     config.write_text(
         f"task: {task}\ndata: {{train: {tmp_path / files[0]}, validation: {tmp_path / files[1]}}}\n"
         f"model: {model}\n{extra}"
-        "train: {epochs: 1, lr: 3.0e-3, warmup: 0, dropout: 0.0, threads: 1, log_every: 1, group_by_length: false}\n",
+        # precision fp32: auto decides by timing, which a loaded machine can tip differently per run
+        "train: {epochs: 1, lr: 3.0e-3, warmup: 0, dropout: 0.0, threads: 1, log_every: 1, group_by_length: false, "
+        "precision: fp32}\n",
         encoding="utf-8",
     )
     return config

@@ -39,7 +39,8 @@ def _config(tmp_path, method):
         "model: {family: transformer, arch: llama, layers: 2, hidden: 32, heads: 2, vocab_size: 300}\n"
         f"tuning: {{method: {method}, r: 4, target: {'all-linear' if method in ('lora', 'adalora') else 'auto'}, "
         "num_virtual_tokens: 4, trainable_layers: 1}\n"
-        "train: {epochs: 5, max_steps: 4, batch_size: 4, lr: 0.01, warmup: 0, max_length: 64, seed: 1}\n"
+        # precision fp32: under auto a bf16 run's trained model computes in bf16, its saved copy in fp32
+        "train: {epochs: 5, max_steps: 4, batch_size: 4, lr: 0.01, warmup: 0, max_length: 64, seed: 1, precision: fp32}\n"
         f"output: {tmp_path / 'run'}\n"
     )
     return load_config(path, [])
