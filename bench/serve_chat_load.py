@@ -9,6 +9,7 @@ a time, so it runs on the server's ``--device`` too (this script's ``--device``,
     python bench/serve_chat_load.py --quick     # 4 prompts x 32 tokens
     python bench/serve_chat_load.py             # 8 prompts x 64 tokens
     python bench/serve_chat_load.py --device cuda
+    python bench/serve_chat_load.py --engine llama_cpp   # the GGUF on llama.cpp: fast, but no batching
 
 The last line printed is ``ratio: X.XX`` = generated tokens/s with all clients at once / one at a time.
 """
@@ -61,6 +62,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--engine",
+        default="torch",
+        choices=("auto", "torch", "llama_cpp"),
+        help="the server's engine (default torch: it batches concurrent requests; llama.cpp runs them one at a time)",
+    )
     add_device_arg(parser)
     args = parser.parse_args(argv)
     device, device_label = resolve_device(args.device)
@@ -68,7 +75,9 @@ def main(argv=None) -> int:
     max_tokens = args.max_tokens or (32 if args.quick else 64)
     prompts = (PROMPTS * 4)[: args.prompts]
     port = free_port()
-    server = start_server([args.model, "--max-generation-batch", str(args.prompts), "--device", device], port)
+    server = start_server(
+        [args.model, "--max-generation-batch", str(args.prompts), "--device", device, "--engine", args.engine], port
+    )
     name = Path(args.model).name
     try:
         asyncio.run(ask(port, "Hello", 4, name))  # warm up
