@@ -85,6 +85,24 @@ def run_cli(capsys):
     return run
 
 
+def tiny_llama(vocab: int = 50, seed: int = 0, **extra):
+    """A 2-layer, width-32 Llama causal LM (random weights, eval mode); ``extra`` overrides its config."""
+    import torch
+    import transformers
+
+    torch.manual_seed(seed)
+    fields = dict(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**fields, **extra})).eval()
+
+
 def tiny_bert_config(**extra):
     """A 2-layer, width-32 BERT config without dropout (outputs compare exactly)."""
     from transformers import BertConfig

@@ -4,25 +4,12 @@ Llama, picks the label whose log-likelihood is highest, and calibration divides 
 import torch
 import transformers
 
+from conftest import tiny_llama
 from lmforge.prompting.scoring import calibrate, label_probabilities, score_labels, score_labels_naive
 
 
-def tiny_llama(seed=0):
-    torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    return transformers.LlamaForCausalLM(config).eval()
-
-
 def test_shared_prefix_scores_equal_one_pass_per_label():
-    model = tiny_llama()
+    model = tiny_llama(max_position_embeddings=64)
     prompts = [[1, 5, 7, 9, 11], [2, 3], [4, 8, 15, 16, 23, 42, 7]]
     verbalizers = [[10], [20, 21, 22], [30, 31]]  # one, three and two tokens
     fast, lengths = score_labels(model, prompts, verbalizers, pad=0, batch_size=2)
@@ -44,7 +31,7 @@ def test_the_label_with_the_highest_likelihood_wins_and_calibration_divides_the_
 
 
 def test_a_prefix_shared_by_all_prompts_is_computed_once_and_changes_nothing():
-    model = tiny_llama(1)
+    model = tiny_llama(seed=1, max_position_embeddings=64)
     shared = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]  # instruction + examples, 10 tokens
     prompts = [shared + [20, 21], shared + [22], shared + [23, 24, 25, 26]]
     verbalizers = [[30], [31, 32]]

@@ -52,7 +52,7 @@ def _state(runs, adapters, **extra):
     config = ServeSettings(
         sources=[f"chat={runs['chat'] / 'model'}"],
         adapters=[f"{name}={run}" for name, run in adapters.items()],
-        **extra,
+        **{"dtype": "float32", **extra},  # compared with the float32 merged runs
     )
     config.check()
     return ServerState(config, open_models(config))
@@ -150,7 +150,9 @@ def test_adapters_load_and_unload_at_run_time_with_the_admin_key(runs, adapters)
     from lmforge.serving.settings import ServeSettings
     from lmforge.serving.state import ServerState
 
-    config = ServeSettings(sources=[f"chat={runs['chat'] / 'model'}"], api_key="api-key-0123456789", admin_key=ADMIN)
+    config = ServeSettings(
+        sources=[f"chat={runs['chat'] / 'model'}"], api_key="api-key-0123456789", admin_key=ADMIN, dtype="float32"
+    )
     config.check()
     state = ServerState(config, open_models(config))
     state.load()

@@ -255,7 +255,8 @@ def test_auto_precision_keeps_float32_unless_native_and_answers_agree(monkeypatc
 
 def test_models_report_their_dtype(client):
     cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
-    assert cards["chat"]["dtype"] == "float32" and cards["ner"]["dtype"] == "float32"
+    assert cards["ner"]["dtype"] == "float32"
+    assert cards["chat"]["dtype"] in ("float32", "bfloat16", "int8")  # auto: what the CPU computes natively
     assert cards["sentiment"]["dtype"] in ("float32", "bfloat16")
 
 

@@ -82,7 +82,7 @@ def served(exported, runs):
     from lmforge.serving.settings import ServeSettings
     from lmforge.serving.state import ServerState
 
-    config = ServeSettings(sources=[f"fast={exported}", f"slow={runs['chat']}"], engine="auto")
+    config = ServeSettings(sources=[f"fast={exported}", f"slow={runs['chat']}"], engine="auto", dtype="float32")
     config.check()
     state = ServerState(config, open_models(config))
     state.load()

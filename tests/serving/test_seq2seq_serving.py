@@ -19,10 +19,12 @@ def test_t5_run_serves_completions_like_generate(tmp_path, run_cli):
     from lmforge.serving.state import ServerState
 
     out = train_tiny_t5(tmp_path, run_cli, _rows(32, 0))
-    code, stdout, err = run_cli("generate", str(out), "red cat", "--max-new-tokens", "5", "--json")
+    code, stdout, err = run_cli(
+        "generate", str(out), "red cat", "--max-new-tokens", "5", "--json", "--dtype", "float32"
+    )
     assert code == 0, err
     expected = json.loads(stdout)
-    settings = ServeSettings(sources=[str(out)])
+    settings = ServeSettings(sources=[str(out)], dtype="float32")  # compared with generate in float32
     state = ServerState(settings, open_models(settings))
     state.load()
     client = TestClient(create_app(state))

@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import write_jsonl
+from conftest import tiny_llama, write_jsonl
 from lmforge.config.schema import DataConfig
 from lmforge.data.conversations import Conversation, read_conversations, row_to_messages
 from lmforge.data.examples import TextExample
@@ -31,21 +31,6 @@ def tokenizer():
     tok = train_bpe(TEXTS * 20, vocab_size=300)
     tok.chat_template = CHATML
     return tok
-
-
-def tiny_llama(vocab: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-    )
-    return transformers.LlamaForCausalLM(config).eval()
 
 
 def test_alpaca_messages_and_sharegpt_rows_become_messages():
@@ -102,7 +87,7 @@ def test_packing_keeps_sequences_apart_and_the_loss_unchanged(tokenizer):
         ]
     ]
     rows = encode_conversations(tokenizer, convs)
-    model = tiny_llama(len(tokenizer))
+    model = tiny_llama(len(tokenizer), tie_word_embeddings=True)
     plain = collate_lm([{"input_ids": i, "labels": l} for i, l in rows], tokenizer.pad_token_id)
     logits, gold = causal_logits(model, dict(plain), plain.pop("labels"))
     packed_rows = pack(rows, 128)
@@ -182,6 +167,12 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli, monkeypatch):
         json.loads(run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "8", "--json")[1])["text"]
         == first["text"]
     )
+    for dtype in ("bfloat16", "int8"):  # the PyTorch engine's other weight types answer too
+        code, stdout, err = run_cli(
+            "generate", str(out), "what is 2 plus 3", "--max-new-tokens", "8", "--json", "--dtype", dtype
+        )
+        assert code == 0, err
+        assert 0 < json.loads(stdout)["new_tokens"] <= 8
     code, _, err = run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "5000")
     assert code == 2 and "over the model's context" in err
     # chat: two turns (the second sees the first), /reset, then end of input.

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import write_jsonl
+from conftest import tiny_llama, write_jsonl
 from lmforge.config import load_config
 from lmforge.models import load_saved
 from lmforge.tracking.run_record import read_record
@@ -77,18 +77,7 @@ def test_export_merge_folds_lora_into_a_plain_model(tmp_path, run_cli):
     # A small "pretrained" base folder, as a user's local model would be.
     base = tmp_path / "base"
     tokenizer = train_bpe(["say red red", "say blue blue", "say green green"] * 20, vocab_size=300)
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-        )
-    )
+    model = tiny_llama(len(tokenizer))
     model.save_pretrained(base)
     tokenizer.save_pretrained(base)
     rows = [{"instruction": f"say {w}", "output": f"{w} {w}"} for w in ["red", "blue", "green"]] * 6

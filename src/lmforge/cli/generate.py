@@ -13,6 +13,7 @@ from lmforge.cli.common import CHECKPOINTS, add_device_argument
 from lmforge.cli.flags import add_dataclass_arguments, dataclass_from_args
 from lmforge.inference.generator import open_generator
 from lmforge.inference.llama_cpp import ENGINES
+from lmforge.inference.weights import DTYPES
 from lmforge.models.decoding import GenerationOptions
 from lmforge.runtime import set_threads
 
@@ -49,6 +50,13 @@ def add_generation_arguments(p: argparse.ArgumentParser) -> None:
         help="auto (default): llama.cpp for GGUF models (the bundled smollm2, export --gguf output) when "
         "installed, else PyTorch",
     )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="auto",
+        help="PyTorch engine: what the weights compute in; auto (default) = int8 weights, else bfloat16, where "
+        "the hardware computes bf16 natively and the model answers like float32 on probe texts, else float32",
+    )
     add_device_argument(p)
 
 
@@ -74,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     options = generation_options(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     set_threads(args.threads)
-    generator = open_generator(args.model, args.checkpoint, args.device, args.engine)
+    generator = open_generator(args.model, args.checkpoint, args.device, args.engine, args.dtype)
     if args.system and not args.raw:
         prompt = with_system(args.system, [{"role": "user", "content": prompt}])
     stream = None if (args.no_stream or args.json) else (lambda piece: print(piece, end="", flush=True))

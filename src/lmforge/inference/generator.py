@@ -16,6 +16,7 @@ import transformers
 from lmforge.errors import ConfigError, ModelError
 from lmforge.inference.llama_cpp import LlamaCppGenerator, pick_engine
 from lmforge.inference.prompting import Prompting
+from lmforge.inference.weights import check_dtype, settle_weights
 from lmforge.models import load_saved
 from lmforge.models.decoding import Generation, GenerationOptions, Streamer, stop_ids
 from lmforge.models.safe_loading import check_model_folder
@@ -41,12 +42,20 @@ def resolve_model_folder(source: str, checkpoint: str = "auto") -> tuple[Path, R
     return folder, None
 
 
-def open_generator(source: str, checkpoint: str = "auto", device: str = "auto", engine: str = "torch"):
-    """What generates for ``source``: a ``Generator`` over a transformers model on ``device``, a
-    ``LlamaCppGenerator`` over a GGUF model (``engine``: ``inference/llama_cpp.py``), or, for a run
-    whose model generates by itself (one-pass families: the n-gram LM, on the CPU), that model,
-    which has the same ``generate(prompt, options, raw, stream)``."""
-    resolve_device(device)  # a wrong device fails before anything loads, whichever model it is
+def open_generator(
+    source: str,
+    checkpoint: str = "auto",
+    device: str = "auto",
+    engine: str = "torch",
+    dtype: str = "float32",
+    peft: bool = False,
+):
+    """What generates for ``source``: a ``Generator`` over a transformers model on ``device`` with its
+    weights in ``dtype`` (``inference/weights.py``), a ``LlamaCppGenerator`` over a GGUF model
+    (``engine``: ``inference/llama_cpp.py``; its weights are the file's), or, for a run whose model
+    generates by itself (one-pass families: the n-gram LM, on the CPU), that model, which has the
+    same ``generate(prompt, options, raw, stream)``."""
+    check_dtype(dtype, resolve_device(device))  # bad flags fail before anything loads
     path = Path(source).expanduser()
     if (path / "lmforge.json").is_file():
         folder, record = resolve_model_folder(source, checkpoint)
@@ -56,13 +65,15 @@ def open_generator(source: str, checkpoint: str = "auto", device: str = "auto", 
         if device not in ("auto", "cpu"):
             raise ConfigError(f"--device {device}: the llama_cpp engine runs on the CPU (use --engine torch)")
         return LlamaCppGenerator(source)
-    return Generator(source, checkpoint, device)
+    return Generator(source, checkpoint, device, dtype, peft)
 
 
 class Generator(Prompting):
     engine = "torch"
 
-    def __init__(self, source: str, checkpoint: str = "auto", device: str = "auto"):
+    def __init__(
+        self, source: str, checkpoint: str = "auto", device: str = "auto", dtype: str = "float32", peft: bool = False
+    ):
         self.device = resolve_device(device)  # ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``
         folder, self.record = resolve_model_folder(source, checkpoint)
         if self.record is not None and self.record.model.one_pass:
@@ -83,6 +94,7 @@ class Generator(Prompting):
             raise ModelError(f"{source}: not a generative language model ({str(exc).splitlines()[0]})") from None
         self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps hides Module.to's signature
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        self.weights = settle_weights(self.model, self.tokenizer, dtype, source, peft)  # what the weights compute in
         self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
         self.stop_ids = stop_ids(self.model, self.tokenizer)
         self.vocab = int(getattr(self.model.get_input_embeddings(), "num_embeddings"))  # ids 0 .. vocab - 1

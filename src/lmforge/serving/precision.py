@@ -5,7 +5,8 @@ AMX) or CUDA, runs an encoder about twice as fast as ``float32``. ``auto`` takes
 hardware has it and only if the model, checked on probe texts (the run's own validation texts when
 it has them), answers the same: the same labels and probabilities within 0.02 (classification), or
 embeddings with cosine similarity >= 0.999. Otherwise the model stays in float32, and says so in
-the log. Generation and NER always run in float32, like ``lmforge generate`` and ``predict``.
+the log. NER runs in float32, like ``predict``; generation models settle their own type
+(``inference/weights.py``: int8 weights too).
 """
 
 import json
@@ -13,6 +14,8 @@ import logging
 from pathlib import Path
 
 import torch
+
+from lmforge.inference.weights import bf16_native
 
 log = logging.getLogger("lmforge")
 DTYPES = ("auto", "float32", "bfloat16")
@@ -25,16 +28,6 @@ PROBES = [
     "A short one.",
     "The new phone has a brighter screen, a faster chip and a battery that lasts two days of heavy use.",
 ]
-
-
-def bf16_native(device: torch.device) -> bool:
-    """Whether ``device`` (the one the model runs on, not whatever GPU the machine has) computes in
-    bfloat16 natively."""
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            return torch.cuda.is_bf16_supported()
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def probe_texts(run_dir: Path | None, limit: int = 32) -> list[str]:
@@ -54,7 +47,11 @@ def probe_texts(run_dir: Path | None, limit: int = 32) -> list[str]:
 
 def settle(requested: str, model, outputs, agree, label: str) -> str:
     """Put ``model`` in the dtype asked for (``auto``: bf16 if native and ``agree(fp32, bf16)``
-    on ``outputs()``); returns the dtype it runs in."""
+    on ``outputs()``); returns the dtype it runs in. ``int8`` is for generation models: an encoder
+    then settles as ``auto``."""
+    if requested == "int8":
+        log.info("%s: --dtype int8 applies to generation models; this encoder settles as auto", label)
+        requested = "auto"
     if requested == "float32" or (requested == "auto" and not bf16_native(next(model.parameters()).device)):
         return "float32"
     before = outputs() if requested == "auto" else None

@@ -103,11 +103,13 @@ class ServeSettings:
     dtype: str = field(
         default="auto",
         metadata={
-            "choices": ("auto", "float32", "bfloat16"),
-            "help": "encoder routes: auto = bfloat16 where the hardware has it and the model answers the same",
+            "choices": ("auto", "float32", "bfloat16", "int8"),
+            "help": "auto = the fastest type the hardware computes natively that answers like float32 "
+            "(generation: int8 weights, then bfloat16; encoders: bfloat16); int8: generation models (encoders: auto)",
         },
     )
-    """Encoder routes: float32, bfloat16, or auto (bf16 where native and checked to answer the same)."""
+    """float32, bfloat16, int8 (generation models on PyTorch: int8 linear weights, bf16 activations), or
+    auto: the fastest the hardware computes natively that is checked to answer like float32."""
     entity_bias: float = field(
         default=0.0,
         metadata={
@@ -158,8 +160,8 @@ class ServeSettings:
                 raise ConfigError(f"serve: {name.replace('_', '-')} must be at least 1")
         if self.batch_wait_ms < 0 or self.drain_timeout < 0:
             raise ConfigError("serve: batch-wait-ms and drain-timeout must be >= 0")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"serve: dtype '{self.dtype}' is not one of auto, float32, bfloat16")
+        if self.dtype not in ("auto", "float32", "bfloat16", "int8"):
+            raise ConfigError(f"serve: dtype '{self.dtype}' is not one of auto, float32, bfloat16, int8")
         if not math.isfinite(self.entity_bias):
             raise ConfigError(f"serve: entity-bias {self.entity_bias}: give a finite number (e.g. 0.5)")
         if self.engine not in ("auto", "torch", "llama_cpp"):

@@ -21,6 +21,11 @@ def load_adapter(state: ServerState, name: str, run: str) -> AdapterModel:
         raise InvalidRequest(
             f"{adapter.base.name} runs on llama.cpp; adapters need it on PyTorch (serve --engine torch)", param="run"
         )
+    if adapter.base.generator.weights == "int8":
+        raise InvalidRequest(
+            f"{adapter.base.name} runs with int8 weights; LoRA adapters need float ones (serve --dtype bfloat16)",
+            param="run",
+        )
     COMPUTE.call(adapter.load, state.metrics)
     return adapter
 

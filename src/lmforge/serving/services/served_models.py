@@ -216,7 +216,10 @@ class TextGenerator(ServedModel):
     def load(self, metrics) -> None:
         # threads: set once at start-up
         engine = "torch" if self.torch_only else self.settings.engine
-        self.generator = open_generator(self.source, self.settings.checkpoint, self.settings.device, engine)
+        adapters = self.torch_only or bool(self.settings.admin_key)  # LoRA layers need float weights
+        self.generator = open_generator(
+            self.source, self.settings.checkpoint, self.settings.device, engine, self.settings.dtype, adapters
+        )
         if not isinstance(self.generator, Generator | LlamaCppGenerator):  # an n-gram LM run
             raise ModelError(f"{self.source}: an n-gram language model run; the server serves transformers models")
         self.context = self.generator.context
@@ -225,8 +228,7 @@ class TextGenerator(ServedModel):
         self.grammars = (
             None if self.generator.seq2seq else Grammars(self.generator.tokenizer, self.vocab, self.generator.stop_ids)
         )
-        if isinstance(self.generator, LlamaCppGenerator):
-            self.dtype = self.generator.weights
+        self.dtype = self.generator.weights
         engine_type = LlamaCppEngine if isinstance(self.generator, LlamaCppGenerator) else GenerationEngine
         self.engine = engine_type(
             self.generator,
