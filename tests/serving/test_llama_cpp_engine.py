@@ -64,7 +64,16 @@ def test_generate_cli_takes_the_engine(exported, runs, run_cli):
     replies = {}
     for engine in ("llama_cpp", "torch"):
         code, out, err = run_cli(
-            "generate", str(exported), "what is 2 plus 2", "--engine", engine, "--json", "--max-new-tokens", "8"
+            "generate",
+            str(exported),
+            "what is 2 plus 2",
+            "--engine",
+            engine,
+            "--json",
+            "--max-new-tokens",
+            "8",
+            "--dtype",
+            "float32",
         )
         assert code == 0, err
         replies[engine] = json.loads(out)["text"]
@@ -123,3 +132,37 @@ def test_structured_output_and_streaming_on_llama_cpp(served):
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
     assert text == choice["message"]["content"]  # the same seed, streamed
+
+
+def test_label_scores_are_the_same_on_both_engines(engines):
+    from lmforge.prompting.scoring import score_labels
+
+    torch_gen, fast = engines
+    answers = [torch_gen.tokenizer(a, add_special_tokens=False)["input_ids"] for a in ("yes", "no way", "what")]
+    assert max(len(a) for a in answers) > 1  # a continuation is scored past its first token too
+    prompts = [torch_gen.encode(p) for p in PROMPTS]
+    want, _ = score_labels(torch_gen.model, prompts, answers, pad=0)
+    got = torch.tensor([fast.score_continuations(ids, answers) for ids in prompts])
+    assert torch.allclose(got.float(), want, atol=2e-3), (got, want)
+
+
+def test_prompt_classifies_the_same_on_both_engines(exported, tmp_path, run_cli):
+    from conftest import sentiment_rows, write_jsonl
+
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(16, 0))
+    dev = write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(12, 1))
+    predictions = {}
+    for engine in ("llama_cpp", "torch"):
+        config = tmp_path / f"{engine}.yaml"
+        config.write_text(
+            "task: classification\n"
+            f"data: {{train: {train}, validation: {dev}, label_names: {{neg: negative, pos: positive}}}}\n"
+            f"prompt: {{model: '{exported}', engine: {engine}, shots: 2, seed: 1}}\n"
+        )
+        code, _, err = run_cli("prompt", str(config), f"output={tmp_path / engine}", "--quiet")
+        assert code == 0, err
+        rows = (tmp_path / engine / "predictions.jsonl").read_text().splitlines()
+        predictions[engine] = [json.loads(row) for row in rows]
+    assert len(predictions["torch"]) == 12
+    for fast, slow in zip(predictions["llama_cpp"], predictions["torch"]):
+        assert fast["label"] == slow["label"] and fast["score"] == pytest.approx(slow["score"], abs=1e-3)

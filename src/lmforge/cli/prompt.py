@@ -14,6 +14,7 @@ PROMPT_FLAGS = {
     "selection": "prompt.selection",
     "method": "prompt.method",
     "limit": "prompt.limit",
+    "engine": "prompt.engine",
 }
 
 
@@ -29,6 +30,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selection", choices=["random", "balanced", "nearest"], help="prompt.selection")
     p.add_argument("--method", choices=["likelihood", "similarity"], help="prompt.method")
     p.add_argument("--limit", type=int, help="prompt on a seeded sample of N evaluation rows (prompt.limit)")
+    p.add_argument(
+        "--engine",
+        choices=["auto", "torch", "llama_cpp"],
+        help="causal LMs (prompt.engine; default torch): llama_cpp runs GGUF models; auto picks it for them",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a run in the output folder")
     add_device_argument(p, from_config=True)
     p.add_argument("--quiet", action="store_true")

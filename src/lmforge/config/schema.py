@@ -286,6 +286,9 @@ class PromptConfig(Section):
     score the replies with BLEU/ROUGE."""
 
     model: str = Field("smollm2", description="causal LM (likelihood) or encoder (similarity): alias or folder")
+    engine: Literal["auto", "torch", "llama_cpp"] = Field(
+        "torch", description="causal LMs: torch (float32) | llama_cpp (GGUF models) | auto (llama.cpp for GGUF models)"
+    )
     method: Literal["likelihood", "similarity"] = Field("likelihood", description="likelihood | similarity")
     shots: int = Field(0, ge=0, description="in-context examples per text (likelihood)")
     selection: Literal["random", "balanced", "nearest"] = Field(

@@ -18,7 +18,7 @@ from lmforge.inference.llama_cpp import LlamaCppGenerator, pick_engine
 from lmforge.inference.prompting import Prompting
 from lmforge.inference.weights import check_dtype, settle_weights
 from lmforge.models import load_saved
-from lmforge.models.decoding import Generation, GenerationOptions, Streamer, stop_ids
+from lmforge.models.decoding import Generation, GenerationOptions, Streamer, greedy_batch, stop_ids
 from lmforge.models.safe_loading import check_model_folder
 from lmforge.models.transformer import resolve_source
 from lmforge.runtime import resolve_device
@@ -66,6 +66,26 @@ def open_generator(
             raise ConfigError(f"--device {device}: the llama_cpp engine runs on the CPU (use --engine torch)")
         return LlamaCppGenerator(source)
     return Generator(source, checkpoint, device, dtype, peft)
+
+
+def open_transformer(
+    source: str, device: str = "auto", engine: str = "torch", **options
+) -> "Generator | LlamaCppGenerator":
+    """``open_generator`` for what needs a transformer's tokens and logits (``prompt``, the server):
+    an n-gram LM run is refused."""
+    generator = open_generator(source, device=device, engine=engine, **options)
+    if not isinstance(generator, Generator | LlamaCppGenerator):
+        raise ModelError(f"{source}: an n-gram language model run; this needs a transformers model (or a GGUF file)")
+    return generator
+
+
+def greedy_replies(generator, prompts: list[list[int]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """Greedy replies to prompts (token ids), in input order: batched (left-padded) on PyTorch, one
+    after the other on llama.cpp (which keeps the prefix consecutive prompts share cached)."""
+    if isinstance(generator, LlamaCppGenerator):
+        options = GenerationOptions(max_new_tokens=max_new_tokens)
+        return [generator.generate_ids(ids, options).text.strip() for ids in prompts]
+    return greedy_batch(generator.model, generator.tokenizer, prompts, max_new_tokens, batch_size)
 
 
 class Generator(Prompting):

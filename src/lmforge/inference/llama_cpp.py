@@ -89,6 +89,11 @@ def _tokenizer_folder(source: str, gguf: Path) -> Path | None:
     return None
 
 
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
 class LlamaCppGenerator(Prompting):
     """A GGUF model on llama.cpp, with ``Generator``'s interface (``encode``, ``generate``,
     ``generate_ids``, ``tokenizer``, ``stop_ids``, ``context``, ``vocab``) and the steps the
@@ -179,6 +184,20 @@ class LlamaCppGenerator(Prompting):
             self.llm.eval([token])
             rows.append(self._logits())
         return torch.from_numpy(np.stack(rows))
+
+    def score_continuations(self, prompt: list[int], continuations: list[list[int]]) -> list[float]:
+        """Summed log p(continuation | prompt) for each continuation (``lmforge prompt``'s label
+        scoring): the prompt runs once (after the prefix it shares with the previous prompt, still
+        cached), then each continuation from the prompt's cache."""
+        first = _log_softmax(self.prefill(prompt))
+        scores = []
+        for tokens in continuations:
+            total = float(first[tokens[0]])
+            self.llm.n_tokens = len(prompt)  # back to the end of the prompt: eval drops the rest
+            for before, token in zip(tokens, tokens[1:]):
+                total += float(_log_softmax(self.step(before))[token])
+            scores.append(total)
+        return scores
 
     # ---- Generator's interface (``generate`` is Prompting's) ----
 

@@ -26,8 +26,7 @@ from lmforge.config.schema import JobConfig
 from lmforge.data.readers import Problems
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.text_overlap import generation_metrics
-from lmforge.inference.generator import Generator
-from lmforge.models.decoding import greedy_batch
+from lmforge.inference.generator import greedy_replies, open_transformer
 from lmforge.models.embedding import SentenceEncoder
 from lmforge.prompting.selection import fixed_examples, nearest_examples
 from lmforge.prompting.splits import evaluation_splits, labelled_pool
@@ -147,7 +146,7 @@ class PromptGenerator:
             log.info("prompt.selection: generation examples have no classes; 'balanced' draws them at random")
         self.spec, self.train = spec, train
         self.template = GenerationTemplate(language, spec.instruction, spec.text_format, spec.max_chars)
-        self.gen = Generator(spec.model, device=device)
+        self.gen = open_transformer(spec.model, device, spec.engine)
         self.chat = self.gen.has_template and not self.gen.seq2seq
         self.fixed = (
             fixed_examples([0] * len(train), spec.shots, "random", spec.seed) if spec.selection != "nearest" else []
@@ -193,9 +192,7 @@ class PromptGenerator:
                 self.gen.model, self.gen.tokenizer, prompts, self.spec.max_new_tokens, device, self.spec.batch_size
             )
         else:
-            replies = greedy_batch(
-                self.gen.model, self.gen.tokenizer, prompts, self.spec.max_new_tokens, self.spec.batch_size
-            )
+            replies = greedy_replies(self.gen, prompts, self.spec.max_new_tokens, self.spec.batch_size)
         return replies if self.chat else [self.template.cut(r) for r in replies]
 
 

@@ -12,8 +12,7 @@ import time
 from lmforge.config.schema import JobConfig
 from lmforge.data.readers import Problems
 from lmforge.data.tagging import from_spans, joiner_of, sentence_text, to_spans
-from lmforge.inference.generator import Generator
-from lmforge.models.decoding import greedy_batch
+from lmforge.inference.generator import greedy_replies, open_transformer
 from lmforge.models.embedding import SentenceEncoder
 from lmforge.prompting.entities import EntityTemplate, ParseStats, parse_reply, place
 from lmforge.prompting.selection import fixed_examples, nearest_examples
@@ -37,7 +36,7 @@ class PromptTagger:
 
         self.spec, self.train, self.scheme, self.types = spec, train, scheme, types
         self.template = EntityTemplate(types, language, spec.instruction, spec.max_chars)
-        self.gen = Generator(spec.model, device=device)
+        self.gen = open_transformer(spec.model, device, spec.engine)
         self.chat = self.gen.has_template
         main_type = [(to_spans(ex.tags, scheme) or [("none", 0, 0)])[0][0] for ex in train]
         ids = {t: i for i, t in enumerate(sorted(set(main_type)))}
@@ -82,9 +81,7 @@ class PromptTagger:
 
     def replies(self, texts: list[str]) -> list[str]:
 
-        replies = greedy_batch(
-            self.gen.model, self.gen.tokenizer, self.prompts(texts), self.spec.max_new_tokens, self.spec.batch_size
-        )
+        replies = greedy_replies(self.gen, self.prompts(texts), self.spec.max_new_tokens, self.spec.batch_size)
         if not self.chat:  # a plain LM runs on into the next block: its answer ends at a blank line
             replies = [r.split("\n\n")[0].split(self.template.text_cue)[0] for r in replies]
         return replies

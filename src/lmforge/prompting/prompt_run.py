@@ -19,7 +19,8 @@ from lmforge.config.schema import JobConfig
 from lmforge.data.readers import Problems
 from lmforge.errors import ConfigError
 from lmforge.evaluation.classification import classification_metrics
-from lmforge.inference.generator import Generator
+from lmforge.inference.generator import open_transformer
+from lmforge.inference.llama_cpp import LlamaCppGenerator
 from lmforge.models.embedding import SentenceEncoder
 from lmforge.prompting.generation import generate_splits
 from lmforge.prompting.ner_run import tag_splits
@@ -69,9 +70,9 @@ def verbalizers_of(config: JobConfig, names: list[str]) -> list[str]:
 class LikelihoodClassifier:
     """A causal LM scoring each label's verbalizer after the prompt."""
 
-    def __init__(self, source: str, device: str = "auto"):
+    def __init__(self, source: str, device: str = "auto", engine: str = "torch"):
 
-        self.gen = Generator(source, device=device)
+        self.gen = open_transformer(source, device, engine)
         self.chat = self.gen.has_template
         tok = self.gen.tokenizer
         self.pad = tok.pad_token_id if tok.pad_token_id is not None else (self.gen.stop_ids or [0])[0]
@@ -88,7 +89,11 @@ class LikelihoodClassifier:
         return ids
 
     def probabilities(self, prompts: list[list[int]], answers, normalize: str, batch_size: int) -> torch.Tensor:
-        scores, lengths = score_labels(self.gen.model, prompts, answers, self.pad, batch_size)
+        if isinstance(self.gen, LlamaCppGenerator):
+            scores = torch.tensor([self.gen.score_continuations(ids, answers) for ids in prompts])
+            lengths = torch.tensor([len(a) for a in answers])
+        else:
+            scores, lengths = score_labels(self.gen.model, prompts, answers, self.pad, batch_size)
         return label_probabilities(scores, lengths, normalize)
 
 
@@ -293,7 +298,7 @@ class PromptClassifier:
             self.encoder = SentenceEncoder(self.encoder_name, device=device)
             self.label_vectors = self.encoder.encode(verbalizers)  # (L, C)
             return
-        self.scorer = LikelihoodClassifier(spec.model, device)
+        self.scorer = LikelihoodClassifier(spec.model, device, spec.engine)
         self.answers = self.scorer.answer_ids(template)
         self.fixed = (
             fixed_examples([ex.label_id for ex in train], spec.shots, spec.selection, spec.seed)

@@ -14,7 +14,7 @@ import transformers
 
 from lmforge.errors import ConfigError, LmforgeError, ModelError
 from lmforge.inference.ensemble import EnsemblePredictor
-from lmforge.inference.generator import Generator, open_generator
+from lmforge.inference.generator import open_transformer
 from lmforge.inference.llama_cpp import LlamaCppGenerator
 from lmforge.inference.predictor import RunPredictor
 from lmforge.runtime import resolve_device
@@ -217,11 +217,14 @@ class TextGenerator(ServedModel):
         # threads: set once at start-up
         engine = "torch" if self.torch_only else self.settings.engine
         adapters = self.torch_only or bool(self.settings.admin_key)  # LoRA layers need float weights
-        self.generator = open_generator(
-            self.source, self.settings.checkpoint, self.settings.device, engine, self.settings.dtype, adapters
+        self.generator = open_transformer(
+            self.source,
+            self.settings.device,
+            engine,
+            checkpoint=self.settings.checkpoint,
+            dtype=self.settings.dtype,
+            peft=adapters,
         )
-        if not isinstance(self.generator, Generator | LlamaCppGenerator):  # an n-gram LM run
-            raise ModelError(f"{self.source}: an n-gram language model run; the server serves transformers models")
         self.context = self.generator.context
         self.vocab = self.generator.vocab
         self.names = TokenText(self.generator.tokenizer)
