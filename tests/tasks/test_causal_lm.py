@@ -167,6 +167,15 @@ def test_sft_then_generate_from_scratch(tmp_path, run_cli, monkeypatch):
         json.loads(run_cli("generate", str(out), "what is 2 plus 3", "--max-new-tokens", "8", "--json")[1])["text"]
         == first["text"]
     )
+    lookup = {}  # speculative decoding by prompt lookup: in float32, the very reply decoding gives without it
+    for n in ("0", "4"):
+        code, stdout, err = run_cli(
+            "generate", str(out), "what is 2 plus 3 plus 2 plus 3", "--max-new-tokens", "12", "--json",
+            "--dtype", "float32", "--prompt-lookup", n,
+        )  # fmt: skip
+        assert code == 0, err
+        lookup[n] = json.loads(stdout)["text"]
+    assert lookup["4"] == lookup["0"]
     for dtype in ("bfloat16", "int8"):  # the PyTorch engine's other weight types answer too
         code, stdout, err = run_cli(
             "generate", str(out), "what is 2 plus 3", "--max-new-tokens", "8", "--json", "--dtype", dtype

@@ -17,7 +17,9 @@ def run(args: argparse.Namespace) -> int:
     """Read a line, stream the reply, keep the conversation; /reset forgets it, /exit or EOF ends."""
     options = generation_options(args)
     set_threads(args.threads)
-    generator = open_generator(args.model, args.checkpoint, args.device, args.engine, args.dtype)
+    generator = open_generator(
+        args.model, args.checkpoint, args.device, args.engine, args.dtype, prompt_lookup=args.prompt_lookup
+    )
     history: list[dict] = []
     print(f"chatting with {args.model} (/reset forgets the conversation, /exit ends)", file=sys.stderr)
     while True:

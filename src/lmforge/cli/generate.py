@@ -57,6 +57,14 @@ def add_generation_arguments(p: argparse.ArgumentParser) -> None:
         help="PyTorch engine: what the weights compute in; auto (default) = int8 weights, else bfloat16, where "
         "the hardware computes bf16 natively and the model answers like float32 on probe texts, else float32",
     )
+    p.add_argument(
+        "--prompt-lookup",
+        type=int,
+        default=0,
+        metavar="N",
+        help="PyTorch engine: speculative decoding by prompt lookup, up to N tokens a step (default 0: off); "
+        "pays where the reply copies the prompt (rewriting, quoting)",
+    )
     add_device_argument(p)
 
 
@@ -82,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     options = generation_options(args)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     set_threads(args.threads)
-    generator = open_generator(args.model, args.checkpoint, args.device, args.engine, args.dtype)
+    generator = open_generator(
+        args.model, args.checkpoint, args.device, args.engine, args.dtype, prompt_lookup=args.prompt_lookup
+    )
     if args.system and not args.raw:
         prompt = with_system(args.system, [{"role": "user", "content": prompt}])
     stream = None if (args.no_stream or args.json) else (lambda piece: print(piece, end="", flush=True))
