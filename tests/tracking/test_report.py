@@ -151,3 +151,41 @@ def test_truncated_metrics_line(tmp_path):
 def test_empty_folder(tmp_path):
     page = write_report(tmp_path).read_text(encoding="utf-8")
     assert "<h1>" in page and IMG not in page
+
+
+def test_error_analysis_for_classification_and_ner(tmp_path):
+    import re
+
+    page = write_report(_full_run(tmp_path / "run-errors")).read_text(encoding="utf-8")
+    assert "Error analysis" in page and "Accuracy by text length" in page
+    # the most confident mistake comes first: SCRIPT's (0.9) before the 1000-x text's (0.51)
+    samples = page[page.index("<h2>Samples</h2>") :]
+    assert samples.index("alert(1)") < samples.index("x" * 300)
+    confused = page[page.index("Most confused labels") :]
+    assert re.search(r"<td>negative</td><td>positive</td><td class=\"num\">1</td>", confused)
+    # lengths in quartiles: 4 texts, one each; accuracy 0 for the shortest ("fine" is right: 1.0)
+    assert '<td>4–4</td><td class="num">1</td><td class="num">1.0000</td>' in page
+
+    ner = tmp_path / "ner"
+    ner.mkdir()
+    (ner / "lmforge.json").write_text(json.dumps({"task": "token_classification", "head": "token_classification"}))
+
+    def entity(label, start, text):
+        return {"label": label, "start_token": start, "end_token": start + 1, "text": text}
+
+    rows = [
+        {"split": "validation", "tokens": ["Ann", "met", "Bob"], "correct": False,
+         "gold_entities": [entity("PER", 0, "Ann"), entity("PER", 2, "Bob")], "entities": [entity("PER", 0, "Ann")]},
+        {"split": "validation", "tokens": ["in", "Paris"], "correct": False,
+         "gold_entities": [entity("LOC", 1, "Paris")], "entities": [entity("ORG", 1, "Paris")]},
+        {"split": "validation", "tokens": ["ok"], "correct": True, "gold_entities": [], "entities": []},
+        {"split": "validation", "tokens": ["Rome", "is", "old", "."], "correct": True,
+         "gold_entities": [entity("LOC", 0, "Rome")], "entities": [entity("LOC", 0, "Rome")]},
+    ]  # fmt: skip
+    _write_jsonl(ner / "predictions.jsonl", rows)
+    page = write_report(ner).read_text(encoding="utf-8")
+    assert "Entities by type" in page and "could not be rendered" not in page
+    cells = lambda *values: "".join(f'<td class="num">{v}</td>' for v in values)  # noqa: E731
+    assert "<td>PER</td>" + cells(2, 1, 1, 0) in page  # Bob missed
+    assert "<td>LOC</td>" + cells(2, 1, 1, 0) in page  # Paris missed as LOC
+    assert "<td>ORG</td>" + cells(0, 1, 0, 1) in page  # and found as ORG: spurious

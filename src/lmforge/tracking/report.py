@@ -7,7 +7,10 @@ The page has, each section only when its inputs exist:
   (``metrics.jsonl``), plus a table of the ``final`` evaluations logged there.
 - **Evaluation**, per split of ``eval_results.json``: scalar metrics, a per-class
   precision/recall/F1 table and bar chart, and a confusion-matrix heatmap.
-- **Samples**: some misclassified and some correct predictions (``predictions.jsonl``).
+- **Error analysis** (``predictions.jsonl``, the validation split where there is one): accuracy by
+  text length (quartiles) and the most confused label pairs (classification); missed and spurious
+  entities per type and sentence accuracy by length (NER).
+- **Samples**: the most confident mistakes and some correct predictions (``predictions.jsonl``).
 - **Config**: the resolved ``config.yaml``, verbatim.
 
 Images are matplotlib PNGs embedded as base64, so the file needs nothing else to display.
@@ -57,6 +60,7 @@ def write_report(run_dir: Path) -> Path:
         _safe(_summary_section, _record_or_none(run_dir)),
         _safe(_training_section, read_metrics(run_dir / "metrics.jsonl")),
         _safe(_evaluation_section, _read_json(run_dir / "eval_results.json")),
+        _safe(_errors_section, read_metrics(run_dir / "predictions.jsonl")),
         _safe(_samples_section, read_metrics(run_dir / "predictions.jsonl")),
         _safe(_config_section, _read_text(run_dir / "config.yaml")),
     ]
@@ -364,15 +368,84 @@ def _samples_section(predictions: list[dict]) -> str:
     if any("generated" in r for r in predictions):
         return _generation_samples(predictions)
     labelled = [r for r in predictions if r.get("gold") is not None and "label" in r]
-    wrong = [r for r in labelled if r.get("gold") != r.get("label")][:MAX_WRONG]
+    wrong = [r for r in labelled if r.get("gold") != r.get("label")]
+    wrong = sorted(wrong, key=lambda r: -r["score"] if _is_number(r.get("score")) else 0.0)[:MAX_WRONG]
     right = [r for r in labelled if r.get("gold") == r.get("label")][:MAX_RIGHT]
     if not wrong and not right:
         return ""
     rows = [_sample_row(r) for r in wrong + right]
     classes = ["wrong"] * len(wrong) + [""] * len(right)
     header = ["split", "gold", "predicted", "score", "top k", "text", "where"]
-    intro = f'<p class="note">{len(wrong)} misclassified and {len(right)} correct predictions.</p>\n'
+    intro = f'<p class="note">The {len(wrong)} most confident mistakes and {len(right)} correct predictions.</p>\n'
     return "<h2>Samples</h2>\n" + intro + _table(header, rows, classes)
+
+
+def _one_split(predictions: list[dict]) -> tuple[str, list[dict]]:
+    """The validation split's rows where there are some, else all: (what they are, rows)."""
+    valid = [r for r in predictions if r.get("split") == "validation"]
+    return ("validation", valid) if valid else ("all splits", predictions)
+
+
+def _length_buckets(rows: list[dict], length, correct) -> list[list]:
+    """Rows in four groups by ``length(row)`` (quartiles): range, count, accuracy by ``correct``."""
+    ordered = sorted(rows, key=length)
+    out = []
+    for k in range(4):
+        group = ordered[len(ordered) * k // 4 : len(ordered) * (k + 1) // 4]
+        if group:
+            right = sum(1 for r in group if correct(r))
+            out.append([f"{length(group[0])}–{length(group[-1])}", len(group), right / len(group)])
+    return out
+
+
+def _errors_section(predictions: list[dict]) -> str:
+    split, rows = _one_split(predictions)
+    tagged = [r for r in rows if isinstance(r.get("gold_entities"), list)]
+    if tagged:
+        return _entity_errors(split, tagged)
+    labelled = [r for r in rows if r.get("gold") is not None and "label" in r and isinstance(r.get("text"), str)]
+    if len(labelled) < 4:
+        return ""
+    buckets = _length_buckets(labelled, lambda r: len(r["text"]), lambda r: r["gold"] == r["label"])
+    pairs: dict[tuple, int] = {}
+    for r in labelled:
+        if r["gold"] != r["label"]:
+            pairs[(r["gold"], r["label"])] = pairs.get((r["gold"], r["label"]), 0) + 1
+    confused = sorted(pairs.items(), key=lambda item: -item[1])[:MAX_WRONG]
+    html_out = f'<h2>Error analysis</h2>\n<p class="note">{len(labelled)} predictions ({split}).</p>\n'
+    html_out += "<h3>Accuracy by text length (characters, quartiles)</h3>\n"
+    html_out += _table(["length", "texts", "accuracy"], buckets)
+    if confused:
+        html_out += "<h3>Most confused labels</h3>\n"
+        html_out += _table(["gold", "predicted", "texts"], [[g, p, n] for (g, p), n in confused])
+    return html_out
+
+
+def _entity_key(entity: dict) -> tuple:
+    where = (entity.get("start"), entity.get("end"), entity.get("start_token"), entity.get("end_token"))
+    return (entity.get("label"), where if any(w is not None for w in where) else entity.get("text"))
+
+
+def _entity_errors(split: str, rows: list[dict]) -> str:
+    counts: dict[str, list[int]] = {}  # type -> [gold, found, missed, spurious]
+    for r in rows:
+        gold = {_entity_key(e) for e in r["gold_entities"] if isinstance(e, dict)}
+        found = {_entity_key(e) for e in r.get("entities") or [] if isinstance(e, dict)}
+        for key in gold | found:
+            entry = counts.setdefault(str(key[0]), [0, 0, 0, 0])
+            entry[0] += key in gold
+            entry[1] += key in found
+            entry[2] += key in gold and key not in found
+            entry[3] += key in found and key not in gold
+    per_type = [[t, g, f, m, s] for t, (g, f, m, s) in sorted(counts.items())]
+    buckets = _length_buckets(rows, lambda r: len(r.get("tokens") or []), lambda r: bool(r.get("correct")))
+    html_out = f'<h2>Error analysis</h2>\n<p class="note">{len(rows)} sentences ({split}).</p>\n'
+    html_out += "<h3>Entities by type</h3>\n"
+    html_out += _table(["type", "gold", "predicted", "missed", "spurious"], per_type)
+    if len(rows) >= 4:
+        html_out += "<h3>Sentences without an error, by length (tokens, quartiles)</h3>\n"
+        html_out += _table(["length", "sentences", "all entities right"], buckets)
+    return html_out
 
 
 def _generation_samples(predictions: list[dict]) -> str:
