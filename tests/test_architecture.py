@@ -17,7 +17,7 @@ LAYERS = [
     ["models"],
     ["tuning", "tasks"],
     ["inference", "training"],
-    ["prompting", "selection", "export", "search"],
+    ["prompting", "selection", "export", "search", "explain"],
     ["serving", "ui"],
     ["cli", "__main__"],
 ]
@@ -42,6 +42,7 @@ CORE = {
     "matplotlib",
     "tensorboard",
     "optuna",
+    "captum",
 }
 
 

@@ -22,6 +22,10 @@ COMMANDS = {
     "predict": ("predict", "predict with a run: --text or --input FILE"),
     "validate": ("validate", "check a config and read all its data, without training"),
     "runs": ("runs", "list the run folders under a folder: task, model, status, metrics (--sort METRIC)"),
+    "explain": (
+        "explain",
+        "token attributions (captum) of a run's predictions: classification, NER entities, generated text",
+    ),
     "generate": ("generate", "generate text from a prompt with a causal LM"),
     "export": ("export", "export a run's model (--merge, --quantize int8, --onnx), each variant re-evaluated"),
     "prompt": (

@@ -70,6 +70,10 @@ class LstmPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.1)
 
+    def get_input_embeddings(self):
+        """The token embeddings (what ``lmforge explain`` attributes through)."""
+        return self.encoder.embeddings
+
     @staticmethod
     def build_tokenizer(texts: list[str], spec):
         """The vocabulary a head reads, built from the training texts (the language model overrides it)."""

@@ -72,6 +72,35 @@ class NgramClassifier:
             )
         return torch.from_numpy(probs).float()
 
+    def feature_contributions(self, text: str, pair: str | None, label: int, top: int = 20) -> list[dict]:
+        """The n-grams of a text that move the score of label index ``label`` most, each with its
+        value in the text, its weight in the linear model and their product (what it adds to that
+        label's score before the softmax / sigmoid), largest magnitude first."""
+        x = self.features.transform(joined([text], [pair] if pair is not None else None)).tocsr()
+        c = self.classifier
+        weights = c.coef_ * c.r_ if isinstance(c, NbSvmClassifier) else c.coef_
+        if isinstance(c, NbSvmClassifier):
+            x.data[:] = 1.0  # NB-SVM scores binarised features
+        classes = list(c.classes_)
+        if label not in classes:
+            return []
+        if weights.shape[0] == 1:  # two classes: one weight vector, for the second against the first
+            row = weights[0] if classes.index(label) == 1 else -weights[0]
+        else:
+            row = weights[classes.index(label)]
+        names = [(kind, term) for kind, terms in self.features.terms_.items() for term in terms]
+        found = [
+            {
+                "feature": names[j][1],
+                "kind": names[j][0],
+                "value": round(float(v), 6),
+                "weight": round(float(row[j]), 6),
+                "contribution": round(float(v * row[j]), 6),
+            }
+            for j, v in zip(x.indices, x.data)
+        ]
+        return sorted(found, key=lambda f: -abs(f["contribution"]))[:top]
+
     def evaluate(self, task, examples: list, labels):
         probs = self.probabilities([ex.text for ex in examples], [ex.text_pair for ex in examples])
         # Log-probabilities are logits whose softmax is the probabilities themselves.
