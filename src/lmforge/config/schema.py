@@ -12,6 +12,8 @@ from pydantic import Field, field_validator, model_validator
 from lmforge.config.model_spec import AnyModelSpec, LstmSpec, ModelSpec, NgramSpec, TransformerSpec, migrate_flat_spec
 from lmforge.config.section import Section
 
+Tracker = Literal["tensorboard", "wandb"]
+
 log = logging.getLogger("lmforge")
 
 
@@ -348,6 +350,11 @@ class JobConfig(Section):
         "auto",
         pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
         description="auto (CUDA when there is one) | cpu | cuda | cuda:N",
+    )
+    tracking: list[Tracker] = Field(
+        default_factory=lambda: list[Tracker](["tensorboard"]),
+        description="where metrics go besides metrics.jsonl: tensorboard (events/), wandb (Weights & Biases; "
+        "offline unless WANDB_MODE says otherwise)",
     )
     output: str = Field("runs/run", description="the run folder")
     resume: bool = Field(False, description="continue from the newest complete checkpoint in output")

@@ -31,8 +31,9 @@ def read_metrics(path: Path) -> list[dict]:
 class MetricsLog:
     """Appends to ``metrics.jsonl`` and mirrors scalars to TensorBoard events (if installed)."""
 
-    def __init__(self, path: Path, events: Path | None, resume_step: int | None = None):
+    def __init__(self, path: Path, events: Path | None, resume_step: int | None = None, mirror=None):
         self.path = path
+        self.mirror = mirror  # external trackers (``tracking/external.py``): each row goes there too
         if resume_step is not None:
             # Drop what was logged after the checkpoint we resume from: it will be logged again.
             kept = [r for r in read_metrics(path) if r.get("kind") != "final" and r.get("step", 0) <= resume_step]
@@ -50,6 +51,8 @@ class MetricsLog:
     def write(self, row: dict) -> None:
         self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         self.handle.flush()
+        if self.mirror is not None:
+            self.mirror.log(row)
         if self.writer is not None and "step" in row:
             prefix = row.get("split", row.get("kind", "train"))
             for key, value in row.items():

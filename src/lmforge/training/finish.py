@@ -101,6 +101,11 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
         )
     )
     write_report(run.path)
+    if job.trackers is not None:
+        final = [{"kind": "final", "split": split, **metrics} for split, metrics in results.items()]
+        for row in final:
+            job.trackers.log(row)
+        job.trackers.finish(run.model_dir(which))
     for split, metrics in results.items():
         shown = [k for k in ("accuracy", "f1", "macro_f1", "perplexity") if isinstance(metrics.get(k), (int, float))]
         log.info("%s (%s model): %s", split, which, ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))

@@ -25,6 +25,8 @@ from lmforge.models.one_pass import is_one_pass
 from lmforge.runtime import quiet_libraries, set_seed, set_threads
 from lmforge.tasks import Task, get_task
 from lmforge.tokenization.unknown import unknown_rate
+from lmforge.tracking.external import Trackers
+from lmforge.tracking.metrics_log import MetricsLog
 from lmforge.tracking.run_folder import RunFolder, write_atomic
 from lmforge.tracking.run_record import ModelRecord, RunRecord
 from lmforge.training.checkpoint import list_checkpoints
@@ -87,6 +89,7 @@ class Job:
     # (step, EvalResult) of the validation evaluation at the last step, in full precision, by the
     # only process: the end of the run reuses it when that step is the best (no second pass)
     final_validation: tuple[int, Any] | None = None
+    trackers: Any = None  # tracking/external.py's Trackers of the main process (W&B), opened by the loop
 
 
 # -- setup --------------------------------------------------------------------------------------
@@ -343,3 +346,11 @@ def run_record(job: Job, finished: bool, **outcome) -> RunRecord:
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
         **outcome,
     )
+
+
+def open_metrics(job: Job, resume_step: int | None) -> MetricsLog:
+    """The metrics log of the main process, with TensorBoard and the config's other trackers."""
+    tracking = job.config.tracking
+    job.trackers = Trackers(tracking, job.run.path, config_to_dict(job.config), job.config.resume)
+    events = job.run.events if "tensorboard" in tracking else None
+    return MetricsLog(job.run.metrics, events, resume_step, mirror=job.trackers)

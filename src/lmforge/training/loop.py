@@ -11,11 +11,10 @@ from accelerate.utils import DistributedType
 
 from lmforge.data.batching import epoch_batches
 from lmforge.errors import RunFolderError, TrainingError
-from lmforge.tracking.metrics_log import MetricsLog
 from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
 from lmforge.training.distributed import from_main, mean_over_processes, sum_over_processes
 from lmforge.training.ema import WeightAverage
-from lmforge.training.job import Job, TrainState
+from lmforge.training.job import Job, TrainState, open_metrics
 from lmforge.training.precision import full_precision
 from lmforge.training.progress import Progress
 from lmforge.training.saving import averaged, save_model_folder
@@ -38,11 +37,7 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvaluati
     state = _resume(job) if job.config.resume else TrainState()
     if state.early:
         tracker.load_state_dict(state.early)
-    metrics = (
-        MetricsLog(job.run.metrics, job.run.events, state.step if job.config.resume else None)
-        if acc.is_main_process
-        else None
-    )
+    metrics = open_metrics(job, state.step if job.config.resume else None) if acc.is_main_process else None
     if metrics and not job.config.resume:
         metrics.write(
             {
@@ -87,6 +82,8 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvaluati
         )
     if metrics:
         metrics.close()
+        if stop.requested:
+            job.trackers.finish(None, exit_code=1)  # a resumed run continues the same tracked run
     return state
 
 

@@ -17,9 +17,8 @@ from typing import cast
 
 from lmforge.config import config_to_dict
 from lmforge.models.one_pass import OnePassModel
-from lmforge.tracking.metrics_log import MetricsLog
 from lmforge.training.finish import evaluate_splits, write_results
-from lmforge.training.job import Job, TrainState, run_record, write_task_files
+from lmforge.training.job import Job, TrainState, open_metrics, run_record, write_task_files
 
 log = logging.getLogger("lmforge")
 
@@ -34,7 +33,7 @@ def run_one_pass(job: Job) -> TrainState:
     run.write_config(config_to_dict(job.config))
     write_task_files(job)
     run.write_record(run_record(job, finished=False))
-    metrics = MetricsLog(run.metrics, run.events)
+    metrics = open_metrics(job, None)
     metrics.write({"kind": "start", "step": 0, "examples": len(train), "steps": 1})
     log.info("fitting %s (%s) on %d examples in one pass", job.info.get("family"), job.info.get("arch"), len(train))
     started = time.perf_counter()
