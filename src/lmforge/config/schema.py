@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from lmforge.config.model_spec import AnyModelSpec, LstmSpec, ModelSpec, NgramSpec, TransformerSpec, migrate_flat_spec
 from lmforge.config.section import Section
 
-Tracker = Literal["tensorboard", "wandb"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
 
 log = logging.getLogger("lmforge")
 
@@ -354,7 +354,7 @@ class JobConfig(Section):
     tracking: list[Tracker] = Field(
         default_factory=lambda: list[Tracker](["tensorboard"]),
         description="where metrics go besides metrics.jsonl: tensorboard (events/), wandb (Weights & Biases; "
-        "offline unless WANDB_MODE says otherwise)",
+        "offline unless WANDB_MODE says otherwise), mlflow (MLFLOW_TRACKING_URI, else runs' parent/mlflow.db)",
     )
     output: str = Field("runs/run", description="the run folder")
     resume: bool = Field(False, description="continue from the newest complete checkpoint in output")

@@ -1,5 +1,5 @@
 """Experiment trackers beside the run folder, chosen by the config's ``tracking`` list:
-``tensorboard`` (``events/``, on by default) and ``wandb`` (Weights & Biases).
+``tensorboard`` (``events/``, on by default), ``wandb`` (Weights & Biases) and ``mlflow``.
 
 W&B gets the resolved config as its parameters, every ``metrics.jsonl`` row as it is written
 (``train/loss``, ``validation/accuracy``, ...), the final evaluation as the run summary, and at the
@@ -13,6 +13,7 @@ offline unless configured: ``WANDB_MODE`` (default ``offline``: the run is writt
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from lmforge.errors import MissingDependencyError
 
 log = logging.getLogger("lmforge")
 
-TRACKERS = ("tensorboard", "wandb")
+TRACKERS = ("tensorboard", "wandb", "mlflow")
 
 
 def _scalars(row: dict) -> dict:
@@ -92,12 +93,94 @@ class WandbTracker:
         self.run.finish(exit_code=exit_code)
 
 
+def _flat(config: dict, prefix: str = "") -> dict[str, str]:
+    """``{"train.lr": "0.003", ...}``: MLflow parameters are flat strings."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+class MlflowTracker:
+    """One MLflow run per lmforge run folder, through ``MlflowClient`` (no global MLflow state).
+
+    The store is ``MLFLOW_TRACKING_URI`` when set (a server, a database, ...), else a local SQLite
+    store beside the run folders: ``<output's parent>/mlflow.db`` with artifacts in
+    ``<output's parent>/mlflow-artifacts/`` (``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``
+    shows them). The experiment is ``MLFLOW_EXPERIMENT_NAME`` (default ``lmforge``). Parameters: the
+    resolved config, flattened (``train.lr``); metrics: every ``metrics.jsonl`` row at its step; the
+    final evaluation as ``final/<split>/<metric>``; artifacts: ``report.html``, ``lmforge.json``,
+    ``config.yaml`` and the model folder (copied: MLflow keeps its own copy).
+    """
+
+    def __init__(self, run_path: Path, config: dict, resume: bool):
+        try:
+            from mlflow import MlflowClient
+        except ImportError:
+            raise MissingDependencyError(
+                "tracking: mlflow needs the mlflow package (pip install 'lmforge[track]' or pip install mlflow)"
+            ) from None
+        root = run_path.resolve().parent
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+        self.client = MlflowClient(tracking_uri=uri)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "lmforge")
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            experiment = found.experiment_id
+        else:
+            local = None if os.environ.get("MLFLOW_TRACKING_URI") else (root / "mlflow-artifacts").as_uri()
+            experiment = self.client.create_experiment(name, artifact_location=local)
+        id_file = run_path / "mlflow-run-id"
+        run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
+        if run_id is None:
+            run_id = self.client.create_run(experiment, run_name=run_path.name).info.run_id
+            params = _flat(config)
+            from mlflow.entities import Param
+
+            items = [Param(k, v) for k, v in params.items()]
+            for i in range(0, len(items), 100):  # MLflow takes at most 100 parameters a batch
+                self.client.log_batch(run_id, params=items[i : i + 100])
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        id_file.write_text(run_id + "\n")
+        self.run_id = run_id
+        log.info("tracking: MLflow run %s in %s (experiment %s)", run_id, uri, name)
+
+    def log(self, row: dict) -> None:
+        from mlflow.entities import Metric
+
+        values = _scalars(row)
+        if not values:
+            return
+        step = int(row.get("step", 0))
+        if row.get("kind") == "final":
+            values = {f"final/{k}": v for k, v in values.items()}
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
+
+    def finish(self, run_path: Path, model_dir: Path | None, exit_code: int = 0) -> None:
+        for name in ("report.html", "lmforge.json", "config.yaml"):
+            if (run_path / name).is_file():
+                self.client.log_artifact(self.run_id, str(run_path / name))
+        if model_dir is not None and model_dir.is_dir():
+            self.client.log_artifacts(self.run_id, str(model_dir), "model")
+        self.client.set_terminated(self.run_id, status="FINISHED" if exit_code == 0 else "KILLED")
+
+
 class Trackers:
     """The external trackers of one run (TensorBoard is written by ``MetricsLog`` itself)."""
 
     def __init__(self, names: Sequence[str], run_path: Path, config: dict, resume: bool):
         self.run_path = run_path
-        self.open = [WandbTracker(run_path, config, resume)] if "wandb" in names else []
+        self.open: list[WandbTracker | MlflowTracker] = []
+        if "wandb" in names:
+            self.open.append(WandbTracker(run_path, config, resume))
+        if "mlflow" in names:
+            self.open.append(MlflowTracker(run_path, config, resume))
 
     def log(self, row: dict) -> None:
         for tracker in self.open:

@@ -23,6 +23,8 @@ from lmforge.tracking.run_record import read_record
 
 LIVE_S = 120
 MAX_DEPTH = 4
+# Trackers' stores beside the runs (tracking/external.py): their copies of a run's files are not runs.
+TRACKER_FOLDERS = ("mlflow-artifacts", "mlruns", "wandb")
 LOWER_IS_BETTER = ("loss", "perplexity", "bits_per_char", "bpc", "seconds", "latency")
 SHOWN = ("accuracy", "macro_f1", "f1", "precision", "recall", "exact_match", "bleu", "rougeL", "perplexity", "loss")
 
@@ -41,7 +43,11 @@ def find_runs(root: Path) -> list[Path]:
                 found.append(folder)
                 continue  # a run's own subfolders (best/, model/, checkpoints/) are not runs
             try:
-                below.extend(child for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
+                below.extend(
+                    child
+                    for child in folder.iterdir()
+                    if child.is_dir() and not child.name.startswith(".") and child.name not in TRACKER_FOLDERS
+                )
             except OSError:
                 continue  # unreadable: skipped, not fatal
         frontier = below

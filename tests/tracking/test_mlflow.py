@@ -1,0 +1,46 @@
+"""tracking: [mlflow]: a tiny run logged to MLflow's default local store (SQLite beside the run
+folder), read back with MLflow's own client: parameters, the metric history of metrics.jsonl, the
+final evaluation and the report and model artifacts."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conftest import tiny_overrides  # noqa: E402
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def test_a_run_is_tracked_in_a_local_mlflow_store(tiny_data, run_cli, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "lmforge-test")
+    config = tiny_data["dir"] / "c.yaml"
+    config.write_text("task: classification\ntracking: [mlflow]\n")
+    out = tiny_data["dir"] / "run"
+    code, _, err = run_cli("train", str(config), *tiny_overrides(tiny_data, out), "--quiet")
+    assert code == 0, err
+    assert not (out / "events").exists()  # tensorboard was not asked for
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_data['dir'] / 'mlflow.db'}")
+    run_id = (out / "mlflow-run-id").read_text().strip()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    assert float(run.data.params["train.lr"]) == pytest.approx(3e-3) and run.data.params["task"] == "classification"
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in logged if r["kind"] == "train" and "loss" in r]
+    history = client.get_metric_history(run_id, "train/loss")
+    assert [(m.step, m.value) for m in history] == [(r["step"], pytest.approx(r["loss"])) for r in train]
+    evals = [r for r in logged if r["kind"] == "eval"]
+    assert [m.value for m in client.get_metric_history(run_id, "validation/accuracy")] == pytest.approx(
+        [r["accuracy"] for r in evals]
+    )
+    final = json.loads((out / "eval_results.json").read_text())["validation"]
+    assert run.data.metrics["final/validation/accuracy"] == pytest.approx(final["accuracy"])
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"report.html", "lmforge.json", "config.yaml", "model"} <= artifacts
+    assert "model/model.safetensors" in {a.path for a in client.list_artifacts(run_id, "model")}
+    code, listed, _ = run_cli("runs", str(tiny_data["dir"]), "--json")
+    assert code == 0 and [row["run"] for row in json.loads(listed)] == ["run"]  # MLflow's copy is not a run
