@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from lmforge.config import JobConfig, config_to_dict
 from lmforge.errors import RunFolderError
+from lmforge.tracking.run_lock import LOCK_NAME
 from lmforge.tracking.run_record import RECORD_FILE, RunRecord, read_record, record_text
 
 META = RECORD_FILE
@@ -103,7 +104,7 @@ class RunFolder:
             if self.config.is_file():
                 self._check_same_config(config)
             return
-        if overwrite or not any(self.path.iterdir()):
+        if overwrite or not any(c.name != LOCK_NAME for c in self.path.iterdir()):
             return
         what = "a run" if self.config.is_file() else "other files"
         raise RunFolderError(
@@ -127,8 +128,10 @@ class RunFolder:
             )
 
     def clear(self) -> None:
-        """Remove a previous run's files (``overwrite=true``)."""
+        """Remove a previous run's files (``overwrite=true``); the running job's lock stays."""
         for child in self.path.iterdir():
+            if child.name == LOCK_NAME:
+                continue
             if child.is_dir():
                 shutil.rmtree(child)
             else:

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 
 from lmforge.config import JobConfig
 from lmforge.models.one_pass import is_one_pass
+from lmforge.runtime import process_rank
 from lmforge.tracking.run_folder import RunFolder
+from lmforge.tracking.run_lock import RunLock
 from lmforge.training.finish import cleanup
 from lmforge.training.job import TrainState, setup
 from lmforge.training.loop import OnEvaluation, run_loop
@@ -27,12 +29,13 @@ class TrainOutcome:
 
 def train(config: JobConfig, quiet: bool = False, on_evaluation: OnEvaluation | None = None) -> TrainOutcome:
     """Run a training job end to end; ``on_evaluation(step, metrics, final)`` hears each validation."""
-    job = setup(config)
-    if is_one_pass(job.model):
-        return TrainOutcome(job.run, run_one_pass(job), None)
-    with StopRequest() as stop:
-        state = run_loop(job, stop, quiet, on_evaluation)
-    if not stop.requested:
-        cleanup(job, state)
+    with RunLock(config.output, enabled=process_rank() == 0):  # one job per run folder
+        job = setup(config)
+        if is_one_pass(job.model):
+            return TrainOutcome(job.run, run_one_pass(job), None)
+        with StopRequest() as stop:
+            state = run_loop(job, stop, quiet, on_evaluation)
+        if not stop.requested:
+            cleanup(job, state)
     assert job.accelerator is not None, "setup() creates the accelerator"
     return TrainOutcome(job.run, state, stop.requested, job.accelerator.is_main_process)
