@@ -44,3 +44,12 @@ def test_a_run_is_tracked_in_a_local_mlflow_store(tiny_data, run_cli, monkeypatc
     assert "model/model.safetensors" in {a.path for a in client.list_artifacts(run_id, "model")}
     code, listed, _ = run_cli("runs", str(tiny_data["dir"]), "--json")
     assert code == 0 and [row["run"] for row in json.loads(listed)] == ["run"]  # MLflow's copy is not a run
+
+
+def test_a_store_mlflow_refuses_is_one_line(tiny_data, run_cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())  # the file store: refused
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    config = tiny_data["dir"] / "c.yaml"
+    config.write_text("task: classification\ntracking: [mlflow]\n")
+    code, _, err = run_cli("train", str(config), *tiny_overrides(tiny_data, tiny_data["dir"] / "run"), "--quiet")
+    assert code != 0 and err.startswith("lmforge: error: tracking: mlflow:") and len(err.strip().splitlines()) == 1

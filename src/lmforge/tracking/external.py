@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lmforge.errors import MissingDependencyError
+from lmforge.errors import ConfigError, LmforgeError, MissingDependencyError
 
 log = logging.getLogger("lmforge")
 
@@ -177,10 +177,15 @@ class Trackers:
     def __init__(self, names: Sequence[str], run_path: Path, config: dict, resume: bool):
         self.run_path = run_path
         self.open: list[WandbTracker | MlflowTracker] = []
-        if "wandb" in names:
-            self.open.append(WandbTracker(run_path, config, resume))
-        if "mlflow" in names:
-            self.open.append(MlflowTracker(run_path, config, resume))
+        kinds: dict[str, type[WandbTracker] | type[MlflowTracker]] = {"wandb": WandbTracker, "mlflow": MlflowTracker}
+        for name in (n for n in names if n in kinds):
+            try:
+                self.open.append(kinds[name](run_path, config, resume))
+            except LmforgeError:
+                raise
+            except Exception as exc:  # the tracker's own error (a bad URI, a refused store): one line
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ConfigError(f"tracking: {name}: {first}") from None
 
     def log(self, row: dict) -> None:
         for tracker in self.open:
