@@ -15,14 +15,10 @@ from lmforge.data.examples import read_text_examples
 from lmforge.data.readers import Problems
 from lmforge.errors import DataError
 from lmforge.explain.attribution import METHOD_HELP, METHODS, Attribution
-from lmforge.explain.classify import ClassificationExplainer
-from lmforge.explain.entities import EntityExplainer
 from lmforge.explain.faithfulness import deletion_curves
-from lmforge.explain.generation import GenerationExplainer
+from lmforge.explain.open import open_explainer
 from lmforge.explain.render import feature_lines, html_page, summary_line, terminal_line
-from lmforge.inference.generator import open_generator
-from lmforge.inference.predictor import RunPredictor
-from lmforge.tracking.run_folder import RunFolder, write_atomic, write_predictions
+from lmforge.tracking.run_folder import write_atomic, write_predictions
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,35 +86,25 @@ def _texts(args: argparse.Namespace, predictor) -> tuple[list[str], list[str] | 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    path = Path(args.run).expanduser()
-    task = RunFolder(path).read_record().task if (path / "lmforge.json").is_file() else "causal_lm"
-    if task in ("classification", "token_classification"):
-        predictor = RunPredictor(args.run, args.checkpoint, args.device)
-        texts, pairs = _texts(args, predictor)
-        if task == "classification":
-            explainer = ClassificationExplainer(predictor)
-            if args.faithfulness:
-                return _faithfulness(args, explainer, texts, pairs)
-            found = [
-                explainer.explain(t, pairs[i] if pairs else None, args.method, args.target, args.steps)
-                for i, t in enumerate(texts)
-            ]
-        else:
-            if args.faithfulness or args.target:
-                raise DataError("explain: --faithfulness and --target are for classification (NER: --entity)")
-            tagger = EntityExplainer(predictor)
-            found = [a for t in texts for a in tagger.explain(t, args.method, args.entity, args.steps)]
-    elif task == "causal_lm":
-        if args.faithfulness or args.entity:
-            raise DataError("explain: --faithfulness is for classification runs, --entity for NER runs")
-        generator = open_generator(args.run, args.checkpoint, args.device)
-        lm = GenerationExplainer(generator)
-        texts, _ = _texts(args, None)
-        found = [lm.explain(t, args.method, args.target, args.max_new_tokens, args.steps) for t in texts]
-    else:
-        raise DataError(
-            f"{args.run}: a {task} run; explain works on classification, token_classification and causal_lm runs"
+    opened = open_explainer(args.run, args.checkpoint, args.device)
+    if args.faithfulness and opened.task != "classification":
+        raise DataError("explain: --faithfulness is for classification runs")
+    texts, pairs = _texts(args, opened.predictor)
+    if args.faithfulness:
+        return _faithfulness(args, opened.explainer, texts, pairs)
+    found = [
+        a
+        for i, text in enumerate(texts)
+        for a in opened.explain(
+            text,
+            args.method,
+            args.target,
+            pair=pairs[i] if pairs else None,
+            entity=args.entity,
+            steps=args.steps,
+            max_new_tokens=args.max_new_tokens,
         )
+    ]
     _show(args, found)
     return 0
 

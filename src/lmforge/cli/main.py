@@ -43,6 +43,7 @@ COMMANDS = {
     ),
     "serve": ("serve", "serve runs over HTTP: task routes and an OpenAI-compatible API"),
     "chat": ("chat", "talk with a causal LM, turn by turn (streams; /reset, /exit)"),
+    "ui": ("ui", "web dashboard and playground: runs, curves, comparisons, a playground, training jobs"),
 }
 
 

@@ -1,0 +1,19 @@
+"""Run the dashboard under uvicorn. Ctrl-C (or SIGTERM) stops it: running jobs get SIGINT (each saves
+a checkpoint, resumable) and the playground's model closes."""
+
+from lmforge._optional import require
+from lmforge.ui.settings import UiSettings
+
+# The serve extra, named before anything imports it.
+uvicorn = require("uvicorn", "lmforge[serve]", "lmforge ui")
+require("fastapi", "lmforge[serve]", "lmforge ui")
+
+from lmforge.ui.app import create_ui_app  # noqa: E402
+
+
+def run_ui(settings: UiSettings) -> int:
+    settings.check()
+    app = create_ui_app(settings)
+    print(f"lmforge ui: http://{settings.host}:{settings.port}/  (runs: {settings.runs}; Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    return 0
