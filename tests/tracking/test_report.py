@@ -128,6 +128,12 @@ def test_full_report(tmp_path):
     assert CHINESE in page
     assert "x" * 300 in page and "x" * 301 not in page
     assert "minilm # &lt;b&gt;" in page and "1,234,567" in page and "12.3 s" in page
+    # the headline at the top: task, model, the validation split's main metrics, steps, time
+    top = page[page.index('<div class="headline">') : page.index("<h2>")]
+    assert '<span class="k">validation accuracy</span><span class="v">0.7500</span>' in top
+    assert "classification" in top and "12.3 s" in top
+    # every table scrolls inside its box instead of widening the page
+    assert page.count("<table>") == page.count('<div class="table-wrap"><table>')
     assert "could not be rendered" not in page
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 

@@ -17,12 +17,25 @@ log = logging.getLogger("lmforge")
 
 
 def write_study_report(path: Path, study: optuna.Study, rows: list[dict], summary: dict, keys: list[str]) -> None:
-    body = [f"<pre>{html.escape(json.dumps(summary, indent=1, default=str))}</pre>"]
+    body = []
+    if summary.get("best_params"):
+        params = [[k, v] for k, v in summary["best_params"].items()]
+        body.append("<h2>Best trial's values</h2>" + _table(["parameter", "value"], params))
+    body.append(f"<h2>Summary</h2><pre>{html.escape(json.dumps(summary, indent=1, default=str))}</pre>")
     if rows:
         header = list(dict.fromkeys(k for row in rows for k in row))
         body.append("<h2>Trials</h2>" + _table(header, [[row.get(k, "") for k in header] for row in rows]))
     body += [_plot(title, draw, study, keys) for title, draw in PLOTS]
-    write_atomic(path, _page(f"lmforge tune: {summary['study']}", "\n".join(body)))
+    trials = summary.get("trials") or {}
+    headline = [
+        (f"best {summary.get('metric')}", summary.get("best_value")),
+        ("best trial", summary.get("best_trial")),
+        ("direction", summary.get("direction")),
+        ("complete trials", trials.get("complete")),
+        ("pruned", trials.get("pruned")),
+        ("failed", trials.get("fail")),
+    ]
+    write_atomic(path, _page(f"lmforge tune: {summary['study']}", "\n".join(body), headline))
 
 
 def _history(study, keys):

@@ -270,7 +270,15 @@ def _html(rows: list[dict], summary: dict, metric: str, labelled: list[str] | No
     body.append(_safe(_quality_latency_plot, (rows, metric)))
     if labelled:
         body.append(_safe(_curve_plot, (rows, metric, labelled)))
-    return _page("lmforge compare", "\n".join(body))
+    rec = summary.get("recommendation") or {}
+    headline = [
+        ("recommended", rec.get("cheapest_close") or rec.get("best")),
+        ("best quality", rec.get("best")),
+        ("quality metric", metric),
+        ("candidates", len({r.get("candidate") for r in rows})),
+        ("evaluation rows", summary.get("evaluated")),
+    ]
+    return _page("lmforge compare", "\n".join(body), headline)
 
 
 def _quality_latency_plot(data) -> str:

@@ -38,18 +38,30 @@ NOT_METRICS = {"step", "epoch", "loss", "count", "lr", "grad_norm", "examples_pe
 MAX_WRONG, MAX_RIGHT, MAX_TEXT = 10, 5, 300
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px;
-       padding: 0 1em; color: #222; line-height: 1.4; }
-h1 { border-bottom: 2px solid #ddd; padding-bottom: .3em; }
-h2 { margin-top: 2em; border-bottom: 1px solid #eee; }
-table { border-collapse: collapse; margin: .5em 0 1em; font-size: 0.92em; }
-th, td { border: 1px solid #ddd; padding: .3em .6em; text-align: left; vertical-align: top; }
-th { background: #f5f5f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.88em; }
-img { max-width: 100%; display: block; margin: .5em 0 1em; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK SC", sans-serif;
+       margin: 0 auto; max-width: 1180px; padding: 1.2em 1.5em 3em; color: #1d2330; line-height: 1.45;
+       background: #f6f7f9; }
+h1 { font-size: 1.5em; margin: .2em 0 .6em; }
+h2 { font-size: 1.2em; margin: 1.8em 0 .5em; padding-bottom: .2em; border-bottom: 1px solid #e3e6ec; }
+h3 { font-size: 1em; margin: 1.2em 0 .4em; color: #444; }
+.headline { display: flex; flex-wrap: wrap; gap: .6em; margin: .4em 0 1em; }
+.headline div { background: #fff; border: 1px solid #e3e6ec; border-radius: 8px; padding: .45em .9em; min-width: 110px; }
+.headline .k { display: block; font-size: .78em; color: #667085; }
+.headline .v { display: block; font-size: 1.15em; font-weight: 600; }
+.table-wrap { display: inline-block; vertical-align: top; overflow-x: auto; max-width: 100%; margin: .4em .8em 1em 0;
+              background: #fff; border: 1px solid #e3e6ec;
+              border-radius: 8px; }
+table { border-collapse: collapse; font-size: .9em; }
+th, td { border-bottom: 1px solid #edf0f3; padding: .32em .7em; text-align: left; vertical-align: top; }
+th { background: #f3f5f8; color: #555; font-weight: 600; white-space: nowrap; position: sticky; top: 0; }
+tr:last-child td { border-bottom: none; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+pre { background: #fff; border: 1px solid #e3e6ec; border-radius: 8px; padding: 1em; overflow-x: auto; font-size: .85em; }
+.plots { display: grid; grid-template-columns: repeat(auto-fit, minmax(430px, 1fr)); gap: .8em; margin: .4em 0 1em; }
+img { max-width: 100%; height: auto; display: block; background: #fff; border: 1px solid #e3e6ec; border-radius: 8px; }
+.plots img { margin: 0; }
 .wrong { background: #fff4f4; }
-.note { color: #777; font-style: italic; }
+.note { color: #667085; font-style: italic; }
 """
 
 
@@ -64,7 +76,12 @@ def write_report(run_dir: Path) -> Path:
         _safe(_samples_section, read_metrics(run_dir / "predictions.jsonl")),
         _safe(_config_section, _read_text(run_dir / "config.yaml")),
     ]
-    page = _page(f"lmforge run: {run_dir.name}", "".join(sections))
+    record = _record_or_none(run_dir)
+    page = _page(
+        f"lmforge run: {run_dir.name}",
+        "".join(sections),
+        _safe_headline(record, _read_json(run_dir / "eval_results.json")),
+    )
     target = run_dir / REPORT_NAME
     write_atomic(target, page)
     return target
@@ -114,12 +131,28 @@ def _safe(build, data) -> str:
         return f'<p class="note">A section could not be rendered ({html.escape(type(error).__name__)}).</p>'
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, headline: list[tuple[str, object]] | None = None) -> str:
+    """A whole report page: the title, then ``headline`` (the few figures that matter, as cards),
+    then ``body``."""
     title = html.escape(title)
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
-        f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n{body}\n</body>\n</html>\n"
+    cards = "".join(
+        f'<div><span class="k">{html.escape(str(k))}</span><span class="v">{_fmt(v)}</span></div>'
+        for k, v in headline or []
+        if v is not None and v != ""
     )
+    top = f'<div class="headline">{cards}</div>\n' if cards else ""
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{title}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<h1>{title}</h1>\n{top}{body}\n"
+        "</body>\n</html>\n"
+    )
+
+
+def _plots(images: list[str]) -> str:
+    """Figures side by side where the page is wide enough."""
+    images = [i for i in images if i]
+    return f'<div class="plots">{"".join(images)}</div>\n' if images else ""
 
 
 def _is_number(value) -> bool:
@@ -143,7 +176,7 @@ def _table(header: list[str], rows: list[list], row_class: list[str] | None = No
     for i, row in enumerate(rows):
         css = f' class="{row_class[i]}"' if row_class and row_class[i] else ""
         body.append(f"<tr{css}>" + "".join(_cell(v) for v in row) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>\n"
+    return f'<div class="table-wrap"><table><tr>{head}</tr>{"".join(body)}</table></div>\n'
 
 
 def _pyplot():
@@ -169,6 +202,36 @@ def _image(fig) -> str:
 
 
 # ---------------------------------------------------------------- summary and config
+
+HEADLINE_METRICS = ("accuracy", "macro_f1", "f1", "exact_match", "rougeL", "bleu", "perplexity", "loss")
+
+
+def _safe_headline(record: RunRecord | None, results: dict | None) -> list[tuple[str, object]]:
+    try:
+        return _headline(record, results or {})
+    except Exception as error:  # noqa: BLE001 - the report must always be written
+        log.warning("report: no headline (%s: %s)", type(error).__name__, error)
+        return []
+
+
+def _headline(record: RunRecord | None, results: dict) -> list[tuple[str, object]]:
+    """Task, model, the main metrics of the validation split (else the first split), steps, time."""
+    cards: list[tuple[str, object]] = []
+    if record is not None:
+        cards += [("task", record.task), ("model", record.model.source or record.model.family)]
+    split = (
+        "validation"
+        if isinstance(results.get("validation"), dict)
+        else next((k for k, v in results.items() if isinstance(v, dict)), None)
+    )
+    if split:
+        shown = [m for m in HEADLINE_METRICS if _is_number(results[split].get(m))][:3]
+        cards += [(f"{split} {m}", results[split][m]) for m in shown]
+    if record is not None:
+        training = record.training or {}
+        wall = training.get("wall_time_s")
+        cards += [("steps", _thousands(training.get("steps"))), ("time", f"{wall:.1f} s" if _is_number(wall) else None)]
+    return cards
 
 
 def _summary_rows(record: RunRecord) -> list[list]:
@@ -252,7 +315,7 @@ def _training_section(rows: list[dict]) -> str:
         _line_plot("Learning rate", "lr", [("lr", *_series(train, "lr"), "-")]),
         _line_plot("Validation metrics", "value", [(k, *_series(evals, k), "o-") for k in _curve_metrics(evals)]),
     ]
-    body = "".join(plots) + _final_table([r for r in rows if r.get("kind") == "final"])
+    body = _plots(plots) + _final_table([r for r in rows if r.get("kind") == "final"])
     return "<h2>Training</h2>\n" + body if body else ""
 
 
@@ -281,10 +344,13 @@ def _split_section(split: str, metrics: dict) -> str:
         parts.append(_table(["Metric", "Value"], scalars))
     per_class = metrics.get("per_class")
     if isinstance(per_class, dict) and per_class:
-        parts.append(_per_class_table(per_class) + _per_class_chart(per_class, split))
+        parts.append(_per_class_table(per_class))
     matrix = metrics.get("confusion_matrix")
-    if isinstance(matrix, list) and matrix:
-        parts.append(_confusion_heatmap(matrix, metrics.get("labels"), split))
+    charts = [
+        _per_class_chart(per_class, split) if isinstance(per_class, dict) and per_class else "",
+        _confusion_heatmap(matrix, metrics.get("labels"), split) if isinstance(matrix, list) and matrix else "",
+    ]
+    parts.append(_plots(charts))
     confusions = metrics.get("confusions")
     if isinstance(confusions, list) and confusions:
         rows = [[c.get("gold", ""), c.get("pred", ""), c.get("count", "")] for c in confusions if isinstance(c, dict)]

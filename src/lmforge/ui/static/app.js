@@ -176,7 +176,7 @@ async function viewRuns() {
       h("table", {}, h("thead", {}, h("tr", {}, ["folder", "kind", "summary"].map((c) => h("th", {}, c)))),
         h("tbody", {}, data.studies.map((st) => h("tr", {},
           h("td", {}, h("a", { href: `#/study/${st.kind}/${encodeURIComponent(st.name)}` }, st.name)), h("td", {}, st.kind),
-          h("td", {}, st.kind === "compare" ? `${st.candidates} candidates · ${st.metric || ""} · ${st.recommendation ? "recommends " + (st.recommendation.candidate || JSON.stringify(st.recommendation)) : ""}`
+          h("td", {}, st.kind === "compare" ? `${st.candidates} candidates · ${st.metric || ""} · ${st.recommendation && st.recommendation.text ? st.recommendation.text : ""}`
             : `${st.trials} trials${st.best ? " · " + st.best : ""}`)))))) : null;
     fill(container, 
       h("div", { class: "row" }, h("h1", {}, "Runs"), h("span", { class: "muted" }, `${rows.length} under ${state.info.runs}`), compareBtn),
@@ -328,7 +328,7 @@ async function viewStudy(kind, name) {
     const rows = (d.compare.rows || []).filter((r) => r && typeof r === "object");
     const cols = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => !["run", "error_detail"].includes(k)).slice(0, 12);
     parts.push(h("p", {}, `Metric ${d.compare.metric || "?"} on ${fmt(d.compare.evaluated)} rows.`),
-      d.compare.recommendation ? h("p", {}, h("b", {}, "Recommendation: "), typeof d.compare.recommendation === "string" ? d.compare.recommendation : JSON.stringify(d.compare.recommendation)) : null,
+      d.compare.recommendation ? h("p", { class: "recommendation" }, h("b", {}, "Recommendation: "), d.compare.recommendation.text || "") : null,
       h("div", { class: "card" }, h("table", { class: "compact" }, h("thead", {}, h("tr", {}, cols.map((c) => h("th", {}, c)))),
         h("tbody", {}, rows.map((r) => h("tr", {}, cols.map((c) => h("td", { class: typeof r[c] === "number" ? "num" : "" }, typeof r[c] === "object" && r[c] !== null ? JSON.stringify(r[c]) : fmt(r[c])))))))));
   } else {
