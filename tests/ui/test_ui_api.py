@@ -14,6 +14,7 @@ from starlette.testclient import TestClient  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ui_root import runs, tiny_job_yaml, ui_root  # noqa: E402,F401  (fixtures)
 
+from conftest import sentiment_rows, write_jsonl  # noqa: E402
 from lmforge.cli.main import main  # noqa: E402
 from lmforge.errors import ConfigError  # noqa: E402
 from lmforge.ui.app import create_ui_app  # noqa: E402
@@ -194,3 +195,25 @@ def test_a_job_runs_to_the_end_and_another_stops_on_request(ui_root, tmp_path):
         assert stopped["status"] == "stopped" and stopped["returncode"] == 130
         assert any((ui_root / "ui-long" / "checkpoints").iterdir())  # resumable
         assert c.post("/api/jobs/nope/stop", json={}).status_code == 404
+
+
+@pytest.mark.slow
+def test_a_compare_folder_is_listed_with_its_recommendation(tmp_path):
+    root = tmp_path / "runs"
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(48, 0))
+    dev = write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(16, 1))
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"task: classification\ndata: {{train: {train}, validation: {dev}}}\noutput: {root}/cmp\n", encoding="utf-8"
+    )
+    assert main(["compare", str(config), "--models", "ngram", "--quiet"]) == 0
+    with client(root) as c:
+        listing = c.get("/api/runs").json()
+        (study,) = listing["studies"]
+        assert study["kind"] == "compare" and study["candidates"] == 1
+        assert study["recommendation"]["best"] == "ngram" and "ngram" in study["recommendation"]["text"]
+        page = c.get("/api/study", params={"name": study["name"], "kind": "compare"}).json()
+        (row,) = page["compare"]["rows"]
+        assert row["candidate"] == "ngram" and 0 <= row["quality"] <= 1
+        # the candidate's own run folder is a run of the table too
+        assert any(r["run"].startswith(study["name"] + "/runs/") for r in listing["runs"])
