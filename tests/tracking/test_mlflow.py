@@ -51,5 +51,29 @@ def test_a_store_mlflow_refuses_is_one_line(tiny_data, run_cli, monkeypatch, tmp
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     config = tiny_data["dir"] / "c.yaml"
     config.write_text("task: classification\ntracking: [mlflow]\n")
-    code, _, err = run_cli("train", str(config), *tiny_overrides(tiny_data, tiny_data["dir"] / "run"), "--quiet")
+    out = tiny_data["dir"] / "run"
+    code, _, err = run_cli("train", str(config), *tiny_overrides(tiny_data, out), "--quiet")
     assert code != 0 and err.startswith("lmforge: error: tracking: mlflow:") and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # refused before anything was written: the same command runs once fixed
+
+
+def test_a_tracker_failing_mid_run_is_dropped_and_the_run_finishes(tiny_data, run_cli, monkeypatch):
+    """An MLflow server going away during training: a warning, the run goes on to its end."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    calls = []
+
+    def unreachable(self, row):
+        calls.append(row)
+        if len(calls) == 2:
+            raise ConnectionError("API request to http://mlflow:5000 failed: Max retries exceeded")
+
+    monkeypatch.setattr("lmforge.tracking.external.MlflowTracker.log", unreachable)
+    config = tiny_data["dir"] / "c.yaml"
+    config.write_text("task: classification\ntracking: [mlflow]\n")
+    out = tiny_data["dir"] / "run"
+    code, _, err = run_cli("train", str(config), *tiny_overrides(tiny_data, out), "--quiet")
+    assert code == 0, err
+    assert "warning: tracking: mlflow failed (API request to http://mlflow:5000 failed" in err
+    assert len(calls) == 2  # dropped at its failure: no retry on every row
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) > 2 and json.loads(rows[-1])["kind"] == "final"  # every row kept locally

@@ -171,6 +171,9 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status="FINISHED" if exit_code == 0 else "KILLED")
 
 
+TRACKER_NAMES = {WandbTracker: "wandb", MlflowTracker: "mlflow"}
+
+
 class Trackers:
     """The external trackers of one run (TensorBoard is written by ``MetricsLog`` itself)."""
 
@@ -188,10 +191,26 @@ class Trackers:
                 raise ConfigError(f"tracking: {name}: {first}") from None
 
     def log(self, row: dict) -> None:
-        for tracker in self.open:
-            tracker.log(row)
+        """Each tracker gets the row; one that fails (its server down, its disk full) is dropped
+        with a warning and the run goes on: metrics.jsonl keeps every row, for a later upload."""
+        for tracker in list(self.open):
+            try:
+                tracker.log(row)
+            except Exception as exc:  # noqa: BLE001 - a tracker must never stop training
+                self._drop(tracker, exc, "its logging stops here; the run goes on and metrics.jsonl has every row")
 
     def finish(self, model_dir: Path | None, exit_code: int = 0) -> None:
-        for tracker in self.open:
-            tracker.finish(self.run_path, model_dir, exit_code)
+        for tracker in list(self.open):
+            try:
+                tracker.finish(self.run_path, model_dir, exit_code)
+            except Exception as exc:  # noqa: BLE001 - the run is written; a tracker's end must not fail it
+                self._drop(
+                    tracker, exc, "the run folder is complete; its final results and artifacts are not logged there"
+                )
         self.open = []
+
+    def _drop(self, tracker, exc: Exception, consequence: str) -> None:
+        name = TRACKER_NAMES.get(type(tracker), type(tracker).__name__)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("warning: tracking: %s failed (%s): %s", name, first, consequence)
+        self.open.remove(tracker)

@@ -89,7 +89,7 @@ class Job:
     # (step, EvalResult) of the validation evaluation at the last step, in full precision, by the
     # only process: the end of the run reuses it when that step is the best (no second pass)
     final_validation: tuple[int, Any] | None = None
-    trackers: Any = None  # tracking/external.py's Trackers of the main process (W&B), opened by the loop
+    trackers: Any = None  # tracking/external.py's Trackers of the main process (W&B, MLflow): open_trackers
 
 
 # -- setup --------------------------------------------------------------------------------------
@@ -313,6 +313,7 @@ def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
         return
     if job.config.overwrite and run.path.exists() and not job.config.resume:
         run.clear()
+    open_trackers(job)  # before anything is written: a tracker refusing to start leaves no half-made run
     run.write_config(resolved)
     if not resuming:
         # The tokenizer is saved first: a resumed from-scratch run must not retrain it.
@@ -348,9 +349,16 @@ def run_record(job: Job, finished: bool, **outcome) -> RunRecord:
     )
 
 
+def open_trackers(job: Job) -> Trackers:
+    """The config's external trackers (W&B, MLflow) of the main process, opened once."""
+    if job.trackers is None:
+        job.trackers = Trackers(job.config.tracking, job.run.path, config_to_dict(job.config), job.config.resume)
+    return job.trackers
+
+
 def open_metrics(job: Job, resume_step: int | None) -> MetricsLog:
     """The metrics log of the main process, with TensorBoard and the config's other trackers."""
     tracking = job.config.tracking
-    job.trackers = Trackers(tracking, job.run.path, config_to_dict(job.config), job.config.resume)
+    open_trackers(job)
     events = job.run.events if "tensorboard" in tracking else None
     return MetricsLog(job.run.metrics, events, resume_step, mirror=job.trackers)

@@ -18,7 +18,7 @@ from typing import cast
 from lmforge.config import config_to_dict
 from lmforge.models.one_pass import OnePassModel
 from lmforge.training.finish import evaluate_splits, write_results
-from lmforge.training.job import Job, TrainState, open_metrics, run_record, write_task_files
+from lmforge.training.job import Job, TrainState, open_metrics, open_trackers, run_record, write_task_files
 
 log = logging.getLogger("lmforge")
 
@@ -30,6 +30,7 @@ def run_one_pass(job: Job) -> TrainState:
         # ``setup`` let through only an empty folder, overwrite=true or resume=true of the same
         # config; with nothing to resume, each of them starts afresh.
         run.clear()
+    open_trackers(job)  # before anything is written (training/job.py's _prepare_folder)
     run.write_config(config_to_dict(job.config))
     write_task_files(job)
     run.write_record(run_record(job, finished=False))
