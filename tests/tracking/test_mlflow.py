@@ -3,14 +3,17 @@ folder), read back with MLflow's own client: parameters, the metric history of m
 final evaluation and the report and model artifacts."""
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import tiny_overrides  # noqa: E402
+from conftest import sentiment_rows, tiny_overrides, write_jsonl  # noqa: E402
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -77,3 +80,34 @@ def test_a_tracker_failing_mid_run_is_dropped_and_the_run_finishes(tiny_data, ru
     assert len(calls) == 2  # dropped at its failure: no retry on every row
     rows = (out / "metrics.jsonl").read_text().splitlines()
     assert len(rows) > 2 and json.loads(rows[-1])["kind"] == "final"  # every row kept locally
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_its_mlflow_run(tmp_path, monkeypatch):
+    """Killed after a checkpoint, then resumed: the same MLflow run goes on to FINISHED, with the
+    metric history of every step in metrics.jsonl."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    train = write_jsonl(tmp_path / "train.jsonl", sentiment_rows(200, 0))
+    dev = write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(16, 1))
+    config = tmp_path / "c.yaml"
+    config.write_text("task: classification\ntracking: [mlflow]\n")
+    out = tmp_path / "run"
+    args = tiny_overrides({"train": train, "dev": dev}, out, "train.batch_size=4", "train.save_every=5")
+    command = [sys.executable, "-m", "lmforge", "train", "--quiet", str(config), *args]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "step-10").exists():
+        assert first.poll() is None and time.time() < deadline, first.stderr.read()
+        time.sleep(0.01)
+    run_id = (out / "mlflow-run-id").read_text().strip()
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=60)
+    resumed = subprocess.run([*command, "resume=true"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "mlflow-run-id").read_text().strip() == run_id
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert len(client.search_runs([client.get_run(run_id).info.experiment_id])) == 1
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = {r["step"] for r in logged if r["kind"] == "train" and "loss" in r}
+    assert {m.step for m in client.get_metric_history(run_id, "train/loss")} == steps
