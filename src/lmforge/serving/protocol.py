@@ -14,7 +14,8 @@ TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)  # true is not 1, "1" is not 1
+    # true is not 1, "1" is not 1; NaN and Infinity are no number (Python's JSON parser reads them)
+    model_config = ConfigDict(extra="ignore", strict=True, allow_inf_nan=False)
 
 
 class ErrorDetail(BaseModel):
@@ -168,7 +169,7 @@ class _Sampling(_Request):
 
 
 class CompletionRequest(_Sampling):
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
     prompt: Prompt = Field(..., description="a string, a list of strings, a list of token ids or a list of those")
     max_tokens: int | None = Field(16, ge=0, description="0 with echo: the prompt's log-probabilities only")
     logprobs: int | None = Field(None, ge=0, le=20, description="log-probabilities of the top tokens per position")
@@ -281,7 +282,7 @@ class NamedToolChoice(_Request):
 
 
 class ChatRequest(_Sampling):
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
     tools: list[Tool] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
         None, description="default: auto with tools, none without"

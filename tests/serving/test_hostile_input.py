@@ -1,0 +1,77 @@
+"""Input a client should not send: each gets a 400 for that request alone, and the requests batched
+beside it are answered as if it had not come (issue 32: a lone surrogate used to answer 500 and
+fail its batch-mates)."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from served import API_KEY, client, make_state, runs, state  # noqa: F401  (fixtures)
+
+from lmforge.serving.app import create_app
+
+HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+
+
+def raw(client, route: str, text: str):  # noqa: F811
+    """POST a body exactly as written (json= would escape or refuse what is tested here)."""
+    return client.post(route, content=text.encode("utf-8"), headers={"Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    "route,body,words",
+    [
+        ("/v1/classify", '{"input": "bad \\ud800 text"}', "surrogate"),
+        ("/v1/classify", '{"input": ["fine", "lone low \\udc00"]}', "surrogate"),
+        ("/v1/ner", '{"input": "x\\udbff"}', "surrogate"),
+        ("/v1/embeddings", '{"model": "sentiment", "input": "\\ud800"}', "surrogate"),
+        (
+            "/v1/chat/completions",
+            '{"model": "chat", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            "surrogate",
+        ),
+        ("/v1/completions", '{"model": "chat", "prompt": "hi", "stop": ["\\udfff"]}', "surrogate"),
+        ("/v1/completions", '{"model": "chat", "prompt": "hi", "temperature": NaN}', "temperature"),
+        ("/v1/completions", '{"model": "chat", "prompt": "hi", "top_p": Infinity}', "top_p"),
+        ("/v1/completions", '{"model": "chat", "prompt": "hi", "temperature": 1e999}', "temperature"),
+        ("/v1/completions", '{"model": "chat", "prompt": "hi", "max_tokens": 1' + "0" * 400 + "}", "max_tokens"),
+        ("/v1/classify", '{"input": ' + "[" * 3000 + '"x"' + "]" * 3000 + "}", ""),
+    ],
+)
+def test_hostile_bodies_are_400_naming_the_problem(client, route, body, words):  # noqa: F811
+    response = raw(client, route, body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and words in error["message"]
+
+
+def test_valid_surrogate_pairs_and_escaped_backslashes_are_text(client):  # noqa: F811
+    for text in ('{"input": "a smile \\ud83d\\ude00"}', '{"input": "a literal \\\\ud800 is six characters"}'):
+        assert raw(client, "/v1/classify", text).status_code == 200
+
+
+def test_a_bad_request_never_fails_the_requests_batched_with_it(runs):  # noqa: F811
+    """Requests sent together share a batch (batch_wait_ms): the bad one is 400, the others 200 with
+    the labels they get alone."""
+    state = make_state(runs, batch_wait_ms=200.0, max_batch=16)
+    try:
+        app = create_app(state)
+
+        async def main():
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=HEADERS) as c:
+                good = [json.dumps({"input": f"a fine film number {i}"}) for i in range(6)]
+                bad = '{"input": "broken \\ud800"}'
+                bodies = good[:3] + [bad] + good[3:]
+                answers = await asyncio.gather(*(c.post("/v1/classify", content=b) for b in bodies))
+                alone = [await c.post("/v1/classify", content=b) for b in good]
+                return answers, alone
+
+        answers, alone = asyncio.run(main())
+        codes = [a.status_code for a in answers]
+        assert codes == [200, 200, 200, 400, 200, 200, 200], [a.text for a in answers]
+        together = [a.json()["data"][0]["label"] for a in answers if a.status_code == 200]
+        assert together == [a.json()["data"][0]["label"] for a in alone]
+    finally:
+        state.close()
