@@ -4,12 +4,15 @@ fail its batch-mates)."""
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
 from served import API_KEY, client, make_state, runs, state  # noqa: F401  (fixtures)
 
 from lmforge.serving.app import create_app
+from lmforge.serving.engine import Job
+from lmforge.serving.services import completions
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
 
@@ -75,3 +78,60 @@ def test_a_bad_request_never_fails_the_requests_batched_with_it(runs):  # noqa: 
         assert together == [a.json()["data"][0]["label"] for a in alone]
     finally:
         state.close()
+
+
+def test_a_completion_stops_when_its_client_goes(client, state, monkeypatch):  # noqa: F811
+    """Not streamed: the client hangs up after 0.3 s of a reply that would run to 900 tokens (end of
+    text banned); the route answers 499 at once and the rows leave the batch without finishing."""
+    kinds: list[str] = []
+
+    class Recorded(Job):
+        def __init__(self, rows, emit):
+            super().__init__(rows, lambda row, kind, value: (kinds.append(kind), emit(row, kind, value)))
+
+    monkeypatch.setattr(completions, "Job", Recorded)
+    engine = state.models["chat"].engine
+    ban = {str(token): -100 for token in engine.stop_ids}
+    body = json.dumps({"model": "chat", "prompt": "hi", "max_tokens": 900, "logit_bias": ban}).encode()
+
+    async def drive():
+        given = False
+
+        async def receive():
+            nonlocal given
+            if not given:
+                given = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(0.3)
+            return {"type": "http.disconnect"}
+
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/completions",
+            "raw_path": b"/v1/completions",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {API_KEY}".encode())],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+        }
+        started = time.monotonic()
+        await create_app(state)(scope, receive, send)
+        return sent, time.monotonic() - started
+
+    sent, seconds = asyncio.run(drive())
+    assert sent[0]["status"] == 499 and seconds < 5
+    time.sleep(0.5)
+    produced = kinds.count("text")
+    time.sleep(0.5)
+    assert kinds.count("text") == produced and "done" not in kinds  # stopped, not finished
+    assert 0 < produced < 900
+    assert not any(isinstance(r.job, Recorded) for r in engine.running)  # its rows left the batch

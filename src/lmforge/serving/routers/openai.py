@@ -1,8 +1,11 @@
 """OpenAI-compatible routes: ``/v1/completions`` and ``/v1/chat/completions`` (one JSON body, or
 server-sent events with ``"stream": true``), ``/v1/models`` and ``/v1/models/{id}``."""
 
+import asyncio
+import contextlib
+
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from lmforge.serving import protocol as p
 from lmforge.serving.routers.dependencies import ERRORS, State, pick_model
@@ -24,18 +27,40 @@ async def model(model_id: str, state: State):
 @router.post("/v1/completions", response_model=p.CompletionResponse, responses=ERRORS)
 async def completions(body: p.CompletionRequest, request: Request, state: State):
     model = pick_model(request, state, body.model, "/v1/completions")
-    return await _answer(service.start_completion(model, body, state.settings, state.metrics), body.stream)
+    return await _answer(service.start_completion(model, body, state.settings, state.metrics), body.stream, request)
 
 
 @router.post("/v1/chat/completions", response_model=p.ChatResponse, responses=ERRORS)
 async def chat(body: p.ChatRequest, request: Request, state: State):
     model = pick_model(request, state, body.model, "/v1/chat/completions")
-    return await _answer(service.start_chat(model, body, state.settings, state.metrics), body.stream)
+    return await _answer(service.start_chat(model, body, state.settings, state.metrics), body.stream, request)
 
 
-async def _answer(run: service.Running, stream: bool | None):
-    if stream:
+async def _answer(run: service.Running, stream: bool | None, request: Request):
+    if stream:  # a streamed reply stops at the client's disconnect by itself: its next send fails
         return StreamingResponse(
             service.stream(run), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    return await service.collect(run)
+    # Not streamed: nothing is sent until the end, so the disconnect is watched for; when the client
+    # goes, the generation is cancelled and its rows leave the batch at their next step.
+    answer = asyncio.ensure_future(service.collect(run))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not answer.done():
+        answer.cancel()  # collect's own cleanup cancels the job
+        with contextlib.suppress(asyncio.CancelledError):
+            await answer
+        return Response(status_code=CLIENT_CLOSED)
+    return answer.result()
+
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": logged, never received
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body is read already: the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
