@@ -4,6 +4,7 @@ fail its batch-mates)."""
 
 import asyncio
 import json
+import threading
 import time
 
 import httpx
@@ -135,3 +136,49 @@ def test_a_completion_stops_when_its_client_goes(client, state, monkeypatch):  #
     assert kinds.count("text") == produced and "done" not in kinds  # stopped, not finished
     assert 0 < produced < 900
     assert not any(isinstance(r.job, Recorded) for r in engine.running)  # its rows left the batch
+
+
+@pytest.mark.parametrize(
+    "route,body,slow",
+    [
+        ("/v1/classify", {"input": "a fine film"}, "counts"),
+        (
+            "/v1/chat/completions",
+            {"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+            "encode",
+        ),
+    ],
+)
+def test_tokenizing_runs_off_the_event_loop(state, monkeypatch, route, body, slow):  # noqa: F811
+    """While one request's tokenizing takes a second, the event loop goes on (it ticks ~20 times in
+    that second; blocked, it would not tick at all) and /health is answered meanwhile."""
+    model = state.models["sentiment" if route == "/v1/classify" else "chat"]
+    target = model if slow == "counts" else model.generator
+    real = getattr(target, slow)
+    tokenizing = threading.Event()
+
+    def sluggish(*args, **kwargs):
+        tokenizing.set()
+        time.sleep(1.0)
+        tokenizing.clear()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target, slow, sluggish)
+
+    async def main():
+        transport = httpx.ASGITransport(app=create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=HEADERS) as c:
+            slow_one = asyncio.ensure_future(c.post(route, json=body))
+            ticks, health = 0, None
+            while not slow_one.done():
+                await asyncio.sleep(0.05)
+                if tokenizing.is_set():
+                    ticks += 1
+                    if health is None:
+                        health = await c.get("/health")
+            return ticks, health, await slow_one
+
+    ticks, health, answer = asyncio.run(main())
+    assert answer.status_code == 200, answer.text
+    assert health is not None and health.status_code == 200
+    assert ticks >= 5

@@ -27,13 +27,17 @@ async def model(model_id: str, state: State):
 @router.post("/v1/completions", response_model=p.CompletionResponse, responses=ERRORS)
 async def completions(body: p.CompletionRequest, request: Request, state: State):
     model = pick_model(request, state, body.model, "/v1/completions")
-    return await _answer(service.start_completion(model, body, state.settings, state.metrics), body.stream, request)
+    loop = asyncio.get_running_loop()  # tokenizing (and compiling a grammar) off the event loop
+    run = await asyncio.to_thread(service.start_completion, model, body, state.settings, state.metrics, loop)
+    return await _answer(run, body.stream, request)
 
 
 @router.post("/v1/chat/completions", response_model=p.ChatResponse, responses=ERRORS)
 async def chat(body: p.ChatRequest, request: Request, state: State):
     model = pick_model(request, state, body.model, "/v1/chat/completions")
-    return await _answer(service.start_chat(model, body, state.settings, state.metrics), body.stream, request)
+    loop = asyncio.get_running_loop()
+    run = await asyncio.to_thread(service.start_chat, model, body, state.settings, state.metrics, loop)
+    return await _answer(run, body.stream, request)
 
 
 async def _answer(run: service.Running, stream: bool | None, request: Request):

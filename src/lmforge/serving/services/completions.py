@@ -232,14 +232,19 @@ def _infill(model: TextGenerator, prefix: str, suffix: str) -> list[int]:
 
 
 def start_completion(
-    model: TextGenerator, body: p.CompletionRequest, settings: ServeSettings, metrics: Metrics
+    model: TextGenerator,
+    body: p.CompletionRequest,
+    settings: ServeSettings,
+    metrics: Metrics,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Running:
-    """``/v1/completions``: each prompt as written (no chat template)."""
+    """``/v1/completions``: each prompt as written (no chat template). Tokenizing is CPU work: the
+    route calls this on a worker thread, giving the event ``loop`` the answer's events go to."""
     _refuse_unsupported(body)
     if body.echo and body.suffix is not None:
         raise InvalidRequest("'echo' and 'suffix' cannot be used together", param="echo")
     prompts = _prompt_ids(model, body, settings)
-    run = _start(model, body, prompts, False, settings, metrics, body.logprobs)
+    run = _start(model, body, prompts, False, settings, metrics, body.logprobs, loop=loop)
     run.echo = bool(body.echo)
     if isinstance(body.prompt, str):
         run.prompts = [body.prompt]
@@ -281,8 +286,15 @@ def _forced_grammar(model: TextGenerator, body: p.ChatRequest, forced: list[dict
     return grammar
 
 
-def start_chat(model: TextGenerator, body: p.ChatRequest, settings: ServeSettings, metrics: Metrics) -> Running:
-    """``/v1/chat/completions``: the messages (and tools) through the model's chat template."""
+def start_chat(
+    model: TextGenerator,
+    body: p.ChatRequest,
+    settings: ServeSettings,
+    metrics: Metrics,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> Running:
+    """``/v1/chat/completions``: the messages (and tools) through the model's chat template (on a
+    worker thread too, as ``start_completion``)."""
     _refuse_unsupported(body)
     if body.top_logprobs is not None and not body.logprobs:
         raise InvalidRequest("'top_logprobs' needs 'logprobs': true", param="top_logprobs")
@@ -300,7 +312,7 @@ def start_chat(model: TextGenerator, body: p.ChatRequest, settings: ServeSetting
         raise InvalidRequest(
             f"'messages': this model's chat template refuses them ({reason})", param="messages"
         ) from None
-    run = _start(model, body, [prompt], True, settings, metrics, top, grammar)
+    run = _start(model, body, [prompt], True, settings, metrics, top, grammar, loop=loop)
     if choice is not None:
         run.tool_names = {tool["function"]["name"] for tool in offered}
     return run
@@ -315,9 +327,10 @@ def _start(
     metrics: Metrics,
     top: int | None,
     grammar: str | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Running:
     rows = _rows(settings, model, body, prompts, chat, top, grammar)
-    loop = asyncio.get_running_loop()
+    loop = loop or asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
 
     def emit(row, kind, value):

@@ -19,7 +19,7 @@ async def classify(
     model: ServedModel, body: p.ClassifyRequest, settings: ServeSettings, metrics: Metrics
 ) -> p.ClassifyResponse:
     texts = texts_of(body.input, settings)
-    counts = model.counts(texts)
+    counts = await asyncio.to_thread(model.counts, texts)  # tokenizing: CPU work, off the event loop
     check_lengths(counts, model.limit, body.truncate)
     rows = await run_batch(model.batcher, texts)
     used = sum(min(c, model.limit) for c in counts)
@@ -36,7 +36,7 @@ async def classify(
 
 async def tag(model: ServedModel, body: p.NerRequest, settings: ServeSettings, metrics: Metrics) -> p.NerResponse:
     texts = texts_of(body.input, settings)
-    counts = model.counts(texts)
+    counts = await asyncio.to_thread(model.counts, texts)  # tokenizing: CPU work, off the event loop
     check_lengths(counts, model.ner_limit, None)
     rows = await run_batch(model.batcher, texts)
     metrics.tokens_in.labels(model.name).inc(sum(counts))
@@ -65,7 +65,7 @@ async def embed(
     for i, item in enumerate(texts):
         if not isinstance(item, str) and max(item) >= model.embedder.vocab:
             raise InvalidRequest(f"input {i}: token id {max(item)} is not in this model's vocabulary", param="input")
-    counts = model.embedder.counts(texts)
+    counts = await asyncio.to_thread(model.embedder.counts, texts)
     check_lengths(counts, model.limit, body.truncate)
     vectors = await run_batch(model.embedder.batcher, texts)
     metrics.tokens_in.labels(model.name).inc(sum(counts))
