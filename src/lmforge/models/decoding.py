@@ -140,18 +140,58 @@ def greedy_batch(model, tokenizer, prompts: list[list[int]], max_new_tokens: int
     return replies
 
 
-def shown_length(text: str, stops: list[str]) -> int:
-    """How much of ``text`` may be shown while streaming: all of it but a stop string found in it
-    and any ending that could be the start of one."""
-    safe = len(text)
+def held_back(text: str, stops: list[str]) -> int:
+    """How many characters at the end of ``text`` could be the start of a stop string."""
+    held = 0
     for stop in stops:
-        if stop in text:
-            safe = min(safe, text.index(stop))
-        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+        for k in range(min(len(stop) - 1, len(text)), held, -1):
             if text.endswith(stop[:k]):
-                safe = min(safe, len(text) - k)
+                held = k
                 break
-    return safe
+    return held
+
+
+class IncrementalText:
+    """The text of a growing list of generated token ids, in time linear in its length: each update
+    decodes a window of the last few tokens (from the last point where the text was whole) rather
+    than the whole reply, and stop strings are looked for in the new text only, with the overlap a
+    stop string could straddle. ``text`` always equals decoding all the ids (less a trailing half of
+    a multi-byte character, held until the next token completes it)."""
+
+    def __init__(self, tokenizer, stops: list[str]):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.text = ""
+        self._prefix = self._read = 0  # ids[_prefix:_read] decode to the text's last piece
+        self._searched = 0
+        self._longest = max((len(stop) for stop in stops), default=0)
+
+    def update(self, ids: list[int], final: bool = False) -> bool:
+        """Take the ids (the whole list, grown since the last call); True when the text grew.
+        ``final``: no token will follow, so a half character is dropped rather than held."""
+        decode = self.tokenizer.decode
+        before = decode(ids[self._prefix : self._read], skip_special_tokens=True)
+        now = decode(ids[self._prefix :], skip_special_tokens=True)
+        if not final and now.endswith("\ufffd"):  # half of a multi-byte character
+            return False
+        added = now[len(before) :]
+        if final:
+            added = added.rstrip("\ufffd")
+        if not added:
+            return False
+        self.text += added
+        self._prefix, self._read = self._read, len(ids)
+        return True
+
+    def stop_index(self) -> int | None:
+        """Where the first stop string starts in the text, looking only at what is new."""
+        start = max(0, self._searched - self._longest + 1)
+        self._searched = len(self.text)
+        found = [i for i in (self.text.find(stop, start) for stop in self.stops) if i >= 0]
+        return min(found) if found else None
+
+    def shown_length(self) -> int:
+        """How much may be shown while streaming (no stop string is in the text: see stop_index)."""
+        return len(self.text) - held_back(self.text, self.stops)
 
 
 class Streamer:
@@ -161,6 +201,8 @@ class Streamer:
     def __init__(self, tokenizer, callback, stops: list[str]):
         self.tokenizer, self.callback, self.stops = tokenizer, callback, stops
         self.ids: list[int] = []
+        self.decoded = IncrementalText(tokenizer, stops)
+        self.stopped_at: int | None = None
         self.prompt_seen = False
         self.shown = 0
 
@@ -169,10 +211,13 @@ class Streamer:
             self.prompt_seen = True
             return
         self.ids += value.reshape(-1).tolist()
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half of a multi-byte character
+        if not self.decoded.update(self.ids):
             return
-        safe = shown_length(text, self.stops)
+        text = self.decoded.text
+        if self.stopped_at is None:
+            self.stopped_at = self.decoded.stop_index()
+        # Nothing from a stop string on is shown, however many tokens the generator takes to stop.
+        safe = self.stopped_at if self.stopped_at is not None else self.decoded.shown_length()
         if safe > self.shown:
             self.callback(text[self.shown : safe])
             self.shown = safe

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 
-from lmforge.models.decoding import GenerationOptions, left_pad, shown_length
+from lmforge.models.decoding import GenerationOptions, IncrementalText, left_pad
 from lmforge.serving.batching import QueueFull
 from lmforge.serving.compute import COMPUTE
 from lmforge.serving.kv_cache import joinable, merge_caches, merge_masks, select_rows
@@ -74,6 +74,7 @@ class Row:
     counts: Counter = field(default_factory=Counter)  # generated tokens, for the penalties
     scored: Scored | None = None  # the log-probability of the token _choose picked
     logprob_sum: float = 0.0  # of the tokens taken (stop tokens excluded)
+    decoded: IncrementalText | None = None  # the reply's text, decoded a few tokens at a time
 
     @property
     def adjusts(self) -> bool:
@@ -330,17 +331,18 @@ class GenerationEngine:
             row.logprob_sum += row.scored.logprob
             row.job.emit(row.index, "token", row.scored)
             row.scored = None
-        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        if row.decoded is None:
+            row.decoded = IncrementalText(self.tokenizer, row.stops)
         at_limit = len(row.ids) >= row.max_new
-        if text.endswith("\ufffd") and not at_limit:  # half of a multi-byte character
-            return False
-        row.text = text
-        for stop in row.stops:
-            if stop in text:
-                return self._finish(row, "stop", text[: text.index(stop)])
+        if not row.decoded.update(row.ids, final=at_limit) and not at_limit:
+            return False  # nothing new to show (half of a multi-byte character, a skipped token)
+        text = row.text = row.decoded.text
+        stop = row.decoded.stop_index()
+        if stop is not None:
+            return self._finish(row, "stop", text[:stop])
         if at_limit:
-            return self._finish(row, "length", text.rstrip("\ufffd"))
-        safe = shown_length(text, row.stops)
+            return self._finish(row, "length", text)
+        safe = row.decoded.shown_length()
         if safe > row.shown:
             row.job.emit(row.index, "text", text[row.shown : safe])
             row.shown = safe
