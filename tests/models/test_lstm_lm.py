@@ -169,3 +169,8 @@ def test_lstm_lm_trains_evaluates_and_generates_through_the_cli(tmp_path, run_cl
     assert json.loads(run_cli(*sample, "--seed", "7")[1])["text"] == first["text"]
     greedy = ("generate", str(out), "the dog", "--max-new-tokens", "6", "--json")
     assert json.loads(run_cli(*greedy)[1])["text"] == json.loads(run_cli(*greedy)[1])["text"]
+    # no position embeddings, yet not unbounded: the length the run trained with is its context
+    code, _, err = run_cli("generate", str(out), "the dog", "--max-new-tokens", "100000")
+    limit = meta["max_length"]
+    assert code != 0 and err.strip().splitlines()[-1].startswith("lmforge: error: the prompt is")
+    assert f"over the model's context of {limit} tokens" in err

@@ -41,4 +41,12 @@ def test_t5_run_serves_completions_like_generate(tmp_path, run_cli):
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == expected["text"]
+    # T5 has relative positions, no length of its own: the run's lengths bound input and reply apart
+    # (data.max_length=32 in, train.max_target_length 128 out), and a prompt + reply over 32 is fine
+    over = client.post("/v1/completions", json={"model": "t5", "prompt": "red cat", "max_tokens": 129})
+    assert over.status_code == 400 and "output limit of 128 tokens" in over.json()["error"]["message"]
+    long = client.post("/v1/completions", json={"model": "t5", "prompt": "red cat " * 40, "max_tokens": 2})
+    assert long.status_code == 400 and "input limit is 32" in long.json()["error"]["message"]
+    ok = client.post("/v1/completions", json={"model": "t5", "prompt": "red cat " * 3, "max_tokens": 40})
+    assert ok.status_code == 200, ok.text
     state.close()

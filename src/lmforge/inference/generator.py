@@ -89,6 +89,27 @@ def greedy_replies(generator, prompts: list[list[int]], max_new_tokens: int, bat
     return greedy_batch(generator.model, generator.tokenizer, prompts, max_new_tokens, batch_size)
 
 
+POSITION_LIMITS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+FALLBACK_CONTEXT = 4096  # a model that declares no length of its own and has no run record
+
+
+def model_limits(config, record, seq2seq: bool) -> tuple[int, int | None]:
+    """(the longest input, the longest output) in tokens. Causal models: one window for the prompt and
+    the reply together (output None), its position embeddings' length; a family without positions (an
+    LSTM language model) has the length its run trained on. Seq2seq models: the encoder's input and
+    the decoder's output apart; T5's relative positions have no length, so its run's ``max_length``
+    and ``max_target_length`` bound them. Nothing generates without a bound."""
+    declared = next(
+        (int(v) for v in (getattr(config, k, None) for k in POSITION_LIMITS) if isinstance(v, int) and v > 0), None
+    )
+    trained = record.max_length if record is not None else None
+    context = declared or trained or FALLBACK_CONTEXT
+    if not seq2seq:
+        return context, None
+    target = ((record.head_options or {}).get("max_target_length") if record is not None else None) or None
+    return context, declared or target or FALLBACK_CONTEXT
+
+
 class Generator(Prompting):
     """A transformers model generating with ``model.generate``. ``prompt_lookup`` N > 0: speculative
     decoding by prompt lookup (Hugging Face's ``prompt_lookup_num_tokens``): up to N tokens that
@@ -135,13 +156,13 @@ class Generator(Prompting):
         self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' @wraps hides Module.to's signature
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
         self.weights = settle_weights(self.model, self.tokenizer, dtype, source, peft)  # what the weights compute in
-        self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 0) or None
+        self.context, self.output_context = model_limits(self.model.config, self.record, self.seq2seq)
         self.stop_ids = stop_ids(self.model, self.tokenizer)
         self.vocab = int(getattr(self.model.get_input_embeddings(), "num_embeddings"))  # ids 0 .. vocab - 1
 
     def generate_ids(self, ids: list[int], options: GenerationOptions, stream=None) -> Generation:
         """Generate from prompt token ids (see ``generate``)."""
-        self._check_prompt(ids, options, None if self.seq2seq else self.context)
+        self._check_prompt(ids, options, self.context, self.output_context)
         if options.seed is not None:
             torch.manual_seed(options.seed)
         config = transformers.GenerationConfig(

@@ -101,6 +101,7 @@ class LlamaCppGenerator(Prompting):
 
     seq2seq = False
     record = None
+    context: int  # positions the model was trained for, at most the context llama.cpp allocated
     engine = "llama_cpp"
 
     def __init__(self, source: str, threads: int | None = None):

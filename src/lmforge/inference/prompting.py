@@ -16,6 +16,8 @@ class Prompting:
 
     tokenizer: transformers.PreTrainedTokenizerBase
     seq2seq: bool
+    context: int | None = None  # the most tokens of prompt and reply (of the prompt alone with output_context)
+    output_context: int | None = None  # an encoder-decoder's longest reply; None: one window for both
 
     @property
     def has_template(self) -> bool:
@@ -53,11 +55,22 @@ class Prompting:
     def generate_ids(self, ids: list[int], options: GenerationOptions, stream=None) -> Generation:
         raise NotImplementedError
 
-    def _check_prompt(self, ids: list[int], options: GenerationOptions, context: int | None) -> None:
+    def _check_prompt(
+        self, ids: list[int], options: GenerationOptions, context: int | None, output: int | None = None
+    ) -> None:
+        """``context``: the most tokens of prompt and reply together, or of the prompt alone when
+        ``output`` (an encoder-decoder's decoder length) bounds the reply apart."""
         options.check()
         if not ids:
             raise DataError("empty prompt")
-        if context and len(ids) + options.max_new_tokens > context:
+        if output is not None:
+            if context and len(ids) > context:
+                raise DataError(f"the prompt is {len(ids)} tokens; the model's input limit is {context} tokens")
+            if options.max_new_tokens > output:
+                raise DataError(
+                    f"--max-new-tokens {options.max_new_tokens}: over the model's output limit of {output} tokens"
+                )
+        elif context and len(ids) + options.max_new_tokens > context:
             raise DataError(
                 f"the prompt is {len(ids)} tokens; with --max-new-tokens {options.max_new_tokens} "
                 f"that is over the model's context of {context} tokens"

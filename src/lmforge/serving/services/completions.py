@@ -46,10 +46,11 @@ def _stops(value, limit: int) -> list[str]:
 
 def _max_tokens(settings: ServeSettings, model: TextGenerator, body, prompt_len: int, chat: bool) -> int:
     asked = (body.max_completion_tokens or body.max_tokens) if chat else body.max_tokens
-    room = model.context - prompt_len if model.context else None
-    if room is not None and room < 1:
+    output = model.output_context  # an encoder-decoder: the reply's own limit
+    room = output if output else (model.context - prompt_len if model.context else None)
+    if (room is not None and room < 1) or (output and model.context and prompt_len > model.context):
         raise InvalidRequest(
-            f"the prompt is {prompt_len} tokens; this model's context is {model.context}",
+            f"the prompt is {prompt_len} tokens; this model's {'input limit' if output else 'context'} is {model.context}",
             param="messages" if chat else "prompt",
             code="context_length_exceeded",
         )
@@ -59,7 +60,9 @@ def _max_tokens(settings: ServeSettings, model: TextGenerator, body, prompt_len:
         raise InvalidRequest("'max_tokens' is 0: that asks for nothing unless 'echo' is true", param="max_tokens")
     if room is not None and asked > room:
         raise InvalidRequest(
-            f"the prompt is {prompt_len} tokens and 'max_tokens' is {asked}: over this model's "
+            f"'max_tokens' is {asked}: over this model's output limit of {output} tokens"
+            if output
+            else f"the prompt is {prompt_len} tokens and 'max_tokens' is {asked}: over this model's "
             f"context of {model.context} tokens",
             param="max_tokens",
             code="context_length_exceeded",

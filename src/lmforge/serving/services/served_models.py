@@ -207,6 +207,8 @@ class TextGenerator(ServedModel):
     vocab: int  # token ids 0 .. vocab - 1 (prompts as ids, logit_bias)
     names: TokenText  # tokens as the API shows them (logprobs)
     grammars: Grammars | None  # structured output (None: encoder-decoders)
+    context: int | None = None  # prompt + reply tokens (the prompt alone when output_context is set)
+    output_context: int | None = None  # encoder-decoders: the longest reply
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -226,6 +228,7 @@ class TextGenerator(ServedModel):
             peft=adapters,
         )
         self.context = self.generator.context
+        self.output_context = self.generator.output_context  # seq2seq: the decoder's own limit
         self.vocab = self.generator.vocab
         self.names = TokenText(self.generator.tokenizer)
         self.grammars = (
@@ -287,7 +290,7 @@ class AdapterModel(ServedModel):
 
     def load(self, metrics) -> None:
         self.base.add_adapter(self.name, self.folder / "adapter")
-        for attribute in ("generator", "engine", "context", "vocab", "names", "grammars"):
+        for attribute in ("generator", "engine", "context", "output_context", "vocab", "names", "grammars"):
             setattr(self, attribute, getattr(self.base, attribute))
         self.dtype = self.base.dtype
 
