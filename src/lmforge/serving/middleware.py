@@ -6,6 +6,7 @@ Written as plain ASGI rather than ``BaseHTTPMiddleware`` so a streamed response 
 a client's disconnect reaches the route.
 """
 
+import asyncio
 import hmac
 import json
 import logging
@@ -110,11 +111,12 @@ class ApiKey:
 
 
 class JsonBody:
-    """A body sent with POST, PUT or PATCH must be JSON (415) and at most ``limit`` bytes (413, told
-    by its Content-Length or found while reading it); the app gets the body already read."""
+    """A body sent with POST, PUT or PATCH must be JSON (415), at most ``limit`` bytes (413, told by
+    its Content-Length or found while reading it) and whole within ``timeout`` seconds (408); the
+    app gets the body already read."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout: float = 30.0):
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -131,8 +133,17 @@ class JsonBody:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await send_json(send, 413, self._too_big())
         chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
-            message = await receive()
+            try:  # the whole body within the timeout, however it is cut up
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                body = error_body(
+                    f"the request body did not arrive within {self.timeout:g} s",
+                    "invalid_request_error",
+                    "body_timeout",
+                )
+                return await send_json(send, 408, body, [(b"connection", b"close")])
             if message["type"] == "http.disconnect":
                 return
             chunks.append(message.get("body", b""))

@@ -23,6 +23,7 @@ uvicorn = require("uvicorn", "lmforge[serve]", "lmforge serve")
 require("fastapi", "lmforge[serve]", "lmforge serve")
 
 from lmforge.serving.app import create_app  # noqa: E402
+from lmforge.serving.connections import GuardedH11  # noqa: E402
 from lmforge.serving.services import open_models  # noqa: E402
 from lmforge.serving.state import ServerState  # noqa: E402
 
@@ -35,12 +36,23 @@ def app_from_env():
     quiet_libraries()
     setup_logging()
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_ENV]))
+    GuardedH11.header_timeout = settings.header_timeout  # this worker's connections
 
     def on_failure(why: str) -> None:
         log.error("loading failed: %s", why)
         os._exit(1)
 
     return create_app(ServerState.open(settings), on_failure)
+
+
+def connection_limits(settings: ServeSettings) -> dict:
+    """uvicorn's options for what connections may hold (``connections.py``)."""
+    GuardedH11.header_timeout = settings.header_timeout
+    return {
+        "http": GuardedH11,
+        "timeout_keep_alive": settings.keep_alive,
+        "limit_concurrency": settings.max_connections,
+    }
 
 
 def serve(settings: ServeSettings) -> int:
@@ -61,6 +73,7 @@ def serve(settings: ServeSettings) -> int:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+        **connection_limits(settings),
     )
     server = DrainingServer(config, state, settings.drain_timeout)
     log.info(
@@ -88,6 +101,7 @@ def _serve_workers(settings: ServeSettings) -> int:
         workers=settings.workers,
         log_level="warning",
         timeout_graceful_shutdown=int(settings.drain_timeout) or None,
+        **connection_limits(settings),
     )
     return 0
 

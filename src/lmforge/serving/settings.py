@@ -84,6 +84,12 @@ class ServeSettings:
     """Requests waiting per model beyond which the server answers 429 at once."""
     drain_timeout: float = field(default=30.0, metadata={"help": "seconds to finish in-flight requests on SIGTERM"})
     """Seconds to finish in-flight requests after SIGTERM."""
+    header_timeout: float = field(default=10.0, metadata={"help": "seconds a client has to send a request's headers"})
+    """A connection that has not sent a whole request line and headers in this time is closed."""
+    body_timeout: float = field(default=30.0, metadata={"help": "seconds a client has to send a request's body"})
+    """A body not received whole in this time answers 408."""
+    keep_alive: float = field(default=5.0, metadata={"help": "seconds an idle connection is kept open"})
+    max_connections: int = field(default=1024, metadata={"help": "open connections at once; beyond, 503"})
     threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all cores)"})
     device: str = field(
         default="auto",
@@ -155,11 +161,16 @@ class ServeSettings:
             "max_generation_batch",
             "max_queue",
             "workers",
+            "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve: {name.replace('_', '-')} must be at least 1")
         if self.batch_wait_ms < 0 or self.drain_timeout < 0:
             raise ConfigError("serve: batch-wait-ms and drain-timeout must be >= 0")
+        for name in ("header_timeout", "body_timeout", "keep_alive"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"serve: {name.replace('_', '-')} {value}: give a number of seconds above 0")
         if self.dtype not in ("auto", "float32", "bfloat16", "int8"):
             raise ConfigError(f"serve: dtype '{self.dtype}' is not one of auto, float32, bfloat16, int8")
         if not math.isfinite(self.entity_bias):

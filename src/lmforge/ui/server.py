@@ -8,6 +8,7 @@ from lmforge.ui.settings import UiSettings
 uvicorn = require("uvicorn", "lmforge[serve]", "lmforge ui")
 require("fastapi", "lmforge[serve]", "lmforge ui")
 
+from lmforge.serving.connections import GuardedH11  # noqa: E402
 from lmforge.ui.app import create_ui_app  # noqa: E402
 
 
@@ -15,5 +16,15 @@ def run_ui(settings: UiSettings) -> int:
     settings.check()
     app = create_ui_app(settings)
     print(f"lmforge ui: http://{settings.host}:{settings.port}/  (runs: {settings.runs}; Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    # The server's connection limits (serving/connections.py) at their defaults: slow clients cannot hold it.
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        http=GuardedH11,
+        timeout_keep_alive=5,
+        limit_concurrency=256,
+    )
     return 0
