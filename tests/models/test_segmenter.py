@@ -191,3 +191,37 @@ def test_an_unwritable_store_is_skipped_with_a_warning(tmp_path, monkeypatch, ca
     store.put("上海", [("上海", "ns")])
     store.flush()
     assert store.get("上海") is None  # nothing kept, nothing fails
+
+
+def test_a_server_keeps_no_new_sentences_and_a_store_is_bounded(tmp_path, monkeypatch):
+    from lmforge.models import segmenter
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
+    store = segmenter.SegmentStore("thulac", "0")
+    store.put("北京", [("北京", "ns")])
+    store.flush()
+    try:
+        segmenter.keep_new_segments(False)  # what serve does at start-up
+        store.put("一位客户的句子", [("一位", "m")])
+        store.flush()
+        assert store.get("北京") == [("北京", "ns")]  # lookups still answer
+        assert store.get("一位客户的句子") is None  # the client's text was not written
+    finally:
+        segmenter.keep_new_segments(True)
+    monkeypatch.setattr(segmenter, "MAX_STORED", 2)
+    for text in ("上海", "广州", "深圳"):
+        store.put(text, [(text, "ns")])
+    store.flush()
+    rows = store._db.execute("SELECT count(*) FROM segments").fetchone()[0]
+    assert rows == 2  # 北京 and 上海: full, the rest not kept
+
+
+def test_serve_turns_off_the_segment_store(monkeypatch):
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
+
+    seen = []
+    monkeypatch.setattr("lmforge.serving.state.keep_new_segments", lambda keep: seen.append(keep))
+    ServerState(ServeSettings(sources=["x"]), {}).load()
+    ServerState(ServeSettings(sources=["x"], store_segments=True), {}).load()
+    assert seen == [False, True]

@@ -119,13 +119,15 @@ def test_every_route_but_health_needs_the_key(client, state):
     for path, method in sorted(paths):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
             response = bare.request(method, path, headers=headers, json={})
-            if path == "/health":
-                assert response.status_code == 200
+            if path == "/health":  # open, but the model names only with the key
+                assert response.status_code == 200 and response.json() == {"status": "ok"}
             elif path.startswith("/v1/admin/"):  # the admin key guards these; this server has none
                 assert response.status_code == 404, (path, headers)
             else:
                 assert response.status_code == 401, (path, headers)
                 assert response.json()["error"]["type"] == "authentication_error"
+    keyed = bare.get("/health", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert keyed == {"status": "ok", "models": sorted(state.models, key=list(state.models).index)}
 
 
 def test_health_is_503_while_loading(runs):

@@ -85,3 +85,13 @@ def test_connections_beyond_the_limit_get_503(server):
             s.close()
     time.sleep(0.2)
     assert classify(server) == 200
+
+
+def test_websocket_upgrades_are_refused(server):
+    with socket.create_connection(("127.0.0.1", server), timeout=5) as s:
+        s.sendall(
+            b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        first = s.recv(65536).split(b"\r\n", 1)[0]
+    assert not first.startswith(b"HTTP/1.1 101")  # never switched protocols

@@ -155,6 +155,17 @@ THULAC_TAGS = (
 SEGMENTERS = ("jieba", "thulac")
 
 
+MAX_STORED = 2_000_000  # sentences per store file (MSRA train is 47k); beyond, new ones are not kept
+_keep_new = [True]
+
+
+def keep_new_segments(keep: bool) -> None:
+    """Whether newly segmented sentences are written to the on-disk stores: yes while training and
+    evaluating; a server turns it off (``serve --store-segments`` on), so nothing a client sends is
+    written to disk."""
+    _keep_new[0] = keep
+
+
 class SegmentStore:
     """(text -> [(word, tag)]) of one segmenter version, in a sqlite file shared by processes.
 
@@ -168,11 +179,13 @@ class SegmentStore:
         self._pending: dict[str, str] = {}
         self._lock = threading.Lock()
         self._db = None
+        self._stored, self._full_told = 0, False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
             db.execute("CREATE TABLE IF NOT EXISTS segments (text TEXT PRIMARY KEY, words TEXT NOT NULL)")
             db.commit()
+            self._stored = int(db.execute("SELECT count(*) FROM segments").fetchone()[0])
             self._db = db
         except (OSError, sqlite3.Error) as exc:
             log.warning("segmenter cache %s: %s; segmenting without it", self.path, exc)
@@ -195,8 +208,15 @@ class SegmentStore:
             return None  # a damaged entry: cut the sentence again
 
     def put(self, text: str, words: list[tuple[str, str]]) -> None:
-        if self._db is None:
-            return  # no file: the features' own in-memory cache still works
+        if self._db is None or not _keep_new[0]:
+            return  # no file (or a server's texts): the features' own in-memory cache still works
+        if self._stored + len(self._pending) >= MAX_STORED:
+            if not self._full_told:
+                self._full_told = True
+                log.warning(
+                    "segmenter cache %s holds %d sentences, its most: new ones are not kept", self.path, MAX_STORED
+                )
+            return
         with self._lock:
             self._pending[text] = json.dumps(words, ensure_ascii=False)
             full = len(self._pending) >= self.BATCH
@@ -211,6 +231,7 @@ class SegmentStore:
             try:
                 self._db.executemany("INSERT OR IGNORE INTO segments (text, words) VALUES (?, ?)", rows)
                 self._db.commit()
+                self._stored += len(rows)
             except sqlite3.Error as exc:
                 log.warning("segmenter cache %s: %s; entries not kept", self.path, exc)
 

@@ -378,4 +378,4 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok", "loading", "draining", "failed"]
-    models: list[str]
+    models: list[str] | None = Field(None, description="the served models' names: only to a client with the key")

@@ -52,6 +52,7 @@ def connection_limits(settings: ServeSettings) -> dict:
         "http": GuardedH11,
         "timeout_keep_alive": settings.keep_alive,
         "limit_concurrency": settings.max_connections,
+        "ws": "none",  # no WebSocket routes: an upgrade request is answered as plain HTTP, never upgraded
     }
 
 

@@ -90,6 +90,12 @@ class ServeSettings:
     """A body not received whole in this time answers 408."""
     keep_alive: float = field(default=5.0, metadata={"help": "seconds an idle connection is kept open"})
     max_connections: int = field(default=1024, metadata={"help": "open connections at once; beyond, 503"})
+    store_segments: bool = field(
+        default=False,
+        metadata={
+            "help": "keep served Chinese texts' words in the segmenter's disk cache (off: nothing sent is stored)"
+        },
+    )
     threads: int | None = field(default=None, metadata={"help": "CPU threads (default: all cores)"})
     device: str = field(
         default="auto",

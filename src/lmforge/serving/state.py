@@ -4,6 +4,7 @@ and whether the server is loading, ready, failed or draining."""
 import threading
 from collections.abc import Callable
 
+from lmforge.models.segmenter import keep_new_segments
 from lmforge.runtime import set_threads
 from lmforge.serving.compute import COMPUTE
 from lmforge.serving.errors import InvalidRequest, ModelNotFound, NotReady
@@ -35,6 +36,7 @@ class ServerState:
         """Set the threads, then load every model (slow: run at start-up, while /health says 'loading').
         Both run on the compute thread, which every model call goes through."""
         self.loading = True
+        keep_new_segments(self.settings.store_segments)  # what clients send is not written to disk
         try:
             COMPUTE.call(set_threads, self.settings.threads)
             for model in self.models.values():

@@ -19,10 +19,14 @@ router = APIRouter(tags=["admin"])
 
 
 @router.get("/health", response_model=p.Health, responses={503: {"model": p.Health}})
-async def health(state: State):
+async def health(request: Request, state: State):
+    """Open to all (load balancers probe it); the model names only to a client with the key."""
     status = state.status()
-    body = p.Health(status=status, models=list(state.models))
-    return JSONResponse(body.model_dump(), status_code=200 if status == "ok" else 503)
+    key = state.settings.api_key
+    given = request.headers.get("authorization", "").encode()
+    told = not key or hmac.compare_digest(given, f"Bearer {key}".encode())
+    body = p.Health(status=status, models=list(state.models) if told else None)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if status == "ok" else 503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses={401: ERRORS[401]})
