@@ -1,3 +1,4 @@
+import json
 import random
 
 import numpy as np
@@ -86,3 +87,34 @@ def test_flattened_rnn_weights_are_saved_and_loaded_back(tmp_path):
     load_checkpoint(folder, fresh, build_optimizer(fresh, 1e-3, 0.0), sched)
     assert all(torch.equal(fresh.state_dict()[k], expected[k]) for k in expected)
     assert not has_flattened_rnn(torch.nn.LSTM(4, 6))
+
+
+def test_a_checkpoint_verifies_until_a_byte_changes(tmp_path):
+    from lmforge.training.checkpoint import CHECKSUMS, verify_checkpoint
+
+    model, opt, sched = make()
+    step(model, opt, sched)
+    folder = save_checkpoint(tmp_path / "step-1", model, opt, sched, {"step": 1})
+    sums = json.loads((folder / CHECKSUMS).read_text())
+    assert {"model.safetensors", "optimizer.safetensors", "trainer_state.json"} <= set(sums)
+    assert verify_checkpoint(folder) is None
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    assert "model.safetensors does not match" in verify_checkpoint(folder)
+    (folder / "rng.json").unlink()
+    assert verify_checkpoint(folder) in ("rng.json is missing", "model.safetensors does not match its checksum")
+
+
+def test_dropping_the_optimizer_keeps_the_checkpoint_valid_and_loadable(tmp_path, caplog):
+    from lmforge.training.checkpoint import drop_optimizer_states, verify_checkpoint
+
+    model, opt, sched = make()
+    step(model, opt, sched)
+    folder = save_checkpoint(tmp_path / "step-1", model, opt, sched, {"step": 1})
+    size = (folder / "optimizer.safetensors").stat().st_size
+    assert drop_optimizer_states(tmp_path) == size and not (folder / "optimizer.safetensors").exists()
+    assert verify_checkpoint(folder) is None
+    fresh, fresh_opt, fresh_sched = make(seed=1)
+    assert load_checkpoint(folder, fresh, fresh_opt, fresh_sched)["step"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))

@@ -157,6 +157,7 @@ def test_checkpoint_of_two_processes_resumes_in_one(tmp_path):
         "train.batch_size=8",
         "train.save_every=3",
         "train.keep_checkpoints=10",
+        "train.keep_optimizer=true",  # the run ends; its checkpoints must still continue it exactly
         "--processes",
         "2",
     )

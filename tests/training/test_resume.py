@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import sentiment_rows, tiny_overrides, write_jsonl
+from lmforge.training.checkpoint import list_checkpoints
 
 
 def _data(tmp_path):
@@ -63,11 +64,11 @@ def _assert_same_run(a, b):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "how,extra",
-    [("SIGKILL", []), ("SIGTERM", []), ("SIGKILL", ["train.ema=0.9"])],
-    ids=["SIGKILL", "SIGTERM", "SIGKILL-ema"],
+    "how,extra,corrupt",
+    [("SIGKILL", [], False), ("SIGTERM", [], False), ("SIGKILL", ["train.ema=0.9"], False), ("SIGKILL", [], True)],
+    ids=["SIGKILL", "SIGTERM", "SIGKILL-ema", "SIGKILL-damaged-newest"],
 )
-def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra):
+def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra, corrupt):
     # With train.ema the saved model is the weight average: it must resume exactly too.
     data = _data(tmp_path)
     reference, killed = tmp_path / "reference", tmp_path / "killed"
@@ -87,10 +88,19 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra):
         assert proc.returncode == -signal.SIGKILL
     assert not (killed / "eval_results.json").exists()
 
+    if corrupt:  # a disk that lost the newest checkpoint's last write: resume takes the one before
+        newest = list_checkpoints(killed / "checkpoints")[-1]
+        weights = newest / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))
     resumed = _train(_overrides(data, killed) + extra + ["resume=true"])
     resumed.wait(timeout=300)
-    assert resumed.returncode == 0, resumed.stderr.read()
+    told = resumed.stderr.read()
+    assert resumed.returncode == 0, told
+    if corrupt:
+        assert f"checkpoint {newest.name} cannot be used (model.safetensors does not match its checksum)" in told
     _assert_same_run(reference, killed)
+    # the run ended: its checkpoints keep no optimizer state (train.keep_optimizer: false)
+    assert not list((killed / "checkpoints").glob("*/optimizer.safetensors"))
     steps = [
         json.loads(l)["step"]
         for l in (killed / "metrics.jsonl").read_text().splitlines()

@@ -184,6 +184,11 @@ class TrainConfig(Section):
         None, ge=1, description="also checkpoint every N steps (default: at each evaluation)"
     )
     keep_checkpoints: int = Field(2, ge=1, description="how many checkpoints to keep")
+    keep_optimizer: bool = Field(
+        False,
+        description="keep the optimizer's state in the checkpoints after the run ends (to continue it exactly); "
+        "dropped by default: it is twice the model's size",
+    )
     early_stopping: EarlyStopping | None = Field(None, description="stop when a metric stops improving")
     group_by_length: bool = Field(True, description="batch texts of similar length together (less padding)")
     padding_free: Literal["auto"] | bool = Field(

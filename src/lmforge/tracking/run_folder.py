@@ -23,6 +23,7 @@ RESUMABLE_CHANGES = {
     "train.mixed_precision",
     "train.gradient_checkpointing",
     "train.max_steps",
+    "train.keep_optimizer",
     "train.early_stopping",
     "train.eval_every",
     "train.save_every",

@@ -3,10 +3,19 @@
 A checkpoint folder holds the model (safetensors), the optimizer's tensors (safetensors) and its
 settings (JSON), the scheduler (JSON), the RNG states and the trainer state (step, epoch, position
 in the epoch, early stopping). Nothing is pickled, so loading a checkpoint runs no code. It is
-written to a hidden temporary folder and renamed into place: a folder named ``step-N`` is complete.
+written to a hidden temporary folder, its files and the folder synced to disk, and renamed into
+place (the parent synced too): a folder named ``step-N`` is complete, even after a power cut.
+``checksums.json`` holds each file's SHA-256; resuming takes the newest checkpoint that verifies and
+falls back to older ones, saying which it skipped and why.
+
+At the end of a run the optimizer's state (two tensors per weight with AdamW: twice the model) is
+dropped from the checkpoints unless ``train.keep_optimizer``; continuing such a run starts the
+optimizer afresh, with a warning.
 """
 
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -20,6 +29,81 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from lmforge.errors import RunFolderError
 
 PREFIX = "step-"
+CHECKSUMS = "checksums.json"
+OPTIMIZER_FILES = ("optimizer.safetensors",)
+log = logging.getLogger("lmforge")
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder (its entries) to disk (folders: where the OS allows it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a folder on a system that cannot sync one
+    finally:
+        os.close(fd)
+
+
+def _seal(folder: Path) -> None:
+    """Write ``checksums.json`` for the files in ``folder`` and sync everything to disk."""
+    sums = {str(p.relative_to(folder)): _digest(p) for p in _files(folder)}
+    _write_json(folder / CHECKSUMS, sums)
+    for p in [*_files(folder), folder / CHECKSUMS]:
+        _fsync(p)
+    for sub in sorted({p.parent for p in _files(folder)}, key=lambda p: -len(p.parts)):
+        _fsync(sub)
+
+
+def verify_checkpoint(folder: Path) -> str | None:
+    """Why ``folder`` cannot be trusted, or None. A checkpoint written before checksums existed is
+    trusted as it is (it was renamed into place whole)."""
+    path = folder / CHECKSUMS
+    if not path.is_file():
+        return None
+    try:
+        sums = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{CHECKSUMS} unreadable ({exc})"
+    for name, digest in sums.items():
+        file = folder / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if _digest(file) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def drop_optimizer_states(root: Path) -> int:
+    """Remove the optimizer's tensors from every checkpoint under ``root`` (checksums updated);
+    returns the bytes freed."""
+    freed = 0
+    for folder in list_checkpoints(root):
+        for name in OPTIMIZER_FILES:
+            file = folder / name
+            if file.is_file():
+                freed += file.stat().st_size
+                file.unlink()
+        path = folder / CHECKSUMS
+        if path.is_file():
+            sums = json.loads(path.read_text(encoding="utf-8"))
+            _write_json(path, {k: v for k, v in sums.items() if k not in OPTIMIZER_FILES})
+    return freed
 
 
 def _write_json(path: Path, data) -> None:
@@ -122,9 +206,11 @@ def save_checkpoint(
     if extra is not None:
         extra(tmp)
     _write_json(tmp / "trainer_state.json", trainer_state)
+    _seal(tmp)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
+    _fsync(folder.parent)  # the rename itself
     return folder
 
 
@@ -133,7 +219,14 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     try:
         load_model(model, str(folder / "model.safetensors"))
         settings = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
-        optimizer.load_state_dict(_optimizer_state(load_file(str(folder / "optimizer.safetensors")), settings))
+        if (folder / "optimizer.safetensors").is_file():
+            optimizer.load_state_dict(_optimizer_state(load_file(str(folder / "optimizer.safetensors")), settings))
+        else:
+            log.warning(
+                "%s: the optimizer's state was dropped when the run ended (train.keep_optimizer: false): "
+                "continuing with a fresh optimizer state",
+                folder,
+            )
         scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text(encoding="utf-8")))
         set_rng_state(
             load_file(str(folder / "rng.safetensors")), json.loads((folder / "rng.json").read_text(encoding="utf-8"))

@@ -8,6 +8,7 @@ from pathlib import Path
 from lmforge.inference.evaluate import evaluate_saved
 from lmforge.tracking.report import write_report
 from lmforge.tracking.run_folder import write_atomic, write_predictions
+from lmforge.training.checkpoint import drop_optimizer_states
 from lmforge.training.job import Job, TrainState, run_record
 from lmforge.training.memory import peak_memory
 from lmforge.training.saving import averaged, save_model_folder
@@ -27,6 +28,13 @@ def cleanup(job: Job, state: TrainState) -> None:
     which = "best" if (run.best / "config.json").is_file() else "model"
     results, predictions = evaluate_splits(job, run.model_dir(which), final_validation(job, state, which))
     write_results(job, state, which, results, predictions)
+    if not job.config.train.keep_optimizer:
+        freed = drop_optimizer_states(run.checkpoints)
+        if freed:
+            log.info(
+                "dropped the optimizer's state from the checkpoints (%.0f MB; train.keep_optimizer: true keeps it)",
+                freed / 2**20,
+            )
 
 
 def final_validation(job: Job, state: TrainState, which: str):

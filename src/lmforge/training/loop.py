@@ -5,13 +5,21 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 from accelerate.utils import DistributedType
 
 from lmforge.data.batching import epoch_batches
 from lmforge.errors import RunFolderError, TrainingError
-from lmforge.training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
+from lmforge.training.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    verify_checkpoint,
+)
 from lmforge.training.distributed import from_main, mean_over_processes, sum_over_processes
 from lmforge.training.ema import WeightAverage
 from lmforge.training.job import Job, TrainState, open_metrics
@@ -92,22 +100,42 @@ def _resume(job: Job) -> TrainState:
     if not found:
         log.warning("resume=true but %s has no complete checkpoint: starting from the beginning", job.run.checkpoints)
         return TrainState()
+    acc = job.accelerator
+    assert acc is not None, "setup() creates the accelerator"
+    skipped = []
+    for folder in reversed(found):  # the newest that verifies and loads
+        why = verify_checkpoint(folder)
+        if why is None:
+            try:
+                saved = _load(job, folder)
+                break
+            except RunFolderError as exc:
+                why = str(exc)
+        log.warning("warning: checkpoint %s cannot be used (%s): trying an older one", folder.name, why)
+        skipped.append(folder.name)
+    else:
+        raise RunFolderError(
+            f"cannot resume {job.run.path}: none of its checkpoints verifies ({', '.join(skipped)}); "
+            "start again with overwrite=true"
+        )
+    log.info("resuming from %s (epoch %d, step %d)", folder.name, saved["epoch"], saved["step"])
+    state = TrainState(**saved)
+    _check_batches(state, job.config.train.batch_size, acc.num_processes)
+    return state
+
+
+def _load(job: Job, folder: Path) -> dict:
     acc, ema_decay = job.accelerator, job.config.train.ema
     assert acc is not None, "setup() creates the accelerator"
-    saved = load_checkpoint(found[-1], acc.unwrap_model(job.model), job.optimizer, job.scheduler)
+    saved = load_checkpoint(folder, acc.unwrap_model(job.model), job.optimizer, job.scheduler)
     if job.ema is not None:
         assert ema_decay is not None, "a weight average exists only under train.ema"
         job.ema = WeightAverage(acc.unwrap_model(job.model), ema_decay)
         try:
-            job.ema.load(found[-1])
+            job.ema.load(folder)
         except (OSError, ValueError) as exc:
-            raise RunFolderError(
-                f"{found[-1]}: cannot resume the weight average ({str(exc).splitlines()[0]})"
-            ) from None
-    log.info("resuming from %s (epoch %d, step %d)", found[-1].name, saved["epoch"], saved["step"])
-    state = TrainState(**saved)
-    _check_batches(state, job.config.train.batch_size, acc.num_processes)
-    return state
+            raise RunFolderError(f"{folder}: cannot resume the weight average ({str(exc).splitlines()[0]})") from None
+    return saved
 
 
 def _check_batches(state: TrainState, batch_size: int, processes: int) -> None:
