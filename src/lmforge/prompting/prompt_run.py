@@ -213,7 +213,7 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
     run.check_writable(resolved, False, config.overwrite)
     results, details, data, meta = _prompted(config)
     if config.overwrite and run.path.exists():
-        run.clear()
+        run.set_aside()  # the run before goes once this one is written; files lmforge did not write stay
     run.write_config(resolved)
     eval_results, predictions = {}, []
     for split, (metrics, calibrated, rows) in results.items():
@@ -237,6 +237,7 @@ def run_prompt(config: JobConfig, quiet: bool = False) -> PromptOutcome:
     )
     run.write_record(record)
     write_report(run.path)
+    run.drop_previous()
     if not quiet:
         for split, metrics in eval_results.items():
             log.info("%s: %s", split, headline(metrics, config.task))

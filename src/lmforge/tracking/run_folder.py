@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
@@ -14,6 +15,23 @@ from lmforge.tracking.run_lock import LOCK_NAME
 from lmforge.tracking.run_record import RECORD_FILE, RunRecord, read_record, record_text
 
 META = RECORD_FILE
+# What lmforge writes at the top of a run folder; ``overwrite`` replaces these and nothing else.
+OWN_NAMES = {
+    "config.yaml",
+    RECORD_FILE,
+    "model",
+    "best",
+    "checkpoints",
+    "metrics.jsonl",
+    "events",
+    "report.html",
+    "predictions.jsonl",
+    "eval_results.json",
+    "mlflow-run-id",
+    "wandb",
+    "compare_costs.json",
+}
+PREVIOUS = ".lmforge-previous"  # the run an overwrite replaces, kept until the new one checkpoints
 # Keys a resumed run may change: they steer when to stop, evaluate or save, not what is learnt.
 RESUMABLE_CHANGES = {
     "resume",
@@ -37,6 +55,13 @@ RESUMABLE_CHANGES = {
     "tune",
     "prompt",
 }  # lmforge prompt's settings do not change what training learns
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -107,6 +132,11 @@ class RunFolder:
             return
         if overwrite or not any(c.name != LOCK_NAME for c in self.path.iterdir()):
             return
+        if (self.path / PREVIOUS).is_dir():
+            raise RunFolderError(
+                f"output {self.path} holds a run set aside by an overwrite that was interrupted "
+                f"({PREVIOUS}); set overwrite=true to replace it, or move its files back"
+            )
         what = "a run" if self.config.is_file() else "other files"
         raise RunFolderError(
             f"output {self.path} already holds {what}; set overwrite=true to replace "
@@ -128,15 +158,53 @@ class RunFolder:
                 "start a new run (another output, or overwrite=true)"
             )
 
-    def clear(self) -> None:
-        """Remove a previous run's files (``overwrite=true``); the running job's lock stays."""
-        for child in self.path.iterdir():
-            if child.name == LOCK_NAME:
-                continue
-            if child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    def own_entries(self, extra: Iterable[str] = ()) -> list[Path]:
+        """What lmforge wrote at the top of this folder (``OWN_NAMES`` and a task's ``extra`` files):
+        never the user's own files beside them."""
+        names = OWN_NAMES | set(extra)
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if p.name in names)
+
+    def set_aside(self, extra: Iterable[str] = ()) -> Path | None:
+        """``overwrite=true``: move the previous run's files into ``PREVIOUS`` (files lmforge did
+        not write stay where they are), to be dropped once the new run has written its first
+        checkpoint (``drop_previous``) or put back if it fails before (``restore_previous``).
+        Returns the folder they went to, or None when there was no previous run."""
+        aside = self.path / PREVIOUS
+        entries = self.own_entries(extra)
+        if aside.is_dir():
+            # A run killed before its first checkpoint left the run before it aside: that one is
+            # kept, and the killed run's own files are dropped.
+            for entry in entries:
+                _remove(entry)
+            return aside
+        if not entries:
+            return None
+        tmp = self.path / (PREVIOUS + ".tmp")
+        _remove(tmp)
+        tmp.mkdir()
+        for entry in entries:
+            os.replace(entry, tmp / entry.name)
+        os.replace(tmp, aside)
+        return aside
+
+    def drop_previous(self) -> None:
+        """The new run stands on its own (a checkpoint, or its end): the previous one goes."""
+        _remove(self.path / PREVIOUS)
+
+    def restore_previous(self) -> bool:
+        """The new run failed before its first checkpoint: its files go and the previous run comes
+        back as it was. True when there was one to restore."""
+        aside = self.path / PREVIOUS
+        if not aside.is_dir():
+            return False
+        for entry in self.own_entries(p.name for p in aside.iterdir()):
+            _remove(entry)
+        for entry in aside.iterdir():
+            os.replace(entry, self.path / entry.name)
+        aside.rmdir()
+        return True
 
     # -- metadata ------------------------------------------------------------------------------
     def write_config(self, config: dict) -> None:

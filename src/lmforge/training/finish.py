@@ -108,6 +108,7 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
             },
         )
     )
+    run.drop_previous()  # an overwritten run, kept aside until now (a run with no checkpoint ends here)
     write_report(run.path)
     if job.trackers is not None:
         final = [{"kind": "final", "split": split, **metrics} for split, metrics in results.items()]

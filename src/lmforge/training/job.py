@@ -312,7 +312,7 @@ def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
     if not main:
         return
     if job.config.overwrite and run.path.exists() and not job.config.resume:
-        run.clear()
+        set_aside(job)
     open_trackers(job)  # before anything is written: a tracker refusing to start leaves no half-made run
     run.write_config(resolved)
     if not resuming:
@@ -320,6 +320,18 @@ def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
         job.tokenizer.save_pretrained(run.model)
     write_task_files(job)
     run.write_record(run_record(job, finished=False))
+
+
+def set_aside(job: Job) -> None:
+    """``overwrite=true``: the previous run moves aside (RunFolder.set_aside) and is named."""
+    previous = job.run.set_aside(job.task.run_files().keys())
+    if previous is not None:
+        log.info(
+            "overwrite=true: the run that was in %s is kept in %s until this run's first checkpoint; "
+            "files lmforge did not write stay where they are",
+            job.run.path,
+            previous.name,
+        )
 
 
 def write_task_files(job: Job) -> None:

@@ -366,6 +366,7 @@ class _Loop:
             extra=job.ema.save if job.ema is not None else None,
         )
         prune_checkpoints(job.run.checkpoints, self.cfg.keep_checkpoints)
+        job.run.drop_previous()  # the new run can continue on its own: the run it overwrote goes
 
     def _non_finite(self, loss, rng_at_start) -> None:
         job = self.job

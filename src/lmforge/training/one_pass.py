@@ -18,7 +18,7 @@ from typing import cast
 from lmforge.config import config_to_dict
 from lmforge.models.one_pass import OnePassModel
 from lmforge.training.finish import evaluate_splits, write_results
-from lmforge.training.job import Job, TrainState, open_metrics, open_trackers, run_record, write_task_files
+from lmforge.training.job import Job, TrainState, open_metrics, open_trackers, run_record, set_aside, write_task_files
 
 log = logging.getLogger("lmforge")
 
@@ -28,8 +28,9 @@ def run_one_pass(job: Job) -> TrainState:
     model = cast(OnePassModel, job.model)  # ``setup`` sends only one-pass models (is_one_pass) here
     if run.path.exists():
         # ``setup`` let through only an empty folder, overwrite=true or resume=true of the same
-        # config; with nothing to resume, each of them starts afresh.
-        run.clear()
+        # config; with nothing to resume, each of them starts afresh (the run before kept aside
+        # until this one is written).
+        set_aside(job)
     open_trackers(job)  # before anything is written (training/job.py's _prepare_folder)
     run.write_config(config_to_dict(job.config))
     write_task_files(job)
