@@ -1,6 +1,7 @@
 """Resume is exact: a run killed mid-way and resumed ends where an uninterrupted run ends."""
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -125,3 +126,37 @@ def test_non_finite_loss_stops_with_a_checkpoint(tiny_data, tmp_path, run_cli):
     weights = load_file(checkpoints[-1] / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
     assert state["step"] >= 0
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_always_resumes_to_the_same_weights(tmp_path):
+    """Killed with SIGKILL at random moments (a checkpoint every 2 steps, so some kills land while
+    one is being written) and resumed each time: the folder always resumes, and the run ends on
+    the weights of the uninterrupted run."""
+    data = _data(tmp_path)
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    extra = ["train.save_every=2", "train.keep_checkpoints=2"]
+    started = time.time()
+    ref = _train(_overrides(data, reference) + extra)
+    ref.wait(timeout=300)
+    assert ref.returncode == 0, ref.stderr.read()
+    whole = time.time() - started
+    rng = random.Random(20261206)
+    kills = 0
+    for attempt in range(40):
+        args = _overrides(data, killed) + extra + (["resume=true"] if attempt else [])
+        proc = _train(args)
+        if kills < 12:
+            time.sleep(rng.uniform(0.3, max(0.6, whole * 0.8)))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        proc.wait(timeout=300)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    else:
+        pytest.fail("the run never finished")
+    assert kills >= 5  # most attempts were cut short
+    _assert_same_run(reference, killed)
+    assert not list(killed.glob("checkpoints/.tmp-*"))  # no half-written checkpoint left behind
