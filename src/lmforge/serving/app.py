@@ -51,7 +51,7 @@ def create_app(state: ServerState, on_load_failure: Callable[[str], None] | None
     add_error_handlers(app)
     # Added innermost first: a request meets Observe, Drain, ApiKey, then JsonBody.
     app.add_middleware(JsonBody, limit=state.settings.max_body_bytes, timeout=state.settings.body_timeout)
-    app.add_middleware(ApiKey, key=state.settings.api_key)
+    app.add_middleware(ApiKey, key=state.settings.api_key, keys=state.keys)
     app.add_middleware(Drain, state=state)
     app.add_middleware(Observe, state=state, routes={route.path for route in app.routes})
     if state.settings.cors_origins:  # outermost: a browser's preflight carries no key

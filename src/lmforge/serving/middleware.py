@@ -13,6 +13,8 @@ import logging
 import re
 import time
 
+from lmforge.serving.keys import scope_for
+
 log = logging.getLogger("lmforge.serve")
 OPEN_PATHS = ("/health",)
 ADMIN_PREFIX = "/v1/admin/"
@@ -73,7 +75,11 @@ class Observe:
                 "ms": round(seconds * 1000, 1),
                 "model": scope["state"].get("model"),
             }
+            if scope["state"].get("key_id") is not None:
+                line["key"] = scope["state"]["key_id"]
             log.info(json.dumps(line))
+            if state.audit is not None:  # the same facts, with the time: never a text or a key
+                state.audit.write(json.dumps({"time": round(time.time(), 3), **line}) + "\n")
 
 
 class Drain:
@@ -90,13 +96,17 @@ class Drain:
 
 
 class ApiKey:
-    """401 unless the request sends ``Authorization: Bearer KEY`` (no check when ``key`` is None)."""
+    """401 unless the request sends ``Authorization: Bearer KEY`` (no check when ``key`` is None).
+    With a key file (``keys``): 401 for a key not in it, 403 for one without the route's scope,
+    429 with ``Retry-After`` over its rate; the key's id goes into ``scope["state"]["key_id"]``."""
 
-    def __init__(self, app, key: str | None):
-        self.app = app
+    def __init__(self, app, key: str | None, keys=None):
+        self.app, self.keys = app, keys
         self.expected = f"Bearer {key}".encode() if key else None
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.keys is not None and scope["path"] not in OPEN_PATHS:
+            return await self._scoped(scope, receive, send)
         admin = scope.get("path", "").startswith(ADMIN_PREFIX)  # the admin key guards those (routers/admin.py)
         if scope["type"] == "http" and self.expected is not None and scope["path"] not in OPEN_PATHS and not admin:
             given = dict(scope["headers"]).get(b"authorization", b"")
@@ -107,6 +117,31 @@ class ApiKey:
                     "invalid_api_key",
                 )
                 return await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+        await self.app(scope, receive, send)
+
+    async def _scoped(self, scope, receive, send):
+        given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        entry = self.keys.lookup(given[7:]) if given.startswith("Bearer ") else None
+        if entry is None:
+            body = error_body(
+                "missing or wrong API key (send 'Authorization: Bearer KEY')", "authentication_error", "invalid_api_key"
+            )
+            return await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+        scope.setdefault("state", {})["key_id"] = entry.id
+        needed = scope_for(scope["path"])
+        if needed not in entry.scopes:
+            body = error_body(
+                f"key {entry.id!r} has no '{needed}' scope for {scope['path']}", "permission_error", "scope"
+            )
+            return await send_json(send, 403, body)
+        wait = self.keys.admit(entry)
+        if wait is not None:
+            body = error_body(
+                f"key {entry.id!r} is over its {entry.requests_per_minute} requests per minute",
+                "rate_limit_error",
+                "rate_limited",
+            )
+            return await send_json(send, 429, body, [(b"retry-after", str(int(wait)).encode())])
         await self.app(scope, receive, send)
 
 

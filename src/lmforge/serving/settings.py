@@ -33,6 +33,14 @@ class ServeSettings:
     )
     """Bearer key every route but ``/health`` requires (None: no key, loopback only)."""
     allow_insecure: bool = field(default=False, metadata={"help": "allow a non-loopback host without a key"})
+    api_keys: str | None = field(
+        default=None,
+        metadata={"help": "a YAML file of hashed keys with scopes and rates (reloaded when it changes)"},
+    )
+    """Keys with scopes (infer, embed, admin) and requests per minute; see serving/keys.py."""
+    audit_log: str | None = field(
+        default=None, metadata={"help": "append one JSON line per request here: time, key id, route, status"}
+    )
     """Allow a non-loopback host without an API key."""
     adapters: list[str] = field(
         default_factory=list,
@@ -152,7 +160,9 @@ class ServeSettings:
     def check(self) -> None:
         if not self.sources:
             raise ConfigError("serve: give at least one run folder, bundled alias or model folder")
-        if self.host not in LOOPBACK and not self.api_key and not self.allow_insecure:
+        if self.api_key and self.api_keys:
+            raise ConfigError("serve: give --api-key or --api-keys FILE, not both")
+        if self.host not in LOOPBACK and not self.api_key and not self.api_keys and not self.allow_insecure:
             raise ConfigError(
                 f"serve: binding to {self.host} without an API key would expose the models to "
                 "the network; set --api-key (or LMFORGE_API_KEY), or pass --allow-insecure"

@@ -3,19 +3,36 @@ and whether the server is loading, ready, failed or draining."""
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
+from lmforge.errors import ConfigError
 from lmforge.models.segmenter import keep_new_segments
 from lmforge.runtime import set_threads
 from lmforge.serving.compute import COMPUTE
 from lmforge.serving.errors import InvalidRequest, ModelNotFound, NotReady
+from lmforge.serving.keys import KeyFile
 from lmforge.serving.metrics import Metrics
 from lmforge.serving.services import ServedModel, open_models
 from lmforge.serving.settings import ServeSettings
 
 
+def open_audit_log(path: str | None):
+    """The audit log, appended to line by line (None: no log)."""
+    if not path:
+        return None
+    try:
+        target = Path(path).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.open("a", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        raise ConfigError(f"--audit-log {path}: cannot write it ({exc.strerror or exc})") from None
+
+
 class ServerState:
     def __init__(self, settings: ServeSettings, models: dict[str, ServedModel]):
         self.settings, self.models = settings, models
+        self.keys = KeyFile(settings.api_keys) if settings.api_keys else None  # a bad file fails here
+        self.audit = open_audit_log(settings.audit_log)
         self.metrics = Metrics()
         self.loading = False
         self.ready = False
@@ -62,6 +79,8 @@ class ServerState:
     def close(self) -> None:
         for model in self.models.values():
             model.close()
+        if self.audit is not None:
+            self.audit.close()
 
     def find(self, name: str | None, route: str) -> ServedModel:
         """The model a request names, or the one model serving ``route`` when it names none."""

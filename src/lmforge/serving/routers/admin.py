@@ -23,8 +23,11 @@ async def health(request: Request, state: State):
     """Open to all (load balancers probe it); the model names only to a client with the key."""
     status = state.status()
     key = state.settings.api_key
-    given = request.headers.get("authorization", "").encode()
-    told = not key or hmac.compare_digest(given, f"Bearer {key}".encode())
+    given = request.headers.get("authorization", "")
+    if state.keys is not None:
+        told = given.startswith("Bearer ") and state.keys.lookup(given[7:]) is not None
+    else:
+        told = not key or hmac.compare_digest(given.encode(), f"Bearer {key}".encode())
     body = p.Health(status=status, models=list(state.models) if told else None)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if status == "ok" else 503)
 
@@ -36,7 +39,10 @@ async def metrics(state: State):
 
 
 def admin(request: Request, state: Annotated[ServerState, Depends(server_state)]) -> None:
-    """404 without an admin key (no admin routes), 401 unless the request sends it."""
+    """404 without an admin key (no admin routes), 401 unless the request sends it. With a key
+    file, the middleware has checked the key's 'admin' scope already."""
+    if state.keys is not None:
+        return
     key = state.settings.admin_key
     if not key:
         raise HTTPException(404, "not found")
