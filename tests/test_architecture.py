@@ -17,7 +17,7 @@ LAYERS = [
     ["models"],
     ["tuning", "tasks"],
     ["inference", "training"],
-    ["prompting", "selection", "export", "search", "explain"],
+    ["prompting", "selection", "export", "search", "explain", "masking"],
     ["serving", "ui"],
     ["cli", "__main__"],
 ]

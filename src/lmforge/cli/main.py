@@ -41,6 +41,7 @@ COMMANDS = {
         "distil a classification run into a smaller student (Hinton et al. 2015), beside the same "
         "student trained on labels alone",
     ),
+    "mask": ("mask", "mask personal data in a file: e-mails, phones, Chinese IDs, bank cards, IPs, names (--ner RUN)"),
     "serve": ("serve", "serve runs over HTTP: task routes and an OpenAI-compatible API"),
     "chat": ("chat", "talk with a causal LM, turn by turn (streams; /reset, /exit)"),
     "ui": ("ui", "web dashboard and playground: runs, curves, comparisons, a playground, training jobs"),
