@@ -3,6 +3,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -290,6 +291,14 @@ def test_workers_serve_and_stop_on_sigterm(runs):
             )
             assert response.status_code == 200 and response.json()["data"][0]["label"] in ("pos", "neg")
         assert httpx.post(f"{base}/v1/classify", json={"input": "x"}).status_code == 401
+        # /metrics of whichever worker answers counts every worker's requests
+        counts = set()
+        for _ in range(6):
+            scraped = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
+            found = re.search(r'^lmforge_requests_total\{route="/v1/classify",status="200"\} ([0-9.]+)$', scraped, re.M)
+            assert found, scraped[:2000]
+            counts.add(float(found.group(1)))
+        assert counts == {4.0}
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 0
     finally:

@@ -1,6 +1,14 @@
-"""Prometheus metrics, in a registry of the app's own (two apps in one process do not collide)."""
+"""Prometheus metrics, in a registry of the app's own (two apps in one process do not collide).
+
+With ``serve --workers N`` the workers share one view: the parent sets ``PROMETHEUS_MULTIPROC_DIR``
+to a private folder before the workers start, each writes its values there (prometheus_client's
+multiprocess mode), and ``/metrics`` of any worker sums them (gauges: over the live workers)."""
+
+import os
 
 from lmforge._optional import require
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Metrics:
@@ -28,8 +36,10 @@ class Metrics:
             registry=r,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
         )
-        self.queue_depth = prom.Gauge("lmforge_queue_depth", "requests waiting", ["model"], registry=r)
-        self.in_flight = prom.Gauge("lmforge_in_flight", "requests being served", registry=r)
+        self.shared = bool(os.environ.get(MULTIPROCESS_ENV))
+        live = {"multiprocess_mode": "livesum"} if self.shared else {}
+        self.queue_depth = prom.Gauge("lmforge_queue_depth", "requests waiting", ["model"], registry=r, **live)
+        self.in_flight = prom.Gauge("lmforge_in_flight", "requests being served", registry=r, **live)
 
     def batch(self, model: str, size: int) -> None:
         self.batch_size.labels(model).observe(size)
@@ -38,4 +48,8 @@ class Metrics:
         self.queue_depth.labels(model).set(depth)
 
     def render(self) -> tuple[bytes, str]:
+        if self.shared:  # every worker's values, read from the shared folder
+            registry = self.prom.CollectorRegistry()
+            require("prometheus_client.multiprocess").MultiProcessCollector(registry)
+            return self.prom.generate_latest(registry), self.prom.CONTENT_TYPE_LATEST
         return self.prom.generate_latest(self.registry), self.prom.CONTENT_TYPE_LATEST

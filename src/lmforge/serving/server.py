@@ -7,10 +7,13 @@ the settings from the environment); each worker then drains with uvicorn's own g
 which stops accepting connections and waits for in-flight requests.
 """
 
+import atexit
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 
@@ -24,6 +27,7 @@ require("fastapi", "lmforge[serve]", "lmforge serve")
 
 from lmforge.serving.app import create_app  # noqa: E402
 from lmforge.serving.connections import GuardedH11  # noqa: E402
+from lmforge.serving.metrics import MULTIPROCESS_ENV  # noqa: E402
 from lmforge.serving.services import open_models  # noqa: E402
 from lmforge.serving.state import ServerState  # noqa: E402
 
@@ -37,6 +41,9 @@ def app_from_env():
     setup_logging()
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_ENV]))
     GuardedH11.header_timeout = settings.header_timeout  # this worker's connections
+    if os.environ.get(MULTIPROCESS_ENV):  # a worker that ends leaves the live gauges
+        pid = os.getpid()
+        atexit.register(lambda: require("prometheus_client.multiprocess").mark_process_dead(pid))
 
     def on_failure(why: str) -> None:
         log.error("loading failed: %s", why)
@@ -94,6 +101,17 @@ def _serve_workers(settings: ServeSettings) -> int:
         settings.threads = max(1, set_threads(None) // settings.workers)
     open_models(settings)  # fail here, once, on a wrong path
     os.environ[SETTINGS_ENV] = json.dumps(settings.to_dict())
+    # One /metrics view over the workers (serving/metrics.py): a private folder of this run's own.
+    shared = tempfile.mkdtemp(prefix="lmforge-metrics-")
+    os.environ[MULTIPROCESS_ENV] = shared
+    try:
+        _run_workers(settings)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    return 0
+
+
+def _run_workers(settings: ServeSettings) -> None:
     uvicorn.run(
         "lmforge.serving.server:app_from_env",
         factory=True,
@@ -104,7 +122,6 @@ def _serve_workers(settings: ServeSettings) -> int:
         timeout_graceful_shutdown=int(settings.drain_timeout) or None,
         **connection_limits(settings),
     )
-    return 0
 
 
 class DrainingServer(uvicorn.Server):
