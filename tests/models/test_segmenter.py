@@ -153,9 +153,11 @@ def test_thulac_marks_a_person_and_prints_nothing(capsys):
 
 
 def test_a_slow_segmenters_words_are_stored_on_disk_for_the_next_process(tmp_path, monkeypatch):
+    from lmforge.models import segmenter
     from lmforge.models.segmenter import SegmentStore, _stored
 
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
+    monkeypatch.setattr(segmenter, "_servers", [0])  # no server in this process holds the store
     calls = []
 
     def cut(text):
@@ -197,31 +199,41 @@ def test_a_server_keeps_no_new_sentences_and_a_store_is_bounded(tmp_path, monkey
     from lmforge.models import segmenter
 
     monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path))
+    monkeypatch.setattr(segmenter, "_servers", [0])
     store = segmenter.SegmentStore("thulac", "0")
     store.put("北京", [("北京", "ns")])
     store.flush()
+    segmenter.hold_segment_store()  # what serve does at start-up
     try:
-        segmenter.keep_new_segments(False)  # what serve does at start-up
         store.put("一位客户的句子", [("一位", "m")])
         store.flush()
         assert store.get("北京") == [("北京", "ns")]  # lookups still answer
         assert store.get("一位客户的句子") is None  # the client's text was not written
     finally:
-        segmenter.keep_new_segments(True)
+        segmenter.release_segment_store()
+    store.put("训练句子", [("训练", "v")])  # no server now: kept
+    store.flush()
+    assert store.get("训练句子") == [("训练", "v")]
     monkeypatch.setattr(segmenter, "MAX_STORED", 2)
     for text in ("上海", "广州", "深圳"):
         store.put(text, [(text, "ns")])
     store.flush()
     rows = store._db.execute("SELECT count(*) FROM segments").fetchone()[0]
-    assert rows == 2  # 北京 and 上海: full, the rest not kept
+    assert rows == 2  # 北京 and 训练句子: full, the rest not kept
 
 
-def test_serve_turns_off_the_segment_store(monkeypatch):
+def test_serve_keeps_the_store_off_while_it_runs(monkeypatch):
+    from lmforge.models import segmenter
     from lmforge.serving.settings import ServeSettings
     from lmforge.serving.state import ServerState
 
-    seen = []
-    monkeypatch.setattr("lmforge.serving.state.keep_new_segments", lambda keep: seen.append(keep))
-    ServerState(ServeSettings(sources=["x"]), {}).load()
-    ServerState(ServeSettings(sources=["x"], store_segments=True), {}).load()
-    assert seen == [False, True]
+    monkeypatch.setattr(segmenter, "_servers", [0])
+    state = ServerState(ServeSettings(sources=["x"]), {})
+    state.load()
+    assert segmenter._servers == [1]
+    state.close()
+    assert segmenter._servers == [0]  # released: training in the same process writes again
+    keeping = ServerState(ServeSettings(sources=["x"], store_segments=True), {})
+    keeping.load()
+    assert segmenter._servers == [0]
+    keeping.close()

@@ -156,14 +156,18 @@ SEGMENTERS = ("jieba", "thulac")
 
 
 MAX_STORED = 2_000_000  # sentences per store file (MSRA train is 47k); beyond, new ones are not kept
-_keep_new = [True]
+_servers = [0]  # servers running in this process that keep what clients send off the disk
 
 
-def keep_new_segments(keep: bool) -> None:
-    """Whether newly segmented sentences are written to the on-disk stores: yes while training and
-    evaluating; a server turns it off (``serve --store-segments`` on), so nothing a client sends is
-    written to disk."""
-    _keep_new[0] = keep
+def hold_segment_store() -> None:
+    """A server starts (``serve``, without ``--store-segments``): from now until it stops, newly
+    segmented sentences are not written to the on-disk stores, so nothing a client sends is stored.
+    Training and evaluation write them (the store is what makes a second run fast)."""
+    _servers[0] += 1
+
+
+def release_segment_store() -> None:
+    _servers[0] = max(0, _servers[0] - 1)
 
 
 class SegmentStore:
@@ -208,7 +212,7 @@ class SegmentStore:
             return None  # a damaged entry: cut the sentence again
 
     def put(self, text: str, words: list[tuple[str, str]]) -> None:
-        if self._db is None or not _keep_new[0]:
+        if self._db is None or _servers[0]:
             return  # no file (or a server's texts): the features' own in-memory cache still works
         if self._stored + len(self._pending) >= MAX_STORED:
             if not self._full_told:

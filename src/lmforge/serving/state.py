@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lmforge.errors import ConfigError
-from lmforge.models.segmenter import keep_new_segments
+from lmforge.models.segmenter import hold_segment_store, release_segment_store
 from lmforge.runtime import set_threads
 from lmforge.serving.compute import COMPUTE
 from lmforge.serving.errors import InvalidRequest, ModelNotFound, NotReady
@@ -33,6 +33,7 @@ class ServerState:
         self.settings, self.models = settings, models
         self.keys = KeyFile(settings.api_keys) if settings.api_keys else None  # a bad file fails here
         self.audit = open_audit_log(settings.audit_log)
+        self._holds_segments = False
         self.metrics = Metrics()
         self.loading = False
         self.ready = False
@@ -53,7 +54,9 @@ class ServerState:
         """Set the threads, then load every model (slow: run at start-up, while /health says 'loading').
         Both run on the compute thread, which every model call goes through."""
         self.loading = True
-        keep_new_segments(self.settings.store_segments)  # what clients send is not written to disk
+        if not self.settings.store_segments and not self._holds_segments:  # what clients send stays off the disk
+            hold_segment_store()
+            self._holds_segments = True
         try:
             COMPUTE.call(set_threads, self.settings.threads)
             for model in self.models.values():
@@ -81,6 +84,9 @@ class ServerState:
             model.close()
         if self.audit is not None:
             self.audit.close()
+        if self._holds_segments:
+            release_segment_store()
+            self._holds_segments = False
 
     def find(self, name: str | None, route: str) -> ServedModel:
         """The model a request names, or the one model serving ``route`` when it names none."""
