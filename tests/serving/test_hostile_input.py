@@ -182,3 +182,25 @@ def test_tokenizing_runs_off_the_event_loop(state, monkeypatch, route, body, slo
     assert answer.status_code == 200, answer.text
     assert health is not None and health.status_code == 200
     assert ticks >= 5
+
+
+def test_only_the_allowed_hosts_are_answered(runs):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    state = make_state(runs, allowed_hosts=["api.example.com", "*.internal"])
+    try:
+        client = TestClient(create_app(state), headers={"Authorization": f"Bearer {API_KEY}"})
+        for host, status in [
+            ("api.example.com", 200),
+            ("api.example.com:8000", 200),
+            ("a.b.internal", 200),
+            ("evil.example", 400),
+            ("internal", 400),
+            ("", 400),
+        ]:
+            response = client.post("/v1/classify", json={"input": "fine"}, headers={"host": host})
+            assert response.status_code == status, (host, response.text)
+        refused = client.get("/health", headers={"host": "rebound.attacker.test"})
+        assert refused.status_code == 400 and "not served here" in refused.json()["error"]["message"]
+    finally:
+        state.close()

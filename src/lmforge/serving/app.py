@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from lmforge.serving.http_errors import add_error_handlers
-from lmforge.serving.middleware import ApiKey, Drain, JsonBody, Observe
+from lmforge.serving.middleware import AllowedHosts, ApiKey, Drain, JsonBody, Observe
 from lmforge.serving.routers import admin, openai, tasks
 from lmforge.serving.state import ServerState
 
@@ -54,6 +54,8 @@ def create_app(state: ServerState, on_load_failure: Callable[[str], None] | None
     app.add_middleware(ApiKey, key=state.settings.api_key, keys=state.keys)
     app.add_middleware(Drain, state=state)
     app.add_middleware(Observe, state=state, routes={route.path for route in app.routes})
+    if state.settings.allowed_hosts:  # outside Observe: a request for another host is refused first
+        app.add_middleware(AllowedHosts, hosts=state.settings.allowed_hosts)
     if state.settings.cors_origins:  # outermost: a browser's preflight carries no key
         app.add_middleware(
             CORSMiddleware,

@@ -145,6 +145,26 @@ class ApiKey:
         await self.app(scope, receive, send)
 
 
+class AllowedHosts:
+    """400 unless the request's Host header (without its port) is one of ``hosts`` (a leading
+    ``*.`` allows the subdomains); no check when ``hosts`` is empty."""
+
+    def __init__(self, app, hosts: list[str]):
+        self.app, self.hosts = app, [h.lower() for h in hosts]
+
+    def _allowed(self, host: str) -> bool:
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return any(name == h or (h.startswith("*.") and name.endswith(h[1:])) for h in self.hosts)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.hosts:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            if not self._allowed(host):
+                body = error_body(f"host {host!r} is not served here", "invalid_request_error", "invalid_host")
+                return await send_json(send, 400, body)
+        await self.app(scope, receive, send)
+
+
 class JsonBody:
     """A body sent with POST, PUT or PATCH must be JSON (415), at most ``limit`` bytes (413, told by
     its Content-Length or found while reading it) and whole within ``timeout`` seconds (408); the

@@ -38,6 +38,11 @@ class ServeSettings:
         metadata={"help": "a YAML file of hashed keys with scopes and rates (reloaded when it changes)"},
     )
     """Keys with scopes (infer, embed, admin) and requests per minute; see serving/keys.py."""
+    allowed_hosts: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Host headers to answer (repeatable; e.g. api.example.com); others get 400 (default: any)"},
+    )
+    """Guards against DNS rebinding: a browser page on another name cannot reach the server."""
     audit_log: str | None = field(
         default=None, metadata={"help": "append one JSON line per request here: time, key id, route, status"}
     )
