@@ -105,10 +105,11 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_data, job, tmp_path, 
         assert code == 0, err
         runs[name] = [r["loss"] for r in _rows(out, "train")]
     assert len(runs["plain"]) == 6
-    # The first loss is the same forward pass. Later ones may part in the last bits: a recomputed
-    # activation can sit at another alignment, and BLAS kernels on some CPUs sum in another order
-    # there (seen on CI: 1.2e-4 after five steps at lr 3e-3, from a 1e-5 start).
-    assert runs["checkpointed"][0] == pytest.approx(runs["plain"][0], abs=1e-6)
+    # The first loss is the same forward pass, to float32's last bits: a checkpointed block can run
+    # its kernels on tensors at another alignment, which sum in another order on some CPUs (seen on a
+    # fresh-clone CI run: 6.3e-6 apart at step 1, on a loss of 0.69). Later ones part further (seen
+    # on CI: 1.2e-4 after five steps at lr 3e-3, from a 1e-5 start).
+    assert runs["checkpointed"][0] == pytest.approx(runs["plain"][0], abs=2e-5)
     assert runs["checkpointed"] == pytest.approx(runs["plain"], abs=1e-3)
     summary = json.loads((tmp_path / "plain" / "lmforge.json").read_text())["training"]
     assert summary["precision"]["used"] == "fp32" and summary["precision"]["reason"]
