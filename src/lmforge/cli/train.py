@@ -27,10 +27,17 @@ def add_arguments(p: argparse.ArgumentParser, config: bool = True) -> None:
             help="train data-parallel in N local processes (gloo on CPU, NCCL on GPU); the same as "
             "torchrun --standalone --nproc_per_node N -m lmforge train ...",
         )
+        p.add_argument(
+            "--from",
+            dest="from_run",
+            metavar="RUN",
+            help="continue the finished run RUN on this config's data (continual learning; the same as "
+            "continual.parent=RUN): its model, tokenizer and head, grown for new labels",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, config_overrides(args))  # a bad config fails here, once
+    config = load_config(args.config, _overrides(args))  # a bad config fails here, once
     processes = getattr(args, "processes", 1)
     if processes < 1:
         raise ConfigError(f"--processes: {processes}; give 1 or more")
@@ -42,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if outcome.stopped_by:
         print(
             f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; "
-            f"continue with: lmforge train {_again(args.config, args.overrides)} resume=true",
+            f"continue with: lmforge train {_again(args.config, args.overrides + _parent(args))} resume=true",
             file=sys.stderr,
         )
         return 130 if outcome.stopped_by == "SIGINT" else 0
@@ -50,10 +57,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides, with ``--from RUN`` as ``continual.parent=RUN``."""
+    return config_overrides(args) + _parent(args)
+
+
+def _parent(args: argparse.Namespace) -> list[str]:
+    parent = getattr(args, "from_run", None)
+    return [f"continual.parent={parent}"] if parent else []
+
+
 def _argv_again(args: argparse.Namespace) -> list[str]:
     """This command line without ``--processes``: what each launched process runs."""
     flags = [f"--{name}" for name in ("resume", "overwrite", "quiet") if getattr(args, name)]
-    return ["train", args.config, *args.overrides, *flags]
+    parent = ["--from", args.from_run] if getattr(args, "from_run", None) else []
+    return ["train", args.config, *args.overrides, *flags, *parent]
 
 
 def _again(config: str, overrides: list[str]) -> str:

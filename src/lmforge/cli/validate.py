@@ -11,6 +11,8 @@ from lmforge.errors import DataError, LmforgeError
 from lmforge.models.family import check_model
 from lmforge.tasks import get_task
 from lmforge.tracking.run_folder import RunFolder
+from lmforge.training.adversarial import check_adversarial
+from lmforge.training.rdrop import check_rdrop
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,10 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, config_overrides(args))
     problems = Problems(collect=True, skip=config.data.on_error == "skip")
-    data = get_task(config.task).load_data(config, problems)
+    task = get_task(config.task)
+    data = task.load_data(config, problems)
     spec = as_spec(config.model)
     checks = [
         lambda: check_model(spec),
+        lambda: check_adversarial(config, task),
+        lambda: check_rdrop(config, task),
         lambda: RunFolder(config.output).check_writable(config_to_dict(config), config.resume, config.overwrite),
     ]
     for check in checks:

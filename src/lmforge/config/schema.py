@@ -54,6 +54,28 @@ class DataSource(Section):
 Sources = str | DataSource | list[str | DataSource]
 
 
+class AugmentStep(Section):
+    """One augmentation of ``data.augment``: each makes ``copies`` changed versions of every training
+    example, anew each epoch (seeded by train.seed and the epoch)."""
+
+    method: Literal["synonym", "insert", "swap", "delete", "mention", "contextual", "paraphrase"] = Field(
+        description="synonym | insert | swap | delete (token operations, EDA) | mention (NER: swap in an "
+        "entity of the same type) | contextual (a masked LM fills masked words) | paraphrase (a generative model)"
+    )
+    p: float = Field(0.1, gt=0, le=1, description="share of the words an operation changes (at least one)")
+    copies: int = Field(1, ge=1, le=16, description="changed versions of each example per epoch")
+    source: str = Field(
+        "auto",
+        description="synonyms: 'auto' (wordnet for English, cilin for Chinese), wordnet, cilin, embedding "
+        "(neighbours in the model's own input embeddings) or a file: one line of synonyms a group",
+    )
+    model: str | None = Field(
+        None,
+        description="contextual: a masked LM (folder or run); paraphrase: a causal LM or seq2seq run (default smollm2)",
+    )
+    language: Literal["auto", "en", "zh"] = Field("auto", description="the texts' language (auto: from the data)")
+
+
 class DataConfig(Section):
     """Where the data is and how to read it."""
 
@@ -113,6 +135,10 @@ class DataConfig(Section):
     fill: dict[str, str] | None = Field(
         None, description="causal_lm SFT: replace {{key}} placeholders in every message, e.g. {name: Forge}"
     )
+    augment: list[AugmentStep] = Field(
+        default_factory=list,
+        description="classification, token_classification: augmentations applied to the training data each epoch",
+    )
 
     @model_validator(mode="after")
     def _one_validation_source(self):
@@ -124,7 +150,7 @@ class DataConfig(Section):
 class TuningConfig(Section):
     """Which parameters train, and how."""
 
-    method: str = Field("full", description="full | freeze | lora | adalora | ia3 | prefix | prompt | ptuning")
+    method: str = Field("full", description="full | freeze | lora | adalora | ia3 | prefix | prompt | ptuning | setfit")
     trainable_layers: int = Field(2, ge=0, description="freeze: how many top encoder layers train (head always trains)")
     r: int = Field(8, ge=1, description="lora: rank (adalora: average rank after pruning from 2r)")
     alpha: float = Field(16, gt=0, description="lora/adalora: scaling numerator (scale = alpha / r)")
@@ -134,6 +160,13 @@ class TuningConfig(Section):
         20, ge=1, description="prefix/prompt/ptuning: trained positions added to each sequence"
     )
     encoder_hidden: int = Field(128, ge=8, description="ptuning: hidden width of the prompt encoder MLP")
+    pair_iterations: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="setfit: rounds of pair drawing; each pairs every labelled example with one of its label and "
+        "one of another (Tunstall et al. 2022: 20)",
+    )
 
 
 class HeadConfig(Section):
@@ -151,6 +184,34 @@ class EarlyStopping(Section):
     mode: Literal["max", "min"] | None = Field(None, description="max or min (default: min for loss, else max)")
     patience: int = Field(2, ge=1, description="evaluations without improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as an improvement")
+
+
+class AdversarialConfig(Section):
+    """Adversarial training: each batch's loss also on perturbed input embeddings (training/adversarial.py)."""
+
+    method: Literal["fgm", "pgd", "freelb"] = Field(
+        description="fgm (one step, Miyato et al. 2017) | pgd (projected steps, Madry et al. 2018) | "
+        "freelb (gradients of every step averaged, Zhu et al. 2020)"
+    )
+    epsilon: float = Field(
+        0.1,
+        gt=0,
+        description="largest L2 norm of one example's perturbation, all its tokens together (MiniLM's token embeddings: norm ~1)",
+    )
+    alpha: float | None = Field(
+        None, gt=0, description="pgd, freelb: L2 size of each ascent step (default: epsilon / steps)"
+    )
+    steps: int = Field(3, ge=1, description="pgd, freelb: ascent steps per batch (fgm takes one)")
+
+    @model_validator(mode="after")
+    def _fgm_takes_one_step(self):
+        given = sorted({"alpha", "steps"} & self.model_fields_set)
+        if self.method == "fgm" and given:
+            raise ValueError(
+                f"train.adversarial.{given[0]}: fgm takes one step of size epsilon; "
+                f"{given[0]} applies to pgd and freelb"
+            )
+        return self
 
 
 class TrainConfig(Section):
@@ -177,6 +238,15 @@ class TrainConfig(Section):
     )
     class_weights: Literal["balanced"] | list[float] | None = Field(
         None, description="'balanced' (inverse frequency) or one weight per label"
+    )
+    adversarial: AdversarialConfig | None = Field(
+        None,
+        description="adversarial training on the input embeddings: {method: fgm|pgd|freelb, epsilon, alpha, steps}",
+    )
+    rdrop: float = Field(
+        0.0,
+        ge=0,
+        description="R-Drop (Liang et al. 2021): weight of the symmetric KL between two dropout passes (0: off)",
     )
     seed: int = Field(42, description="seed for initialisation, data order and dropout")
     eval_every: Literal["epoch"] | int = Field("epoch", description="'epoch' or every N optimizer steps")
@@ -332,6 +402,58 @@ class DistilConfig(Section):
     )
 
 
+class ContinualConfig(Section):
+    """Continual learning (``lmforge train CONFIG --from RUN``): continue a finished run on new data or
+    a new task, keeping what it learnt (training/continual/; docs/continual.md)."""
+
+    parent: str | None = Field(
+        None, description="the run folder to continue (the model, tokenizer and head come from it); --from RUN"
+    )
+    checkpoint: Literal["auto", "best", "model"] = Field(
+        "auto", description="which of the parent's saved models to start from (auto: best if present)"
+    )
+    method: str = Field(
+        "none",
+        description="none (naive fine-tuning) | replay (mix in earlier stages' examples) | ewc (Kirkpatrick et al. "
+        "2017) | l2sp (Li et al. 2018) | lora_per_task (a LoRA adapter per stage over the frozen base)",
+    )
+    replay_size: int | None = Field(
+        None, ge=1, description="replay: earlier stages' training examples mixed in (split evenly over the stages)"
+    )
+    replay_ratio: float | None = Field(
+        None,
+        gt=0,
+        description="replay: as many earlier examples as this fraction of the new training set (default 0.25)",
+    )
+    ewc_lambda: float = Field(
+        1.0e4, ge=0, description="ewc: weight lambda of the penalty lambda/2 * sum F (theta - theta*)^2"
+    )
+    fisher_samples: int = Field(
+        512, ge=1, description="ewc: training examples of the previous stage the diagonal Fisher is estimated on"
+    )
+    l2sp_alpha: float = Field(
+        0.1, ge=0, description="l2sp: weight alpha of alpha/2 * ||w - w_parent||^2 on the weights the parent had"
+    )
+    l2sp_beta: float = Field(
+        0.01, ge=0, description="l2sp: weight beta of beta/2 * ||w||^2 on new weights (the rows of new labels)"
+    )
+    metric: str | None = Field(
+        None,
+        description="the metric of the stage matrix (default: accuracy for classification, f1 for NER, "
+        "perplexity for language models)",
+    )
+
+    @model_validator(mode="after")
+    def _one_replay_size(self):
+        if self.replay_size is not None and self.replay_ratio is not None:
+            raise ValueError("continual: give replay_size or replay_ratio, not both")
+        if self.method != "none" and self.parent is None:
+            raise ValueError(
+                f"continual.method: {self.method} needs continual.parent (lmforge train CONFIG --from RUN)"
+            )
+        return self
+
+
 class JobConfig(Section):
     """A whole job: task, data, model, tuning, training and output folder."""
 
@@ -347,6 +469,9 @@ class JobConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="the training loop")
     prompt: PromptConfig = Field(default_factory=PromptConfig, description="lmforge prompt: zero/few-shot, no training")
     distil: DistilConfig = Field(default_factory=DistilConfig, description="lmforge distil: knowledge distillation")
+    continual: ContinualConfig = Field(
+        default_factory=ContinualConfig, description="continual learning: continue a parent run (--from RUN)"
+    )
     tune: TuneConfig = Field(default_factory=TuneConfig, description="lmforge tune: the search space and study")
     distributed: DistributedConfig = Field(
         default_factory=DistributedConfig, description="several processes: strategy (ddp | fsdp | deepspeed)"
@@ -394,9 +519,25 @@ class JobConfig(Section):
             raise ValueError("data.train is required")
         return self
 
+    @model_validator(mode="after")
+    def _setfit_fits(self):
+        """SetFit trains a sentence encoder's text classifier: a transformer, for classification."""
+        if self.tuning.method != "setfit":
+            return self
+        if self.task != "classification":
+            raise ValueError(f"tuning.method: setfit trains text classifiers (task: classification), not '{self.task}'")
+        family = self.model.family if isinstance(self.model, ModelSpec) else "transformer"
+        if family != "transformer":
+            raise ValueError(f"tuning.method: setfit fine-tunes a transformer encoder, not the {family} family")
+        if self.train.ema is not None:
+            raise ValueError("train.ema: setfit fits its head after the contrastive phase; remove train.ema")
+        return self
+
 
 # The model specs are defined in model_spec.py and are part of the schema too.
 __all__ = [
+    "ContinualConfig",
+    "AdversarialConfig",
     "DataConfig",
     "DataSource",
     "DistilConfig",

@@ -227,7 +227,7 @@ _APOSTROPHES = ("'", "\u2019")  # typewriter and typographic
 _CLITICS = ("s", "re", "ve", "ll", "d", "m")
 
 
-def _is_cjk(ch: str) -> bool:
+def is_cjk(ch: str) -> bool:
     code = ord(ch)
     return any(lo <= code <= hi for lo, hi in _CJK_RANGES)
 
@@ -235,7 +235,7 @@ def _is_cjk(ch: str) -> bool:
 def _is_word_char(ch: str) -> bool:
     # str.isalnum misses combining marks (the accent of a decomposed "é", Devanagari vowel signs),
     # which would otherwise cut words in two.
-    return (ch.isalnum() or ch == "_" or unicodedata.category(ch).startswith("M")) and not _is_cjk(ch)
+    return (ch.isalnum() or ch == "_" or unicodedata.category(ch).startswith("M")) and not is_cjk(ch)
 
 
 def _word_end(text: str, i: int) -> int:
@@ -303,7 +303,7 @@ def word_offsets(text: str) -> list[tuple[int, int]]:
     while i < len(text):
         if text[i].isspace():
             i += 1
-        elif (acronym := _ACRONYM.match(text, i)) and not _is_cjk(text[i]):
+        elif (acronym := _ACRONYM.match(text, i)) and not is_cjk(text[i]):
             offsets.append((i, acronym.end()))
             i = acronym.end()
         elif _is_word_char(text[i]):

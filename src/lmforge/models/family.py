@@ -53,11 +53,14 @@ def _nothing_to_check(spec: Any) -> None:
 @dataclass(frozen=True)
 class ModelFamily:
     """What a model family provides. ``check`` fails early, without building anything, on what a
-    spec names that is not there (``lmforge validate``); by default there is nothing to check."""
+    spec names that is not there (``lmforge validate``); by default there is nothing to check.
+    ``input_embeddings`` gives a built model's module whose output is the token vectors the network
+    reads (adversarial training perturbs that output); None: the family has no such vectors (n-gram)."""
 
     build: BuildModel
     load_saved: SavedLoader
     check: Callable[[Any], None] = _nothing_to_check
+    input_embeddings: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)

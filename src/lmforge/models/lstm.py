@@ -218,4 +218,10 @@ def check_lstm(spec: LstmSpec) -> None:
         check_segmenters(spec.segmenter)
 
 
-FAMILIES.register("lstm", ModelFamily(load_lstm, load_saved_lstm, check_lstm))
+def lstm_input_embeddings(model):
+    """The token embeddings ``encoder.embeddings`` (not the bigram, character or lexicon features
+    concatenated beside them)."""
+    return model.get_input_embeddings()
+
+
+FAMILIES.register("lstm", ModelFamily(load_lstm, load_saved_lstm, check_lstm, lstm_input_embeddings))

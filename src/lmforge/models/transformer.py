@@ -240,4 +240,13 @@ def check_transformer(spec: TransformerSpec) -> None:
         resolve_source(spec.path)
 
 
-FAMILIES.register("transformer", ModelFamily(load_transformer, load_saved_transformer, check_transformer))
+def transformer_input_embeddings(model):
+    """The token embedding module (``word_embeddings`` of a BERT): Hugging Face's accessor, which a
+    ``peft`` wrapper hands on to the model it wraps."""
+    return model.get_input_embeddings()
+
+
+FAMILIES.register(
+    "transformer",
+    ModelFamily(load_transformer, load_saved_transformer, check_transformer, transformer_input_embeddings),
+)

@@ -7,7 +7,8 @@ A candidate is ``NAME[:MOD[:MOD...]]``:
   ``smollm2``), a local model folder, ``prompt`` (the
   config's ``prompt.model``, by label likelihood, no training) or ``similarity`` (zero-shot by
   ``minilm`` sentence similarity to the label names, no training);
-- each ``MOD`` is a tuning method (``minilm:lora`` = ``tuning.method=lora``), ``Nshot`` (prompt
+- each ``MOD`` is a tuning method (``minilm:lora`` = ``tuning.method=lora``; ``minilm:setfit``:
+  SetFit's contrastive pairs and a fitted head), ``Nshot`` (prompt
   with N in-context examples: ``prompt:8shot``, ``smollm2:8shot``) or a ``key=value`` override
   (``lstm:model.hidden=256``).
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from lmforge.errors import ConfigError
 from lmforge.models.bundled import BUNDLED
 
-TUNING_METHODS = ("full", "freeze", "lora", "adalora", "ia3", "prefix", "prompt", "ptuning")
+TUNING_METHODS = ("full", "freeze", "lora", "adalora", "ia3", "prefix", "prompt", "ptuning", "setfit")
 PRESETS = {
     "lstm": ["model={family: lstm, hidden: 256, embedding: 128}", "train.lr=2.0e-3", "train.warmup=0.0"],
     "transformer": ["model={family: transformer, layers: 2, hidden: 128, heads: 2}", "train.lr=5.0e-4"],

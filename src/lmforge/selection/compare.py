@@ -8,7 +8,8 @@ the same for all) -> ``compare.json``, ``compare.md``, ``report.html`` and a rec
 
 With ``--shots`` the comparison is a learning curve: each training candidate trains on N labelled
 examples (``data.train_limit=N``, class-balanced and seeded), each prompt candidate is shown N of
-them in context (up to ``--max-shots``), and similarity runs once at N = 0.
+them in context (up to ``--max-shots``), and similarity runs once at N = 0; setfit candidates train
+on pairs of the N examples and skip N = all.
 """
 
 import json
@@ -42,6 +43,9 @@ BUDGET_KEYS = {
 IGNORED_KEYS = ("overwrite", "resume", "device")  # where a candidate ran does not change what it learned
 CLOSE = 0.01  # "within 1 point" of the best, on metrics in [0, 1]
 MIN_STEPS = 50  # learning curve: fewest optimizer steps a training candidate takes
+# Few-label methods: trained on pairs of the labelled examples, on a schedule of their own (not the
+# loop's steps, so not MIN_STEPS), and left out at N=all (2 x 20 pairs per example would be hours).
+FEW_LABEL_METHODS = ("setfit",)
 
 
 @dataclass
@@ -118,10 +122,12 @@ def plan(
             if limit is not None:
                 step_overrides.append(f"prompt.limit={limit}")
             steps.append(Step(candidate, labelled, run_dir, step_overrides))
+    for step in steps:
+        step.config = _checked_config(config_path, step, base.task)
+    steps = [s for s in steps if not (s.labelled == "all" and s.config.tuning.method in FEW_LABEL_METHODS)]
     if not steps:
         raise ConfigError("compare: no candidate applies to the --shots given")
     for step in steps:
-        step.config = _checked_config(config_path, step, base.task)
         if _few_label_epochs(step, min_steps):
             step.config = _checked_config(config_path, step, base.task)
         _check_folder(step, overwrite)
@@ -153,7 +159,7 @@ def _few_label_epochs(step: Step, min_steps: int) -> bool:
     when it did."""
     config = step.config
     limit = config.data.train_limit
-    if step.candidate.kind != "train" or limit is None:
+    if step.candidate.kind != "train" or limit is None or config.tuning.method in FEW_LABEL_METHODS:
         return False
     per_epoch = math.ceil(limit / (config.train.batch_size * config.train.grad_accum))
     if config.train.epochs * per_epoch >= min_steps:

@@ -6,6 +6,7 @@ import sys
 from datetime import datetime, timezone
 
 from lmforge.config import load_config
+from lmforge.config.schema import TransformerSpec
 from lmforge.errors import ConfigError
 from lmforge.models.family import FAMILIES
 from lmforge.selection.compare import MIN_STEPS, execute, parse_budget, parse_shots, plan
@@ -17,11 +18,15 @@ METRICS = {"classification": ("macro_f1", "accuracy"), "token_classification": (
 
 def default_models(config, curve: bool) -> str:
     """Without ``--models``: the small families beside the config's own model (with ``--shots``:
-    the config's model and zero/few-shot prompting)."""
+    the config's model fine-tuned, and with SetFit where it is a transformer classifier, and
+    zero/few-shot prompting)."""
 
     own = config.model if isinstance(config.model, str) else None
     if curve:
-        return ",".join([own or "config", "prompt"])
+        spec = config.model
+        transformer = own is not None or (isinstance(spec, TransformerSpec) and spec.arch in (None, "bert"))
+        setfit = config.task == "classification" and transformer and config.tuning.method != "setfit"
+        return ",".join([own or "config", *([f"{own or 'config'}:setfit"] if setfit else []), "prompt"])
     families = [f for f in ("ngram", "lstm") if f in FAMILIES]
     return ",".join(families + [own or "config"])
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from lmforge.data.task_data import TaskData
 from lmforge.evaluation.result import EvalResult
+from lmforge.models.head_growth import grow_output_layer
 from lmforge.registry import Registry
 
 
@@ -26,6 +27,11 @@ class Task:
     default_metric: ClassVar[str]  # what early stopping watches unless the config says otherwise
     generates: ClassVar[bool] = False  # evaluation can also generate text (see ``set_generation``)
     predicts: ClassVar[str] = "predictions"  # what one prediction is, in a report's words ("labels")
+    # The metric of a continual-learning stage matrix (training/continual/); None: ``default_metric``.
+    transfer_metric: ClassVar[str | None] = None
+    # Training extras a task was built and tested for; the set-up refuses the others, naming the key.
+    supports_adversarial: ClassVar[bool] = False  # train.adversarial: perturbed input embeddings
+    supports_rdrop: ClassVar[bool] = False  # train.rdrop: ``loss_and_logits`` is implemented
     generate_limit: int = 0  # evaluation rows also answered by generation (tasks that generate)
     max_new_tokens: int = 128  # the longest generated answer
 
@@ -61,6 +67,19 @@ class Task:
     def evaluate(self, model, tokenizer, features, examples, batch_size: int, device, labels=None) -> EvalResult:
         """Metrics and prediction rows of ``model`` on encoded ``features`` of ``examples``."""
         raise NotImplementedError
+
+    # -- regularised training: optional ----------------------------------------------------------
+    def loss_and_logits(self, model, batch: dict):
+        """``loss`` of one batch and the logits it scores, one row per scored unit, (N, labels): an
+        example's class scores, a token's tag scores. R-Drop (``train.rdrop``) compares their
+        distributions between two dropout passes. Tasks that set ``supports_rdrop`` implement it;
+        the others have no per-unit label distribution (language models are refused at set-up)."""
+        raise NotImplementedError(f"task {self.name} has no per-unit logits for R-Drop")
+
+    def relabel(self, examples: list, old, labels) -> None:
+        """Move ``examples``, labelled with ids of the ``LabelSet`` ``old``, to the ids of ``labels``
+        (which holds every name of ``old``), by name: an earlier or new continual stage's data in the
+        grown label set. Default: nothing (tasks without labels)."""
 
     # -- configuration: optional -----------------------------------------------------------------
     def configure(self, config, train_examples: list, labels) -> None:
@@ -101,6 +120,14 @@ class Task:
     def prepare_saved(self, model, folder: Path, labels):
         """Put back what ``prepare_model`` added, on a model loaded from ``folder``. Default: as is."""
         return model
+
+    def grow_head(self, model, old, labels) -> None:
+        """Continual training on a bigger label set: give ``model``, trained with the ``LabelSet``
+        ``old``, one output per name of ``labels`` (whose names begin with ``old``'s). The old labels
+        keep their weights, the new ones start fresh. Default: grow the output layer (tasks without
+        labels: nothing)."""
+        if old is not None and labels is not None:
+            grow_output_layer(model, len(old.names), list(labels.names))
 
     def fit_baseline(self, train_features: list[dict], vocab_size: int) -> None:
         """Fit a context-free baseline reported beside the model's metrics (language models: a

@@ -56,6 +56,7 @@ class CausalLMTask(Task):
     head = "causal_lm"
     metric_names = ("loss", "perplexity", "accuracy")
     default_metric = "loss"
+    transfer_metric = "perplexity"
     generates = True
 
     def __init__(self):

@@ -25,6 +25,9 @@ class ClassificationTask(Task):
     metric_names = SCALAR_METRICS + ("loss",)
     default_metric = "macro_f1"
     predicts = "labels"
+    transfer_metric = "accuracy"
+    supports_adversarial = True
+    supports_rdrop = True
 
     def __init__(self):
         self.class_weights: torch.Tensor | None = None
@@ -65,6 +68,11 @@ class ClassificationTask(Task):
     def _attach_ids(examples, labels: LabelSet, problems) -> None:
         for ex in examples:
             ex.label_id = labels.id_of(ex.label, ex.where, problems)
+
+    def relabel(self, examples: list[TextExample], old: LabelSet, labels: LabelSet) -> None:
+        for ex in examples:
+            if ex.label_id is not None:
+                ex.label_id = labels.index[old.names[ex.label_id]]
 
     def configure(self, config, train_examples, labels: LabelSet) -> None:
         """Loss options that depend on the data: class weights and label smoothing."""
@@ -120,10 +128,14 @@ class ClassificationTask(Task):
         return int(batch["labels"].shape[0])  # the examples (a packed batch is one row of tokens)
 
     def loss(self, model, batch: dict):
+        return self.loss_and_logits(model, batch)[0]
+
+    def loss_and_logits(self, model, batch: dict):
+        """Cross-entropy (class weights, label smoothing) and the (B, num_labels) logits."""
         labels = batch.pop("labels")
-        logits = model(**batch).logits  # (B, num_labels)
+        logits = model(**batch).logits.float()  # (B, num_labels)
         weight = self.class_weights.to(logits.device) if self.class_weights is not None else None
-        return F.cross_entropy(logits.float(), labels, weight=weight, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits, labels, weight=weight, label_smoothing=self.label_smoothing), logits
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.inference_mode()

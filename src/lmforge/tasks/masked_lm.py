@@ -32,6 +32,7 @@ class MaskedLMTask(Task):
     head = "masked_lm"
     metric_names = ("loss", "perplexity", "accuracy")
     default_metric = "loss"
+    transfer_metric = "perplexity"
 
     def load_data(self, config, problems) -> TaskData:
         return load_splits(

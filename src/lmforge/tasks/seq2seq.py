@@ -66,6 +66,7 @@ class Seq2SeqTask(Task):
     head = "seq2seq"
     metric_names = ("loss", "perplexity", "accuracy")
     default_metric = "loss"
+    transfer_metric = "perplexity"
     generates = True
 
     def __init__(self):

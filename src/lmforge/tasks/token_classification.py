@@ -32,6 +32,7 @@ from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.ner import entity_metrics
 from lmforge.evaluation.result import EvalResult
 from lmforge.models.crf_head import attach_crf, crf_of, load_crf_weights
+from lmforge.models.head_growth import grow_crf
 from lmforge.models.safe_loading import quiet_transformers
 from lmforge.models.unpadded import choose_padding_free, pack_features
 from lmforge.tasks import ner_windows
@@ -57,6 +58,8 @@ class TokenClassificationTask(Task):
     metric_names = ("f1", "precision", "recall", "macro_f1", "weighted_f1", "token_accuracy", "loss")
     default_metric = "f1"
     predicts = "entity spans"
+    supports_adversarial = True
+    supports_rdrop = True
 
     def __init__(self):
         self.scheme = "bio"
@@ -116,6 +119,11 @@ class TokenClassificationTask(Task):
             attach_crf(model, labels.names, self.scheme)
         return model
 
+    def grow_head(self, model, old: LabelSet, labels: LabelSet) -> None:
+        """The output layer, and the CRF (transitions between old tags kept), for the new tags."""
+        super().grow_head(model, old, labels)
+        grow_crf(model, list(labels.names), self.scheme)
+
     def prepare_saved(self, model, folder, labels: LabelSet):
         if self.crf:
             load_crf_weights(attach_crf(model, labels.names, self.scheme), folder)
@@ -172,6 +180,17 @@ class TokenClassificationTask(Task):
         if not types and not problems.collect:
             raise DataError("data.train: no entity tags in the training data (every tag is O)")
         return TaskData(train, validation, test, labels, notes)
+
+    def relabel(self, examples: list[TaggedExample], old: LabelSet, labels: LabelSet) -> None:
+        for ex in examples:
+            if ex.tag_ids is None:
+                continue
+            if any(t < 0 for t in ex.tag_ids):
+                raise ConfigError(
+                    f"{ex.where}: a sentence of a source with incomplete_types cannot move to another "
+                    "tag set (continual training); give that source complete tags"
+                )
+            ex.tag_ids = [labels.index[old.names[t]] for t in ex.tag_ids]
 
     def read_labelled(self, source, data, labels: LabelSet, problems, stats=None) -> list[TaggedExample]:
         examples = read_tagged(source, data, problems, True, stats)
@@ -293,23 +312,31 @@ class TokenClassificationTask(Task):
         return batch
 
     def loss(self, model, batch: dict):
+        return self.loss_and_logits(model, batch)[0]
+
+    def loss_and_logits(self, model, batch: dict):
+        """The loss and the tag scores it reads, (N, L): without a CRF, of the scored tokens; with
+        one, the emissions of the sentences' words (R-Drop then compares the per-word softmax of the
+        emissions, not the CRF's distribution over whole tag paths)."""
         labels = batch.pop("labels")
         heads, head_mask = batch.pop("heads", None), batch.pop("head_mask", None)
         logits = model(**batch).logits.float()  # (B, T, L); a packed batch comes back in this shape too
         partial = bool((labels <= PARTIAL).any())
         if not self.crf:
             if not partial:
-                return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+                loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+                return loss, logits[labels != IGNORE]
             sets = self._label_sets(labels, logits.shape[-1])  # (B, T, L)
             nll = -torch.logsumexp(logits.log_softmax(-1).masked_fill(~sets, float("-inf")), dim=-1)
             scored = sets.any(-1)  # (B, T) not ignored
-            return nll[scored].sum() / scored.sum().clamp(min=1)
+            return nll[scored].sum() / scored.sum().clamp(min=1), logits[scored]
 
         index = heads.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
         emissions = logits.gather(1, index)  # (B, W, L)
         tags = labels.gather(1, heads)  # (B, W)
         crf_sets = self._label_sets(tags, logits.shape[-1]) if partial else None
-        return crf_of(model)(emissions, tags.clamp(min=0), head_mask, tag_sets=crf_sets)
+        loss = crf_of(model)(emissions, tags.clamp(min=0), head_mask, tag_sets=crf_sets)
+        return loss, emissions[head_mask]
 
     def loss_units(self, batch: dict) -> int:
         if self.crf:  # the CRF's mean is over the sentences with at least one word

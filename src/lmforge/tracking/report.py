@@ -11,6 +11,8 @@ The page has, each section only when its inputs exist:
   text length (quartiles) and the most confused label pairs (classification); missed and spurious
   entities per type and sentence accuracy by length (NER).
 - **Samples**: the most confident mistakes and some correct predictions (``predictions.jsonl``).
+- **Continual learning** (a run continued with ``--from``): the lineage, the stage matrix (each stage's
+  validation score after each stage), average, backward and forward transfer (``lmforge.json``).
 - **Config**: the resolved ``config.yaml``, verbatim.
 
 Images are matplotlib PNGs embedded as base64, so the file needs nothing else to display.
@@ -71,6 +73,8 @@ def write_report(run_dir: Path) -> Path:
     sections = [
         _safe(_summary_section, _record_or_none(run_dir)),
         _safe(_training_section, read_metrics(run_dir / "metrics.jsonl")),
+        _safe(_augment_section, _augment_inputs(run_dir)),
+        _safe(_continual_section, _record_or_none(run_dir)),
         _safe(_evaluation_section, _read_json(run_dir / "eval_results.json")),
         _safe(_errors_section, read_metrics(run_dir / "predictions.jsonl")),
         _safe(_samples_section, read_metrics(run_dir / "predictions.jsonl")),
@@ -423,6 +427,78 @@ def _confusion_heatmap(matrix: list, labels, split: str) -> str:
     _tick_labels(ax.set_xticklabels, names)
     ax.set(title=f"Confusion matrix ({split})", xlabel="predicted", ylabel="true")
     return _image(fig)
+
+
+# ---------------------------------------------------------------- continual learning
+
+
+def _continual_section(record: RunRecord | None) -> str:
+    """The stage matrix of a continual run: R[i][j], the metric on stage j after training stage i."""
+    info = (record.continual or {}) if record is not None else {}
+    matrix, stages = info.get("matrix") or [], info.get("stages") or []
+    if not matrix:
+        return ""
+    metric = info.get("metric", "metric")
+    header = ["after stage \\ on stage"] + [str(j + 1) for j in range(len(matrix[-1]))]
+    rows = [[str(i + 1)] + ["-" if v is None else v for v in row] for i, row in enumerate(matrix)]
+    baseline = info.get("baseline") or []
+    if baseline:
+        rows.append(["untrained"] + ["-" if v is None else v for v in baseline])
+    lineage = [
+        [s.get("stage"), s.get("run"), s.get("method"), ", ".join(map(str, s.get("labels") or []))] for s in stages
+    ]
+    sign = "higher is better" if info.get("higher_is_better", True) else "lower is better"
+    return (
+        f"<h2>Continual learning</h2>\n<p>Stage {html.escape(str(info.get('stage')))}, method "
+        f"{html.escape(str(info.get('method')))} ({html.escape(str(info.get('protocol')))}): {html.escape(metric)} "
+        f"on each stage's validation set ({sign}).</p>\n"
+        + _table(header, rows)
+        + _table(
+            ["average", "backward transfer", "forward transfer"],
+            [[info.get("average"), info.get("bwt"), info.get("fwt")]],
+        )
+        + _table(["stage", "run", "method", "labels"], lineage)
+    )
+
+
+# ---------------------------------------------------------------- data augmentation
+
+
+def _augment_inputs(run_dir: Path) -> tuple[list[dict], list[dict]] | None:
+    """(the metrics log's ``augment`` rows, the changed examples kept by data.augment), or None."""
+    counts = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("kind") == "augment"]
+    samples = read_metrics(run_dir / "augment-samples.jsonl")
+    return (counts, samples) if counts or samples else None
+
+
+def _augment_section(inputs: tuple[list[dict], list[dict]]) -> str:
+    counts, samples = inputs
+    by_epoch = {r.get("epoch"): r for r in counts}  # a resumed run logs an epoch again: the last counts
+    methods = list(dict.fromkeys(m for r in by_epoch.values() for m in r.get("made", {})))
+    rows = [
+        [int(epoch or 0) + 1, r.get("examples")]
+        + [f"{r['made'].get(m, 0)} ({r.get('changed', {}).get(m, 0)} changed)" for m in methods]
+        for epoch, r in sorted(by_epoch.items(), key=lambda item: item[0] or 0)
+    ]
+    body = "<h2>Data augmentation</h2>\n"
+    if rows:
+        body += _table(["epoch", "examples"] + methods, rows)
+    if samples:
+        tagged = "augmented_tags" in samples[0]
+        header = ["method", "original", "augmented"] + (["tags"] if tagged else ["label"])
+        body += "<h3>Examples (first epoch)</h3>\n" + _table(
+            header,
+            [
+                [
+                    s.get("method"),
+                    s.get("original"),
+                    s.get("augmented"),
+                    s.get("augmented_tags") if tagged else s.get("label"),
+                ]
+                for s in samples
+            ],
+        )
+    return body
 
 
 # ---------------------------------------------------------------- prediction samples

@@ -18,6 +18,8 @@ META = RECORD_FILE
 # What lmforge writes at the top of a run folder; ``overwrite`` replaces these and nothing else.
 OWN_NAMES = {
     "config.yaml",
+    "augment-samples.jsonl",
+    "augment",
     RECORD_FILE,
     "model",
     "best",
@@ -30,6 +32,7 @@ OWN_NAMES = {
     "mlflow-run-id",
     "wandb",
     "compare_costs.json",
+    "continual",
 }
 PREVIOUS = ".lmforge-previous"  # the run an overwrite replaces, kept until the new one checkpoints
 # Keys a resumed run may change: they steer when to stop, evaluate or save, not what is learnt.

@@ -12,6 +12,8 @@ Version history:
   default 128 in another); ``head`` could be missing and was guessed per family.
 - 2: the same keys, every one typed here, plus ``record_version``. Migration fills ``head`` from the
   task and ``max_length`` from the run's own ``config.yaml`` (else the config default).
+- 3: ``continual``, the lineage and stage matrix of a continual-learning stage (``lmforge train
+  --from RUN``). A version-2 record is a run that continued none: nothing to fill.
 """
 
 import json
@@ -22,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lmforge.errors import RunFolderError
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 RECORD_FILE = "lmforge.json"
 DEFAULT_MAX_LENGTH = 128  # the config schema's default for the input length
 
@@ -86,6 +88,9 @@ class RunRecord(_Record):
     prompt: dict | None = None  # lmforge prompt: how the run prompted
     export: dict | None = None  # lmforge export: what made this folder from which run
     quantize: str | None = None  # lmforge export: int8 | int4 weights in this folder
+    # lmforge train --from RUN: {"parent", "method", "stage", "stages" (the lineage: each stage's run,
+    # data and labels), "metric", "matrix", "baseline", "average", "bwt", "fwt", "replay", ...}
+    continual: dict | None = None
     record_version: int = RECORD_VERSION
 
     @property
@@ -132,6 +137,8 @@ def migrate(data: dict, folder: Path | None = None) -> dict:
     data = dict(data)
     if version == 1:
         data = _from_v1(data, folder)
+    if data["record_version"] == 2:
+        data["record_version"] = 3  # version 3 added the optional ``continual``
     return data
 
 

@@ -183,6 +183,8 @@ def distil(teacher_dir: str | Path, config, quiet: bool = False, baseline: bool 
 
     if config.task != "classification":
         raise ConfigError(f"task: distillation trains classification students; the config says {config.task}")
+    if config.train.rdrop > 0:
+        raise ConfigError("train.rdrop: lmforge distil has its own loss on the teacher's logits; set train.rdrop: 0")
     teacher = RunFolder(teacher_dir)
     teacher_record = teacher.read_record()
     out = Path(config.output)

@@ -8,6 +8,7 @@ from pathlib import Path
 from lmforge.inference.evaluate import evaluate_saved
 from lmforge.tracking.report import write_report
 from lmforge.tracking.run_folder import write_atomic, write_predictions
+from lmforge.training.adversarial import training_extras
 from lmforge.training.checkpoint import drop_optimizer_states
 from lmforge.training.job import Job, TrainState, run_record
 from lmforge.training.memory import peak_memory
@@ -27,6 +28,8 @@ def cleanup(job: Job, state: TrainState) -> None:
         save_model_folder(job, run.model)
     which = "best" if (run.best / "config.json").is_file() else "model"
     results, predictions = evaluate_splits(job, run.model_dir(which), final_validation(job, state, which))
+    if job.continual is not None:  # every stage's validation set: this stage's row of the stage matrix
+        job.continual.finish(run.model_dir(which), run_record(job, finished=False), run.path, job.data.validation)
     write_results(job, state, which, results, predictions)
     if not job.config.train.keep_optimizer:
         freed = drop_optimizer_states(run.checkpoints)
@@ -101,6 +104,7 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
                 "examples_seen": state.examples_seen,
                 "precision": job.precision,
                 "batches": job.batches,
+                **training_extras(job.config.train),
                 **peak_memory(job.accelerator.device if job.accelerator is not None else None),
             },
             results={

@@ -3,6 +3,7 @@ checked here, before anything is written; then the job -- task, data, features, 
 accelerator and run folder -- is ready for the loop (``loop.py``) or the one-pass fit
 (``one_pass.py``)."""
 
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ import torch
 import transformers
 
 from lmforge import __version__
+from lmforge.augment.models import augmenter_for
+from lmforge.augment.pipeline import AUGMENT_SAMPLES, Augmenter, check_steps
 from lmforge.config import JobConfig, config_to_dict
 from lmforge.data.batching import epoch_batches, padding_share
 from lmforge.data.examples import limited_sample
@@ -29,13 +32,16 @@ from lmforge.tracking.external import Trackers
 from lmforge.tracking.metrics_log import MetricsLog
 from lmforge.tracking.run_folder import RunFolder, write_atomic
 from lmforge.tracking.run_record import ModelRecord, RunRecord
+from lmforge.training.adversarial import check_adversarial
 from lmforge.training.checkpoint import list_checkpoints
+from lmforge.training.continual import Stage, open_stage
 from lmforge.training.distributed import from_main, log_global_batch, make_accelerator, start_processes, world_size
 from lmforge.training.early_stopping import EarlyStopping
 from lmforge.training.ema import WeightAverage
 from lmforge.training.memory import enable_gradient_checkpointing
 from lmforge.training.optim import build_optimizer, build_scheduler
 from lmforge.training.precision import PrecisionChoice, choose_precision, native_candidate
+from lmforge.training.rdrop import check_rdrop
 from lmforge.tuning import apply_tuning, count_parameters
 
 if TYPE_CHECKING:
@@ -90,6 +96,9 @@ class Job:
     # only process: the end of the run reuses it when that step is the best (no second pass)
     final_validation: tuple[int, Any] | None = None
     trackers: Any = None  # tracking/external.py's Trackers of the main process (W&B, MLflow): open_trackers
+    augmenter: Augmenter | None = None  # data.augment: features["train"] is epoch ``features_epoch``'s
+    features_epoch: int = 0
+    continual: Stage | None = None  # continual.parent: this continual stage (training/continual/)
 
 
 # -- setup --------------------------------------------------------------------------------------
@@ -97,6 +106,9 @@ def setup(config: JobConfig) -> Job:
     quiet_libraries()
     task = get_task(config.task)
     _check_metric(config, task)
+    check_adversarial(config, task)
+    check_rdrop(config, task)
+    check_steps(config.data.augment, config.task)
     run = RunFolder(config.output)
     resolved = config_to_dict(config)
     run.check_writable(resolved, config.resume, config.overwrite)
@@ -105,6 +117,7 @@ def setup(config: JobConfig) -> Job:
     if config.data.train_limit is not None and config.data.train_limit < len(data.train):
         data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)
         data.notes.append(f"data.train_limit: training on {len(data.train)} examples (seed {config.train.seed})")
+    stage = open_stage(config, task, data)  # continual.parent: labels merged, replay mixed in; else None
     for note in data.notes:
         log.info(note)
     if problems.skipped:
@@ -116,15 +129,23 @@ def setup(config: JobConfig) -> Job:
     set_threads(config.train.threads)
     set_seed(config.train.seed)
     resuming = config.resume and bool(list_checkpoints(run.checkpoints))
-    loaded = load_model(
-        config.model,
-        task.head,
-        data.labels.names,
-        _texts(data.train),
-        dropout=config.train.dropout,
-        tokenizer_folder=run.model if resuming else None,
-    )
+    if stage is not None:  # the parent's model, tokenizer and head (grown to the merged labels)
+        loaded = stage.load_model(config.train.dropout)
+    else:
+        loaded = load_model(
+            config.model,
+            task.head,
+            data.labels.names,
+            _texts(data.train),
+            dropout=config.train.dropout,
+            tokenizer_folder=run.model if resuming else None,
+        )
     task.configure(config, data.train, data.labels)
+    augmenter = augmenter_for(config, data, loaded.model, loaded.tokenizer, run.path / "augment")
+    train = data.train
+    if augmenter is not None:
+        train, stats = augmenter.epoch(0)
+        log.info(stats.line(0, len(data.train)))
     if is_one_pass(loaded.model):
         if world_size() > 1:
             raise ConfigError(
@@ -146,13 +167,15 @@ def setup(config: JobConfig) -> Job:
             loaded.model,
             loaded.tokenizer,
             loaded.info,
-            {"train": data.train, "validation": data.validation, "test": data.test},
+            {"train": train, "validation": data.validation, "test": data.test},
             tracker=tracker_for(config, task),
+            augmenter=augmenter,
         )
-    loaded.model = task.prepare_model(loaded.model, data.labels)
+    if stage is None:  # a continued model has what prepare_model adds (its CRF) already
+        loaded.model = task.prepare_model(loaded.model, data.labels)
     features = {
         split: task.encode(loaded.tokenizer, examples, config.data.max_length)
-        for split, examples in (("train", data.train), ("validation", data.validation), ("test", data.test))
+        for split, examples in (("train", train), ("validation", data.validation), ("test", data.test))
     }
     _warn_unknown(loaded, features["train"], config)
     task.fit_baseline(features["train"], len(loaded.tokenizer))
@@ -183,7 +206,11 @@ def setup(config: JobConfig) -> Job:
     )
     job.precision = precision.to_json()
     job.batches = batches
+    job.augmenter = augmenter
     _prepare_optimisation(job)
+    if stage is not None:  # measured before training; the penalty anchored on the starting weights
+        stage.start(accelerator.unwrap_model(job.model), job.tokenizer, data.validation)
+        job.continual = stage
     _prepare_folder(job, resolved, resuming)
     return job
 
@@ -319,6 +346,9 @@ def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
         # The tokenizer is saved first: a resumed from-scratch run must not retrain it.
         job.tokenizer.save_pretrained(run.model)
     write_task_files(job)
+    if job.augmenter is not None and job.augmenter.samples:
+        rows = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in job.augmenter.samples)
+        write_atomic(run.path / AUGMENT_SAMPLES, rows)
     run.write_record(run_record(job, finished=False))
 
 
@@ -353,6 +383,7 @@ def run_record(job: Job, finished: bool, **outcome) -> RunRecord:
         tuning=job.config.tuning.method,
         parameters=job.info.get("parameters"),
         head_options=job.task.head_options() or None,
+        continual=job.continual.record() if job.continual is not None else None,
         finished=finished,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         lmforge_version=__version__,

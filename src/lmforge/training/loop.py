@@ -12,6 +12,7 @@ from accelerate.utils import DistributedType
 
 from lmforge.data.batching import epoch_batches
 from lmforge.errors import RunFolderError, TrainingError
+from lmforge.training.adversarial import make_adversary, training_extras
 from lmforge.training.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -25,6 +26,7 @@ from lmforge.training.ema import WeightAverage
 from lmforge.training.job import Job, TrainState, open_metrics
 from lmforge.training.precision import full_precision
 from lmforge.training.progress import Progress
+from lmforge.training.rdrop import training_loss
 from lmforge.training.saving import averaged, save_model_folder
 from lmforge.training.signals import StopRequest
 from lmforge.tuning import after_optimizer_step, is_peft
@@ -54,13 +56,19 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvaluati
                 "examples": len(job.features["train"]),
                 "steps": job.total_steps,
                 "parameters": job.info["parameters"],
+                **training_extras(cfg),
             }
         )
+    if job.augmenter is not None:
+        _augmented_epoch(job, state.epoch, state.step, metrics)
     lengths = [len(f["input_ids"]) for f in job.features["train"]]
     progress = Progress(job.total_steps, state.step, disabled=quiet or not acc.is_main_process)
     loop = _Loop(job, state, metrics, progress, stop, on_evaluation)
     try:
         while state.epoch < cfg.epochs and not loop.finished:
+            if job.augmenter is not None and job.features_epoch != state.epoch:
+                _augmented_epoch(job, state.epoch, state.step, metrics)
+                lengths = [len(f["input_ids"]) for f in job.features["train"]]
             batches = epoch_batches(
                 lengths,
                 cfg.batch_size,
@@ -93,6 +101,30 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvaluati
         if stop.requested:
             job.trackers.finish(None, exit_code=1)  # a resumed run continues the same tracked run
     return state
+
+
+def _augmented_epoch(job: Job, epoch: int, step: int, metrics) -> None:
+    """``data.augment``: this epoch's training features (the originals and their new copies),
+    logged and counted in metrics.jsonl."""
+    assert job.augmenter is not None, "called only under data.augment"
+    if job.features_epoch != epoch:
+        examples, stats = job.augmenter.epoch(epoch)
+        log.info(stats.line(epoch, len(job.data.train)))
+        job.features["train"] = job.task.encode(job.tokenizer, examples, job.config.data.max_length)
+        job.features_epoch = epoch
+    else:
+        stats = job.augmenter.last_stats
+    if metrics:
+        metrics.write(
+            {
+                "kind": "augment",
+                "step": step,
+                "epoch": epoch,
+                "examples": len(job.features["train"]),
+                "made": dict(stats.made),
+                "changed": dict(stats.changed),
+            }
+        )
 
 
 def _resume(job: Job) -> TrainState:
@@ -172,6 +204,10 @@ class _Loop:
         self.last_grad_norm: float | None = None
         # DeepSpeed's engine divides each loss by the accumulation steps itself
         self.loss_scale = self.cfg.grad_accum if self.acc.distributed_type == DistributedType.DEEPSPEED else 1
+        # The task's loss, or R-Drop's (train.rdrop); train.adversarial adds passes on perturbed embeddings.
+        self.loss_of = training_loss(job.task, self.cfg.rdrop)
+        self.adversary = make_adversary(job, self.acc)
+        self.clean_weight = self.adversary.clean_weight if self.adversary else 1.0
 
     def run_epoch(self, batches: list[list[int]]) -> None:
         job, state, cfg, acc = self.job, self.state, self.cfg, self.acc
@@ -191,11 +227,18 @@ class _Loop:
                 batch = {k: v.to(acc.device) for k, v in batch.items()}
                 sync = i == len(group) - 1
                 with acc.no_sync(job.model) if not sync and acc.num_processes > 1 else nullcontext():
-                    with acc.autocast():
-                        loss = job.task.loss(job.model, batch)
-                    if not torch.isfinite(loss):
-                        self._non_finite(loss, rng_at_start)
-                    acc.backward(loss * (units[i] * scale))
+                    with self.adversary.watching() if self.adversary else nullcontext():
+                        with acc.autocast():
+                            loss = self.loss_of(job.model, dict(batch))
+                        if job.continual is not None:  # ewc, l2sp: a penalty, weighed 1 per global batch
+                            loss = loss + job.continual.penalty() / self.clean_weight
+                        if not torch.isfinite(loss):
+                            self._non_finite(loss, rng_at_start)
+                        acc.backward(loss * (units[i] * scale * self.clean_weight))
+                    if self.adversary is not None:
+                        perturbed = self.adversary.backward(job.model, batch, units[i] * scale)
+                        if not torch.isfinite(perturbed):
+                            self._non_finite(perturbed, rng_at_start)
                 self.window_loss += loss.item() * units[i]
                 self.window_n += units[i]
                 self.window_examples += len(idx) * acc.num_processes

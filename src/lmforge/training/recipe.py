@@ -1,4 +1,5 @@
-"""The training recipe: setup -> train -> checkpoint -> cleanup, as one visible script.
+"""The training recipe: setup -> train -> checkpoint -> cleanup, as one visible script (n-gram
+models fit in one pass, ``one_pass.py``; ``tuning.method: setfit`` runs SetFit's two phases, ``setfit.py``).
 
 Everything a user can get wrong (config, data, model path, output folder) is checked in ``setup``
 before anything is written; the loop itself is plain PyTorch with Accelerate handling devices,
@@ -17,9 +18,12 @@ from lmforge.training.finish import cleanup
 from lmforge.training.job import TrainState, setup
 from lmforge.training.loop import OnEvaluation, run_loop
 from lmforge.training.one_pass import run_one_pass
+from lmforge.training.setfit import run_setfit
 from lmforge.training.signals import StopRequest
 
 log = logging.getLogger("lmforge")
+# Tuning methods that train in a recipe of their own instead of the loop: tuning.method -> recipe.
+RECIPES = {"setfit": run_setfit}
 
 
 @dataclass
@@ -47,9 +51,13 @@ def train(config: JobConfig, quiet: bool = False, on_evaluation: OnEvaluation | 
             job = setup(config)
             if is_one_pass(job.model):
                 return TrainOutcome(job.run, run_one_pass(job), None)
+            recipe = RECIPES.get(config.tuning.method)
             with StopRequest() as stop:
-                state = run_loop(job, stop, quiet, on_evaluation)
-            if not stop.requested:
+                if recipe is not None:  # a method with a recipe of its own saves and evaluates itself
+                    state = recipe(job, stop, quiet, on_evaluation)
+                else:
+                    state = run_loop(job, stop, quiet, on_evaluation)
+            if recipe is None and not stop.requested:
                 cleanup(job, state)
         except BaseException:
             _restore_previous(config)

@@ -1,8 +1,8 @@
-"""Tuning methods (full, freeze, LoRA and the other PEFT methods via peft) and merging adapters for
-export. The contract and registry are in ``base.py``; importing this package registers the
+"""Tuning methods (full, freeze, LoRA and the other PEFT methods via peft, SetFit) and merging
+adapters for export. The contract and registry are in ``base.py``; importing this package registers the
 built-in methods."""
 
-from lmforge.tuning import freeze, full, lora, peft_methods  # noqa: F401  (registration)
+from lmforge.tuning import freeze, full, lora, peft_methods, setfit  # noqa: F401  (registration)
 from lmforge.tuning.base import (
     METHODS,
     TuningMethod,

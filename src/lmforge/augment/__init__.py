@@ -1,0 +1,2 @@
+"""Data augmentation (``data.augment``, ``lmforge augment``) and the synonym sources the
+word-substitution attack shares with it."""

@@ -1,0 +1,1 @@
+"""Robustness of trained runs: the word-substitution attack of ``lmforge attack``."""

@@ -1,0 +1,134 @@
+"""The SetFit recipe end to end on a tiny BERT: the contrastive phase changes the body, the head is
+scikit-learn's logistic regression, and the saved run is an ordinary classification run --
+``lmforge predict``, ``eval``, ``explain`` and the server give the labels its training evaluation
+reported."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from transformers import BertForSequenceClassification
+
+import lmforge.training.setfit as setfit_recipe
+from conftest import tiny_bert_config, tiny_overrides
+from lmforge.config import load_config
+from lmforge.config.schema import TuningConfig
+from lmforge.inference.predictor import RunPredictor
+from lmforge.training.recipe import train
+from lmforge.training.setfit import embeddings, fit_head
+from lmforge.tuning import apply_tuning
+
+SETFIT = ["tuning.method=setfit", "tuning.pair_iterations=2", "train.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def setfit_run(tmp_path_factory):
+    """A tiny setfit run (48 examples, 2 rounds of pairs: 192 pairs), with the body's weights just
+    before and just after the contrastive phase."""
+    from conftest import sentiment_rows, write_jsonl
+
+    root = tmp_path_factory.mktemp("setfit")
+    data = {
+        "train": write_jsonl(root / "train.jsonl", sentiment_rows(48, 0)),
+        "dev": write_jsonl(root / "dev.jsonl", sentiment_rows(16, 1)),
+    }
+    seen = {}
+    contrastive = setfit_recipe._contrastive
+
+    def spy(job, model, *args, **kwargs):
+        seen["before"] = {k: v.clone() for k, v in model.state_dict().items()}
+        contrastive(job, model, *args, **kwargs)
+        seen["after"] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    setfit_recipe._contrastive = spy
+    try:
+        outcome = train(load_config(None, tiny_overrides(data, root / "run", *SETFIT)), quiet=True)
+    finally:
+        setfit_recipe._contrastive = contrastive
+    assert outcome.stopped_by is None
+    return {"run": root / "run", "data": data, **seen}
+
+
+def test_the_contrastive_phase_changes_the_body_and_not_the_head(setfit_run):
+    before, after = setfit_run["before"], setfit_run["after"]
+    body = [k for k in before if k.startswith("bert.")]
+    assert body and all(k.startswith(("bert.", "classifier.")) for k in before)
+    changed = [k for k in body if not torch.equal(before[k], after[k])]
+    assert "bert.embeddings.word_embeddings.weight" in changed
+    assert any(".encoder.layer.1." in k for k in changed)
+    assert torch.equal(before["classifier.weight"], after["classifier.weight"])  # fitted afterwards
+
+
+def test_the_run_is_recorded_like_any_classification_run(setfit_run):
+    run = setfit_run["run"]
+    record = json.loads((run / "lmforge.json").read_text())
+    assert record["finished"] and record["tuning"] == "setfit" and record["head"] == "sequence_classification"
+    assert json.loads((run / "model" / "config.json").read_text())["model_type"] == "lmforge_mean_pooled_bert"
+    assert sorted(p.name for p in (run / "model").iterdir() if p.suffix in (".bin", ".pt", ".pkl")) == []
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    start = lines[0]
+    assert start["kind"] == "start" and start["pairs"] == 2 * 2 * 48 and start["steps"] == 2 * 192 // 8
+    assert [r["kind"] for r in lines if r["kind"] != "train"] == ["start", "eval", "final"]
+    assert record["training"]["steps"] == start["steps"]
+
+
+def test_the_saved_run_predicts_what_its_training_evaluation_reported(setfit_run, run_cli, tmp_path):
+    run, dev = setfit_run["run"], setfit_run["data"]["dev"]
+    reported = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    results = json.loads((run / "eval_results.json").read_text())["validation"]
+    texts = [row["text"] for row in reported]
+    predictor = RunPredictor(run, device="cpu")
+    assert [p["label"] for p in predictor.predict(texts)] == [row["label"] for row in reported]
+    out = tmp_path / "predicted.jsonl"
+    assert run_cli("predict", str(run), "--input", str(dev), "--output", str(out), "--device", "cpu")[0] == 0
+    predicted = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [p["label"] for p in predicted] == [row["label"] for row in reported]
+    code, stdout, _ = run_cli("eval", str(run), "--data", str(dev), "--device", "cpu")
+    assert code == 0 and f"{results['accuracy']:.4f}" in stdout
+    code, stdout, _ = run_cli("explain", str(run), "--text", texts[0], "--device", "cpu")
+    assert code == 0 and f"predicted {reported[0]['label']}" in stdout
+
+
+def test_the_server_classifies_a_setfit_run_as_its_training_evaluation_did(setfit_run):
+    pytest.importorskip("fastapi")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
+    from fastapi.testclient import TestClient
+
+    from lmforge.serving.app import create_app
+    from lmforge.serving.services import open_models
+    from lmforge.serving.settings import ServeSettings
+    from lmforge.serving.state import ServerState
+
+    run = setfit_run["run"]
+    reported = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    settings = ServeSettings(sources=[str(run)], api_key="k" * 16, device="cpu")
+    settings.check()
+    state = ServerState(settings, open_models(settings))
+    state.load()
+    try:
+        with TestClient(create_app(state), headers={"Authorization": f"Bearer {'k' * 16}"}) as client:
+            body = client.post("/v1/classify", json={"input": [r["text"] for r in reported]}).json()
+    finally:
+        state.close()
+    assert [row["label"] for row in body["data"]] == [r["label"] for r in reported]
+
+
+def test_the_head_gives_scikit_learns_probabilities():
+    torch.manual_seed(0)
+    bert = BertForSequenceClassification(tiny_bert_config(num_labels=2))
+    model = apply_tuning(bert, TuningConfig(method="setfit"), "classification")
+    features = [{"input_ids": [2, 5 + i % 7, 6 + i % 3, 3], "label": i % 2} for i in range(12)]
+    accuracy = fit_head(model, features, _Pad(), seed=0, device="cpu", batch_size=4)
+    x = embeddings(model, features, 0, "cpu", 4).numpy()
+    labels = [f["label"] for f in features]
+    reference = LogisticRegression(C=1.0, max_iter=1000, random_state=0).fit(x, labels)
+    probs = model.eval()(input_ids=torch.tensor([f["input_ids"] for f in features])).logits.softmax(-1)
+    torch.testing.assert_close(probs, torch.tensor(reference.predict_proba(x), dtype=torch.float32), atol=1e-5, rtol=0)
+    assert accuracy == reference.score(x, labels)
+
+
+class _Pad:
+    pad_token_id = 0
