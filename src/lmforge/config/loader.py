@@ -205,6 +205,8 @@ def valid_keys(parent: tuple) -> list[str]:
 
 
 def _suggest(loc: tuple) -> str:
+    if not loc:  # a key pydantic could not place (an odd top level): no suggestion
+        return ""
     keys = valid_keys(loc[:-1])
     close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.5)
     if close:
