@@ -19,8 +19,9 @@ fine-tuning's, with the new stage's metric within 2 points of naive's.
 
     python bench/continual.py                          # bbc: none, replay, ewc, l2sp, lora_per_task
     python bench/continual.py --methods none replay    # fewer
-    python bench/continual.py --methods ewc --stage2 continual.ewc_lambda=1e5
+    python bench/continual.py --methods ewc --suffix=-1e6 --stage2 continual.ewc_lambda=1e6
     python bench/continual.py --sequence lm --methods none replay ewc
+    python bench/continual.py --reuse                  # the table again, from the runs already made
 """
 
 import argparse
@@ -40,7 +41,7 @@ SEQUENCES = {
 }
 METHODS = ("none", "replay", "ewc", "l2sp", "lora_per_task")
 # lora_per_task trains an adapter (tuning.method lora): a learning rate for adapters
-METHOD_OVERRIDES = {"lora_per_task": ["tuning.method=lora", "train.lr=1.0e-3"]}
+METHOD_OVERRIDES = {"lora_per_task": ["tuning.method=lora", "train.lr=3.0e-3"]}
 
 
 def write_stages(out: Path) -> None:
@@ -85,12 +86,12 @@ def table(results: dict[str, dict]) -> list[str]:
     points = 100 if metric != "perplexity" else 1  # accuracy and F1 in points; perplexity as it is
     for method, r in results.items():
         m = r["matrix"]
-        share = r["bwt"] / naive["bwt"] if naive and naive["bwt"] else None
+        share = r["bwt"] / naive["bwt"] + 0.0 if naive and naive["bwt"] else None  # + 0.0: no "-0.000"
         delta = points * (m[1][1] - naive["matrix"][1][1]) if naive else None
         fwt = "-" if r["fwt"] is None else f"{r['fwt']:+.4f}"
         lines.append(
             f"| {method} | {m[0][0]:.4f} | {m[1][0]:.4f} | {m[1][1]:.4f} | {r['average']:.4f} | {r['bwt']:+.4f} "
-            f"| {fwt} | {'-' if share is None else f'{share:.3f}'} "
+            f"| {fwt} | {'-' if share is None else f'{share:.3g}'} "
             f"| {'-' if delta is None else f'{delta:+.2f}' + (' points' if points == 100 else '')} "
             f"| {r['seconds']:.0f} s |"
         )
@@ -104,6 +105,8 @@ def main() -> int:
     parser.add_argument("--out", help="where the data and runs go (default: the sequence's runs/continual_*)")
     parser.add_argument("--stage1", nargs="*", default=[], help="overrides for stage 1")
     parser.add_argument("--stage2", nargs="*", default=[], help="overrides for every stage 2 run")
+    parser.add_argument("--reuse", action="store_true", help="report the stage 2 runs this script already made")
+    parser.add_argument("--suffix", default="", help="appended to the stage 2 run folders' names (a variant)")
     args = parser.parse_args()
     config1, config2, default_out, writes_data = SEQUENCES[args.sequence]
     out = (ROOT / (args.out or default_out)).resolve()
@@ -122,22 +125,27 @@ def main() -> int:
         print(f"stage 1: {seconds:.0f} s", flush=True)
     results = {}
     for method in args.methods:
-        run = out / f"stage2-{method}"
-        seconds = train(
-            ROOT / "examples" / config2,
-            [
-                *data2,
-                f"continual.parent={first}",
-                f"continual.method={method}",
-                f"output={run}",
-                "overwrite=true",
-                *METHOD_OVERRIDES.get(method, []),
-                *args.stage2,
-            ],
-            out / f"stage2-{method}.log",
-        )
+        name = f"stage2-{method}{args.suffix}"
+        run, timing = out / name, out / f"{name}.seconds"
+        if args.reuse and timing.is_file() and (run / "lmforge.json").is_file():
+            seconds = float(timing.read_text())
+        else:
+            seconds = train(
+                ROOT / "examples" / config2,
+                [
+                    *data2,
+                    f"continual.parent={first}",
+                    f"continual.method={method}",
+                    f"output={run}",
+                    "overwrite=true",
+                    *METHOD_OVERRIDES.get(method, []),
+                    *args.stage2,
+                ],
+                out / f"{name}.log",
+            )
+            timing.write_text(f"{seconds:.1f}")
         record = json.loads((run / "lmforge.json").read_text(encoding="utf-8"))["continual"]
-        results[method] = {**record, "seconds": seconds}
+        results[method + args.suffix] = {**record, "seconds": seconds}
         print(f"{method}: {seconds:.0f} s, BWT {record['bwt']:+.4f}", flush=True)
     print()
     print("\n".join(table(results)))

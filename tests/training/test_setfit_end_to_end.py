@@ -6,6 +6,7 @@ reported."""
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from lmforge.config import load_config
 from lmforge.config.schema import TuningConfig
 from lmforge.inference.predictor import RunPredictor
 from lmforge.training.recipe import train
-from lmforge.training.setfit import embeddings, fit_head
+from lmforge.training.setfit import embeddings, fit_head, templated_features
 from lmforge.tuning import apply_tuning
 
 SETFIT = ["tuning.method=setfit", "tuning.pair_iterations=2", "train.threads=1"]
@@ -128,6 +129,38 @@ def test_the_head_gives_scikit_learns_probabilities():
     probs = model.eval()(input_ids=torch.tensor([f["input_ids"] for f in features])).logits.softmax(-1)
     torch.testing.assert_close(probs, torch.tensor(reference.predict_proba(x), dtype=torch.float32), atol=1e-5, rtol=0)
     assert accuracy == reference.score(x, labels)
+
+
+def test_templated_examples_name_each_label(setfit_run):
+    from transformers import AutoTokenizer
+
+    from lmforge.data.examples import LabelSet, TextExample
+    from lmforge.errors import ConfigError
+    from lmforge.tasks import get_task
+
+    overrides = [
+        "data.train=x.jsonl",
+        "tuning.method=setfit",
+        "tuning.label_templates=2",
+        "tuning.template=It is {label}",
+    ]
+    job = SimpleNamespace(
+        config=load_config(None, overrides),
+        data=SimpleNamespace(train=[TextExample("a film")], labels=LabelSet(["neg", "pos"], {})),
+        task=get_task("classification"),
+        tokenizer=AutoTokenizer.from_pretrained(setfit_run["run"] / "model"),
+    )
+    features = templated_features(job)
+    assert [f["label"] for f in features] == [0, 0, 1, 1]
+    assert [job.tokenizer.decode(f["input_ids"], skip_special_tokens=True) for f in features] == [
+        "it is neg",
+        "it is neg",
+        "it is pos",
+        "it is pos",
+    ]
+    job.data.train = [TextExample("a film", text_pair="a review")]
+    with pytest.raises(ConfigError, match="tuning.label_templates: .* text pairs"):
+        templated_features(job)
 
 
 class _Pad:

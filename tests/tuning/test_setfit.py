@@ -93,6 +93,9 @@ def test_pair_loss_is_the_squared_error_of_the_cosine():
         (["tuning.pair_iterations=-3"], "tuning.pair_iterations"),
         (["tuning.pair_iterations=100000"], "tuning.pair_iterations"),
         (["train.ema=0.99"], "train.ema: setfit"),
+        (["tuning.label_templates=-1"], "tuning.label_templates"),
+        (["tuning.template=It is good."], "tuning.template: must contain {label}"),
+        (["tuning.template=It is {label} {mood}."], "tuning.template: must contain {label}.* no other"),
     ],
 )
 def test_bad_setfit_settings_fail_naming_the_key(overrides, named):

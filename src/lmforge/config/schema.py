@@ -167,6 +167,27 @@ class TuningConfig(Section):
         description="setfit: rounds of pair drawing; each pairs every labelled example with one of its label and "
         "one of another (Tunstall et al. 2022: 20)",
     )
+    label_templates: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="setfit: add this many copies of `template` per label to the labelled examples (SetFit's "
+        "templated examples; needs label names that are words, e.g. data.label_names)",
+    )
+    template: str = Field(
+        "This sentence is {label}.", description="setfit: the templated example of a label ({label}: its name)"
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _template_names_the_label(cls, value: str) -> str:
+        try:
+            filled = value.format(label="\0")
+        except (KeyError, IndexError, ValueError):
+            filled = ""
+        if "\0" not in filled:
+            raise ValueError("must contain {label}, where the label's name goes, and no other {...}")
+        return value
 
 
 class HeadConfig(Section):
@@ -426,10 +447,16 @@ class ContinualConfig(Section):
         description="replay: as many earlier examples as this fraction of the new training set (default 0.25)",
     )
     ewc_lambda: float = Field(
-        1.0e4, ge=0, description="ewc: weight lambda of the penalty lambda/2 * sum F (theta - theta*)^2"
+        1.0e6, ge=0, description="ewc: weight lambda of the penalty lambda/2 * sum F (theta - theta*)^2"
     )
     fisher_samples: int = Field(
         512, ge=1, description="ewc: training examples of the previous stage the diagonal Fisher is estimated on"
+    )
+    fisher_batch_size: int = Field(
+        16,
+        ge=1,
+        description="ewc: examples per gradient of the Fisher estimate (1: exact, per example; B: B x the squared "
+        "batch gradient, about B times faster and noisier)",
     )
     l2sp_alpha: float = Field(
         0.1, ge=0, description="l2sp: weight alpha of alpha/2 * ||w - w_parent||^2 on the weights the parent had"

@@ -12,6 +12,10 @@ save -> evaluate the saved model -> report. ``tuning.method: setfit`` runs it in
    needs no learning rate or epochs of its own, and on a few dozen examples it converges exactly
    where a torch head trained with the job's fine-tuning rate would still be moving.
 
+With ``tuning.label_templates: K``, K examples per label made from ``tuning.template`` and the
+label's name ("This sentence is positive.") join the labelled examples in both phases (SetFit's
+templated examples): the encoder's own sense of the label names anchors the few examples.
+
 The model is saved as any run's (``model/``, a ``transformers`` folder), then every split is
 evaluated from that folder, the path ``lmforge eval`` takes, so the run's reported predictions are
 the saved model's. There are no checkpoints (the whole run takes a minute or two): ``resume=true``
@@ -27,6 +31,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from lmforge.data.batching import inference_batches, pad_features
+from lmforge.data.examples import TextExample
 from lmforge.errors import ConfigError
 from lmforge.models.mean_pooled import MeanPooledBertForSequenceClassification
 from lmforge.training.distributed import world_size
@@ -51,35 +56,67 @@ def run_setfit(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvalua
     assert acc is not None and job.optimizer is not None, "setup() prepares the accelerator and the optimizer"
     model = acc.unwrap_model(job.model)
     assert isinstance(model, MeanPooledBertForSequenceClassification), "tuning/setfit.py builds it"
-    features = job.features["train"]
+    features = job.features["train"] + templated_features(job)
     pairs = make_pairs([f["label"] for f in features], job.config.tuning.pair_iterations, cfg.seed)
     per_epoch = math.ceil(len(pairs) / (cfg.batch_size * cfg.grad_accum))
     total = min(per_epoch * cfg.epochs, cfg.max_steps or per_epoch * cfg.epochs)
     scheduler = build_scheduler(job.optimizer, cfg.warmup, total, cfg.scheduler)
     metrics = open_metrics(job, None)
     metrics.write({"kind": "start", "step": 0, "examples": len(features), "pairs": len(pairs), "steps": total})
-    positive = sum(1 for *_, t in pairs if t > 0.5)
-    log.info(
-        "setfit: %d pairs (%d same label, %d different) from %d examples, %d round(s); %d step(s) of %d pair(s)",
-        len(pairs),
-        positive,
-        len(pairs) - positive,
-        len(features),
-        job.config.tuning.pair_iterations,
-        total,
-        cfg.batch_size * cfg.grad_accum,
-    )
+    _log_plan(job, pairs, len(features), total)
     state = TrainState()
     started = time.perf_counter()
-    _contrastive(job, model, pairs, total, scheduler, metrics, stop, quiet, state)
+    _contrastive(job, model, features, pairs, total, scheduler, metrics, stop, quiet, state)
     if stop.requested:
         metrics.close()
         log.warning("stopped by %s at step %d: setfit keeps no checkpoints; run it again", stop.requested, state.step)
         return state
-    accuracy = fit_head(model, features, job.tokenizer, cfg.seed, acc.device, job.config.train.eval_batch_size or 64)
+    accuracy = fit_head(model, features, job.tokenizer, cfg.seed, acc.device, cfg.eval_batch_size or 64)
     state.elapsed_s = round(time.perf_counter() - started, 3)
     log.info("setfit head: logistic regression on %d embeddings, training accuracy %.4f", len(features), accuracy)
     save_model_folder(job, job.run.model)
+    _finish(job, state, metrics, on_evaluation)
+    return state
+
+
+def templated_features(job: Job) -> list[dict]:
+    """``tuning.label_templates`` copies per label of ``tuning.template`` with the label's name
+    ("This sentence is positive."), encoded as labelled examples: the label names' meaning, as the
+    encoder already knows it, joins the few examples (SetFit's templated examples)."""
+    tuning = job.config.tuning
+    if not tuning.label_templates:
+        return []
+    if any(ex.text_pair is not None for ex in job.data.train):
+        raise ConfigError("tuning.label_templates: templated examples are single texts, and this data has text pairs")
+    assert job.data.labels is not None, "classification data has labels"
+    examples = [
+        TextExample(text=tuning.template.format(label=name), label=name, where="tuning.template", label_id=i)
+        for i, name in enumerate(job.data.labels.names)
+        for _ in range(tuning.label_templates)
+    ]
+    return job.task.encode(job.tokenizer, examples, job.config.data.max_length)
+
+
+def _log_plan(job: Job, pairs: list, examples: int, total: int) -> None:
+    cfg, tuning = job.config.train, job.config.tuning
+    positive = sum(1 for *_, t in pairs if t > 0.5)
+    templated = f" ({tuning.label_templates} templated per label)" if tuning.label_templates else ""
+    log.info(
+        "setfit: %d pairs (%d same label, %d different) from %d examples%s, %d round(s); %d step(s) of %d pair(s)",
+        len(pairs),
+        positive,
+        len(pairs) - positive,
+        examples,
+        templated,
+        tuning.pair_iterations,
+        total,
+        cfg.batch_size * cfg.grad_accum,
+    )
+
+
+def _finish(job: Job, state: TrainState, metrics, on_evaluation: OnEvaluation | None) -> None:
+    """Evaluate every split from the saved ``model/`` (the path ``lmforge eval`` takes), then write
+    the run's results, record and report."""
     results, predictions = evaluate_splits(job, job.run.model)
     tracker = job.tracker
     assert tracker is not None, "setup() creates the tracker"
@@ -92,14 +129,16 @@ def run_setfit(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvalua
                 on_evaluation(state.step, scalars, True)
     metrics.close()
     write_results(job, state, "model", results, predictions)
-    return state
 
 
-def _contrastive(job: Job, model, pairs, total: int, scheduler, metrics, stop, quiet: bool, state: TrainState) -> None:
-    """The contrastive phase: ``total`` optimizer steps over the pairs (an epoch is one pass)."""
+def _contrastive(
+    job: Job, model, features, pairs, total: int, scheduler, metrics, stop, quiet: bool, state: TrainState
+) -> None:
+    """The contrastive phase: ``total`` optimizer steps over the pairs of ``features`` (an epoch is
+    one pass over the pairs)."""
     acc, cfg, optimizer = job.accelerator, job.config.train, job.optimizer
     assert acc is not None and optimizer is not None
-    features, pad = job.features["train"], job.tokenizer.pad_token_id or 0
+    pad = job.tokenizer.pad_token_id or 0
     progress = Progress(total, 0, disabled=quiet)
     window, count, window_start = 0.0, 0, time.perf_counter()
     model.train()

@@ -50,10 +50,11 @@ def _stage(folder: Path, name: str, labels: list[str]) -> list[str]:
 
 
 def _config(folder: Path, name: str, labels: list[str], *extra: str):
-    job = folder / "job.yaml"
+    job = folder / f"{name}.yaml"
     job.write_text(
-        f"task: classification\nmodel: {TINY_MODEL}\n"
-        "train: {epochs: 1, batch_size: 8, lr: 3.0e-3, warmup: 0, log_every: 1}\n",
+        "task: classification\n"
+        + ("" if any(e.startswith("continual.parent") for e in extra) else f"model: {TINY_MODEL}\n")
+        + "train: {epochs: 1, batch_size: 8, lr: 3.0e-3, warmup: 0, log_every: 1}\n",
         encoding="utf-8",
     )
     return load_config(job, [*_stage(folder, name, labels), f"output={folder / name}", *extra])
@@ -183,14 +184,42 @@ def test_a_method_without_a_parent_and_lora_per_task_without_lora_are_refused(tm
         "train", str(_write(tmp_path)), "continual.method=ewc", "tuning.method=lora", "--from", str(stage1)
     )
     assert code == 2 and "use tuning.method full or freeze" in err
+    code, _, err = run_cli("train", str(_write(tmp_path)), f"output={stage1}", "overwrite=true", "--from", str(stage1))
+    assert code == 2 and "is this job's output" in err
+    assert (stage1 / "lmforge.json").is_file()  # the parent is untouched
 
 
 def _write(folder: Path) -> Path:
     train = write_jsonl(folder / "t.jsonl", _rows(["food", "music"], 16, 0))
     job = folder / "cli.yaml"
     job.write_text(
-        f"task: classification\nmodel: {TINY_MODEL}\ndata: {{train: {train}, split: 0.25}}\n"
+        f"task: classification\ndata: {{train: {train}, split: 0.25}}\n"
         f"train: {{epochs: 1, batch_size: 8}}\noutput: {folder / 'out'}\n",
         encoding="utf-8",
     )
     return job
+
+
+@pytest.mark.slow
+def test_lora_per_task_keeps_a_model_per_stage(stage1, tmp_path):
+    # stage 1 on a "pretrained" folder (the tiny run's best model), stage 2 an adapter over it
+    base = _config(tmp_path, "p1", ["sport", "tech"])
+    first = _train(base.model_copy(update={"model": str(stage1 / "best")}))
+    second = _train(
+        _config(
+            tmp_path,
+            "p2",
+            ["food", "music"],
+            f"continual.parent={first}",
+            "continual.method=lora_per_task",
+            "tuning.method=lora",
+        )
+    )
+    record = json.loads((second / "lmforge.json").read_text())
+    assert record["labels"]["names"] == ["food", "music"]  # its own labels: a model per stage
+    continual = record["continual"]
+    assert continual["protocol"] == "task-incremental"
+    # stage 1 is evaluated with stage 1's own model: nothing forgotten, by construction
+    assert continual["matrix"][1][0] == continual["matrix"][0][0] and continual["bwt"] == 0.0
+    # the base stayed frozen: the saved model is the base plus the merged adapter, the head new
+    assert record["parameters"]["trainable"] < record["parameters"]["total"] / 2

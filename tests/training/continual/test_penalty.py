@@ -82,3 +82,6 @@ def test_the_fisher_is_the_mean_squared_gradient_of_single_examples():
     # gradients: (1 - 0) * [1, 2] = [1, 2] and (2 - 1) * [2, 1] = [2, 1]; mean of squares [2.5, 2.5]
     assert fisher["weight"].tolist() == [[2.5, 2.5]]
     assert model.weight.grad is None
+    # in one batch of two: 2 x (the mean gradient [1.5, 1.5])^2
+    batched = diagonal_fisher(model, _Regression(), None, features, samples=10, seed=0, device="cpu", batch_size=2)
+    assert batched["weight"].tolist() == [[4.5, 4.5]]

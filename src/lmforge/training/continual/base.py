@@ -23,6 +23,8 @@ class ContinualMethod:
 
     name: ClassVar[str]
     protocol: ClassVar[str] = "class-incremental"
+    # The stage's labels join the parent's (one model for every label); False: the stage keeps its own.
+    merges_labels: ClassVar[bool] = True
 
     def check(self, config: JobConfig) -> None:
         """Refuse settings the method cannot work with, naming the key. Default: none."""

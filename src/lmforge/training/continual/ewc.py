@@ -51,13 +51,21 @@ class Ewc(ContinualMethod):
             tokenizer, previous.examples("train", stage.parent_labels), stage.parent_record.max_length
         )
         fisher = diagonal_fisher(
-            model, previous.task, tokenizer, features, settings.fisher_samples, stage.config.train.seed, device
+            model,
+            previous.task,
+            tokenizer,
+            features,
+            settings.fisher_samples,
+            stage.config.train.seed,
+            device,
+            settings.fisher_batch_size,
         )
         log.info(
-            "ewc: Fisher information of stage %d estimated on %d of its %d training examples",
+            "ewc: Fisher information of stage %d estimated on %d of its %d training examples (%s)",
             previous.number,
             min(settings.fisher_samples, len(features)),
             len(features),
+            "one at a time" if settings.fisher_batch_size == 1 else f"in batches of {settings.fisher_batch_size}",
         )
         earlier = stage.parent / "continual" / FISHER_FILE
         if (stage.parent_record.continual or {}).get("method") == self.name and earlier.is_file():
@@ -76,6 +84,7 @@ class Ewc(ContinualMethod):
         return {
             "ewc_lambda": stage.settings.ewc_lambda,
             "fisher_samples": stage.settings.fisher_samples,
+            "fisher_batch_size": stage.settings.fisher_batch_size,
             "fisher_stages": stage.facts.get("fisher_stages"),
             "fisher_file": f"continual/{FISHER_FILE}",
         }

@@ -1,7 +1,8 @@
 """A LoRA adapter per stage over a frozen base (as in parameter-isolation methods; De Lange et al.
 2021, "A continual learning survey", section 6): each stage starts from the first stage's pretrained
 model (``model`` of stage 1: a bundled alias or a folder) with a fresh head and trains its own LoRA
-adapter (``tuning.method: lora``), so no stage can change another's weights.
+adapter (``tuning.method: lora``) and its head over its own labels, so no stage can change another's
+weights.
 
 The run folder of each stage holds that stage's model (the adapter merged into the base, as every
 LoRA run saves it), so a stage's task is predicted with its own run: the task-incremental protocol.
@@ -23,6 +24,7 @@ from lmforge.training.continual.context import StageContext
 class LoraPerTask(ContinualMethod):
     name = "lora_per_task"
     protocol = "task-incremental"
+    merges_labels = False  # a model per stage: its head has the stage's own labels
 
     def check(self, config) -> None:
         if config.tuning.method != "lora":

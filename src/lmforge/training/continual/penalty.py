@@ -70,24 +70,31 @@ def l2sp_penalty(model: nn.Module, parent_shapes: dict[str, torch.Size], alpha: 
     return QuadraticPenalty(terms)
 
 
-def diagonal_fisher(model: nn.Module, task, tokenizer, features: list[dict], samples: int, seed: int, device) -> dict:
+def diagonal_fisher(
+    model: nn.Module, task, tokenizer, features: list[dict], samples: int, seed: int, device, batch_size: int = 1
+) -> dict:
     """The empirical diagonal Fisher information: the mean over ``samples`` training examples
-    (seeded draw) of each trainable weight's squared gradient of that example's loss (the negative
-    log-likelihood of its gold labels), taken one example at a time, dropout off."""
+    (seeded draw) of each trainable weight's squared gradient of the example's loss (the negative
+    log-likelihood of its gold labels), dropout off.
+
+    ``batch_size`` 1 takes the examples one at a time: the exact estimate. With B > 1 each batch
+    gives ``B * g_mean^2`` (its mean gradient squared, times B): the same in expectation where the
+    mean gradient over the data is zero (the end of training), noisier, and about B times faster."""
     chosen = random.Random(seed).sample(range(len(features)), min(samples, len(features)))
+    batches = [chosen[i : i + batch_size] for i in range(0, len(chosen), batch_size)]
     params = _trainable(model)
     sums = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params}
     was_training = model.training
     model.eval()
     try:
-        for i in chosen:
-            batch = {k: v.to(device) for k, v in task.collate([features[i]], tokenizer).items()}
+        for idx in batches:
+            batch = {k: v.to(device) for k, v in task.collate([features[i] for i in idx], tokenizer).items()}
             model.zero_grad(set_to_none=True)
             task.loss(model, batch).backward()
             for name, p in params:
                 if p.grad is not None:
-                    sums[name] += p.grad.detach().float() ** 2
+                    sums[name] += len(idx) * p.grad.detach().float() ** 2
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return {name: (total / max(len(chosen), 1)).cpu() for name, total in sums.items()}
+    return {name: (total / max(len(batches), 1)).cpu() for name, total in sums.items()}

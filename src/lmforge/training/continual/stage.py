@@ -53,6 +53,10 @@ def open_stage(config: JobConfig, task: Task, data: TaskData) -> "Stage | None":
     parent = Path(settings.parent)
     if not parent.is_dir():
         raise RunFolderError(f"continual.parent: {parent}: no such run folder")
+    if parent.resolve() == Path(config.output).resolve():
+        raise ConfigError(f"continual.parent: {parent} is this job's output; write the new stage to another folder")
+    if "model" in config.model_fields_set:
+        log.warning("warning: model is not read under continual.parent: the model is the parent run's")
     record = read_record(parent)
     _check_parent(config, task, parent, record)
     folder = RunFolder(parent).model_dir(settings.checkpoint)
@@ -69,7 +73,10 @@ def open_stage(config: JobConfig, task: Task, data: TaskData) -> "Stage | None":
         )
     parent_labels = LabelSet.from_json(record.labels) if record.labels else None
     own = data.labels
-    labels = merge_labels(parent_labels, own) if parent_labels is not None and own is not None else own
+    labels, grown = own, 0
+    if method.merges_labels and parent_labels is not None and own is not None:
+        labels = merge_labels(parent_labels, own)
+        grown = len(labels.names) - len(parent_labels.names)
     if own is not None and labels is not None and labels.names != own.names:
         for split in ("train", "validation", "test"):
             task.relabel(getattr(data, split), own, labels)
@@ -82,7 +89,6 @@ def open_stage(config: JobConfig, task: Task, data: TaskData) -> "Stage | None":
     )
     replayed = method.replay(context)
     data.train = data.train + replayed
-    grown = len(labels.names) - len(parent_labels.names) if labels is not None and parent_labels is not None else 0
     data.notes.append(
         f"continual: stage {context.number} continues {parent} ({folder.name}/), method {method.name}"
         + (f"; {grown} new label(s): {', '.join(labels.names[-grown:])}" if labels is not None and grown else "")
