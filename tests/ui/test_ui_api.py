@@ -17,6 +17,7 @@ from ui_root import runs, tiny_job_yaml, ui_root  # noqa: E402,F401  (fixtures)
 from conftest import sentiment_rows, write_jsonl  # noqa: E402
 from lmforge.cli.main import main  # noqa: E402
 from lmforge.errors import ConfigError  # noqa: E402
+from lmforge.serving.keys import hash_key  # noqa: E402
 from lmforge.ui.app import create_ui_app  # noqa: E402
 from lmforge.ui.settings import UiSettings  # noqa: E402
 
@@ -91,6 +92,27 @@ def test_the_key_guards_the_api_and_the_playground_not_the_page(ui_root):
         assert c.get("/api/runs", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
         page = c.get("/")
         assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_a_key_file_needs_the_ui_scope(ui_root, tmp_path):
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(
+        "keys:\n"
+        f"  - {{id: dashboard, sha256: {hash_key(KEY)}, scopes: [ui], requests_per_minute: 2}}\n"
+        f"  - {{id: app, sha256: {hash_key('app-key-0123456789')}, scopes: [infer, embed, admin]}}\n"
+    )
+    with client(ui_root, api_keys=str(keys)) as c:
+        assert c.get("/").status_code == 200  # the page itself is open; it asks for the key
+        assert c.get("/api/runs").status_code == 401
+        denied = c.get("/api/runs", headers={"Authorization": "Bearer app-key-0123456789"})
+        assert denied.status_code == 403 and "no 'ui' scope" in denied.json()["error"]["message"]
+        ok = {"Authorization": f"Bearer {KEY}"}
+        assert [c.get(path, headers=ok).status_code for path in ("/api/runs", "/api/jobs")] == [200, 200]
+        limited = c.get("/api/info", headers=ok)  # 2 requests a minute
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    with pytest.raises(ConfigError, match="not both"):
+        UiSettings(api_key=KEY, api_keys=str(keys)).check()
+    UiSettings(host="0.0.0.0", api_keys=str(keys)).check()  # a key file guards an open bind too
 
 
 def test_settings_refuse_an_open_network_bind_without_a_key(capsys):

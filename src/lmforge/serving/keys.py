@@ -7,11 +7,18 @@ The file (YAML)::
       - id: reporting-app              # what the audit log and errors name; never the key
         sha256: 9f86d081884c7d65...     # printf '%s' "$KEY" | sha256sum
         scopes: [infer, embed]          # infer: classify, ner, completions, chat, models;
-                                        # embed: embeddings; admin: adapters and /metrics
+                                        # embed: embeddings; admin: adapters and /metrics;
+                                        # ui: lmforge ui --api-keys (the dashboard)
         requests_per_minute: 120        # optional; beyond it, 429 with Retry-After
+        tokens_per_minute: 20000        # optional token quotas (prompt + completion tokens)
+        tokens_per_day: 1000000
 
 A request's key is hashed and looked up; a key without the route's scope gets 403, one over its
-rate 429. A file that no longer reads after a change is refused with an error in the log and the
+rate 429. Token quotas are token buckets (full at start, refilled evenly over the minute or the
+day): a request is admitted while its key's buckets are above zero, and charged the tokens it used
+(the ``usage`` of its answer, prompt and completion, also when its client left early) when it ends,
+so one long answer may take a bucket below zero and the key waits (429 with ``Retry-After``) until
+it refills. Limits hold per server process: with ``--workers N`` a key may get up to N times them. A file that no longer reads after a change is refused with an error in the log and the
 keys before it stay in force.
 """
 
@@ -30,6 +37,8 @@ from lmforge.errors import ConfigError
 log = logging.getLogger("lmforge.serve")
 SCOPES = ("infer", "embed", "admin", "ui")
 RELOAD_CHECK_S = 1.0
+RATES = ("requests_per_minute", "tokens_per_minute", "tokens_per_day")
+FIELDS = ("id", "sha256", "scopes", *RATES)
 
 
 def hash_key(key: str) -> str:
@@ -51,6 +60,21 @@ class KeyEntry:
     sha256: str
     scopes: frozenset[str]
     requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+
+    def token_limits(self) -> list[tuple[str, int, float]]:
+        """(what, capacity, seconds to refill it) of each token quota the key has."""
+        limits = [("minute", self.tokens_per_minute, 60.0), ("day", self.tokens_per_day, 86400.0)]
+        return [(what, n, s) for what, n, s in limits if n is not None]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a key may not make a request now, and the seconds until it may."""
+
+    wait: float
+    limit: str  # "120 requests per minute", "20000 tokens per day"
 
 
 def read_keys(path: Path) -> dict[str, KeyEntry]:
@@ -70,11 +94,9 @@ def read_keys(path: Path) -> dict[str, KeyEntry]:
         where = f"--api-keys {path}: keys[{i}]"
         if not isinstance(row, dict):
             raise ConfigError(f"{where}: give id, sha256 and scopes")
-        unknown = set(row) - {"id", "sha256", "scopes", "requests_per_minute"}
+        unknown = set(row) - set(FIELDS)
         if unknown:
-            raise ConfigError(
-                f"{where}: unknown field {sorted(unknown)[0]!r} (id, sha256, scopes, requests_per_minute)"
-            )
+            raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r} ({', '.join(FIELDS)})")
         ident, digest, scopes = row.get("id"), str(row.get("sha256", "")).lower(), row.get("scopes")
         rate = row.get("requests_per_minute")
         if not isinstance(ident, str) or not ident:
@@ -87,12 +109,16 @@ def read_keys(path: Path) -> dict[str, KeyEntry]:
             )
         if not isinstance(scopes, list) or not scopes or any(s not in SCOPES for s in scopes):
             raise ConfigError(f"{where} ({ident}): 'scopes' must list some of {', '.join(SCOPES)}")
-        if rate is not None and (not isinstance(rate, int) or isinstance(rate, bool) or rate < 1):
-            raise ConfigError(f"{where} ({ident}): 'requests_per_minute' must be a whole number of at least 1")
+        for name in RATES:
+            value = row.get(name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{where} ({ident}): {name!r} must be a whole number of at least 1")
         if digest in entries:
             raise ConfigError(f"{where} ({ident}): the same key as {entries[digest].id!r}")
         ids.add(ident)
-        entries[digest] = KeyEntry(ident, digest, frozenset(scopes), rate)
+        entries[digest] = KeyEntry(
+            ident, digest, frozenset(scopes), rate, row.get("tokens_per_minute"), row.get("tokens_per_day")
+        )
     return entries
 
 
@@ -105,7 +131,8 @@ class KeyFile:
         self._mtime = self._stat()
         self._checked = time.monotonic()
         self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # id -> (tokens, at)
+        self._buckets: dict[str, tuple[float, float]] = {}  # id -> (requests left, at)
+        self._token_buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (id, window) -> (tokens, at)
 
     def _stat(self) -> float | None:
         try:
@@ -133,18 +160,41 @@ class KeyFile:
             self._maybe_reload()
             return self.entries.get(hash_key(presented))
 
-    def admit(self, entry: KeyEntry) -> float | None:
-        """None when the key may make a request now, else the seconds until it may (token bucket
-        of ``requests_per_minute``, full at start)."""
-        rate = entry.requests_per_minute
-        if rate is None:
-            return None
+    def admit(self, entry: KeyEntry) -> Refusal | None:
+        """None when the key may make a request now (and one request is counted), else why not and
+        for how long: a token quota at or below zero, or ``requests_per_minute`` spent (token
+        buckets, full at start)."""
         with self._lock:
             now = time.monotonic()
+            for what, capacity, seconds in entry.token_limits():
+                left = self._tokens_left(entry.id, what, capacity, seconds, now)
+                if left <= 0:
+                    return Refusal(
+                        max(1.0, math.ceil((1.0 - left) * seconds / capacity)), f"{capacity} tokens per {what}"
+                    )
+            rate = entry.requests_per_minute
+            if rate is None:
+                return None
             tokens, at = self._buckets.get(entry.id, (float(rate), now))
             tokens = min(float(rate), tokens + (now - at) * rate / 60.0)
             if tokens >= 1.0:
                 self._buckets[entry.id] = (tokens - 1.0, now)
                 return None
             self._buckets[entry.id] = (tokens, now)
-            return max(1.0, math.ceil((1.0 - tokens) * 60.0 / rate))
+            return Refusal(max(1.0, math.ceil((1.0 - tokens) * 60.0 / rate)), f"{rate} requests per minute")
+
+    def charge(self, entry: KeyEntry, tokens: int) -> None:
+        """Take the ``tokens`` a request used from the key's token quotas (they may go below zero)."""
+        if tokens <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            for what, capacity, seconds in entry.token_limits():
+                left = self._tokens_left(entry.id, what, capacity, seconds, now)
+                self._token_buckets[(entry.id, what)] = (left - tokens, now)
+
+    def _tokens_left(self, ident: str, what: str, capacity: int, seconds: float, now: float) -> float:
+        left, at = self._token_buckets.get((ident, what), (float(capacity), now))
+        left = min(float(capacity), left + (now - at) * capacity / seconds)
+        self._token_buckets[(ident, what)] = (left, now)
+        return left

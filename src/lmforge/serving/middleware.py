@@ -38,7 +38,8 @@ async def send_json(send, status: int, body: bytes, headers: list | None = None)
 
 class Observe:
     """Counts requests in flight, and for each one observes its route, status and latency in the
-    metrics and writes one JSON log line (never the body or the key). The served model's name is
+    metrics and writes one JSON log line (never the body or the key; the tokens it used, where it
+    used some). The served model's name is
     what a route put in ``request.state.model``."""
 
     def __init__(self, app, state, routes: set[str]):
@@ -77,9 +78,20 @@ class Observe:
             }
             if scope["state"].get("key_id") is not None:
                 line["key"] = scope["state"]["key_id"]
+            if scope["state"].get("usage") is not None:
+                line["prompt_tokens"], line["completion_tokens"] = tokens_used(scope)
             log.info(json.dumps(line))
             if state.audit is not None:  # the same facts, with the time: never a text or a key
                 state.audit.write(json.dumps({"time": round(time.time(), 3), **line}) + "\n")
+
+
+def tokens_used(scope) -> tuple[int, int]:
+    """(prompt, completion) tokens of the request so far: its route puts the answer's usage (or the
+    running generation, which counts as it goes) in ``scope["state"]["usage"]``."""
+    usage = scope.get("state", {}).get("usage")
+    if usage is None:
+        return 0, 0
+    return int(usage.prompt_tokens or 0), int(usage.completion_tokens or 0)
 
 
 class Drain:
@@ -98,7 +110,8 @@ class Drain:
 class ApiKey:
     """401 unless the request sends ``Authorization: Bearer KEY`` (no check when ``key`` is None).
     With a key file (``keys``): 401 for a key not in it, 403 for one without the route's scope,
-    429 with ``Retry-After`` over its rate; the key's id goes into ``scope["state"]["key_id"]``."""
+    429 with ``Retry-After`` over its request rate or a token quota; the key's id goes into
+    ``scope["state"]["key_id"]``, and the tokens the request used are charged to it at its end."""
 
     def __init__(self, app, key: str | None, keys=None):
         self.app, self.keys = app, keys
@@ -134,15 +147,14 @@ class ApiKey:
                 f"key {entry.id!r} has no '{needed}' scope for {scope['path']}", "permission_error", "scope"
             )
             return await send_json(send, 403, body)
-        wait = self.keys.admit(entry)
-        if wait is not None:
-            body = error_body(
-                f"key {entry.id!r} is over its {entry.requests_per_minute} requests per minute",
-                "rate_limit_error",
-                "rate_limited",
-            )
-            return await send_json(send, 429, body, [(b"retry-after", str(int(wait)).encode())])
-        await self.app(scope, receive, send)
+        refusal = self.keys.admit(entry)
+        if refusal is not None:
+            body = error_body(f"key {entry.id!r} is over its {refusal.limit}", "rate_limit_error", "rate_limited")
+            return await send_json(send, 429, body, [(b"retry-after", str(int(refusal.wait)).encode())])
+        try:
+            await self.app(scope, receive, send)
+        finally:  # what the request used counts against the key's token quotas, finished or not
+            self.keys.charge(entry, sum(tokens_used(scope)))
 
 
 class AllowedHosts:

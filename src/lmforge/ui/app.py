@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from lmforge.errors import LmforgeError
+from lmforge.serving.keys import KeyFile
 from lmforge.serving.middleware import JsonBody, error_body, send_json
 from lmforge.ui import runs
 from lmforge.ui.jobs import JobError, Jobs
@@ -33,20 +34,39 @@ CSP = (
 
 
 class UiKey:
-    """401 on ``/api/`` and ``/play/`` unless the request sends ``Authorization: Bearer KEY``."""
+    """401 on ``/api/`` and ``/play/`` unless the request sends ``Authorization: Bearer KEY``. With a
+    key file (``keys``, ``lmforge ui --api-keys``): 401 for a key not in it, 403 for one without the
+    ``ui`` scope, 429 with ``Retry-After`` over its request rate (as ``lmforge serve``'s keys)."""
 
-    def __init__(self, app, key: str | None):
-        self.app = app
+    def __init__(self, app, key: str | None, keys: KeyFile | None = None):
+        self.app, self.keys = app, keys
         self.expected = f"Bearer {key}".encode() if key else None
 
     async def __call__(self, scope, receive, send):
         path = scope.get("path", "")
-        if scope["type"] == "http" and self.expected is not None and path.startswith(GUARDED):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                body = error_body("missing or wrong API key", "authentication_error", "invalid_api_key")
-                return await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
+        if scope["type"] != "http" or not path.startswith(GUARDED):
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if self.keys is not None:
+            text = given.decode("latin-1")
+            entry = self.keys.lookup(text[7:]) if text.startswith("Bearer ") else None
+            if entry is None:
+                return await _unauthorized(send)
+            if "ui" not in entry.scopes:
+                body = error_body(f"key {entry.id!r} has no 'ui' scope", "permission_error", "scope")
+                return await send_json(send, 403, body)
+            refusal = self.keys.admit(entry)
+            if refusal is not None:
+                body = error_body(f"key {entry.id!r} is over its {refusal.limit}", "rate_limit_error", "rate_limited")
+                return await send_json(send, 429, body, [(b"retry-after", str(int(refusal.wait)).encode())])
+        elif self.expected is not None and not hmac.compare_digest(given, self.expected):
+            return await _unauthorized(send)
         await self.app(scope, receive, send)
+
+
+async def _unauthorized(send) -> None:
+    body = error_body("missing or wrong API key", "authentication_error", "invalid_api_key")
+    await send_json(send, 401, body, [(b"www-authenticate", b"Bearer")])
 
 
 class PlayRoute:
@@ -196,7 +216,8 @@ def create_ui_app(settings: UiSettings) -> "UiApp":
 
     # Outermost first on the way in: the key, the body checks, the headers, then /play or the routes.
     inner = Headers(PlayRoute(app, playground))
-    return UiApp(UiKey(JsonBody(inner, settings.max_body_bytes), settings.api_key), jobs, playground)
+    keys = KeyFile(settings.api_keys) if settings.api_keys else None  # a bad file fails here, in one line
+    return UiApp(UiKey(JsonBody(inner, settings.max_body_bytes), settings.api_key, keys), jobs, playground)
 
 
 class UiApp:

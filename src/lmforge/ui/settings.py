@@ -21,6 +21,12 @@ class UiSettings:
         default=None,
         metadata={"help": "require 'Authorization: Bearer KEY' on every API call (default: $LMFORGE_API_KEY)"},
     )
+    api_keys: str | None = field(
+        default=None,
+        metadata={
+            "help": "a YAML file of hashed keys (as serve's); a key needs the 'ui' scope (reloaded when it changes)"
+        },
+    )
     allow_insecure: bool = field(default=False, metadata={"help": "allow a non-loopback host without a key"})
     configs: list[str] = field(
         default_factory=lambda: ["examples"],
@@ -33,7 +39,9 @@ class UiSettings:
     poll_s: float = field(default=2.0, metadata={"help": "how often the page refreshes live views (seconds)"})
 
     def check(self) -> None:
-        if self.host not in LOOPBACK and not self.api_key and not self.allow_insecure:
+        if self.api_key and self.api_keys:
+            raise ConfigError("ui: give --api-key or --api-keys FILE, not both")
+        if self.host not in LOOPBACK and not self.api_key and not self.api_keys and not self.allow_insecure:
             raise ConfigError(
                 f"ui: binding to {self.host} without an API key would let anyone on the network read the "
                 "runs and start jobs; set --api-key (or LMFORGE_API_KEY), or pass --allow-insecure"

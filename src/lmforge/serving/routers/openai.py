@@ -41,6 +41,7 @@ async def chat(body: p.ChatRequest, request: Request, state: State):
 
 
 async def _answer(run: service.Running, stream: bool | None, request: Request):
+    request.state.usage = run  # its prompt_tokens and completion_tokens, counted as rows finish
     if stream:  # a streamed reply stops at the client's disconnect by itself: its next send fails
         return StreamingResponse(
             service.stream(run), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -12,16 +12,22 @@ router = APIRouter(tags=["tasks"])
 @router.post("/v1/classify", response_model=p.ClassifyResponse, responses=ERRORS)
 async def classify(body: p.ClassifyRequest, request: Request, state: State):
     model = pick_model(request, state, body.model, "/v1/classify")
-    return await tasks.classify(model, body, state.settings, state.metrics)
+    answer = await tasks.classify(model, body, state.settings, state.metrics)
+    request.state.usage = answer.usage
+    return answer
 
 
 @router.post("/v1/ner", response_model=p.NerResponse, responses=ERRORS)
 async def ner(body: p.NerRequest, request: Request, state: State):
     model = pick_model(request, state, body.model, "/v1/ner")
-    return await tasks.tag(model, body, state.settings, state.metrics)
+    answer = await tasks.tag(model, body, state.settings, state.metrics)
+    request.state.usage = answer.usage
+    return answer
 
 
 @router.post("/v1/embeddings", response_model=p.EmbeddingsResponse, responses=ERRORS)
 async def embeddings(body: p.EmbeddingsRequest, request: Request, state: State):
     model = pick_model(request, state, body.model, "/v1/embeddings")
-    return await tasks.embed(model, body, state.settings, state.metrics)
+    answer = await tasks.embed(model, body, state.settings, state.metrics)
+    request.state.usage = answer.usage
+    return answer

@@ -181,6 +181,7 @@ class Running:
     tool_names: set[str] | None = None  # chat: functions whose calls are parsed from the replies
     created: int = field(default_factory=lambda: int(time.time()))
     ident: str = field(init=False)
+    completion_tokens: int = 0  # of the rows done so far: what the request has used (key quotas, audit)
 
     def __post_init__(self):
         self.ident = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex
@@ -433,6 +434,7 @@ async def collect(run: Running) -> p.ChatResponse | p.CompletionResponse:
             elif kind == "done":
                 finishes[row] = value[0]
                 tokens += value[1]
+                run.completion_tokens = tokens
             else:
                 raise RuntimeError(f"generation failed: {value}")
     finally:
@@ -532,6 +534,7 @@ async def stream(run: Running) -> AsyncIterator[str]:
             elif kind == "done":
                 left -= 1
                 tokens += value[1]
+                run.completion_tokens = tokens
                 so_far = held[row]
                 calls = calls_chunk(row, so_far) if so_far else None
                 if calls is not None:
