@@ -16,8 +16,8 @@ LAYERS = [
     ["data", "tokenization", "evaluation", "tracking"],
     ["models"],
     ["tuning", "tasks"],
-    ["inference", "augment", "training"],
-    ["prompting", "selection", "export", "search", "explain", "masking", "robustness"],
+    ["inference", "masking", "augment", "training"],
+    ["prompting", "selection", "export", "search", "explain", "robustness"],
     ["serving", "ui"],
     ["cli", "__main__"],
 ]

@@ -76,6 +76,27 @@ class AugmentStep(Section):
     language: Literal["auto", "en", "zh"] = Field("auto", description="the texts' language (auto: from the data)")
 
 
+MaskType = Literal["email", "phone", "cn_id", "bank_card", "ip", "person", "place", "organization"]
+Split = Literal["train", "validation", "test"]
+ALL_MASK_TYPES: list[MaskType] = ["email", "phone", "cn_id", "bank_card", "ip", "person", "place", "organization"]
+ALL_SPLITS: list[Split] = ["train", "validation", "test"]
+
+
+class MaskConfig(Section):
+    """``data.mask``: personal data in the texts replaced by its type (``[EMAIL]``, ``[PERSON]``)
+    when the data is read, before anything (a tokenizer built from scratch included) sees it."""
+
+    types: list[MaskType] = Field(
+        default_factory=lambda: list(ALL_MASK_TYPES),
+        min_length=1,
+        description="what to mask: email, phone, cn_id, bank_card, ip (rules); person, place, organization (need ner)",
+    )
+    ner: str | None = Field(
+        None, description="an NER run that finds person, place and organization names (without it those are skipped)"
+    )
+    splits: list[Split] = Field(default_factory=lambda: list(ALL_SPLITS), min_length=1, description="the splits masked")
+
+
 class DataConfig(Section):
     """Where the data is and how to read it."""
 
@@ -138,6 +159,9 @@ class DataConfig(Section):
     augment: list[AugmentStep] = Field(
         default_factory=list,
         description="classification, token_classification: augmentations applied to the training data each epoch",
+    )
+    mask: MaskConfig | None = Field(
+        None, description="mask personal data in the texts before training (see docs/masking.md); null: off"
     )
 
     @model_validator(mode="after")

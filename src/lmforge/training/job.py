@@ -23,6 +23,7 @@ from lmforge.data.examples import limited_sample
 from lmforge.data.readers import Problems
 from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError
+from lmforge.masking.data import mask_task_data
 from lmforge.models import load_model
 from lmforge.models.one_pass import is_one_pass
 from lmforge.runtime import quiet_libraries, set_seed, set_threads
@@ -118,6 +119,8 @@ def setup(config: JobConfig) -> Job:
         data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)
         data.notes.append(f"data.train_limit: training on {len(data.train)} examples (seed {config.train.seed})")
     stage = open_stage(config, task, data)  # continual.parent: labels merged, replay mixed in; else None
+    if config.data.mask is not None:  # personal data out before a tokenizer or a model sees the texts
+        mask_task_data(config.data.mask, data, config.device)
     for note in data.notes:
         log.info(note)
     if problems.skipped:
