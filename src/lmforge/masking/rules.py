@@ -28,9 +28,10 @@ CN_MOBILE = re.compile(r"(?<![\d+])(?<!\d[ -])(?:\+?86[ -]?)?1[3-9]\d(?:[ -]?\d{
 PHONE = re.compile(  # not a piece of a longer run of digit groups (a card, an account number)
     r"(?<![A-Za-z0-9_+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,5}(?![A-Za-z0-9_])(?![ .-]\d)"
 )
-IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+# A full stop after an address ends the sentence; one followed by a digit makes it a longer number.
+IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d)(?!\.\d)")
 IPV6 = re.compile(
-    r"(?<![A-Za-z0-9_:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![A-Za-z0-9_:.])"
+    r"(?<![A-Za-z0-9_:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![A-Za-z0-9_:])(?!\.\d)"
 )  # checked by ipaddress
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"

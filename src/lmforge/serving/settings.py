@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from lmforge.errors import ConfigError
+from lmforge.masking.rules import RULE_TYPES
 from lmforge.runtime import resolve_device
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -43,6 +44,15 @@ class ServeSettings:
         metadata={"help": "Host headers to answer (repeatable; e.g. api.example.com); others get 400 (default: any)"},
     )
     """Guards against DNS rebinding: a browser page on another name cannot reach the server."""
+    mask_responses: list[str] = field(
+        default_factory=list,
+        metadata={
+            "metavar": "TYPE",
+            "help": "mask this kind of personal data in generated text, streamed or not: email, phone, cn_id, "
+            "bank_card or ip (repeatable; default: none)",
+        },
+    )
+    """Rule types (``masking/rules.py``) replaced by ``[TYPE]`` in completions and chat answers."""
     audit_log: str | None = field(
         default=None, metadata={"help": "append one JSON line per request here: time, key id, route, status"}
     )
@@ -204,6 +214,12 @@ class ServeSettings:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise ConfigError(
                     f"serve: cors-origins '{origin}': give an origin such as https://app.example.com, or *"
+                )
+        for kind in self.mask_responses:
+            if kind not in RULE_TYPES:
+                raise ConfigError(
+                    f"serve: mask-responses '{kind}': give one of {', '.join(RULE_TYPES)} (names need an NER run: "
+                    "mask with lmforge mask --ner instead)"
                 )
         if self.max_input_tokens is not None and self.max_input_tokens < 1:
             raise ConfigError("serve: max-input-tokens must be at least 1")

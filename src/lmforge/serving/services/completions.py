@@ -16,6 +16,7 @@ next step.
 """
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 
 from jinja2 import TemplateError
 
+from lmforge.masking.mask import Masker
+from lmforge.masking.stream import StreamMasker
 from lmforge.serving import protocol as p
 from lmforge.serving.batching import QueueFull
 from lmforge.serving.engine import Job, Row, Scored
@@ -182,6 +185,7 @@ class Running:
     created: int = field(default_factory=lambda: int(time.time()))
     ident: str = field(init=False)
     completion_tokens: int = 0  # of the rows done so far: what the request has used (key quotas, audit)
+    masker: Masker | None = None  # serve --mask-responses: personal data in the answers masked
 
     def __post_init__(self):
         self.ident = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex
@@ -333,6 +337,12 @@ def _start(
     grammar: str | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> Running:
+    if settings.mask_responses and top is not None:
+        raise InvalidRequest(
+            "'logprobs' cannot be returned by this server: it masks personal data in answers, and the tokens "
+            "would show it",
+            param="logprobs",
+        )
     rows = _rows(settings, model, body, prompts, chat, top, grammar)
     loop = loop or asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
@@ -364,7 +374,14 @@ def _start(
         n,
         len(rows) // len(prompts),
         top,
+        masker=response_masker(tuple(settings.mask_responses)),
     )
+
+
+@functools.lru_cache(maxsize=8)
+def response_masker(types: tuple[str, ...]) -> Masker | None:
+    """The masker of ``serve --mask-responses`` (rule types only), None when it is off."""
+    return Masker(types) if types else None
 
 
 class _Scores:
@@ -440,6 +457,8 @@ async def collect(run: Running) -> p.ChatResponse | p.CompletionResponse:
     finally:
         run.job.cancelled.set()  # a request cancelled while waiting frees its rows
     run.metrics.tokens_out.labels(run.model).inc(tokens)
+    if run.masker is not None:
+        texts = run.masker.mask(texts)[0]
     prompt_tokens = run.prompt_tokens
     usage = p.Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens, total_tokens=prompt_tokens + tokens)
     order = _best(run, scored)
@@ -501,6 +520,8 @@ async def stream(run: Running) -> AsyncIterator[str]:
     # Replies that may be tool calls are held back while they may be (tools.could_be_call), then
     # sent as calls or as text once the row is done (or as soon as they cannot be calls).
     held: list[str | None] = [("" if run.tool_names else None) for _ in job.rows]
+    # serve --mask-responses: each row's text held back while a span may still be growing (masking/stream.py)
+    masks = [StreamMasker(run.masker) for _ in job.rows] if run.masker is not None else None
 
     def calls_chunk(index: int, text: str) -> str | None:
         content, calls = parse_calls(text, run.tool_names or set())
@@ -523,6 +544,10 @@ async def stream(run: Running) -> AsyncIterator[str]:
                 pending[row] = list(value)
                 yield chunk([choice(row, run.echo_text(row), first=job.rows[row].prompt[0])])
             elif kind == "text":
+                if masks is not None:
+                    value = masks[row].feed(value)
+                    if not value:
+                        continue
                 so_far = held[row]
                 if so_far is None:
                     yield chunk([choice(row, value)])
@@ -535,6 +560,11 @@ async def stream(run: Running) -> AsyncIterator[str]:
                 left -= 1
                 tokens += value[1]
                 run.completion_tokens = tokens
+                rest = masks[row].flush() if masks is not None else ""
+                if rest and held[row] is None:
+                    yield chunk([choice(row, rest)])
+                elif rest:
+                    held[row] = (held[row] or "") + rest
                 so_far = held[row]
                 calls = calls_chunk(row, so_far) if so_far else None
                 if calls is not None:
