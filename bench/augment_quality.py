@@ -80,7 +80,7 @@ SETS = {
 }
 
 
-def _train(work: Path, name: str, size: int, seed: int, augment: bool) -> float:
+def _train(work: Path, name: str, size: int, seed: int, augment: bool, threads: int = 0) -> float:
     make, task, model, metric, epochs, lr, steps = SETS[name]
     train, dev = make(work, size, seed)
     factor = 1 + sum(s.get("copies", 1) for s in steps)
@@ -99,6 +99,7 @@ def _train(work: Path, name: str, size: int, seed: int, augment: bool) -> float:
         "overwrite=true",
         "train.eval_every=1000000",  # evaluated once, at the end
         "train.precision=fp32",
+        *([f"train.threads={threads}"] if threads else []),
     ]
     if augment:
         overrides.append("data.augment=" + json.dumps(steps))
@@ -117,6 +118,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="*", choices=list(SETS), default=list(SETS))
     parser.add_argument("--sizes", nargs="*", type=int, default=[50, 200, 1000], help="classification sizes")
+    parser.add_argument("--threads", type=int, default=0, help="train.threads of every run (0: lmforge's default)")
     parser.add_argument("--seeds", type=int, default=2, help="samples per size below 1,000 (1 at 1,000 and more)")
     parser.add_argument("--conll-size", type=int, default=500)
     args = parser.parse_args()
@@ -128,8 +130,8 @@ def main() -> None:
             sizes = [args.conll_size] if name == "conll" else args.sizes
             for size in sizes:
                 seeds = list(range(1 if size >= 500 else args.seeds))
-                plain = [_train(work, name, size, s, False) for s in seeds]
-                aug = [_train(work, name, size, s, True) for s in seeds]
+                plain = [_train(work, name, size, s, False, args.threads) for s in seeds]
+                aug = [_train(work, name, size, s, True, args.threads) for s in seeds]
                 p, a = statistics.mean(plain), statistics.mean(aug)
                 ratios.append(a / p if p else float("nan"))
                 metric = SETS[name][3]
