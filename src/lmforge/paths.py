@@ -6,11 +6,26 @@ Any other path is taken relative to the current directory.
 """
 
 import importlib.util
+import os
 from pathlib import Path
 
 from lmforge.errors import DataError
 
 PACKAGE_PREFIX = "package:"
+
+
+def cache_root() -> Path:
+    """lmforge's own cache (``$LMFORGE_CACHE``, default ``~/.cache/lmforge``): converted bundled
+    models, segmenter and augmentation caches. Never a shared temporary folder."""
+    return Path(os.environ.get("LMFORGE_CACHE", Path.home() / ".cache" / "lmforge")).expanduser()
+
+
+def private_dir(name: str) -> Path:
+    """``cache_root()/name``, created readable by this user only (a library's cache that it loads
+    without checks, such as jieba's marshalled dictionary, must not sit where others can write)."""
+    folder = cache_root() / name
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
 
 
 def package_dir(name: str) -> Path | None:

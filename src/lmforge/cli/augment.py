@@ -14,7 +14,7 @@ from lmforge.data.readers import Problems
 from lmforge.data.tagged import TaggedExample
 from lmforge.errors import ConfigError, DataError
 from lmforge.models import load_model
-from lmforge.models.bundled import cache_root
+from lmforge.paths import cache_root
 from lmforge.tasks import get_task
 from lmforge.tracking.run_folder import write_atomic
 

@@ -27,9 +27,9 @@ import transformers
 
 from lmforge.errors import ConfigError, DataError, ModelError
 from lmforge.inference.prompting import Prompting
-from lmforge.models.bundled import BUNDLED, cache_root
+from lmforge.models.bundled import BUNDLED
 from lmforge.models.decoding import Generation, GenerationOptions, Streamer, sample_next, stop_ids
-from lmforge.paths import package_dir
+from lmforge.paths import cache_root, package_dir
 
 log = logging.getLogger("lmforge")
 ENGINES = ("auto", "torch", "llama_cpp")

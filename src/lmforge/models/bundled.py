@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.errors import ModelError
-from lmforge.paths import package_dir
+from lmforge.paths import cache_root, package_dir
 
 log = logging.getLogger("lmforge")
 
@@ -48,10 +48,6 @@ BUNDLED = {
         gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LMFORGE_CACHE", Path.home() / ".cache" / "lmforge")).expanduser()
 
 
 def bundled_path(alias: str) -> Path:

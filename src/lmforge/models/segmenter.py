@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from lmforge._optional import require
-from lmforge.models.bundled import cache_root
+from lmforge.paths import cache_root
 
 log = logging.getLogger("lmforge")
 
