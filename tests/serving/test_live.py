@@ -269,6 +269,12 @@ def test_workers_serve_and_stop_on_sigterm(runs):
             str(port),
             "--workers",
             "2",
+            "--batch-wait-ms",
+            "2500",  # requests wait for their batch to fill: in flight when the signal comes
+            "--max-batch",
+            "64",
+            "--drain-timeout",
+            "60",
         ],
         env=dict(os.environ, LMFORGE_API_KEY=API_KEY),
         stderr=subprocess.DEVNULL,
@@ -299,7 +305,35 @@ def test_workers_serve_and_stop_on_sigterm(runs):
             assert found, scraped[:2000]
             counts.add(float(found.group(1)))
         assert counts == {4.0}
+        # Scaling down (SIGTERM to the server): every request already accepted is answered.
+        answers: list = []
+
+        def accepted(i: int) -> None:
+            answers.append(
+                httpx.post(
+                    f"{base}/v1/classify",
+                    json={"input": f"an absolute delight {i}"},
+                    headers={"Authorization": f"Bearer {API_KEY}"},
+                    timeout=90,
+                )
+            )
+
+        threads = [threading.Thread(target=accepted, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        deadline = time.time() + 30
+        while time.time() < deadline:  # until all six wait in a batch (the scrape is the seventh in flight)
+            scraped = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
+            found = re.search(r"^lmforge_in_flight ([0-9.]+)$", scraped, re.M)
+            if found and float(found.group(1)) >= 7:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the six requests were never in flight together")
         server.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(90)
+        assert [a.status_code for a in answers] == [200] * 6
         assert server.wait(60) == 0
     finally:
         if server.poll() is None:
