@@ -54,7 +54,20 @@ def admin(request: Request, state: Annotated[ServerState, Depends(server_state)]
 Admin = Annotated[None, Depends(admin)]
 
 
-@router.post("/v1/admin/adapters", response_model=p.ModelCard, responses=ERRORS)
+# OpenAPI links: what a client (and the stateful API fuzzing) may do with a loaded adapter's name.
+LOADED_LINKS = {
+    "GetModel": {"operationId": "getModel", "parameters": {"model_id": "$response.body#/id"}},
+    "UnloadAdapter": {"operationId": "unloadAdapter", "parameters": {"name": "$response.body#/id"}},
+}
+UNLOADED_LINKS = {"GetModel": {"operationId": "getModel", "parameters": {"model_id": "$request.path.name"}}}
+
+
+@router.post(
+    "/v1/admin/adapters",
+    response_model=p.ModelCard,
+    responses={**ERRORS, 200: {"description": "the adapter, now served", "links": LOADED_LINKS}},
+    operation_id="loadAdapter",
+)
 async def load_adapter(body: p.AdapterRequest, state: State, _: Admin):
     """Load a LoRA run beside its base model; requests can name it once this answers."""
     if not state.ready:
@@ -64,7 +77,11 @@ async def load_adapter(body: p.AdapterRequest, state: State, _: Admin):
     return adapter.card()
 
 
-@router.delete("/v1/admin/adapters/{name}", responses=ERRORS)
+@router.delete(
+    "/v1/admin/adapters/{name}",
+    responses={**ERRORS, 200: {"description": "the adapter is no longer served", "links": UNLOADED_LINKS}},
+    operation_id="unloadAdapter",
+)
 async def unload_adapter(name: str, state: State, _: Admin):
     """Stop serving an adapter: new requests for it get 404 at once; it unloads when those running
     have finished."""

@@ -19,7 +19,12 @@ async def models(state: State):
     return p.ModelList(data=[model.card() for model in state.models.values()])
 
 
-@router.get("/v1/models/{model_id}", response_model=p.ModelCard, responses={401: ERRORS[401], 404: ERRORS[404]})
+@router.get(
+    "/v1/models/{model_id}",
+    response_model=p.ModelCard,
+    responses={401: ERRORS[401], 404: ERRORS[404]},
+    operation_id="getModel",  # the target of the adapter routes' OpenAPI links
+)
 async def model(model_id: str, state: State):
     return state.find(model_id, "/v1/models").card()
 
