@@ -131,3 +131,20 @@ def test_compose_and_the_dockerfile_match_the_set_up():
     assert re.search(r"^USER 10001$", dockerfile, re.M) and "HF_HUB_OFFLINE=1" in dockerfile
     ignored = (ROOT / ".gitignore").read_text()
     assert "deploy/api_key.txt" in ignored and "deploy/keys.yaml" in ignored  # secrets are never committed
+
+
+@pytest.mark.parametrize("version", ["1.29.0", "1.37.0"])  # the oldest Kubernetes supported, and the newest
+def test_the_manifests_validate_against_the_kubernetes_schemas(version):
+    """Every object of deploy/k8s against the Kubernetes API's own JSON schemas (the
+    kubernetes-validate package carries them; strict: an unknown field fails)."""
+    validate = pytest.importorskip("kubernetes_validate")
+    objects = [doc for path in sorted((DEPLOY / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
+    kinds = sorted(doc["kind"] for doc in objects if doc)
+    assert kinds == ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    for doc in objects:
+        validate.validate(doc, version, strict=True)
+    deployment = next(doc for doc in objects if doc["kind"] == "Deployment")
+    typo = json.loads(json.dumps(deployment))
+    typo["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(validate.ValidationError):  # the check can fail
+        validate.validate(typo, version, strict=True)
