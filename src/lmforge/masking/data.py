@@ -16,10 +16,12 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from lmforge.data.conversations import Conversation
 from lmforge.data.tagged import TaggedExample
 from lmforge.errors import ConfigError
 from lmforge.masking.mask import Masker
 from lmforge.masking.rules import Span
+from lmforge.tasks.seq2seq import PairExample
 
 
 @dataclasses.dataclass
@@ -57,16 +59,16 @@ def mask_examples(examples: list, masker: Masker) -> tuple[list, MaskStats]:
 def _texts_of(ex) -> tuple[list[str], Callable]:
     if isinstance(ex, TaggedExample):
         return [" ".join(ex.tokens)], _rebuild_tagged
-    if hasattr(ex, "messages"):  # a conversation
+    if isinstance(ex, Conversation):
         return [m["content"] for m in ex.messages], _rebuild_messages
-    if hasattr(ex, "source") and hasattr(ex, "target"):  # a seq2seq pair
+    if isinstance(ex, PairExample):
         return [ex.source, ex.target], lambda e, m, _: dataclasses.replace(e, source=m[0], target=m[1])
     if getattr(ex, "text_pair", None) is not None:
         return [ex.text, ex.text_pair], lambda e, m, _: dataclasses.replace(e, text=m[0], text_pair=m[1])
     return [ex.text], lambda e, m, _: dataclasses.replace(e, text=m[0])
 
 
-def _rebuild_messages(ex, masked: list[str], _spans) -> object:
+def _rebuild_messages(ex: Conversation, masked: list[str], _spans) -> Conversation:
     messages = [{**message, "content": text} for message, text in zip(ex.messages, masked)]
     return dataclasses.replace(ex, messages=messages)
 
