@@ -141,3 +141,27 @@ def test_checkpointing_is_switched_on_inside_a_wrapped_transformer():
     assert not getattr(bert, "is_activation_checkpointing", bert.is_gradient_checkpointing)
     enable_gradient_checkpointing(wrapper, "transformer")
     assert getattr(bert, "is_activation_checkpointing", bert.is_gradient_checkpointing)
+
+
+def test_a_resumed_auto_run_computes_in_what_it_chose_at_its_start(tmp_path):
+    from lmforge.tracking.run_folder import RunFolder
+    from lmforge.tracking.run_record import RunRecord
+    from lmforge.training.job import _resumed_precision
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    auto = JobConfig.model_validate({"task": "classification", "data": {"train": "t.jsonl"}, "output": str(run.path)})
+    assert _resumed_precision(run, auto) is None  # no record yet: measure
+    chosen = {"used": "bf16", "reason": "auto: bf16 measured 1.3x faster"}
+    run.write_record(RunRecord(task="classification", head="sequence", training={"precision": chosen}))
+    resumed = _resumed_precision(run, auto)
+    assert resumed is not None and resumed.used == "bf16" and resumed.reason.startswith("resumed:")
+    explicit = JobConfig.model_validate(
+        {
+            "task": "classification",
+            "data": {"train": "t.jsonl"},
+            "output": str(run.path),
+            "train": {"precision": "fp32"},
+        }
+    )
+    assert _resumed_precision(run, explicit) is None  # an explicit precision is what it says

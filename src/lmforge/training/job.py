@@ -22,7 +22,7 @@ from lmforge.data.batching import epoch_batches, padding_share
 from lmforge.data.examples import limited_sample
 from lmforge.data.readers import Problems
 from lmforge.data.task_data import TaskData
-from lmforge.errors import ConfigError
+from lmforge.errors import ConfigError, LmforgeError
 from lmforge.masking.data import mask_task_data
 from lmforge.models import load_model
 from lmforge.models.one_pass import is_one_pass
@@ -192,7 +192,11 @@ def setup(config: JobConfig) -> Job:
     batches = task.prepare_training(model, config, padding)
     if batches:
         log.info(batches)
-    precision = _choose_precision(config, task, model, loaded.tokenizer, features["train"], processes)
+    precision = _resumed_precision(run, config) if resuming else None
+    if precision is None:
+        precision = _choose_precision(config, task, model, loaded.tokenizer, features["train"], processes)
+    else:
+        log.info("precision %s (%s)", precision.used, precision.reason)
     accelerator = make_accelerator(config, precision.accelerate_name)
     job = Job(
         config,
@@ -241,6 +245,23 @@ def measured_rows(batch: list[dict]) -> list[dict]:
             break
         rows.append(row)
     return rows
+
+
+def _resumed_precision(run: RunFolder, config: JobConfig) -> PrecisionChoice | None:
+    """A resumed ``train.precision: auto`` run computes in what it chose at its start (recorded in
+    its ``lmforge.json``), not in what a new measurement picks now: a machine busier or idler than
+    then could choose the other, and the resumed steps would differ from the uninterrupted run's.
+    None when the precision is explicit or the record has no choice (a run from before this)."""
+    if config.train.precision != "auto":
+        return None
+    try:
+        training = run.read_record().training or {}
+    except LmforgeError:
+        return None
+    chosen = training.get("precision") or {}
+    if chosen.get("used") not in ("fp32", "bf16", "fp16"):
+        return None
+    return PrecisionChoice(chosen["used"], f"resumed: the choice of the run's start ({chosen.get('reason', '')})")
 
 
 def _choose_precision(config: JobConfig, task, model, tokenizer, train_features, processes) -> PrecisionChoice:
@@ -352,7 +373,7 @@ def _prepare_folder(job: Job, resolved: dict, resuming: bool) -> None:
     if job.augmenter is not None and job.augmenter.samples:
         rows = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in job.augmenter.samples)
         write_atomic(run.path / AUGMENT_SAMPLES, rows)
-    run.write_record(run_record(job, finished=False))
+    run.write_record(run_record(job, finished=False, training={"precision": job.precision}))  # read on resume
 
 
 def set_aside(job: Job) -> None:
