@@ -26,8 +26,10 @@ def _job(tmp_path: Path) -> Path:
     config.write_text(
         f"task: classification\ndata: {{train: {tmp_path}/train.jsonl, validation: {tmp_path}/dev.jsonl}}\n"
         f"model: {TINY}\n"
-        # dropout off: each process draws its own masks, so only a dropout-free run can match exactly
-        "train: {epochs: 2, lr: 3.0e-3, warmup: 0, dropout: 0.0, threads: 1, log_every: 1, eval_every: 2}\n",
+        # dropout off: each process draws its own masks, so only a dropout-free run can match exactly;
+        # precision fp32: auto decides by timing, which a loaded machine can tip differently per run
+        "train: {epochs: 2, lr: 3.0e-3, warmup: 0, dropout: 0.0, threads: 1, log_every: 1, eval_every: 2, "
+        "precision: fp32}\n",
         encoding="utf-8",
     )
     return config
