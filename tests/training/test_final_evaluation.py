@@ -8,6 +8,7 @@ import pytest
 
 from conftest import tiny_overrides
 from lmforge.inference import evaluate as evaluate_module
+from lmforge.inference.precision import cpu_has_native_bf16
 from lmforge.training import finish
 from lmforge.training.finish import final_validation
 
@@ -51,6 +52,9 @@ def test_last_step_evaluation_is_reused_and_matches_lmforge_eval(
     for key in ("accuracy", "macro_f1", "loss"):
         assert saved[key] == pytest.approx(fresh[key], abs=1e-5), key
     training = json.loads((out / "lmforge.json").read_text())["training"]
+    # bf16 steps are evaluated in bf16 where the CPU computes it natively, as `lmforge eval` does
+    native = precision == "bf16" and cpu_has_native_bf16()
+    assert training["eval_precision"]["used"] == ("bf16" if native else "fp32")
     assert training["batches"].startswith("training batches: ")  # padded or packed, and why, on record
     assert "first token only" in training["batches"]
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
@@ -73,3 +77,14 @@ def test_reused_only_when_the_last_step_is_the_best():
     assert final_validation(job, SimpleNamespace(step=48), "best") is None
     job.final_validation = None
     assert final_validation(job, SimpleNamespace(step=40), "best") is None
+
+
+def test_eval_in_full_precision_on_request(tiny_data, tmp_path, run_cli):
+    out = tmp_path / "bf16"
+    _train(run_cli, tiny_data, out, "train.precision=bf16")
+    saved = json.loads((out / "eval_results.json").read_text())["validation"]
+    code, stdout, err = run_cli("eval", str(out), "--data", str(tiny_data["dev"]), "--json", "--precision", "fp32")
+    assert code == 0, err
+    assert json.loads(stdout)["loss"] == pytest.approx(saved["loss"], abs=0.05)  # bf16 rounding apart
+    code, _, err = run_cli("predict", str(out), "--text", "fine", "--precision", "fp16", "--device", "cpu")
+    assert code != 0 and "--precision fp16 runs on CUDA only" in err

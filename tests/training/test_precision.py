@@ -67,7 +67,7 @@ def test_explicit_precisions_are_checked_against_the_device(monkeypatch):
     with pytest.raises(ConfigError, match="train.precision: fp16 .* CUDA only"):
         choose_precision("fp16", CPU, model, loss_of_batch)
     assert choose_precision("fp32", CPU, model, loss_of_batch).used == "fp32"
-    monkeypatch.setattr("lmforge.training.precision.cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr("lmforge.inference.precision.cpu_has_native_bf16", lambda: False)
     assert native_candidate(CPU)[0] is None
     assert choose_precision("auto", CPU, model, loss_of_batch).used == "fp32"  # nothing to measure
     assert choose_precision("bf16", CPU, model, loss_of_batch).used == "bf16"  # asked for: runs, warned

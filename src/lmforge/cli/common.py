@@ -41,6 +41,22 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_device_argument(p)
 
 
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """``--precision``: what a saved model's forward passes compute in (``lmforge.inference.precision``)."""
+    p.add_argument(
+        "--precision",
+        choices=[
+            "auto",
+            "fp32",
+            "bf16",
+            "fp16",
+        ],  # lmforge.inference.precision.INFERENCE_PRECISIONS (no torch import here)
+        default="auto",
+        help="auto: the precision the run trained in where this device computes it natively (bf16 on "
+        "CPUs with AMX or AVX512-BF16, as the run's own validation figures were computed), else fp32",
+    )
+
+
 def add_device_argument(p: argparse.ArgumentParser, from_config: bool = False) -> None:
     """``--device``: where the models run. A command that takes a config defaults to its ``device``
     key (None here: no override); one that reads a run folder runs where this machine can (auto), not

@@ -4,7 +4,14 @@ labelled file. The task words the report (``Task.count_phrase``, ``report_lines`
 import argparse
 import json
 
-from lmforge.cli.common import add_ensemble_arguments, add_run_arguments, check_combine, fields_of, set_entity_bias
+from lmforge.cli.common import (
+    add_ensemble_arguments,
+    add_precision_argument,
+    add_run_arguments,
+    check_combine,
+    fields_of,
+    set_entity_bias,
+)
 from lmforge.inference.ensemble import EnsemblePredictor
 from lmforge.inference.predictor import RunPredictor
 from lmforge.prompting.prompt_run import evaluate_run
@@ -15,6 +22,7 @@ from lmforge.tracking.run_folder import RunFolder
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
+    add_precision_argument(p)
     p.add_argument("--data", required=True, help="labelled data file (.jsonl .json .csv .tsv)")
     p.add_argument("--label-field", help="column with the label (default: the run's data.fields.label)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -56,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ensemble:
         return _ensemble(args)
     check_combine(args)
-    predictor = RunPredictor(args.run, args.checkpoint, args.device)
+    predictor = RunPredictor(args.run, args.checkpoint, args.device, args.precision)
     set_entity_bias(args, predictor)
     predictor.task.set_generation(args.generate, args.max_new_tokens)
     result = predictor.evaluate(args.data, fields_of(args, predictor), args.batch_size, args.limit)
@@ -68,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    predictors = [RunPredictor(run, args.checkpoint, args.device) for run in [args.run, *args.ensemble]]
+    predictors = [RunPredictor(run, args.checkpoint, args.device, args.precision) for run in [args.run, *args.ensemble]]
     ensemble = EnsemblePredictor(predictors, args.combine)
     set_entity_bias(args, ensemble)
     metrics = ensemble.evaluate(args.data, fields_of(args, predictors[0]), args.batch_size, args.limit).metrics

@@ -4,7 +4,14 @@ import argparse
 import json
 from pathlib import Path
 
-from lmforge.cli.common import add_ensemble_arguments, add_run_arguments, check_combine, fields_of, set_entity_bias
+from lmforge.cli.common import (
+    add_ensemble_arguments,
+    add_precision_argument,
+    add_run_arguments,
+    check_combine,
+    fields_of,
+    set_entity_bias,
+)
 from lmforge.config.schema import DataConfig, DataSource
 from lmforge.data.examples import read_rows, read_text_examples
 from lmforge.data.readers import Problems
@@ -20,6 +27,7 @@ TAGGED_INPUT_FORMATS = ("conll", "peoples_daily")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
+    add_precision_argument(p)
     p.add_argument("--text", action="append", help="a text to classify or tag (repeatable)")
     p.add_argument(
         "--input",
@@ -52,11 +60,12 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("predict: --input-format reads --input FILE; --text needs no reader")
     if args.input and args.output and Path(args.input).resolve() == Path(args.output).resolve():
         raise DataError(f"--output {args.output}: would overwrite the input file")
-    predictor = RunPredictor(args.run, args.checkpoint, args.device)
+    predictor = RunPredictor(args.run, args.checkpoint, args.device, args.precision)
     check_combine(args)
     if args.ensemble:
         predictor = EnsemblePredictor(
-            [predictor] + [RunPredictor(r, args.checkpoint, args.device) for r in args.ensemble], args.combine
+            [predictor] + [RunPredictor(r, args.checkpoint, args.device, args.precision) for r in args.ensemble],
+            args.combine,
         )
     set_entity_bias(args, predictor)
     task = predictor.record.task

@@ -138,7 +138,7 @@ def measure_variants(variants: list, data: EvalData, device: str = "auto") -> li
 
     rows, predicts = [], {}
     for variant in variants:
-        predictor = RunPredictor(variant.folder, variant.checkpoint, device)
+        predictor = RunPredictor(variant.folder, variant.checkpoint, device, "fp32")  # formats, not autocast
         row = {
             "model": variant.name,
             "format": variant.format,

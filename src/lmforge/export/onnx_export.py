@@ -147,7 +147,7 @@ def _quiet_logs():
 def onnx_step(current, context):
 
     # On the CPU: the graph is traced with CPU inputs and checked against ONNX Runtime's CPU session.
-    predictor = RunPredictor(current.folder, current.checkpoint, "cpu")
+    predictor = RunPredictor(current.folder, current.checkpoint, "cpu", "fp32")
     model, tokenizer = predictor.model.eval(), predictor.tokenizer
     family = predictor.record.family
     types = (

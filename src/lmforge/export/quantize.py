@@ -71,7 +71,7 @@ def quantize_step(current, context):
 
 def _torch_int8_step(current, context):
 
-    predictor = RunPredictor(current.folder, current.checkpoint, "cpu")  # int8 kernels are CPU kernels
+    predictor = RunPredictor(current.folder, current.checkpoint, "cpu", "fp32")  # int8 kernels are CPU kernels
     model, tensors, metadata = quantize_int8(predictor.model.eval())
     variant, model_dir = context.new_variant("torch int8", "torch-int8", current)
     model.config.to_json_file(str(model_dir / "config.json"))

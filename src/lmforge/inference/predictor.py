@@ -1,6 +1,7 @@
 """Load a finished run once and predict or evaluate with it (used by ``predict``, ``eval`` and,
 later, the server)."""
 
+import logging
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,12 +14,15 @@ from lmforge.data.tagged import TaggedExample
 from lmforge.data.tagging import word_offsets
 from lmforge.errors import DataError, ModelError
 from lmforge.evaluation.result import EvalResult
+from lmforge.inference.precision import FP32, inference_precision, trained_precision
 from lmforge.models import load_saved
 from lmforge.models.one_pass import is_one_pass
 from lmforge.runtime import resolve_device
 from lmforge.tasks import get_task
 from lmforge.tasks.classification import ClassificationTask, prediction_rows
 from lmforge.tracking.run_folder import RunFolder
+
+log = logging.getLogger("lmforge")
 
 
 def entity_examples(texts: list[str] | None, tokens: list[list[str]] | None) -> list:
@@ -36,9 +40,10 @@ def entity_examples(texts: list[str] | None, tokens: list[list[str]] | None) -> 
 
 class RunPredictor:
     """A run's saved model, tokenizer, task and labels, loaded for inference on ``device`` (``auto`` |
-    ``cpu`` | ``cuda`` | ``cuda:N``)."""
+    ``cpu`` | ``cuda`` | ``cuda:N``) in ``precision`` (``auto`` | ``fp32`` | ``bf16`` | ``fp16``, see
+    ``lmforge.inference.precision``)."""
 
-    def __init__(self, run_dir: str | Path, checkpoint: str = "auto", device: str = "auto"):
+    def __init__(self, run_dir: str | Path, checkpoint: str = "auto", device: str = "auto", precision: str = "auto"):
         self.device = resolve_device(device)  # first: a wrong device fails before anything loads
         self.run = RunFolder(run_dir)
         self.record = self.run.read_record()
@@ -64,6 +69,12 @@ class RunPredictor:
         if not self.one_pass:
             model = self.task.prepare_saved(model, self.folder, self.labels)
         self.model = model if self.one_pass else model.to(self.device).eval()
+        # Exported int8 and ONNX folders and the n-gram family compute as they are.
+        plain = self.one_pass or self.backend != "torch"
+        trained = trained_precision(self.record.training)
+        self.precision = FP32 if plain else inference_precision(precision, trained, self.device)
+        if self.precision.used != "fp32":
+            log.info("%s: inference in %s (%s)", run_dir, self.precision.used, self.precision.reason)
         self.tokenizer = loaded.tokenizer
         self.max_length = self.record.max_length
 
@@ -76,7 +87,8 @@ class RunPredictor:
         examples = [TextExample(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
         task = cast(ClassificationTask, self.task)  # labels and scores: a classification run
         features = task.encode(self.tokenizer, examples, self.max_length)
-        logits = task.logits(self.model, self.tokenizer, features, batch_size, self.device)
+        with self.precision.autocast():
+            logits = task.logits(self.model, self.tokenizer, features, batch_size, self.device)
         return prediction_rows(logits.softmax(-1), self.labels.names, top_k)
 
     def predict_entities(
@@ -90,15 +102,16 @@ class RunPredictor:
         if self.one_pass:
             found = self.model.predict_examples(self.task, [examples[i] for i in todo], self.labels)
         else:
-            found = cast(Any, self.task).predict_examples(  # the token_classification task's
-                self.model,
-                self.tokenizer,
-                [examples[i] for i in todo],
-                self.max_length,
-                batch_size,
-                self.device,
-                self.labels,
-            )
+            with self.precision.autocast():
+                found = cast(Any, self.task).predict_examples(  # the token_classification task's
+                    self.model,
+                    self.tokenizer,
+                    [examples[i] for i in todo],
+                    self.max_length,
+                    batch_size,
+                    self.device,
+                    self.labels,
+                )
         for i, row in zip(todo, found):
             rows[i] = row
         return rows
@@ -116,4 +129,7 @@ class RunPredictor:
         if self.one_pass:
             return self.model.evaluate(self.task, examples, self.labels)
         features = self.task.encode(self.tokenizer, examples, self.max_length)
-        return self.task.evaluate(self.model, self.tokenizer, features, examples, batch_size, self.device, self.labels)
+        with self.precision.autocast():
+            return self.task.evaluate(
+                self.model, self.tokenizer, features, examples, batch_size, self.device, self.labels
+            )

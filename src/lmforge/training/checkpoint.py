@@ -184,10 +184,19 @@ def independent_state(model) -> dict:
 
 
 def save_checkpoint(
-    folder: Path, model, optimizer, scheduler, trainer_state: dict, rng: tuple[dict, dict] | None = None, extra=None
+    folder: Path,
+    model,
+    optimizer,
+    scheduler,
+    trainer_state: dict,
+    rng: tuple[dict, dict] | None = None,
+    extra=None,
+    optimizer_state: bool = True,
 ) -> Path:
     """Write a complete checkpoint atomically; returns its folder. ``extra(folder)``, if given,
-    writes more files into it (the weight average of ``train.ema``) before it is complete."""
+    writes more files into it (the weight average of ``train.ema``) before it is complete.
+    ``optimizer_state=False`` leaves out the optimizer's tensors, as ``drop_optimizer_states`` would
+    remove them (the checkpoint of a run's last step when the end of the run drops them anyway)."""
     folder = Path(folder)
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -197,7 +206,8 @@ def save_checkpoint(
     else:
         save_model(model, str(tmp / "model.safetensors"))  # tied weights stored once
     opt_tensors, opt_settings = _optimizer_parts(optimizer)
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    if optimizer_state:
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     _write_json(tmp / "optimizer.json", opt_settings)
     _write_json(tmp / "scheduler.json", scheduler.state_dict())
     rng_tensors, rng_info = rng if rng is not None else rng_state()

@@ -41,7 +41,7 @@ def cleanup(job: Job, state: TrainState) -> None:
 
 
 def final_validation(job: Job, state: TrainState, which: str):
-    """The loop's evaluation of the last step (full precision) when the ``best`` checkpoint holds
+    """The loop's evaluation of the last step (in ``job.evaluation``) when the ``best`` checkpoint holds
     exactly those weights: the validation result of the saved model without a second pass."""
     done = job.final_validation
     tracker = job.tracker
@@ -69,6 +69,7 @@ def evaluate_splits(job: Job, folder: Path, validation=None) -> tuple[dict, list
                     job.config.train.eval_batch_size or 2 * job.config.train.batch_size,
                     run_record(job, finished=False),
                     device=job.config.device,
+                    precision=job.evaluation.used,
                 )
             )
             results[split] = result.metrics
@@ -103,6 +104,7 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
                 "stopped_early": state.stopped_early,
                 "examples_seen": state.examples_seen,
                 "precision": job.precision,
+                "eval_precision": {"used": job.evaluation.used, "reason": job.evaluation.reason},
                 "batches": job.batches,
                 **training_extras(job.config.train),
                 **peak_memory(job.accelerator.device if job.accelerator is not None else None),

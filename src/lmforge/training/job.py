@@ -23,6 +23,7 @@ from lmforge.data.examples import limited_sample
 from lmforge.data.readers import Problems
 from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, LmforgeError
+from lmforge.inference.precision import FP32, InferencePrecision, inference_precision
 from lmforge.masking.data import mask_task_data
 from lmforge.models import load_model
 from lmforge.models.one_pass import is_one_pass
@@ -92,8 +93,10 @@ class Job:
     tracker: EarlyStopping | None = None
     ema: WeightAverage | None = None
     precision: dict | None = None  # PrecisionChoice.to_json(): what the steps computed in, and why
+    # what validation passes compute in: as `lmforge eval` of the saved model on this device would
+    evaluation: InferencePrecision = FP32
     batches: str | None = None  # the task's line on its training batches (padded or packed, and why)
-    # (step, EvalResult) of the validation evaluation at the last step, in full precision, by the
+    # (step, EvalResult) of the validation evaluation at the last step, in ``evaluation``, by the
     # only process: the end of the run reuses it when that step is the best (no second pass)
     final_validation: tuple[int, Any] | None = None
     trackers: Any = None  # tracking/external.py's Trackers of the main process (W&B, MLflow): open_trackers
@@ -212,6 +215,9 @@ def setup(config: JobConfig) -> Job:
         steps_per_epoch=steps_per_epoch,
     )
     job.precision = precision.to_json()
+    job.evaluation = inference_precision("auto", precision.used, accelerator.device)
+    if job.evaluation.used != "fp32":
+        log.info("evaluation in %s (%s)", job.evaluation.used, job.evaluation.reason)
     job.batches = batches
     job.augmenter = augmenter
     _prepare_optimisation(job)

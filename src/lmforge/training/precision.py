@@ -14,15 +14,14 @@ and restores the random state, so a run that measured takes exactly the steps of
 """
 
 import logging
-import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from lmforge.errors import ConfigError
+from lmforge.inference.precision import cpu_has_native_bf16, native_candidate  # noqa: F401 (re-exported)
 
 log = logging.getLogger("lmforge")
 
@@ -55,34 +54,6 @@ class PrecisionChoice:
         if self.timings_ms:
             out["step_ms"] = self.timings_ms
         return out
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products natively (AMX or AVX512-BF16)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-            break
-    return bool(flags & {"amx_bf16", "avx512_bf16"})
-
-
-def native_candidate(device: torch.device) -> tuple[str | None, str]:
-    """(the reduced precision this device computes natively, or None; why)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        if torch.cuda.is_bf16_supported(including_emulation=False):
-            return "bf16", f"{name} computes bf16 natively"
-        return "fp16", f"{name} has no native bf16; fp16 with loss scaling"
-    if cpu_has_native_bf16():
-        return "bf16", "this CPU has AMX or AVX512-BF16"
-    return None, "this CPU has neither AMX nor AVX512-BF16, so bf16 would be emulated (slower)"
 
 
 def check_requested(precision: str, device: torch.device) -> PrecisionChoice | None:

@@ -101,7 +101,8 @@ class RunModel(ServedModel):
         if len(members) > 1:
             self._load_ensemble(members, metrics)
             return
-        self.predictor = RunPredictor(self.source, self.settings.checkpoint, self.settings.device)
+        # serve settles its own dtype (--dtype, measured against float32 on probes): no autocast here
+        self.predictor = RunPredictor(self.source, self.settings.checkpoint, self.settings.device, "fp32")
         self.tokenizers = [self.predictor.tokenizer]
         self._decoding()
         self.limit = self.settings.max_input_tokens or self.predictor.max_length
@@ -124,7 +125,7 @@ class RunModel(ServedModel):
         """Several runs as one model: the mean of their probabilities, decoded as ``lmforge predict
         --ensemble`` does. Inputs are limited by the shortest member; no embeddings route (whose
         encoder's vectors would it be?), and float32 throughout."""
-        predictors = [RunPredictor(m, self.settings.checkpoint, self.settings.device) for m in members]
+        predictors = [RunPredictor(m, self.settings.checkpoint, self.settings.device, "fp32") for m in members]
         self.predictor = EnsemblePredictor(predictors, self.settings.combine)
         self.combine = self.predictor.combine
         self.tokenizers = [m.tokenizer for m in predictors]
