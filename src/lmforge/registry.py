@@ -3,8 +3,8 @@ formats, tuning methods, export steps, data readers.
 
 A kind has one ``Registry`` instance, defined beside its contract (the Protocol or base class). Each
 implementation registers itself in the module that defines it (``@TASKS.register("classification")``),
-and the kind's package ``__init__`` imports its built-in modules, so importing the package is enough
-to find them. The registry never imports its implementations: that is what keeps the layers free of
+and the kind's package ``__init__`` imports its built-in modules (or names them, ``register_module``,
+where importing one is slow), so importing the package is enough to find them. The registry never imports its implementations: that is what keeps the layers free of
 import cycles.
 
 Lookups keep registration order, so a registry also serves as an ordered dispatch list (first match
@@ -12,6 +12,7 @@ wins), as PEFT dispatches its layer types.
 """
 
 from collections.abc import Callable, Iterator
+from importlib import import_module
 from typing import Generic, TypeVar, overload
 
 from lmforge.errors import ConfigError, LmforgeError
@@ -31,6 +32,7 @@ class Registry(Generic[T]):
         self.key = key
         self.error = error
         self._items: dict[str, T] = {}
+        self._modules: dict[str, str] = {}  # name -> module that registers it when first needed
 
     @overload
     def register(self, name: str) -> Callable[[T], T]: ...
@@ -54,6 +56,23 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def register_module(self, name: str, module: str) -> None:
+        """Register ``name`` as implemented by ``module``, imported (and registering itself) the first
+        time ``name`` is looked up or the registry is listed: a built-in whose dependencies are slow
+        to import (the n-gram family's scikit-learn and SciPy, 1.5 s) costs a command that never
+        uses it nothing."""
+        if name not in self._items:
+            self._modules[name] = module
+
+    def _import(self, name: str) -> None:
+        module = self._modules.pop(name, None)
+        if module is not None:
+            import_module(module)
+
+    def _import_all(self) -> None:
+        for name in list(self._modules):
+            self._import(name)
+
     def unregister(self, name: str) -> None:
         """Remove ``name`` (a test or plugin undoing its own registration)."""
         del self._items[name]
@@ -61,24 +80,27 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The implementation registered as ``name``; an unknown name is a one-line error naming the
         config field and the known names."""
+        self._import(name)
         try:
             return self._items[name]
         except KeyError:
             raise self.error(
-                f"{self.key}: unknown {self.kind} '{name}' (known: {', '.join(sorted(self._items))})"
+                f"{self.key}: unknown {self.kind} '{name}' (known: {', '.join(sorted(self.names()))})"
             ) from None
 
     def names(self) -> list[str]:
-        return list(self._items)
+        return list(self._items) + [name for name in self._modules if name not in self._items]
 
     def items(self) -> Iterator[tuple[str, T]]:
+        self._import_all()
         return iter(list(self._items.items()))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._modules
 
     def __iter__(self) -> Iterator[T]:
+        self._import_all()
         return iter(list(self._items.values()))
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.names())

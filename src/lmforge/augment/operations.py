@@ -10,8 +10,7 @@ Each operation is pure given its ``random.Random``: the same seed gives the same
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+from functools import cache
 
 from lmforge.augment.lexicons import Synonyms
 from lmforge.augment.units import Unit, new_unit
@@ -31,10 +30,16 @@ class Context:
 Operation = Callable[[list[Unit], float, random.Random, Context], list[Unit]]
 OPERATIONS: Registry[Operation] = Registry("augmentation", "data.augment.method")
 
+
 # EDA leaves stop words alone; negations are in this list too, so "not good" never becomes "not bad"'s
 # neighbour by a swap of "not". Chinese one-character words (的, 了, 不, 没, 很 ...) are the function
 # words and negations there: only words of two or more characters change.
-_PROTECTED_EN = frozenset(ENGLISH_STOP_WORDS) | {"n't", "'s", "'re", "'ve", "'ll", "'d", "'m"}
+@cache
+def _protected_en() -> frozenset[str]:
+    # scikit-learn's list, imported when first needed: scikit-learn takes 0.8 s to import
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS) | {"n't", "'s", "'re", "'ve", "'ll", "'d", "'m"}
 
 
 def _is_word(unit: Unit) -> bool:
@@ -47,7 +52,7 @@ def changeable(unit: Unit, language: str) -> bool:
         return False
     if language == "zh":
         return len(unit.word) >= 2
-    return len(unit.word) >= 3 and unit.word.lower() not in _PROTECTED_EN
+    return len(unit.word) >= 3 and unit.word.lower() not in _protected_en()
 
 
 def how_many(units: list[Unit], p: float) -> int:
