@@ -173,6 +173,13 @@ def test_adapters_load_and_unload_at_run_time_with_the_admin_key(runs, adapters)
         assert again.status_code == 400 and "two models" in again.json()["error"]["message"]
         full = client.post("/v1/admin/adapters", json={"name": "f", "run": str(runs["chat"])}, headers=admin)
         assert full.status_code == 400 and "LoRA" in full.json()["error"]["message"]
+        # Any public name: peft's module dicts refuse "." and collide with attributes such as "float".
+        for name in (".", "float", "a.b"):
+            odd = client.post("/v1/admin/adapters", json={**body, "name": name}, headers=admin)
+            assert odd.status_code == 200, odd.text
+        assert _reply(client, "float", PROMPTS[0]) == _reply(client, "yes", PROMPTS[0])
+        assert client.delete("/v1/admin/adapters/float", headers=admin).status_code == 200
+        assert client.delete("/v1/admin/adapters/a.b", headers=admin).status_code == 200
         assert client.delete("/v1/admin/adapters/yes", headers=admin).status_code == 200
         gone = client.post(
             "/v1/chat/completions", json={"model": "yes", "messages": [{"role": "user", "content": "x"}]}

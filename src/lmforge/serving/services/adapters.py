@@ -35,15 +35,15 @@ def unload_adapter(state: ServerState, adapter: AdapterModel) -> None:
     most ``drain_timeout`` seconds; they are cancelled after that)."""
     engine = adapter.base.engine
     deadline = time.monotonic() + state.settings.drain_timeout
-    while engine is not None and engine.uses(adapter.name):
+    while engine is not None and engine.uses(adapter.peft_name):
         if time.monotonic() > deadline:
             for row in [*engine.running]:
-                if row.adapter == adapter.name:
+                if row.adapter == adapter.peft_name:
                     row.job.cancelled.set()
             time.sleep(0.1)
             break
         time.sleep(0.02)
-    COMPUTE.call(adapter.base.remove_adapter, adapter.name)
+    COMPUTE.call(adapter.base.remove_adapter, adapter.peft_name)
 
 
 def adapter_named(state: ServerState, name: str) -> AdapterModel:

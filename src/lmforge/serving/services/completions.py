@@ -159,7 +159,7 @@ def _rows(
             row.presence, row.frequency, row.bias = body.presence_penalty or 0.0, body.frequency_penalty or 0.0, bias
             if grammar is not None and model.grammars is not None:
                 row.constraint = model.grammars.compile(grammar)
-            row.adapter = model.name if isinstance(model, AdapterModel) else None
+            row.adapter = model.peft_name if isinstance(model, AdapterModel) else None
             rows.append(row)
     return rows
 

@@ -5,6 +5,7 @@ its weights and starting the worker that batches its requests.
 ``load`` does the slow part, at start-up.
 """
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -288,9 +289,12 @@ class AdapterModel(ServedModel):
     def __init__(self, name: str, run: Path, base: TextGenerator, settings: ServeSettings, record: RunRecord):
         super().__init__(name, str(run), settings, record, RunFolder(run).model_dir(settings.checkpoint))
         self.base = base
+        # peft keeps adapters in module dicts, which refuse a "." and collide with attributes
+        # ("float"): its name for this one is an identifier derived from the public name.
+        self.peft_name = "lmforge_adapter_" + hashlib.sha256(name.encode()).hexdigest()[:16]
 
     def load(self, metrics) -> None:
-        self.base.add_adapter(self.name, self.folder / "adapter")
+        self.base.add_adapter(self.peft_name, self.folder / "adapter")
         for attribute in ("generator", "engine", "context", "output_context", "vocab", "names", "grammars"):
             setattr(self, attribute, getattr(self.base, attribute))
         self.dtype = self.base.dtype
