@@ -1,9 +1,12 @@
 """What every benchmark script shares: the ``--device`` option, seeded row selection, the baseline's
-``TrainingArguments``, the headline ratio, and the run-then-report main routine."""
+``TrainingArguments``, the headline ratio, each side in its own process, and the run-then-report main
+routine."""
 
+import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lmforge.runtime import DEVICE_SPEC
+from lmforge.runtime import DEVICE_SPEC, keep_freed_memory
 
 # The Trainer as the Hugging Face examples configure it by default for these tasks, and the Trainer
 # as a skilled user configures it (each batch padded to its longest text, batches of similar
@@ -96,7 +99,75 @@ def add_training_args(parser, lr: float, batch_size: int) -> None:
     parser.add_argument("--seed", type=int, default=42)
     add_output_args(parser)
     parser.add_argument("--skip-hf", action="store_true", help="debugging: run lmforge only")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every side in this one process, each timed from its call (quicker; the sides after "
+        "the first find libraries imported and kernels warm)",
+    )
+    parser.add_argument("--side", help=argparse.SUPPRESS)  # internal: run only this side, here
+    parser.add_argument("--side-dir", type=Path, help=argparse.SUPPRESS)  # internal: its folder
     add_device_arg(parser)
+
+
+def keep_argv(args, argv) -> None:
+    """Remember the command line, for the processes that run each side with the same options."""
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+
+
+TRAINER_FOLDERS = {HF_STRONG: "hf-trainer", HF_STRONG_BF16: "hf-bf16", HF_PADDED: "hf-padded"}
+
+
+def encoder_sides(lmforge_side, trainer_side) -> dict:
+    """The sides of an encoder benchmark: lmforge, and the Trainer as ``trainer_side(strong, bf16)``
+    makes it (``strong``: dynamic padding and length-grouped batches)."""
+    return {
+        "lmforge": lmforge_side,
+        HF_STRONG: trainer_side(True, False),
+        HF_STRONG_BF16: trainer_side(True, True),
+        HF_PADDED: trainer_side(False, False),
+    }
+
+
+def run_trainer_sides(script: str, args, out: Path, sides: dict, results: dict) -> None:
+    """The Trainer baselines into ``results``: the strong one, in bf16 too where lmforge may train in
+    bf16, and the padded one with ``--padded-baseline``."""
+    if args.skip_hf:
+        return
+    baselines = [HF_STRONG] + [HF_STRONG_BF16] * (reduced_precision(args.device) == "bf16")
+    for name in baselines + [HF_PADDED] * args.padded_baseline:
+        results[name] = run_side(script, args, name, out / TRAINER_FOLDERS[name], sides[name])
+        print(f"{name} done: {results[name]['loop_s']:.1f} s training loop", flush=True)
+
+
+def end_to_end_note(sides: dict) -> str:
+    """What the end-to-end column measured."""
+    if all("in_process_s" in r for r in sides.values()):
+        return "end-to-end = each side's own process, launch to exit: imports, load, tokenise, train, evaluate"
+    return "end-to-end = load, tokenise, train, evaluate, every side in one process"
+
+
+def run_side(script: str, args, name: str, out: Path, compute, extra: tuple[str, ...] = ()) -> dict:
+    """Side ``name``'s results, from ``compute(args, out)``.
+
+    By default the side runs in a fresh Python process (``script`` with the same options and
+    ``--side NAME``), so each side pays its own start-up (imports, first kernels) and none inherits
+    the warm state of the one before; its ``total_s`` is then that process's wall time from launch to
+    exit -- start-up, reading, tokenising, training, evaluating and writing: what a user waits for.
+    ``extra``: more options for that process (what an earlier side decided). ``--in-process``:
+    ``compute`` runs here, timed from its call."""
+    out.mkdir(parents=True, exist_ok=True)
+    if args.in_process:
+        return compute(args, out)
+    command = [sys.executable, script, *args.argv, *extra, "--side", name, "--side-dir", str(out)]
+    start = time.perf_counter()
+    done = subprocess.run(command, check=False)
+    total = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{name}: its process exited with status {done.returncode}")
+    side = json.loads((out / "side.json").read_text(encoding="utf-8"))
+    side["in_process_s"], side["total_s"] = side["total_s"], total
+    return side
 
 
 def add_data_dir(parser, default: Path, holds: str) -> None:
@@ -309,9 +380,17 @@ def efficiency_lines(results: dict, flops: float, ceiling: dict[str, float]) -> 
     return lines
 
 
-def run_and_report(args, what: str, files: tuple[str, ...], run, report, ratio_of=ratio) -> int:
+def run_and_report(args, what: str, files: tuple[str, ...], run, report, ratio_of=ratio, sides=None) -> int:
     """Check the data, run in ``--output-dir`` (or a temporary folder), write ``--json``, print the
-    report; its last line is ``ratio: X``."""
+    report; its last line is ``ratio: X``. In a side's own process (``--side NAME``, see
+    ``run_side``): run ``sides[NAME]`` only and write its results to its folder's ``side.json``."""
+    if getattr(args, "side", None) is not None:
+        # lmforge keeps freed memory for the next step (lmforge.runtime.keep_freed_memory, 6-9% on
+        # these models); the baselines get the same allocator setting, so the gain is not lmforge's
+        keep_freed_memory()
+        result = sides[args.side](args, args.side_dir)
+        (args.side_dir / "side.json").write_text(json.dumps(result), encoding="utf-8")
+        return 0
     missing = [name for name in files if not (args.data_dir / name).is_file()]
     if missing:
         print(

@@ -10,7 +10,10 @@ on a GPU both train in fp32), then report
   ``training.wall_time_s`` from the run's ``lmforge.json`` (the loop only: no data reading,
   tokenisation, model loading, evaluation or saving); for the baseline it is the wall time of
   ``trainer.train()`` alone (data are tokenised and the model is loaded before, and evaluation runs
-  after). The end-to-end time of each side is printed too, for information;
+  after). The end-to-end time of each side is printed too: each side runs in a fresh Python
+  process of its own, timed from launch to exit (imports, reading, tokenising, loading, training,
+  evaluating, writing), so no side starts with the libraries, kernels or caches another warmed
+  (``--in-process``: all in this process, each timed from its call);
 * dev accuracy -- on the full SST-2 dev set (872 sentences).
 
 What differs is how batches are built, which is the point of the comparison:
@@ -49,20 +52,21 @@ from pathlib import Path
 import torch
 
 from _common import (
-    HF_PADDED,
-    HF_STRONG,
-    HF_STRONG_BF16,
     add_baseline_args,
     add_data_dir,
     add_training_args,
     ceilings,
     closing_lines,
     efficiency_lines,
+    encoder_sides,
     encoder_training_flops,
-    reduced_precision,
+    end_to_end_note,
+    keep_argv,
     resolve_device,
     run_and_report,
     run_precision,
+    run_side,
+    run_trainer_sides,
     select_rows,
     strongest,
     train_lmforge,
@@ -89,6 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick and args.train_rows is None:
         args.train_rows = QUICK_TRAIN_ROWS
     args.device, args.device_label = resolve_device(args.device)
+    keep_argv(args, argv)
     return args
 
 
@@ -268,9 +273,7 @@ def report(results: dict) -> list[str]:
             f"| {name} | {r['precision']} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {r['total_s']:.1f} | {r['accuracy']:.4f} |"
         )
     sides = {name: r for name, r in results.items() if not name.startswith("_")}
-    lines.append(
-        f"({sides['lmforge']['examples_seen']:,} training examples a side; end-to-end = load, tokenise, train, evaluate)"
-    )
+    lines.append(f"({sides['lmforge']['examples_seen']:,} training examples a side; {end_to_end_note(sides)})")
     work = results.get("_work")
     if work:
         lines += efficiency_lines(sides, work["flops"], work["ceiling"])
@@ -279,9 +282,31 @@ def report(results: dict) -> list[str]:
     return lines + closing_lines(sides, "accuracy", f"{points:+.2f} points")
 
 
+def rows(args) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The benchmark's (train, dev) rows."""
+    return select_rows(read_tsv(args.data_dir / "train.tsv"), args.train_rows, args.seed), read_tsv(
+        args.data_dir / "dev.tsv"
+    )
+
+
+def lmforge_side(args, out: Path) -> dict:
+    """lmforge on the training file ``run`` wrote beside the side's folder, and the dev file."""
+    return run_lmforge(out.parent / "train.tsv", args.data_dir / "dev.tsv", args, torch.get_num_threads(), out / "run")
+
+
+def trainer_side(strong: bool, bf16: bool):
+    def side(args, out: Path) -> dict:
+        train_rows, dev_rows = rows(args)
+        return run_hf(train_rows, dev_rows, args, torch.get_num_threads(), out, strong=strong, bf16=bf16)
+
+    return side
+
+
+SIDES = encoder_sides(lmforge_side, trainer_side)
+
+
 def run(args, out: Path) -> dict:
-    train_rows = select_rows(read_tsv(args.data_dir / "train.tsv"), args.train_rows, args.seed)
-    dev_rows = read_tsv(args.data_dir / "dev.tsv")
+    train_rows, dev_rows = rows(args)
     train_tsv = out / "train.tsv"
     write_tsv(train_rows, train_tsv, "sentence")
     threads = torch.get_num_threads()
@@ -292,18 +317,9 @@ def run(args, out: Path) -> dict:
         f"{args.batch_size}, seed {args.seed}, {threads} torch threads; device {args.device_label}",
         flush=True,
     )
-    results = {"lmforge": run_lmforge(train_tsv, args.data_dir / "dev.tsv", args, threads, out / "lmforge-run")}
+    results = {"lmforge": run_side(__file__, args, "lmforge", out / "lmforge", SIDES["lmforge"])}
     print(f"lmforge done: {results['lmforge']['loop_s']:.1f} s training loop", flush=True)
-    if not args.skip_hf:
-        results[HF_STRONG] = run_hf(train_rows, dev_rows, args, threads, out / "hf-trainer", strong=True)
-        print(f"{HF_STRONG} done: {results[HF_STRONG]['loop_s']:.1f} s training loop", flush=True)
-        if reduced_precision(args.device) == "bf16":
-            results[HF_STRONG_BF16] = run_hf(
-                train_rows, dev_rows, args, threads, out / "hf-bf16", strong=True, bf16=True
-            )
-            print(f"{HF_STRONG_BF16} done: {results[HF_STRONG_BF16]['loop_s']:.1f} s training loop", flush=True)
-        if args.padded_baseline:
-            results[HF_PADDED] = run_hf(train_rows, dev_rows, args, threads, out / "hf-padded", strong=False)
+    run_trainer_sides(__file__, args, out, SIDES, results)
     results["_work"] = {"flops": training_flops(train_rows, args), "ceiling": ceilings(args.device, results)}
     return {
         "settings": {
@@ -324,7 +340,7 @@ def run(args, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    return run_and_report(parse_args(argv), "SST-2", ("train.tsv", "dev.tsv"), run, report)
+    return run_and_report(parse_args(argv), "SST-2", ("train.tsv", "dev.tsv"), run, report, sides=SIDES)
 
 
 if __name__ == "__main__":

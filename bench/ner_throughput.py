@@ -14,7 +14,10 @@ and with the same label order (``tag_set(types, "bio")``, types sorted), then re
   runs after). lmforge counts subword windows as examples (``training.examples_seen``): a sentence
   longer than ``max_length`` subwords becomes several windows. At max_length 128 that is about one
   CoNLL sentence in 14,000, but sentences, not windows, are counted on both sides so a split
-  sentence cannot inflate lmforge's figure. The end-to-end time of each side is printed too;
+  sentence cannot inflate lmforge's figure. The end-to-end time of each side is printed too: each
+  side runs in a fresh Python process of its own, timed from launch to exit (imports, reading,
+  tokenising, loading, training, evaluating, writing), so no side starts with the libraries, kernels
+  or caches another warmed (``--in-process``: all in this process, each timed from its call);
 * validation entity F1 -- exact-match micro F1 (CoNLL-2003, seqeval) from
   ``lmforge.evaluation.ner.entity_metrics`` on both sides, over the file's BIO tags. lmforge's is
   ``results.validation.f1`` of its run; the baseline's is computed here the way lmforge predicts:
@@ -58,21 +61,22 @@ from pathlib import Path
 import torch
 
 from _common import (
-    HF_PADDED,
-    HF_STRONG,
-    HF_STRONG_BF16,
     add_baseline_args,
     add_data_dir,
     add_training_args,
     ceilings,
     efficiency_lines,
+    encoder_sides,
     encoder_training_flops,
+    end_to_end_note,
     end_to_end_ratio,
+    keep_argv,
     ratio,
-    reduced_precision,
     resolve_device,
     run_and_report,
     run_precision,
+    run_side,
+    run_trainer_sides,
     select_rows,
     strongest,
     train_lmforge,
@@ -117,6 +121,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick and args.eval_rows is None:
         args.eval_rows = QUICK_EVAL_ROWS
     args.device, args.device_label = resolve_device(args.device)
+    keep_argv(args, argv)
     return args
 
 
@@ -329,7 +334,7 @@ def report(results: dict) -> list[str]:
     lm = sides["lmforge"]
     lines.append(
         f"({lm['examples_seen']:,} training sentences a side, {lm['windows_seen']:,} subword windows for lmforge; "
-        "end-to-end = load, tokenise, train, evaluate)"
+        f"{end_to_end_note(sides)})"
     )
     work = results.get("_work")
     if work:
@@ -350,11 +355,35 @@ def report(results: dict) -> list[str]:
     return lines + [f"ratio: {speedup:.2f}"]
 
 
-def run(args, out: Path) -> dict:
+def sentences(args) -> tuple[list[Sentence], list[Sentence]]:
+    """The benchmark's (train, validation) sentences."""
     train = select_rows(read_conll(args.data_dir / "train.txt"), args.train_rows, args.seed)
     valid = read_conll(args.data_dir / "valid.txt")
     if args.eval_rows is not None:
         valid = select_rows(valid, args.eval_rows, args.seed)
+    return train, valid
+
+
+def lmforge_side(args, out: Path) -> dict:
+    """lmforge on the files ``run`` wrote beside the side's folder."""
+    train_file, valid_file = out.parent / "train.txt", out.parent / "valid.txt"
+    n_train = sum(1 for _ in read_conll(train_file))
+    return run_lmforge(train_file, valid_file, n_train, args, torch.get_num_threads(), out / "run")
+
+
+def trainer_side(strong: bool, bf16: bool):
+    def side(args, out: Path) -> dict:
+        train, valid = sentences(args)
+        return run_hf(train, valid, label_names(train), args, torch.get_num_threads(), out, strong=strong, bf16=bf16)
+
+    return side
+
+
+SIDES = encoder_sides(lmforge_side, trainer_side)
+
+
+def run(args, out: Path) -> dict:
+    train, valid = sentences(args)
     # Both sides read the same files' sentences: lmforge these copies, the baseline the lists.
     train_file, valid_file = out / "train.txt", out / "valid.txt"
     write_conll(train, train_file)
@@ -369,20 +398,11 @@ def run(args, out: Path) -> dict:
         f"{threads} torch threads; device {args.device_label}",
         flush=True,
     )
-    results = {"lmforge": run_lmforge(train_file, valid_file, len(train), args, threads, out / "lmforge-run")}
+    results = {"lmforge": run_side(__file__, args, "lmforge", out / "lmforge", SIDES["lmforge"])}
     if results["lmforge"].pop("labels") != names:
         raise RuntimeError(f"lmforge's label order differs from the baseline's {names}")
     print(f"lmforge done: {results['lmforge']['loop_s']:.1f} s training loop", flush=True)
-    if not args.skip_hf:
-        results[HF_STRONG] = run_hf(train, valid, names, args, threads, out / "hf-trainer", strong=True)
-        print(f"{HF_STRONG} done: {results[HF_STRONG]['loop_s']:.1f} s training loop", flush=True)
-        if reduced_precision(args.device) == "bf16":
-            results[HF_STRONG_BF16] = run_hf(
-                train, valid, names, args, threads, out / "hf-bf16", strong=True, bf16=True
-            )
-            print(f"{HF_STRONG_BF16} done: {results[HF_STRONG_BF16]['loop_s']:.1f} s training loop", flush=True)
-        if args.padded_baseline:
-            results[HF_PADDED] = run_hf(train, valid, names, args, threads, out / "hf-padded", strong=False)
+    run_trainer_sides(__file__, args, out, SIDES, results)
     from transformers import AutoConfig
 
     from lmforge.models.bundled import bundled_path
@@ -413,7 +433,7 @@ def run(args, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    return run_and_report(parse_args(argv), "CoNLL-2003", ("train.txt", "valid.txt"), run, report)
+    return run_and_report(parse_args(argv), "CoNLL-2003", ("train.txt", "valid.txt"), run, report, sides=SIDES)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,11 @@ on a GPU every side trains in fp32. The ratio is taken against the fastest basel
 
 Reported: real (non-pad) tokens per second of the training loop alone (lmforge: the run's
 ``training.wall_time_s``; baseline: ``trainer.train()``), and both models' loss on held-out
-conversations (the same evaluation code for both) -- the loss curves match when these agree.
+conversations (the same evaluation code for both) -- the loss curves match when these agree. Each
+side runs in a fresh Python process of its own; its end-to-end time is that process's wall time from
+launch to exit (imports, loading, encoding, training, the held-out loss), so no side starts with the
+libraries, kernels or caches another warmed (``--in-process``: all in one process, each timed from
+its call).
 
     python bench/sft_throughput.py --quick      # 32 conversations, ~10 minutes on 2 cores
     python bench/sft_throughput.py              # 800 conversations
@@ -44,11 +48,14 @@ import torch
 from _common import (
     add_training_args,
     closing_lines,
+    end_to_end_note,
+    keep_argv,
     ratio,
     reduced_precision,
     resolve_device,
     run_and_report,
     run_precision,
+    run_side,
     strongest,
     train_lmforge,
     training_arguments,
@@ -69,11 +76,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS} training conversations")
     parser.add_argument("--train-rows", type=int, default=None)
     add_training_args(parser, lr=5e-4, batch_size=2)
+    parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)  # internal: lmforge's, for the Trainer side
     parser.set_defaults(max_length=512, warmup=0.1, weight_decay=0.0)
     args = parser.parse_args(argv)
     if args.train_rows is None:
         args.train_rows = QUICK_ROWS if args.quick else FULL_ROWS
     args.device, args.device_label = resolve_device(args.device)
+    keep_argv(args, argv)
     return args
 
 
@@ -249,6 +258,7 @@ def report(results: dict) -> list[str]:
     lines.append("")
     for name, r in sides.items():
         lines.append(f"{name}: end-to-end {r['total_s']:.1f} s, {r['tokens']:,} real training tokens")
+    lines.append(f"({end_to_end_note(sides)})")
     if results.get("_trl_missing"):
         lines.append(f"TRL not measured: {results['_trl_missing']}")
     best = strongest(sides, "tokens_per_s")
@@ -263,6 +273,35 @@ def sft_ratio(results: dict) -> float | None:
     return ratio({k: v for k, v in results.items() if not k.startswith("_")}, key="tokens_per_s")
 
 
+def lmforge_side(args, out: Path) -> dict:
+    """lmforge on the conversations ``run`` wrote beside the side's folder."""
+    return run_lmforge(out.parent / "train.json", out.parent / "held.json", args, torch.get_num_threads(), out / "run")
+
+
+def trainer_side(bf16: bool):
+    def side(args, out: Path) -> dict:
+        files = out.parent / "train.json", out.parent / "held.json"
+        return run_hf(*files, args, torch.get_num_threads(), args.steps, out, bf16)
+
+    return side
+
+
+def trl_side(bf16: bool):
+    def side(args, out: Path) -> dict:
+        return run_trl(out.parent / "train.json", out.parent / "held.json", args, torch.get_num_threads(), out, bf16)
+
+    return side
+
+
+SIDES = {
+    "lmforge": lmforge_side,
+    HF_SFT: trainer_side(False),
+    HF_SFT + " bf16": trainer_side(True),
+    TRL_SFT: trl_side(False),
+    TRL_SFT + " bf16": trl_side(True),
+}
+
+
 def run(args, out: Path) -> dict:
     train_path, held = conversations(args, out)
     threads = torch.get_num_threads()
@@ -272,30 +311,31 @@ def run(args, out: Path) -> dict:
         f"seed {args.seed}, {threads} torch threads; device {args.device_label}",
         flush=True,
     )
-    results = {"lmforge": run_lmforge(train_path, held, args, threads, out / "lmforge-run")}
+    results = {"lmforge": run_side(__file__, args, "lmforge", out / "lmforge", SIDES["lmforge"])}
     print(
         f"lmforge done: {results['lmforge']['loop_s']:.1f} s training loop, {results['lmforge']['steps']} steps",
         flush=True,
     )
     if not args.skip_hf:
-        steps = results["lmforge"]["steps"]
+        args.steps = results["lmforge"]["steps"]  # the Trainer takes as many optimizer steps
+        steps = ("--steps", str(args.steps))
         precisions = [False] + ([True] if reduced_precision(args.device) == "bf16" else [])
         for bf16 in precisions:
             name = HF_SFT + (" bf16" if bf16 else "")
-            results[name] = run_hf(train_path, held, args, threads, steps, out / f"hf{'-bf16' * bf16}", bf16)
+            results[name] = run_side(__file__, args, name, out / f"hf{'-bf16' * bf16}", SIDES[name], steps)
             print(f"{name} done: {results[name]['loop_s']:.1f} s training loop", flush=True)
         missing = trl_missing()
         if missing:
             results["_trl_missing"] = missing
         for bf16 in precisions if not missing else []:
             name = TRL_SFT + (" bf16" if bf16 else "")
-            results[name] = run_trl(train_path, held, args, threads, out / f"trl{'-bf16' * bf16}", bf16)
+            results[name] = run_side(__file__, args, name, out / f"trl{'-bf16' * bf16}", SIDES[name])
             print(f"{name} done: {results[name]['loop_s']:.1f} s training loop", flush=True)
     return {"settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "results": results}
 
 
 def main(argv=None) -> int:
-    return run_and_report(parse_args(argv), "alpaca", ("alpaca_en_demo.json",), run, report, sft_ratio)
+    return run_and_report(parse_args(argv), "alpaca", ("alpaca_en_demo.json",), run, report, sft_ratio, sides=SIDES)
 
 
 if __name__ == "__main__":
