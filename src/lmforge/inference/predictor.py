@@ -74,7 +74,8 @@ class RunPredictor:
         trained = trained_precision(self.record.training)
         self.precision = FP32 if plain else inference_precision(precision, trained, self.device)
         if self.precision.used != "fp32":
-            log.info("%s: inference in %s (%s)", run_dir, self.precision.used, self.precision.reason)
+            # debug: a bad input afterwards must stay a one-line error
+            log.debug("%s: inference in %s (%s)", run_dir, self.precision.used, self.precision.reason)
         self.tokenizer = loaded.tokenizer
         self.max_length = self.record.max_length
 
