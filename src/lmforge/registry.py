@@ -3,9 +3,10 @@ formats, tuning methods, export steps, data readers.
 
 A kind has one ``Registry`` instance, defined beside its contract (the Protocol or base class). Each
 implementation registers itself in the module that defines it (``@TASKS.register("classification")``),
-and the kind's package ``__init__`` imports its built-in modules (or names them, ``register_module``,
-where importing one is slow), so importing the package is enough to find them. The registry never imports its implementations: that is what keeps the layers free of
-import cycles.
+and the kind's package ``__init__`` imports its built-in modules, so importing the package is enough
+to find them. A built-in that is slow to import is named instead (``register_module``): the registry
+imports that module, by its name, the first time it is needed. The registry never imports an
+implementation it was not told of: that is what keeps the layers free of import cycles.
 
 Lookups keep registration order, so a registry also serves as an ordered dispatch list (first match
 wins), as PEFT dispatches its layer types.

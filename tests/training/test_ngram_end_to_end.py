@@ -57,6 +57,8 @@ def test_classification_train_predict_eval(classifier, tiny_data, tmp_path, run_
     assert [json.loads(line)["label"] for line in stdout.splitlines()] == ["pos", "neg"]
     code, stdout, _ = run_cli("eval", str(out), "--data", str(tiny_data["dev"]), "--json")
     assert code == 0 and json.loads(stdout)["accuracy"] >= 0.9
+    code, _, err = run_cli("eval", str(out), "--data", str(tiny_data["dev"]), "--precision", "bf16")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--precision bf16" in err and "n-gram" in err, err
     check_compare_can_time(out, [row["text"] for row in rows])
 
 

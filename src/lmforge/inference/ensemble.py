@@ -133,7 +133,8 @@ def _class_probabilities(p, examples, names: list[str], batch_size: int = 64) ->
         probs = torch.as_tensor(p.model.probabilities([ex.text for ex in examples], pairs), dtype=torch.float32)
     else:
         features = p.task.encode(p.tokenizer, examples, p.max_length)
-        probs = p.task.logits(p.model, p.tokenizer, features, batch_size, p.device).softmax(-1)
+        with p.precision.autocast():  # each member computes as it does alone
+            probs = p.task.logits(p.model, p.tokenizer, features, batch_size, p.device).softmax(-1)
     return probs[:, _order(p, names)]
 
 
@@ -150,7 +151,8 @@ class _Member:
     def __init__(self, p, examples, names: list[str], batch_size: int):
         self.p = p
         features = p.task.encode(p.tokenizer, examples, p.max_length)
-        self.scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
+        with p.precision.autocast():  # each member computes as it does alone
+            self.scores = p.task.word_scores(p.model, p.tokenizer, features, examples, batch_size, p.device)
         self.target = _targets(p, names)
         self.raw = p.task.word_probabilities(p.model, self.scores)
         self.probs = [torch.zeros(len(q), len(names), dtype=q.dtype).index_add_(1, self.target, q) for q in self.raw]

@@ -12,7 +12,7 @@ from lmforge.data.examples import LabelSet, TextExample
 from lmforge.data.readers import Problems
 from lmforge.data.tagged import TaggedExample
 from lmforge.data.tagging import word_offsets
-from lmforge.errors import DataError, ModelError
+from lmforge.errors import ConfigError, DataError, ModelError
 from lmforge.evaluation.result import EvalResult
 from lmforge.inference.precision import FP32, inference_precision, trained_precision
 from lmforge.models import load_saved
@@ -71,6 +71,11 @@ class RunPredictor:
         self.model = model if self.one_pass else model.to(self.device).eval()
         # Exported int8 and ONNX folders and the n-gram family compute as they are.
         plain = self.one_pass or self.backend != "torch"
+        if plain and precision not in ("auto", "fp32"):
+            kind = "an n-gram model" if self.one_pass else f"a {self.backend} export"
+            raise ConfigError(
+                f"--precision {precision}: {run_dir} holds {kind}, which computes as it is (auto or fp32)"
+            )
         trained = trained_precision(self.record.training)
         self.precision = FP32 if plain else inference_precision(precision, trained, self.device)
         if self.precision.used != "fp32":
