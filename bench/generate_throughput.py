@@ -9,8 +9,9 @@ Q4_1 file the bundle ships), in one run, on the same threads.
 - Batch 1: each prompt decoded alone by each side in turn (sides alternate per prompt). lmforge's
   sides are ``Generator.generate`` / ``LlamaCppGenerator.generate`` (what ``lmforge generate`` runs).
 - Batch 8: the prompts all at once: ``model.generate()`` on the left-padded batch, lmforge's server
-  engines (``serving/engine.py``: the PyTorch engine decodes the rows together; llama.cpp's runs them
-  one after the other). Tokens/s = new tokens of all rows / wall time.
+  engines (``serving/engine.py``: both decode the rows together, one forward pass or ``llama_decode``
+  per step; llama.cpp's rows share the prompt prefix they have in common). Tokens/s = new tokens of
+  all rows / wall time.
 - Quality: the mean log-likelihood per token each engine gives the float32 model's own greedy
   replies (teacher-forced), and how many greedy replies are identical to the baseline's.
 - Time to first token: the prefill of the longest prompt, batch 1.
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
             first[name] = time.perf_counter() - start
     for name, side in sides.items():
         if isinstance(side, LlamaCppGenerator):
-            side.llm.n_tokens = 0  # nothing cached
+            side.sequences.drop(0)  # nothing cached
             start = time.perf_counter()
             side.prefill(longest)
             first[name] = time.perf_counter() - start

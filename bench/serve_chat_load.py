@@ -9,7 +9,7 @@ a time, so it runs on the server's ``--device`` too (this script's ``--device``,
     python bench/serve_chat_load.py --quick     # 4 prompts x 32 tokens
     python bench/serve_chat_load.py             # 8 prompts x 64 tokens
     python bench/serve_chat_load.py --device cuda
-    python bench/serve_chat_load.py --engine llama_cpp   # the GGUF on llama.cpp: fast, but no batching
+    python bench/serve_chat_load.py --engine llama_cpp   # the bundled GGUF on llama.cpp, batched too
 
 The last line printed is ``ratio: X.XX`` = generated tokens/s with all clients at once / one at a time.
 """

@@ -166,3 +166,91 @@ def test_prompt_classifies_the_same_on_both_engines(exported, tmp_path, run_cli)
     assert len(predictions["torch"]) == 12
     for fast, slow in zip(predictions["llama_cpp"], predictions["torch"]):
         assert fast["label"] == slow["label"] and fast["score"] == pytest.approx(slow["score"], abs=1e-3)
+
+
+def _run_engine(engine, prompts, max_new=10, **row):
+    """Submit one job per prompt at once and wait for all; each reply's text."""
+    import threading
+
+    from lmforge.serving.engine import Job, Row
+
+    done, texts = threading.Event(), {}
+
+    def emitter(k):
+        def emit(index, kind, value):
+            if kind == "done":
+                texts[k] = rows[k].text
+                if len(texts) == len(prompts):
+                    done.set()
+            elif kind == "error":
+                texts[k] = f"error: {value}"
+                done.set()
+
+        return emit
+
+    rows = [Row(p, max_new, row.get("temperature", 0.0), 1.0, [], row.get("seed"), 0) for p in prompts]
+    for k, r in enumerate(rows):
+        engine.submit(Job([r], emitter(k)))
+    assert done.wait(60)
+    return [texts[k] for k in range(len(prompts))]
+
+
+def test_concurrent_rows_decode_together_with_the_replies_they_get_alone(engines):
+    from lmforge.serving.engine import LlamaCppEngine
+
+    _, fast = engines
+    sizes: list[int] = []
+    engine = LlamaCppEngine(fast, max_batch=4, on_batch=sizes.append)
+    try:
+        prompts = [fast.encode(p) for p in PROMPTS] + [fast.encode(PROMPTS[1] + " please")]
+        alone = [fast.generate_ids(ids, GenerationOptions(max_new_tokens=10)).text for ids in prompts]
+        assert _run_engine(engine, prompts) == alone
+        assert max(sizes) > 1  # several rows in one llama_decode
+        shared = [engine.sequences.cached[s] for s in range(1, engine.sequences.count)]
+        assert any(c[: len(prompts[1])] == prompts[1] for c in shared)  # caches stay for the next prompt
+        sizes.clear()
+        assert _run_engine(engine, prompts) == alone  # now after the prefixes the caches share
+        seeded = _run_engine(engine, prompts[:2], max_new=12, temperature=1.0, seed=3)
+        assert _run_engine(engine, prompts[:2], max_new=12, temperature=1.0, seed=3) == seeded
+    finally:
+        engine.close()
+
+
+def test_rows_wait_for_room_in_the_cache_and_long_prompts_go_in_parts(engines, monkeypatch):
+    from lmforge.inference import llama_cpp as module
+    from lmforge.serving.engine import LlamaCppEngine
+
+    _, fast = engines
+    ids = fast.encode(PROMPTS[1])
+    whole = fast.prompt_logits(ids)
+    monkeypatch.setattr(module, "BATCH", 3)  # prompts of several llama_decode calls
+    assert torch.allclose(fast.prompt_logits(ids), whole, atol=1e-4)
+    sizes: list[int] = []
+    engine = LlamaCppEngine(fast, max_batch=4, on_batch=sizes.append)
+    try:
+        prompts = [fast.encode(p) for p in PROMPTS]
+        alone = [fast.generate_ids(p, GenerationOptions(max_new_tokens=10)).text for p in prompts]
+        engine.sequences.positions = max(len(p) for p in prompts) + 12  # room for one row at a time
+        assert _run_engine(engine, prompts) == alone
+        assert max(sizes) == 1 and engine.sequences.used() <= engine.sequences.positions
+    finally:
+        engine.sequences.positions = module.MAX_CONTEXT
+        engine.close()
+
+
+def test_a_sequence_takes_a_shared_prefix_from_another_without_computing_it(engines):
+    _, fast = engines
+    sequences = fast.open_sequences(3)
+    ids = fast.encode(PROMPTS[1])
+    want = fast.prompt_logits(ids)  # sequence 0, computed from the start
+    sequences.drop(1)
+    sequences.decode([(1, ids[:5], False)])
+    sequences.drop(2)
+    sequences.share(1, 2, 5)
+    assert sequences.cached[2] == ids[:5]
+    got = sequences.decode([(2, ids[5:-1], True)])[0]
+    assert torch.allclose(torch.from_numpy(got), want[5:], atol=1e-4)
+    sequences.drop(1)  # the shared cells stay sequence 2's
+    assert torch.allclose(
+        torch.from_numpy(sequences.decode([(2, ids[-1:], False)])[0]), torch.from_numpy(fast.prefill(ids)), atol=1e-4
+    )

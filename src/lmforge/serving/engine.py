@@ -34,11 +34,16 @@ from typing import NamedTuple
 
 import torch
 
+from lmforge.inference.llama_cpp import shared_prefix
 from lmforge.models.decoding import GenerationOptions, IncrementalText, left_pad
 from lmforge.serving.batching import QueueFull
 from lmforge.serving.compute import COMPUTE
 from lmforge.serving.kv_cache import joinable, merge_caches, merge_masks, select_rows
 from lmforge.serving.structured import Constraint
+
+# A llama.cpp row waits for another joining row's prefill when that gives it this many more prompt
+# tokens computed already than any cache holds (a second llama_decode call costs little).
+SHARE_WORTH = 8
 
 
 class Scored(NamedTuple):
@@ -392,30 +397,145 @@ def _prompt_scores(before: torch.Tensor, prompt: list[int], top: int) -> list[Sc
 
 class LlamaCppEngine(GenerationEngine):
     """The same rows, sampling, logprobs and grammars over a ``LlamaCppGenerator``: llama.cpp
-    computes each step's logits, one sequence at a time (rows that arrive wait for the running one;
-    the prompt prefix shared with the previous sequence stays in llama.cpp's cache)."""
+    computes each step's logits for all the running rows at once (one sequence of its KV cache per
+    row), and rows join between steps, as in the PyTorch engine.
+
+    A row takes the free sequence whose cache shares the longest prefix with its prompt (a system
+    prompt, a conversation's earlier turns), so only the rest is computed. The rows running hold at
+    most the cache's positions between them, counting each row's prompt and ``max_tokens``; a row
+    that would not fit waits for others to finish (a row alone always fits: the server refuses a
+    prompt and ``max_tokens`` beyond the model's context)."""
 
     def _prepare(self) -> None:
-        self.joinable = False
+        self.joinable = True
+        self.sequences = self.gen.open_sequences(self.max_batch + 1)  # 0 is the generator's own
+        self.free = list(range(1, self.sequences.count))
+        self.held: deque[Row] = deque()  # taken from the queue, waiting for room in the cache
 
     def _decode(self, rows: list[Row], running: list[Row]) -> None:
-        for row in rows:
-            running[:] = [row]
-            if row.finish is None:
-                self._sequence(row)
+        """Decode ``rows`` and the rows that arrive meanwhile, a step for all at a time, until none
+        is left. ``running`` is kept equal to the rows taken from the queue and not finished, for
+        the caller's error handling."""
+        self.held.extend(rows)
+        active: dict[int, tuple[Row, int]] = {}  # sequence -> (row, the token it feeds next)
+        try:
+            while True:
+                room = len(self.free) - len(self.held)
+                if room > 0:
+                    self.held.extend(self._take(room, wait=False))
+                joining = self._admit(active)
+                running[:] = [row for row, _ in active.values()] + [row for _, row in joining] + list(self.held)
+                if joining:
+                    self.on_batch(len(joining))
+                    self._join(joining, active)
+                if not active:
+                    if self.held:
+                        continue
+                    return
+                seqs = list(active)
+                self.on_batch(len(seqs))
+                logits = COMPUTE.call(self.sequences.decode, [(seq, [active[seq][1]], False) for seq in seqs])
+                self._advance([(seq, active[seq][0]) for seq in seqs], logits, active)
+        except BaseException:
+            for seq in range(self.sequences.count):  # what a failed call left in the cache is unknown
+                self.sequences.drop(seq)
+            raise
+        finally:  # no row runs between two calls: every sequence is free again
+            self.free = list(range(1, self.sequences.count))
+            self.held.clear()
 
-    def _sequence(self, row: Row) -> None:
-        self.on_batch(1)
-        if row.echo:
-            logits = self.gen.prompt_logits(row.prompt)
-            row.job.emit(row.index, "prompt", _prompt_scores(logits, row.prompt, row.logprobs or 0))
-        logits = self.gen.prefill(row.prompt)
-        plain = row.temperature == 0 and row.logprobs is None and not row.bias and row.constraint is None
-        while True:
-            if plain and not row.adjusts:  # NumPy: a PyTorch op per token slows llama.cpp (sample_next)
-                token = int(logits.argmax())
+    def _admit(self, active: dict[int, tuple[Row, int]]) -> list[tuple[int, Row]]:
+        """The held rows that fit in the cache now (first come, first served), each given the free
+        sequence that shares most of its prompt; the caches of idle sequences (and of sequence 0,
+        which the server does not use) give way as needed."""
+        budget = sum(len(row.prompt) + row.max_new + 1 for row, _ in active.values())
+        joining: list[tuple[int, Row]] = []
+        while self.held and self.free:
+            row = self.held[0]
+            if row.job.cancelled.is_set():
+                self.held.popleft()
+                row.finish = "cancelled"
+                continue
+            need = len(row.prompt) + row.max_new + 1
+            if budget + need > self.sequences.positions and (active or joining):
+                break
+            self.held.popleft()
+            budget += need
+            seq = max(self.free, key=lambda s: shared_prefix(self.sequences.cached[s], row.prompt))
+            self.free.remove(seq)
+            joining.append((seq, row))
+        if joining:  # the rows running may grow to ``budget`` cells: idle caches make room
+            idle = sorted(
+                (s for s in [0, *self.free] if self.sequences.cached[s]), key=lambda s: len(self.sequences.cached[s])
+            )
+            held = sum(len(self.sequences.cached[s]) for s in idle)
+            while held + budget > self.sequences.positions and idle:
+                seq = idle.pop()  # the longest idle cache first
+                held -= len(self.sequences.cached[seq])
+                self.sequences.drop(seq)
+        return joining
+
+    def _join(self, joining: list[tuple[int, Row]], active: dict[int, tuple[Row, int]]) -> None:
+        """Prefill the joining rows together and take each one's first token. A row starts from the
+        longest prefix of its prompt that any sequence holds (its own idle cache, a running row's,
+        sequence 0's: shared, not computed); a row whose prompt shares more with another joining
+        row's (the same system prompt, sent by several clients at once) takes it from that row once
+        it is computed, in a second call. A row that reports its prompt's log-probabilities
+        computes the whole prompt."""
+        cached, sequences = self.sequences.cached, self.sequences
+        first: list[tuple[int, list[int], bool]] = []
+        later: list[tuple[int, Row, int, int]] = []  # (seq, row, the joining row's seq to share, length)
+        planned: list[tuple[int, list[int]]] = []  # joining rows in the first call: (seq, prompt)
+        for seq, row in joining:
+            if row.echo:
+                sequences.drop(seq)
+                first.append((seq, row.prompt, True))
+                continue
+            prompt = row.prompt[:-1]  # the last token is computed, for its logits
+            source, length = max(
+                ((other, shared_prefix(cached[other], prompt)) for other in range(sequences.count)),
+                key=lambda x: (x[1], x[0] == seq),
+            )
+            mate, together = max(
+                ((other, shared_prefix(p, prompt)) for other, p in planned), key=lambda x: x[1], default=(0, 0)
+            )
+            if together >= length + SHARE_WORTH:
+                later.append((seq, row, mate, together))
+                continue
+            sequences.share(source, seq, length)
+            first.append((seq, row.prompt[length:], False))
+            planned.append((seq, row.prompt))
+        logits = dict(zip([seq for seq, _, _ in first], COMPUTE.call(sequences.decode, first)))
+        if later:
+            for seq, _, mate, together in later:
+                sequences.share(mate, seq, together)
+            second = [(seq, row.prompt[together:], False) for seq, row, _, together in later]
+            logits.update(zip([seq for seq, _, _ in second], COMPUTE.call(sequences.decode, second)))
+        last = []
+        for seq, row in joining:
+            rows = logits[seq]
+            if row.echo:
+                row.job.emit(
+                    row.index, "prompt", _prompt_scores(torch.from_numpy(rows[:-1]), row.prompt, row.logprobs or 0)
+                )
+                rows = rows[-1]
+            last.append(rows)
+        self._advance(joining, last, active)
+
+    def _advance(self, rows: list[tuple[int, Row]], logits: list, active: dict[int, tuple[Row, int]]) -> None:
+        """Each row takes its next token; finished rows give their sequence back (its cache stays,
+        for a later prompt that starts the same way)."""
+        for (seq, row), row_logits in zip(rows, logits):
+            plain = row.temperature == 0 and row.logprobs is None and not row.adjusts
+            if plain:  # NumPy: a PyTorch op per token slows llama.cpp (see sample_next)
+                token = int(row_logits.argmax())
             else:
-                token = int(self._choose(torch.from_numpy(logits)[None], [row])[0])
-            if self._add(row, token):
-                return
-            logits = self.gen.step(token)
+                token = int(self._choose(torch.from_numpy(row_logits)[None], [row])[0])
+            done = self._add(row, token)
+            if not done and len(self.sequences.cached[seq]) >= self.gen.context:
+                done = self._finish(row, "length", row.text)
+            if done:
+                active.pop(seq, None)
+                self.free.append(seq)
+            else:
+                active[seq] = (row, token)
