@@ -234,3 +234,30 @@ def test_partial_labels_name_a_known_type():
         task._partial_sets(
             [TaggedExample(["a"], ["B-PER"], incomplete=("LOC",))], ["PER"], LabelSet(names, {n: n for n in names})
         )
+
+
+def test_softmax_head_decodes_the_best_valid_tag_sequence():
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    model = type("M", (), {"config": type("C", (), {"id2label": dict(enumerate(names))})()})()
+    # word 2's most likely tag is I-PER after an O: invalid in BIO
+    probs = torch.tensor(
+        [
+            [0.70, 0.10, 0.05, 0.10, 0.05],
+            [0.05, 0.20, 0.45, 0.05, 0.25],
+            [0.20, 0.05, 0.40, 0.05, 0.30],
+        ]
+    )
+    scores = [probs.log()]
+    task = TokenClassificationTask()
+    task.constrained = False
+    assert task.decode(model, scores)[0] == [[0, 2, 2]]  # argmax: O I-PER I-PER
+    task.constrained = True
+    paths, confidence = task.decode(model, scores)
+    # the valid path with the highest product: O B-PER I-PER (.7 * .2 * .4) beats O O O, O B-LOC I-LOC, ...
+    assert paths == [[0, 1, 2]]
+    assert torch.allclose(confidence[0], torch.tensor([0.70, 0.20, 0.40]))
+    entity_bias = torch.tensor([0.0, -5.0, -5.0, 0.0, 0.0])  # a decision bias moves the path, validly
+    assert task.decode(model, scores, bias=entity_bias)[0] == [[0, 3, 4]]
+    assert task.head_options()["decode"] == "constrained"
+    task.restore_head_options({"crf": False, "scheme": "bio"})  # a run saved before the option
+    assert task.constrained is False

@@ -218,6 +218,12 @@ class HeadConfig(Section):
     """Options of the task head."""
 
     crf: bool = Field(False, description="token_classification: a CRF layer over the tag scores (Viterbi decoding)")
+    decode: Literal["constrained", "argmax"] = Field(
+        "constrained",
+        description="token_classification without a CRF: constrained = the valid tag sequence of the scheme "
+        "(no I-PER after O) with the highest summed log-probability (Viterbi over the softmax) | "
+        "argmax = each word's most likely tag, invalid sequences repaired when read as entities",
+    )
 
 
 class EarlyStopping(Section):

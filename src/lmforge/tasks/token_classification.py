@@ -26,11 +26,12 @@ from lmforge.data.batching import inference_batches, pad_features
 from lmforge.data.examples import LabelSet, stratified_split
 from lmforge.data.readers import guarded
 from lmforge.data.tagged import ReadStats, TaggedExample, read_tagged
-from lmforge.data.tagging import normalize_scheme, split_tag, tag_set, to_spans
+from lmforge.data.tagging import allowed_transitions, normalize_scheme, split_tag, tag_set, to_spans
 from lmforge.data.task_data import TaskData
 from lmforge.errors import ConfigError, DataError
 from lmforge.evaluation.ner import entity_metrics
 from lmforge.evaluation.result import EvalResult
+from lmforge.models.crf import CRF
 from lmforge.models.crf_head import attach_crf, crf_of, load_crf_weights
 from lmforge.models.head_growth import grow_crf
 from lmforge.models.safe_loading import quiet_transformers
@@ -64,6 +65,8 @@ class TokenClassificationTask(Task):
     def __init__(self):
         self.scheme = "bio"
         self.crf = False
+        self.constrained = False  # softmax head: Viterbi over log-probabilities, valid paths only
+        self._judges: dict[tuple, CRF | None] = {}  # (labels, scheme) -> the constraints' decoder
         self.packed = False  # training batches as packed rows (prepare_training)
         self.label_all_subwords = False
         self.stride = 32
@@ -78,6 +81,7 @@ class TokenClassificationTask(Task):
     def _read_options(self, config) -> None:
         self.scheme = normalize_scheme(config.data.output_scheme)
         self.crf = config.head.crf
+        self.constrained = config.head.decode == "constrained"
         self.label_all_subwords = config.data.label_all_subwords
         self.stride = config.data.window_stride
 
@@ -103,10 +107,16 @@ class TokenClassificationTask(Task):
 
     def head_options(self) -> dict:
         """What ``lmforge.json`` records so ``predict``/``eval``/serving rebuild the same head."""
-        return {"crf": self.crf, "scheme": self.scheme, "window_stride": self.stride}
+        return {
+            "crf": self.crf,
+            "decode": "constrained" if self.constrained else "argmax",
+            "scheme": self.scheme,
+            "window_stride": self.stride,
+        }
 
     def restore_head_options(self, options: dict) -> None:
         self.crf = bool(options.get("crf", False))
+        self.constrained = options.get("decode", "argmax") == "constrained"  # runs from before it: argmax
         self.scheme = options.get("scheme", "bio")
         self.stride = int(options.get("window_stride", 32))
 
@@ -390,7 +400,13 @@ class TokenClassificationTask(Task):
             return [], []
         if not self.crf:
             probs = probabilities if probabilities is not None else [s.softmax(-1) for s in scores]
-            if bias is None:
+            judge = self._judge(model) if self.constrained else None
+            if judge is not None:  # the valid path with the highest sum of log-probabilities
+                logp, mask = pad_rows([s.log_softmax(-1) for s in scores])
+                with torch.inference_mode():
+                    paths = judge.decode(logp if bias is None else logp + bias, mask)
+                best = [torch.tensor(p, dtype=torch.long) for p in paths]
+            elif bias is None:
                 best = [q.argmax(-1) for q in probs]
             else:
                 best = [(s.log_softmax(-1) + bias).argmax(-1) for s in scores]
@@ -405,6 +421,26 @@ class TokenClassificationTask(Task):
             marginals[i][torch.arange(len(p)), torch.tensor(p, dtype=torch.long)] for i, p in enumerate(paths)
         ]
         return paths, confidence
+
+    def _judge(self, model) -> CRF | None:
+        """A CRF with no learned scores and the scheme's constraints only (Viterbi then picks the
+        valid path with the highest summed emissions); None where every sequence is valid or the
+        labels are unknown."""
+        id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+        names = tuple(str(id2label[i]) for i in range(len(id2label)))
+        key = (names, self.scheme)
+        if key not in self._judges:
+            judge = None
+            try:
+                allowed = allowed_transitions(list(names), self.scheme) if names else None
+            except ValueError:  # labels outside the scheme: decode them freely
+                allowed = None
+            if allowed is not None:
+                first, step, last = allowed
+                if not (all(first) and all(last) and all(all(row) for row in step)):
+                    judge = CRF(len(names), allowed)
+            self._judges[key] = judge
+        return self._judges[key]
 
     def word_probabilities(self, model, scores: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per sentence, (words, labels) tag probabilities: the CRF's marginals (forward-backward)
