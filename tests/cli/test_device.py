@@ -210,3 +210,31 @@ def test_the_config_key_and_the_resolver_accept_the_same_values(tmp_path, monkey
             load_config(str(config), [f"device={spec}"])
         with pytest.raises(ConfigError, match="is not one of auto, cpu, cuda, cuda:N"):
             resolve_device(spec)
+
+
+def test_a_gguf_on_a_gpu_goes_to_llama_cpp_offload_or_to_pytorch(monkeypatch, tmp_path):
+    """Where llama.cpp can use the GPU the GGUF runs there; where it cannot, ``auto`` runs it on
+    PyTorch on the GPU and an explicit llama_cpp engine or CUDA device is one line naming the fix."""
+    from lmforge.inference import generator as module
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    opened: list[tuple] = []
+    monkeypatch.setattr(module, "pick_engine", lambda source, engine: "torch" if engine == "torch" else "llama_cpp")
+    monkeypatch.setattr(module, "LlamaCppGenerator", lambda source, device=None: opened.append(("llama_cpp", device)))
+    monkeypatch.setattr(module, "Generator", lambda source, *rest: opened.append(("torch", rest[1])))
+    monkeypatch.setattr(module, "check_dtype", lambda dtype, device: None)
+    monkeypatch.setattr(
+        module, "resolve_device", lambda spec: torch.device("cuda", 0) if spec != "cpu" else torch.device("cpu")
+    )
+    monkeypatch.setattr(module, "llama_cpp_gpu", lambda: True)
+    module.open_generator(str(gguf), device="auto", engine="auto")
+    assert opened.pop() == ("llama_cpp", torch.device("cuda", 0))
+    monkeypatch.setattr(module, "llama_cpp_gpu", lambda: False)
+    module.open_generator(str(gguf), device="auto", engine="auto")
+    assert opened.pop() == ("torch", "auto")
+    module.open_generator(str(gguf), device="cpu", engine="auto")
+    assert opened.pop() == ("llama_cpp", torch.device("cpu"))
+    for device, engine in (("auto", "llama_cpp"), ("cuda", "auto")):
+        with pytest.raises(ConfigError, match="built for the CPU only"):
+            module.open_generator(str(gguf), device=device, engine=engine)

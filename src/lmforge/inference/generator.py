@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from lmforge.errors import ConfigError, ModelError
-from lmforge.inference.llama_cpp import LlamaCppGenerator, pick_engine
+from lmforge.inference.llama_cpp import LlamaCppGenerator, llama_cpp_gpu, pick_engine
 from lmforge.inference.prompting import Prompting
 from lmforge.inference.weights import check_dtype, settle_weights
 from lmforge.models import load_saved
@@ -63,9 +63,15 @@ def open_generator(
         if record is not None and record.model.one_pass:
             return load_saved(folder, record).model
     if pick_engine(source, engine) == "llama_cpp":
-        if device not in ("auto", "cpu"):
-            raise ConfigError(f"--device {device}: the llama_cpp engine runs on the CPU (use --engine torch)")
-        return LlamaCppGenerator(source)
+        target = resolve_device(device)
+        if target.type != "cuda" or llama_cpp_gpu():
+            return LlamaCppGenerator(source, device=target)
+        if engine == "llama_cpp" or device != "auto":
+            raise ConfigError(
+                f"--device {device}: this llama-cpp-python is built for the CPU only (rebuild it with "
+                "CMAKE_ARGS=-DGGML_CUDA=on, or use --engine torch or --device cpu)"
+            )
+        # auto on a GPU that llama.cpp cannot use: PyTorch on the GPU (transformers reads the GGUF)
     return Generator(source, checkpoint, device, dtype, peft, prompt_lookup)
 
 

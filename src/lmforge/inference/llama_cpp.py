@@ -1,5 +1,5 @@
 """llama.cpp as a generation engine: GGUF models (the bundled SmolLM2, ``lmforge export --gguf``
-output, any ``.gguf`` file) decoded by llama.cpp's CPU kernels through llama-cpp-python, with the
+output, any ``.gguf`` file) decoded by llama.cpp through llama-cpp-python, with the
 same prompts, chat templates, sampling and stop rules as the PyTorch engine.
 
 llama.cpp computes the logits; lmforge keeps the rest: the Hugging Face tokenizer (the run's or the
@@ -11,7 +11,9 @@ tokenizer is checked to give llama.cpp's own token ids on probe texts.
 
 ``engine``: ``auto`` picks llama.cpp for a GGUF source when llama-cpp-python is installed (set-up
 builds it from source), else PyTorch; ``torch`` and ``llama_cpp`` ask for one. llama.cpp runs on the
-CPU.
+CPU, or with every layer and its KV cache on the GPU of ``--device cuda[:N]`` where llama-cpp-python
+was built with a GPU back end (``CMAKE_ARGS=-DGGML_CUDA=on``; set-up builds it for the CPU). On a GPU
+it cannot use, ``auto`` runs the GGUF on PyTorch on the GPU (``inference/generator.py``).
 
 ``Sequences`` is lmforge's own llama.cpp context (llama-cpp-python's ``Llama`` only loads the model
 and tokenizes, with a context of a few positions): several sequences share one KV cache of
@@ -51,6 +53,16 @@ LOADER_CONTEXT = 64  # the context of llama-cpp-python's own Llama object, which
 
 def llama_cpp_available() -> bool:
     return package_dir("llama_cpp") is not None
+
+
+def llama_cpp_gpu() -> bool:
+    """Whether the installed llama-cpp-python can put layers on a GPU (built with CUDA or another
+    GPU back end; set-up builds it for the CPU)."""
+    if not llama_cpp_available():
+        return False
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
 
 
 def find_gguf(source: str) -> Path | None:
@@ -231,13 +243,16 @@ class LlamaCppGenerator(Prompting):
     context: int  # positions the model was trained for, at most the context llama.cpp allocated
     engine = "llama_cpp"
 
-    def __init__(self, source: str, threads: int | None = None):
+    def __init__(self, source: str, threads: int | None = None, device: torch.device | None = None):
         import llama_cpp
 
         gguf = find_gguf(source)
         if gguf is None:
             raise ModelError(f"{source}: no GGUF file found")
-        self.folder, self.device = gguf.parent, torch.device("cpu")
+        self.folder, self.device = gguf.parent, device or torch.device("cpu")
+        # on a GPU every layer and the KV cache go to it (llama.cpp's offload), on device.index only
+        on_gpu = self.device.type == "cuda"
+        split = llama_cpp.LLAMA_SPLIT_MODE_NONE if on_gpu else llama_cpp.LLAMA_SPLIT_MODE_LAYER
         folder = _tokenizer_folder(source, gguf)
         try:
             if folder is not None:
@@ -249,7 +264,14 @@ class LlamaCppGenerator(Prompting):
         threads = threads or torch.get_num_threads() or os.cpu_count() or 1
         try:
             self.llm = llama_cpp.Llama(
-                model_path=str(gguf), n_ctx=LOADER_CONTEXT, n_threads=threads, n_threads_batch=threads, verbose=False
+                model_path=str(gguf),
+                n_ctx=LOADER_CONTEXT,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+                n_gpu_layers=-1 if on_gpu else 0,
+                main_gpu=(self.device.index or 0) if on_gpu else 0,
+                split_mode=split,
             )
         except ValueError as exc:
             raise ModelError(f"{gguf}: llama.cpp cannot load it ({exc})") from None
