@@ -165,3 +165,45 @@ def test_a_resumed_auto_run_computes_in_what_it_chose_at_its_start(tmp_path):
         }
     )
     assert _resumed_precision(run, explicit) is None  # an explicit precision is what it says
+
+
+def test_a_measured_auto_choice_is_reused_by_the_next_identical_run(tiny_data, job, tmp_path, run_cli, monkeypatch):
+    """The second of two runs that differ in nothing the speed depends on takes the first one's
+    measured choice from the cache (and says so); another batch shape or model measures anew."""
+    import lmforge.training.job as job_module
+    from lmforge.training.precision import CACHE_DAYS, DecisionCache, PrecisionChoice
+
+    monkeypatch.setenv("LMFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(job_module, "native_candidate", lambda device: ("bf16", "test: a native candidate"))
+    measured = []
+    real = job_module.choose_precision
+
+    def counting(*args, **kwargs):
+        measured.append(1)
+        return real(*args, candidate="bf16", **kwargs) if args[0] == "auto" else real(*args, **kwargs)
+
+    monkeypatch.setattr(job_module, "choose_precision", counting)
+    reasons = []
+    for name, extra in (("first", ()), ("second", ()), ("wider", ("train.batch_size=4",))):
+        out = tmp_path / name
+        code, _, err = run_cli("train", "--quiet", job, *tiny_overrides(tiny_data, out, "train.precision=auto", *extra))
+        assert code == 0, err
+        reasons.append(json.loads((out / "lmforge.json").read_text())["training"]["precision"])
+    assert len(measured) == 2  # the first and the wider run measured, the second reused
+    assert reasons[1]["used"] == reasons[0]["used"] and "reused" in reasons[1]["reason"]
+    assert reasons[1]["step_ms"] == reasons[0]["step_ms"] and "reused" not in reasons[2]["reason"]
+
+    model, _ = _model_and_loss()
+    batch = {"input_ids": torch.zeros(2, 5, dtype=torch.long)}
+    cache = DecisionCache(tmp_path / "unit", CPU, model, batch, "classification")
+    assert cache.get() is None
+    cache.put(PrecisionChoice("bf16", "auto: measured 1.3x", {"fp32": 2.0, "bf16": 1.5}))
+    assert cache.get().used == "bf16"
+    assert (
+        DecisionCache(tmp_path / "unit", CPU, model, {"input_ids": torch.zeros(2, 6)}, "classification").get() is None
+    )
+    saved = json.loads(cache.path.read_text())
+    cache.path.write_text(json.dumps({**saved, "measured_at": saved["measured_at"] - 86400 * (CACHE_DAYS + 1)}))
+    assert cache.get() is None  # too old: measured again
+    cache.path.write_text("{not json")
+    assert cache.get() is None

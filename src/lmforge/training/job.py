@@ -27,6 +27,7 @@ from lmforge.inference.precision import FP32, InferencePrecision, inference_prec
 from lmforge.masking.data import mask_task_data
 from lmforge.models import load_model
 from lmforge.models.one_pass import is_one_pass
+from lmforge.paths import cache_root
 from lmforge.runtime import quiet_libraries, set_seed, set_threads
 from lmforge.tasks import Task, get_task
 from lmforge.tokenization.unknown import unknown_rate
@@ -42,7 +43,7 @@ from lmforge.training.early_stopping import EarlyStopping
 from lmforge.training.ema import WeightAverage
 from lmforge.training.memory import enable_gradient_checkpointing
 from lmforge.training.optim import build_optimizer, build_scheduler
-from lmforge.training.precision import PrecisionChoice, choose_precision, native_candidate
+from lmforge.training.precision import DecisionCache, PrecisionChoice, choose_precision, native_candidate
 from lmforge.training.rdrop import check_rdrop
 from lmforge.tuning import apply_tuning, count_parameters
 
@@ -284,9 +285,18 @@ def _choose_precision(config: JobConfig, task, model, tokenizer, train_features,
     choice = None
     if processes.is_main_process:
         needs_model = config.train.precision == "auto" and native_candidate(device)[0] is not None
-        if needs_model:
-            model.to(device)
-        choice = choose_precision(config.train.precision, device, model, loss_of_batch)
+        cache = (
+            DecisionCache(cache_root() / "precision", device, model, task.collate(rows, tokenizer), config.task)
+            if needs_model
+            else None
+        )
+        choice = cache.get() if cache is not None else None
+        if choice is None:
+            if needs_model:
+                model.to(device)
+            choice = choose_precision(config.train.precision, device, model, loss_of_batch)
+            if cache is not None and choice.timings_ms:
+                cache.put(choice)
     choice = from_main(processes, choice)
     log.info("precision %s (%s)", choice.used, choice.reason)
     return choice

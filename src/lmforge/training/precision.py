@@ -11,9 +11,18 @@
 
 The measurement runs forward and backward passes without an optimizer step, drops the gradients
 and restores the random state, so a run that measured takes exactly the steps of one that did not.
+
+A measured choice is kept in lmforge's cache (``$LMFORGE_CACHE/precision``, ``DecisionCache``) under
+what decides it: the device (CPU model or GPU name), PyTorch's version, the threads, the model's
+architecture and trainable parameters, the measured batch's shapes and the task. A later run with
+all of them the same reuses it for ``CACHE_DAYS`` days (the log says so) instead of measuring again
+(1-2 s of a run's start-up on a CPU; 8 passes). Deleting that folder makes runs measure again.
 """
 
+import hashlib
+import json
 import logging
+import os
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -22,6 +31,7 @@ import torch
 
 from lmforge.errors import ConfigError
 from lmforge.inference.precision import cpu_has_native_bf16, native_candidate  # noqa: F401 (re-exported)
+from lmforge.tracking.run_folder import write_atomic
 
 log = logging.getLogger("lmforge")
 
@@ -32,6 +42,8 @@ MEASURED_STEPS = 3
 # LoRA SFT (2 rows of 512 tokens) the full measurement took 50 s, longer than 8 training steps.
 LONG_PASS_S = 0.5
 CLEAR_MARGIN = 1.1
+
+CACHE_DAYS = 30  # a cached auto decision is measured again after this long
 
 # Accelerate's names for them
 ACCELERATE_NAMES = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -180,3 +192,73 @@ def full_precision(model: torch.nn.Module):
         yield model
     finally:
         model.forward = wrapped
+
+
+def device_description(device: torch.device) -> str:
+    """What the arithmetic's speed depends on, of the device: the GPU's name and compute capability,
+    or the CPU's model name and core count."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"cuda {torch.cuda.get_device_name(device)} sm{major}{minor}"
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "")
+    except OSError:
+        pass
+    import platform
+
+    return f"cpu {name or platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+class DecisionCache:
+    """Measured ``auto`` choices by what decides them (see the module's docstring)."""
+
+    def __init__(self, folder, device: torch.device, model, batch: dict, task: str):
+        config = getattr(model, "config", None)
+        to_json = getattr(config, "to_json_string", None)
+        architecture = to_json() if callable(to_json) else type(model).__name__
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        shapes = {k: list(v.shape) for k, v in sorted(batch.items()) if isinstance(v, torch.Tensor)}
+        key = json.dumps(
+            [
+                device_description(device),
+                torch.__version__,
+                torch.get_num_threads(),
+                task,
+                architecture,
+                trainable,
+                total,
+                shapes,
+                bool(getattr(model, "is_gradient_checkpointing", False)),
+            ],
+            sort_keys=True,
+            default=str,
+        )
+        self.path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+    def get(self) -> PrecisionChoice | None:
+        try:
+            saved = json.loads(self.path.read_text(encoding="utf-8"))
+            age_days = (time.time() - float(saved["measured_at"])) / 86400
+            if saved["used"] not in ACCELERATE_NAMES or not 0 <= age_days < CACHE_DAYS:
+                return None
+            day = time.strftime("%Y-%m-%d", time.localtime(float(saved["measured_at"])))
+            reason = f"{saved['reason']} (measured on {day}, reused: same device, model and batch shape)"
+            return PrecisionChoice(saved["used"], reason, saved.get("timings_ms"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def put(self, choice: PrecisionChoice) -> None:
+        record = {
+            "used": choice.used,
+            "reason": choice.reason,
+            "timings_ms": choice.timings_ms,
+            "measured_at": time.time(),
+        }
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(record))
+        except OSError as exc:  # a read-only cache costs a measurement next time, nothing else
+            log.debug("precision: could not keep the decision in %s (%s)", self.path, exc)
