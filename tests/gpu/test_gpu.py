@@ -124,3 +124,29 @@ def test_generation_on_cuda(tmp_path, run_cli):
     code, stdout, err = run_cli("generate", str(out), "the cat", "--max-new-tokens", "8", "--device", "cuda")
     assert code == 0, err
     assert stdout.strip()
+
+
+def test_a_gguf_decodes_on_the_gpu_as_on_the_cpu(tmp_path, run_cli):
+    """An f32 GGUF export greedy-decodes the same text on the GPU as on the CPU: on llama.cpp's GPU
+    offload where llama-cpp-python has a GPU back end, else (``auto``) on PyTorch on the GPU."""
+    pytest.importorskip("llama_cpp")
+    rows = [{"text": "the cat sat on the mat . " * 4} for _ in range(32)]
+    train = write_jsonl(tmp_path / "lm.jsonl", rows)
+    config = tmp_path / "lm.yaml"
+    config.write_text("task: causal_lm\n")
+    out = tmp_path / "lm"
+    model = "model={family: transformer, arch: llama, layers: 2, hidden: 32, heads: 2, vocab_size: 200}"
+    code, _, err = run_cli(
+        "train", "--quiet", str(config), f"data.train={train}", model, "train.epochs=2", f"output={out}"
+    )
+    assert code == 0, err
+    code, _, err = run_cli("export", str(out), "--gguf", "f32", "--output", str(tmp_path / "gguf"))
+    assert code == 0, err
+    texts = {}
+    for device in ("cpu", "cuda"):
+        code, stdout, err = run_cli(
+            "generate", str(tmp_path / "gguf"), "the cat", "--max-new-tokens", "8", "--device", device, "--json"
+        )
+        assert code == 0, err
+        texts[device] = json.loads(stdout)["text"]
+    assert texts["cuda"] == texts["cpu"]
