@@ -57,6 +57,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="where the runs go (default: a temporary folder, removed at the end)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for both sides, e.g. distributed.gradient_compression=bf16 (repeatable)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size % 2:
         parser.error(f"--batch-size {args.batch_size}: give an even number (it is split between 2 processes)")
@@ -89,7 +96,8 @@ def write_config(args, out: Path) -> Path:
 
 def run_side(args, processes: int, config: Path, out: Path) -> dict:
     command = [sys.executable, "-m", "lmforge", "train", str(config), "overwrite=true"]
-    command += [f"train.batch_size={args.batch_size // processes}", f"output={json.dumps(str(out))}", "--quiet"]
+    command += [f"train.batch_size={args.batch_size // processes}", f"output={json.dumps(str(out))}", *args.set]
+    command += ["--quiet"]
     if processes > 1:
         command += ["--processes", str(processes)]
     before = load()
