@@ -10,7 +10,7 @@ each method is scored on the whole dev set (872 sentences), its run evaluated fr
   pairs, one epoch at lr 2e-5 in batches of 16 pairs, cosine-similarity loss on the mean-pooled
   embeddings, logistic-regression head (``examples/sst2_setfit.yaml`` with
   ``tuning.label_templates=0``);
-- ``setfit + templates``: the same with 8 templated examples per label ("This sentence is
+- ``setfit + templates``: the same with 32 templated examples per label ("This sentence is
   positive.") beside the labelled ones -- ``examples/sst2_setfit.yaml`` as shipped;
 - ``plain fine-tuning``: the full model with its classification head, lmforge's defaults (lr 5e-5,
   batch 32) for at least 50 optimizer steps, evaluated 5 times on dev, best kept -- what
