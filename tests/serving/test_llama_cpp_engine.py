@@ -13,6 +13,7 @@ from lmforge.models.decoding import GenerationOptions
 
 pytest.importorskip("llama_cpp")
 
+MAX_POSITIONS = 8192  # inference/llama_cpp.MAX_CONTEXT
 PROMPTS = ["what is 1 plus 2", "what is 5 plus 5 and then what is 3 plus 4", "hello"]
 
 
@@ -254,3 +255,27 @@ def test_a_sequence_takes_a_shared_prefix_from_another_without_computing_it(engi
     assert torch.allclose(
         torch.from_numpy(sequences.decode([(2, ids[-1:], False)])[0]), torch.from_numpy(fast.prefill(ids)), atol=1e-4
     )
+
+
+def test_rows_that_outgrow_the_cache_are_preempted_and_go_on_with_the_same_reply(engines, monkeypatch):
+    from lmforge.serving import engine as module
+    from lmforge.serving.engine import LlamaCppEngine
+
+    _, fast = engines
+    monkeypatch.setattr(module, "RESERVE", 1)  # join with room for one token: they must outgrow it
+    engine = LlamaCppEngine(fast, max_batch=4)
+    try:
+        prompts = [fast.encode(p) for p in PROMPTS]
+        alone = [fast.generate_ids(p, GenerationOptions(max_new_tokens=12)).text for p in prompts]
+        seeded_alone = [_run_engine(engine, [p], max_new=12, temperature=1.0, seed=5)[0] for p in prompts]
+        # room for every prompt and a few tokens each, not for all three replies at once
+        engine.sequences.positions = sum(len(p) for p in prompts) + 12
+        assert _run_engine(engine, prompts, max_new=12) == alone
+        assert engine.preempted > 0 and engine.sequences.used() <= engine.sequences.positions
+        engine.preempted = 0
+        # seeded rows sample the same after being pre-empted (their random state goes with them)
+        assert _run_engine(engine, prompts, max_new=12, temperature=1.0, seed=5) == seeded_alone
+        assert engine.preempted > 0
+    finally:
+        engine.sequences.positions = MAX_POSITIONS
+        engine.close()

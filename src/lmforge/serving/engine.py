@@ -44,6 +44,9 @@ from lmforge.serving.structured import Constraint
 # A llama.cpp row waits for another joining row's prefill when that gives it this many more prompt
 # tokens computed already than any cache holds (a second llama_decode call costs little).
 SHARE_WORTH = 8
+# Cells of the shared llama.cpp cache a row reserves to grow into when it joins; beyond them, rows
+# that outgrow the cache are pre-empted (LlamaCppEngine).
+RESERVE = 256
 
 
 class Scored(NamedTuple):
@@ -379,6 +382,12 @@ class GenerationEngine:
         row.job.emit(row.index, "done", (row.finish, result.new_tokens))
 
 
+def _need(row: Row) -> int:
+    """KV cells a llama.cpp row asks to join: its prompt, the tokens it has, and room to grow by
+    ``RESERVE`` (or what is left of its ``max_tokens``, if less)."""
+    return len(row.prompt) + len(row.ids) + min(row.max_new - len(row.ids), RESERVE) + 1
+
+
 def _scored(logprobs: torch.Tensor, token: int, top: int) -> Scored:
     """``token``'s log-probability in ``logprobs`` (V,) and the ``top`` most likely tokens."""
     alternatives: list[tuple[int, float]] = []
@@ -401,16 +410,22 @@ class LlamaCppEngine(GenerationEngine):
     row), and rows join between steps, as in the PyTorch engine.
 
     A row takes the free sequence whose cache shares the longest prefix with its prompt (a system
-    prompt, a conversation's earlier turns), so only the rest is computed. The rows running hold at
-    most the cache's positions between them, counting each row's prompt and ``max_tokens``; a row
-    that would not fit waits for others to finish (a row alone always fits: the server refuses a
-    prompt and ``max_tokens`` beyond the model's context)."""
+    prompt, a conversation's earlier turns), so only the rest is computed. A row joins when the
+    cache has room for what the running rows hold plus ``RESERVE`` more tokens each (or what is left
+    of their ``max_tokens``, if less), and its own prompt and reserve; otherwise it waits. When the
+    rows running outgrow the cache, the row that joined last is pre-empted: its cache is dropped
+    and it waits at the head of the queue, to go on later from its prompt and the tokens it has
+    (recomputed), so its reply is the one it would have had. A row alone always fits: the server
+    refuses a prompt and ``max_tokens`` beyond the model's context."""
 
     def _prepare(self) -> None:
         self.joinable = True
         self.sequences = self.gen.open_sequences(self.max_batch + 1)  # 0 is the generator's own
         self.free = list(range(1, self.sequences.count))
         self.held: deque[Row] = deque()  # taken from the queue, waiting for room in the cache
+        self.joined: dict[int, int] = {}  # sequence -> when its row joined (the newest is pre-empted first)
+        self.joins = 0
+        self.preempted = 0  # rows pre-empted so far
 
     def _decode(self, rows: list[Row], running: list[Row]) -> None:
         """Decode ``rows`` and the rows that arrive meanwhile, a step for all at a time, until none
@@ -432,6 +447,7 @@ class LlamaCppEngine(GenerationEngine):
                     if self.held:
                         continue
                     return
+                self._make_room(active)
                 seqs = list(active)
                 self.on_batch(len(seqs))
                 logits = COMPUTE.call(self.sequences.decode, [(seq, [active[seq][1]], False) for seq in seqs])
@@ -448,7 +464,7 @@ class LlamaCppEngine(GenerationEngine):
         """The held rows that fit in the cache now (first come, first served), each given the free
         sequence that shares most of its prompt; the caches of idle sequences (and of sequence 0,
         which the server does not use) give way as needed."""
-        budget = sum(len(row.prompt) + row.max_new + 1 for row, _ in active.values())
+        budget = sum(_need(row) for row, _ in active.values())
         joining: list[tuple[int, Row]] = []
         while self.held and self.free:
             row = self.held[0]
@@ -456,13 +472,15 @@ class LlamaCppEngine(GenerationEngine):
                 self.held.popleft()
                 row.finish = "cancelled"
                 continue
-            need = len(row.prompt) + row.max_new + 1
+            need = _need(row)
             if budget + need > self.sequences.positions and (active or joining):
                 break
             self.held.popleft()
             budget += need
             seq = max(self.free, key=lambda s: shared_prefix(self.sequences.cached[s], row.prompt))
             self.free.remove(seq)
+            self.joins += 1
+            self.joined[seq] = self.joins
             joining.append((seq, row))
         if joining:  # the rows running may grow to ``budget`` cells: idle caches make room
             idle = sorted(
@@ -474,6 +492,25 @@ class LlamaCppEngine(GenerationEngine):
                 held -= len(self.sequences.cached[seq])
                 self.sequences.drop(seq)
         return joining
+
+    def _make_room(self, active: dict[int, tuple[Row, int]]) -> None:
+        """Room in the cache for one more token of every running row: idle caches go first (the
+        longest first), then the rows that joined last are pre-empted (back to the head of the
+        queue); the last row running always stays."""
+        cached = self.sequences.cached
+        while self.sequences.used() + len(active) > self.sequences.positions:
+            idle = [s for s in [0, *self.free] if cached[s]]
+            if idle:
+                self.sequences.drop(max(idle, key=lambda s: len(cached[s])))
+                continue
+            if len(active) <= 1:
+                return
+            seq = max(active, key=lambda s: self.joined.get(s, 0))
+            row, _ = active.pop(seq)
+            self.sequences.drop(seq)
+            self.free.append(seq)
+            self.held.appendleft(row)
+            self.preempted += 1
 
     def _join(self, joining: list[tuple[int, Row]], active: dict[int, tuple[Row, int]]) -> None:
         """Prefill the joining rows together and take each one's first token. A row starts from the
@@ -487,11 +524,12 @@ class LlamaCppEngine(GenerationEngine):
         later: list[tuple[int, Row, int, int]] = []  # (seq, row, the joining row's seq to share, length)
         planned: list[tuple[int, list[int]]] = []  # joining rows in the first call: (seq, prompt)
         for seq, row in joining:
-            if row.echo:
+            if row.echo and not row.ids:
                 sequences.drop(seq)
                 first.append((seq, row.prompt, True))
                 continue
-            prompt = row.prompt[:-1]  # the last token is computed, for its logits
+            tokens = row.prompt + row.ids  # a pre-empted row goes on after the tokens it has
+            prompt = tokens[:-1]  # the last token is computed, for its logits
             source, length = max(
                 ((other, shared_prefix(cached[other], prompt)) for other in range(sequences.count)),
                 key=lambda x: (x[1], x[0] == seq),
@@ -503,18 +541,18 @@ class LlamaCppEngine(GenerationEngine):
                 later.append((seq, row, mate, together))
                 continue
             sequences.share(source, seq, length)
-            first.append((seq, row.prompt[length:], False))
-            planned.append((seq, row.prompt))
+            first.append((seq, tokens[length:], False))
+            planned.append((seq, tokens))
         logits = dict(zip([seq for seq, _, _ in first], COMPUTE.call(sequences.decode, first)))
         if later:
             for seq, _, mate, together in later:
                 sequences.share(mate, seq, together)
-            second = [(seq, row.prompt[together:], False) for seq, row, _, together in later]
+            second = [(seq, (row.prompt + row.ids)[together:], False) for seq, row, _, together in later]
             logits.update(zip([seq for seq, _, _ in second], COMPUTE.call(sequences.decode, second)))
         last = []
         for seq, row in joining:
             rows = logits[seq]
-            if row.echo:
+            if row.echo and not row.ids:
                 row.job.emit(
                     row.index, "prompt", _prompt_scores(torch.from_numpy(rows[:-1]), row.prompt, row.logprobs or 0)
                 )
