@@ -213,8 +213,8 @@ def test_the_config_key_and_the_resolver_accept_the_same_values(tmp_path, monkey
 
 
 def test_a_gguf_on_a_gpu_goes_to_llama_cpp_offload_or_to_pytorch(monkeypatch, tmp_path):
-    """Where llama.cpp can use the GPU the GGUF runs there; where it cannot, ``auto`` runs it on
-    PyTorch on the GPU and an explicit llama_cpp engine or CUDA device is one line naming the fix."""
+    """Where llama.cpp can use the GPU the GGUF runs there; where it cannot, engine ``auto`` runs it
+    on PyTorch on the GPU and an explicit llama_cpp engine is one line naming the fix."""
     from lmforge.inference import generator as module
 
     gguf = tmp_path / "m.gguf"
@@ -235,6 +235,8 @@ def test_a_gguf_on_a_gpu_goes_to_llama_cpp_offload_or_to_pytorch(monkeypatch, tm
     assert opened.pop() == ("torch", "auto")
     module.open_generator(str(gguf), device="cpu", engine="auto")
     assert opened.pop() == ("llama_cpp", torch.device("cpu"))
-    for device, engine in (("auto", "llama_cpp"), ("cuda", "auto")):
+    module.open_generator(str(gguf), device="cuda", engine="auto")  # auto: the engine that can use it
+    assert opened.pop() == ("torch", "cuda")
+    for device in ("auto", "cuda"):
         with pytest.raises(ConfigError, match="built for the CPU only"):
-            module.open_generator(str(gguf), device=device, engine=engine)
+            module.open_generator(str(gguf), device=device, engine="llama_cpp")

@@ -66,12 +66,12 @@ def open_generator(
         target = resolve_device(device)
         if target.type != "cuda" or llama_cpp_gpu():
             return LlamaCppGenerator(source, device=target)
-        if engine == "llama_cpp" or device != "auto":
+        if engine == "llama_cpp":
             raise ConfigError(
                 f"--device {device}: this llama-cpp-python is built for the CPU only (rebuild it with "
                 "CMAKE_ARGS=-DGGML_CUDA=on, or use --engine torch or --device cpu)"
             )
-        # auto on a GPU that llama.cpp cannot use: PyTorch on the GPU (transformers reads the GGUF)
+        # engine auto on a GPU that llama.cpp cannot use: PyTorch on the GPU (transformers reads the GGUF)
     return Generator(source, checkpoint, device, dtype, peft, prompt_lookup)
 
 

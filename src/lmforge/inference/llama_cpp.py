@@ -192,13 +192,14 @@ class Sequences:
         entries = [(k, seq, tokens, every) for k, (seq, tokens, every) in enumerate(work)]
         at = [0] * len(work)  # tokens of each entry already decoded
         while entries:
-            batch.n_tokens, rows = 0, []  # rows: (entry, batch index) whose logits to copy out
+            batch.n_tokens, rows, parts = 0, [], []  # rows: (entry, batch index) whose logits to copy out
             for k, seq, tokens, every in entries:
                 room = BATCH - batch.n_tokens
                 if room == 0:
                     break
                 start, position = at[k], len(self.cached[seq])
                 part = tokens[start : start + room]
+                parts.append((k, seq, part))
                 for offset, token in enumerate(part):
                     i = batch.n_tokens + offset
                     last = start + offset == len(tokens) - 1
@@ -212,14 +213,9 @@ class Sequences:
             for k, i in rows:
                 pointer = llama_cpp.llama_get_logits_ith(self.context.ctx, i)
                 wanted[k].append(np.ctypeslib.as_array(pointer, shape=(self.vocab,)).copy())
-            filled = BATCH
-            for k, seq, tokens, _ in entries:
-                part = tokens[at[k] : at[k] + filled]
+            for k, seq, part in parts:  # decoded: now in the sequences' caches
                 self.cached[seq].extend(part)
                 at[k] += len(part)
-                filled -= len(part)
-                if filled <= 0:
-                    break
             entries = [entry for entry in entries if at[entry[0]] < len(entry[2])]
         return [np.stack(rows) if every else rows[-1] for rows, (_, _, every) in zip(wanted, work)]
 
