@@ -19,13 +19,13 @@ HERE = Path(__file__).parent
 TINY = "{family: transformer, arch: bert, layers: 2, hidden: 32, heads: 2, vocab_size: 200}"
 
 
-def _job(tmp_path: Path) -> Path:
+def _job(tmp_path: Path, model: str = TINY) -> Path:
     write_jsonl(tmp_path / "train.jsonl", sentiment_rows(64, 0))  # 4 global batches of 16
     write_jsonl(tmp_path / "dev.jsonl", sentiment_rows(20, 1))
     config = tmp_path / "job.yaml"
     config.write_text(
         f"task: classification\ndata: {{train: {tmp_path}/train.jsonl, validation: {tmp_path}/dev.jsonl}}\n"
-        f"model: {TINY}\n"
+        f"model: {model}\n"
         # dropout off: each process draws its own masks, so only a dropout-free run can match exactly;
         # precision fp32: auto decides by timing, which a loaded machine can tip differently per run
         "train: {epochs: 2, lr: 3.0e-3, warmup: 0, dropout: 0.0, threads: 1, log_every: 1, eval_every: 2, "
@@ -69,8 +69,11 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 @pytest.mark.slow
-def test_two_processes_reproduce_one(tmp_path):
+@pytest.mark.parametrize("rows", ["never", "always"])
+def test_two_processes_reproduce_one(tmp_path, rows):
+    # always: the word embeddings are left out of DDP and all-reduced over the rows each step used
     config = _job(tmp_path)
+    config.write_text(config.read_text() + f"distributed: {{embedding_rows: {rows}}}\n")
     one = _lmforge("train", str(config), f"output={tmp_path}/one", "train.batch_size=16", "--quiet")
     assert one.returncode == 0, one.stderr
     two = _torchrun("train", str(config), f"output={tmp_path}/two", "train.batch_size=8")
@@ -78,6 +81,7 @@ def test_two_processes_reproduce_one(tmp_path):
     # one report, from the main process only
     assert two.stdout.count("run folder:") == 1
     assert "global batch 16 = 8 per process x 2 processes x 1 accumulation step" in two.stderr
+    assert ("all-reduced over the rows each step used" in two.stderr) == (rows == "always")
 
     losses = [[r["loss"] for r in _rows(tmp_path / run, "train")] for run in ("one", "two")]
     assert len(losses[0]) == len(losses[1]) == 8

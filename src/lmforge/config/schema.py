@@ -369,6 +369,11 @@ class DistributedConfig(Section):
     min_params: int = Field(
         100_000, ge=1, description="fsdp: wrap each submodule with at least this many parameters as one shard unit"
     )
+    embedding_rows: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="ddp: all-reduce embedding gradients over the rows each step used, not whole: auto "
+        "(tables of 4,096 rows or more) | always | never",
+    )
 
 
 class SearchRange(Section):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import peft
 import torch
 import transformers
+from accelerate.utils import DistributedType
 
 from lmforge import __version__
 from lmforge.augment.models import augmenter_for
@@ -38,7 +39,15 @@ from lmforge.tracking.run_record import ModelRecord, RunRecord
 from lmforge.training.adversarial import check_adversarial
 from lmforge.training.checkpoint import list_checkpoints
 from lmforge.training.continual import Stage, open_stage
-from lmforge.training.distributed import from_main, log_global_batch, make_accelerator, start_processes, world_size
+from lmforge.training.distributed import (
+    SPARSE_MIN_ROWS,
+    EmbeddingRows,
+    from_main,
+    log_global_batch,
+    make_accelerator,
+    start_processes,
+    world_size,
+)
 from lmforge.training.early_stopping import EarlyStopping
 from lmforge.training.ema import WeightAverage
 from lmforge.training.memory import enable_gradient_checkpointing
@@ -93,6 +102,7 @@ class Job:
     steps_per_epoch: int = 0
     tracker: EarlyStopping | None = None
     ema: WeightAverage | None = None
+    embedding_rows: EmbeddingRows | None = None  # ddp: embedding gradients reduced row-wise
     precision: dict | None = None  # PrecisionChoice.to_json(): what the steps computed in, and why
     # what validation passes compute in: as `lmforge eval` of the saved model on this device would
     evaluation: InferencePrecision = FP32
@@ -350,6 +360,13 @@ def _prepare_optimisation(job: Job) -> None:
     assert accelerator is not None, "setup() creates the accelerator first"
     optimizer = build_optimizer(job.model, cfg.lr, cfg.weight_decay)
     job.scheduler = build_scheduler(optimizer, cfg.warmup, job.total_steps, cfg.scheduler)
+    if (
+        accelerator.num_processes > 1
+        and accelerator.distributed_type in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU)
+        and job.config.distributed.embedding_rows != "never"
+    ):
+        smallest = SPARSE_MIN_ROWS if job.config.distributed.embedding_rows == "auto" else 1
+        job.embedding_rows = EmbeddingRows.attach(job.model, accelerator.num_processes, smallest)
     job.model, job.optimizer = accelerator.prepare(job.model, optimizer)
     job.tracker = tracker_for(job.config, job.task)
     if cfg.ema is not None:

@@ -89,6 +89,8 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvaluati
             loop.evaluate_and_save()  # the end of training is always evaluated
     finally:
         progress.close()
+        if job.embedding_rows is not None:
+            job.embedding_rows.detach()
     if stop.requested and not loop.saved_at_stop:
         loop.save(rng=None)
         log.warning(
@@ -254,6 +256,8 @@ class _Loop:
 
     def _optimizer_step(self) -> None:
         job, acc = self.job, self.acc
+        if job.embedding_rows is not None:
+            job.embedding_rows.reduce()
         if self.cfg.max_grad_norm is not None:
             norm = acc.clip_grad_norm_(job.model.parameters(), self.cfg.max_grad_norm)
             self.last_grad_norm = float(norm)
