@@ -69,18 +69,30 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rows", ["never", "always"])
-def test_two_processes_reproduce_one(tmp_path, rows):
-    # always: the word embeddings are left out of DDP and all-reduced over the rows each step used
+@pytest.mark.parametrize(("rows", "batch", "accum"), [("never", 8, 1), ("always", 4, 2)])
+def test_two_processes_reproduce_one(tmp_path, rows, batch, accum):
+    # always: the word embeddings are left out of DDP and all-reduced over the rows each step used,
+    # here over two accumulated micro batches a process
     config = _job(tmp_path)
     config.write_text(config.read_text() + f"distributed: {{embedding_rows: {rows}}}\n")
-    one = _lmforge("train", str(config), f"output={tmp_path}/one", "train.batch_size=16", "--quiet")
+    # one process accumulating the same micro batches: batches of 2 x batch
+    one = _lmforge(
+        "train",
+        str(config),
+        f"output={tmp_path}/one",
+        f"train.batch_size={2 * batch}",
+        f"train.grad_accum={accum}",
+        "--quiet",
+    )
     assert one.returncode == 0, one.stderr
-    two = _torchrun("train", str(config), f"output={tmp_path}/two", "train.batch_size=8")
+    two = _torchrun(
+        "train", str(config), f"output={tmp_path}/two", f"train.batch_size={batch}", f"train.grad_accum={accum}"
+    )
     assert two.returncode == 0, two.stderr
     # one report, from the main process only
     assert two.stdout.count("run folder:") == 1
-    assert "global batch 16 = 8 per process x 2 processes x 1 accumulation step" in two.stderr
+    steps = "1 accumulation step" if accum == 1 else f"{accum} accumulation steps"
+    assert f"global batch 16 = {batch} per process x 2 processes x {steps}" in two.stderr
     assert ("all-reduced over the rows each step used" in two.stderr) == (rows == "always")
 
     losses = [[r["loss"] for r in _rows(tmp_path / run, "train")] for run in ("one", "two")]
