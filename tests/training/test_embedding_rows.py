@@ -20,13 +20,15 @@ class _Model(torch.nn.Module):
         self.positions = torch.nn.Embedding(8, 4)  # below ``smallest``: left to DDP
 
     def forward(self, ids):
-        return (self.words(ids) * torch.arange(1.0, 5.0)).sum() + self.positions(torch.arange(2)).sum()
+        words = self.words(**ids) if isinstance(ids, dict) else self.words(ids)
+        return (words * torch.arange(1.0, 5.0)).sum() + self.positions(torch.arange(2)).sum()
 
 
 def _expected(model: _Model, batches: list[torch.Tensor]) -> torch.Tensor:
     """The mean over the processes of the whole table's gradient, as DDP computes it."""
     grad = torch.zeros_like(model.words.weight)
     for ids in batches:
+        ids = ids["input"] if isinstance(ids, dict) else ids
         grad.index_add_(0, ids.reshape(-1), torch.arange(1.0, 5.0).expand(ids.numel(), 4))
     dist.all_reduce(grad)
     return grad / dist.get_world_size()
@@ -43,6 +45,7 @@ def _worker(rank: int, port: int, failures) -> None:
             [torch.tensor([[rank, 10 + rank, 7]])],  # rows of one process and of both
             [torch.arange(rank, 50, 1 + rank)],  # most rows: the whole table is all-reduced
             [torch.tensor([3, 3, 40 + rank]), torch.tensor([[5 + rank]])],  # two micro batches
+            [torch.tensor([9])] if rank else [{"input": torch.tensor([rank + 30])}],  # ids by keyword
         ]
         model.train()
         for batches in steps:

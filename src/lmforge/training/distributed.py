@@ -191,7 +191,11 @@ class EmbeddingRows:
     def __init__(self, tables: list[tuple[str, torch.nn.Embedding]], world: int):
         self.tables, self.world = tables, world
         self.used: list[list[torch.Tensor]] = [[] for _ in tables]
-        self.hooks = [module.register_forward_pre_hook(self._recorder(i)) for i, (_, module) in enumerate(tables)]
+        self.dense = [False] * len(tables)  # a look-up whose ids the hook could not see: reduce whole
+        self.hooks = [
+            module.register_forward_pre_hook(self._recorder(i), with_kwargs=True)
+            for i, (_, module) in enumerate(tables)
+        ]
 
     @classmethod
     def attach(cls, model: torch.nn.Module, world: int, smallest: int = SPARSE_MIN_ROWS) -> "EmbeddingRows | None":
@@ -219,9 +223,13 @@ class EmbeddingRows:
         return cls(tables, world)
 
     def _recorder(self, index: int):
-        def record(module: torch.nn.Module, args: tuple) -> None:
+        def record(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
             if module.training and torch.is_grad_enabled():
-                self.used[index].append(args[0].detach().reshape(-1))
+                ids = args[0] if args else kwargs.get("input")
+                if isinstance(ids, torch.Tensor):
+                    self.used[index].append(ids.detach().reshape(-1))
+                else:
+                    self.dense[index] = True
 
         return record
 
@@ -234,7 +242,9 @@ class EmbeddingRows:
             grad = weight.grad
             used = self.used[index]
             mine = torch.unique(torch.cat(used)) if used else torch.empty(0, dtype=torch.long, device=grad.device)
-            self.used[index] = []
+            if self.dense[index]:  # every process takes part in the exchange of ids, whole or not
+                mine = torch.arange(grad.shape[0], device=grad.device)
+            self.used[index], self.dense[index] = [], False
             rows = self._union(mine.to(grad.device, torch.long))
             if rows.numel() > DENSE_SHARE * grad.shape[0]:
                 torch.distributed.all_reduce(grad)
