@@ -1,6 +1,8 @@
 """The row-wise all-reduce of embedding gradients (``EmbeddingRows``) gives what DDP's whole-table
 all-reduce gives, in two gloo processes on the CPU: rows only one process used, rows both used,
-a step that used most rows (the whole-table fallback) and accumulated micro batches."""
+a step that used most rows (the whole-table fallback), accumulated micro batches, a gradient made
+outside the module's look-up (a penalty on the weights, a head multiplying by the table) and a
+step where no process touched the table."""
 
 import os
 import socket
@@ -11,25 +13,38 @@ import torch.multiprocessing as mp
 
 from lmforge.training.distributed import EmbeddingRows
 
+SCALE = torch.arange(1.0, 5.0)
+
 
 class _Model(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        torch.manual_seed(0)
+        torch.manual_seed(dist.get_rank())  # different weights: attach makes them process 0's
         self.words = torch.nn.Embedding(50, 4)
         self.positions = torch.nn.Embedding(8, 4)  # below ``smallest``: left to DDP
 
-    def forward(self, ids):
-        words = self.words(**ids) if isinstance(ids, dict) else self.words(ids)
-        return (words * torch.arange(1.0, 5.0)).sum() + self.positions(torch.arange(2)).sum()
+    def forward(self, step):
+        total = self.positions(torch.arange(2)).sum()
+        if "ids" in step:
+            total = total + (self.words(step["ids"]) * SCALE).sum()
+        if "penalty" in step:  # dense, different per process
+            total = total + step["penalty"] * (self.words.weight**2).sum()
+        if "head" in step:  # a head multiplying by the table
+            total = total + (torch.ones(1, 4) @ self.words.weight.t()).sum() * step["head"]
+        return total
 
 
-def _expected(model: _Model, batches: list[torch.Tensor]) -> torch.Tensor:
+def _expected(weight: torch.Tensor, steps: list[dict]) -> torch.Tensor | None:
     """The mean over the processes of the whole table's gradient, as DDP computes it."""
-    grad = torch.zeros_like(model.words.weight)
-    for ids in batches:
-        ids = ids["input"] if isinstance(ids, dict) else ids
-        grad.index_add_(0, ids.reshape(-1), torch.arange(1.0, 5.0).expand(ids.numel(), 4))
+    grad = torch.zeros_like(weight)
+    for step in steps:
+        if "ids" in step:
+            ids = step["ids"].reshape(-1)
+            grad.index_add_(0, ids, SCALE.expand(ids.numel(), 4))
+        if "penalty" in step:
+            grad += 2 * step["penalty"] * weight.detach()
+        if "head" in step:
+            grad += step["head"]
     dist.all_reduce(grad)
     return grad / dist.get_world_size()
 
@@ -39,30 +54,31 @@ def _worker(rank: int, port: int, failures) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         model = _Model()
-        rows = EmbeddingRows.attach(model, 2, smallest=20)
-        assert rows is not None and [name for name, _ in rows.tables] == ["words"]
-        steps = [
-            [torch.tensor([[rank, 10 + rank, 7]])],  # rows of one process and of both
-            [torch.arange(rank, 50, 1 + rank)],  # most rows: the whole table is all-reduced
-            [torch.tensor([3, 3, 40 + rank]), torch.tensor([[5 + rank]])],  # two micro batches
-            [torch.tensor([9])] if rank else [{"input": torch.tensor([rank + 30])}],  # ids by keyword
+        rows = EmbeddingRows.attach(model, 2, torch.device("cpu"), smallest=20)
+        assert rows is not None and [name for name, _ in rows.tables] == ["words.weight"]
+        weights = [torch.empty(50, 4) for _ in range(2)]
+        dist.all_gather(weights, model.words.weight.detach())
+        assert torch.equal(weights[0], weights[1]), "process 0's weights everywhere"
+        plan = [
+            [{"ids": torch.tensor([[rank, 10 + rank, 7]])}],  # rows of one process and of both
+            [{"ids": torch.arange(rank, 50, 1 + rank)}],  # most rows: the whole table is all-reduced
+            [{"ids": torch.tensor([3, 3, 40 + rank])}, {"ids": torch.tensor([[5 + rank]])}],  # micro batches
+            [{"ids": torch.tensor([1]), "penalty": 0.01 * (rank + 1)}],  # a dense penalty
+            [{"head": float(rank)}],  # only process 1's head has a gradient
+            [{}],  # the table untouched everywhere: no gradient is made
         ]
-        model.train()
-        for batches in steps:
-            for ids in batches:
-                model(ids).backward()
-            with torch.no_grad():
-                model.eval()
-                model(torch.tensor([49]))  # not training: not recorded
-                model.train()
+        for number, steps in enumerate(plan):
+            for step in steps:
+                model(step).backward()
             rows.reduce()
-            expected = _expected(model, batches)
-            if not torch.allclose(model.words.weight.grad, expected):
-                failures.put(f"process {rank}: {model.words.weight.grad} != {expected}")
+            expected = _expected(model.words.weight, steps)
+            got = model.words.weight.grad
+            if not steps[0]:
+                if got is not None:
+                    failures.put(f"process {rank}, step {number}: a gradient where none was taken")
+            elif got is None or not torch.allclose(got, expected):
+                failures.put(f"process {rank}, step {number}: {got} != {expected}, {None if got is None else (got - expected).abs().max()}")
             model.zero_grad(set_to_none=True)
-        rows.detach()
-        model(torch.tensor([1])).backward()
-        assert rows.used == [[]], "detached: nothing recorded"
     except Exception as exc:  # noqa: BLE001 - reported to the test
         failures.put(f"process {rank}: {exc!r}")
     finally:

@@ -366,7 +366,7 @@ def _prepare_optimisation(job: Job) -> None:
         and job.config.distributed.embedding_rows != "never"
     ):
         smallest = SPARSE_MIN_ROWS if job.config.distributed.embedding_rows == "auto" else 1
-        job.embedding_rows = EmbeddingRows.attach(job.model, accelerator.num_processes, smallest)
+        job.embedding_rows = EmbeddingRows.attach(job.model, accelerator.num_processes, accelerator.device, smallest)
     job.model, job.optimizer = accelerator.prepare(job.model, optimizer)
     job.tracker = tracker_for(job.config, job.task)
     if cfg.ema is not None:

@@ -89,8 +89,6 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvaluati
             loop.evaluate_and_save()  # the end of training is always evaluated
     finally:
         progress.close()
-        if job.embedding_rows is not None:
-            job.embedding_rows.detach()
     if stop.requested and not loop.saved_at_stop:
         loop.save(rng=None)
         log.warning(
