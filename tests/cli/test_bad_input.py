@@ -125,3 +125,14 @@ def test_validate_ok(tmp_path, run_cli):
     config.write_text(f"data: {{train: {train}, split: 0.25}}\noutput: {tmp_path / 'out'}\n")
     code, out, _ = run_cli("validate", str(config))
     assert code == 0 and "8 train, 4 validation" in out
+
+
+def test_overrides_may_follow_the_options(run_cli, tmp_path, capsys):
+    config = tmp_path / "job.yaml"
+    run_job(run_cli, tmp_path, tmp_path / "unused", "train.max_steps=1")  # writes job.yaml
+    code, _, err = run_cli("train", str(config), "--quiet", "train.lerning_rate=0.1")
+    assert code != 0 and "unknown key 'train.lerning_rate'" in err  # read as an override
+    with pytest.raises(SystemExit) as stop:
+        run_cli("train", str(config), "--quiet", "stray")
+    assert stop.value.code == 2
+    assert "unrecognized arguments: stray" in capsys.readouterr().err

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     # The command is the first word: the top-level parser has no options but --help.
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
-        args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+        args = _parse(build_parser(command if command in COMMANDS else None), argv)
         quiet_libraries()
         keep_freed_memory()
         setup_logging(getattr(args, "quiet", False) or getattr(args, "json", False))
@@ -97,6 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, where config overrides (KEY=VALUE) may also follow the options:
+    ``lmforge train job.yaml --processes 2 train.lr=1e-4`` (argparse alone takes the positional
+    overrides only before the first option)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and isinstance(getattr(args, "overrides", None), list):
+        late = [a for a in extra if not a.startswith("-") and "=" in a]
+        args.overrides += late
+        extra = [a for a in extra if a not in late]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def _peer_failed(exc: Exception) -> bool:
