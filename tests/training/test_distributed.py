@@ -250,3 +250,26 @@ def test_no_cuda_here_is_one_line(tmp_path, run_cli):
     assert code == 2
     assert "device: 'cuda' asks for CUDA" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_launching_process_starts_the_others_without_the_training_stack(tmp_path):
+    config = _job(tmp_path)
+    script = (
+        "import sys, lmforge.training.launcher as launcher\n"
+        "launcher.launch = lambda n, argv: print(n, argv, 'lmforge.training.recipe' in sys.modules, "
+        "'accelerate' in sys.modules) or 0\n"
+        "from lmforge.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+
+    def launching(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+
+    done = launching("train", str(config), "--processes", "2", "--quiet", "train.lr=0.01")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"2 ['train', '{config}', 'train.lr=0.01', '--quiet'] False False"
+    # a bad config still fails once, in the launching process, before any other starts
+    bad = launching("train", str(config), "--processes=2", "train.lerning_rate=0.01")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.strip().splitlines()[-1].startswith("lmforge: error: ")
+    assert "train.lerning_rate" in bad.stderr

@@ -56,19 +56,21 @@ COMMANDS = {
 }
 
 
-def command_module(name: str):
-    """The module behind command ``name`` (imported now)."""
-    return importlib.import_module(f"lmforge.cli.{COMMANDS[name][0]}")
+def command_module(name: str, module: str | None = None):
+    """The module behind command ``name`` (imported now), or the module ``module`` of this package
+    that stands in for it."""
+    return importlib.import_module(f"lmforge.cli.{module or COMMANDS[name][0]}")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser of every command name, with the arguments of ``command`` only (the one to run)."""
+def build_parser(command: str | None = None, module_name: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command name, with the arguments of ``command`` only (the one to run),
+    from its module or from ``module_name``."""
     parser = argparse.ArgumentParser(prog="lmforge", description="Train, evaluate and use language models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            module = command_module(name)
+            module = command_module(name, module_name)
             module.add_arguments(p)
             p.set_defaults(handler=module.run)
     return parser
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     # The command is the first word: the top-level parser has no options but --help.
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
-        args = _parse(build_parser(command if command in COMMANDS else None), argv)
+        args = _parse(build_parser(command if command in COMMANDS else None, _stand_in(command, argv)), argv)
         quiet_libraries()
         keep_freed_memory()
         setup_logging(getattr(args, "quiet", False) or getattr(args, "json", False))
@@ -97,6 +99,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmforge: interrupted", file=sys.stderr)
         return 130
+
+
+def _stand_in(command: str | None, argv: list[str]) -> str | None:
+    """``train_launch`` for ``train ... --processes N`` (N > 1) outside a launched job: it starts the
+    processes without importing the training stack first. Any other spelling (an abbreviated flag)
+    reaches ``train``, which launches too, only later."""
+    if command != "train" or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return None
+    for i, word in enumerate(argv):
+        value = word.partition("=")[2] if word.startswith("--processes=") else None
+        if word == "--processes" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None and value.isdigit() and int(value) > 1:
+            return "train_launch"
+    return None
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

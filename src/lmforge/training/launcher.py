@@ -1,0 +1,62 @@
+"""Starting the processes of a data-parallel job: ``lmforge train CONFIG --processes N`` runs N local
+processes of ``lmforge train`` with torch's elastic launcher (what ``torchrun --standalone
+--nproc_per_node N`` does). This module imports no more than that launcher, so the launching
+process starts the others within a second or two of the command, instead of after importing the
+training stack (transformers, Accelerate, the models) that each launched process imports anyway.
+"""
+
+import json
+import logging
+import os
+import sys
+import uuid
+
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+
+def world_size() -> int:
+    """How many processes this job runs in (1 when it was not started by a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def launch(processes: int, argv: list[str]) -> int:
+    """Run ``python -m lmforge ARGV`` in ``processes`` local processes with torch's elastic launcher
+    (what ``torchrun --standalone --nproc_per_node N`` does); returns the exit code. When one process
+    fails the launcher stops the others, and this prints the first failure's own message."""
+    if "OMP_NUM_THREADS" not in os.environ:  # each process's share of the cores, as torchrun sets it
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.2,
+    )
+    try:
+        elastic_launch(config, sys.executable)("-m", "lmforge", *argv)
+    except ChildFailedError as exc:
+        rank, failure = _first_failure(exc)
+        message = failure.message if isinstance(failure.message, str) else json.dumps(failure.message)
+        if failure.error_file_data.get("message"):
+            print(f"lmforge: error: (process {rank} of {processes}) {message}", file=sys.stderr)
+        else:
+            print(
+                f"lmforge: error: process {rank} of {processes} failed (exit code {failure.exitcode})", file=sys.stderr
+            )
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
+
+
+def _first_failure(exc):
+    """The failure to report: the earliest that left an lmforge message, else the launcher's pick."""
+    recorded = [(f.timestamp, rank, f) for rank, f in exc.failures.items() if f.error_file_data.get("message")]
+    if recorded:
+        _, rank, failure = min(recorded, key=lambda t: (t[0], t[1]))
+        return rank, failure
+    return exc.get_first_failure()
