@@ -51,12 +51,12 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # peft asks transformers a question transformers 5 renamed; the answer is right, the warning noise.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    # The variable above silences the libraries imported from now on; those already imported are told.
+    # (Importing transformers only to say so would cost every command, n-gram ones too, 0.6 s.)
+    if "transformers.utils.logging" in sys.modules:
+        sys.modules["transformers.utils.logging"].disable_progress_bar()
+    if "huggingface_hub.utils" in sys.modules:
+        sys.modules["huggingface_hub.utils"].disable_progress_bars()
 
 
 # glibc's mallopt parameters
