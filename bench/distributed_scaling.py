@@ -14,10 +14,12 @@ loading, evaluation or saving). The end-to-end time of each ``lmforge train`` co
 for information, with the machine's load (``uptime``) before and after each side, since the two
 processes compete for the same cores as anything else running.
 
-    python bench/distributed_scaling.py                   # 40 steps of 32 rows a side, ~6 minutes on 2 cores
+    python bench/distributed_scaling.py                   # 40 steps of 32 rows, each side twice: ~12 minutes on 2 cores
     python bench/distributed_scaling.py --device cuda     # two GPUs, one a process
 
-The last line printed is ``ratio: X.XX`` = samples/s with 2 processes / samples/s with 1.
+Each side runs ``--repeats`` times, the sides alternating, and its fastest run counts (a slower run
+measures the machine's other work, not lmforge; every run's figure is printed). The last line printed
+is ``ratio: X.XX`` = samples/s with 2 processes / samples/s with 1.
 """
 
 import argparse
@@ -56,15 +58,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="where the runs go (default: a temporary folder, removed at the end)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="runs a side, alternating; each side's fastest counts (default: %(default)s)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a config override for both sides, e.g. distributed.gradient_compression=bf16 (repeatable)",
+        help="a config override for both sides, e.g. distributed.gradient_compression=fp16 (repeatable)",
     )
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: give 1 or more")
     if args.batch_size % 2:
         parser.error(f"--batch-size {args.batch_size}: give an even number (it is split between 2 processes)")
     if args.device.startswith("cuda") and torch.cuda.device_count() < 2:
@@ -134,10 +144,15 @@ def run(args, out: Path) -> dict:
         f"{os.cpu_count()} cores; load before: {load()}",
         flush=True,
     )
-    results = {}
-    for name, processes in SIDES.items():
-        results[name] = run_side(args, processes, config, out / f"run-{processes}")
-        print(f"{name} done: {results[name]['loop_s']:.1f} s training loop", flush=True)
+    results: dict = {}
+    for attempt in range(1, args.repeats + 1):
+        for name, processes in SIDES.items():  # the sides alternate: a slow spell of the machine hits both
+            result = run_side(args, processes, config, out / f"run-{processes}")
+            print(f"{name}, run {attempt}: {result['loop_s']:.1f} s training loop", flush=True)
+            seen = results[name]["samples_per_s_runs"] if name in results else []
+            if name not in results or result["samples_per_s"] > results[name]["samples_per_s"]:
+                results[name] = result
+            results[name]["samples_per_s_runs"] = [*seen, result["samples_per_s"]]
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     return {"settings": settings, "results": results}
 
@@ -148,12 +163,14 @@ def scaling(results: dict) -> float:
 
 def report(results: dict) -> list[str]:
     lines = [
-        "| side | batch per process | train samples/s | train loop time (s) | dev accuracy |",
-        "|---|---:|---:|---:|---:|",
+        "| side | batch per process | train samples/s (fastest run) | every run | train loop time (s) | dev accuracy |",
+        "|---|---:|---:|---|---:|---:|",
     ]
     for name, r in results.items():
+        runs = ", ".join(f"{x:.1f}" for x in r.get("samples_per_s_runs", [r["samples_per_s"]]))
         lines.append(
-            f"| {name} | {r['batch_per_process']} | {r['samples_per_s']:.1f} | {r['loop_s']:.1f} | {r['accuracy']:.4f} |"
+            f"| {name} | {r['batch_per_process']} | {r['samples_per_s']:.1f} | {runs} | {r['loop_s']:.1f} "
+            f"| {r['accuracy']:.4f} |"
         )
     lines.append("")
     for name, r in results.items():

@@ -109,6 +109,25 @@ def test_two_processes_reproduce_one(tmp_path, rows, batch, accum):
     assert len(predictions) == 20  # every validation row once
 
 
+@pytest.mark.slow
+def test_gradients_compressed_to_fp16_train_as_exact_ones_do_within_rounding(tmp_path):
+    config = _job(tmp_path)
+    config.write_text(config.read_text() + "distributed: {gradient_compression: fp16}\n")
+    one = _lmforge("train", str(config), f"output={tmp_path}/one", "train.batch_size=16", "--quiet")
+    assert one.returncode == 0, one.stderr
+    two = _torchrun("train", str(config), f"output={tmp_path}/two", "train.batch_size=8")
+    assert two.returncode == 0, two.stderr
+    assert "gradients all-reduced in fp16" in two.stderr
+    losses = [[r["loss"] for r in _rows(tmp_path / run, "train")] for run in ("one", "two")]
+    assert len(losses[0]) == len(losses[1]) == 8
+    # fp16 keeps 11 bits: the gradients differ in their fourth digit, the losses of 8 steps hardly
+    assert losses[0] == pytest.approx(losses[1], rel=1e-2)
+    assert losses[0] != pytest.approx(losses[1], abs=1e-7)  # the hook ran: not bit-exact
+    # (Adam divides by the gradient's size: a rounded tiny gradient moves a weight as far as an exact one)
+    finals = [json.loads((tmp_path / run / "eval_results.json").read_text())["validation"] for run in ("one", "two")]
+    assert finals[0]["loss"] == pytest.approx(finals[1]["loss"], rel=1e-2)
+
+
 def _token_job(tmp_path: Path, task: str) -> Path:
     """A token-level task whose rows differ in length: the global batch's mean is over its tokens,
     however they fall between the processes."""
@@ -257,7 +276,7 @@ def test_the_launching_process_starts_the_others_without_the_training_stack(tmp_
     script = (
         "import sys, lmforge.training.launcher as launcher\n"
         "launcher.launch = lambda n, argv: print(n, argv, 'lmforge.training.recipe' in sys.modules, "
-        "'accelerate' in sys.modules) or 0\n"
+        "'accelerate' in sys.modules, 'transformers' in sys.modules) or 0\n"
         "from lmforge.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
@@ -267,7 +286,7 @@ def test_the_launching_process_starts_the_others_without_the_training_stack(tmp_
 
     done = launching("train", str(config), "--processes", "2", "--quiet", "train.lr=0.01")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"2 ['train', '{config}', 'train.lr=0.01', '--quiet'] False False"
+    assert done.stdout.strip() == f"2 ['train', '{config}', 'train.lr=0.01', '--quiet'] False False False"
     # a bad config still fails once, in the launching process, before any other starts
     bad = launching("train", str(config), "--processes=2", "train.lerning_rate=0.01")
     assert bad.returncode == 2 and bad.stdout == ""

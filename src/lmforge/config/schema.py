@@ -374,6 +374,21 @@ class DistributedConfig(Section):
         description="ddp: all-reduce embedding gradients over the rows each step used, not whole: auto "
         "(tables of 4,096 rows or more) | always | never",
     )
+    gradient_compression: Literal["none", "fp16", "bf16", "powersgd"] = Field(
+        "none",
+        description="ddp: all-reduce gradients exact (none), rounded to fp16 or bf16 (half the bytes; bf16 on "
+        "CUDA only), or low-rank (powersgd, from step 1,000); torch's DDP communication hooks",
+    )
+    powersgd_rank: int = Field(2, ge=1, description="gradient_compression: powersgd: the rank of the approximation")
+
+    @model_validator(mode="after")
+    def _compression_is_ddp(self):
+        if self.gradient_compression != "none" and self.strategy != "ddp":
+            raise ValueError(
+                f"gradient_compression: {self.gradient_compression} needs strategy: ddp "
+                f"({self.strategy} reduces gradients itself)"
+            )
+        return self
 
 
 class SearchRange(Section):

@@ -19,7 +19,7 @@ import os
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import DDPCommunicationHookType, DistributedDataParallelKwargs, broadcast_object_list
 
 from lmforge.config import JobConfig
 from lmforge.errors import ConfigError
@@ -27,6 +27,7 @@ from lmforge.runtime import resolve_device
 from lmforge.training.launcher import world_size
 
 log = logging.getLogger("lmforge")
+POWERSGD_START = 1000  # exact all-reduces before PowerSGD starts: torch's default, for accuracy
 
 
 def start_processes(config: JobConfig) -> PartialState:
@@ -115,7 +116,41 @@ def _strategy_plugin(config: JobConfig, device: torch.device) -> dict:
         # infer its per-GPU batch: it is train.batch_size.
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.train.batch_size
         return {"deepspeed_plugin": plugin}
-    return {}
+    return {"kwargs_handlers": [_ddp_settings(config, device)]}
+
+
+COMPRESSION_HOOKS = {
+    "none": DDPCommunicationHookType.NO,
+    "fp16": DDPCommunicationHookType.FP16,
+    "bf16": DDPCommunicationHookType.BF16,
+    "powersgd": DDPCommunicationHookType.POWER_SGD,
+}
+
+
+def _ddp_settings(config: JobConfig, device: torch.device) -> DistributedDataParallelKwargs:
+    """DDP's settings: the gradients' communication hook (``distributed.gradient_compression``,
+    torch's hooks registered by Accelerate). Gradients are views into DDP's buckets: no copy of every
+    gradient into a bucket and back each step, and one gradient-sized buffer less."""
+    dist = config.distributed
+    if dist.gradient_compression == "bf16" and device.type != "cuda":
+        # torch's bf16 hook needs NCCL; gloo's fp16 reduction is no faster than fp32 (26 against
+        # 29 ms for MiniLM's 42 MB on 2 CPU processes), so fp16 is offered on CPU for the bytes only
+        raise ConfigError("distributed.gradient_compression: bf16 needs CUDA devices (NCCL); on CPU use fp16 or none")
+    options = {}
+    if dist.gradient_compression == "powersgd":
+        options = {"matrix_approximation_rank": dist.powersgd_rank, "start_powerSGD_iter": POWERSGD_START}
+        log.info(
+            "ddp: gradients all-reduced exact for %d steps, then at rank %d (PowerSGD)",
+            POWERSGD_START,
+            dist.powersgd_rank,
+        )
+    elif dist.gradient_compression != "none":
+        log.info("ddp: gradients all-reduced in %s", dist.gradient_compression)
+    return DistributedDataParallelKwargs(
+        gradient_as_bucket_view=True,
+        comm_hook=COMPRESSION_HOOKS[dist.gradient_compression],
+        comm_state_option=options,
+    )
 
 
 def log_global_batch(config: JobConfig, processes: int) -> int:
