@@ -113,3 +113,12 @@ def test_bad_augment_settings_are_one_line_errors(tiny_data, tmp_path, run_cli):
     )
     assert code != 0 and "p" in err
     assert not (tmp_path / "r").exists()
+    # lmforge augment checks the steps before it loads anything, as train does
+    code, _, err = run_cli(
+        "augment",
+        _config(tmp_path),
+        *tiny_overrides(tiny_data, tmp_path / "r", "data.augment=[{method: contextual, p: 0.5}]"),
+        "--output",
+        str(tmp_path / "a.jsonl"),
+    )
+    assert code == 2 and "data.augment[0].model: contextual needs a masked LM" in err and "Traceback" not in err

@@ -127,3 +127,22 @@ def test_the_command_masks_jsonl_csv_and_text(tmp_path, run_cli, monkeypatch):
         assert code != 0 and err.startswith("lmforge: error:") and words in err
     code, _, err = run_cli("mask", "--input", str(src), "--output", str(src))
     assert code != 0 and "overwrite the input" in err
+
+
+def test_an_existing_output_is_replaced_only_when_asked(tmp_path, run_cli):
+    # the same check guards augment, attack, predict and explain (cli.common.output_file)
+    src = tmp_path / "in.txt"
+    src.write_text("mail me at ann@example.com\n", encoding="utf-8")
+    mine = tmp_path / "mine.txt"
+    mine.write_text("precious\n", encoding="utf-8")
+    code, _, err = run_cli("mask", "--input", str(src), "--output", str(mine))
+    assert (
+        code == 2 and err.strip() == f"lmforge: error: --output {mine}: already exists; give --overwrite to replace it"
+    )
+    assert mine.read_text() == "precious\n"
+    code, _, err = run_cli("mask", "--input", str(src), "--output", str(tmp_path / "no" / "out.txt"))
+    assert code == 2 and "no such folder" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("mask", "--input", str(src), "--output", str(tmp_path))
+    assert code == 2 and "is a folder" in err
+    assert run_cli("mask", "--input", str(src), "--output", str(mine), "--overwrite")[0] == 0
+    assert mine.read_text() == "mail me at [EMAIL]\n"

@@ -86,3 +86,6 @@ def test_attack_errors_are_one_line(sentiment_run, run_cli, tmp_path):
     assert code != 0 and "--budget" in err and err.count("\n") == 1
     code, _, err = run_cli("attack", str(run), "--data", str(tmp_path / "missing.jsonl"), "--min-similarity", "0")
     assert code != 0 and "missing.jsonl" in err and "Traceback" not in err
+    for limit in ("0", "-3"):
+        code, _, err = run_cli("attack", str(run), "--data", str(dev), "--limit", limit)
+        assert code == 2 and err.strip() == f"lmforge: error: --limit {limit}: give 1 or more rows"

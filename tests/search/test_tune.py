@@ -47,6 +47,12 @@ def test_a_study_runs_resumes_and_its_best_config_trains(tmp_path, run_cli):
     rows = list(csv.DictReader((study / "trials.csv").open()))
     assert [r["trial"] for r in rows] == ["0", "1", "2"]
     assert all(r["state"] == "complete" for r in rows)
+    # the third trial's values are drawn on, not the first trial's again
+    assert (rows[2]["train.lr"], rows[2]["train.batch_size"]) != (rows[0]["train.lr"], rows[0]["train.batch_size"])
+    # the study holds loss values: another metric is refused, before any trial
+    code, _, err = run_cli("tune", config, "--trials", "4", "tune.metric=accuracy", "--quiet")
+    assert code == 2 and "tune.metric: the study in" in err and "holds validation loss values" in err
+    assert len(list((study / "trials").iterdir())) == 3
     values = {int(r["trial"]): float(r["value"]) for r in rows}
     # the value of each trial is its run's validation loss (the best checkpoint's)
     for n, value in values.items():

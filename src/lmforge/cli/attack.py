@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from lmforge.cli.common import add_run_arguments, fields_of
+from lmforge.cli.common import add_output_arguments, add_run_arguments, fields_of, output_file
 from lmforge.config.schema import DataConfig, DataSource
 from lmforge.data.readers import Problems
 from lmforge.errors import DataError
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit", type=int, help="attack a seeded sample of N rows")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", help="write every text's result here (.jsonl)")
+    add_output_arguments(p, "write every text's result here (.jsonl)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,8 +43,11 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("--budget must be at least 1")
     if not 0 <= args.min_similarity <= 1:
         raise DataError("--min-similarity must be between 0 and 1")
+    if args.limit is not None and args.limit < 1:
+        raise DataError(f"--limit {args.limit}: give 1 or more rows")
     if args.output and Path(args.output).suffix.lower() != ".jsonl":
         raise DataError(f"--output {args.output}: write a .jsonl file")
+    target = output_file(args, (args.data,))
     predictor = RunPredictor(args.run, args.checkpoint, args.device)
     attack = WordSubstitutionAttack(
         predictor, args.source, args.budget, args.min_similarity, batch_size=args.batch_size
@@ -70,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  queries per text        {figures['queries_per_text']:.1f}")
     for r in [r for r in results if r.flipped][:5]:
         print(f"  flip: {r.gold} -> {r.adversarial_label}: {r.adversarial!r} (was {r.text!r})")
-    if args.output:
+    if target is not None:
         rows = [{"summary": figures}] + [r.to_json() for r in results]
-        write_atomic(Path(args.output), "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        write_atomic(target, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         print(f"results: {args.output}")
     return 0

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from lmforge.augment.models import augmenter_for
-from lmforge.cli.common import OVERRIDES_HELP, config_overrides
+from lmforge.augment.pipeline import check_steps
+from lmforge.cli.common import OVERRIDES_HELP, add_output_arguments, config_overrides, output_file
 from lmforge.config import load_config
 from lmforge.data.readers import Problems
 from lmforge.data.tagged import TaggedExample
@@ -22,7 +23,7 @@ from lmforge.tracking.run_folder import write_atomic
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="a training config with data.augment")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
-    p.add_argument("--output", required=True, help="the .jsonl file to write")
+    add_output_arguments(p, "the .jsonl file to write", required=True)
     p.add_argument("--epoch", type=int, default=1, help="which epoch's draw to write (default 1)")
     p.add_argument("--only-new", action="store_true", help="write the changed copies only, not the originals")
 
@@ -33,9 +34,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: data.augment is empty: list the augmentations to apply")
     if args.epoch < 1:
         raise DataError("--epoch must be at least 1")
-    target = Path(args.output)
-    if target.suffix.lower() != ".jsonl":
-        raise DataError(f"--output {target}: write a .jsonl file")
+    if Path(args.output).suffix.lower() != ".jsonl":
+        raise DataError(f"--output {args.output}: write a .jsonl file")
+    target = output_file(args)
+    assert target is not None, "--output is required"
+    check_steps(config.data.augment, config.task)
     task = get_task(config.task)
     data = task.load_data(config, Problems(skip=config.data.on_error == "skip"))
     model, tokenizer = None, None

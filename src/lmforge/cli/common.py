@@ -2,6 +2,7 @@
 
 import argparse
 import math
+from pathlib import Path
 
 from lmforge.config.schema import Fields
 from lmforge.errors import DataError
@@ -24,6 +25,31 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     if getattr(args, "overwrite", False):
         extra.append("overwrite=true")
     return extra
+
+
+def add_output_arguments(p: argparse.ArgumentParser, help_text: str, required: bool = False) -> None:
+    """``--output FILE`` and ``--overwrite`` (an existing file is replaced only when asked)."""
+    p.add_argument("--output", required=required, help=help_text)
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+
+
+def output_file(args: argparse.Namespace, inputs: tuple[str | None, ...] = (), flag: str = "output") -> Path | None:
+    """``--output`` (or ``--FLAG``) checked before any work: its folder exists, it is not one of
+    ``inputs``, and an existing file is replaced only with ``--overwrite`` (lmforge never replaces a
+    file it was not asked to)."""
+    given = getattr(args, flag)
+    if not given:
+        return None
+    target, name = Path(given), f"--{flag}"
+    if any(i and Path(i).resolve() == target.resolve() for i in inputs):
+        raise DataError(f"{name} {target}: would overwrite the input")
+    if target.is_dir():
+        raise DataError(f"{name} {target}: is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise DataError(f"{name} {target}: no such folder {target.parent}")
+    if target.exists() and not args.overwrite:
+        raise DataError(f"{name} {target}: already exists; give --overwrite to replace it")
+    return target
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from lmforge.cli.common import add_run_arguments, fields_of
+from lmforge.cli.common import add_output_arguments, add_run_arguments, fields_of, output_file
 from lmforge.config.schema import DataConfig, DataSource
 from lmforge.data.examples import read_text_examples
 from lmforge.data.readers import Problems
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=50, help="Integrated Gradients: interpolation steps (default 50)")
     p.add_argument("--max-new-tokens", type=int, default=16, help="language models: length of the greedy reply")
     p.add_argument("--json", action="store_true", help="print one JSON row per explanation")
-    p.add_argument("--output", help="write the explanations here as JSONL")
+    add_output_arguments(p, "write the explanations here as JSONL (--overwrite: and --html)")
     p.add_argument("--html", metavar="FILE", help="write an HTML page of heat maps (and attention maps) here")
     p.add_argument(
         "--faithfulness",
@@ -65,9 +65,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit {args.limit}: must be at least 1")
     for flag in ("output", "html"):
-        target = getattr(args, flag)
-        if target and args.input and Path(target).resolve() == Path(args.input).resolve():
-            raise DataError(f"--{flag} {target}: would overwrite the input file")
+        output_file(args, (args.input,), flag)
 
 
 def _texts(args: argparse.Namespace, predictor) -> tuple[list[str], list[str] | None]:

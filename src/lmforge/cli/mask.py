@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from lmforge.cli.common import add_output_arguments, output_file
 from lmforge.errors import DataError
 from lmforge.masking.mask import TYPES, Masker
 from lmforge.tracking.run_folder import write_atomic
@@ -22,7 +23,7 @@ KEY_ENV = "LMFORGE_MASK_KEY"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help="a .jsonl, .csv, .tsv or text file")
-    p.add_argument("--output", required=True, help="where the masked file goes (the same format)")
+    add_output_arguments(p, "where the masked file goes (the same format)", required=True)
     p.add_argument("--types", help=f"comma-separated, default all: {', '.join(TYPES)}")
     p.add_argument("--ner", metavar="RUN", help="an NER run for person, place and organization names")
     p.add_argument("--field", default="text", help="the JSON field or CSV/TSV column to mask (default: text)")
@@ -31,11 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    source, target = Path(args.input), Path(args.output)
+    source = Path(args.input)
     if not source.is_file():
         raise DataError(f"--input {source}: no such file")
-    if target.resolve() == source.resolve():
-        raise DataError(f"--output {target}: would overwrite the input")
+    target = output_file(args, (args.input,))
+    assert target is not None, "--output is required"
     types = tuple(t.strip() for t in args.types.split(",")) if args.types else TYPES
     masker = Masker(types, args.ner, os.environ.get(KEY_ENV) or None)
     texts, rebuild = _read(source, args.field)

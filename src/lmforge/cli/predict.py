@@ -6,10 +6,12 @@ from pathlib import Path
 
 from lmforge.cli.common import (
     add_ensemble_arguments,
+    add_output_arguments,
     add_precision_argument,
     add_run_arguments,
     check_combine,
     fields_of,
+    output_file,
     set_entity_bias,
 )
 from lmforge.config.schema import DataConfig, DataSource
@@ -40,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="read --input with this data reader instead of by its suffix (as data.format; "
         "NER: conll or peoples_daily, whose sentences are tagged as they are split)",
     )
-    p.add_argument("--output", help="write predictions here as JSONL (default: stdout)")
+    add_output_arguments(p, "write predictions here as JSONL (default: stdout)")
     p.add_argument("--top-k", type=int, default=3, help="label probabilities to list per row")
     add_ensemble_arguments(p, "predict with RUN and these runs as one ensemble (probabilities averaged)")
     p.add_argument(
@@ -58,8 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("predict: give --text (one or more) or --input FILE, not both")
     if args.input_format and not args.input:
         raise DataError("predict: --input-format reads --input FILE; --text needs no reader")
-    if args.input and args.output and Path(args.input).resolve() == Path(args.output).resolve():
-        raise DataError(f"--output {args.output}: would overwrite the input file")
+    output_file(args, (args.input,))
     predictor = RunPredictor(args.run, args.checkpoint, args.device, args.precision)
     check_combine(args)
     if args.ensemble:

@@ -113,7 +113,7 @@ def open_study(search: Search) -> optuna.Study:
             search.storage_url,
             heartbeat_interval=30,
             grace_period=120,  # a trial whose worker died is failed, then retried once
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            **_retry_once(),
         )
     except Exception as exc:  # SQLAlchemy: a bad URL, an unreachable server, a missing driver
         shown = search.storage_url if search.storage_url.startswith("sqlite") else "the storage URL"
@@ -126,12 +126,32 @@ def open_study(search: Search) -> optuna.Study:
         pruner=_pruner(tune.pruner),
         load_if_exists=True,
     )
+    made_for = study.user_attrs.get("metric")
+    if made_for is None:
+        study.set_user_attr("metric", search.metric)
+    elif made_for != search.metric:
+        raise ConfigError(
+            f"tune.metric: the study in {search.folder} holds validation {made_for} values; this config "
+            f"asks for {search.metric} (use another tune.output)"
+        )
     if study.direction.name.lower() != search.direction:
         raise ConfigError(
             f"tune.direction: the study in {search.folder} was made to {study.direction.name.lower()}; "
             f"this config asks to {search.direction} (use another tune.output)"
         )
+    held = len(study.trials)
+    if held:
+        # a study taken up again draws on from where it stopped, not the values of its first trials again
+        study.sampler = _sampler(tune.sampler, tune.seed + search.worker + 1000 * held, search.dims)
     return study
+
+
+def _retry_once() -> dict:
+    """The storage's setting that fails a trial whose worker died, and runs it again once (Optuna 4.9
+    renamed it; both spellings work until Optuna 6)."""
+    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+        return {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+    return {"failed_trial_callback": RetryFailedTrialCallback(max_retry=1)}
 
 
 def _sampler(name: str, seed: int, dims: list[Dimension]) -> optuna.samplers.BaseSampler:
