@@ -120,18 +120,23 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def record_error(message: str) -> None:
+# Set by ``lmforge train --processes N`` (training/launcher.py) for the processes it starts: N.
+LAUNCHED_ENV = "LMFORGE_LAUNCHED"
+
+
+def record_error(message: str) -> bool:
     """Under a torch launcher (torchrun, ``lmforge train --processes``), leave this process's
     one-line error where the launcher reads it: it names the process that failed first, with this
-    message."""
+    message. Returns whether it was left."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path:
-        return
+        return False
     try:
         with open(path, "w", encoding="utf-8") as handle:
             json.dump({"message": message, "timestamp": str(int(time.time()))}, handle)
     except OSError:
-        pass
+        return False
+    return True
 
 
 def resolve_device(spec: str = "auto") -> "torch.device":

@@ -5,8 +5,10 @@ reported with that process's message."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -238,6 +240,7 @@ def test_a_failure_in_one_process_stops_both(tmp_path):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last == "lmforge: error: (process 1 of 2) rank 1 fails on purpose at step 3"
+    assert done.stderr.count("fails on purpose") == 1  # said once, by the launching process
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run" / "eval_results.json").exists()  # the run did not finish
 
@@ -292,3 +295,39 @@ def test_the_launching_process_starts_the_others_without_the_training_stack(tmp_
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.strip().splitlines()[-1].startswith("lmforge: error: ")
     assert "train.lerning_rate" in bad.stderr
+
+
+@pytest.mark.slow
+def test_an_error_in_every_process_is_said_once(tmp_path):
+    config = _job(tmp_path)
+    with (tmp_path / "train.jsonl").open("a") as rows:
+        rows.write("{broken\n")
+    done = _lmforge("train", str(config), f"output={tmp_path}/run", "--processes", "2", "--quiet")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f"lmforge: error: (process 0 of 2) {tmp_path}/train.jsonl:65: malformed JSON (Expecting property name "
+        "enclosed in double quotes at column 2)"
+    ]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_with_a_checkpoint_and_the_command_to_continue(tmp_path):
+    config = _job(tmp_path)
+    command = [sys.executable, "-m", "lmforge", "train", str(config), f"output={tmp_path}/run"]
+    command += ["train.epochs=100000", "train.save_every=5", "--processes", "2", "--quiet"]
+    started = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "run" / "checkpoints").glob("step-*")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    os.killpg(started.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group
+    _, err = started.communicate(timeout=120)
+    assert started.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "lmforge: interrupted"
+    assert "--processes 2 resume=true" in err

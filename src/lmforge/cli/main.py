@@ -9,7 +9,14 @@ import os
 import sys
 
 from lmforge.errors import LmforgeError
-from lmforge.runtime import keep_freed_memory, process_rank, quiet_libraries, record_error, setup_logging
+from lmforge.runtime import (
+    LAUNCHED_ENV,
+    keep_freed_memory,
+    process_rank,
+    quiet_libraries,
+    record_error,
+    setup_logging,
+)
 
 # command -> (module in lmforge.cli, one-line help). A command's module is imported only when that
 # command is given: start-up time -- `lmforge --help` needs no torch, and a command loads only the
@@ -87,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(getattr(args, "quiet", False) or getattr(args, "json", False))
         return args.handler(args)
     except LmforgeError as exc:  # a missing extra (serve: fastapi) is one too
-        print(f"lmforge: error: {exc}", file=sys.stderr)
-        record_error(str(exc))  # under torchrun: the launcher reports this process's message
+        # Under torchrun the launcher reports this process's message too; lmforge's own launcher
+        # (--processes) prints it alone, once, naming the process.
+        if not record_error(str(exc)) or not os.environ.get(LAUNCHED_ENV):
+            print(f"lmforge: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
         if "LOCAL_RANK" not in os.environ or not _peer_failed(exc):

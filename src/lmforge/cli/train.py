@@ -1,11 +1,13 @@
 """``lmforge train CONFIG [key=value ...]``: fine-tune or pre-train a model into a run folder."""
 
 import argparse
+import os
 import sys
 
 from lmforge.cli.train_args import add_arguments, again, argv_again, overrides, parent
 from lmforge.config import load_config
 from lmforge.errors import ConfigError
+from lmforge.runtime import LAUNCHED_ENV
 from lmforge.training.launcher import launch, world_size
 from lmforge.training.recipe import train
 
@@ -25,9 +27,16 @@ def run(args: argparse.Namespace) -> int:
     if outcome.stopped_by:
         print(
             f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; "
-            f"continue with: lmforge train {again(args.config, args.overrides + parent(args))} resume=true",
+            f"continue with: lmforge train {again(args.config, args.overrides + parent(args))}"
+            f"{_processes_flag()} resume=true",
             file=sys.stderr,
         )
         return 130 if outcome.stopped_by == "SIGINT" else 0
     print(f"run folder: {outcome.run.path}\nreport: {outcome.run.report}")
     return 0
+
+
+def _processes_flag() -> str:
+    """`` --processes N`` when ``lmforge train --processes N`` started this process, else nothing."""
+    launched = os.environ.get(LAUNCHED_ENV)
+    return f" --processes {launched}" if launched else ""

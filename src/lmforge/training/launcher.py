@@ -11,8 +11,11 @@ import os
 import sys
 import uuid
 
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from lmforge.runtime import LAUNCHED_ENV
 
 
 def world_size() -> int:
@@ -38,8 +41,12 @@ def launch(processes: int, argv: list[str]) -> int:
         max_restarts=0,
         monitor_interval=0.2,
     )
+    os.environ[LAUNCHED_ENV] = str(processes)  # the processes report their errors through this one
     try:
         elastic_launch(config, sys.executable)("-m", "lmforge", *argv)
+    except (KeyboardInterrupt, SignalException):  # Ctrl-C: the processes save a checkpoint and say so
+        print("lmforge: interrupted", file=sys.stderr)
+        return 130
     except ChildFailedError as exc:
         rank, failure = _first_failure(exc)
         message = failure.message if isinstance(failure.message, str) else json.dumps(failure.message)
