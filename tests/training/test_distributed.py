@@ -264,6 +264,16 @@ def test_a_bad_process_count_is_one_line(tmp_path, run_cli):
     assert not (tmp_path / "run").exists()
 
 
+def test_setfit_is_refused_before_any_process_starts_or_writes(tmp_path):
+    config = _job(tmp_path)
+    for launcher in (["--processes", "2"], None):
+        args = ["train", str(config), f"output={tmp_path}/run", "tuning.method=setfit", "--quiet"]
+        done = _lmforge(*args, *launcher) if launcher else _torchrun(*args)
+        assert done.returncode != 0
+        assert "lmforge: error: tuning.method=setfit trains in one process" in done.stderr
+        assert not (tmp_path / "run").exists()
+
+
 def test_no_cuda_here_is_one_line(tmp_path, run_cli):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

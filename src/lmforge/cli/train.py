@@ -8,7 +8,7 @@ from lmforge.cli.train_args import add_arguments, again, argv_again, overrides, 
 from lmforge.config import load_config
 from lmforge.errors import ConfigError
 from lmforge.runtime import LAUNCHED_ENV
-from lmforge.training.launcher import launch, world_size
+from lmforge.training.launcher import launch, refuse_several, world_size
 from lmforge.training.recipe import train
 
 __all__ = ["add_arguments", "run"]
@@ -19,6 +19,8 @@ def run(args: argparse.Namespace) -> int:
     processes = getattr(args, "processes", 1)
     if processes < 1:
         raise ConfigError(f"--processes: {processes}; give 1 or more")
+    if processes > 1 or world_size() > 1:
+        refuse_several(config)
     if processes > 1 and world_size() == 1:
         return launch(processes, argv_again(args))
     outcome = train(config, quiet=args.quiet)

@@ -15,12 +15,20 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+from lmforge.config import JobConfig
+from lmforge.errors import ConfigError
 from lmforge.runtime import LAUNCHED_ENV
 
 
 def world_size() -> int:
     """How many processes this job runs in (1 when it was not started by a launcher)."""
     return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def refuse_several(config: JobConfig) -> None:
+    """What trains in one process only, refused before any process starts or writes."""
+    if config.tuning.method == "setfit":
+        raise ConfigError("tuning.method=setfit trains in one process; run it without --processes or torchrun")
 
 
 def launch(processes: int, argv: list[str]) -> int:
