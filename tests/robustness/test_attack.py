@@ -78,6 +78,7 @@ def test_attack_flips_predictions_within_the_budget(sentiment_run, run_cli):
         assert len(before) == len(after)
         assert sum(a != b for a, b in zip(before, after)) == len(r["changed"])
     assert all(not r["flipped"] for r in results if not r["attacked"])
+    assert all(r["changed"] == [] and r["adversarial"] is None for r in results if not r["flipped"])
 
 
 def test_attack_errors_are_one_line(sentiment_run, run_cli, tmp_path):

@@ -7,7 +7,7 @@ from accelerate.utils import DDPCommunicationHookType
 
 from lmforge.config import load_config
 from lmforge.errors import ConfigError
-from lmforge.training.distributed import POWERSGD_START, _strategy_plugin
+from lmforge.training.distributed import _strategy_plugin
 
 
 def _settings(tmp_path, *overrides: str, device: str = "cpu"):
@@ -26,10 +26,15 @@ def test_exact_gradients_by_default_in_ddps_buckets(tmp_path):
 
 @pytest.mark.parametrize(("name", "hook"), [("fp16", "fp16"), ("powersgd", "power_sgd")])
 def test_compression_picks_torchs_hook(tmp_path, name, hook):
-    ddp = _settings(tmp_path, f"distributed.gradient_compression={name}", "distributed.powersgd_rank=4")
+    ddp = _settings(
+        tmp_path,
+        f"distributed.gradient_compression={name}",
+        "distributed.powersgd_rank=4",
+        "distributed.powersgd_start=10",
+    )
     assert ddp.comm_hook.value == hook
     if name == "powersgd":
-        assert ddp.comm_state_option == {"matrix_approximation_rank": 4, "start_powerSGD_iter": POWERSGD_START}
+        assert ddp.comm_state_option == {"matrix_approximation_rank": 4, "start_powerSGD_iter": 10}
 
 
 def test_bf16_on_cpu_is_one_line(tmp_path):

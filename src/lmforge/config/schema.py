@@ -377,9 +377,14 @@ class DistributedConfig(Section):
     gradient_compression: Literal["none", "fp16", "bf16", "powersgd"] = Field(
         "none",
         description="ddp: all-reduce gradients exact (none), rounded to fp16 or bf16 (half the bytes; bf16 on "
-        "CUDA only), or low-rank (powersgd, from step 1,000); torch's DDP communication hooks",
+        "CUDA only), or low-rank (powersgd, after powersgd_start exact steps); torch's DDP communication hooks",
     )
     powersgd_rank: int = Field(2, ge=1, description="gradient_compression: powersgd: the rank of the approximation")
+    powersgd_start: int = Field(
+        1000,
+        ge=2,
+        description="gradient_compression: powersgd: all-reduces sent exact before compression starts (torch's default)",
+    )
 
     @model_validator(mode="after")
     def _compression_is_ddp(self):

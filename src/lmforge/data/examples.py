@@ -59,7 +59,11 @@ def _field(row: dict, name, where: str, problems: Problems, what: str):
     if name in row:
         return row[name]
     names = ", ".join(str(k) for k in row if not isinstance(k, int)) or f"{len(row)} columns"
-    problems.report(f"{where}: missing {what} field '{name}' (the row has: {names}); set data.fields.{what}")
+    flag = f"--{what.replace('_', '-')}-field"
+    problems.report(
+        f"{where}: missing {what} field '{name}' (the row has: {names}); set data.fields.{what} "
+        f"(a command reading a run's data: {flag})"
+    )
     return None
 
 

@@ -55,7 +55,9 @@ class AttackResult:
             "flipped": self.flipped,
             "adversarial": self.adversarial,
             "adversarial_label": self.adversarial_label,
-            "changed": [list(pair) for pair in self.changed_words],
+            # the swaps of a flip; an attack that failed made none (``tried``: what it tried in vain)
+            "changed": [list(pair) for pair in self.changed_words] if self.flipped else [],
+            "tried": [] if self.flipped else [list(pair) for pair in self.changed_words],
             "words": self.words,
             "queries": self.queries,
         }

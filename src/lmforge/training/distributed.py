@@ -27,7 +27,6 @@ from lmforge.runtime import resolve_device
 from lmforge.training.launcher import world_size
 
 log = logging.getLogger("lmforge")
-POWERSGD_START = 1000  # exact all-reduces before PowerSGD starts: torch's default, for accuracy
 
 
 def start_processes(config: JobConfig) -> PartialState:
@@ -138,10 +137,10 @@ def _ddp_settings(config: JobConfig, device: torch.device) -> DistributedDataPar
         raise ConfigError("distributed.gradient_compression: bf16 needs CUDA devices (NCCL); on CPU use fp16 or none")
     options = {}
     if dist.gradient_compression == "powersgd":
-        options = {"matrix_approximation_rank": dist.powersgd_rank, "start_powerSGD_iter": POWERSGD_START}
+        options = {"matrix_approximation_rank": dist.powersgd_rank, "start_powerSGD_iter": dist.powersgd_start}
         log.info(
             "ddp: gradients all-reduced exact for %d steps, then at rank %d (PowerSGD)",
-            POWERSGD_START,
+            dist.powersgd_start,
             dist.powersgd_rank,
         )
     elif dist.gradient_compression != "none":
