@@ -123,4 +123,9 @@ def write_results(job: Job, state: TrainState, which: str, results: dict, predic
         job.trackers.finish(run.model_dir(which))
     for split, metrics in results.items():
         shown = [k for k in ("accuracy", "f1", "macro_f1", "perplexity") if isinstance(metrics.get(k), (int, float))]
-        log.info("%s (%s model): %s", split, which, ", ".join(f"{k} {metrics[k]:.4f}" for k in shown))
+        log.info(
+            "%s (%s model): %s",
+            split,
+            "best" if which == "best" else "final",
+            ", ".join(f"{k} {metrics[k]:.4f}" for k in shown),
+        )
