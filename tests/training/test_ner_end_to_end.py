@@ -430,7 +430,15 @@ def test_self_training_predict_peoples_daily_then_train_on_the_predictions(run_c
     malformed = tmp_path / "malformed.txt"
     malformed.write_text("陈/x  静/x\nno slash here\n", encoding="utf-8")
     code, _, err = run_cli(
-        "predict", str(teacher), "--input", str(malformed), "--input-format", "peoples_daily", "--output", str(pseudo)
+        "predict",
+        str(teacher),
+        "--input",
+        str(malformed),
+        "--input-format",
+        "peoples_daily",
+        "--output",
+        str(pseudo),
+        "--overwrite",
     )
     assert code == 2 and f"{malformed}:2: expected word/pos" in err, err
     assert len(pseudo.read_text(encoding="utf-8").splitlines()) == 40  # the earlier output is intact

@@ -160,3 +160,30 @@ def test_sigkill_at_random_moments_always_resumes_to_the_same_weights(tmp_path):
     assert kills >= 5  # most attempts were cut short
     _assert_same_run(reference, killed)
     assert not list(killed.glob("checkpoints/.tmp-*"))  # no half-written checkpoint left behind
+
+
+@pytest.mark.slow
+def test_an_adapters_checkpoint_holds_the_trained_weights_only_and_resumes_exactly(tmp_path):
+    data = _data(tmp_path)
+    base = _train(tiny_overrides(data, tmp_path / "base", "train.epochs=1"))  # a "pretrained" folder
+    base.wait(timeout=300)
+    assert base.returncode == 0, base.stderr.read()
+    lora = [f"model={tmp_path / 'base' / 'model'}", "tuning.method=lora", "tuning.r=4", "tuning.dropout=0.0"]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    ref = _train(_overrides(data, reference)[:2] + _overrides(data, reference)[3:] + lora)
+    ref.wait(timeout=300)
+    assert ref.returncode == 0, ref.stderr.read()
+    first = list_checkpoints(reference / "checkpoints")[0]
+    assert json.loads((first / "frozen.json").read_text())["source"] == str((tmp_path / "base" / "model").resolve())
+    saved = load_file(first / "model.safetensors")
+    assert saved and all("lora_" in k or "classifier" in k or "score" in k for k in saved), sorted(saved)
+
+    args = _overrides(data, killed)[:2] + _overrides(data, killed)[3:] + lora
+    proc = _train(args)
+    _wait_for(killed / "checkpoints" / "step-35", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    resumed = _train([*args, "resume=true"])
+    resumed.wait(timeout=300)
+    assert resumed.returncode == 0, resumed.stderr.read()
+    _assert_same_run(reference, killed)

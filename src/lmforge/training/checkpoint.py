@@ -183,6 +183,17 @@ def independent_state(model) -> dict:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
 
+FROZEN_FILE = "frozen.json"  # a checkpoint without the frozen weights: where they come from
+
+
+def trained_state(model) -> dict:
+    """The weights that training changes: trainable parameters (each tensor once, however many
+    names it has) and the buffers a state dict keeps."""
+    kept = {name for name, p in model.named_parameters() if p.requires_grad}
+    kept |= {name for name, _ in model.named_buffers()}
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if k in kept}
+
+
 def save_checkpoint(
     folder: Path,
     model,
@@ -192,16 +203,23 @@ def save_checkpoint(
     rng: tuple[dict, dict] | None = None,
     extra=None,
     optimizer_state: bool = True,
+    frozen_from: str | None = None,
 ) -> Path:
     """Write a complete checkpoint atomically; returns its folder. ``extra(folder)``, if given,
     writes more files into it (the weight average of ``train.ema``) before it is complete.
     ``optimizer_state=False`` leaves out the optimizer's tensors, as ``drop_optimizer_states`` would
-    remove them (the checkpoint of a run's last step when the end of the run drops them anyway)."""
+    remove them (the checkpoint of a run's last step when the end of the run drops them anyway).
+    ``frozen_from``: the model's frozen weights are left out -- they are the ones loaded from this
+    source, which a resumed job loads again -- so a LoRA checkpoint holds the adapter, not the base
+    (SmolLM2, r 16 on every linear layer: 19.6 MB instead of 558 MB)."""
     folder = Path(folder)
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if has_flattened_rnn(model):
+    if frozen_from is not None:
+        save_file(trained_state(model), str(tmp / "model.safetensors"))
+        _write_json(tmp / FROZEN_FILE, {"source": frozen_from})
+    elif has_flattened_rnn(model):
         save_file(independent_state(model), str(tmp / "model.safetensors"))
     else:
         save_model(model, str(tmp / "model.safetensors"))  # tied weights stored once
@@ -227,7 +245,10 @@ def save_checkpoint(
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
     """Restore model, optimizer, scheduler and RNG from ``folder``; returns the trainer state."""
     try:
-        load_model(model, str(folder / "model.safetensors"))
+        if (folder / FROZEN_FILE).is_file():
+            _load_trained(model, folder)
+        else:
+            load_model(model, str(folder / "model.safetensors"))
         settings = json.loads((folder / "optimizer.json").read_text(encoding="utf-8"))
         if (folder / "optimizer.safetensors").is_file():
             optimizer.load_state_dict(_optimizer_state(load_file(str(folder / "optimizer.safetensors")), settings))
@@ -244,6 +265,18 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
         return json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise RunFolderError(f"{folder}: cannot resume from this checkpoint ({str(exc).splitlines()[0]})") from None
+
+
+def _load_trained(model, folder: Path) -> None:
+    """The trained weights of a checkpoint saved with ``frozen_from`` into ``model``, whose frozen
+    weights the job loaded again from their source; any other weight missing is an error."""
+    missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    loaded = {t.data_ptr() for k, t in model.state_dict().items() if k not in missing}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    lost = [k for k in missing if k in params and params[k].requires_grad and params[k].data_ptr() not in loaded]
+    lost += [k for k in missing if k not in params]  # a buffer
+    if unexpected or lost:
+        raise ValueError(f"weights that do not fit the model: {(unexpected or lost)[0]}")
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -170,6 +170,20 @@ def _load(job: Job, folder: Path) -> dict:
     return saved
 
 
+def frozen_source(job: Job) -> str | None:
+    """Where a pretrained model's frozen weights come from, when it has any (LoRA and the other
+    adapters, ``tuning.method: freeze``): its checkpoints leave them out (``save_checkpoint``). None
+    for a model made from scratch (its weights come from the seed, not a folder), a fully trained one,
+    and a model sharded by FSDP or DeepSpeed (whose state dicts gather weights their own way)."""
+    source = job.info.get("source")
+    if source in (None, "scratch") or job.config.distributed.strategy != "ddp":
+        return None
+    assert job.accelerator is not None, "setup() creates the accelerator"
+    if all(p.requires_grad for p in job.accelerator.unwrap_model(job.model).parameters()):
+        return None
+    return str(job.info.get("source_path") or source)
+
+
 def _check_batches(state: TrainState, batch_size: int, processes: int) -> None:
     """A checkpoint taken with N processes resumes with M when each step still takes the same
     examples: train.batch_size x processes must be what it was."""
@@ -412,6 +426,7 @@ class _Loop:
             extra=job.ema.save if job.ema is not None else None,
             # the last step's optimizer state: written only to be dropped when the run ends (0.2-1 s)
             optimizer_state=self.cfg.keep_optimizer or state.step < job.total_steps,
+            frozen_from=frozen_source(job),
         )
         prune_checkpoints(job.run.checkpoints, self.cfg.keep_checkpoints)
         job.run.drop_previous()  # the new run can continue on its own: the run it overwrote goes
