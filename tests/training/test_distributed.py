@@ -340,4 +340,5 @@ def test_ctrl_c_stops_every_process_with_a_checkpoint_and_the_command_to_continu
     assert started.returncode == 130, err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == "lmforge: interrupted"
+    assert "death signal" not in err  # torch's launcher says nothing of its own
     assert "--processes 2 resume=true" in err

@@ -37,8 +37,11 @@ def launch(processes: int, argv: list[str]) -> int:
     fails the launcher stops the others, and this prints the first failure's own message."""
     if "OMP_NUM_THREADS" not in os.environ:  # each process's share of the cores, as torchrun sets it
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
-    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # torch's elastic modules set each logger's own level when imported: every one is quietened
+    # (lmforge reports a failure itself; Ctrl-C otherwise adds "Received 2 death signal" lines)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.launcher")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
