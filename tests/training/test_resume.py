@@ -183,6 +183,14 @@ def test_an_adapters_checkpoint_holds_the_trained_weights_only_and_resumes_exact
     _wait_for(killed / "checkpoints" / "step-35", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
+    # resumed on another base, the adapter would be applied to other weights: the changed config is
+    # refused (the checkpoint's frozen.json names the base it needs)
+    other = [a if not a.startswith("model=") else f"model={tmp_path / 'reference' / 'model'}" for a in args]
+    refused = _train([*other, "resume=true"])
+    refused.wait(timeout=300)
+    told = refused.stderr.read()
+    assert refused.returncode == 2 and "the config changed (model:" in told, told
+    assert not (killed / "eval_results.json").exists()
     resumed = _train([*args, "resume=true"])
     resumed.wait(timeout=300)
     assert resumed.returncode == 0, resumed.stderr.read()

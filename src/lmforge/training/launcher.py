@@ -52,6 +52,7 @@ def launch(processes: int, argv: list[str]) -> int:
         max_restarts=0,
         monitor_interval=0.2,
     )
+    before = os.environ.get(LAUNCHED_ENV)
     os.environ[LAUNCHED_ENV] = str(processes)  # the processes report their errors through this one
     try:
         elastic_launch(config, sys.executable)("-m", "lmforge", *argv)
@@ -68,6 +69,11 @@ def launch(processes: int, argv: list[str]) -> int:
                 f"lmforge: error: process {rank} of {processes} failed (exit code {failure.exitcode})", file=sys.stderr
             )
         return failure.exitcode if failure.exitcode > 0 else 1
+    finally:  # for the processes only: a later job in this process (the web UI, tests) runs alone
+        if before is None:
+            os.environ.pop(LAUNCHED_ENV, None)
+        else:
+            os.environ[LAUNCHED_ENV] = before
     return 0
 
 
