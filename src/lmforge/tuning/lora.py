@@ -7,6 +7,7 @@ from torch import nn
 from lmforge.config.schema import TuningConfig
 from lmforge.errors import ConfigError
 from lmforge.tuning.base import METHODS
+from lmforge.tuning.dropout import cheapen_dropouts
 
 # lmforge task -> peft TaskType name (decides which head modules peft keeps trainable).
 PEFT_TASK_TYPES = {
@@ -33,13 +34,16 @@ def peft_task_type(method: str, task_type: str):
 
 
 def wrap(model, peft_config, what: str = "tuning.target"):
-    """``peft.get_peft_model`` with its configuration errors as one-line config errors."""
+    """``peft.get_peft_model`` with its configuration errors as one-line config errors, and the adapters'
+    dropouts drawing cheaper masks on the CPU (``tuning/dropout.py``)."""
     import peft
 
     try:
-        return peft.get_peft_model(model, peft_config)
+        wrapped = peft.get_peft_model(model, peft_config)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{what}: {str(exc).splitlines()[0]}") from None
+    cheapen_dropouts(wrapped)
+    return wrapped
 
 
 def apply_lora(
