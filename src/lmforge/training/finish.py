@@ -12,7 +12,7 @@ from lmforge.training.adversarial import training_extras
 from lmforge.training.checkpoint import drop_optimizer_states
 from lmforge.training.job import Job, TrainState, run_record
 from lmforge.training.memory import peak_memory
-from lmforge.training.saving import averaged, save_model_folder
+from lmforge.training.saving import averaged, same_as, save_model_folder
 
 log = logging.getLogger("lmforge")
 
@@ -24,8 +24,13 @@ def cleanup(job: Job, state: TrainState) -> None:
     if not job.accelerator.is_main_process:
         return
     run = job.run
-    with averaged(job):
-        save_model_folder(job, run.model)
+    tracker = job.tracker
+    if tracker is not None and tracker.best_step == state.step and (run.best / "config.json").is_file():
+        same_as(run.best, run.model)  # best/ was saved from these weights at this step
+    else:
+        with averaged(job):
+            save_model_folder(job, run.model, state.step)
+    job.exported = None  # saved: the folded copy's memory goes back
     which = "best" if (run.best / "config.json").is_file() else "model"
     results, predictions = evaluate_splits(job, run.model_dir(which), final_validation(job, state, which))
     if job.continual is not None:  # every stage's validation set: this stage's row of the stage matrix

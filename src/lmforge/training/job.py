@@ -110,6 +110,9 @@ class Job:
     # (step, EvalResult) of the validation evaluation at the last step, in ``evaluation``, by the
     # only process: the end of the run reuses it when that step is the best (no second pass)
     final_validation: tuple[int, Any] | None = None
+    # (step, model) of a model with adapters folded in (export_model) that the validation at that last
+    # step evaluated: the run saves it as it is (the weights evaluated, and no second copy to merge)
+    exported: tuple[int, Any] | None = None
     trackers: Any = None  # tracking/external.py's Trackers of the main process (W&B, MLflow): open_trackers
     augmenter: Augmenter | None = None  # data.augment: features["train"] is epoch ``features_epoch``'s
     features_epoch: int = 0

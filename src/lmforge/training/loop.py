@@ -29,7 +29,7 @@ from lmforge.training.progress import Progress
 from lmforge.training.rdrop import training_loss
 from lmforge.training.saving import averaged, save_model_folder
 from lmforge.training.signals import StopRequest
-from lmforge.tuning import after_optimizer_step, is_peft
+from lmforge.tuning import after_optimizer_step, export_model, folds_in, is_peft
 
 log = logging.getLogger("lmforge")
 
@@ -371,14 +371,22 @@ class _Loop:
         model = self.acc.unwrap_model(job.model)
         # Every validation pass computes as `lmforge eval` of the saved model would on this device
         # (job.evaluation: the training precision where the device computes it natively, else fp32),
-        # so the evaluation at the last step, in one process, of weights saved as they are (no
-        # adapter to merge) is the saved model's: the end of the run reuses it when this step is the best.
-        final = self.acc.num_processes == 1 and self.state.step >= job.total_steps and not is_peft(model)
+        # so the evaluation at the last step, in one process, of the weights as they are saved is the
+        # saved model's: the end of the run reuses it when this step is the best. Adapters that fold
+        # into the weights compute otherwise folded: the last step evaluates the folded copy the run
+        # then saves (one validation pass at the end, not two).
+        last = self.acc.num_processes == 1 and self.state.step >= job.total_steps
+        fold = last and job.ema is None and folds_in(model)
+        final = last and (fold or not is_peft(model))
 
         def scalars() -> dict:
+            target = model
+            if fold:
+                target = export_model(model).eval()
+                job.exported = (self.state.step, target)
             with full_precision(model), job.evaluation.autocast():
                 result = job.task.evaluate(
-                    model,
+                    target,
                     job.tokenizer,
                     job.features["validation"],
                     job.data.validation,
@@ -407,7 +415,7 @@ class _Loop:
         if not self.acc.is_main_process:
             return
         with averaged(self.job):
-            save_model_folder(self.job, self.job.run.best)
+            save_model_folder(self.job, self.job.run.best, self.state.step)
 
     def save(self, rng) -> None:
         job, state = self.job, self.state

@@ -20,13 +20,15 @@ def averaged(job: Job):
     return job.ema.applied(job.accelerator.unwrap_model(job.model))
 
 
-def save_model_folder(job: Job, folder: Path) -> None:
-    """Save a plain Hugging Face model (adapters merged) plus tokenizer, atomically."""
+def save_model_folder(job: Job, folder: Path, step: int | None = None) -> None:
+    """Save a plain Hugging Face model (adapters merged) plus tokenizer, atomically; at ``step``, the
+    model with adapters folded in that the loop evaluated there (``job.exported``), when it did."""
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     assert job.accelerator is not None, "setup() creates the accelerator"
     model = job.accelerator.unwrap_model(job.model)
-    exported = export_model(model)
+    done = job.exported
+    exported = done[1] if done is not None and step is not None and done[0] == step else export_model(model)
     # cuDNN's flattened LSTM weights share one buffer: saved from independent copies
     state = independent_state(exported) if has_flattened_rnn(exported) else None
     exported.save_pretrained(tmp, safe_serialization=True, state_dict=state)
@@ -36,6 +38,26 @@ def save_model_folder(job: Job, folder: Path) -> None:
             # AdaLoRA prunes some matrices to rank 0 on purpose; peft mistakes that for unsaved shards.
             warnings.filterwarnings("ignore", message=".*have invalid shape.*")
             model.save_pretrained(tmp / "adapter", safe_serialization=True)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def same_as(source: Path, folder: Path) -> None:
+    """``folder``: a model folder with ``source``'s files (a model folder this run wrote from the same
+    weights), atomically; files are hard links where the file system has them (no second write of the
+    weights), else copies. lmforge replaces a model folder's files and never rewrites one in place, so
+    the two folders cannot come to differ through the links."""
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, tmp, copy_function=link)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)

@@ -10,6 +10,7 @@ from lmforge.tuning.base import (
     apply_tuning,
     count_parameters,
     export_model,
+    folds_in,
     is_peft,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "apply_tuning",
     "count_parameters",
     "export_model",
+    "folds_in",
     "is_peft",
 ]

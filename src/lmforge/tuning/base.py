@@ -60,6 +60,12 @@ def is_peft(model: nn.Module) -> bool:
     return hasattr(model, "peft_config")
 
 
+def folds_in(model: nn.Module) -> bool:
+    """Whether ``model`` is a peft wrapper whose adapters fold into the weights when exported (LoRA and
+    the other weight methods; not the virtual-token ones): its export computes otherwise than it."""
+    return is_peft(model) and hasattr(model, "merge_and_unload")
+
+
 def export_model(model: nn.Module) -> "PreTrainedModel":
     """A plain ``transformers`` model with adapters folded in (a copy; ``model`` keeps training).
 
