@@ -61,6 +61,9 @@ def test_last_step_evaluation_is_reused_and_matches_lmforge_eval(
     assert "first token only" in training["batches"]
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 16 and {row["split"] for row in rows} == {"validation"}
+    # the last step is the best: model/ holds best/'s files, linked, not written twice
+    linked = (out / "model" / "model.safetensors").stat(), (out / "best" / "model.safetensors").stat()
+    assert linked[0].st_ino == linked[1].st_ino
 
 
 def test_adapters_that_do_not_fold_in_are_evaluated_again_from_the_saved_folder(
