@@ -383,7 +383,6 @@ class _Loop:
             target = model
             if fold:
                 target = export_model(model).eval()
-                job.exported = (self.state.step, target)
             with full_precision(model), job.evaluation.autocast():
                 result = job.task.evaluate(
                     target,
@@ -394,6 +393,8 @@ class _Loop:
                     self.acc.device,
                     job.data.labels,
                 )
+            if fold:  # kept for saving, in the host's memory: an accelerator's goes back to training state
+                job.exported = (self.state.step, target.to("cpu"))
             if final:  # under train.ema the last call is the averaged weights', the ones saved
                 job.final_validation = (self.state.step, result)
             return {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}

@@ -45,19 +45,23 @@ def save_model_folder(job: Job, folder: Path, step: int | None = None) -> None:
 
 def same_as(source: Path, folder: Path) -> None:
     """``folder``: a model folder with ``source``'s files (a model folder this run wrote from the same
-    weights), atomically; files are hard links where the file system has them (no second write of the
-    weights), else copies. lmforge replaces a model folder's files and never rewrites one in place, so
-    the two folders cannot come to differ through the links."""
+    weights), atomically. The weights (``*.safetensors``) are hard links where the file system has
+    them -- no second write of the largest files; safetensors replaces a file when it saves, so the two
+    folders cannot come to differ through them --, everything else (config, tokenizer, adapter
+    settings, which a later ``save_pretrained`` may rewrite in place) is copied."""
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
 
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
+    def link_weights(src: str, dst: str) -> None:
+        if src.endswith(".safetensors"):
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass
+        shutil.copy2(src, dst)
 
-    shutil.copytree(source, tmp, copy_function=link)
+    shutil.copytree(source, tmp, copy_function=link_weights)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
