@@ -41,6 +41,22 @@ def test_malformed_json_line_named(tmp_path):
         read(tmp_path / "a.jsonl")
 
 
+def test_malformed_json_names_the_line_to_fix(tmp_path):
+    # a JSON list whose object is not closed: the parser stops at the next line; the fix is this one's end
+    (tmp_path / "a.json").write_text('[\n {"text": "a", "label": 1},\n {"text": "b", "label": 0\n {"text": "c"}\n]\n')
+    with pytest.raises(
+        DataError, match=r"a.json:3: malformed JSON \(Expecting ',' delimiter after this line \(at line 4\)"
+    ):
+        read(tmp_path / "a.json")
+    # a JSON Lines row left open: said as such, not as column 1 of a line after it
+    (tmp_path / "b.jsonl").write_text('{"text": "ok", "label": 1}\n{"text": "b", "label": 0\n')
+    with pytest.raises(DataError, match=r"b.jsonl:2: malformed JSON \(.* at the end: a value is left open"):
+        read(tmp_path / "b.jsonl")
+    (tmp_path / "c.jsonl").write_text('{"text": "b" "label": 0}\n')  # elsewhere: the parser's column
+    with pytest.raises(DataError, match=r"c.jsonl:1: malformed JSON \(Expecting ',' delimiter at column 14\)"):
+        read(tmp_path / "c.jsonl")
+
+
 def test_wrong_column_count_named(tmp_path):
     (tmp_path / "a.tsv").write_text("text\tlabel\nfine\t1\nnot fine\t0\textra\n")
     with pytest.raises(DataError, match=r"a.tsv:3: expected 2 columns, found 3"):

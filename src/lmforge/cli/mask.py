@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from lmforge.cli.common import add_output_arguments, output_file
+from lmforge.data.readers import json_fault
 from lmforge.errors import DataError
 from lmforge.masking.mask import TYPES, Masker
 from lmforge.tracking.run_folder import write_atomic
@@ -71,8 +72,8 @@ def _read(path: Path, field: str):
                 continue
             try:
                 row = json.loads(line)
-            except ValueError as exc:
-                raise DataError(f"{path}:{n}: malformed JSON ({exc.msg})") from None
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{n}: malformed JSON ({json_fault(exc)[1]})") from None
             if not isinstance(row, dict) or not isinstance(row.get(field), str):
                 raise DataError(f"{path}:{n}: no text field {field!r} (--field names it)")
             rows.append(row)

@@ -131,6 +131,23 @@ def decoding_guard(read: Reader) -> Reader:
     return guarded
 
 
+def json_fault(exc: json.JSONDecodeError) -> tuple[int, str]:
+    """(line, what) of a JSON parse error, said where the fault is: the parser stops at the first
+    character it cannot take, which for an object or list left open (a missing ``}``, ``]`` or ``,``)
+    is the end of its line or the start of the next value's line, not the place to fix."""
+    text, line = exc.doc, exc.lineno
+    lines = text.splitlines()
+    current = lines[line - 1] if 0 < line <= len(lines) else ""
+    at_start = exc.colno <= len(current) - len(current.lstrip()) + 1
+    if exc.pos >= len(text.rstrip()):  # the text ends inside a value
+        ended = len(text.rstrip()[: exc.pos].splitlines()) or 1
+        return ended, f"{exc.msg} at the end: a value is left open; is a closing }}, ] or quote missing?"
+    if at_start and exc.msg.startswith("Expecting ',' delimiter") and line > 1:
+        before = next((n for n in range(line - 1, 0, -1) if lines[n - 1].strip()), line - 1)
+        return before, f"{exc.msg} after this line (at line {line}): is a }} or , missing at its end?"
+    return line, f"{exc.msg} at column {exc.colno}"
+
+
 @register_reader("jsonl", (".jsonl", ".ndjson"))
 def read_jsonl(path: Path, options: ReadOptions, problems: Problems) -> Iterator[tuple[str, Row]]:
     with _open_text(path, options) as handle:
@@ -139,9 +156,9 @@ def read_jsonl(path: Path, options: ReadOptions, problems: Problems) -> Iterator
                 continue
             where = f"{path}:{number}"
             try:
-                row = json.loads(line)
+                row = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as exc:
-                problems.report(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})")
+                problems.report(f"{where}: malformed JSON ({json_fault(exc)[1]})")
                 continue
             if not isinstance(row, dict):
                 problems.report(f"{where}: expected a JSON object, found {type(row).__name__}")
@@ -155,7 +172,8 @@ def read_json(path: Path, options: ReadOptions, problems: Problems) -> Iterator[
         with _open_text(path, options) as handle:
             data = json.load(handle)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+        line, what = json_fault(exc)
+        raise DataError(f"{path}:{line}: malformed JSON ({what})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
