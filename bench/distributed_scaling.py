@@ -16,6 +16,7 @@ processes compete for the same cores as anything else running.
 
     python bench/distributed_scaling.py                   # 40 steps of 32 rows, each side twice: ~12 minutes on 2 cores
     python bench/distributed_scaling.py --device cuda     # two GPUs, one a process
+    python bench/distributed_scaling.py --batch-size 64 --grad-accum 4 --steps 10   # steps of 256 rows, 4 micro-batches each
 
 Each side runs ``--repeats`` times, the sides alternating, and its fastest run counts (a slower run
 measures the machine's other work, not lmforge; every run's figure is printed). The last line printed
@@ -47,6 +48,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-size", type=int, default=32, help="global batch: split between the processes (default: %(default)s)"
     )
+    parser.add_argument(
+        "--grad-accum",
+        type=int,
+        default=1,
+        help="micro-batches a process accumulates per optimizer step (train.grad_accum); the global batch "
+        "of a step is then --batch-size x this (default: %(default)s)",
+    )
     parser.add_argument("--model", default="minilm", help="the config's model (default: %(default)s)")
     parser.add_argument("--dev-rows", type=int, default=200, help="dev rows evaluated at the end (not timed)")
     parser.add_argument("--lr", type=float, default=5e-5)
@@ -73,6 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="a config override for both sides, e.g. distributed.gradient_compression=fp16 (repeatable)",
     )
     args = parser.parse_args(argv)
+    if args.grad_accum < 1:
+        parser.error(f"--grad-accum {args.grad_accum}: give 1 or more")
     if args.repeats < 1:
         parser.error(f"--repeats {args.repeats}: give 1 or more")
     if args.batch_size % 2:
@@ -97,7 +107,8 @@ def write_config(args, out: Path) -> Path:
         f"data: {{train: {q(str(out / 'train.tsv'))}, validation: {q(str(out / 'dev.tsv'))},\n"
         f"       fields: {{text: sentence, label: label}}, max_length: {args.max_length}}}\n"
         f"model: {args.model}\n"
-        f"train: {{epochs: 1, max_steps: {args.steps}, lr: {args.lr}, seed: {args.seed}, eval_every: epoch, threads: 1}}\n"
+        f"train: {{epochs: 1, max_steps: {args.steps}, lr: {args.lr}, seed: {args.seed}, eval_every: epoch, threads: 1,\n"
+        f"        grad_accum: {args.grad_accum}}}\n"
         f"device: {args.device}\n",
         encoding="utf-8",
     )
@@ -133,13 +144,15 @@ def run_side(args, processes: int, config: Path, out: Path) -> dict:
 
 
 def run(args, out: Path) -> dict:
-    train_rows = select_rows(read_tsv(args.data_dir / "train.tsv"), args.steps * args.batch_size, args.seed)
+    per_step = args.batch_size * args.grad_accum
+    train_rows = select_rows(read_tsv(args.data_dir / "train.tsv"), args.steps * per_step, args.seed)
     dev_rows = select_rows(read_tsv(args.data_dir / "dev.tsv"), args.dev_rows, args.seed)
     write_tsv(train_rows, out / "train.tsv", "sentence")
     write_tsv(dev_rows, out / "dev.tsv", "sentence")
     config = write_config(args, out)
     print(
-        f"SST-2: {len(train_rows):,} train rows ({args.steps} steps of a global batch of {args.batch_size}), "
+        f"SST-2: {len(train_rows):,} train rows ({args.steps} steps of a global batch of {per_step}"
+        f"{f' = {args.grad_accum} micro-batches of {args.batch_size}' if args.grad_accum > 1 else ''}), "
         f"{len(dev_rows)} dev rows; model {args.model}, device {args.device}, 1 thread a process; "
         f"{os.cpu_count()} cores; load before: {load()}",
         flush=True,
