@@ -78,6 +78,21 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def staging_folder(folder: Path) -> Path:
+    """The empty name beside ``folder`` that a new version of it is written under first."""
+    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def replace_folder(tmp: Path, folder: Path) -> None:
+    """``tmp``, complete, becomes ``folder`` (its older version, if any, removed): with
+    ``staging_folder``, a crash never leaves half a folder."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
 def write_predictions(path: Path, rows: list[dict]) -> None:
     """``predictions.jsonl``: one JSON row per line."""
     write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

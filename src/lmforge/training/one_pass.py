@@ -9,14 +9,13 @@ evaluation loads the saved ``model/`` back, the path ``lmforge eval`` takes.
 """
 
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import cast
 
 from lmforge.config import config_to_dict
 from lmforge.models.one_pass import OnePassModel
+from lmforge.tracking.run_folder import replace_folder, staging_folder
 from lmforge.training.finish import evaluate_splits, write_results
 from lmforge.training.job import Job, TrainState, open_metrics, open_trackers, run_record, set_aside, write_task_files
 
@@ -69,9 +68,6 @@ def run_one_pass(job: Job) -> TrainState:
 
 def save_atomic(model, folder: Path) -> None:
     """Save into a temporary folder, then rename it into place (a crash never leaves half a model)."""
-    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_folder(folder)
     model.save(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    replace_folder(tmp, folder)

@@ -7,6 +7,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
+from lmforge.tracking.run_folder import replace_folder, staging_folder
 from lmforge.training.checkpoint import has_flattened_rnn, independent_state
 from lmforge.training.job import Job
 from lmforge.tuning import export_model, is_peft
@@ -23,8 +24,7 @@ def averaged(job: Job):
 def save_model_folder(job: Job, folder: Path, step: int | None = None) -> None:
     """Save a plain Hugging Face model (adapters merged) plus tokenizer, atomically; at ``step``, the
     model with adapters folded in that the loop evaluated there (``job.exported``), when it did."""
-    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_folder(folder)
     assert job.accelerator is not None, "setup() creates the accelerator"
     model = job.accelerator.unwrap_model(job.model)
     done = job.exported
@@ -38,9 +38,7 @@ def save_model_folder(job: Job, folder: Path, step: int | None = None) -> None:
             # AdaLoRA prunes some matrices to rank 0 on purpose; peft mistakes that for unsaved shards.
             warnings.filterwarnings("ignore", message=".*have invalid shape.*")
             model.save_pretrained(tmp / "adapter", safe_serialization=True)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    replace_folder(tmp, folder)
 
 
 def same_as(source: Path, folder: Path) -> None:
@@ -49,8 +47,7 @@ def same_as(source: Path, folder: Path) -> None:
     them -- no second write of the largest files; safetensors replaces a file when it saves, so the two
     folders cannot come to differ through them --, everything else (config, tokenizer, adapter
     settings, which a later ``save_pretrained`` may rewrite in place) is copied."""
-    tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_folder(folder)
 
     def link_weights(src: str, dst: str) -> None:
         if src.endswith(".safetensors"):
@@ -62,6 +59,4 @@ def same_as(source: Path, folder: Path) -> None:
         shutil.copy2(src, dst)
 
     shutil.copytree(source, tmp, copy_function=link_weights)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    replace_folder(tmp, folder)

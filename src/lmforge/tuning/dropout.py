@@ -6,13 +6,15 @@ draws one 32-bit random number per element for its mask, and at the sizes of an 
 SmolLM2 (210 adapters, rows of 512 tokens) they were a fifth of the training step. ``CheapDropout``
 draws 64-bit integers instead and cuts each into four 15-bit ones, one per element: a quarter of the
 draws (half of the generator's 32-bit outputs, and no conversion to floating point; about 3x faster
-for the mask here), the same Bernoulli mask in distribution, with ``p`` taken to the nearest multiple of 1/32,768
-(0.05 drops 1,638/32,768 = 0.049988 of the elements) and the kept elements scaled by the exact
-inverse of that keep rate, so the output's expectation is the input. It draws from torch's generator,
-so a seed fixes it as it fixes ``nn.Dropout`` (with other masks than ``nn.Dropout``'s for that
-seed). A dropped element is 0 even where the input is not finite (``nn.Dropout`` multiplies: NaN);
-the kept ones carry a NaN or Inf on, so a non-finite input still makes a non-finite loss. On other devices (CUDA's dropout is a fused kernel) and
-in evaluation it is ``nn.Dropout``."""
+for the mask here), the same Bernoulli mask in distribution, with ``p`` taken to the nearest
+multiple of 1/32,768 (0.05 drops 1,638/32,768 = 0.049988 of the elements) and the kept elements
+scaled by the exact inverse of that keep rate, so the output's expectation is the input.
+
+It draws from torch's generator, so a seed fixes it as it fixes ``nn.Dropout`` (with other masks
+than ``nn.Dropout``'s for that seed). A dropped element is 0 even where the input is not finite
+(``nn.Dropout`` multiplies: NaN); the kept ones carry a NaN or Inf on, so a non-finite input still
+makes a non-finite loss. On other devices (CUDA's dropout is a fused kernel) and in evaluation it
+is ``nn.Dropout``."""
 
 import torch
 from torch import nn
