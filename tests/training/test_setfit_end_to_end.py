@@ -165,3 +165,19 @@ def test_templated_examples_name_each_label(setfit_run):
 
 class _Pad:
     pad_token_id = 0
+
+
+def test_a_stopped_setfit_run_says_it_left_no_checkpoint(setfit_run, run_cli, tmp_path, monkeypatch):
+    """SetFit keeps no checkpoints: a stop must not point the user at one (the loop's message did)."""
+
+    def stopped(job, model, features, pairs, total, scheduler, metrics, stop, quiet, state):
+        stop.requested = "SIGTERM"
+
+    monkeypatch.setattr(setfit_recipe, "_contrastive", stopped)
+    run, config = tmp_path / "stopped", tmp_path / "setfit.yaml"
+    config.write_text("task: classification\n")
+    code, _, err = run_cli("train", str(config), *tiny_overrides(setfit_run["data"], run, *SETFIT), "--quiet")
+    assert code == 0
+    assert "checkpoint saved" not in err and not (run / "checkpoints").exists()
+    assert "no checkpoint (tuning.method=setfit keeps none); start again with: lmforge train" in err
+    assert err.rstrip().endswith("resume=true")

@@ -27,12 +27,17 @@ def run(args: argparse.Namespace) -> int:
     if not outcome.main:
         return 0
     if outcome.stopped_by:
-        print(
-            f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; "
-            f"continue with: lmforge train {again(args.config, args.overrides + parent(args))}"
-            f"{_processes_flag()} resume=true",
-            file=sys.stderr,
-        )
+        command = f"lmforge train {again(args.config, args.overrides + parent(args))}{_processes_flag()} resume=true"
+        if outcome.checkpointed:
+            print(
+                f"stopped by {outcome.stopped_by}: checkpoint saved in {outcome.run.checkpoints}; continue with: {command}",
+                file=sys.stderr,
+            )
+        else:  # tuning.method=setfit: no checkpoints, resume=true runs it again from its start
+            print(
+                f"stopped by {outcome.stopped_by}: no checkpoint (tuning.method={config.tuning.method} keeps none); start again with: {command}",
+                file=sys.stderr,
+            )
         return 130 if outcome.stopped_by == "SIGINT" else 0
     print(f"run folder: {outcome.run.path}\nreport: {outcome.run.report}")
     return 0

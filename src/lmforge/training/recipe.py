@@ -32,6 +32,7 @@ class TrainOutcome:
     state: TrainState
     stopped_by: str | None  # the signal that stopped the run before its end, if any
     main: bool = True  # False in the other processes of a distributed job: they report nothing
+    checkpointed: bool = True  # a stopped run left a checkpoint to resume from (a recipe of its own keeps none)
 
 
 def _restore_previous(config: JobConfig) -> None:
@@ -63,4 +64,4 @@ def train(config: JobConfig, quiet: bool = False, on_evaluation: OnEvaluation | 
             _restore_previous(config)
             raise
     assert job.accelerator is not None, "setup() creates the accelerator"
-    return TrainOutcome(job.run, state, stop.requested, job.accelerator.is_main_process)
+    return TrainOutcome(job.run, state, stop.requested, job.accelerator.is_main_process, recipe is None)
