@@ -18,8 +18,16 @@ each method is scored on the whole dev set (872 sentences), its run evaluated fr
 
 Every run is its own ``lmforge train`` process with ``train.threads`` (``--threads``, default 1).
 
+``--pool`` picks what the labelled examples are drawn from. ``phrases`` (the default) is GLUE's
+training file as it is: every phrase of every parse tree of the treebank's training sentences, most
+of them fragments ("the greatest", "a"), each with its own label. ``sentences`` keeps the rows that
+are no part of another row -- the 6,886 whole training sentences, the sentence-level SST-2 the SetFit
+paper draws from (its 6,920 less the sentences GLUE dropped) and what a user labelling a few texts
+would have -- written to ``sentences.tsv`` in the output folder.
+
     python bench/setfit_few_label.py                               # the docs/few-label.md table (~1 h here)
     python bench/setfit_few_label.py --per-class 8 --seeds 1 --plain-per-class   # one run of each SetFit
+    python bench/setfit_few_label.py --pool sentences               # whole sentences, not phrases
 
 The last line is ``ratio: X`` = mean dev accuracy of ``examples/sst2_setfit.yaml`` (setfit +
 templates) at 16 per class / mean dev accuracy of plain fine-tuning at 16 per class.
@@ -62,6 +70,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="draws of the labelled examples")
     parser.add_argument("--threads", type=int, default=1, help="train.threads of every run")
+    parser.add_argument(
+        "--pool",
+        choices=("phrases", "sentences"),
+        default="phrases",
+        help="draw the labelled examples from every training row, or from the whole sentences only",
+    )
     add_output_args(parser)
     return parser.parse_args(argv)
 
@@ -73,10 +87,36 @@ def plain_steps(examples: int, batch: int = 32, min_steps: int = 50) -> list[str
     return [f"train.epochs={epochs}", f"train.eval_every={max(per_epoch, epochs * per_epoch // 5)}"]
 
 
+def whole_sentences(train: Path, dest: Path) -> int:
+    """Write the rows of SST-2's ``train`` that are not a run of words of another row -- the whole
+    sentences whose phrases the rest are -- to ``dest`` (same columns); how many."""
+    header, *lines = train.read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t", 1) for line in lines]
+    texts = {text.strip() for _, text in rows}
+    parts = set()
+    for text in texts:
+        words = text.split()
+        for n in range(1, len(words)):
+            parts.update(run for i in range(len(words) - n + 1) if (run := " ".join(words[i : i + n])) in texts)
+    kept = [f"{label}\t{text}" for label, text in rows if text.strip() not in parts]
+    dest.write_text("\n".join([header, *kept]) + "\n", encoding="utf-8")
+    return len(kept)
+
+
+def training_file(args, out: Path) -> Path:
+    """The file the labelled examples are drawn from (``--pool``)."""
+    if args.pool == "phrases":
+        return args.data_dir / "train.tsv"
+    dest = out / "sentences.tsv"
+    if not dest.exists():
+        print(f"{whole_sentences(args.data_dir / 'train.tsv', dest)} whole sentences -> {dest}", flush=True)
+    return dest
+
+
 def train_one(args, out: Path, method: str, per_class: int, seed: int) -> dict:
     run = out / f"{method.replace(' ', '').replace('+', '_')}-k{per_class}-s{seed}"
     overrides = [
-        f"data.train={args.data_dir / 'train.tsv'}",
+        f"data.train={training_file(args, out)}",
         f"data.validation.path={args.data_dir / 'dev.tsv'}",
         f"data.train_limit={2 * per_class}",
         f"train.seed={seed}",
@@ -96,6 +136,7 @@ def train_one(args, out: Path, method: str, per_class: int, seed: int) -> dict:
     record = json.loads((run / "lmforge.json").read_text(encoding="utf-8"))
     row = {
         "method": method,
+        "pool": args.pool,
         "per_class": per_class,
         "seed": seed,
         "accuracy": results["accuracy"],
@@ -125,6 +166,7 @@ def summarize(rows: list[dict]) -> dict:
     return {
         key: {
             "method": group[0]["method"],
+            "pool": group[0]["pool"],
             "per_class": group[0]["per_class"],
             "accuracy": [r["accuracy"] for r in group],
             "mean": statistics.mean(r["accuracy"] for r in group),
@@ -136,7 +178,10 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def report(results: dict) -> list[str]:
+    pools = sorted({cell["pool"] for cell in results.values()})
     lines = [
+        "",
+        f"labelled examples drawn from SST-2's training {' and '.join(pools)}",
         "",
         "| method | labelled per class | dev accuracy by seed | mean ± sd | train s (mean) |",
         "|---|---:|---|---:|---:|",
