@@ -23,6 +23,15 @@ def test_summary_figures_by_hand():
     assert figures["queries_per_text"] == 20
 
 
+def test_rates_with_nothing_to_count_are_none_not_zero():
+    figures = summary([AttackResult("c", "neg", "pos", False), AttackResult("e", "pos", "neg", False)])
+    assert figures["clean_accuracy"] == 0.0 and figures["attacked_accuracy"] == 0.0
+    assert figures["attack_success_rate"] is None and figures["words_changed"] is None
+    assert figures["queries_per_text"] is None
+    held = summary([AttackResult("b", "pos", "pos", True, False, words=5, queries=20)])
+    assert held["attack_success_rate"] == 0.0 and held["words_changed"] is None  # attacked, none flipped
+
+
 @pytest.fixture(scope="module")
 def sentiment_run(tmp_path_factory):
     from conftest import sentiment_rows, write_jsonl

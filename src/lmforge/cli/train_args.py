@@ -5,6 +5,7 @@ import argparse
 import shlex
 
 from lmforge.cli.common import OVERRIDES_HELP, config_overrides
+from lmforge.errors import ConfigError
 
 
 def add_arguments(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -38,8 +39,16 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def parent(args: argparse.Namespace) -> list[str]:
+    """``--from RUN`` as an override (it wins over the config file's ``continual.parent``); an
+    override of ``continual.parent`` on the same command line that names another run is refused."""
     run = getattr(args, "from_run", None)
-    return [f"continual.parent={run}"] if run else []
+    if not run:
+        return []
+    for given in getattr(args, "overrides", None) or []:
+        key, _, value = given.partition("=")
+        if key.strip() == "continual.parent" and value.strip().strip("'\"") != run:
+            raise ConfigError(f"--from {run} and {given}: two parents given; keep one")
+    return [f"continual.parent={run}"]
 
 
 def argv_again(args: argparse.Namespace) -> list[str]:

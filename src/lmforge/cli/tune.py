@@ -21,6 +21,7 @@ from lmforge.search.study import (
     trials_table,
 )
 from lmforge.tracking.run_folder import RunFolder
+from lmforge.training.signals import StopRequest
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,9 +70,11 @@ def run(args: argparse.Namespace) -> int:
             run_trials(search, args.trials, args.timeout, quiet=True)
     except StudyStopped as stop:
         stopped_by = stop.signal
-    study = open_study(search)
-    summary = finish(search, study)
-    _print(study, summary, search)
+    with StopRequest() as late:  # a stop now waits for the report: the study folder stays whole
+        study = open_study(search)
+        summary = finish(search, study)
+        _print(study, summary, search, stopped=bool(stopped_by or late.requested))
+    stopped_by = stopped_by or late.requested
     if stopped_by:
         print(
             f"stopped by {stopped_by} with {ended(study)} of {args.trials} trial(s) ended; the trial it cut "
@@ -89,14 +92,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print(study, summary: dict, search) -> None:
+def _print(study, summary: dict, search, stopped: bool) -> None:
     rows = trials_table(study)
     keys = [d.key for d in search.dims]
-    print(f"{'trial':>5}  {'state':<8} {search.metric:>10}  " + "  ".join(keys))
+    table = [["trial", "state", search.metric, *keys]]
     for row in rows:
         value = f"{row['value']:.4f}" if isinstance(row["value"], float) else "-"
-        params = "  ".join(shown(row[k]) if k in row else "-" for k in keys)
-        print(f"{row['trial']:>5}  {row['state']:<8} {value:>10}  {params}")
+        table.append([str(row["trial"]), row["state"], value, *(shown(row[k]) if k in row else "-" for k in keys)])
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:  # the state left-aligned, numbers to the right
+        cells = [cell.ljust(w) if i == 1 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+        print("  ".join(cells).rstrip())
     counts = ", ".join(f"{n} {state}" for state, n in summary["trials"].items() if n)
     print(f"study: {summary['study']} ({counts})")
     if "best_trial" in summary:
@@ -104,5 +110,5 @@ def _print(study, summary: dict, search) -> None:
             f"best: trial {summary['best_trial']}, validation {search.metric} {summary['best_value']:.4f}; "
             f"config: {search.folder / 'best.yaml'}\nreport: {search.folder / 'report.html'}"
         )
-    else:
+    elif not stopped:
         print("no trial completed: see the trials' run folders for why", file=sys.stderr)

@@ -5,7 +5,7 @@ turns pydantic's report into one line naming the file and key).
 """
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -424,6 +424,19 @@ class TuneConfig(Section):
         "train", description="what a trial runs: train, or prompt (no training)"
     )
     output: str | None = Field(None, description="the study folder (default: output + '-tune')")
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _ranges_or_choices(cls, space):
+        if isinstance(space, dict):
+            for key, value in space.items():
+                if not isinstance(value, (dict, list)):
+                    raise ValueError(
+                        f"{key}: give a list of choices ([16, 32]) or a range ({{low: 1.0e-5, high: 1.0e-3}}), "
+                        f"not {value!r}"
+                    )
+        return space
+
     storage: str | None = Field(
         None,
         description="SQLAlchemy URL of the study (default: study.db in the study folder); "
@@ -528,7 +541,7 @@ class ContinualConfig(Section):
     @model_validator(mode="after")
     def _one_replay_size(self):
         if self.replay_size is not None and self.replay_ratio is not None:
-            raise ValueError("continual: give replay_size or replay_ratio, not both")
+            raise ValueError("give replay_size or replay_ratio, not both")
         if self.method != "none" and self.parent is None:
             raise ValueError(
                 f"continual.method: {self.method} needs continual.parent (lmforge train CONFIG --from RUN)"
@@ -613,8 +626,26 @@ class JobConfig(Section):
             raise ValueError(f"tuning.method: setfit fine-tunes a transformer encoder, not the {family} family")
         if self.train.ema is not None:
             raise ValueError("train.ema: setfit fits its head after the contrastive phase; remove train.ema")
+        for key, default in SETFIT_UNUSED_TRAIN.items():
+            if key != "ema" and getattr(self.train, key) != default:
+                raise ValueError(
+                    f"train.{key}: setfit trains on pairs of examples and fits its head in closed form, so "
+                    f"train.{key} would do nothing; remove it"
+                )
         return self
 
+
+# train.* settings of the cross-entropy loop that SetFit's contrastive pairs and closed-form head have
+# no use for, with the values that turn them off (a setfit config must keep these; compare's setfit
+# candidates are given them).
+SETFIT_UNUSED_TRAIN: dict[str, Any] = {
+    "ema": None,
+    "adversarial": None,
+    "rdrop": 0.0,
+    "label_smoothing": 0.0,
+    "class_weights": None,
+    "early_stopping": None,
+}
 
 # The model specs are defined in model_spec.py and are part of the schema too.
 __all__ = [

@@ -64,18 +64,20 @@ class AttackResult:
 
 
 def summary(results: list[AttackResult]) -> dict:
+    """The attack's figures; a rate with nothing to count (no text classified right, so none
+    attacked; none flipped) is ``None``, not 0: an attack that had nothing to attack did not fail."""
     total = len(results)
     attacked = [r for r in results if r.attacked]
     flipped = [r for r in attacked if r.flipped]
     return {
         "count": total,
-        "clean_accuracy": len(attacked) / total if total else 0.0,
-        "attacked_accuracy": (len(attacked) - len(flipped)) / total if total else 0.0,
-        "attack_success_rate": len(flipped) / len(attacked) if attacked else 0.0,
+        "clean_accuracy": len(attacked) / total if total else None,
+        "attacked_accuracy": (len(attacked) - len(flipped)) / total if total else None,
+        "attack_success_rate": len(flipped) / len(attacked) if attacked else None,
         "words_changed": sum(len(r.changed_words) / max(r.words, 1) for r in flipped) / len(flipped)
         if flipped
-        else 0.0,
-        "queries_per_text": sum(r.queries for r in attacked) / len(attacked) if attacked else 0.0,
+        else None,
+        "queries_per_text": sum(r.queries for r in attacked) / len(attacked) if attacked else None,
     }
 
 
@@ -120,7 +122,7 @@ class WordSubstitutionAttack:
         self.similarity: SentenceSimilarity | None = None
 
     def _synonyms(self, texts: list[str], language: str) -> Synonyms:
-        found = lexicon_source(self.source, language)
+        found = lexicon_source(self.source, language, "--source")
         if found is not None:
             return found
         model = self.predictor.model

@@ -186,6 +186,33 @@ class StudyStopped(Exception):
         self.signal = signal
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while trials run outside a training loop's own handler (loading a trial, between
+    trials): raised where the study is, as Ctrl-C raises ``KeyboardInterrupt``, so Optuna ends the
+    trial it was in the same way and the study stops cleanly."""
+
+    signal = "SIGTERM"
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM raises ``Terminated`` while the study runs (a training loop's ``StopRequest`` takes
+    over while it runs and gives the handler back after)."""
+
+    def handle(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handle)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class _StoppedTrialWarnings(logging.Filter):
     """Drops Optuna's "Trial N failed" warnings (a traceback, then the value) for the trials a stop
     request cut short: the command says what happened in one line."""
@@ -237,14 +264,18 @@ def run_trials(search: Search, trials: int, timeout: float | None, quiet: bool =
     study = open_study(search)
     if ended(study) >= trials or more == 0:
         return study
-    study.optimize(
-        lambda trial: _objective(search, trial, quiet),
-        n_trials=more,
-        timeout=timeout,
-        catch=(LmforgeError,),  # a trial that diverges or runs out of memory fails; the study goes on
-        callbacks=[_enough(trials)],
-        gc_after_trial=True,
-    )
+    try:
+        with _terminate_as_interrupt():
+            study.optimize(
+                lambda trial: _objective(search, trial, quiet),
+                n_trials=more,
+                timeout=timeout,
+                catch=(LmforgeError,),  # a trial that diverges or runs out of memory fails; the study goes on
+                callbacks=[_enough(trials)],
+                gc_after_trial=True,
+            )
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM between trials, in Optuna's own work
+        raise StudyStopped(getattr(exc, "signal", "SIGINT")) from None
     return study
 
 
@@ -260,8 +291,8 @@ def _objective(search: Search, trial: optuna.Trial, quiet: bool) -> float:
     try:
         with _quiet_runs():
             results = _run_trial(search, trial, config, folder, quiet)
-    except KeyboardInterrupt:  # Ctrl-C before the loop listened for it (loading), a prompt run, a second one
-        raise _stop(trial, "SIGINT") from None
+    except KeyboardInterrupt as exc:  # Ctrl-C/SIGTERM before the loop listened (loading), a prompt run, a second one
+        raise _stop(trial, getattr(exc, "signal", "SIGINT")) from None
     trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
     value = results.get("validation", {}).get(search.metric)
     if not isinstance(value, (int, float)):

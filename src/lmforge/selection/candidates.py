@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge.config.schema import SETFIT_UNUSED_TRAIN
 from lmforge.errors import ConfigError
 from lmforge.models.bundled import BUNDLED
 
@@ -89,6 +90,10 @@ def parse_candidate(name: str) -> Candidate:
             candidate.shots = int(shots.group(1))
         elif mod in TUNING_METHODS and candidate.kind == "train":
             candidate.overrides.append(f"tuning.method={mod}")
+            if mod == "setfit":  # the job's cross-entropy settings (EMA, R-Drop, ...) do not apply to it
+                candidate.overrides += [
+                    f"train.{key}={'null' if off is None else off}" for key, off in SETFIT_UNUSED_TRAIN.items()
+                ]
         elif "=" in mod:
             candidate.overrides.append(mod)
         else:

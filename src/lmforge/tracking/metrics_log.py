@@ -28,6 +28,9 @@ def read_metrics(path: Path) -> list[dict]:
     return rows
 
 
+STOPPED_ROW = "stopped"  # the kind of the row a run stopped by a signal ends its log with
+
+
 class MetricsLog:
     """Appends to ``metrics.jsonl`` and mirrors scalars to TensorBoard events (if installed)."""
 
@@ -36,7 +39,8 @@ class MetricsLog:
         self.mirror = mirror  # external trackers (``tracking/external.py``): each row goes there too
         if resume_step is not None:
             # Drop what was logged after the checkpoint we resume from: it will be logged again.
-            kept = [r for r in read_metrics(path) if r.get("kind") != "final" and r.get("step", 0) <= resume_step]
+            ended = ("final", STOPPED_ROW)
+            kept = [r for r in read_metrics(path) if r.get("kind") not in ended and r.get("step", 0) <= resume_step]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         self.handle = open(path, "a", encoding="utf-8")
         self.writer = None

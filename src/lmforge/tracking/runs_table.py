@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from lmforge.errors import RunFolderError
-from lmforge.tracking.metrics_log import read_metrics
+from lmforge.tracking.metrics_log import STOPPED_ROW, read_metrics
 from lmforge.tracking.run_folder import META
 from lmforge.tracking.run_record import read_record
 
@@ -98,9 +98,10 @@ def summarize(folder: Path, root: Path) -> dict:
     if not metrics:
         split, metrics = _last_eval(log)
     if row.get("steps") is None:
-        steps = [r["step"] for r in log if r.get("kind") == "train" and isinstance(r.get("step"), int)]
+        kinds = ("train", STOPPED_ROW)  # a stop request's row has the step the run stopped at
+        steps = [r["step"] for r in log if r.get("kind") in kinds and isinstance(r.get("step"), int)]
         row["steps"] = steps[-1] if steps else None
-    row["status"] = _status(folder, record)
+    row["status"] = _status(folder, record, bool(log) and log[-1].get("kind") == STOPPED_ROW)
     row["split"], row["metrics"] = split, metrics
     return row
 
@@ -121,9 +122,11 @@ def _read_config(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _status(folder: Path, record) -> str:
+def _status(folder: Path, record, stopped: bool) -> str:
     if record is not None and (record.finished or record.export or record.is_prompt_run):
         return "done"
+    if stopped:  # its log ends with the row a stop request (Ctrl-C, SIGTERM) leaves
+        return "stopped"
     log = folder / "metrics.jsonl"
     if log.is_file() and time.time() - log.stat().st_mtime < LIVE_S:
         return "running"

@@ -55,6 +55,7 @@ from lmforge.training.optim import build_optimizer, build_scheduler
 from lmforge.training.precision import DecisionCache, PrecisionChoice, choose_precision, native_candidate
 from lmforge.training.rdrop import check_rdrop
 from lmforge.tuning import apply_tuning, count_parameters
+from lmforge.tuning.setfit import check_data as check_setfit_data
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -238,6 +239,13 @@ def setup(config: JobConfig) -> Job:
     if stage is not None:  # measured before training; the penalty anchored on the starting weights
         stage.start(accelerator.unwrap_model(job.model), job.tokenizer, data.validation)
         job.continual = stage
+    if config.tuning.method == "setfit":  # what its pairs and templates need, before the folder is written
+        check_setfit_data(
+            [f["label"] for f in features["train"]],
+            data.labels.names,
+            config.tuning.label_templates,
+            any(ex.text_pair is not None for ex in data.train),
+        )
     _prepare_folder(job, resolved, resuming)
     return job
 

@@ -12,6 +12,7 @@ from accelerate.utils import DistributedType
 
 from lmforge.data.batching import epoch_batches
 from lmforge.errors import RunFolderError, TrainingError
+from lmforge.tracking.metrics_log import STOPPED_ROW
 from lmforge.training.adversarial import make_adversary, training_extras
 from lmforge.training.checkpoint import (
     list_checkpoints,
@@ -97,6 +98,8 @@ def run_loop(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvaluati
             state.step,
         )
     if metrics:
+        if stop.requested:
+            metrics.write({"kind": STOPPED_ROW, "step": state.step, "signal": stop.requested})
         metrics.close()
         if stop.requested:
             job.trackers.finish(None, exit_code=1)  # a resumed run continues the same tracked run

@@ -33,6 +33,7 @@ from lmforge.data.batching import inference_batches, pad_features
 from lmforge.data.examples import TextExample
 from lmforge.errors import ConfigError
 from lmforge.models.mean_pooled import MeanPooledBertForSequenceClassification
+from lmforge.tracking.metrics_log import STOPPED_ROW
 from lmforge.training.distributed import world_size
 from lmforge.training.finish import evaluate_splits, write_results
 from lmforge.training.job import Job, TrainState, open_metrics
@@ -60,15 +61,17 @@ def run_setfit(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvalua
     per_epoch = math.ceil(len(pairs) / (cfg.batch_size * cfg.grad_accum))
     total = min(per_epoch * cfg.epochs, cfg.max_steps or per_epoch * cfg.epochs)
     scheduler = build_scheduler(job.optimizer, cfg.warmup, total, cfg.scheduler)
-    metrics = open_metrics(job, None)
+    # a resume runs the recipe again from its start: what an earlier, stopped run logged goes
+    metrics = open_metrics(job, -1 if job.config.resume else None)
     metrics.write({"kind": "start", "step": 0, "examples": len(features), "pairs": len(pairs), "steps": total})
     _log_plan(job, pairs, len(features), total)
     state = TrainState()
     started = time.perf_counter()
     _contrastive(job, model, features, pairs, total, scheduler, metrics, stop, quiet, state)
     if stop.requested:
+        metrics.write({"kind": STOPPED_ROW, "step": state.step, "signal": stop.requested})
         metrics.close()
-        log.warning("stopped by %s at step %d: setfit keeps no checkpoints; run it again", stop.requested, state.step)
+        log.warning("stopped by %s at step %d: setfit keeps no checkpoints", stop.requested, state.step)
         return state
     accuracy = fit_head(model, features, job.tokenizer, cfg.seed, acc.device, cfg.eval_batch_size or 64)
     state.elapsed_s = round(time.perf_counter() - started, 3)
@@ -85,8 +88,6 @@ def templated_features(job: Job) -> list[dict]:
     tuning = job.config.tuning
     if not tuning.label_templates:
         return []
-    if any(ex.text_pair is not None for ex in job.data.train):
-        raise ConfigError("tuning.label_templates: templated examples are single texts, and this data has text pairs")
     assert job.data.labels is not None, "classification data has labels"
     examples = [
         TextExample(text=tuning.template.format(label=name), label=name, where="tuning.template", label_id=i)

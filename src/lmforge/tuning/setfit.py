@@ -9,6 +9,7 @@ and the head is fitted in closed form.
 """
 
 import random
+from collections import Counter
 from typing import Any
 
 import torch
@@ -30,6 +31,7 @@ def make_pairs(labels: list[int], iterations: int, seed: int) -> list[tuple[int,
 
     An example whose label has no other example gets no positive pair; there must be at least one
     positive and one negative pair in all."""
+    check_labels(labels)
     rng = random.Random(seed)
     by_label: dict[int, list[int]] = {}
     for i, label in enumerate(labels):
@@ -45,12 +47,37 @@ def make_pairs(labels: list[int], iterations: int, seed: int) -> list[tuple[int,
                 pairs.append((i, same[k if k < place[i] else k + 1], POSITIVE))
             if others[label]:  # an example of another label, uniformly over those examples
                 pairs.append((i, rng.choice(others[label]), NEGATIVE))
-    if not any(t == POSITIVE for _, _, t in pairs):
-        raise DataError("data.train: tuning.method=setfit needs two examples of one label at least (positive pairs)")
-    if not any(t == NEGATIVE for _, _, t in pairs):
-        raise DataError("data.train: tuning.method=setfit needs examples of two labels at least (negative pairs)")
     rng.shuffle(pairs)
     return pairs
+
+
+def check_labels(labels: list[int]) -> None:
+    """Pairs can be drawn from examples with these labels: a positive pair needs two examples of
+    one label, a negative pair examples of two labels."""
+    counts = Counter(labels)
+    if not any(n > 1 for n in counts.values()):
+        raise DataError("data.train: tuning.method=setfit needs two examples of one label at least (positive pairs)")
+    if len(counts) < 2:
+        raise DataError("data.train: tuning.method=setfit needs examples of two labels at least (negative pairs)")
+
+
+def check_data(labels: list[int], names: list[str], templates: int, text_pairs: bool) -> None:
+    """What SetFit needs of its training data (the example ids ``labels`` of the label ``names``),
+    checked before the run folder is written: templated examples need single texts and label names
+    that are words ("This sentence is 0." tells the encoder nothing); pairs need two labels."""
+    if templates:
+        if text_pairs:
+            raise ConfigError(
+                "tuning.label_templates: templated examples are single texts, and this data has text pairs"
+            )
+        unnamed = [name for name in names if not any(ch.isalpha() for ch in name)]
+        if unnamed:
+            raise ConfigError(
+                f"tuning.label_templates: templated examples need label names that are words, not "
+                f"{', '.join(repr(n) for n in unnamed)}; name the labels (data.label_names, e.g. "
+                "[negative, positive]) or set tuning.label_templates=0"
+            )
+    check_labels([*labels, *(i for i in range(len(names)) for _ in range(templates))])
 
 
 def pair_loss(model: MeanPooledBertForSequenceClassification, left: dict, right: dict, targets: torch.Tensor):

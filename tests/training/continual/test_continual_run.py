@@ -223,3 +223,9 @@ def test_lora_per_task_keeps_a_model_per_stage(stage1, tmp_path):
     assert continual["matrix"][1][0] == continual["matrix"][0][0] and continual["bwt"] == 0.0
     # the base stayed frozen: the saved model is the base plus the merged adapter, the head new
     assert record["parameters"]["trainable"] < record["parameters"]["total"] / 2
+
+
+def test_from_and_another_parent_on_the_command_line_are_refused(tmp_path, run_cli):
+    config = str(_write(tmp_path))
+    code, _, err = run_cli("train", config, f"continual.parent={tmp_path / 'a'}", "--from", str(tmp_path / "b"))
+    assert code == 2 and err.count("\n") == 1 and "two parents given; keep one" in err, err

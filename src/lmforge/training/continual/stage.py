@@ -57,7 +57,10 @@ def open_stage(config: JobConfig, task: Task, data: TaskData) -> "Stage | None":
         raise ConfigError(f"continual.parent: {parent} is this job's output; write the new stage to another folder")
     if "model" in config.model_fields_set:
         log.warning("warning: model is not read under continual.parent: the model is the parent run's")
-    record = read_record(parent)
+    try:
+        record = read_record(parent)
+    except RunFolderError as exc:  # named as the setting that gave the folder, like the other parent errors
+        raise RunFolderError(f"continual.parent: {exc}") from None
     _check_parent(config, task, parent, record)
     folder = RunFolder(parent).model_dir(settings.checkpoint)
     lineage = lineage_of(parent, record)
