@@ -17,6 +17,13 @@ processes compete for the same cores as anything else running.
     python bench/distributed_scaling.py                   # 40 steps of 32 rows, each side twice: ~12 minutes on 2 cores
     python bench/distributed_scaling.py --device cuda     # two GPUs, one a process
     python bench/distributed_scaling.py --batch-size 64 --grad-accum 4 --steps 10   # steps of 256 rows, 4 micro-batches each
+    python bench/distributed_scaling.py --batch-size 128 --steps 20 --ceiling      # and the machine's own limit
+
+With ``--ceiling`` the script also runs two single-process jobs side by side, each with half the
+global batch and no communication between them: the samples/s two busy cores give at all on this
+machine (a core running alone may run faster than two running at once, and they share caches and
+memory), the most any data-parallel run could reach. It is printed for context, with the share of it
+that two processes reach.
 
 Each side runs ``--repeats`` times, the sides alternating, and its fastest run counts (a slower run
 measures the machine's other work, not lmforge; every run's figure is printed). The last line printed
@@ -38,6 +45,7 @@ from classification_throughput import read_tsv, write_tsv
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/sst2"
 SIDES = {"1 process": 1, "2 processes": 2}
+CEILING = "2 single processes side by side (no communication)"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -73,6 +81,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="runs a side, alternating; each side's fastest counts (default: %(default)s)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also run two single-process jobs side by side with no communication (context, not the ratio)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -115,29 +128,41 @@ def write_config(args, out: Path) -> Path:
     return config
 
 
-def run_side(args, processes: int, config: Path, out: Path) -> dict:
+def train_command(args, batch: int, out: Path, config: Path) -> list[str]:
     command = [sys.executable, "-m", "lmforge", "train", str(config), "overwrite=true"]
-    command += [f"train.batch_size={args.batch_size // processes}", f"output={json.dumps(str(out))}", *args.set]
-    command += ["--quiet"]
+    return command + [f"train.batch_size={batch}", f"output={json.dumps(str(out))}", *args.set, "--quiet"]
+
+
+def run_side(args, processes: int, config: Path, out: Path) -> dict:
+    """``processes`` == 0: two single-process jobs side by side (``--ceiling``), else one job."""
+    alone = processes == 0
+    batch = args.batch_size // max(processes, 2 if alone else 1)
+    outs = [out / "a", out / "b"] if alone else [out]
+    commands = [train_command(args, batch, folder, config) for folder in outs]
     if processes > 1:
-        command += ["--processes", str(processes)]
+        commands[0] += ["--processes", str(processes)]
     before = load()
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    jobs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for c in commands]
+    errors = [job.communicate()[1] for job in jobs]
     total = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"error: {processes} process(es): lmforge train failed:\n{done.stderr.strip()}")
-    meta = json.loads((out / "lmforge.json").read_text(encoding="utf-8"))
-    training = meta["training"]
+    for job, error in zip(jobs, errors):
+        if job.returncode != 0:
+            raise SystemExit(
+                f"error: {processes or 'side by side'} process(es): lmforge train failed:\n{error.strip()}"
+            )
+    metas = [json.loads((folder / "lmforge.json").read_text(encoding="utf-8")) for folder in outs]
+    trainings = [meta["training"] for meta in metas]
     return {
         "processes": processes,
-        "batch_per_process": args.batch_size // processes,
-        "samples_per_s": training["examples_seen"] / training["wall_time_s"],
-        "loop_s": training["wall_time_s"],
+        "batch_per_process": batch,
+        "samples_per_s": sum(t["examples_seen"] / t["wall_time_s"] for t in trainings),
+        "loop_s": max(t["wall_time_s"] for t in trainings),
         "total_s": total,
-        "examples_seen": training["examples_seen"],
-        "steps": training["steps"],
-        "accuracy": meta["results"]["validation"]["accuracy"],
+        "examples_seen": sum(t["examples_seen"] for t in trainings),
+        "steps": trainings[0]["steps"],
+        "accuracy": metas[0]["results"]["validation"]["accuracy"],
         "load_before": before,
         "load_after": load(),
     }
@@ -158,8 +183,9 @@ def run(args, out: Path) -> dict:
         flush=True,
     )
     results: dict = {}
+    sides = {**SIDES, CEILING: 0} if args.ceiling else SIDES
     for attempt in range(1, args.repeats + 1):
-        for name, processes in SIDES.items():  # the sides alternate: a slow spell of the machine hits both
+        for name, processes in sides.items():  # the sides alternate: a slow spell of the machine hits both
             result = run_side(args, processes, config, out / f"run-{processes}")
             print(f"{name}, run {attempt}: {result['loop_s']:.1f} s training loop", flush=True)
             seen = results[name]["samples_per_s_runs"] if name in results else []
@@ -191,6 +217,12 @@ def report(results: dict) -> list[str]:
             f"{name}: {r['steps']} steps, {r['examples_seen']:,} training examples; end-to-end {r['total_s']:.1f} s "
             f"(start-up, load, tokenise, train, evaluate); load average before {r['load_before']}, "
             f"after {r['load_after']}"
+        )
+    if CEILING in results:
+        ceiling, one = results[CEILING]["samples_per_s"], results["1 process"]["samples_per_s"]
+        lines.append(
+            f"ceiling: two busy cores give {ceiling / one:.2f}x one process's samples/s with no communication at all; "
+            f"2 processes reach {100 * results['2 processes']['samples_per_s'] / ceiling:.0f}% of that"
         )
     return lines + [f"ratio: {scaling(results):.2f}"]
 
