@@ -139,6 +139,8 @@ def run_side(args, processes: int, config: Path, out: Path) -> dict:
     batch = args.batch_size // max(processes, 2 if alone else 1)
     outs = [out / "a", out / "b"] if alone else [out]
     commands = [train_command(args, batch, folder, config) for folder in outs]
+    if alone and args.device.startswith("cuda"):  # a GPU each, as the data-parallel processes have
+        commands = [[*c[:-1], f"device=cuda:{i}", c[-1]] for i, c in enumerate(commands)]
     if processes > 1:
         commands[0] += ["--processes", str(processes)]
     before = load()

@@ -277,3 +277,26 @@ def test_sigterm_outside_a_training_loop_stops_the_study_cleanly(tmp_path, run_c
     assert [r["state"] for r in rows] == (["complete", "stopped"] if where == "loading" else ["complete"])
     assert (study / "best.yaml").is_file() and "trial 0" in out
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is given back
+
+
+def test_a_stop_inside_optunas_bookkeeping_still_stops_the_study(tmp_path, monkeypatch):
+    """Optuna turns a KeyboardInterrupt raised while it records a trial into another error; the study
+    still stops as for any stop request, not with a traceback."""
+    import optuna.study._optimize as optimize
+
+    from lmforge.search import study as study_module
+
+    search = prepare(_config(tmp_path, SPACE, ", metric: loss, pruner: none"), [])
+    search.folder.mkdir(parents=True)
+    real_tell, calls = optimize._tell_with_warning, []
+
+    def tell_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise study_module.Terminated()  # SIGTERM while the second trial's result is written
+        return real_tell(*args, **kwargs)
+
+    monkeypatch.setattr(optimize, "_tell_with_warning", tell_interrupted)
+    with pytest.raises(study_module.StudyStopped) as stopped:
+        run_trials(search, 3, None)
+    assert stopped.value.signal == "SIGTERM"

@@ -3,6 +3,7 @@ training stack: ``train_launch.py`` (``--processes N``) uses them without import
 
 import argparse
 import shlex
+from pathlib import Path
 
 from lmforge.cli.common import OVERRIDES_HELP, config_overrides
 from lmforge.errors import ConfigError
@@ -46,9 +47,15 @@ def parent(args: argparse.Namespace) -> list[str]:
         return []
     for given in getattr(args, "overrides", None) or []:
         key, _, value = given.partition("=")
-        if key.strip() == "continual.parent" and value.strip().strip("'\"") != run:
+        named = value.strip().strip("'\"")
+        if key.strip() == "continual.parent" and _folder(named) != _folder(run):
             raise ConfigError(f"--from {run} and {given}: two parents given; keep one")
     return [f"continual.parent={run}"]
+
+
+def _folder(path: str) -> Path:
+    """A folder as one place, however it is written (relative, with ./, a trailing / or ~)."""
+    return Path(path).expanduser().resolve()
 
 
 def argv_again(args: argparse.Namespace) -> list[str]:

@@ -276,10 +276,23 @@ def run_trials(search: Search, trials: int, timeout: float | None, quiet: bool =
             )
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM between trials, in Optuna's own work
         raise StudyStopped(getattr(exc, "signal", "SIGINT")) from None
+    except StudyStopped:
+        raise
+    except Exception as exc:  # one that hit Optuna's bookkeeping surfaces as another error
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise StudyStopped(getattr(exc.__context__, "signal", "SIGINT")) from None
+        raise
     return study
 
 
 def _objective(search: Search, trial: optuna.Trial, quiet: bool) -> float:
+    try:  # a stop anywhere in the trial (sampling, loading, training, recording) marks it stopped
+        return _trial(search, trial, quiet)
+    except KeyboardInterrupt as exc:  # Ctrl-C/SIGTERM before the loop listened (loading), a prompt run, a second one
+        raise _stop(trial, getattr(exc, "signal", "SIGINT")) from None
+
+
+def _trial(search: Search, trial: optuna.Trial, quiet: bool) -> float:
     values = {dim.key: dim.suggest(trial) for dim in search.dims}
     folder = search.folder / "trials" / f"trial-{trial.number:03d}"
     trial.set_user_attr("run", str(folder))
@@ -288,11 +301,8 @@ def _objective(search: Search, trial: optuna.Trial, quiet: bool) -> float:
     config = load_config(None, overrides, base=search.base)
     log.info("trial %d: %s", trial.number, ", ".join(f"{k}={shown(v)}" for k, v in values.items()))
     started = time.perf_counter()
-    try:
-        with _quiet_runs():
-            results = _run_trial(search, trial, config, folder, quiet)
-    except KeyboardInterrupt as exc:  # Ctrl-C/SIGTERM before the loop listened (loading), a prompt run, a second one
-        raise _stop(trial, getattr(exc, "signal", "SIGINT")) from None
+    with _quiet_runs():
+        results = _run_trial(search, trial, config, folder, quiet)
     trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
     value = results.get("validation", {}).get(search.metric)
     if not isinstance(value, (int, float)):
@@ -385,7 +395,8 @@ def run_workers(search: Search, argv: list[str], trials: int, timeout: float | N
                 time.sleep(0.2)
         errors = []
         for process, err in workers:
-            if process.returncode in (0, STOPPED_EXIT):
+            # a worker the forwarded signal reached before it listened (starting up) died of it: stopped
+            if process.returncode in (0, STOPPED_EXIT) or (forwarded and process.returncode == -sig):
                 continue
             err.seek(0)
             lines = err.read().strip().splitlines()

@@ -137,6 +137,13 @@ def setup(config: JobConfig) -> Job:
         data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)
         data.notes.append(f"data.train_limit: training on {len(data.train)} examples (seed {config.train.seed})")
     stage = open_stage(config, task, data)  # continual.parent: labels merged, replay mixed in; else None
+    if config.tuning.method == "setfit":  # what its pairs and templates need, before a model loads
+        check_setfit_data(
+            [ex.label_id for ex in data.train],
+            data.labels.names,
+            config.tuning.label_templates,
+            any(ex.text_pair is not None for ex in data.train),
+        )
     if config.data.mask is not None:  # personal data out before a tokenizer or a model sees the texts
         mask_task_data(config.data.mask, data, config.device)
     for note in data.notes:
@@ -239,13 +246,6 @@ def setup(config: JobConfig) -> Job:
     if stage is not None:  # measured before training; the penalty anchored on the starting weights
         stage.start(accelerator.unwrap_model(job.model), job.tokenizer, data.validation)
         job.continual = stage
-    if config.tuning.method == "setfit":  # what its pairs and templates need, before the folder is written
-        check_setfit_data(
-            [f["label"] for f in features["train"]],
-            data.labels.names,
-            config.tuning.label_templates,
-            any(ex.text_pair is not None for ex in data.train),
-        )
     _prepare_folder(job, resolved, resuming)
     return job
 
@@ -463,7 +463,9 @@ def run_record(job: Job, finished: bool, **outcome) -> RunRecord:
 def open_trackers(job: Job) -> Trackers:
     """The config's external trackers (W&B, MLflow) of the main process, opened once."""
     if job.trackers is None:
-        job.trackers = Trackers(job.config.tracking, job.run.path, config_to_dict(job.config), job.config.resume)
+        # setfit keeps no checkpoints: its resume=true starts again, as a new tracked run
+        resume = job.config.resume and job.config.tuning.method != "setfit"
+        job.trackers = Trackers(job.config.tracking, job.run.path, config_to_dict(job.config), resume)
     return job.trackers
 
 

@@ -71,6 +71,8 @@ def run_setfit(job: Job, stop: StopRequest, quiet: bool, on_evaluation: OnEvalua
     if stop.requested:
         metrics.write({"kind": STOPPED_ROW, "step": state.step, "signal": stop.requested})
         metrics.close()
+        if job.trackers is not None:
+            job.trackers.finish(None, exit_code=1)  # the tracked run ends as failed, not left running
         log.warning("stopped by %s at step %d: setfit keeps no checkpoints", stop.requested, state.step)
         return state
     accuracy = fit_head(model, features, job.tokenizer, cfg.seed, acc.device, cfg.eval_batch_size or 64)

@@ -229,3 +229,5 @@ def test_from_and_another_parent_on_the_command_line_are_refused(tmp_path, run_c
     config = str(_write(tmp_path))
     code, _, err = run_cli("train", config, f"continual.parent={tmp_path / 'a'}", "--from", str(tmp_path / "b"))
     assert code == 2 and err.count("\n") == 1 and "two parents given; keep one" in err, err
+    code, _, err = run_cli("train", config, f"continual.parent={tmp_path / 'a'}", "--from", f"{tmp_path / 'a'}/")
+    assert "two parents" not in err  # the same folder written two ways: no conflict (it fails later: no run)
