@@ -127,6 +127,18 @@ def test_validate_ok(tmp_path, run_cli):
     assert code == 0 and "8 train, 4 validation" in out
 
 
+def test_validate_counts_the_limited_draw_and_checks_the_methods_needs(tmp_path, run_cli):
+    """data.train_limit is the draw training uses; SetFit's data checks run too (no two examples of
+    one label in a draw of 1)."""
+    train = write_jsonl(tmp_path / "train.jsonl", good_rows())
+    config = tmp_path / "job.yaml"
+    config.write_text(f"data: {{train: {train}, train_limit: 4}}\noutput: {tmp_path / 'out'}\n")
+    code, out, _ = run_cli("validate", str(config))
+    assert code == 0 and "4 train" in out and "note: data.train_limit: training on 4 examples" in out
+    code, out, err = run_cli("validate", str(config), "tuning.method=setfit", "data.train_limit=1")
+    assert code == 2 and "problem: data.train: tuning.method=setfit needs two examples of one label" in out
+
+
 def test_overrides_may_follow_the_options(run_cli, tmp_path, capsys):
     config = tmp_path / "job.yaml"
     run_job(run_cli, tmp_path, tmp_path / "unused", "train.max_steps=1")  # writes job.yaml

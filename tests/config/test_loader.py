@@ -108,3 +108,11 @@ def test_a_run_folder_config_of_the_last_release_resumes(tmp_path):
     changed = dict(current, data={**current["data"], "max_length": 64})
     with pytest.raises(RunFolderError, match="data.max_length: 128 -> 64"):
         run.check_writable(changed, resume=True, overwrite=False)
+
+
+def test_a_boolean_ema_asks_for_a_decay():
+    from lmforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.ema: give the averaging decay, e.g. 0.999 .*not true"):
+        load_config(None, ["data.train=x.jsonl", "train.ema=true"])
+    assert load_config(None, ["data.train=x.jsonl", "train.ema=0.99"]).train.ema == 0.99

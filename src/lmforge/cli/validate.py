@@ -12,6 +12,7 @@ from lmforge.models.family import check_model
 from lmforge.tasks import get_task
 from lmforge.tracking.run_folder import RunFolder
 from lmforge.training.adversarial import check_adversarial
+from lmforge.training.job import check_method_data, limit_training_data
 from lmforge.training.rdrop import check_rdrop
 
 
@@ -25,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
     problems = Problems(collect=True, skip=config.data.on_error == "skip")
     task = get_task(config.task)
     data = task.load_data(config, problems)
+    limit_training_data(config, data)  # the examples training would use
     spec = as_spec(config.model)
     checks = [
         lambda: check_model(spec),
+        lambda: check_method_data(config, data),
         lambda: check_adversarial(config, task),
         lambda: check_rdrop(config, task),
         lambda: RunFolder(config.output).check_writable(config_to_dict(config), config.resume, config.overwrite),

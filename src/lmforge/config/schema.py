@@ -346,6 +346,13 @@ class TrainConfig(Section):
         log.warning("train.mixed_precision is deprecated: it is train.precision now (no -> fp32)")
         return {**data, "precision": value}
 
+    @field_validator("ema", mode="before")
+    @classmethod
+    def _ema_is_a_decay(cls, value):
+        if isinstance(value, bool):  # YAML's true would pass as 1.0 and fail as "less than 1"
+            raise ValueError(f"give the averaging decay, e.g. 0.999 (null: off), not {str(value).lower()}")
+        return value
+
     @field_validator("eval_every")
     @classmethod
     def _positive(cls, value):

@@ -133,17 +133,9 @@ def setup(config: JobConfig) -> Job:
     run.check_writable(resolved, config.resume, config.overwrite)
     problems = Problems(skip=config.data.on_error == "skip")
     data = task.load_data(config, problems)
-    if config.data.train_limit is not None and config.data.train_limit < len(data.train):
-        data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)
-        data.notes.append(f"data.train_limit: training on {len(data.train)} examples (seed {config.train.seed})")
+    limit_training_data(config, data)
     stage = open_stage(config, task, data)  # continual.parent: labels merged, replay mixed in; else None
-    if config.tuning.method == "setfit":  # what its pairs and templates need, before a model loads
-        check_setfit_data(
-            [ex.label_id for ex in data.train],
-            data.labels.names,
-            config.tuning.label_templates,
-            any(ex.text_pair is not None for ex in data.train),
-        )
+    check_method_data(config, data)  # before a model loads
     if config.data.mask is not None:  # personal data out before a tokenizer or a model sees the texts
         mask_task_data(config.data.mask, data, config.device)
     for note in data.notes:
@@ -248,6 +240,24 @@ def setup(config: JobConfig) -> Job:
         job.continual = stage
     _prepare_folder(job, resolved, resuming)
     return job
+
+
+def limit_training_data(config: JobConfig, data) -> None:
+    """``data.train_limit``: the seeded (class-balanced) draw of the training examples."""
+    if config.data.train_limit is not None and config.data.train_limit < len(data.train):
+        data.train = limited_sample(data.train, config.data.train_limit, config.train.seed)
+        data.notes.append(f"data.train_limit: training on {len(data.train)} examples (seed {config.train.seed})")
+
+
+def check_method_data(config: JobConfig, data) -> None:
+    """What the tuning method needs of the training data (SetFit: pairs, templated examples)."""
+    if config.tuning.method == "setfit":
+        check_setfit_data(
+            [ex.label_id for ex in data.train],
+            data.labels.names,
+            config.tuning.label_templates,
+            any(ex.text_pair is not None for ex in data.train),
+        )
 
 
 def _padding(config: JobConfig, train_features: list[dict], processes: int) -> float:
