@@ -4,19 +4,18 @@ import json
 import logging
 import os
 import random
-import re
 import sys
 import time
 import warnings
 from typing import TYPE_CHECKING
 
+from lmforge.config.schema import DEVICE_SPEC, device_problem
 from lmforge.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where it is used: `lmforge --help` must not load it
     import torch
 
 log = logging.getLogger("lmforge")
-DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # the config's `device` and every --device
 
 
 def setup_logging(quiet: bool = False) -> None:
@@ -144,7 +143,7 @@ def resolve_device(spec: str = "auto") -> "torch.device":
     decides where models run. ``auto`` is CUDA where there is one; under ``torchrun`` a CUDA process
     takes its local rank's GPU."""
     if not isinstance(spec, str) or not DEVICE_SPEC.fullmatch(spec):
-        raise ConfigError(f"device: '{spec}' is not one of auto, cpu, cuda, cuda:N (N: a GPU's 0-based index)")
+        raise ConfigError(f"device: {device_problem(spec)}")
     import torch
 
     if spec == "cpu" or (spec == "auto" and not torch.cuda.is_available()):

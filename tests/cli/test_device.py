@@ -206,8 +206,8 @@ def test_the_config_key_and_the_resolver_accept_the_same_values(tmp_path, monkey
         else:
             assert resolve_device(spec) == torch.device("cpu")
     for spec in ("gpu", "cuda:x"):
-        with pytest.raises(ConfigError, match="String should match pattern"):
-            load_config(str(config), [f"device={spec}"])
+        with pytest.raises(ConfigError, match=f"device: '{spec}' is not one of auto, cpu, cuda, cuda:N"):
+            load_config(str(config), [f"device={spec}"])  # the config says it as --device does
         with pytest.raises(ConfigError, match="is not one of auto, cpu, cuda, cuda:N"):
             resolve_device(spec)
 

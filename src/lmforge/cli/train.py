@@ -38,11 +38,9 @@ def run(args: argparse.Namespace) -> int:
                 f"stopped by {outcome.stopped_by}: no checkpoint (tuning.method={config.tuning.method} keeps none); start again with: {command}",
                 file=sys.stderr,
             )
-        if outcome.stopped_by == "SIGINT":
-            return 130
-        # SIGTERM: a checkpointed run stopped as asked (a scheduler's preemption) and resumes; a run
-        # with nothing to resume from did not do its job (128 + SIGTERM, as a shell reports it)
-        return 0 if outcome.checkpointed else 143
+        # not finished, so not 0 (a script's `lmforge train && lmforge export` must not go on): 128 +
+        # the signal, as a shell reports it, checkpointed or not, in one process or several
+        return 130 if outcome.stopped_by == "SIGINT" else 143
     print(f"run folder: {outcome.run.path}\nreport: {outcome.run.report}")
     return 0
 

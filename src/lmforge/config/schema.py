@@ -5,6 +5,7 @@ turns pydantic's report into one line naming the file and key).
 """
 
 import logging
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -578,11 +579,7 @@ class JobConfig(Section):
     distributed: DistributedConfig = Field(
         default_factory=DistributedConfig, description="several processes: strategy (ddp | fsdp | deepspeed)"
     )
-    device: str = Field(
-        "auto",
-        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
-        description="auto (CUDA when there is one) | cpu | cuda | cuda:N",
-    )
+    device: str = Field("auto", description="auto (CUDA when there is one) | cpu | cuda | cuda:N")
     tracking: list[Tracker] = Field(
         default_factory=lambda: list[Tracker](["tensorboard"]),
         description="where metrics go besides metrics.jsonl: tensorboard (events/), wandb (Weights & Biases; "
@@ -621,6 +618,13 @@ class JobConfig(Section):
             raise ValueError("data.train is required")
         return self
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value):
+        if not DEVICE_SPEC.fullmatch(value):
+            raise ValueError(device_problem(value))
+        return value
+
     @model_validator(mode="after")
     def _setfit_fits(self):
         """SetFit trains a sentence encoder's text classifier: a transformer, for classification."""
@@ -653,6 +657,14 @@ SETFIT_UNUSED_TRAIN: dict[str, Any] = {
     "class_weights": None,
     "early_stopping": None,
 }
+
+DEVICE_SPEC = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # the config's `device` and every --device
+
+
+def device_problem(spec) -> str:
+    """What is wrong with a ``device`` that ``DEVICE_SPEC`` does not match."""
+    return f"'{spec}' is not one of auto, cpu, cuda, cuda:N (N: a GPU's 0-based index)"
+
 
 # The model specs are defined in model_spec.py and are part of the schema too.
 __all__ = [

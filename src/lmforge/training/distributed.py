@@ -177,12 +177,13 @@ def from_main(accelerator: Accelerator | PartialState, value):
     return box[0]
 
 
-def sum_over_processes(accelerator: Accelerator, value: int) -> int:
-    """``value`` summed over all processes (the loss units of a global batch)."""
+def sums_over_processes(accelerator: Accelerator, values: list[int]) -> list[int]:
+    """Each of ``values`` summed over all processes, in one all-reduce (the loss units of a global
+    batch, the processes that were asked to stop)."""
     if accelerator.num_processes == 1:
-        return value
-    total = torch.tensor([value], dtype=torch.float64, device=accelerator.device)
-    return int(accelerator.reduce(total, reduction="sum").item())
+        return list(values)
+    total = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    return [int(v) for v in accelerator.reduce(total, reduction="sum").tolist()]
 
 
 def mean_over_processes(accelerator: Accelerator, total: float, count: int) -> float:

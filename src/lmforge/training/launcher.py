@@ -56,9 +56,10 @@ def launch(processes: int, argv: list[str]) -> int:
     os.environ[LAUNCHED_ENV] = str(processes)  # the processes report their errors through this one
     try:
         elastic_launch(config, sys.executable)("-m", "lmforge", *argv)
-    except (KeyboardInterrupt, SignalException):  # Ctrl-C: the processes save a checkpoint and say so
+    except (KeyboardInterrupt, SignalException) as exc:  # Ctrl-C, SIGTERM: the processes checkpoint and say so
         print("lmforge: interrupted", file=sys.stderr)
-        return 130
+        # 128 + the signal, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM (a single process too)
+        return 128 + int(exc.sigval) if isinstance(exc, SignalException) else 130
     except ChildFailedError as exc:
         rank, failure = _first_failure(exc)
         message = failure.message if isinstance(failure.message, str) else json.dumps(failure.message)
@@ -68,7 +69,10 @@ def launch(processes: int, argv: list[str]) -> int:
             print(
                 f"lmforge: error: process {rank} of {processes} failed (exit code {failure.exitcode})", file=sys.stderr
             )
-        return failure.exitcode if failure.exitcode > 0 else 1
+        # the process whose message is shown may have been stopped by the launcher (exit < 0) after
+        # failing the same way as another: that one's own exit code (2 for a config error) is the job's
+        codes = [failure.exitcode, *(f.exitcode for f in exc.failures.values())]
+        return next((code for code in codes if code > 0), 1)
     finally:  # for the processes only: a later job in this process (the web UI, tests) runs alone
         if before is None:
             os.environ.pop(LAUNCHED_ENV, None)

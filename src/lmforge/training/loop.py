@@ -22,7 +22,7 @@ from lmforge.training.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from lmforge.training.distributed import from_main, mean_over_processes, sum_over_processes
+from lmforge.training.distributed import from_main, mean_over_processes, sums_over_processes
 from lmforge.training.ema import WeightAverage
 from lmforge.training.job import Job, TrainState, open_metrics
 from lmforge.training.precision import full_precision
@@ -239,7 +239,11 @@ class _Loop:
             # data-parallel steps then take the gradient one big batch would.
             micro = [job.task.collate([features[j] for j in idx], job.tokenizer) for idx in group]
             units = [job.task.loss_units(batch) for batch in micro]
-            scale = acc.num_processes * self.loss_scale / max(sum_over_processes(acc, sum(units)), 1)
+            # the stop request travels with the units: every process stops after the same step (a
+            # signal reaches the processes at slightly different times; one that stopped alone
+            # would leave the others waiting in an all-reduce of a process that has gone)
+            total, stopping = sums_over_processes(acc, [sum(units), int(self.stop.requested is not None)])
+            scale = acc.num_processes * self.loss_scale / max(total, 1)
             for i, (idx, batch) in enumerate(zip(group, micro)):
                 batch = {k: v.to(acc.device) for k, v in batch.items()}
                 sync = i == len(group) - 1
@@ -264,7 +268,8 @@ class _Loop:
             state.batch_in_epoch = position
             state.examples_seen += sum(len(idx) for idx in group) * acc.num_processes
             self._after_step()
-            if self.stop.requested:
+            if stopping:  # requested before this step began, in some process
+                self.stop.requested = self.stop.requested or "SIGTERM"
                 self.save(rng=None)
                 self.saved_at_stop = True
                 return
