@@ -268,7 +268,8 @@ class _Loop:
             state.batch_in_epoch = position
             state.examples_seen += sum(len(idx) for idx in group) * acc.num_processes
             self._after_step()
-            if stopping:  # requested before this step began, in some process
+            # one process stops as soon as it is asked; several stop after the step where they agreed
+            if stopping or (acc.num_processes == 1 and self.stop.requested):
                 self.stop.requested = self.stop.requested or "SIGTERM"
                 self.save(rng=None)
                 self.saved_at_stop = True
